@@ -1,0 +1,126 @@
+"""The control plane's HTTP API (loopback, bearer token). Thin: every route calls the controller."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..controller.core import Controller
+from ..errors import BranchyardError, Unauthorized
+
+
+class ProjectIn(BaseModel):
+    name: str
+    upstream: str | None = None
+
+
+class EnvironmentIn(BaseModel):
+    name: str
+    branch: str | None = None
+
+
+class PushIn(BaseModel):
+    ref: str
+    old: str
+    new: str
+    git_env: dict[str, str] = Field(default_factory=dict)
+
+
+def create_app(controller: Controller, token: str) -> FastAPI:
+    app = FastAPI(title="branchyard", version=__version__, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(BranchyardError)
+    async def _error(_request: Request, err: BranchyardError) -> JSONResponse:
+        return JSONResponse({"detail": str(err), "error": type(err).__name__}, status_code=err.http_status)
+
+    def auth(authorization: str | None = Header(default=None)) -> None:
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("missing or wrong API token")
+
+    ctl = controller
+    api = Depends(auth)
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"ok": True, "version": __version__}
+
+    @app.get("/api/projects", dependencies=[api])
+    def projects() -> list[dict]:
+        return ctl.list_projects()
+
+    @app.post("/api/projects", dependencies=[api])
+    def create_project(body: ProjectIn) -> dict:
+        return ctl.create_project(body.name, body.upstream)
+
+    @app.get("/api/projects/{project}", dependencies=[api])
+    def project(project: str) -> dict:
+        return ctl.project_info(project)
+
+    @app.get("/api/projects/{project}/environments", dependencies=[api])
+    def environments(project: str) -> list[dict]:
+        return ctl.list_environments(project)
+
+    @app.post("/api/projects/{project}/environments", dependencies=[api])
+    def add_environment(project: str, body: EnvironmentIn) -> dict:
+        return ctl.add_environment(project, body.name, branch=body.branch)
+
+    @app.get("/api/projects/{project}/environments/{env}", dependencies=[api])
+    def environment(project: str, env: str) -> dict:
+        return ctl.environment_info(project, env)
+
+    @app.delete("/api/projects/{project}/environments/{env}", dependencies=[api])
+    def delete_environment(project: str, env: str) -> dict:
+        ctl.delete_environment(project, env)
+        return {"deleted": env}
+
+    @app.get("/api/projects/{project}/environments/{env}/deployments", dependencies=[api])
+    def deployments(project: str, env: str, limit: int = 50) -> list[dict]:
+        return ctl.list_deployments(project, env, limit)
+
+    @app.get("/api/projects/{project}/environments/{env}/logs", dependencies=[api])
+    def logs(project: str, env: str, lines: int = 100, build: bool = False, deployment: str | None = None) -> dict:
+        return ctl.environment_logs(project, env, lines=lines, build=build, deployment_id=deployment)
+
+    @app.post("/api/projects/{project}/push", dependencies=[api])
+    def push(project: str, body: PushIn) -> dict:
+        result = ctl.receive_push(project, body.ref, body.old, body.new, body.git_env)
+        return {"deployment_id": result.deployment_id, "note": result.note}
+
+    @app.get("/api/deployments/{deployment_id}", dependencies=[api])
+    def deployment(deployment_id: str) -> dict:
+        return ctl.deployment_info(deployment_id)
+
+    @app.get("/api/deployments/{deployment_id}/log", dependencies=[api])
+    async def deployment_log(deployment_id: str, follow: bool = False, offset: int = 0):
+        text, offset, done = await run_in_threadpool(ctl.read_log, deployment_id, offset)
+        if not follow:
+            return StreamingResponse(iter([text]), media_type="text/plain")
+
+        async def stream():
+            nonlocal text, offset, done
+            while True:
+                if text:
+                    yield text
+                if done:
+                    # one last read: lines written just before the status turned terminal
+                    text, offset, _ = await run_in_threadpool(ctl.read_log, deployment_id, offset)
+                    if text:
+                        yield text
+                    return
+                await asyncio.sleep(0.05)
+                text, offset, done = await run_in_threadpool(ctl.read_log, deployment_id, offset)
+
+        return StreamingResponse(stream(), media_type="text/plain")
+
+    @app.get("/api/events", dependencies=[api])
+    def events(project: str | None = None, environment: str | None = None, limit: int = 100) -> list[dict]:
+        return ctl.events(project, environment, limit)
+
+    return app

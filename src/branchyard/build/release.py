@@ -1,0 +1,499 @@
+"""Immutable releases (a commit exported from git) and a virtualenv cached by dependency hash.
+
+A release directory is complete once `.branchyard-release.json` exists in it; that marker is written
+last, atomically. Virtualenvs live in `<cache>/venvs/<hash>` where the hash covers the interpreter,
+the install steps and the dependency files: a code-only push reuses the venv and skips pip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import posixpath
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from branchyard.build.steps import requirement_files, split_build_command
+from branchyard.errors import BackendError, BuildFailed
+
+__all__ = [
+    "DEPENDENCY_FILES",
+    "RELEASE_MARKER",
+    "VENV_MARKER",
+    "BuildResult",
+    "build",
+    "dependency_hash",
+    "export_commit",
+    "mark_release_complete",
+    "python_identity",
+    "release_complete",
+    "remove_incomplete_releases",
+    "split_build_command",
+]
+
+RELEASE_MARKER = ".branchyard-release.json"
+VENV_MARKER = ".complete"
+DEPENDENCY_FILES = (
+    "requirements.txt",
+    "requirements-*.txt",
+    "requirements_*.txt",
+    "pyproject.toml",
+    "setup.py",
+    "setup.cfg",
+    "poetry.lock",
+    "Pipfile",
+    "Pipfile.lock",
+    "uv.lock",
+    "constraints.txt",
+)
+_GIT_TIMEOUT = 600.0
+_LINGER = 2.0  # seconds a finished step's leftovers may keep its output open
+_REV = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+# The control plane's own settings and interpreter overrides do not leak into user builds.
+_ENV_DROP_PREFIXES = ("BRANCHYARD_",)
+_PIP_INSTALL = re.compile(r"\bpip[0-9.]*\s+install\b")
+_ENV_DROP = {"PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__", "PYTHONSTARTUP", "PIP_USER"}
+
+
+# -- releases --------------------------------------------------------------------------------------
+
+
+def export_commit(git_dir: Path, sha: str, dest: Path, *, git_env: dict[str, str] | None = None) -> None:
+    """Extract commit `sha` of the repository `git_dir` into `dest`, atomically; no-op if dest is complete.
+
+    git_env is merged into the environment of git (e.g. a pre-receive hook's quarantine variables).
+    A dest that exists without the release marker (an earlier attempt that failed) is replaced.
+    """
+    dest = Path(dest)
+    if release_complete(dest):
+        return
+    env = {**os.environ, **(git_env or {})}
+    full = _resolve_commit(Path(git_dir), sha, env)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.export-", dir=dest.parent))
+    except OSError as exc:
+        raise BuildFailed(f"export: cannot create {dest.parent}: {exc.strerror}") from None
+    try:
+        _archive_into(Path(git_dir), full, tmp, env)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        _replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def mark_release_complete(dest: Path, meta: Mapping[str, object]) -> None:
+    """Write the release marker (JSON of `meta`) atomically: the last step of making a release."""
+    _write_atomic(Path(dest) / RELEASE_MARKER, json.dumps(dict(meta), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def release_complete(dest: Path) -> bool:
+    """True if `dest` is a finished release (its marker exists)."""
+    return (Path(dest) / RELEASE_MARKER).is_file()
+
+
+def remove_incomplete_releases(root: Path) -> list[Path]:
+    """Delete root's immediate subdirectories that lack the release marker (start-up cleanup)."""
+    root = Path(root)
+    removed: list[Path] = []
+    try:
+        children = sorted(root.iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise BackendError(f"cannot list {root}: {exc.strerror}") from None
+    for child in children:
+        if child.is_symlink() or not child.is_dir() or release_complete(child):
+            continue
+        try:
+            shutil.rmtree(child)
+        except OSError as exc:
+            raise BackendError(f"cannot remove incomplete release {child}: {exc.strerror}") from None
+        removed.append(child)
+    return removed
+
+
+# -- dependencies ----------------------------------------------------------------------------------
+
+
+def dependency_hash(src: Path, *, python: str, install_steps: Sequence[str]) -> str:
+    """sha256 over the interpreter identity, the install steps and the dependency files' bytes."""
+    src = Path(src)
+    files: dict[str, Path] = {}
+    for pattern in DEPENDENCY_FILES:
+        for path in src.glob(pattern):
+            if path.is_file():
+                files[path.name] = path
+    root = src.resolve()
+    for step in install_steps:
+        for path in requirement_files(step, src):
+            files[path.relative_to(root).as_posix()] = path
+    digest = hashlib.sha256()
+    for part in ("branchyard-venv-1", python, "\n".join(install_steps)):
+        _feed(digest, part.encode())
+    for name in sorted(files):
+        _feed(digest, name.encode())
+        try:
+            _feed(digest, files[name].read_bytes())
+        except OSError as exc:
+            raise BuildFailed(f"cannot read {name}: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+def python_identity(python: str) -> str:
+    """A string naming the interpreter exactly (version, build, base prefix): part of the venv hash."""
+    code = "import sys; print(sys.version.replace(chr(10), ' ')); print(sys.base_prefix)"
+    try:
+        out = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=60, check=True, stdin=subprocess.DEVNULL
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        detail = exc.stderr.strip()[-300:]
+        raise BuildFailed(f"python: `{python}` exited with code {exc.returncode}: {detail}") from None
+    except subprocess.TimeoutExpired:
+        raise BuildFailed(f"python: `{python}` did not answer within 60s") from None
+    except OSError as exc:
+        raise BuildFailed(f"python: cannot run `{python}`: {exc.strerror}") from None
+    return out.strip()
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    venv: Path
+    cached: bool
+    seconds: float
+
+
+def build(
+    src: Path,
+    build_command: str | None,
+    *,
+    cache_dir: Path,
+    python: str,
+    log: Callable[[str], None],
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> BuildResult:
+    """Build the release in `src`: cached venv for the install steps, then the other steps, every time.
+
+    env: extra variables for the build steps (e.g. the service's variables). timeout: seconds for the
+    whole build; None waits forever. Output is passed to `log` line by line as it arrives.
+    """
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    src = Path(src)
+    install, other = split_build_command(build_command, src)
+    identity = python_identity(python)
+    digest = dependency_hash(src, python=identity, install_steps=install)
+    if _installs_into_venv(other):
+        # A step like `pip install .` puts this release's code into the venv: sharing that venv with
+        # other releases would let one release's install change another's running code.
+        digest = hashlib.sha256(f"{digest}\0{src.resolve()}".encode()).hexdigest()
+        log("build installs the app into the virtualenv: using a virtualenv private to this release")
+    venvs = Path(cache_dir) / "venvs"
+    venv = venvs / digest
+    try:
+        venvs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildFailed(f"cannot create {venvs}: {exc.strerror}") from None
+    step_env = _build_env(venv, env)
+    waiting = functools.partial(log, f"waiting for another build of virtualenv {digest[:12]}")
+    with _flock(venvs / f"{digest}.lock", deadline=deadline, on_wait=waiting):
+        cached = (venv / VENV_MARKER).is_file()
+        if cached:
+            log(f"using cached virtualenv {digest[:12]} (dependencies unchanged, install steps skipped)")
+        else:
+            try:
+                if venv.exists():
+                    log(f"removing incomplete virtualenv {digest[:12]}")
+                    shutil.rmtree(venv)
+                log(f"creating virtualenv {digest[:12]} with Python {identity.split()[0]}")
+                argv = [python, "-m", "venv", str(venv)]
+                _run(argv, f"{python} -m venv", cwd=src, env=step_env, log=log, deadline=deadline)
+                for step in install:
+                    log(f"$ {step}")
+                    _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline)
+                _write_atomic(venv / VENV_MARKER, json.dumps({"python": identity, "install_steps": install}) + "\n")
+            except BaseException:
+                shutil.rmtree(venv, ignore_errors=True)
+                raise
+    for step in other:
+        log(f"$ {step}")
+        _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline)
+    return BuildResult(venv=venv, cached=cached, seconds=time.monotonic() - started)
+
+
+# -- internals -------------------------------------------------------------------------------------
+
+
+def _resolve_commit(git_dir: Path, sha: str, env: dict[str, str]) -> str:
+    short = sha[:12]
+    if not sha or sha.startswith("-") or any(c.isspace() for c in sha):
+        raise BuildFailed(f"git: not a commit: {sha!r}")
+    try:
+        proc = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=_GIT_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise BuildFailed(f"git: timed out looking up commit {short}") from None
+    except OSError as exc:
+        raise BackendError(f"git: cannot run git: {exc.strerror}") from None
+    full = proc.stdout.strip()
+    if proc.returncode != 0 or not _REV.match(full):
+        if not (git_dir / "HEAD").exists() and not (git_dir / "objects").is_dir():
+            raise BuildFailed(f"git: {git_dir} is not a git repository")
+        raise BuildFailed(f"git: commit {short} not found")
+    return full
+
+
+def _archive_into(git_dir: Path, full: str, dest: Path, env: dict[str, str]) -> None:
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                ["git", f"--git-dir={git_dir}", "archive", "--format=tar", full],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError as exc:
+            raise BackendError(f"git: cannot run git: {exc.strerror}") from None
+        assert proc.stdout is not None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    _check_member(member)
+                    _extract(tar, member, dest)
+            while proc.stdout.read(65536):  # drain the end-of-archive padding so git exits cleanly
+                pass
+        except (tarfile.TarError, OSError) as exc:
+            proc.kill()
+            proc.wait()
+            raise BuildFailed(f"export of {full[:12]} failed: {_git_error(err) or exc}") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        rc = proc.wait()
+        if rc != 0:
+            raise BuildFailed(f"git archive {full[:12]} exited with code {rc}: {_git_error(err) or 'no error output'}")
+
+
+def _git_error(err: IO[bytes]) -> str:
+    err.seek(0)
+    text = err.read().decode("utf-8", errors="replace").strip()
+    return text.splitlines()[-1] if text else ""
+
+
+def _check_member(m: tarfile.TarInfo) -> None:
+    name = m.name
+    norm = posixpath.normpath(name)
+    if name.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise BuildFailed(f"export: refusing path outside the release: {name}")
+    if m.issym():
+        target = m.linkname
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(norm), target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            raise BuildFailed(f"export: refusing symlink {name} -> {target}: it points outside the release")
+    elif not (m.isreg() or m.isdir()):
+        raise BuildFailed(f"export: refusing {name}: not a regular file, directory or symlink")
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    if hasattr(tarfile, "data_filter"):  # Python ≥ 3.11.4: a second line of defence
+        try:
+            tar.extract(member, dest, filter="data")
+        except tarfile.FilterError as exc:
+            raise BuildFailed(f"export: refusing {member.name}: {exc}") from None
+        return
+    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""  # pragma: no cover
+    member.mode &= 0o755  # pragma: no cover
+    tar.extract(member, dest)  # pragma: no cover
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    try:
+        os.rename(tmp, dest)
+        return
+    except OSError as exc:
+        if not dest.exists():
+            raise BuildFailed(f"export: cannot move release into {dest}: {exc.strerror}") from None
+    if release_complete(dest):  # another exporter finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    trash = dest.parent / f".{dest.name}.trash-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.rename(dest, trash)
+        os.rename(tmp, dest)
+    except OSError as exc:
+        raise BuildFailed(f"export: cannot replace {dest}: {exc.strerror}") from None
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BackendError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _feed(digest: hashlib._Hash, data: bytes) -> None:
+    digest.update(len(data).to_bytes(8, "big"))
+    digest.update(data)
+
+
+def _installs_into_venv(steps: Sequence[str]) -> bool:
+    """True if a step (run every build) pip-installs something, typically the app: `pip install .`."""
+    return any(_PIP_INSTALL.search(step) for step in steps)
+
+
+def _build_env(venv: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP and not k.startswith(_ENV_DROP_PREFIXES)}
+    env.update(extra or {})
+    bin_dir = str(venv / "bin")
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
+    env["VIRTUAL_ENV"] = str(venv)
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, deadline: float | None, on_wait: Callable[[], None]) -> Iterator[None]:
+    """Hold an exclusive flock on `path`; calls on_wait once if another holder makes us wait."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise BuildFailed(f"cannot open lock {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise BuildFailed(
+                            "build failed: timed out waiting for another build of the same dependencies"
+                        ) from None
+                    time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _run(
+    argv: list[str],
+    label: str,
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    log: Callable[[str], None],
+    deadline: float | None,
+) -> None:
+    """Run argv in its own process group, passing its output to `log` line by line as it arrives.
+
+    `log` is called on the caller's thread. Raises BuildFailed on a non-zero exit or the deadline.
+    Background processes a step leaves holding its output are killed shortly after it exits.
+    """
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise BuildFailed(f"build failed: cannot run `{label}`: {exc.strerror}") from None
+    assert proc.stdout is not None
+    lines: queue.Queue[bytes | None] = queue.Queue()
+    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    timed_out = False
+    exited_at: float | None = None
+    killed_at: float | None = None
+    try:
+        while True:
+            try:
+                raw = lines.get(timeout=0.1)
+            except queue.Empty:
+                pass
+            else:
+                if raw is None:
+                    break
+                log(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            now = time.monotonic()
+            if deadline is not None and now >= deadline and killed_at is None:
+                timed_out = True
+                killed_at = now
+                _kill_group(proc)
+            if proc.poll() is not None:
+                exited_at = exited_at or now
+                if killed_at is None and now - exited_at > _LINGER:
+                    killed_at = now
+                    _kill_group(proc)  # something it started still holds the output pipe
+            if killed_at is not None and now - killed_at > _LINGER:
+                break  # a process outside the group holds the pipe: stop listening
+        rc = proc.wait()
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+    if timed_out:
+        raise BuildFailed(f"build failed: `{label}` timed out")
+    if rc != 0:
+        raise BuildFailed(f"build failed: `{label}` exited with code {rc}")
+
+
+def _pump(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
+    try:
+        for raw in iter(stream.readline, b""):
+            lines.put(raw)
+    except (OSError, ValueError):
+        pass
+    finally:
+        lines.put(None)
+        with contextlib.suppress(OSError):
+            stream.close()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,393 @@
+"""The `branchyard` command, shaped like Railway's CLI (`-e/--environment`, `--json` on reads)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from rich.text import Text
+
+from .. import errors, names, settings as settings_mod
+from . import ui
+
+ENV_HELP = "Environment (default: the linked one, else production)."
+
+
+class State:
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self._settings: settings_mod.Settings | None = None
+
+    @property
+    def settings(self) -> settings_mod.Settings:
+        if self._settings is None:
+            self._settings = settings_mod.load()
+        return self._settings
+
+    def client(self):  # noqa: ANN201
+        from .client import Client
+
+        return Client(self.settings)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+    except FileNotFoundError:
+        raise errors.BadInput("git is not installed") from None
+    except subprocess.CalledProcessError as err:
+        raise errors.BadInput(f"git {' '.join(args)}: {(err.stderr or err.stdout).strip()}") from None
+    return done.stdout.strip()
+
+
+def _repo_root() -> Path:
+    done = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise errors.BadInput("not inside a git repository (run this in your app's repository)")
+    return Path(done.stdout.strip())
+
+
+def _git_config(key: str) -> str | None:
+    done = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True)
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _project(explicit: str | None) -> str:
+    """The project: --project, else the linked one (git config branchyard.project), else branchyard.toml's name."""
+    if explicit:
+        return names.project_name(explicit)
+    linked = _git_config("branchyard.project")
+    if linked:
+        return linked
+    toml = Path.cwd() / "branchyard.toml"
+    if toml.exists():
+        from ..spec import load_project
+
+        return load_project(Path.cwd()).name
+    raise errors.BadInput("no project linked here: run `branchyard init` or `branchyard link PROJECT`, or pass --project")
+
+
+def _environment(explicit: str | None) -> str:
+    return names.environment_name(explicit or _git_config("branchyard.environment") or "production")
+
+
+def env_option(f):  # noqa: ANN001, ANN201
+    f = click.option("-e", "--environment", "environment", default=None, help=ENV_HELP)(f)
+    return click.option("-p", "--project", "project", default=None, help="Project (default: the linked one).")(f)
+
+
+def json_option(f):  # noqa: ANN001, ANN201
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(package_name="branchyard")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """branchyard: Railway-style environments (production, staging, PR previews) on your own machines."""
+    ctx.obj = State(verbose)
+
+
+# --- server ------------------------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--detach", is_flag=True, help="Run in the background and return when the API answers.")
+@pass_state
+@click.pass_context
+def server(ctx: click.Context, state: State, detach: bool) -> None:
+    """Run the control plane (API, git remote, reconciler, router)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .. import server as srv
+
+    if detach:
+        info = srv.detach(state.settings)
+        ui.success(f"control plane running (pid {info['pid']}) at {info['url']}; router on :{info['router_port']}")
+        return
+    srv.run(state.settings)
+
+
+@server.command("stop")
+@click.option("--all", "everything", is_flag=True, help="Also stop every app process and the router.")
+@pass_state
+def server_stop(state: State, everything: bool) -> None:
+    """Stop the control plane. Apps and the router keep serving unless --all."""
+    from .. import server as srv
+
+    stopped = srv.stop(state.settings)
+    ui.info("control plane stopped" if stopped else "control plane was not running")
+    if everything:
+        from ..backends.local.caddy import Router
+        from ..controller.core import Controller
+        from ..store.db import Store
+
+        if not state.settings.state_db.exists():
+            return
+        s = state.settings
+        store = Store(s.state_db)
+        try:
+            Controller(s, store, Router(home=s.home / "caddy", http_port=s.http_port, admin_port=s.admin_port)).stop_everything()
+        finally:
+            store.close()
+        ui.info("app processes and router stopped")
+
+
+@server.command("status")
+@json_option
+@pass_state
+def server_status(state: State, as_json: bool) -> None:
+    """Whether the control plane runs, its API URL and pid."""
+    from .. import server as srv
+
+    info = srv.status(state.settings)
+    if as_json:
+        ui.print_json(info)
+    elif info["running"]:
+        ui.info(f"running: pid {info['pid']}, API {info['url']}, router :{info['router_port']}, home {info['home']}")
+    else:
+        ui.info(f"not running (home {info['home']})")
+    if not info["running"]:
+        sys.exit(1)
+
+
+# --- projects ----------------------------------------------------------------------------------------
+
+
+def _set_remote(repo_path: str) -> None:
+    remotes = _git("remote").split()
+    if "branchyard" in remotes:
+        _git("remote", "set-url", "branchyard", repo_path)
+    else:
+        _git("remote", "add", "branchyard", repo_path)
+
+
+@cli.command()
+@click.option("--repo", "upstream", default=None, help="Upstream git URL (a local path works) the server fetches from.")
+@click.option("--name", default=None, help="Project name (default: branchyard.toml's, else the directory's).")
+@pass_state
+def init(state: State, upstream: str | None, name: str | None) -> None:
+    """Register this repository as a project and add the `branchyard` git remote."""
+    root = _repo_root()
+    if name is None and (root / "branchyard.toml").exists():
+        from ..spec import load_project
+
+        name = load_project(root).name
+    name = names.project_name(name or names.slug(root.name, what="directory name"))
+    info = state.client().post("/api/projects", {"name": name, "upstream": upstream})
+    _set_remote(info["repo_path"])
+    _git("config", "branchyard.project", name)
+    ui.success(f"project {name} ready; deploy with `git push branchyard main` (remote: {info['repo_path']})")
+
+
+@cli.command()
+@click.argument("project")
+@click.option("-e", "--environment", default=None, help="Environment to use by default in this repository.")
+@pass_state
+def link(state: State, project: str, environment: str | None) -> None:
+    """Link this repository to an existing project (and optionally a default environment)."""
+    _repo_root()
+    info = state.client().get(f"/api/projects/{names.project_name(project)}")
+    _set_remote(info["repo_path"])
+    _git("config", "branchyard.project", info["name"])
+    if environment:
+        _git("config", "branchyard.environment", names.environment_name(environment))
+    ui.success(f"linked to {info['name']}" + (f" ({environment})" if environment else ""))
+
+
+# --- environments ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def environment() -> None:
+    """List, add and delete environments."""
+
+
+@environment.command("list")
+@click.option("-p", "--project", default=None)
+@click.option("--ephemeral", is_flag=True, help="Only ephemeral (preview) environments.")
+@json_option
+@pass_state
+def environment_list(state: State, project: str | None, ephemeral: bool, as_json: bool) -> None:
+    """List the project's environments."""
+    envs = state.client().get(f"/api/projects/{_project(project)}/environments")
+    if ephemeral:
+        envs = [e for e in envs if e["ephemeral"]]
+    if as_json:
+        ui.print_json(envs)
+        return
+    ui.table(
+        ["ENVIRONMENT", "BRANCH", "STATUS", "URL"],
+        [(e["name"], e["branch"] or "", ui.status_word(e["status"]), e["url"]) for e in envs],
+    )
+
+
+@environment.command("add")
+@click.argument("name")
+@click.option("--branch", default=None, help="Branch that deploys to it.")
+@click.option("-p", "--project", default=None)
+@pass_state
+def environment_add(state: State, name: str, branch: str | None, project: str | None) -> None:
+    """Create an environment (Railway: `railway environment add NAME`)."""
+    env = state.client().post(f"/api/projects/{_project(project)}/environments", {"name": name, "branch": branch})
+    ui.success(f"environment {env['name']} created: {env['url']}")
+
+
+@environment.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-p", "--project", default=None)
+@pass_state
+def environment_delete(state: State, name: str, yes: bool, project: str | None) -> None:
+    """Delete an environment: stop its processes, remove its route, releases and logs."""
+    name = names.environment_name(name)
+    project = _project(project)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise errors.BadInput("refusing to delete without confirmation: pass --yes")
+        click.confirm(f"Delete environment {name} of {project}?", abort=True)
+    state.client().delete(f"/api/projects/{project}/environments/{name}")
+    ui.success(f"environment {name} deleted")
+
+
+# --- deploy, status, logs ----------------------------------------------------------------------------
+
+
+@cli.command()
+@env_option
+@pass_state
+def up(state: State, environment: str | None, project: str | None) -> None:
+    """Deploy the current HEAD to an environment, without pushing a branch; streams progress."""
+    _repo_root()
+    project = _project(project)
+    env = _environment(environment)
+    state.client().get(f"/api/projects/{project}")  # fail fast, with a clear message, if unknown
+    done = subprocess.run(["git", "push", "--force", "--quiet", "branchyard", f"HEAD:refs/branchyard/up/{env}"])
+    if done.returncode != 0:
+        raise errors.DeployFailed(f"deployment of HEAD to {env} did not succeed (see the output above)")
+
+
+@cli.command()
+@env_option
+@json_option
+@pass_state
+def status(state: State, environment: str | None, project: str | None, as_json: bool) -> None:
+    """The environment's current deployment, replicas and URL."""
+    info = state.client().get(f"/api/projects/{_project(project)}/environments/{_environment(environment)}")
+    if as_json:
+        ui.print_json(info)
+        return
+    current = info["current_deployment"]
+    ui.out.print(Text.assemble((f"{info['project']} / {info['name']}", "bold"), "  ", ui.status_word(info["status"]), f"  {info['url']}"))
+    if current:
+        ui.info(f"deployment {current['id']}  commit {current['commit'][:12]}  {current['trigger']}  {current['created_at']}")
+    latest = info["latest_deployment"]
+    if latest and (not current or latest["id"] != current["id"]):
+        ui.out.print(Text.assemble(f"latest: {latest['id']} ", ui.status_word(latest["status"]), f" {latest['error'] or ''}"))
+    if info["replicas"]:
+        ui.table(
+            ["REPLICA", "PID", "PORT", "STATE", "RESTARTS", "UPTIME"],
+            [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", r["restarts"], f"{r['uptime_seconds']:.0f}s")
+             for r in info["replicas"]],
+        )
+
+
+@cli.command()
+@env_option
+@json_option
+@pass_state
+def deployments(state: State, environment: str | None, project: str | None, as_json: bool) -> None:
+    """The environment's deployments, newest first."""
+    rows = state.client().get(f"/api/projects/{_project(project)}/environments/{_environment(environment)}/deployments")
+    if as_json:
+        ui.print_json(rows)
+        return
+    ui.table(
+        ["ID", "STATUS", "COMMIT", "TRIGGER", "CREATED", ""],
+        [(d["id"], ui.status_word(d["status"]), d["commit"][:12], d["trigger"], d["created_at"][:19], "current" if d["current"] else "")
+         for d in rows],
+    )
+
+
+@cli.command()
+@env_option
+@click.option("--build", is_flag=True, help="Only the build/deploy log.")
+@click.option("-d", "--deployment", default=None, help="A deployment id (default: current, else latest).")
+@click.option("-n", "--lines", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+@pass_state
+def logs(state: State, environment: str | None, project: str | None, build: bool, deployment: str | None, lines: int,
+         as_json: bool) -> None:
+    """Build and runtime logs of an environment's deployment."""
+    data = state.client().get(
+        f"/api/projects/{_project(project)}/environments/{_environment(environment)}/logs",
+        lines=lines, build=str(build).lower(), deployment=deployment,
+    )
+    if as_json:
+        ui.print_json(data)
+        return
+    ui.info(f"==> build/deploy log of {data['deployment_id']} ({data['status']})")
+    for line in data["build"]:
+        ui.info(line.rstrip("\n"))
+    for name, tail in data["runtime"].items():
+        ui.info(f"==> {name}")
+        for line in tail:
+            ui.info(line.rstrip("\n"))
+
+
+@cli.command()
+@click.option("-e", "--environment", default=None)
+@click.option("-p", "--project", default=None)
+@click.option("-n", "--limit", default=100, type=click.IntRange(1, 10_000))
+@json_option
+@pass_state
+def events(state: State, environment: str | None, project: str | None, limit: int, as_json: bool) -> None:
+    """The audit log: deploys, failures, environment changes, with who/what triggered them."""
+    rows = state.client().get("/api/events", project=_project(project), environment=environment, limit=limit)
+    if as_json:
+        ui.print_json(rows)
+        return
+    ui.table(["AT", "ENV", "KIND", "ACTOR", "MESSAGE"],
+             [(e["at"][:19], e["environment"] or "", e["kind"], e["actor"], e["message"]) for e in rows])
+
+
+# --- config (no server needed) -----------------------------------------------------------------------
+
+from .config_cmd import config  # noqa: E402
+
+cli.add_command(config)
+
+
+def main() -> None:
+    """Entry point: one top-level rescue, one-line errors, tracebacks only with --verbose."""
+    verbose = "--verbose" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        ui.error("aborted")
+        sys.exit(1)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except errors.BranchyardError as err:
+        if verbose:
+            raise
+        ui.error(str(err))
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # an unexpected failure is still one line unless asked for more
+        if verbose:
+            raise
+        ui.error(f"{type(err).__name__}: {err} (run with --verbose for details)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Reference variables: `${{Postgres.DATABASE_URL}}`, `${{ secrets.X }}`, `${{shared.X}}`, `${{PORT}}`, `${{NAME}}`.
+
+Pure: the caller supplies what each namespace holds. Unknown namespaces or names and cycles are errors
+naming the variable and the reference; namespaces that exist but are not provisioned yet are reported
+as pending and the variable is left out (the caller decides whether that is fatal).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import BadInput
+
+REFERENCE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_-]*)(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
+
+
+@dataclass
+class Resolution:
+    values: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, str] = field(default_factory=dict)  # variable → why it was left out
+
+
+class _Pending(Exception):
+    pass
+
+
+def resolve(
+    raw: Mapping[str, str],
+    *,
+    namespaces: Mapping[str, Mapping[str, str]],
+    pending_namespaces: Mapping[str, str] = {},
+    port: int | None = None,
+) -> Resolution:
+    """Resolve every variable of one environment (one replica when `port` is given)."""
+    result = Resolution()
+    done: dict[str, str] = {}
+
+    def value_of(name: str, stack: tuple[str, ...]) -> str:
+        if name in done:
+            return done[name]
+        if name in stack:
+            cycle = " → ".join((*stack[stack.index(name):], name))
+            raise BadInput(f"variables.{stack[0]}: reference cycle {cycle}")
+        text = raw[name]
+
+        def substitute(match: re.Match[str]) -> str:
+            ns, key = match.group(1), match.group(2)
+            ref = match.group(0)
+            if key is None:  # ${{PORT}} or ${{NAME}} (same service)
+                if ns == "PORT":
+                    if port is None:
+                        raise _Pending("PORT is only known per replica")
+                    return str(port)
+                if ns not in raw:
+                    raise BadInput(f"variables.{name}: {ref} refers to an undefined variable {ns!r}")
+                return value_of(ns, (*stack, name))
+            if ns in pending_namespaces:
+                raise _Pending(pending_namespaces[ns])
+            space = _namespace(namespaces, ns)
+            if space is None:
+                known = ", ".join(sorted(namespaces)) or "none"
+                raise BadInput(f"variables.{name}: {ref} refers to an unknown service {ns!r} (known: {known})")
+            if key not in space:
+                raise BadInput(f"variables.{name}: {ref}: {ns} has no variable {key!r}")
+            return space[key]
+
+        value = REFERENCE.sub(substitute, text)
+        done[name] = value
+        return value
+
+    for name in raw:
+        try:
+            result.values[name] = value_of(name, ())
+        except _Pending as why:
+            result.pending[name] = str(why)
+    return result
+
+
+def _namespace(namespaces: Mapping[str, Mapping[str, str]], ns: str) -> Mapping[str, str] | None:
+    """Namespaces match case-insensitively (`Postgres`, `postgres`), as people write both."""
+    if ns in namespaces:
+        return namespaces[ns]
+    for name, space in namespaces.items():
+        if name.lower() == ns.lower():
+            return space
+    return None
+
+
+def references(text: str) -> list[str]:
+    """The namespaces referenced in one value (for planning and checks)."""
+    return [m.group(1) for m in REFERENCE.finditer(text)]

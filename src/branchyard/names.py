@@ -1,0 +1,140 @@
+"""THE sanitising boundary: every name that becomes a path, a hostname or an environment passes here.
+
+Nothing else in branchyard builds a path or a hostname out of user input; it calls one of these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from pathlib import Path, PurePosixPath
+
+from .errors import NameRefused
+
+LABEL_MAX = 63  # one DNS label
+NAME_MAX = 40  # environment and project names
+_HASH_LEN = 8
+
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
+_NAME_RULE = "use 1-40 lowercase letters, digits and dashes, starting and ending with a letter or digit"
+_DOMAIN = re.compile(r"(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_REF_BAD_CHARS = frozenset(" ~^:?*[\\")
+_REF_MAX = 255
+
+
+def _digest(value: str) -> str:
+    """First 8 hex digits of the SHA-1 of a value: a stable suffix for shortened names."""
+    return hashlib.sha1(value.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
+
+
+def _shorten(text: str, original: str, limit: int) -> str:
+    """Cut a slug longer than limit and append a hash of the original, so distinct inputs stay distinct."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - _HASH_LEN - 1].rstrip("-")
+    return f"{head}-{_digest(original)}"
+
+
+def slug(value: str, *, what: str = "name", max_length: int = LABEL_MAX) -> str:
+    """Lowercase ASCII letters, digits and single dashes; hash-shortened above max_length characters."""
+    ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
+    text = _NOT_SLUG.sub("-", ascii_text.lower()).strip("-")
+    if not text:
+        raise NameRefused(f"{what} {value!r} has no letters or digits to make a name from")
+    return _shorten(text, value, max_length)
+
+
+def _checked_name(value: object, what: str) -> str:
+    """Return value if it is a valid environment/project name, else raise NameRefused."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise NameRefused(f"{what} {value!r} is not allowed: {_NAME_RULE}")
+    return value
+
+
+def environment_name(value: str) -> str:
+    """Validate a user-given environment name (1-40 chars of [a-z0-9-], alphanumeric at both ends)."""
+    return _checked_name(value, "environment name")
+
+
+def project_name(value: str) -> str:
+    """Validate a project name: the same rule as environment names."""
+    return _checked_name(value, "project name")
+
+
+def pr_environment(number: int | str) -> str:
+    """Name of the preview environment of pull request `number`: pr-<n>."""
+    refused = NameRefused(f"pull request number {number!r} is not a positive integer")
+    if isinstance(number, bool):
+        raise refused
+    if isinstance(number, str):
+        if not (number.isascii() and number.isdigit()):
+            raise refused
+        number = int(number)
+    if not isinstance(number, int) or number <= 0 or len(str(number)) > NAME_MAX - 3:
+        raise refused
+    return f"pr-{number}"
+
+
+def branch_environment(branch: str) -> str:
+    """Name of the preview environment of a branch (branch-triggered previews): a slug of at most 40 chars."""
+    return slug(branch, what="branch", max_length=NAME_MAX)
+
+
+def domain_name(value: str) -> str:
+    """Validate and lowercase a DNS domain such as "localhost" or "apps.example.com"."""
+    domain = value.strip().lower().rstrip(".") if isinstance(value, str) else ""
+    if not _DOMAIN.fullmatch(domain):
+        raise NameRefused(f"domain {value!r} is not a valid domain name")
+    return domain
+
+
+def hostname(project: str, environment: str, domain: str, *, production: bool) -> str:
+    """Public hostname: {project}.{domain} for production, {project}-{environment}.{domain} otherwise."""
+    label = project if production else f"{project}-{environment}"
+    return f"{slug(label, what='hostname label')}.{domain_name(domain)}"
+
+
+def is_safe_git_ref(ref: str) -> bool:
+    """True when ref obeys git check-ref-format (roughly) and cannot be taken for a command-line option."""
+    if not isinstance(ref, str) or not ref or len(ref) > _REF_MAX:
+        return False
+    if ref == "@" or ref.startswith(("-", "/")) or ref.endswith(("/", ".")):
+        return False
+    if ".." in ref or "//" in ref or "@{" in ref:
+        return False
+    if any(ord(c) < 32 or ord(c) == 127 or c in _REF_BAD_CHARS for c in ref):
+        return False
+    return not any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/"))
+
+
+def branch_from_ref(ref: str) -> str:
+    """Branch name from "refs/heads/<branch>" (a bare branch name passes through); refuse unsafe refs."""
+    prefix = "refs/heads/"
+    if ref.startswith(prefix):
+        branch = ref[len(prefix) :]
+    elif ref.startswith("refs/"):
+        raise NameRefused(f"git ref {ref!r} is not a branch (expected refs/heads/<branch>)")
+    else:
+        branch = ref
+    if not is_safe_git_ref(branch):
+        raise NameRefused(f"git ref {ref!r} is not a safe branch name")
+    return branch
+
+
+def safe_join(base: Path, *parts: str) -> Path:
+    """Join parts under base and guarantee the resolved result stays inside base."""
+    root = Path(base).resolve()
+    for part in parts:
+        if "\x00" in part:
+            raise NameRefused(f"path {part!r} contains a NUL byte")
+        pure = PurePosixPath(part)
+        if pure.is_absolute():
+            raise NameRefused(f"path {part!r} is absolute")
+        if ".." in pure.parts:
+            raise NameRefused(f"path {part!r} climbs out with '..'")
+    joined = root.joinpath(*parts).resolve()
+    if joined != root and root not in joined.parents:
+        raise NameRefused(f"path {'/'.join(parts)!r} resolves outside {root}")
+    return joined

@@ -1,0 +1,175 @@
+"""`branchyard server`: run the control plane (API + reconciler), detach it, find it, stop it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .errors import Conflict, ServerUnavailable
+from .settings import Settings
+
+log = logging.getLogger("branchyard.server")
+
+
+def _token(settings: Settings) -> str:
+    """The API token, created once (mode 0600) and kept across restarts."""
+    path = settings.home / "token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read_server_file(settings: Settings) -> dict | None:
+    try:
+        return json.loads(settings.server_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status(settings: Settings) -> dict:
+    """Whether the control plane runs: url, pid, router port; `running` False when it does not answer."""
+    info = read_server_file(settings)
+    if not info or not _pid_alive(int(info.get("pid", 0))):
+        return {"running": False, "home": str(settings.home)}
+    try:
+        ok = httpx.get(f"{info['url']}/api/health", timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    return {
+        "running": ok,
+        "pid": info["pid"],
+        "url": info["url"],
+        "api_url": info["url"],
+        "router_port": info.get("router_port"),
+        "domain": info.get("domain"),
+        "home": str(settings.home),
+        "version": info.get("version"),
+    }
+
+
+def run(settings: Settings) -> None:
+    """Run in the foreground until SIGTERM/SIGINT. Apps and the router keep running after it exits."""
+    import uvicorn
+
+    from . import __version__
+    from .api.app import create_app
+    from .backends.local.caddy import Router
+    from .backends.local.processes import free_port
+    from .controller.core import Controller
+    from .store.db import Store
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    lock = open(settings.home / "server.lock", "w")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise Conflict(f"a control plane is already running for {settings.home}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = Store(settings.state_db)
+    router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port)
+    controller = Controller(settings, store, router)
+    controller.start()
+    port = settings.api_port or free_port()
+    token = _token(settings)
+    url = f"http://127.0.0.1:{port}"
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(controller, token), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    _write_json_atomic(
+        settings.server_file,
+        {
+            "pid": os.getpid(),
+            "url": url,
+            "token": token,
+            "router_port": settings.http_port,
+            "domain": settings.domain,
+            "version": __version__,
+        },
+    )
+    log.info("branchyard control plane on %s; router on :%d", url, settings.http_port)
+    try:
+        server.run()
+    finally:
+        controller.shutdown()
+        info = read_server_file(settings)
+        if info and info.get("pid") == os.getpid():
+            settings.server_file.unlink(missing_ok=True)
+        store.close()
+
+
+def detach(settings: Settings, *, timeout: float = 60.0) -> dict:
+    """Start `branchyard server` in the background and wait until its API answers."""
+    current = status(settings)
+    if current["running"]:
+        return current
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.logs_dir / "server.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "branchyard.cli.main", "server"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env=os.environ | {"BRANCHYARD_HOME": str(settings.home)},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise ServerUnavailable(f"the control plane exited at start: {tail[0]}")
+        current = status(settings)
+        if current["running"] and current["pid"] == proc.pid:
+            return current
+        time.sleep(0.1)
+    proc.terminate()
+    raise ServerUnavailable(f"the control plane did not answer within {timeout:.0f}s; see {log_path}")
+
+
+def stop(settings: Settings, *, timeout: float = 30.0) -> bool:
+    """SIGTERM the control plane and wait for it to exit. False if none was running."""
+    info = read_server_file(settings)
+    if not info or not _pid_alive(int(info.get("pid", 0))):
+        settings.server_file.unlink(missing_ok=True)
+        return False
+    pid = int(info["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True

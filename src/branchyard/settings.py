@@ -1,0 +1,99 @@
+"""Operator settings: BRANCHYARD_* environment variables, cast and checked at start-up."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BadInput
+
+_DOMAIN = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    http_port: int  # the router's (Caddy's) public listener
+    api_port: int  # the control plane's HTTP API; 0 picks a free port
+    admin_port: int  # Caddy's admin API on loopback
+    domain: str
+    cache_dir: Path
+    python: str  # interpreter used to create app virtualenvs
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def server_file(self) -> Path:
+        return self.home / "server.json"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.home / "repos"
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.home / "releases"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def public_url(self, hostname: str) -> str:
+        port = "" if self.http_port == 80 else f":{self.http_port}"
+        return f"http://{hostname}{port}"
+
+
+def _port(env: dict[str, str], name: str, default: int, *, allow_zero: bool = False) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise BadInput(f"{name}: expected a TCP port number, got {raw!r}") from None
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise BadInput(f"{name}: expected a TCP port number between {low} and 65535, got {raw!r}")
+    return value
+
+
+def load(env: dict[str, str] | None = None) -> Settings:
+    """Read settings from the environment; raise BadInput naming the variable on a bad value."""
+    env = dict(os.environ if env is None else env)
+    home_raw = env.get("BRANCHYARD_HOME") or str(Path.home() / ".branchyard")
+    home = Path(home_raw).expanduser()
+    if not home.is_absolute():
+        home = Path.cwd() / home
+    domain = (env.get("BRANCHYARD_DOMAIN") or "localhost").strip().lower().rstrip(".")
+    if not _DOMAIN.match(domain):
+        raise BadInput(f"BRANCHYARD_DOMAIN: not a valid domain name: {env.get('BRANCHYARD_DOMAIN')!r}")
+    http_port = _port(env, "BRANCHYARD_HTTP_PORT", 8080)
+    api_port = _port(env, "BRANCHYARD_API_PORT", 0, allow_zero=True)
+    admin_port = _port(env, "BRANCHYARD_CADDY_ADMIN_PORT", 0, allow_zero=True)
+    if http_port in (api_port, admin_port):
+        raise BadInput(f"BRANCHYARD_HTTP_PORT: {http_port} is also used by another BRANCHYARD_*_PORT setting")
+    cache = Path(env.get("BRANCHYARD_CACHE_DIR") or home / "cache").expanduser()
+    python = env.get("BRANCHYARD_PYTHON") or _default_python()
+    return Settings(
+        home=home,
+        http_port=http_port,
+        api_port=api_port,
+        admin_port=admin_port,
+        domain=domain,
+        cache_dir=cache,
+        python=python,
+    )
+
+
+def _default_python() -> str:
+    import sys
+
+    return sys.executable

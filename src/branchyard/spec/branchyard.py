@@ -1,0 +1,334 @@
+"""branchyard.toml: the project, its environments (with the pr template) and per-environment service
+settings and variables, turned into declarations and layers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import NameRefused
+from ..names import domain_name, environment_name, is_safe_git_ref, project_name
+from . import values as v
+from .context import UNSET, Entry, FileContext, Layer
+from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl
+from .railway import BUILD_KEYS, DEPLOY_KEYS
+
+Parser = Callable[[Any], Any]
+
+TOP_KEYS = ("project", "github", "services", "variables", "environments")
+PROJECT_KEYS = ("name", "domain", "railway", "strict")
+GITHUB_KEYS = ("repository",)
+ENV_KEYS = (
+    "branch", "branches", "base", "ephemeral", "production", "trigger", "unset_variables", "services", "variables",
+)  # fmt: skip
+KINDS = ("web", "postgres", "redis")
+_RAILWAY_NAMES = {"numReplicas", "deploymentOverlapSeconds", "dockerfilePath"}
+WEB_KEYS: dict[str, tuple[str, Parser]] = {
+    **{k: spec for k, spec in {**BUILD_KEYS, **DEPLOY_KEYS}.items() if k not in _RAILWAY_NAMES},
+    "replicas": ("replicas", v.replicas),
+    "memory": ("memory_mb", v.parse_memory),
+    "cpu": ("cpu", v.parse_cpu),
+    "seedCommand": ("seed_command", v.command),
+    "root": ("root_dir", v.directory),
+}
+POSTGRES_KEYS: dict[str, tuple[str, Parser]] = {
+    "name": ("name", v.service_name),
+    "memory": ("memory_mb", v.parse_memory),
+    "storage": ("storage_mb", v.parse_memory),
+    "backups": ("backups", v.backups),
+    "ephemeral": ("ephemeral", v.boolean),
+    "dedicated": ("dedicated", v.boolean),
+}
+REDIS_KEYS: dict[str, tuple[str, Parser]] = {
+    "name": ("name", v.service_name),
+    "memory": ("memory_mb", v.parse_memory),
+    "persistence": ("persistence", v.boolean),
+}
+SERVICE_KEYS = {"web": WEB_KEYS, "postgres": POSTGRES_KEYS, "redis": REDIS_KEYS}
+_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class BranchyardConfig:
+    """What branchyard.toml declares."""
+
+    name: str
+    domain: str | None = None
+    railway_path: str | None = None
+    strict: bool | None = None
+    github_repository: str | None = None
+    environments: dict[str, EnvironmentDecl] = field(default_factory=dict)
+    preview: PreviewDecl | None = None
+    base: Layer = field(default_factory=dict)
+    layers: dict[str, Layer] = field(default_factory=dict)
+
+
+def default_config(name: str) -> BranchyardConfig:
+    """The config of a project without branchyard.toml: production deploys main."""
+    production = EnvironmentDecl("production", branch="main", production=True)
+    return BranchyardConfig(name=name, environments={"production": production})
+
+
+def parse_branchyard(ctx: FileContext, data: dict[str, Any]) -> BranchyardConfig:
+    """Validate branchyard.toml and turn it into declarations and layers."""
+    for key, value in data.items():
+        if key not in TOP_KEYS:
+            ctx.unknown((), key, value, TOP_KEYS)
+    project = _project(ctx, ctx.table(("project",), data.get("project", {})))
+    kinds = _service_kinds(ctx, data)
+    base = {**_services(ctx, ("services",), data.get("services", {}), kinds), **_variables(ctx, (), data)}
+    raw_envs = ctx.table(("environments",), data.get("environments", {}))
+    decls: dict[str, EnvironmentDecl] = {}
+    layers: dict[str, Layer] = {}
+    preview = None
+    for name, raw in raw_envs.items():
+        table = ctx.table(("environments", name), raw)
+        decls[name] = _declaration(ctx, name, table)
+        layers[name] = _environment_layer(ctx, name, table, kinds)
+        if name == PR_TEMPLATE:
+            preview = _preview(ctx, decls[name], table)
+    if not decls:
+        decls = default_config(project["name"]).environments
+    _check_environments(ctx, decls)
+    github = _github(ctx, ctx.table(("github",), data.get("github", {})))
+    return BranchyardConfig(
+        **project, github_repository=github, environments=decls, preview=preview, base=base, layers=layers
+    )
+
+
+def _project(ctx: FileContext, table: dict[str, Any]) -> dict[str, Any]:
+    """[project]: name (required), domain, railway, strict."""
+    for key, value in table.items():
+        if key not in PROJECT_KEYS:
+            ctx.unknown(("project",), key, value, PROJECT_KEYS)
+    if "name" not in table:
+        raise ctx.fail(("project",), 'missing name (add name = "myapp" under [project])')
+    name = _named(ctx, ("project", "name"), project_name, table["name"])
+    domain = table.get("domain")
+    railway = table.get("railway")
+    strict = table.get("strict")
+    return {
+        "name": name,
+        "domain": None if domain is None else _named(ctx, ("project", "domain"), domain_name, domain),
+        "railway_path": None if railway is None else ctx.parse(("project", "railway"), v.text, railway),
+        "strict": None if strict is None else ctx.parse(("project", "strict"), v.boolean, strict),
+    }
+
+
+def _named(ctx: FileContext, path: tuple[str, ...], check: Callable[[str], str], value: Any) -> str:
+    """Run a names.py check on a string value, located like any other error."""
+    text = ctx.parse(path, v.text, value)
+    try:
+        return check(text)
+    except NameRefused as err:
+        raise ctx.fail(path, err.message) from None
+
+
+def _github(ctx: FileContext, table: dict[str, Any]) -> str | None:
+    """[github] repository = "owner/name"."""
+    for key, value in table.items():
+        if key not in GITHUB_KEYS:
+            ctx.unknown(("github",), key, value, GITHUB_KEYS)
+    repository = table.get("repository")
+    if repository is None:
+        return None
+    if not isinstance(repository, str) or not _REPOSITORY.fullmatch(repository):
+        raise ctx.fail(("github", "repository"), str(v.expected('"owner/name"', repository)))
+    return repository
+
+
+def _service_tables(ctx: FileContext, data: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every service table in the file with its path: [services.X] and [environments.E.services.X]."""
+    found = []
+    places = [(("services",), data.get("services", {}))]
+    for env, raw in ctx.table(("environments",), data.get("environments", {})).items():
+        if isinstance(raw, dict) and "services" in raw:
+            places.append((("environments", env, "services"), raw["services"]))
+    for path, services in places:
+        for key, table in ctx.table(path, services).items():
+            found.append(((*path, key), ctx.table((*path, key), table)))
+    return found
+
+
+def _service_kinds(ctx: FileContext, data: dict[str, Any]) -> dict[str, str]:
+    """Service table name → kind (web/postgres/redis), from `type` or from the table name."""
+    kinds: dict[str, str] = {}
+    tables = _service_tables(ctx, data)
+    typed = [(p, t) for p, t in tables if "type" in t] + [(p, t) for p, t in tables if "type" not in t]
+    for path, table in typed:
+        key = path[-1]
+        if "type" in table:
+            kind = ctx.parse((*path, "type"), lambda x: v.choice(x, KINDS, upper=False), table["type"])
+        else:
+            kind = kinds.get(key, key if key in KINDS else "")
+        if not kind:
+            raise ctx.fail(path, 'unknown service: name the table web, postgres or redis, or set type = "..."')
+        if kinds.setdefault(key, kind) != kind:
+            raise ctx.fail((*path, "type"), f"service {key!r} is a {kinds[key]} service elsewhere in this file")
+    _one_of_each(ctx, kinds)
+    return kinds
+
+
+def _one_of_each(ctx: FileContext, kinds: dict[str, str]) -> None:
+    """Refuse two services of the same kind (one web, one postgres, one redis per project)."""
+    seen: dict[str, str] = {}
+    for key, kind in kinds.items():
+        if kind in seen:
+            raise ctx.fail(("services", key), f"only one {kind} service is supported (also declared: {seen[kind]})")
+        seen[kind] = key
+
+
+def _services(ctx: FileContext, path: tuple[str, ...], raw: Any, kinds: dict[str, str]) -> Layer:
+    """Entries of every service table under path."""
+    layer: Layer = {}
+    for key, table in ctx.table(path, raw).items():
+        layer.update(_service(ctx, (*path, key), kinds[key], table))
+    return layer
+
+
+def _service(ctx: FileContext, path: tuple[str, ...], kind: str, table: dict[str, Any]) -> Layer:
+    """Entries of one service table; a postgres/redis table switches the service on unless enabled = false."""
+    source = ctx.source(path)
+    keys = SERVICE_KEYS[kind]
+    layer: Layer = {}
+    if kind != "web":
+        enabled = ctx.parse((*path, "enabled"), v.boolean, table.get("enabled", True))
+        layer[f"{kind}.enabled"] = Entry(enabled, source)
+    for key, value in table.items():
+        if key in keys:
+            name, parser = keys[key]
+            layer[f"{kind}.{name}"] = Entry(ctx.parse((*path, key), parser, value), source)
+        elif key != "type" and not (key == "enabled" and kind != "web"):
+            ctx.unknown(path, key, value, [*keys, "type"] + ([] if kind == "web" else ["enabled"]))
+    return layer
+
+
+def _variables(ctx: FileContext, prefix: tuple[str, ...], table: dict[str, Any]) -> Layer:
+    """Entries of a [variables] table (values kept raw: ${{...}} references are resolved later)."""
+    path = (*prefix, "variables")
+    source = ctx.source(path)
+    layer: Layer = {}
+    for name, value in ctx.table(path, table.get("variables", {})).items():
+        ctx.parse((*path, name), v.variable_name, name)
+        layer[f"variables.{name}"] = Entry(ctx.parse((*path, name), v.variable_value, value), source)
+    return layer
+
+
+def _unset_variables(ctx: FileContext, prefix: tuple[str, ...], table: dict[str, Any]) -> Layer:
+    """unset_variables = [...]: remove variables inherited from lower layers (e.g. the base environment)."""
+    path = (*prefix, "unset_variables")
+    names = ctx.parse(path, v.patterns, table.get("unset_variables"))
+    for name in names:
+        ctx.parse(path, v.variable_name, name)
+    return {f"variables.{name}": Entry(UNSET, ctx.source(path)) for name in names}
+
+
+def _environment_layer(ctx: FileContext, name: str, table: dict[str, Any], kinds: dict[str, str]) -> Layer:
+    """Everything [environments.<name>] sets: services, unset_variables, then variables."""
+    prefix = ("environments", name)
+    layer = _services(ctx, (*prefix, "services"), table.get("services", {}), kinds)
+    layer.update(_unset_variables(ctx, prefix, table))
+    layer.update(_variables(ctx, prefix, table))
+    return layer
+
+
+def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> EnvironmentDecl:
+    """[environments.<name>]: branch, base, ephemeral, production (branches and trigger for the pr template)."""
+    path = ("environments", name)
+    _named(ctx, path, environment_name, name)
+    if re.fullmatch(r"pr-\d+", name):
+        raise ctx.fail(path, "names like pr-<number> are kept for preview environments")
+    for key, value in table.items():
+        if key not in ENV_KEYS:
+            ctx.unknown(path, key, value, ENV_KEYS)
+    is_template = name == PR_TEMPLATE
+    _only_where_allowed(ctx, path, table, is_template)
+    base = table.get("base")
+    return EnvironmentDecl(
+        name=name,
+        branch=_branch(ctx, (*path, "branch"), table.get("branch")),
+        branches=ctx.parse((*path, "branches"), v.patterns, table.get("branches")),
+        base=None if base is None else ctx.parse((*path, "base"), v.text, base),
+        ephemeral=ctx.parse((*path, "ephemeral"), v.boolean, table.get("ephemeral", is_template)),
+        production=ctx.parse((*path, "production"), v.boolean, table.get("production", name == "production")),
+    )
+
+
+def _only_where_allowed(ctx: FileContext, path: tuple[str, ...], table: dict[str, Any], is_template: bool) -> None:
+    """branches/trigger belong to the pr template, branch to persistent environments."""
+    if is_template and "branch" in table:
+        raise ctx.fail((*path, "branch"), 'the pr template takes branches = ["pattern", ...], not branch')
+    if not is_template and "branches" in table:
+        raise ctx.fail((*path, "branches"), 'only the pr template takes branch patterns (use branch = "...")')
+    if not is_template and "trigger" in table:
+        raise ctx.fail((*path, "trigger"), "only the pr template takes a trigger")
+
+
+def _branch(ctx: FileContext, path: tuple[str, ...], value: Any) -> str | None:
+    """A branch name that git would accept."""
+    if value is None:
+        return None
+    branch = ctx.parse(path, v.text, value)
+    if not is_safe_git_ref(branch):
+        raise ctx.fail(path, f"{v.show(value)} is not a valid git branch name")
+    return branch
+
+
+def _preview(ctx: FileContext, decl: EnvironmentDecl, table: dict[str, Any]) -> PreviewDecl:
+    """The preview settings of the pr template."""
+    trigger = ctx.parse(
+        ("environments", PR_TEMPLATE, "trigger"), lambda x: v.choice(x, ("pr", "branch"), upper=False),
+        table.get("trigger", "pr"),
+    )  # fmt: skip
+    return PreviewDecl(patterns=decl.branches or ("*",), base=decl.base, trigger=trigger)
+
+
+def _check_environments(ctx: FileContext, decls: dict[str, EnvironmentDecl]) -> None:
+    """Exactly one production, existing acyclic bases, one environment per branch."""
+    production = [d.name for d in decls.values() if d.production]
+    if len(production) != 1:
+        found = f" (found: {', '.join(production)})" if production else ""
+        hint = 'name one "production" or set production = true'
+        raise ctx.fail(("environments",), f"expected exactly one production environment{found}: {hint}")
+    for decl in decls.values():
+        _check_flags(ctx, decl)
+        _check_base(ctx, decl, decls)
+    _check_branches(ctx, decls)
+
+
+def _check_flags(ctx: FileContext, decl: EnvironmentDecl) -> None:
+    path = ("environments", decl.name)
+    if decl.production and decl.name == PR_TEMPLATE:
+        raise ctx.fail((*path, "production"), "the pr template cannot be production")
+    if decl.production and decl.ephemeral:
+        raise ctx.fail((*path, "ephemeral"), "the production environment cannot be ephemeral")
+
+
+def _check_base(ctx: FileContext, decl: EnvironmentDecl, decls: dict[str, EnvironmentDecl]) -> None:
+    """The base must be a declared persistent environment and bases must not loop."""
+    path = ("environments", decl.name, "base")
+    chain = [decl.name]
+    current = decl
+    while current.base is not None:
+        if current.base == PR_TEMPLATE or current.base not in decls:
+            known = ", ".join(n for n in decls if n != PR_TEMPLATE)
+            where = ("environments", current.name, "base")
+            raise ctx.fail(where, f"no environment {current.base!r} to use as a base (declared: {known})")
+        chain.append(current.base)
+        if current.base in chain[:-1]:
+            raise ctx.fail(path, f"base environments form a cycle: {' -> '.join(chain)}")
+        current = decls[current.base]
+
+
+def _check_branches(ctx: FileContext, decls: dict[str, EnvironmentDecl]) -> None:
+    """A branch deploys at most one persistent environment."""
+    owners: dict[str, str] = {}
+    for decl in decls.values():
+        if decl.branch is None:
+            continue
+        if decl.branch in owners:
+            path = ("environments", decl.name, "branch")
+            raise ctx.fail(path, f"branch {decl.branch!r} already deploys environment {owners[decl.branch]!r}")
+        owners[decl.branch] = decl.name

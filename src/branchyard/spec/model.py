@@ -1,0 +1,184 @@
+"""The frozen project spec: declared environments and, per environment, the effective merged config."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from ..errors import NameRefused
+from ..names import environment_name
+from .context import Layer
+
+PR_TEMPLATE = "pr"
+_PR_INSTANCE = re.compile(r"pr-[1-9][0-9]{0,36}")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The web service of one environment (Railway's build + deploy settings plus resources)."""
+
+    start_command: str | None = None
+    build_command: str | None = None
+    pre_deploy_command: tuple[str, ...] = ()
+    seed_command: str | None = None
+    healthcheck_path: str | None = None
+    healthcheck_timeout: int = 300
+    restart_policy_type: str = "ON_FAILURE"
+    restart_policy_max_retries: int = 10
+    replicas: int = 1
+    overlap_seconds: int = 0
+    draining_seconds: int = 0
+    memory_mb: int | None = None
+    cpu: float | None = None
+    sleep_application: bool = False
+    cron_schedule: str | None = None
+    watch_patterns: tuple[str, ...] = ()
+    dockerfile_path: str | None = None
+    root_dir: str = "."
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    """A PostgreSQL database of one environment; `name` is its namespace in ${{Postgres.X}} references."""
+
+    name: str = "Postgres"
+    memory_mb: int | None = None
+    storage_mb: int | None = None
+    backups: str | None = None  # "daily" or None
+    ephemeral: bool = False
+    dedicated: bool = False
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """A Redis of one environment; `name` is its namespace in ${{Redis.X}} references."""
+
+    name: str = "Redis"
+    memory_mb: int | None = None
+    persistence: bool = False
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """Field name → default value of one of the config dataclasses."""
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class EnvironmentDecl:
+    """An environment as declared in branchyard.toml (the "pr" entry is the preview template)."""
+
+    name: str
+    branch: str | None = None
+    branches: tuple[str, ...] = ()  # branch patterns, pr template only
+    base: str | None = None
+    ephemeral: bool = False
+    production: bool = False
+
+
+@dataclass(frozen=True)
+class PreviewDecl:
+    """The [environments.pr] template: which branches get previews, their base, and how they are named."""
+
+    patterns: tuple[str, ...] = ("*",)
+    base: str | None = None
+    trigger: str = "pr"  # "pr": one environment per pull request (pr-<n>); "branch": one per branch
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    """Everything resolved for ONE environment; `sources` names the layer each value came from."""
+
+    name: str
+    production: bool
+    ephemeral: bool
+    branch: str | None
+    base: str | None
+    web: WebConfig
+    postgres: PostgresConfig | None
+    redis: RedisConfig | None
+    variables: dict[str, str]
+    sources: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, for `config show --json`."""
+        return {
+            "environment": self.name,
+            "production": self.production,
+            "ephemeral": self.ephemeral,
+            "branch": self.branch,
+            "base": self.base,
+            "web": _plain(self.web),
+            "postgres": _plain(self.postgres) if self.postgres else None,
+            "redis": _plain(self.redis) if self.redis else None,
+            "variables": dict(self.variables),
+            "sources": dict(self.sources),
+        }
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    """A config dataclass as a dict with tuples turned into lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The parsed layers the effective config of an environment is merged from (see merge.py)."""
+
+    railway_base: Layer = field(default_factory=dict)
+    railway_environments: dict[str, Layer] = field(default_factory=dict)
+    base: Layer = field(default_factory=dict)  # branchyard.toml [services.*] and [variables]
+    environments: dict[str, Layer] = field(default_factory=dict)  # branchyard.toml [environments.X...]
+    procfiles: dict[str, tuple[str, str]] = field(default_factory=dict)  # root dir → (web command, label)
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """A project as its files declare it."""
+
+    name: str
+    domain: str | None
+    strict: bool
+    environments: dict[str, EnvironmentDecl]
+    preview: PreviewDecl | None
+    warnings: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    github_repository: str | None = None
+    layers: Layers = field(default_factory=Layers, repr=False, compare=False)
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        """Effective config of a declared environment or a preview instance (pr-123); NotFound otherwise."""
+        from .merge import resolve
+
+        return resolve(self, name)
+
+    def is_preview_instance(self, name: str) -> bool:
+        """True when `name` is an instance of the pr template rather than a declared environment."""
+        if self.preview is None or name in self.environments:
+            return False
+        if _PR_INSTANCE.fullmatch(name):
+            return True
+        try:
+            return self.preview.trigger == "branch" and environment_name(name) == name
+        except NameRefused:
+            return False
+
+    def environment_for_branch(self, branch: str) -> str | None:
+        """The persistent environment a branch deploys to (exact match, e.g. main → production)."""
+        for decl in self.environments.values():
+            if decl.name != PR_TEMPLATE and decl.branch == branch:
+                return decl.name
+        return None
+
+    def preview_matches(self, branch: str) -> bool:
+        """True when the pr template's patterns match the branch and no persistent environment owns it."""
+        if self.preview is None or self.environment_for_branch(branch) is not None:
+            return False
+        return any(fnmatchcase(branch, pattern) for pattern in self.preview.patterns)
+
+    def declared_names(self) -> list[str]:
+        """Declared environment names for messages, the template shown as pr-*."""
+        return [f"{n}-*" if n == PR_TEMPLATE else n for n in self.environments]

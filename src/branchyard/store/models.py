@@ -1,0 +1,116 @@
+"""The control plane's state: projects, environments, deployments, replicas, events.
+
+`*Status` words follow Railway's vocabulary so users recognise them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deployment statuses (Railway's words).
+QUEUED = "QUEUED"
+BUILDING = "BUILDING"
+DEPLOYING = "DEPLOYING"
+SUCCESS = "SUCCESS"
+FAILED = "FAILED"
+CRASHED = "CRASHED"
+REMOVED = "REMOVED"
+SKIPPED = "SKIPPED"
+SLEEPING = "SLEEPING"
+
+IN_PROGRESS = frozenset({QUEUED, BUILDING, DEPLOYING})
+TERMINAL = frozenset({SUCCESS, FAILED, CRASHED, REMOVED, SKIPPED, SLEEPING})
+
+# Environment states.
+ENV_ACTIVE = "ACTIVE"
+ENV_SLEEPING = "SLEEPING"
+
+# Replica states.
+REPLICA_STARTING = "STARTING"
+REPLICA_RUNNING = "RUNNING"
+REPLICA_STOPPED = "STOPPED"
+REPLICA_CRASHED = "CRASHED"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    repo_path: Mapped[str] = mapped_column(Text)  # the bare repository the `branchyard` remote points at
+    upstream: Mapped[str | None] = mapped_column(Text, nullable=True)  # `init --repo URL`
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ephemeral: Mapped[bool] = mapped_column(default=False)
+    production: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(String(16), default=ENV_ACTIVE)
+    current_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(Text, nullable=True)
+    trigger: Mapped[str] = mapped_column(String(32))  # push | up | redeploy | rollback | webhook
+    release_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    config_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # effective config snapshot
+    variables_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # resolved variables snapshot
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class Replica(Base):
+    __tablename__ = "replicas"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    slot: Mapped[int] = mapped_column(Integer)  # process slot <env>.web.<slot>
+    pid: Mapped[int] = mapped_column(Integer)
+    start_time: Mapped[int] = mapped_column(Integer)
+    port: Mapped[int] = mapped_column(Integer)
+    log_path: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=REPLICA_STARTING)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    project: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64), default="system")
+    message: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,112 @@
+"""Shared fixtures: a real control plane in a temporary BRANCHYARD_HOME, app repositories, HTTP via the router."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "yoto-smart-stream"
+BRANCHYARD = [sys.executable, "-m", "branchyard.cli.main"]
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Plane:
+    """A running control plane in its own home, driven through the real CLI."""
+
+    home: Path
+    http_port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [*BRANCHYARD, *args], cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout, input=input
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"branchyard {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def json(self, *args: str, cwd: Path | None = None):
+        return json.loads(self.run(*args, "--json", cwd=cwd).stdout)
+
+    def git(self, repo: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        done = subprocess.run(["git", *args], cwd=repo, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def get(self, host: str, path: str = "/health", **kw) -> httpx.Response:
+        """A request through the router (Caddy) for a virtual host."""
+        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host}, timeout=10,
+                         trust_env=False, **kw)
+
+    def app_repo(self, tmp: Path, name: str, *, project: str | None = None) -> Path:
+        """A fresh git repo holding the example app, registered as project `project or name`."""
+        repo = tmp / name
+        shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".venv"))
+        if project:
+            toml = repo / "branchyard.toml"
+            toml.write_text(toml.read_text().replace('name = "yoto"', f'name = "{project}"', 1))
+        self.git(repo, "init", "--quiet", "--initial-branch=main")
+        self.commit(repo, "initial")
+        self.run("init", cwd=repo)
+        return repo
+
+    def commit(self, repo: Path, message: str) -> str:
+        self.git(repo, "add", "-A")
+        self.git(repo, "commit", "--quiet", "--allow-empty", "-m", message)
+        return self.git(repo, "rev-parse", "HEAD").stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def venv_cache(tmp_path_factory) -> Path:
+    """One virtualenv cache for the whole run: the example's dependencies are installed once."""
+    return tmp_path_factory.mktemp("venv-cache")
+
+
+def start_plane(home: Path, cache: Path) -> Plane:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")}
+    plane = Plane(home=home, http_port=free_port())
+    plane.env = env | GIT_ENV | {
+        "BRANCHYARD_HOME": str(home),
+        "BRANCHYARD_HTTP_PORT": str(plane.http_port),
+        "BRANCHYARD_DOMAIN": "localhost",
+        "BRANCHYARD_CACHE_DIR": str(cache),
+        "HOME": str(home.parent),  # keep the user's ~/.gitconfig and ~/.branchyard out of it
+    }
+    plane.run("server", "--detach", timeout=120)
+    return plane
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory, venv_cache):
+    """A control plane for a test module; everything it started is stopped afterwards."""
+    base = tmp_path_factory.mktemp("plane")
+    p = start_plane(base / "home", venv_cache)
+    try:
+        yield p
+    finally:
+        p.run("server", "stop", "--all", check=False)

@@ -23,6 +23,7 @@ from branchyard.build.release import (
     export_commit,
     mark_release_complete,
     python_identity,
+    read_release_meta,
     release_complete,
     remove_incomplete_releases,
 )
@@ -105,6 +106,8 @@ def test_export_is_idempotent_for_a_complete_release_and_redone_otherwise(repo: 
     export_commit(repo / ".git", sha, dest)  # complete: left alone
     assert (dest / "built-artefact").exists()
     assert json.loads((dest / RELEASE_MARKER).read_text()) == {"sha": sha}
+    assert read_release_meta(dest) == {"sha": sha}
+    assert read_release_meta(tmp_path) is None
     assert sorted(p.name for p in dest.parent.iterdir()) == ["r"]
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "export_commit",
     "mark_release_complete",
     "python_identity",
+    "read_release_meta",
     "release_complete",
     "remove_incomplete_releases",
     "split_build_command",
@@ -106,6 +107,17 @@ def mark_release_complete(dest: Path, meta: Mapping[str, object]) -> None:
 def release_complete(dest: Path) -> bool:
     """True if `dest` is a finished release (its marker exists)."""
     return (Path(dest) / RELEASE_MARKER).is_file()
+
+
+def read_release_meta(dest: Path) -> dict[str, object] | None:
+    """The metadata written by mark_release_complete; None if the release is not complete."""
+    try:
+        meta = json.loads((Path(dest) / RELEASE_MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot read release marker in {dest}: {exc}") from None
+    return meta if isinstance(meta, dict) else None
 
 
 def remove_incomplete_releases(root: Path) -> list[Path]:

@@ -595,7 +595,7 @@ class Controller:
             dep = s.get(m.Deployment, r.deployment_id)
             env = s.get(m.Environment, r.environment_id)
             cfg = json.loads(dep.config_json)
-            meta = release.read_release_meta(Path(dep.release_dir)) if hasattr(release, "read_release_meta") else None
+            meta = release.read_release_meta(Path(dep.release_dir))
             venv = Path(meta["venv"]) if meta else None
             slot, log_path, sha, branch, dep_id = r.slot, r.log_path, dep.commit_sha, dep.branch, dep.id
             production, release_dir = env.production, Path(dep.release_dir)

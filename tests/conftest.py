@@ -26,6 +26,22 @@ GIT_ENV = {
 }
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line mentions `text`, e.g. a temporary home."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,9 +103,9 @@ def venv_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("venv-cache")
 
 
-def start_plane(home: Path, cache: Path) -> Plane:
+def start_plane(home: Path, cache: Path, *, http_port: int | None = None) -> Plane:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")}
-    plane = Plane(home=home, http_port=free_port())
+    plane = Plane(home=home, http_port=http_port or free_port())
     plane.env = env | GIT_ENV | {
         "BRANCHYARD_HOME": str(home),
         "BRANCHYARD_HTTP_PORT": str(plane.http_port),

@@ -150,7 +150,7 @@ def detach(settings: Settings, *, timeout: float = 60.0) -> dict:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-            raise ServerUnavailable(f"the control plane exited at start: {tail[0]}")
+            raise ServerUnavailable(f"the control plane exited at start: {tail[0].removeprefix('error: ')}")
         current = status(settings)
         if current["running"] and current["pid"] == proc.pid:
             return current

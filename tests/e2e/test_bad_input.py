@@ -1,0 +1,88 @@
+"""Bad input gives a clear one-line message, a non-zero exit and no other change."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from conftest import processes_mentioning, start_plane
+
+pytestmark = pytest.mark.integration
+
+
+def test_malformed_toml_in_a_push_is_refused_with_the_file_and_line(plane, tmp_path):
+    repo = plane.app_repo(tmp_path, "app", project="badtoml")
+    (repo / "railway.toml").write_text('[deploy]\nstartCommand = "uvicorn main:app"\nstartCommand = "again"\n')
+    plane.commit(repo, "duplicate key")
+    push = plane.git(repo, "push", "branchyard", "main", check=False)
+    assert push.returncode != 0
+    assert "railway.toml: invalid TOML" in push.stderr
+    assert "line 3" in push.stderr
+    assert plane.json("environment", "list", cwd=repo) == []  # nothing was created
+
+
+def test_unknown_environment_is_one_line_and_non_zero(plane, tmp_path):
+    repo = plane.app_repo(tmp_path, "app", project="unknownenv")
+    done = plane.run("status", "-e", "nope", cwd=repo, check=False)
+    assert done.returncode == 3
+    assert done.stderr.strip() == "error: unknown environment 'nope' in project 'unknownenv' (known: none)"
+    assert "Traceback" not in done.stderr
+
+
+def test_invalid_environment_name_is_refused(plane, tmp_path):
+    repo = plane.app_repo(tmp_path, "app", project="badname")
+    done = plane.run("environment", "add", "../../etc", cwd=repo, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "'../../etc'" in done.stderr
+    assert plane.json("environment", "list", cwd=repo) == []
+
+
+def test_config_check_reports_errors_without_a_server(plane, tmp_path):
+    app = tmp_path / "cfg"
+    app.mkdir()
+    (app / "railway.toml").write_text('[deploy]\nhealthcheckTimeout = "abc"\n')
+    done = plane.run("config", "check", "--path", str(app), check=False)
+    assert done.returncode != 0
+    assert 'railway.toml: deploy.healthcheckTimeout: expected integer seconds, got "abc"' in done.stderr
+    (app / "railway.toml").write_text('[deploy]\nstartCommand = "x"\n[deploys]\n')
+    assert plane.run("config", "check", "--path", str(app)).returncode == 0
+    strict = plane.run("config", "check", "--strict", "--path", str(app), check=False)
+    assert strict.returncode != 0 and 'unknown section "deploys" (did you mean "deploy"?)' in strict.stderr
+
+
+def test_environment_delete_stops_processes_and_removes_the_route(plane, tmp_path):
+    repo = plane.app_repo(tmp_path, "app", project="gone")
+    plane.git(repo, "push", "branchyard", "main")
+    pids = [r["pid"] for r in plane.json("status", "-e", "production", cwd=repo)["replicas"]]
+    assert plane.get("gone.localhost").status_code == 200
+    plane.run("environment", "delete", "production", "--yes", cwd=repo)
+    assert plane.get("gone.localhost").status_code == 404
+    assert not any(_alive(pid) for pid in pids)
+    assert plane.json("environment", "list", cwd=repo) == []
+    assert not list((plane.home / "releases" / "gone").glob("*"))
+
+
+def test_router_port_already_taken_fails_the_server_start_cleanly(tmp_path, venv_cache):
+    with socket.socket() as blocker:
+        blocker.bind(("0.0.0.0", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        home = tmp_path / "home"
+        try:
+            start_plane(home, venv_cache, http_port=port)
+        except AssertionError as err:
+            message = str(err)
+        else:  # pragma: no cover - the assertion below reports it
+            message = ""
+        assert f"port {port} is already in use" in message
+        assert "Traceback" not in message
+    assert processes_mentioning(str(home)) == []  # neither a control plane nor a Caddy was left behind
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

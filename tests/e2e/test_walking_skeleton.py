@@ -169,3 +169,14 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_project_domain_comes_from_branchyard_toml(plane, tmp_path):
+    repo = plane.app_repo(tmp_path, "app", project="dom")
+    toml = repo / "branchyard.toml"
+    toml.write_text(toml.read_text().replace("[project]\n", '[project]\ndomain = "apps.example.test"\n', 1))
+    plane.commit(repo, "own domain")
+    plane.git(repo, "push", "branchyard", "main")
+    assert plane.get("dom.apps.example.test").status_code == 200
+    assert plane.get("dom.localhost").status_code == 404
+    assert plane.json("status", "-e", "production", cwd=repo)["url"] == f"http://dom.apps.example.test:{plane.http_port}"

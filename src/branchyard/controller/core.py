@@ -186,7 +186,7 @@ class Controller:
             return self._env_dict(s, p, self.store.environment(s, p, name))
 
     def _env_dict(self, s, p: m.Project, env: m.Environment) -> dict:  # noqa: ANN001 - Session
-        host = names.hostname(p.name, env.name, self.settings.domain, production=env.production)
+        host = self._hostname(p, env)
         current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
         latest = s.scalar(
             select(m.Deployment).where(m.Deployment.environment_id == env.id).order_by(m.Deployment.created_at.desc())
@@ -393,7 +393,10 @@ class Controller:
         if not cfg.web.start_command:
             raise BadInput("no start command: set deploy.startCommand in railway.toml or a web: line in Procfile")
         # Variables ------------------------------------------------------------------------------------
-        host = names.hostname(project, env_name, self.settings.domain, production=env.production)
+        with self.store.session() as s:
+            p = s.get(m.Project, env.project_id)
+            p.domain = spec.domain  # the commit being deployed says which domain the project uses
+            host = self._hostname(p, env)
         probe = _resolve(cfg, port=0)
         for name, why in probe.pending.items():
             out(f"       note: variable {name} left unset: {why}")
@@ -478,6 +481,9 @@ class Controller:
 
     # --- processes & routes ------------------------------------------------------------------------
 
+    def _hostname(self, p: m.Project, env: m.Environment) -> str:
+        return names.hostname(p.name, env.name, p.domain or self.settings.domain, production=env.production)
+
     @staticmethod
     def _handle(r: m.Replica) -> processes.ProcessHandle | None:
         return processes.adopt(r.pid, r.start_time, r.port, r.log_path)
@@ -498,7 +504,7 @@ class Controller:
         with self.store.session() as s:
             for p in s.scalars(select(m.Project).order_by(m.Project.name)):
                 for env in s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id)):
-                    host = names.hostname(p.name, env.name, self.settings.domain, production=env.production)
+                    host = self._hostname(p, env)
                     if env.state == m.ENV_SLEEPING:
                         routes.append(Route(host=host, project=p.name, environment=env.name, upstreams=(), state="sleeping"))
                         continue
@@ -598,13 +604,14 @@ class Controller:
             meta = release.read_release_meta(Path(dep.release_dir))
             venv = Path(meta["venv"]) if meta else None
             slot, log_path, sha, branch, dep_id = r.slot, r.log_path, dep.commit_sha, dep.branch, dep.id
-            production, release_dir = env.production, Path(dep.release_dir)
+            release_dir = Path(dep.release_dir)
         if venv is None:
             return
         spec = load_project(release_dir)
         ecfg = spec.environment(env_name)
         src = names.safe_join(release_dir, ecfg.web.root_dir) if ecfg.web.root_dir not in ("", ".") else release_dir
-        host = names.hostname(project, env_name, self.settings.domain, production=production)
+        with self.store.session() as s:
+            host = self._hostname(s.get(m.Project, dep.project_id), env)
         port = processes.free_port()
         env_vars = _process_env(venv, _resolve(ecfg, port=port).values, port=port, project=project, env_name=env_name,
                                 host=host, sha=sha, branch=branch, dep_id=dep_id, slot=slot)

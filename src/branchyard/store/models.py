@@ -54,6 +54,7 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     repo_path: Mapped[str] = mapped_column(Text)  # the bare repository the `branchyard` remote points at
     upstream: Mapped[str | None] = mapped_column(Text, nullable=True)  # `init --repo URL`
+    domain: Mapped[str | None] = mapped_column(Text, nullable=True)  # branchyard.toml [project] domain
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

@@ -5,17 +5,25 @@
 (so it outlives the control plane), adopts it again on the next start, replaces all routes with a
 single `POST /load`, and stops it. httpx and OSError never escape this module: they become
 BackendError.
+
+The public port is bound here and handed to Caddy as an inherited socket (`fd/3`) rather than
+letting Caddy bind `:port` itself. Caddy re-creates its listeners on every config load; with its own
+SO_REUSEPORT sockets the old socket is closed each time and connections waiting in its accept queue
+are reset. One inherited socket never closes while Caddy lives, so a reload drops no queued
+connection. (A reload can still close a connection the *old* server had just accepted, without a
+response; clients retry those like any keep-alive race. See tests/integration/test_caddy.py.)
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -42,6 +50,7 @@ LB_TRY_INTERVAL = "100ms"
 GRACE_PERIOD = "10s"  # how long a reload/stop waits for in-flight requests (default is forever)
 RETRY_AFTER = {"sleeping": "30", "unavailable": "10"}
 
+LISTEN_FD = 3  # where Caddy finds the public socket (as in systemd socket activation)
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 ADMIN_TIMEOUT = 10.0
@@ -153,10 +162,12 @@ def render_config(
     admin_port: int,
     storage_dir: Path,
     log_file: Path | None = None,
+    listen: str | None = None,
 ) -> dict[str, Any]:
     """The whole Caddy JSON config serving `routes` (pure: same input, same dict; touches nothing).
 
-    With `log_file`, Caddy writes its own log there and rolls it (the admin API logs every call).
+    `listen` overrides the listener address (default `:http_port`; Router uses `fd/3`). With
+    `log_file`, Caddy writes its own log there and rolls it (the admin API logs every call).
     """
     seen_hosts: dict[str, Route] = {}
     seen_ids: set[str] = set()
@@ -211,7 +222,7 @@ def render_config(
                 "servers": {
                     SERVER_NAME: {
                         "@id": MARKER_ID,
-                        "listen": [f":{http_port}"],
+                        "listen": [listen or f":{http_port}"],
                         "automatic_https": {"disable": True},
                         "routes": [_route_json(r) for r in ordered] + [not_found],
                         "errors": {"routes": [on_error]},

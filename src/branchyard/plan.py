@@ -1,13 +1,19 @@
-"""Desired vs observed → actions. Pure: no I/O, no clock reads; table-tested.
+"""Desired vs observed → actions. Pure: no I/O, no clock reads (`now` is given); table-tested.
 
 The reconciler observes every environment (its state, current deployment, replicas and whether each
-process is alive), asks `plan_environment` what must change, and applies the answer. Because it starts
-from the current state every time, a crash, a restart or a missed step converges by itself.
+process is alive and healthy), asks `plan_environment` what must change, and applies the answer.
+Because it starts from the current state every time, a crash, a restart or a missed step converges
+by itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+LIVE_STATES = frozenset({"STARTING", "RUNNING"})
+HELD_STATES = LIVE_STATES | {"CRASHED", "EXITED"}
+BACKOFF_BASE = 1.0  # seconds before the first restart; doubles each time
+BACKOFF_MAX = 30.0
 
 
 @dataclass(frozen=True)
@@ -16,9 +22,11 @@ class ReplicaObs:
     deployment_id: str
     slot: int
     alive: bool
-    state: str  # STARTING | RUNNING | STOPPED | CRASHED
+    state: str  # STARTING | RUNNING | DRAINING | STOPPED | EXITED | CRASHED
     restarts: int = 0
     exit_code: int | None = None  # known only for processes this control plane spawned
+    healthy: bool | None = None  # probed for STARTING replicas outside a deploy
+    restart_after: float | None = None  # a restart is scheduled for this time
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,8 @@ class EnvObs:
     replicas: tuple[ReplicaObs, ...]
     restart_policy: str = "ON_FAILURE"  # ON_FAILURE | ALWAYS | NEVER
     max_retries: int = 10
+    desired_replicas: int | None = None  # None: leave the count alone (no current deployment)
+    current_status: str | None = None  # the current deployment's status
 
 
 @dataclass(frozen=True)
@@ -39,9 +49,22 @@ class StopReplica:
 
 
 @dataclass(frozen=True)
+class StartReplica:
+    slot: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class RestartReplica:
     replica_id: int
     slot: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScheduleRestart:
+    replica_id: int
+    at: float
     reason: str
 
 
@@ -58,45 +81,84 @@ class MarkCrashed:
     reason: str
 
 
-Action = StopReplica | RestartReplica | MarkReplica | MarkCrashed
-
-LIVE_STATES = frozenset({"STARTING", "RUNNING"})
+Action = StopReplica | StartReplica | RestartReplica | ScheduleRestart | MarkReplica | MarkCrashed
 
 
-def plan_environment(obs: EnvObs) -> list[Action]:
-    """What one environment needs so that exactly its current deployment's replicas run."""
+def backoff(restarts: int) -> float:
+    """Seconds to wait before restart number `restarts + 1`: 1, 2, 4, … capped at 30."""
+    return min(BACKOFF_BASE * 2**restarts, BACKOFF_MAX)
+
+
+def plan_environment(obs: EnvObs, now: float) -> list[Action]:
+    """What one environment needs so that exactly its current deployment's replicas run, healthy."""
     actions: list[Action] = []
+    serving = obs.state == "ACTIVE" and obs.current_deployment_id is not None
     for r in obs.replicas:
-        belongs = r.deployment_id == obs.current_deployment_id and obs.state == "ACTIVE"
         if r.deployment_id in obs.in_progress:
             continue  # the deploy that owns it decides
-        if not belongs:
+        if not (serving and r.deployment_id == obs.current_deployment_id):
             if r.alive:
                 why = "environment is sleeping" if obs.state == "SLEEPING" else "not part of the current deployment"
                 actions.append(StopReplica(r.id, why))
             elif r.state in LIVE_STATES:
                 actions.append(MarkReplica(r.id, "STOPPED", "process gone"))
             continue
-        if r.alive or r.state not in LIVE_STATES:
+        if r.alive:
+            if r.state == "STARTING" and r.healthy:
+                actions.append(MarkReplica(r.id, "RUNNING", "health check passed"))
             continue
-        actions.extend(_after_exit(obs, r))
-    if obs.current_deployment_id and obs.state == "ACTIVE":
-        current = [r for r in obs.replicas if r.deployment_id == obs.current_deployment_id]
-        crashed_now = {a.replica_id for a in actions if isinstance(a, MarkReplica) and a.state == "CRASHED"}
-        if current and all(r.state == "CRASHED" or r.id in crashed_now for r in current):
-            if any(r.state != "CRASHED" for r in current):
-                actions.append(MarkCrashed(obs.current_deployment_id, "every replica has crashed"))
+        if r.state in LIVE_STATES:
+            actions.extend(_after_exit(obs, r, now))
+    if serving and obs.current_deployment_id not in obs.in_progress:
+        actions.extend(_count(obs))
+        actions.extend(_crashed(obs, actions))
     return actions
 
 
-def _after_exit(obs: EnvObs, r: ReplicaObs) -> list[Action]:
-    """A replica of the current deployment has exited: restart it or give up, per the restart policy."""
+def _after_exit(obs: EnvObs, r: ReplicaObs, now: float) -> list[Action]:
+    """A replica of the current deployment has exited: restart it (after a backoff) or give up, per policy."""
     code = "unknown" if r.exit_code is None else str(r.exit_code)
     policy = obs.restart_policy.upper()
     if policy == "NEVER":
         return [MarkReplica(r.id, "CRASHED", f"exited (code {code}); restart policy NEVER")]
     if policy == "ON_FAILURE" and r.exit_code == 0:
-        return [MarkReplica(r.id, "STOPPED", "exited with code 0; ON_FAILURE does not restart it")]
+        return [MarkReplica(r.id, "EXITED", "exited with code 0; ON_FAILURE does not restart it")]
     if r.restarts >= obs.max_retries:
         return [MarkReplica(r.id, "CRASHED", f"exited (code {code}) after {r.restarts} restarts; no retries left")]
-    return [RestartReplica(r.id, r.slot, f"exited (code {code}); restart {r.restarts + 1}/{obs.max_retries}")]
+    if r.restart_after is None:
+        wait = backoff(r.restarts)
+        return [ScheduleRestart(r.id, now + wait, f"exited (code {code}); restart {r.restarts + 1}/{obs.max_retries} in {wait:g}s")]
+    if now >= r.restart_after:
+        return [RestartReplica(r.id, r.slot, f"restart {r.restarts + 1}/{obs.max_retries}")]
+    return []
+
+
+def _count(obs: EnvObs) -> list[Action]:
+    """Start missing slots and stop surplus ones, so the deployment runs `desired_replicas`."""
+    if obs.desired_replicas is None:
+        return []
+    mine = [r for r in obs.replicas if r.deployment_id == obs.current_deployment_id]
+    # A crashed or cleanly exited replica still holds its slot: replacing it would defeat the restart policy.
+    held = {r.slot for r in mine if r.state in HELD_STATES}
+    actions: list[Action] = [
+        StartReplica(slot, f"scaled to {obs.desired_replicas}")
+        for slot in range(obs.desired_replicas)
+        if slot not in held
+    ]
+    actions += [
+        StopReplica(r.id, f"scaled to {obs.desired_replicas}")
+        for r in mine
+        if r.slot >= obs.desired_replicas and r.alive and r.state in LIVE_STATES
+    ]
+    return actions
+
+
+def _crashed(obs: EnvObs, planned: list[Action]) -> list[Action]:
+    """When every replica of the current deployment has crashed, the deployment is CRASHED."""
+    if obs.current_status == "CRASHED":
+        return []
+    mine = [r for r in obs.replicas if r.deployment_id == obs.current_deployment_id]
+    crashed_now = {a.replica_id for a in planned if isinstance(a, MarkReplica) and a.state == "CRASHED"}
+    if mine and all(r.state == "CRASHED" or r.id in crashed_now for r in mine):
+        return [MarkCrashed(obs.current_deployment_id, "every replica has crashed")]
+    return []

@@ -1,11 +1,25 @@
-"""The reconciler's pure core: which replicas to stop, restart or give up on."""
+"""The reconciler's pure core: which replicas to stop, start, restart (after a backoff) or give up on."""
 
 import pytest
 
-from branchyard.plan import EnvObs, MarkCrashed, MarkReplica, ReplicaObs, RestartReplica, StopReplica, plan_environment
+from branchyard.plan import (
+    EnvObs,
+    MarkCrashed,
+    MarkReplica,
+    ReplicaObs,
+    RestartReplica,
+    ScheduleRestart,
+    StartReplica,
+    StopReplica,
+    backoff,
+    plan_environment,
+)
+
+NOW = 1000.0
 
 
-def env(replicas, *, state="ACTIVE", current="d2", in_progress=(), policy="ON_FAILURE", retries=10):
+def env(replicas, *, state="ACTIVE", current="d2", in_progress=(), policy="ON_FAILURE", retries=10, desired=None,
+        status="SUCCESS"):
     return EnvObs(
         name="staging",
         state=state,
@@ -14,40 +28,50 @@ def env(replicas, *, state="ACTIVE", current="d2", in_progress=(), policy="ON_FA
         replicas=tuple(replicas),
         restart_policy=policy,
         max_retries=retries,
+        desired_replicas=desired,
+        current_status=status,
     )
 
 
-def r(id, dep="d2", *, alive=True, state="RUNNING", restarts=0, code=None, slot=0):
-    return ReplicaObs(id=id, deployment_id=dep, slot=slot, alive=alive, state=state, restarts=restarts, exit_code=code)
+def r(id, dep="d2", *, alive=True, state="RUNNING", restarts=0, code=None, slot=0, healthy=None, after=None):
+    return ReplicaObs(id=id, deployment_id=dep, slot=slot, alive=alive, state=state, restarts=restarts, exit_code=code,
+                      healthy=healthy, restart_after=after)
 
 
 def test_healthy_environment_needs_nothing():
-    assert plan_environment(env([r(1), r(2, slot=1)])) == []
+    assert plan_environment(env([r(1), r(2, slot=1)], desired=2), NOW) == []
 
 
 def test_replicas_of_an_old_deployment_are_stopped():
-    assert plan_environment(env([r(1, "d1"), r(2)])) == [StopReplica(1, "not part of the current deployment")]
+    assert plan_environment(env([r(1, "d1"), r(2)]), NOW) == [StopReplica(1, "not part of the current deployment")]
 
 
 def test_replicas_of_a_deploy_in_progress_are_left_alone():
-    assert plan_environment(env([r(1, "d3", state="STARTING"), r(2)], in_progress={"d3"})) == []
+    assert plan_environment(env([r(1, "d3", state="STARTING"), r(2)], in_progress={"d3"}), NOW) == []
 
 
-def test_sleeping_environment_stops_everything():
-    assert plan_environment(env([r(1)], state="SLEEPING")) == [StopReplica(1, "environment is sleeping")]
+def test_sleeping_environment_stops_everything_and_starts_nothing():
+    assert plan_environment(env([r(1)], state="SLEEPING", desired=2), NOW) == [StopReplica(1, "environment is sleeping")]
 
 
 def test_dead_replica_of_old_deployment_is_marked_stopped():
-    assert plan_environment(env([r(1, "d1", alive=False), r(2)])) == [MarkReplica(1, "STOPPED", "process gone")]
+    assert plan_environment(env([r(1, "d1", alive=False), r(2)]), NOW) == [MarkReplica(1, "STOPPED", "process gone")]
+
+
+def test_starting_replica_that_passes_its_health_check_joins_the_route():
+    assert plan_environment(env([r(1, state="STARTING", healthy=True)]), NOW) == [
+        MarkReplica(1, "RUNNING", "health check passed")
+    ]
+    assert plan_environment(env([r(1, state="STARTING", healthy=False)]), NOW) == []
 
 
 @pytest.mark.parametrize(
     ("policy", "code", "restarts", "expected"),
     [
-        ("ON_FAILURE", 1, 0, [RestartReplica(1, 0, "exited (code 1); restart 1/10")]),
-        ("ON_FAILURE", None, 3, [RestartReplica(1, 0, "exited (code unknown); restart 4/10")]),
-        ("ON_FAILURE", 0, 0, [MarkReplica(1, "STOPPED", "exited with code 0; ON_FAILURE does not restart it")]),
-        ("ALWAYS", 0, 0, [RestartReplica(1, 0, "exited (code 0); restart 1/10")]),
+        ("ON_FAILURE", 1, 0, [ScheduleRestart(1, NOW + 1, "exited (code 1); restart 1/10 in 1s")]),
+        ("ON_FAILURE", None, 3, [ScheduleRestart(1, NOW + 8, "exited (code unknown); restart 4/10 in 8s")]),
+        ("ON_FAILURE", 0, 0, [MarkReplica(1, "EXITED", "exited with code 0; ON_FAILURE does not restart it")]),
+        ("ALWAYS", 0, 0, [ScheduleRestart(1, NOW + 1, "exited (code 0); restart 1/10 in 1s")]),
         ("NEVER", 1, 0, [MarkReplica(1, "CRASHED", "exited (code 1); restart policy NEVER"),
                          MarkCrashed("d2", "every replica has crashed")]),
         ("ON_FAILURE", 1, 10, [MarkReplica(1, "CRASHED", "exited (code 1) after 10 restarts; no retries left"),
@@ -55,14 +79,47 @@ def test_dead_replica_of_old_deployment_is_marked_stopped():
     ],
 )
 def test_restart_policy(policy, code, restarts, expected):
-    obs = env([r(1, alive=False, code=code, restarts=restarts)], policy=policy)
-    assert plan_environment(obs) == expected
+    obs = env([r(1, alive=False, code=code, restarts=restarts)], policy=policy, desired=1)
+    assert plan_environment(obs, NOW) == expected
+
+
+def test_a_scheduled_restart_waits_for_its_time_then_happens():
+    waiting = env([r(1, alive=False, code=1, after=NOW + 5)], desired=1)
+    assert plan_environment(waiting, NOW) == []
+    assert plan_environment(waiting, NOW + 5) == [RestartReplica(1, 0, "restart 1/10")]
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [backoff(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
 
 
 def test_one_crashed_replica_of_two_does_not_crash_the_deployment():
-    obs = env([r(1, alive=False, code=1), r(2, slot=1)], policy="NEVER")
-    assert plan_environment(obs) == [MarkReplica(1, "CRASHED", "exited (code 1); restart policy NEVER")]
+    obs = env([r(1, alive=False, code=1), r(2, slot=1)], policy="NEVER", desired=2)
+    assert plan_environment(obs, NOW) == [MarkReplica(1, "CRASHED", "exited (code 1); restart policy NEVER")]
 
 
 def test_already_crashed_deployment_is_not_marked_twice():
-    assert plan_environment(env([r(1, alive=False, state="CRASHED")])) == []
+    assert plan_environment(env([r(1, alive=False, state="CRASHED")], status="CRASHED", desired=1), NOW) == []
+
+
+def test_scale_up_starts_the_missing_slots():
+    assert plan_environment(env([r(1)], desired=3), NOW) == [StartReplica(1, "scaled to 3"), StartReplica(2, "scaled to 3")]
+
+
+def test_scale_down_stops_the_highest_slots():
+    obs = env([r(1), r(2, slot=1), r(3, slot=2)], desired=1)
+    assert plan_environment(obs, NOW) == [StopReplica(2, "scaled to 1"), StopReplica(3, "scaled to 1")]
+
+
+def test_crashed_and_exited_replicas_keep_their_slot():
+    obs = env([r(1, alive=False, state="CRASHED"), r(2, alive=False, state="EXITED", slot=1)], desired=2)
+    assert plan_environment(obs, NOW) == []
+
+
+def test_a_lost_replica_slot_is_started_again():
+    # e.g. a replica stopped by hand or lost in a crash: the count converges back
+    assert plan_environment(env([r(1, alive=False, state="STOPPED")], desired=1), NOW) == [StartReplica(0, "scaled to 1")]
+
+
+def test_no_count_changes_while_the_current_deployment_is_in_progress():
+    assert plan_environment(env([], in_progress={"d2"}, desired=2), NOW) == []

@@ -1,29 +1,27 @@
 """The controller: turns pushes into deployments and keeps environments at their desired state.
 
-Order of writes in a deploy is chosen so that a SIGKILL at any instant leaves state the reconciler
-can converge from: replicas are recorded before they are waited on; the switch (current deployment +
-old one REMOVED) is one transaction; routes are derived from that state and re-applied on start.
+Writes are ordered so that a SIGKILL at any instant leaves state the reconciler converges from:
+replicas are recorded before they are waited on; the switch (new current deployment, old one
+REMOVED) is one transaction; routes are derived from that state and re-applied on start.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import logging
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 
-from .. import names, plan
+from .. import failpoints, names
 from ..backends.local import processes
 from ..backends.local.caddy import Route, Router
-from ..backends.local.health import wait_healthy
+from ..backends.local.health import probe
 from ..build import release
 from ..errors import BadInput, BranchyardError, Conflict, NotFound
 from ..settings import Settings
@@ -31,19 +29,25 @@ from ..spec import load_project
 from ..store import models as m
 from ..store.db import Store
 from ..triggers.gitremote import create_bare_repo
+from .replicas import PORT_PLACEHOLDER, Replicas
 from .variables import resolve
 
 log = logging.getLogger("branchyard.controller")
 
 ZERO_SHA = "0" * 40
 UP_REF_PREFIX = "refs/branchyard/up/"
-RECONCILE_EVERY = 2.0
+RETAIN_RELEASES = 10  # per environment, for rollback
+DEFAULT_DRAINING_SECONDS = 10
 
 
 @dataclass(frozen=True)
 class PushResult:
     deployment_id: str | None
     note: str | None
+
+
+class Superseded(BranchyardError):
+    """A newer deployment to the same environment arrived; this one stops where it is."""
 
 
 class DeployLog:
@@ -63,23 +67,26 @@ class Controller:
         self.settings = settings
         self.store = store
         self.router = router
+        self.replicas = Replicas(settings, store)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._in_progress: set[str] = set()
+        self._in_progress: dict[str, threading.Event] = {}  # deployment id → "superseded" flag
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
-        self._workers: list[threading.Thread] = []
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Adopt what is running, clean up what a crash left behind, then keep reconciling."""
+        from .reconciler import Reconciler
+
         for d in (self.settings.repos_dir, self.settings.releases_dir, self.settings.logs_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.router.ensure_running()
         self.recover()
-        self.reconcile_once()
-        self._loop = threading.Thread(target=self._reconcile_forever, name="reconciler", daemon=True)
+        self.reconciler = Reconciler(self)
+        self.reconciler.run_once()
+        self._loop = threading.Thread(target=self.reconciler.run_forever, args=(self._stop,), name="reconciler", daemon=True)
         self._loop.start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
@@ -91,22 +98,31 @@ class Controller:
         with self._locks_guard:
             return self._locks.setdefault((project, env), threading.Lock())
 
+    def in_progress(self) -> frozenset[str]:
+        return frozenset(self._in_progress)
+
     def recover(self) -> None:
-        """After a (re)start: deployments that were mid-flight are FAILED; their replicas stopped."""
+        """After a (re)start: finish or fail what was mid-flight. Replicas are then sorted out by the reconciler."""
         with self.store.session() as s:
             stale = s.scalars(select(m.Deployment).where(m.Deployment.status.in_(m.IN_PROGRESS))).all()
             for dep in stale:
                 if dep.id in self._in_progress:
                     continue
-                previous = dep.status
-                dep.status = m.FAILED
-                dep.error = f"the control plane stopped while the deployment was {previous}; previous deployment kept"
-                dep.finished_at = m.utcnow()
-                project = s.get(m.Project, dep.project_id)
                 env = s.get(m.Environment, dep.environment_id)
-                self.store.record(s, project.name, "deploy.failed", dep.error, environment=env.name, deployment_id=dep.id)
+                project = s.get(m.Project, dep.project_id)
+                if env.current_deployment_id == dep.id:
+                    # The switch was committed before the crash: this deployment is the one serving.
+                    dep.status, dep.finished_at = m.SUCCESS, m.utcnow()
+                    note = "the control plane restarted after the switch; deployment completed"
+                    self.store.record(s, project.name, "deploy.succeeded", note, environment=env.name, deployment_id=dep.id)
+                else:
+                    previous = dep.status
+                    dep.status, dep.finished_at = m.FAILED, m.utcnow()
+                    dep.error = f"the control plane stopped while the deployment was {previous}; previous deployment kept"
+                    note = dep.error
+                    self.store.record(s, project.name, "deploy.failed", note, environment=env.name, deployment_id=dep.id)
                 if dep.log_path:
-                    DeployLog(Path(dep.log_path))(f"!!! {dep.error}")
+                    DeployLog(Path(dep.log_path))(f"!!! {note}")
         for project_dir in self.settings.releases_dir.glob("*"):
             if project_dir.is_dir():
                 for path in release.remove_incomplete_releases(project_dir):
@@ -149,52 +165,60 @@ class Controller:
                 raise Conflict(f"environment {name!r} already exists in project {project!r}")
             s.add(m.Environment(project_id=p.id, name=name, branch=branch, production=name == "production"))
             self.store.record(s, project, "environment.created", f"environment {name} created", environment=name)
+        self.sync_routes()
         return self.environment_info(project, name)
 
     def delete_environment(self, project: str, name: str) -> None:
         """Stop the environment's processes, drop its route, and forget it (releases and logs too)."""
-        with self.lock(project, name):
+        with self._busy_lock(project, name):
             with self.store.session() as s:
                 p = self.store.project(s, project)
                 env = self.store.environment(s, p, name)
-                replicas = s.scalars(select(m.Replica).where(m.Replica.environment_id == env.id)).all()
-                deployments = s.scalars(select(m.Deployment).where(m.Deployment.environment_id == env.id)).all()
-                releases = [d.release_dir for d in deployments if d.release_dir]
-                handles = [self._handle(r) for r in replicas]
-            for h in handles:
-                if h is not None:
-                    processes.stop(h, grace=5)
+                replica_ids = list(s.scalars(select(m.Replica.id).where(m.Replica.environment_id == env.id)))
+                releases = list(s.scalars(select(m.Deployment.release_dir).where(m.Deployment.environment_id == env.id)))
+                env.state = m.ENV_SLEEPING
+            self.sync_routes()
+            self.replicas.stop(replica_ids, grace=5)
             with self.store.session() as s:
-                p = self.store.project(s, project)
-                env = self.store.environment(s, p, name)
+                env = self.store.environment(s, self.store.project(s, project), name)
                 s.delete(env)
                 self.store.record(s, project, "environment.deleted", f"environment {name} deleted", environment=name)
             self.sync_routes()
             for path in releases:
-                shutil.rmtree(path, ignore_errors=True)
+                if path:
+                    shutil.rmtree(path, ignore_errors=True)
             shutil.rmtree(names.safe_join(self.settings.logs_dir, project, name), ignore_errors=True)
 
     def list_environments(self, project: str) -> list[dict]:
         with self.store.session() as s:
             p = self.store.project(s, project)
             envs = s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id))
-            return [self._env_dict(s, p, e) for e in envs]
+            return [self._env_dict(s, p, e, probe_health=False) for e in envs]
 
     def environment_info(self, project: str, name: str) -> dict:
         with self.store.session() as s:
             p = self.store.project(s, project)
-            return self._env_dict(s, p, self.store.environment(s, p, name))
+            return self._env_dict(s, p, self.store.environment(s, p, name), probe_health=True)
 
-    def _env_dict(self, s, p: m.Project, env: m.Environment) -> dict:  # noqa: ANN001 - Session
-        host = self._hostname(p, env)
+    def _env_dict(self, s, p: m.Project, env: m.Environment, *, probe_health: bool) -> dict:  # noqa: ANN001 - Session
         current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
         latest = s.scalar(
             select(m.Deployment).where(m.Deployment.environment_id == env.id).order_by(m.Deployment.created_at.desc())
         )
+        health_path = json.loads(current.config_json)["web"].get("healthcheck_path") if current and current.config_json else None
         replicas = []
         if current is not None:
-            for r in s.scalars(select(m.Replica).where(m.Replica.deployment_id == current.id).order_by(m.Replica.slot)):
-                h = self._handle(r)
+            rows = s.scalars(
+                select(m.Replica)
+                .where(m.Replica.deployment_id == current.id, m.Replica.state != m.REPLICA_STOPPED)
+                .order_by(m.Replica.slot)
+            )
+            for r in rows:
+                h = processes.adopt(r.pid, r.start_time, r.port, r.log_path)
+                alive = h is not None and processes.is_alive(h)
+                health = None
+                if probe_health and alive:
+                    health = "healthy" if probe(r.port, health_path, timeout=1.0).ok else "unhealthy"
                 replicas.append(
                     {
                         "slot": r.slot,
@@ -202,11 +226,16 @@ class Controller:
                         "pid": r.pid,
                         "port": r.port,
                         "state": r.state,
-                        "alive": h is not None and processes.is_alive(h),
+                        "alive": alive,
+                        "health": health,
                         "restarts": r.restarts,
-                        "uptime_seconds": round((m.utcnow() - r.started_at).total_seconds(), 1),
+                        "uptime_seconds": round((m.utcnow() - r.started_at).total_seconds(), 1) if alive else 0,
+                        "last_exit": r.last_exit,
                     }
                 )
+        status = current.status if current else (latest.status if latest else "NO DEPLOYMENTS")
+        if env.state == m.ENV_SLEEPING:
+            status = m.SLEEPING
         return {
             "project": p.name,
             "name": env.name,
@@ -214,9 +243,10 @@ class Controller:
             "production": env.production,
             "ephemeral": env.ephemeral,
             "state": env.state,
-            "url": self.settings.public_url(host),
-            "hostname": host,
-            "status": current.status if current else (latest.status if latest else "NO DEPLOYMENTS"),
+            "url": self.settings.public_url(self._hostname(p, env)),
+            "hostname": self._hostname(p, env),
+            "status": status,
+            "replicas_override": env.replicas_override,
             "current_deployment": _deployment_dict(current) if current else None,
             "latest_deployment": _deployment_dict(latest) if latest else None,
             "replicas": replicas,
@@ -232,7 +262,10 @@ class Controller:
                 .order_by(m.Deployment.created_at.desc())
                 .limit(limit)
             )
-            return [_deployment_dict(d) | {"current": d.id == env.current_deployment_id} for d in rows]
+            return [
+                _deployment_dict(d) | {"current": d.id == env.current_deployment_id, "can_rollback": _retained(d)}
+                for d in rows
+            ]
 
     def deployment_info(self, deployment_id: str) -> dict:
         with self.store.session() as s:
@@ -263,376 +296,347 @@ class Controller:
     def receive_push(self, project: str, ref: str, old: str, new: str, git_env: dict[str, str]) -> PushResult:
         """A ref was pushed to the project's remote: export it and queue a deployment if it maps to one."""
         with self.store.session() as s:
-            p = self.store.project(s, project)
-            repo = Path(p.repo_path)
+            repo = Path(self.store.project(s, project).repo_path)
         if new == ZERO_SHA:
             return PushResult(None, f"{ref} deleted")
         if ref.startswith(UP_REF_PREFIX):
             env_name, branch = names.environment_name(ref[len(UP_REF_PREFIX):]), None
+        elif ref.startswith("refs/heads/"):
+            env_name, branch = None, names.branch_from_ref(ref)
         else:
-            if not ref.startswith("refs/heads/"):
-                return PushResult(None, f"{ref} stored (only branches deploy)")
-            branch = names.branch_from_ref(ref)
-            env_name = None
-        staging = names.safe_join(self.settings.releases_dir, project, f".incoming-{new[:40]}-{time.monotonic_ns()}")
-        release.export_commit(repo, new, staging, git_env=git_env)
+            return PushResult(None, f"{ref} stored (only branches deploy)")
+        incoming = names.safe_join(self.settings.releases_dir, project, f".incoming-{new[:40]}-{time.monotonic_ns()}")
+        release.export_commit(repo, new, incoming, git_env=git_env)
         try:
-            spec = load_project(staging)
+            spec = load_project(incoming)
             if env_name is None:
                 env_name = spec.environment_for_branch(branch)
                 if env_name is None:
                     return PushResult(None, f"branch {branch!r} is not mapped to an environment; stored, not deployed")
-            dep_id = self._queue(project, env_name, new, branch, "up" if branch is None else "push", staging, spec)
+            dep_id = self._queue_build(project, env_name, new, branch, "up" if branch is None else "push", incoming, spec)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(incoming, ignore_errors=True)
         return PushResult(dep_id, None)
 
-    def _queue(self, project: str, env_name: str, sha: str, branch: str | None, trigger: str, staging: Path, spec) -> str:  # noqa: ANN001
+    def _queue_build(self, project: str, env_name: str, sha: str, branch: str | None, trigger: str, incoming: Path,
+                     spec) -> str:  # noqa: ANN001 - ProjectSpec
         """Create the environment if the spec declares it, record a QUEUED deployment, start its worker."""
         with self.store.session() as s:
             p = self.store.project(s, project)
             env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
             if env is None:
                 cfg = spec.environment(env_name)  # NotFound names the declared environments
-                env = m.Environment(
-                    project_id=p.id, name=env_name, branch=cfg.branch, production=cfg.production, ephemeral=cfg.ephemeral
-                )
+                env = m.Environment(project_id=p.id, name=env_name, branch=cfg.branch, production=cfg.production,
+                                    ephemeral=cfg.ephemeral)
                 s.add(env)
                 s.flush()
-                self.store.record(s, project, "environment.created", f"environment {env_name} created on first push", environment=env_name)
-            dep = m.Deployment(project_id=p.id, environment_id=env.id, commit_sha=sha, branch=branch, trigger=trigger)
-            s.add(dep)
-            s.flush()
+                self.store.record(s, project, "environment.created", f"environment {env_name} created on first push",
+                                  environment=env_name)
+            dep = self._new_deployment(s, p, env, sha=sha, branch=branch, trigger=trigger)
             dep.release_dir = str(names.safe_join(self.settings.releases_dir, project, dep.id))
-            dep.log_path = str(names.safe_join(self.settings.logs_dir, project, env_name, dep.id, "deploy.log"))
-            self.store.record(
-                s, project, "deploy.queued", f"{trigger} of {sha[:12]}" + (f" ({branch})" if branch else ""),
-                environment=env_name, deployment_id=dep.id,
-            )
-            dep_id, release_dir, log_path = dep.id, Path(dep.release_dir), Path(dep.log_path)
-        staging.rename(release_dir)
+            dep_id, release_dir = dep.id, Path(dep.release_dir)
+        incoming.rename(release_dir)
         self.sync_routes()  # a new environment answers at once ("no healthy deployment yet"), never 404
-        DeployLog(log_path)(f"-----> {trigger} of {sha[:12]} to {project}/{env_name} (deployment {dep_id})")
-        self._in_progress.add(dep_id)
-        worker = threading.Thread(target=self._run_deployment, args=(project, env_name, dep_id), name=f"deploy-{dep_id[:8]}", daemon=True)
-        self._workers.append(worker)
-        worker.start()
+        self._supersede_older(env_name, project, dep_id)
+        self._start_worker(project, env_name, dep_id, self._build_and_roll_out)
         return dep_id
 
-    def _set_status(self, dep_id: str, status: str, error: str | None = None) -> None:
-        with self.store.session() as s:
-            dep = s.get(m.Deployment, dep_id)
-            dep.status = status
-            if error is not None:
-                dep.error = error
-            if status in m.TERMINAL:
-                dep.finished_at = m.utcnow()
+    def _new_deployment(self, s, p: m.Project, env: m.Environment, *, sha: str, branch: str | None, trigger: str,  # noqa: ANN001
+                        source: m.Deployment | None = None) -> m.Deployment:
+        dep = m.Deployment(project_id=p.id, environment_id=env.id, commit_sha=sha, branch=branch, trigger=trigger)
+        if source is not None:  # a redeploy: the same release and snapshot, no rebuild
+            dep.release_dir, dep.config_json, dep.variables_json = source.release_dir, source.config_json, source.variables_json
+        s.add(dep)
+        s.flush()
+        dep.log_path = str(names.safe_join(self.settings.logs_dir, p.name, env.name, dep.id, "deploy.log"))
+        what = f"{trigger} of {sha[:12]}" + (f" ({branch})" if branch else "") + (f" from deployment {source.id}" if source else "")
+        self.store.record(s, p.name, "deploy.queued", what, environment=env.name, deployment_id=dep.id)
+        DeployLog(Path(dep.log_path))(f"-----> {what} to {p.name}/{env.name} (deployment {dep.id})")
+        return dep
 
-    def _run_deployment(self, project: str, env_name: str, dep_id: str) -> None:
+    def _supersede_older(self, env_name: str, project: str, newest: str) -> None:
+        """Newest wins: older deployments of this environment still building stop at their next step."""
         with self.store.session() as s:
-            dep = s.get(m.Deployment, dep_id)
-        out = DeployLog(Path(dep.log_path))
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            older = s.scalars(
+                select(m.Deployment.id).where(
+                    m.Deployment.environment_id == env.id, m.Deployment.status.in_([m.QUEUED, m.BUILDING]),
+                    m.Deployment.id != newest,
+                )
+            ).all()
+        for dep_id in older:
+            flag = self._in_progress.get(dep_id)
+            if flag is not None:
+                flag.set()
+
+    def _start_worker(self, project: str, env_name: str, dep_id: str, work: Callable[[str, str, str, DeployLog], None]) -> None:
+        flag = threading.Event()
+        self._in_progress[dep_id] = flag
+        threading.Thread(target=self._run, args=(project, env_name, dep_id, work), name=f"deploy-{dep_id[:8]}",
+                         daemon=True).start()
+
+    def _run(self, project: str, env_name: str, dep_id: str, work: Callable[[str, str, str, DeployLog], None]) -> None:
+        """Run one deployment under the environment's lock; every failure ends on the deployment's status."""
+        with self.store.session() as s:
+            out = DeployLog(Path(s.get(m.Deployment, dep_id).log_path))
         try:
             with self.lock(project, env_name):
-                if self._superseded(dep_id):
-                    return
-                self._deploy(project, env_name, dep_id, out)
+                self._check_superseded(dep_id)
+                work(project, env_name, dep_id, out)
+        except Superseded as why:
+            out(f"-----> skipped: {why}")
+            self._finish(dep_id, m.SKIPPED, str(why))
         except BranchyardError as err:
             self._fail(project, env_name, dep_id, str(err), out)
         except Exception as err:  # a bug: record it on the deployment rather than lose it in a thread
             log.exception("deployment %s crashed", dep_id)
             self._fail(project, env_name, dep_id, f"internal error: {type(err).__name__}: {err}", out)
         finally:
-            self._in_progress.discard(dep_id)
+            self._in_progress.pop(dep_id, None)
 
-    def _superseded(self, dep_id: str) -> bool:
-        """Newest wins: a queued deployment with a newer one queued behind it is skipped."""
+    def _check_superseded(self, dep_id: str) -> None:
+        flag = self._in_progress.get(dep_id)
+        if flag is not None and flag.is_set():
+            with self.store.session() as s:
+                dep = s.get(m.Deployment, dep_id)
+                newer = s.scalar(
+                    select(m.Deployment.id)
+                    .where(m.Deployment.environment_id == dep.environment_id, m.Deployment.created_at > dep.created_at)
+                    .order_by(m.Deployment.created_at.desc())
+                )
+            raise Superseded(f"superseded by newer deployment {newer}")
+
+    def _set_status(self, dep_id: str, status: str) -> None:
+        with self.store.session() as s:
+            s.get(m.Deployment, dep_id).status = status
+
+    def _finish(self, dep_id: str, status: str, error: str | None = None) -> None:
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
-            newer = s.scalar(
-                select(m.Deployment).where(
-                    m.Deployment.environment_id == dep.environment_id,
-                    m.Deployment.status == m.QUEUED,
-                    m.Deployment.created_at > dep.created_at,
-                ).order_by(m.Deployment.created_at.desc())
-            )
-            if newer is None:
-                return False
-            dep.status = m.SKIPPED
-            dep.error = f"superseded by newer deployment {newer.id}"
-            dep.finished_at = m.utcnow()
-        DeployLog(Path(dep.log_path))(f"-----> skipped: {dep.error}")
-        return True
+            dep.status, dep.finished_at = status, m.utcnow()
+            if error is not None:
+                dep.error = error
 
     def _fail(self, project: str, env_name: str, dep_id: str, reason: str, out: Callable[[str], None]) -> None:
         out(f"!!! deployment FAILED: {reason}")
-        self._set_status(dep_id, m.FAILED, reason)
+        self._finish(dep_id, m.FAILED, reason)
         with self.store.session() as s:
             self.store.record(s, project, "deploy.failed", reason, environment=env_name, deployment_id=dep_id)
+        self.sync_routes()
 
-    def _deploy(self, project: str, env_name: str, dep_id: str, out: Callable[[str], None]) -> None:
+    def _build_and_roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
-            env = s.get(m.Environment, dep.environment_id)
-            release_dir = Path(dep.release_dir)
-            sha, branch = dep.commit_sha, dep.branch
-        # Build ---------------------------------------------------------------------------------------
+            release_dir, sha = Path(dep.release_dir), dep.commit_sha
         self._set_status(dep_id, m.BUILDING)
         spec = load_project(release_dir)
-        for warning in (*spec.warnings, *spec.ignored):
-            out(f"       note: {warning}")
+        for note in (*spec.warnings, *spec.ignored):
+            out(f"       note: {note}")
         cfg = spec.environment(env_name)
-        src = names.safe_join(release_dir, cfg.web.root_dir) if cfg.web.root_dir not in ("", ".") else release_dir
-        out(f"-----> building {sha[:12]} (python virtualenv)")
-        started = time.monotonic()
-        built = release.build(
-            src, cfg.web.build_command, cache_dir=self.settings.cache_dir, python=self.settings.python, log=lambda l: out(f"       {l}")
-        )
-        out(f"-----> build done in {time.monotonic() - started:.1f}s" + (" (dependencies cached)" if built.cached else ""))
-        release.mark_release_complete(release_dir, {"deployment": dep_id, "commit": sha, "venv": str(built.venv)})
         if not cfg.web.start_command:
             raise BadInput("no start command: set deploy.startCommand in railway.toml or a web: line in Procfile")
-        # Variables ------------------------------------------------------------------------------------
-        with self.store.session() as s:
-            p = s.get(m.Project, env.project_id)
-            p.domain = spec.domain  # the commit being deployed says which domain the project uses
-            host = self._hostname(p, env)
-        probe = _resolve(cfg, port=0)
-        for name, why in probe.pending.items():
+        src = release_dir if cfg.web.root_dir in ("", ".") else names.safe_join(release_dir, cfg.web.root_dir)
+        out(f"-----> building {sha[:12]} (python virtualenv)")
+        started = time.monotonic()
+        built = release.build(src, cfg.web.build_command, cache_dir=self.settings.cache_dir, python=self.settings.python,
+                              log=lambda line: out(f"       {line}"))
+        out(f"-----> build done in {time.monotonic() - started:.1f}s" + (" (dependencies cached)" if built.cached else ""))
+        variables = _resolve(cfg)
+        for name, why in variables.pending.items():
             out(f"       note: variable {name} left unset: {why}")
+        release.mark_release_complete(release_dir, {"deployment": dep_id, "commit": sha, "venv": str(built.venv)})
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
             dep.config_json = json.dumps(cfg.to_dict())
-            dep.variables_json = json.dumps(sorted(probe.values))  # names only: values may be secrets
-            dep.status = m.DEPLOYING
-        # Start replicas -------------------------------------------------------------------------------
-        n = cfg.web.replicas
-        out(f"-----> starting {n} replica{'s' if n != 1 else ''}: {cfg.web.start_command}")
-        handles: list[tuple[int, processes.ProcessHandle]] = []
-        for slot in range(n):
-            port = processes.free_port()
-            env_vars = _process_env(
-                built.venv, _resolve(cfg, port=port).values, port=port,
-                project=project, env_name=env_name, host=host, sha=sha, branch=branch, dep_id=dep_id, slot=slot,
-            )
-            log_path = names.safe_join(self.settings.logs_dir, project, env_name, dep_id, f"web.{slot}.log")
-            h = processes.spawn(cfg.web.start_command, cwd=src, env=env_vars, log_path=log_path, port=port)
-            with self.store.session() as s:
-                r = m.Replica(
-                    deployment_id=dep_id, environment_id=env.id, slot=slot, pid=h.pid, start_time=h.start_time,
-                    port=port, log_path=str(log_path),
-                )
-                s.add(r)
-                s.flush()
-                handles.append((r.id, h))
-        # Health ---------------------------------------------------------------------------------------
-        path = cfg.web.healthcheck_path
-        out(f"-----> health check: {'GET ' + path + ' → 200' if path else 'GET / → status < 500'} within {cfg.web.healthcheck_timeout}s")
-        with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
-            results = list(
-                pool.map(
-                    lambda rh: wait_healthy(
-                        rh[1].port, path, timeout=cfg.web.healthcheck_timeout,
-                        alive=lambda h=rh[1]: processes.is_alive(h), exit_code=lambda h=rh[1]: processes.exit_code(h),
-                    ),
-                    handles,
-                )
-            )
-        bad = [(slot, res, h) for slot, ((_, h), res) in enumerate(zip(handles, results)) if not res.ok]
-        if bad:
-            slot, res, h = bad[0]
-            tail = processes.tail(Path(h.log_path), 10)
-            for line in tail:
-                out(f"       web.{slot} | {line}")
-            for _, h2 in handles:
-                processes.stop(h2, grace=2)
-            with self.store.session() as s:
-                for rid, _ in handles:
-                    s.get(m.Replica, rid).state = m.REPLICA_STOPPED
-            raise_detail = f"replica web.{slot} failed its health check: {res.detail}"
-            if tail:
-                raise_detail += f" — last log line: {tail[-1].strip()[:200]}"
-            from ..errors import DeployFailed
+            dep.variables_json = json.dumps(variables.values)
+            s.get(m.Project, dep.project_id).domain = spec.domain  # the deployed commit says which domain to use
+        failpoints.hit("deploy.after_build")
+        self._check_superseded(dep_id)
+        self._roll_out(project, env_name, dep_id, out)
 
-            raise DeployFailed(raise_detail)
-        for slot, res in enumerate(results):
-            out(f"       web.{slot} healthy: {res.detail}")
-        # Switch ---------------------------------------------------------------------------------------
+    def _roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
+        """Start the deployment's replicas, health-check them, switch the route in one call, drain the old ones."""
+        self._set_status(dep_id, m.DEPLOYING)
         with self.store.session() as s:
-            for rid, _ in handles:
-                s.get(m.Replica, rid).state = m.REPLICA_RUNNING
-            env = s.get(m.Environment, env.id)
-            old_id = env.current_deployment_id
-            env.current_deployment_id = dep_id
-            env.state = m.ENV_ACTIVE
+            dep = s.get(m.Deployment, dep_id)
+            env = s.get(m.Environment, dep.environment_id)
+            host = self._hostname(s.get(m.Project, dep.project_id), env)
+        ctx = self.replicas.context(dep_id, host)
+        n = ctx.replicas
+        out(f"-----> starting {n} replica{'s' if n != 1 else ''}: {ctx.start_command}")
+        path = ctx.healthcheck_path
+        out(f"-----> health check: {'GET ' + path + ' → 200' if path else 'GET / → status < 500'} within {ctx.healthcheck_timeout}s")
+        handles = self.replicas.start(ctx, list(range(n)), out)
+        failpoints.hit("deploy.after_health")
+        with self.store.session() as s:
+            env = s.get(m.Environment, ctx.env_id)
+            old_id = env.current_deployment_id if env.current_deployment_id != dep_id else None
+            env.current_deployment_id, env.state = dep_id, m.ENV_ACTIVE
             if old_id:
                 old = s.get(m.Deployment, old_id)
-                if old is not None and old.status in (m.SUCCESS, m.CRASHED, m.SLEEPING):
+                if old.status in (m.SUCCESS, m.CRASHED, m.SLEEPING):
                     old.status = m.REMOVED
+        failpoints.hit("deploy.after_switch")
         self.sync_routes()
         out(f"-----> routed {self.settings.public_url(host)} → {', '.join(str(h.port) for _, h in handles)}")
-        # Drain the previous deployment ---------------------------------------------------------------
         if old_id:
-            self._stop_deployment_replicas(old_id, grace=max(1, cfg.web.draining_seconds or 5))
-        self._set_status(dep_id, m.SUCCESS)
+            self._drain(old_id, ctx.overlap_seconds, ctx.draining_seconds, out)
+        self._finish(dep_id, m.SUCCESS)
         with self.store.session() as s:
-            self.store.record(s, project, "deploy.succeeded", f"{sha[:12]} is live", environment=env_name, deployment_id=dep_id)
+            self.store.record(s, project, "deploy.succeeded", f"{ctx.sha[:12]} is live", environment=env_name, deployment_id=dep_id)
+        self._prune_releases(ctx.env_id)
         out(f"-----> deployment SUCCESS: {self.settings.public_url(host)}")
 
-    # --- processes & routes ------------------------------------------------------------------------
+    def _drain(self, old_id: str, overlap: int, draining: int, out: Callable[[str], None]) -> None:
+        """The old deployment is out of the route: let in-flight requests finish, then stop it."""
+        with self.store.session() as s:
+            ids = list(s.scalars(select(m.Replica.id).where(m.Replica.deployment_id == old_id, m.Replica.state != m.REPLICA_STOPPED)))
+            for rid in ids:
+                s.get(m.Replica, rid).state = m.REPLICA_DRAINING
+        if not ids:
+            return
+        if overlap:
+            out(f"-----> overlap: previous deployment keeps running {overlap}s")
+            time.sleep(overlap)
+        grace = draining or DEFAULT_DRAINING_SECONDS
+        out(f"-----> draining previous deployment {old_id[:8]} (SIGTERM, SIGKILL after {grace}s)")
+        self.replicas.stop(ids, grace=grace)
+
+    def _prune_releases(self, env_id: int) -> None:
+        """Keep the release directories of the newest RETAIN_RELEASES deployments (and any still running)."""
+        with self.store.session() as s:
+            env = s.get(m.Environment, env_id)
+            deps = s.scalars(select(m.Deployment).where(m.Deployment.environment_id == env_id)
+                             .order_by(m.Deployment.created_at.desc())).all()
+            keep = {d.release_dir for d in deps[:RETAIN_RELEASES]} | {
+                d.release_dir for d in deps if d.id == env.current_deployment_id or d.status in m.IN_PROGRESS
+            }
+            drop = {d.release_dir for d in deps[RETAIN_RELEASES:]} - keep
+        for path in drop:
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
+
+    # --- operations on an environment ---------------------------------------------------------------
+
+    def _busy_lock(self, project: str, env_name: str) -> _Held:
+        """The environment's lock, or Conflict at once if a deploy or another operation holds it."""
+        lock = self.lock(project, env_name)
+        if not lock.acquire(blocking=False):
+            raise Conflict(f"environment {env_name!r} is busy with another deployment or operation; try again when it ends")
+        return _Held(lock)
+
+    def redeploy(self, project: str, env_name: str, deployment_id: str, *, trigger: str = "redeploy") -> str:
+        """Bring back a retained deployment's release and variables (no rebuild), health-checked, zero downtime."""
+        with self._busy_lock(project, env_name):
+            with self.store.session() as s:
+                p = self.store.project(s, project)
+                env = self.store.environment(s, p, env_name)
+                source = self.store.deployment(s, deployment_id, env)
+                if not _retained(source):
+                    raise NotFound(
+                        f"deployment {source.id} can no longer be rolled back to: its release is not retained "
+                        f"(branchyard keeps the last {RETAIN_RELEASES} per environment)"
+                    )
+                dep = self._new_deployment(s, p, env, sha=source.commit_sha, branch=source.branch, trigger=trigger,
+                                           source=source)
+                dep_id = dep.id
+            DeployLog(Path(dep.log_path))("       note: database state is not reverted by a redeploy or rollback")
+            self._start_worker(project, env_name, dep_id, self._roll_out)
+        return dep_id
+
+    def rollback(self, project: str, env_name: str) -> str:
+        """Redeploy the previous successful deployment."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            env = self.store.environment(s, p, env_name)
+            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            if current is None:
+                raise NotFound(f"environment {env_name!r} has no current deployment to roll back from")
+            candidates = s.scalars(
+                select(m.Deployment)
+                .where(m.Deployment.environment_id == env.id, m.Deployment.status == m.REMOVED,
+                       m.Deployment.created_at < current.created_at, m.Deployment.release_dir != current.release_dir)
+                .order_by(m.Deployment.created_at.desc())
+            ).all()
+            target = next((d for d in candidates if _retained(d)), None)
+            if target is None:
+                raise NotFound(f"environment {env_name!r} has no earlier successful deployment still retained")
+            target_id = target.id
+        return self.redeploy(project, env_name, target_id, trigger="rollback")
+
+    def down(self, project: str, env_name: str) -> dict:
+        """Stop the app processes and route a clear 503 page; data, variables and releases are kept."""
+        with self._busy_lock(project, env_name):
+            with self.store.session() as s:
+                env = self.store.environment(s, self.store.project(s, project), env_name)
+                if env.state == m.ENV_SLEEPING:
+                    raise Conflict(f"environment {env_name!r} is already down")
+                env.state = m.ENV_SLEEPING
+                if env.current_deployment_id:
+                    s.get(m.Deployment, env.current_deployment_id).status = m.SLEEPING
+                ids = list(s.scalars(select(m.Replica.id).where(m.Replica.environment_id == env.id,
+                                                                m.Replica.state != m.REPLICA_STOPPED)))
+                self.store.record(s, project, "environment.down", f"{env_name} stopped (sleeping)", environment=env_name)
+            self.sync_routes()  # first the 503 page, then stop: no request reaches a dying process
+            failpoints.hit("down.after_route")
+            self.replicas.stop(ids, grace=DEFAULT_DRAINING_SECONDS)
+        return self.environment_info(project, env_name)
+
+    def wake(self, project: str, env_name: str) -> str:
+        """`up` for a sleeping environment: bring back its last successful deployment."""
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            if env.state != m.ENV_SLEEPING:
+                raise Conflict(f"environment {env_name!r} is not down")
+            if not env.current_deployment_id:
+                raise NotFound(f"environment {env_name!r} has no deployment to bring back")
+            current = env.current_deployment_id
+        return self.redeploy(project, env_name, current, trigger="up")
+
+    def scale(self, project: str, env_name: str, replicas: int) -> dict:
+        """Change the web replica count without a rebuild; returns when the new count is serving."""
+        if replicas < 1:
+            raise BadInput(f"scale: web={replicas}: expected at least 1 replica (use `branchyard down` to stop)")
+        with self._busy_lock(project, env_name):
+            with self.store.session() as s:
+                env = self.store.environment(s, self.store.project(s, project), env_name)
+                if env.state == m.ENV_SLEEPING:
+                    raise Conflict(f"environment {env_name!r} is down; run `branchyard up -e {env_name}` first")
+                if not env.current_deployment_id:
+                    raise Conflict(f"environment {env_name!r} has no deployment to scale")
+                env.replicas_override = replicas
+                self.store.record(s, project, "environment.scaled", f"web scaled to {replicas}", environment=env_name)
+            self.reconciler.reconcile_env(project, env_name, wait_healthy=True)
+        return self.environment_info(project, env_name)
+
+    # --- routes ------------------------------------------------------------------------------------
 
     def _hostname(self, p: m.Project, env: m.Environment) -> str:
         return names.hostname(p.name, env.name, p.domain or self.settings.domain, production=env.production)
 
-    @staticmethod
-    def _handle(r: m.Replica) -> processes.ProcessHandle | None:
-        return processes.adopt(r.pid, r.start_time, r.port, r.log_path)
-
-    def _stop_deployment_replicas(self, dep_id: str, *, grace: float) -> None:
-        with self.store.session() as s:
-            rows = s.scalars(select(m.Replica).where(m.Replica.deployment_id == dep_id)).all()
-        for r in rows:
-            h = self._handle(r)
-            if h is not None:
-                processes.stop(h, grace=grace)
-        with self.store.session() as s:
-            for r in rows:
-                s.get(m.Replica, r.id).state = m.REPLICA_STOPPED
-
     def desired_routes(self) -> list[Route]:
         routes = []
         with self.store.session() as s:
-            for p in s.scalars(select(m.Project).order_by(m.Project.name)):
-                for env in s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id)):
-                    host = self._hostname(p, env)
-                    if env.state == m.ENV_SLEEPING:
-                        routes.append(Route(host=host, project=p.name, environment=env.name, upstreams=(), state="sleeping"))
-                        continue
-                    ups: tuple[str, ...] = ()
-                    if env.current_deployment_id:
-                        ups = tuple(
-                            f"127.0.0.1:{r.port}"
-                            for r in s.scalars(
-                                select(m.Replica)
-                                .where(m.Replica.deployment_id == env.current_deployment_id, m.Replica.state == m.REPLICA_RUNNING)
-                                .order_by(m.Replica.slot)
-                            )
-                        )
-                    state = "serving" if ups else "unavailable"
-                    routes.append(Route(host=host, project=p.name, environment=env.name, upstreams=ups, state=state))
+            for p, env in s.execute(select(m.Project, m.Environment).join(m.Environment).order_by(m.Project.name, m.Environment.id)):
+                host = self._hostname(p, env)
+                if env.state == m.ENV_SLEEPING:
+                    routes.append(Route(host=host, project=p.name, environment=env.name, upstreams=(), state="sleeping"))
+                    continue
+                ups: tuple[str, ...] = ()
+                if env.current_deployment_id:
+                    ports = s.scalars(
+                        select(m.Replica.port)
+                        .where(m.Replica.deployment_id == env.current_deployment_id, m.Replica.state == m.REPLICA_RUNNING)
+                        .order_by(m.Replica.slot)
+                    )
+                    ups = tuple(f"127.0.0.1:{port}" for port in ports)
+                routes.append(Route(host=host, project=p.name, environment=env.name, upstreams=ups,
+                                    state="serving" if ups else "unavailable"))
         return routes
 
     def sync_routes(self) -> None:
+        """Make Caddy serve exactly what the state says (one admin call, skipped when nothing changed)."""
         self.router.apply(self.desired_routes())
-
-    def reconcile_once(self) -> None:
-        """Observe every environment, plan, apply; then make Caddy's routes match the state."""
-        with self.store.session() as s:
-            envs = [(p.name, e.id, e.name) for p, e in s.execute(select(m.Project, m.Environment).join(m.Environment))]
-        for project, env_id, env_name in envs:
-            lock = self.lock(project, env_name)
-            if not lock.acquire(blocking=False):
-                continue  # a deploy is working on it; it will leave a consistent state
-            try:
-                self._reconcile_env(project, env_id)
-            except BranchyardError as err:
-                log.warning("reconcile %s/%s: %s", project, env_name, err)
-            finally:
-                lock.release()
-        self.sync_routes()
-
-    def _reconcile_env(self, project: str, env_id: int) -> None:
-        with self.store.session() as s:
-            env = s.get(m.Environment, env_id)
-            if env is None:
-                return
-            rows = s.scalars(
-                select(m.Replica).where(m.Replica.environment_id == env_id, m.Replica.state.in_(plan.LIVE_STATES | {"CRASHED"}))
-            ).all()
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
-            cfg = json.loads(current.config_json) if current and current.config_json else {}
-            web = cfg.get("web", {})
-            handles = {r.id: self._handle(r) for r in rows}
-            obs = plan.EnvObs(
-                name=env.name,
-                state=env.state,
-                current_deployment_id=env.current_deployment_id,
-                in_progress=frozenset(self._in_progress),
-                replicas=tuple(
-                    plan.ReplicaObs(
-                        id=r.id, deployment_id=r.deployment_id, slot=r.slot,
-                        alive=handles[r.id] is not None and processes.is_alive(handles[r.id]),
-                        state=r.state, restarts=r.restarts,
-                        exit_code=processes.exit_code(handles[r.id]) if handles[r.id] is not None else None,
-                    )
-                    for r in rows
-                ),
-                restart_policy=web.get("restart_policy_type", "ON_FAILURE"),
-                max_retries=int(web.get("restart_policy_max_retries", 10)),
-            )
-            env_name = env.name
-        for action in plan.plan_environment(obs):
-            self._apply(project, env_name, action, handles)
-
-    def _apply(self, project: str, env_name: str, action: plan.Action, handles: dict) -> None:
-        if isinstance(action, plan.StopReplica):
-            h = handles.get(action.replica_id)
-            if h is not None:
-                processes.stop(h, grace=5)
-            with self.store.session() as s:
-                s.get(m.Replica, action.replica_id).state = m.REPLICA_STOPPED
-        elif isinstance(action, plan.MarkReplica):
-            with self.store.session() as s:
-                s.get(m.Replica, action.replica_id).state = action.state
-                if action.state == m.REPLICA_CRASHED:
-                    self.store.record(s, project, "replica.crashed", action.reason, environment=env_name)
-        elif isinstance(action, plan.MarkCrashed):
-            with self.store.session() as s:
-                dep = s.get(m.Deployment, action.deployment_id)
-                dep.status = m.CRASHED
-                dep.error = action.reason
-                self.store.record(s, project, "deploy.crashed", action.reason, environment=env_name, deployment_id=dep.id)
-        elif isinstance(action, plan.RestartReplica):
-            self._restart_replica(project, env_name, action)
-
-    def _restart_replica(self, project: str, env_name: str, action: plan.RestartReplica) -> None:
-        with self.store.session() as s:
-            r = s.get(m.Replica, action.replica_id)
-            dep = s.get(m.Deployment, r.deployment_id)
-            env = s.get(m.Environment, r.environment_id)
-            cfg = json.loads(dep.config_json)
-            meta = release.read_release_meta(Path(dep.release_dir))
-            venv = Path(meta["venv"]) if meta else None
-            slot, log_path, sha, branch, dep_id = r.slot, r.log_path, dep.commit_sha, dep.branch, dep.id
-            release_dir = Path(dep.release_dir)
-        if venv is None:
-            return
-        spec = load_project(release_dir)
-        ecfg = spec.environment(env_name)
-        src = names.safe_join(release_dir, ecfg.web.root_dir) if ecfg.web.root_dir not in ("", ".") else release_dir
-        with self.store.session() as s:
-            host = self._hostname(s.get(m.Project, dep.project_id), env)
-        port = processes.free_port()
-        env_vars = _process_env(venv, _resolve(ecfg, port=port).values, port=port, project=project, env_name=env_name,
-                                host=host, sha=sha, branch=branch, dep_id=dep_id, slot=slot)
-        DeployLog(Path(log_path))(f"-----> restarting web.{slot}: {action.reason}")
-        h = processes.spawn(cfg["web"]["start_command"], cwd=src, env=env_vars, log_path=Path(log_path), port=port)
-        with self.store.session() as s:
-            r = s.get(m.Replica, action.replica_id)
-            r.pid, r.start_time, r.port, r.restarts, r.started_at = h.pid, h.start_time, port, r.restarts + 1, m.utcnow()
-            r.state = m.REPLICA_STARTING
-            self.store.record(s, project, "replica.restarted", f"web.{slot} {action.reason}", environment=env_name, deployment_id=dep_id)
-        res = wait_healthy(port, ecfg.web.healthcheck_path, timeout=ecfg.web.healthcheck_timeout,
-                           alive=lambda: processes.is_alive(h), exit_code=lambda: processes.exit_code(h))
-        with self.store.session() as s:
-            s.get(m.Replica, action.replica_id).state = m.REPLICA_RUNNING if res.ok else m.REPLICA_STARTING
-
-    def _reconcile_forever(self) -> None:
-        while not self._stop.wait(RECONCILE_EVERY):
-            try:
-                self.reconcile_once()
-            except Exception:  # keep the loop alive; the next round starts from fresh state
-                log.exception("reconcile failed")
 
     # --- logs --------------------------------------------------------------------------------------
 
@@ -678,56 +682,37 @@ class Controller:
     def stop_everything(self) -> None:
         """Stop every app process this control plane knows about, then the router."""
         with self.store.session() as s:
-            rows = s.scalars(select(m.Replica).where(m.Replica.state.in_(plan.LIVE_STATES))).all()
-        for r in rows:
-            h = self._handle(r)
-            if h is not None:
-                processes.stop(h, grace=3)
-        with self.store.session() as s:
-            for r in rows:
-                s.get(m.Replica, r.id).state = m.REPLICA_STOPPED
+            ids = list(s.scalars(select(m.Replica.id).where(m.Replica.state != m.REPLICA_STOPPED)))
+        self.replicas.stop(ids, grace=3)
         self.router.stop()
 
 
-def _resolve(cfg, *, port: int):  # noqa: ANN001 - EnvironmentConfig
-    """Resolve an environment's variables for one replica. Data-plane references stay pending for now."""
+class _Held:
+    """Context manager releasing an already-acquired lock."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def _retained(d: m.Deployment) -> bool:
+    """Whether a deployment can still be brought back: a finished build whose release is kept."""
+    return bool(d.release_dir and d.config_json and release.release_complete(Path(d.release_dir)))
+
+
+def _resolve(cfg):  # noqa: ANN001, ANN202 - EnvironmentConfig → Resolution
+    """Resolve an environment's variables into a deployment snapshot; `${{PORT}}` stays per replica."""
     pending = {"secrets": "secrets are not supported yet"}
     for svc in (cfg.postgres, cfg.redis):
         if svc is not None:
             pending[svc.name] = f"{svc.name} is not provisioned yet (the data plane is not available in this version)"
-    return resolve(cfg.variables, namespaces={"shared": dict(cfg.variables)}, pending_namespaces=pending, port=port)
-
-
-def _process_env(venv: Path, variables: dict[str, str], *, port: int, project: str, env_name: str,
-                 host: str, sha: str, branch: str | None, dep_id: str, slot: int) -> dict[str, str]:
-    """A replica's environment: a clean base, the environment's variables, then built-ins."""
-    base = {
-        "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "VIRTUAL_ENV": str(venv),
-        "PYTHONUNBUFFERED": "1",
-    }
-    builtins = {
-        "PORT": str(port),
-        "BRANCHYARD_PROJECT_NAME": project,
-        "BRANCHYARD_ENVIRONMENT_NAME": env_name,
-        "BRANCHYARD_PUBLIC_DOMAIN": host,
-        "BRANCHYARD_GIT_COMMIT_SHA": sha,
-        "BRANCHYARD_GIT_BRANCH": branch or "",
-        "BRANCHYARD_DEPLOYMENT_ID": dep_id,
-        "BRANCHYARD_REPLICA_ID": f"{env_name}.web.{slot}",
-    }
-    # Apps written for Railway read RAILWAY_*; give them the same facts.
-    railway = {
-        "RAILWAY_ENVIRONMENT_NAME": env_name,
-        "RAILWAY_PUBLIC_DOMAIN": host,
-        "RAILWAY_GIT_COMMIT_SHA": sha,
-        "RAILWAY_GIT_BRANCH": branch or "",
-        "RAILWAY_DEPLOYMENT_ID": dep_id,
-        "RAILWAY_REPLICA_ID": f"{env_name}.web.{slot}",
-    }
-    return base | railway | variables | builtins
+    return resolve(cfg.variables, namespaces={"shared": dict(cfg.variables)}, pending_namespaces=pending,
+                   port=PORT_PLACEHOLDER)
 
 
 def _deployment_dict(d: m.Deployment) -> dict:

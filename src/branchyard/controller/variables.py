@@ -31,7 +31,7 @@ def resolve(
     *,
     namespaces: Mapping[str, Mapping[str, str]],
     pending_namespaces: Mapping[str, str] = {},
-    port: int | None = None,
+    port: int | str | None = None,
 ) -> Resolution:
     """Resolve every variable of one environment (one replica when `port` is given)."""
     result = Resolution()

@@ -34,6 +34,8 @@ REPLICA_STARTING = "STARTING"
 REPLICA_RUNNING = "RUNNING"
 REPLICA_STOPPED = "STOPPED"
 REPLICA_CRASHED = "CRASHED"
+REPLICA_DRAINING = "DRAINING"  # out of the route, being stopped
+REPLICA_EXITED = "EXITED"  # exited 0 and the restart policy leaves it so
 
 
 def utcnow() -> dt.datetime:
@@ -69,6 +71,7 @@ class Environment(Base):
     production: Mapped[bool] = mapped_column(default=False)
     state: Mapped[str] = mapped_column(String(16), default=ENV_ACTIVE)
     current_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    replicas_override: Mapped[int | None] = mapped_column(Integer, nullable=True)  # `branchyard scale web=N`
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -103,6 +106,8 @@ class Replica(Base):
     state: Mapped[str] = mapped_column(String(16), default=REPLICA_STARTING)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    restart_after: Mapped[float | None] = mapped_column(nullable=True)  # epoch seconds: restart backoff
+    last_exit: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it last stopped (exit code, log tail)
 
 
 class Event(Base):

@@ -392,6 +392,78 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _bind_public(port: int) -> socket.socket:
+    """Listen on `port` on all interfaces (IPv6 dual-stack when available); BackendError naming the port."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address: tuple[str, int] = ("::", port)
+    except OSError:  # no IPv6 in this kernel
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address = ("0.0.0.0", port)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go does: TIME_WAIT is no conflict
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or sock.family != socket.AF_INET6:
+                raise
+            sock.close()  # IPv6 present but disabled: fall back to IPv4 only
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", port))
+        sock.listen(4096)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BackendError(
+                f"router: port {port} is already in use by another process; stop it or set "
+                "BRANCHYARD_HTTP_PORT to a free port"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise BackendError(
+                f"router: not allowed to listen on port {port} (ports below 1024 need root or "
+                "CAP_NET_BIND_SERVICE); set BRANCHYARD_HTTP_PORT to a port above 1023"
+            ) from None
+        raise BackendError(f"router: cannot listen on port {port}: {exc.strerror or exc}") from None
+    return sock
+
+
+# Caddy processes started by this Python process and not yet reaped; shared by all Router objects.
+_SPAWNED: set[int] = set()
+
+
+def _spawn_detached(argv: list[str], *, env: dict[str, str], output: Path, listener: socket.socket) -> int:
+    """Start argv in its own session, stdin /dev/null, stdout+stderr appended to `output`, and
+    `listener` as fd 3. Returns the pid. (posix_spawn: the only safe way to place an fd at a fixed
+    number from a threaded process; Popen cannot.)"""
+    out_fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # Park both sources above the target numbers so no dup2 below can clobber another's source.
+    out_src = fcntl.fcntl(out_fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    sock_src = fcntl.fcntl(listener.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(out_fd)
+    try:
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_src, 1),
+                (os.POSIX_SPAWN_DUP2, out_src, 2),
+                (os.POSIX_SPAWN_DUP2, sock_src, LISTEN_FD),  # dup2 clears close-on-exec on the copy
+            ],
+            setsid=True,  # own session: survives the control plane, its Ctrl-C and its terminal
+            setsigmask=(),
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # undo Python's SIG_IGN, as Popen does
+        )
+        _SPAWNED.add(pid)
+        return pid
+    finally:
+        os.close(out_src)
+        os.close(sock_src)
+
+
 class Router:
     """The Caddy process that routes hostnames to environments; outlives the control plane."""
 
@@ -401,12 +473,12 @@ class Router:
         self._fixed_admin_port = admin_port != 0
         self.admin_port = admin_port or self._remembered_admin_port() or _free_port()
         self._caddy_bin = caddy_bin
-        self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
 
     # paths -------------------------------------------------------------------------------------
     @property
     def config_file(self) -> Path:
+        """The last applied config; what a (re)started Caddy begins with."""
         return self.home / "caddy.json"
 
     @property
@@ -465,7 +537,9 @@ class Router:
             self._start()
 
     def apply(self, routes: Sequence[Route]) -> bool:
-        """Make Caddy serve exactly `routes` with one atomic `POST /load`; no call if nothing changed."""
+        """Make Caddy serve exactly `routes` with one atomic `POST /load`; no call if nothing changed.
+
+        Returns whether Caddy's config changed."""
         config = self._render(routes)
         with self._lock:
             current = self._admin.get_config()
@@ -489,18 +563,17 @@ class Router:
                 config = self._admin.probe()
             except BackendError:
                 config = None
-            ours_answering = config is not None and self._is_ours(config)
-            if ours_answering:
+            answering = config is not None and self._is_ours(config)
+            if answering:
                 self._admin.stop()
             if pid is not None:
-                self._terminate(pid, grace=STOP_TIMEOUT if ours_answering else 0.0)
-            if ours_answering or pid is not None:
+                self._terminate(pid, grace=STOP_TIMEOUT if answering else 0.0)
+            if answering or pid is not None:
                 deadline = time.monotonic() + STOP_TIMEOUT
                 while time.monotonic() < deadline and (
-                    _listening(self.http_port) or (ours_answering and _listening(self.admin_port))
+                    _listening(self.http_port) or (answering and _listening(self.admin_port))
                 ):
                     time.sleep(0.05)
-            self._reap()
             self.pid_file.unlink(missing_ok=True)
 
     def pid(self) -> int | None:
@@ -508,6 +581,23 @@ class Router:
         return self._pid_from_file()
 
     # internals ---------------------------------------------------------------------------------
+    def _render(self, routes: Sequence[Route]) -> dict[str, Any]:
+        return render_config(
+            routes,
+            http_port=self.http_port,
+            admin_port=self.admin_port,
+            storage_dir=self.storage_dir,
+            log_file=self.log_file,
+            listen=f"fd/{LISTEN_FD}",
+        )
+
+    def _save(self, config: dict[str, Any]) -> None:
+        """Keep the last applied config so a restarted Caddy serves it at once."""
+        try:
+            _write_atomic(self.config_file, json.dumps(config, indent=1))
+        except OSError as exc:
+            raise BackendError(f"router: cannot write {self.config_file}: {exc}") from None
+
     def _remembered_admin_port(self) -> int | None:
         try:
             port = int(json.loads(self.admin_file.read_text())["admin_port"])
@@ -516,14 +606,14 @@ class Router:
         return port if 0 < port < 65536 else None
 
     def _is_ours(self, config: Any) -> bool:
-        server = _server(config)
-        if server is not None:
+        """Our marker and our storage dir in the config, or our live process behind the pid file."""
+        if _server(config) is not None:
             try:
                 if config["storage"]["root"] == str(self.storage_dir):
                     return True
             except (KeyError, TypeError):
                 pass
-        return self._pid_from_file() is not None and config is not None
+        return self._pid_from_file() is not None
 
     def _pid_from_file(self) -> int | None:
         try:
@@ -534,17 +624,24 @@ class Router:
 
     def _is_our_process(self, pid: int) -> bool:
         """A live (not zombie) process running `caddy run --config <our config file>`."""
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
+        if pid in _SPAWNED:
+            # Our own child: waitpid is exact (an unreaped child's pid cannot be reused) and reaps it.
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    return True
+            except ChildProcessError:
+                pass
+            _SPAWNED.discard(pid)
+            return False
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             pass
-        proc = Path("/proc") / str(pid)
         if not Path("/proc/self").exists():
             return True  # no procfs: the pid file is the best we have
+        proc = Path("/proc") / str(pid)
         try:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
             argv = (proc / "cmdline").read_bytes().split(b"\0")
@@ -552,24 +649,12 @@ class Router:
             return False
         return state not in ("Z", "X") and str(self.config_file).encode() in argv
 
-    def _render(self, routes: Sequence[Route]) -> dict[str, Any]:
-        return render_config(
-            routes,
-            http_port=self.http_port,
-            admin_port=self.admin_port,
-            storage_dir=self.storage_dir,
-            log_file=self.log_file,
-        )
-
-    def _save(self, config: dict[str, Any]) -> None:
-        """Keep the last applied config so a restarted Caddy serves it at once."""
-        try:
-            _write_atomic(self.config_file, json.dumps(config, indent=1))
-        except OSError as exc:
-            raise BackendError(f"router: cannot write {self.config_file}: {exc}") from None
-
     def _start(self) -> None:
         caddy = self._caddy_bin or find_caddy()
+        caddy = shutil.which(caddy) or caddy
+        if not os.path.isabs(caddy):
+            raise BackendError(f"router: caddy binary {caddy!r} not found")
+        listener = _bind_public(self.http_port)  # fails fast and clearly if the port is taken
         try:
             for sub in ("", "data", "config"):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
@@ -585,28 +670,23 @@ class Router:
                 "XDG_DATA_HOME": str(self.home / "data"),
                 "XDG_CONFIG_HOME": str(self.home / "config"),
             }
-            with open(self.output_file, "ab") as log:
-                proc = subprocess.Popen(
-                    [caddy, "run", "--config", str(self.config_file)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.home,
-                    env=env,
-                    start_new_session=True,  # own session: survives the control plane and its Ctrl-C
-                    close_fds=True,
-                )
-            self._proc = proc
-            _write_atomic(self.pid_file, f"{proc.pid}\n")
+            pid = _spawn_detached(
+                [caddy, "run", "--config", str(self.config_file)],
+                env=env,
+                output=self.output_file,
+                listener=listener,
+            )
+            _write_atomic(self.pid_file, f"{pid}\n")
             _write_atomic(self.admin_file, json.dumps({"admin_port": self.admin_port}) + "\n")
         except OSError as exc:
             raise BackendError(f"router: cannot start caddy ({caddy}): {exc}") from None
+        finally:
+            listener.close()  # Caddy holds its own copy now
 
-        if self._wait_admin(proc.pid, deadline=time.monotonic() + START_TIMEOUT):
+        if self._wait_admin(pid, deadline=time.monotonic() + START_TIMEOUT):
             return
-        exited = proc.poll() is not None
-        self._terminate(proc.pid)
-        self._reap()
+        exited = not self._is_our_process(pid)
+        self._terminate(pid)
         self.pid_file.unlink(missing_ok=True)
         raise BackendError(self._start_failure(log_offset, exited))
 
@@ -655,9 +735,3 @@ class Router:
                 if not self._is_our_process(pid):
                     return
                 time.sleep(0.05)
-            if not self._is_our_process(pid):
-                return
-
-    def _reap(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            self._proc = None

@@ -1,0 +1,166 @@
+"""The level-triggered loop: observe each environment, plan (pure), apply. Repairs whatever drifted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from .. import failpoints, plan
+from ..backends.local import processes
+from ..backends.local.health import probe
+from ..errors import BranchyardError
+from ..store import models as m
+
+log = logging.getLogger("branchyard.reconciler")
+
+INTERVAL = 1.0  # seconds between passes
+
+
+class Reconciler:
+    def __init__(self, controller) -> None:  # noqa: ANN001 - Controller (import cycle)
+        self.ctl = controller
+        self.store = controller.store
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(INTERVAL):
+            try:
+                self.run_once()
+            except Exception:  # keep the loop alive; the next pass starts from fresh state
+                log.exception("reconcile pass failed")
+
+    def run_once(self) -> None:
+        """One pass over every environment whose lock is free, then make the routes match."""
+        with self.store.session() as s:
+            envs = [(p.name, e.name) for p, e in s.execute(select(m.Project, m.Environment).join(m.Environment))]
+        for project, env_name in envs:
+            lock = self.ctl.lock(project, env_name)
+            if not lock.acquire(blocking=False):
+                continue  # a deploy or an operation is working on it and will leave a consistent state
+            try:
+                self.reconcile_env(project, env_name)
+            except BranchyardError as err:
+                log.warning("reconcile %s/%s: %s", project, env_name, err)
+            finally:
+                lock.release()
+        self.ctl.sync_routes()
+
+    def reconcile_env(self, project: str, env_name: str, *, wait_healthy: bool = False) -> None:
+        """Observe, plan, apply for one environment; the caller holds its lock.
+
+        With `wait_healthy`, replicas started now are health-checked before returning (for `scale`)."""
+        obs, rows = self._observe(project, env_name)
+        if obs is None:
+            return
+        for action in plan.plan_environment(obs, time.time()):
+            log.info("%s/%s: %s", project, env_name, action)
+            self._apply(project, env_name, action, rows, wait_healthy)
+        self.ctl.sync_routes()
+
+    def _observe(self, project: str, env_name: str):  # noqa: ANN202
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            env = self.store.environment(s, p, env_name)
+            rows = {
+                r.id: r
+                for r in s.scalars(
+                    select(m.Replica).where(
+                        m.Replica.environment_id == env.id,
+                        m.Replica.state.in_(plan.HELD_STATES | {m.REPLICA_DRAINING}),
+                    )
+                )
+            }
+            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            web = json.loads(current.config_json)["web"] if current is not None and current.config_json else {}
+            desired = (env.replicas_override or int(web.get("replicas") or 1)) if current is not None else None
+            state, current_id, current_status = env.state, env.current_deployment_id, current.status if current else None
+        in_progress = self.ctl.in_progress()
+        observed = []
+        for r in rows.values():
+            h = processes.adopt(r.pid, r.start_time, r.port, r.log_path)
+            alive = h is not None and processes.is_alive(h)
+            healthy = None
+            if alive and r.state == m.REPLICA_STARTING and r.deployment_id not in in_progress:
+                healthy = probe(r.port, web.get("healthcheck_path"), timeout=1.0).ok
+            observed.append(
+                plan.ReplicaObs(
+                    id=r.id, deployment_id=r.deployment_id, slot=r.slot, alive=alive, state=r.state, restarts=r.restarts,
+                    exit_code=processes.exit_code(h) if h is not None else None, healthy=healthy,
+                    restart_after=r.restart_after,
+                )
+            )
+        obs = plan.EnvObs(
+            name=env_name, state=state, current_deployment_id=current_id, in_progress=in_progress,
+            replicas=tuple(sorted(observed, key=lambda o: o.id)),
+            restart_policy=web.get("restart_policy_type", "ON_FAILURE"),
+            max_retries=int(web.get("restart_policy_max_retries", 10)),
+            desired_replicas=desired, current_status=current_status,
+        )
+        return obs, rows
+
+    def _apply(self, project: str, env_name: str, action: plan.Action, rows: dict, wait_healthy: bool) -> None:
+        ctl = self.ctl
+        if isinstance(action, plan.StopReplica):
+            with self.store.session() as s:
+                r = s.get(m.Replica, action.replica_id)
+                was_routed = r.state == m.REPLICA_RUNNING
+                r.state = m.REPLICA_DRAINING
+            if was_routed:
+                ctl.sync_routes()  # out of the route first, then stop: no request reaches a dying process
+            ctl.replicas.stop([action.replica_id], grace=10)
+        elif isinstance(action, plan.MarkReplica):
+            with self.store.session() as s:
+                r = s.get(m.Replica, action.replica_id)
+                r.state = action.state
+                if action.state in (m.REPLICA_CRASHED, m.REPLICA_EXITED):
+                    r.last_exit = _last_exit(action.reason, r.log_path)
+                    self.store.record(s, project, f"replica.{action.state.lower()}", f"web.{r.slot} {action.reason}",
+                                      environment=env_name, deployment_id=r.deployment_id)
+        elif isinstance(action, plan.MarkCrashed):
+            with self.store.session() as s:
+                dep = s.get(m.Deployment, action.deployment_id)
+                reasons = [r.last_exit for r in s.scalars(select(m.Replica).where(m.Replica.deployment_id == dep.id)) if r.last_exit]
+                dep.status = m.CRASHED
+                dep.error = action.reason + (f": {reasons[-1]}" if reasons else "")
+                self.store.record(s, project, "deploy.crashed", dep.error, environment=env_name, deployment_id=dep.id)
+        elif isinstance(action, plan.ScheduleRestart):
+            with self.store.session() as s:
+                r = s.get(m.Replica, action.replica_id)
+                r.restart_after = action.at
+                r.last_exit = _last_exit(action.reason, r.log_path)
+                self.store.record(s, project, "replica.exited", f"web.{r.slot} {action.reason}",
+                                  environment=env_name, deployment_id=r.deployment_id)
+        elif isinstance(action, plan.RestartReplica):
+            r = rows[action.replica_id]
+            ctx = ctl.replicas.context(r.deployment_id, self._host(project, env_name))
+            rid, h = ctl.replicas.spawn(ctx, action.slot, replica_id=action.replica_id)
+            with self.store.session() as s:
+                s.get(m.Replica, rid).restart_after = None
+                self.store.record(s, project, "replica.restarted", f"web.{action.slot} {action.reason}",
+                                  environment=env_name, deployment_id=r.deployment_id)
+        elif isinstance(action, plan.StartReplica):
+            with self.store.session() as s:
+                env = self.store.environment(s, self.store.project(s, project), env_name)
+                dep_id = env.current_deployment_id
+            ctx = ctl.replicas.context(dep_id, self._host(project, env_name))
+            if wait_healthy:
+                ctl.replicas.start(ctx, [action.slot], lambda line: log.info("%s/%s %s", project, env_name, line.strip()))
+                failpoints.hit("scale.after_health")
+            else:
+                ctl.replicas.spawn(ctx, action.slot)
+
+    def _host(self, project: str, env_name: str) -> str:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            return self.ctl._hostname(p, self.store.environment(s, p, env_name))
+
+
+def _last_exit(reason: str, log_path: str) -> str:
+    """Why a replica stopped, with the last lines it printed (what `status` shows)."""
+    tail = [line.rstrip() for line in processes.tail(Path(log_path), 5) if line.strip()]
+    return reason + (" — last output: " + " | ".join(tail)[-500:] if tail else "")
+

@@ -1,0 +1,182 @@
+"""Starting, health-checking and stopping one deployment's replicas (process slots `<env>.web.<n>`).
+
+Everything a replica needs is read from the deployment's snapshot (release directory, virtualenv,
+config and variables), never from the spec again, so a rollback, a restart or a scale brings back
+exactly what was deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import names
+from ..backends.local import processes
+from ..backends.local.health import HealthResult, wait_healthy
+from ..build import release
+from ..errors import BranchyardError, DeployFailed
+from ..settings import Settings
+from ..store import models as m
+from ..store.db import Store
+
+PORT_PLACEHOLDER = "${{PORT}}"
+
+
+@dataclass(frozen=True)
+class ReleaseCtx:
+    """One deployment, ready to run: what to start, where, with which variables."""
+
+    project: str
+    env_id: int
+    env_name: str
+    dep_id: str
+    host: str
+    src: Path
+    venv: Path
+    start_command: str
+    variables: dict[str, str]  # snapshot; PORT_PLACEHOLDER stands for each replica's own port
+    sha: str
+    branch: str | None
+    healthcheck_path: str | None
+    healthcheck_timeout: int
+    draining_seconds: int
+    overlap_seconds: int
+    replicas: int
+
+
+class Replicas:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+
+    def context(self, dep_id: str, host: str) -> ReleaseCtx:
+        """The deployment's snapshot; BranchyardError if its release is no longer retained."""
+        with self.store.session() as s:
+            dep = self.store.deployment(s, dep_id)
+            env = s.get(m.Environment, dep.environment_id)
+            project = s.get(m.Project, dep.project_id).name
+            meta = release.read_release_meta(Path(dep.release_dir)) if dep.release_dir else None
+            if meta is None or not dep.config_json or dep.variables_json is None:
+                raise BranchyardError(f"deployment {dep.id} has no retained release to run")
+            cfg = json.loads(dep.config_json)
+            variables = json.loads(dep.variables_json)
+            web = cfg["web"]
+            root = web.get("root_dir") or "."
+            release_dir = Path(dep.release_dir)
+            src = release_dir if root in ("", ".") else names.safe_join(release_dir, root)
+            venv = Path(str(meta["venv"]))
+            if not (venv / "bin").is_dir():
+                raise BranchyardError(f"deployment {dep.id}: its virtualenv {venv} is gone; push again to rebuild")
+            return ReleaseCtx(
+                project=project,
+                env_id=env.id,
+                env_name=env.name,
+                dep_id=dep.id,
+                host=host,
+                src=src,
+                venv=venv,
+                start_command=web["start_command"],
+                variables=variables,
+                sha=dep.commit_sha,
+                branch=dep.branch,
+                healthcheck_path=web.get("healthcheck_path"),
+                healthcheck_timeout=int(web.get("healthcheck_timeout") or 300),
+                draining_seconds=int(web.get("draining_seconds") or 0),
+                overlap_seconds=int(web.get("overlap_seconds") or 0),
+                replicas=env.replicas_override or int(web.get("replicas") or 1),
+            )
+
+    def log_path(self, ctx: ReleaseCtx, slot: int) -> Path:
+        return names.safe_join(self.settings.logs_dir, ctx.project, ctx.env_name, ctx.dep_id, f"web.{slot}.log")
+
+    def spawn(self, ctx: ReleaseCtx, slot: int, *, replica_id: int | None = None) -> tuple[int, processes.ProcessHandle]:
+        """Start one replica and record it at once (so a crash right after cannot orphan it)."""
+        port = processes.free_port()
+        log_path = self.log_path(ctx, slot)
+        h = processes.spawn(ctx.start_command, cwd=ctx.src, env=self.process_env(ctx, slot, port), log_path=log_path, port=port)
+        with self.store.session() as s:
+            if replica_id is None:
+                r = m.Replica(deployment_id=ctx.dep_id, environment_id=ctx.env_id, slot=slot, pid=h.pid,
+                              start_time=h.start_time, port=port, log_path=str(log_path))
+                s.add(r)
+                s.flush()
+                replica_id = r.id
+            else:
+                r = s.get(m.Replica, replica_id)
+                r.pid, r.start_time, r.port, r.started_at = h.pid, h.start_time, port, m.utcnow()
+                r.state, r.restarts = m.REPLICA_STARTING, r.restarts + 1
+        return replica_id, h
+
+    def wait_healthy(self, ctx: ReleaseCtx, handles: list[tuple[int, processes.ProcessHandle]]) -> list[HealthResult]:
+        """Health-check every new replica in parallel."""
+        def one(h: processes.ProcessHandle) -> HealthResult:
+            return wait_healthy(h.port, ctx.healthcheck_path, timeout=ctx.healthcheck_timeout,
+                                alive=lambda: processes.is_alive(h), exit_code=lambda: processes.exit_code(h))
+
+        with ThreadPoolExecutor(max_workers=max(1, len(handles))) as pool:
+            return list(pool.map(one, [h for _, h in handles]))
+
+    def start(self, ctx: ReleaseCtx, slots: list[int], out) -> list[tuple[int, processes.ProcessHandle]]:  # noqa: ANN001
+        """Start `slots`, wait until all are healthy and mark them RUNNING; on failure stop them all."""
+        handles = [self.spawn(ctx, slot) for slot in slots]
+        results = self.wait_healthy(ctx, handles)
+        failed = [(slot, res, h) for slot, (_, h), res in zip(slots, handles, results) if not res.ok]
+        if failed:
+            slot, res, h = failed[0]
+            tail = processes.tail(Path(h.log_path), 10)
+            for line in tail:
+                out(f"       web.{slot} | {line.rstrip()}")
+            self.stop([rid for rid, _ in handles], grace=2)
+            detail = f"replica web.{slot} failed its health check: {res.detail}"
+            if tail:
+                detail += f" — last log line: {tail[-1].strip()[:200]}"
+            raise DeployFailed(detail)
+        for slot, res in zip(slots, results):
+            out(f"       web.{slot} healthy: {res.detail}")
+        with self.store.session() as s:
+            for rid, _ in handles:
+                s.get(m.Replica, rid).state = m.REPLICA_RUNNING
+        return handles
+
+    def stop(self, replica_ids: list[int], *, grace: float) -> None:
+        """SIGTERM, wait up to `grace`, SIGKILL; all replicas in parallel; mark them STOPPED."""
+        with self.store.session() as s:
+            rows = [s.get(m.Replica, rid) for rid in replica_ids]
+            handles = [processes.adopt(r.pid, r.start_time, r.port, r.log_path) for r in rows if r is not None]
+        live = [h for h in handles if h is not None]
+        if live:
+            with ThreadPoolExecutor(max_workers=len(live)) as pool:
+                list(pool.map(lambda h: processes.stop(h, grace=grace), live))
+        with self.store.session() as s:
+            for rid in replica_ids:
+                r = s.get(m.Replica, rid)
+                if r is not None:
+                    r.state = m.REPLICA_STOPPED
+
+    def process_env(self, ctx: ReleaseCtx, slot: int, port: int) -> dict[str, str]:
+        """A replica's environment: a clean base, the deployment's variables, then built-ins."""
+        base = {
+            "PATH": f"{ctx.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "VIRTUAL_ENV": str(ctx.venv),
+            "PYTHONUNBUFFERED": "1",
+        }
+        facts = {
+            "ENVIRONMENT_NAME": ctx.env_name,
+            "PUBLIC_DOMAIN": ctx.host,
+            "GIT_COMMIT_SHA": ctx.sha,
+            "GIT_BRANCH": ctx.branch or "",
+            "DEPLOYMENT_ID": ctx.dep_id,
+            "REPLICA_ID": f"{ctx.env_name}.web.{slot}",
+        }
+        variables = {k: v.replace(PORT_PLACEHOLDER, str(port)) for k, v in ctx.variables.items()}
+        railway = {f"RAILWAY_{k}": v for k, v in facts.items()}  # apps written for Railway read these
+        builtins = {f"BRANCHYARD_{k}": v for k, v in facts.items()} | {
+            "BRANCHYARD_PROJECT_NAME": ctx.project,
+            "PORT": str(port),
+        }
+        return base | railway | variables | builtins

@@ -97,6 +97,7 @@ def run(settings: Settings) -> None:
     except BlockingIOError:
         raise Conflict(f"a control plane is already running for {settings.home}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Caddy admin call is noise
     store = Store(settings.state_db)
     router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port)
     controller = Controller(settings, store, router)

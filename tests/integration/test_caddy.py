@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -432,6 +434,46 @@ def test_a_new_router_object_adopts_the_running_caddy(make_router, upstream) -> 
     assert get(second.http_port, "yoto.localhost").text == "alpha"
 
 
+def test_caddy_survives_its_owner_process_exiting(make_router, home: Path, upstream) -> None:
+    route = Route("yoto.localhost", "yoto", "production", (upstream("alpha"),))
+    http_port = free_port()
+    owner = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from branchyard.backends.local.caddy import Route, Router\n"
+        f"r = Router(home=Path({str(home)!r}), http_port={http_port}, admin_port=0)\n"
+        "r.ensure_running()\n"
+        f"r.apply([Route('yoto.localhost', 'yoto', 'production', ({route.upstreams[0]!r},))])\n"
+        "print(r.pid())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", owner], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout.strip())
+
+    successor = make_router(http_port=http_port)
+    successor.ensure_running()
+    assert successor.pid() == pid
+    assert successor.routes() == [route]
+    assert get(http_port, "yoto.localhost").text == "alpha"
+    successor.stop()  # not our child any more: stopped through the admin API and the pid file
+    assert processes_mentioning(str(home)) == []
+    assert not listening(http_port)
+
+
+def test_a_changed_http_port_restarts_caddy_on_the_new_port(make_router, upstream) -> None:
+    route = Route("yoto.localhost", "yoto", "production", (upstream("alpha"),))
+    first = make_router()
+    first.ensure_running()
+    first.apply([route])
+    old_pid, old_port = first.pid(), first.http_port
+
+    moved = make_router(http_port=free_port())
+    moved.ensure_running()
+    assert moved.pid() not in (None, old_pid)
+    assert not listening(old_port)
+    assert get(moved.http_port, "yoto.localhost").text == "alpha"  # the saved routes came along
+
+
 def test_caddy_outlives_its_owner_process_group(router: Router) -> None:
     pid = router.pid()
     assert pid is not None
@@ -486,6 +528,36 @@ def test_taken_http_port_gives_a_clear_error_and_leaves_no_caddy(home: Path) -> 
         assert not router.pid_file.exists()
         assert processes_mentioning(str(home)) == []
         assert not listening(router.admin_port)
+
+
+def test_caddy_start_failure_is_reported_and_cleaned_up(make_router) -> None:
+    # A socket bound but not listening: the admin probe is refused, so a Caddy is started, and
+    # Caddy's own bind of the admin port then fails.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        admin_port = squatter.getsockname()[1]
+        router = make_router(admin_port=admin_port)
+        with pytest.raises(BackendError) as caught:
+            router.ensure_running()
+    message = str(caught.value)
+    assert message.startswith(f"router: port {admin_port} is already in use by another process; Caddy could not start")
+    assert str(router.log_file) in message
+    assert router.pid() is None
+    assert processes_mentioning(str(router.home)) == []
+    assert not listening(router.http_port)
+
+
+def test_a_caddy_that_exits_at_once_is_reported_with_its_error(make_router, tmp_path: Path) -> None:
+    fake = tmp_path / "fake-caddy"
+    fake.write_text("#!/bin/sh\necho 'Error: loading initial config: something bad' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    router = make_router(caddy_bin=str(fake))
+    with pytest.raises(BackendError) as caught:
+        router.ensure_running()
+    assert str(caught.value) == (
+        f"router: Caddy could not start: Error: loading initial config: something bad (log: {router.output_file})"
+    )
+    assert not router.pid_file.exists()
 
 
 def test_stop_leaves_nothing_listening(router: Router, upstream) -> None:

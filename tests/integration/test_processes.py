@@ -242,3 +242,18 @@ def test_free_port_and_port_in_use() -> None:
         s.listen()
         assert processes.port_in_use(port)
     assert not processes.port_in_use(port)
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("uvicorn main:app --host 0.0.0.0 --port $PORT", "exec uvicorn main:app --host 0.0.0.0 --port $PORT"),
+        ("gunicorn -b 0.0.0.0:${PORT:-8000} app:app", "exec gunicorn -b 0.0.0.0:${PORT:-8000} app:app"),
+        ("python manage.py migrate && uvicorn app:app", "python manage.py migrate && uvicorn app:app"),
+        ("FOO=1 uvicorn app:app", "FOO=1 uvicorn app:app"),
+        ("if true; then x; fi", "if true; then x; fi"),
+        ("exec uvicorn app:app", "exec uvicorn app:app"),
+    ],
+)
+def test_simple_commands_are_execed_so_the_app_is_the_tracked_process(command, expected):
+    assert processes.exec_form(command) == expected

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from .. import __version__
 from ..controller.core import Controller
-from ..errors import BranchyardError, Unauthorized
+from ..errors import BadInput, BranchyardError, NotFound, Unauthorized
 
 
 class ProjectIn(BaseModel):
@@ -23,6 +23,15 @@ class ProjectIn(BaseModel):
 class EnvironmentIn(BaseModel):
     name: str
     branch: str | None = None
+
+
+class RedeployIn(BaseModel):
+    deployment_id: str | None = None
+
+
+class ScaleIn(BaseModel):
+    service: str = "web"
+    replicas: int
 
 
 class PushIn(BaseModel):
@@ -87,6 +96,33 @@ def create_app(controller: Controller, token: str) -> FastAPI:
     @app.get("/api/projects/{project}/environments/{env}/logs", dependencies=[api])
     def logs(project: str, env: str, lines: int = 100, build: bool = False, deployment: str | None = None) -> dict:
         return ctl.environment_logs(project, env, lines=lines, build=build, deployment_id=deployment)
+
+    @app.post("/api/projects/{project}/environments/{env}/redeploy", dependencies=[api])
+    def redeploy(project: str, env: str, body: RedeployIn) -> dict:
+        target = body.deployment_id or ctl.environment_info(project, env)["current_deployment"]
+        if isinstance(target, dict):
+            target = target["id"]
+        if not target:
+            raise NotFound(f"environment {env!r} has no deployment to redeploy")
+        return {"deployment_id": ctl.redeploy(project, env, target)}
+
+    @app.post("/api/projects/{project}/environments/{env}/rollback", dependencies=[api])
+    def rollback(project: str, env: str) -> dict:
+        return {"deployment_id": ctl.rollback(project, env)}
+
+    @app.post("/api/projects/{project}/environments/{env}/down", dependencies=[api])
+    def down(project: str, env: str) -> dict:
+        return ctl.down(project, env)
+
+    @app.post("/api/projects/{project}/environments/{env}/wake", dependencies=[api])
+    def wake(project: str, env: str) -> dict:
+        return {"deployment_id": ctl.wake(project, env)}
+
+    @app.post("/api/projects/{project}/environments/{env}/scale", dependencies=[api])
+    def scale(project: str, env: str, body: ScaleIn) -> dict:
+        if body.service != "web":
+            raise BadInput(f"scale: unknown service {body.service!r} (only web runs replicas)")
+        return ctl.scale(project, env, body.replicas)
 
     @app.post("/api/projects/{project}/push", dependencies=[api])
     def push(project: str, body: PushIn) -> dict:

@@ -259,18 +259,93 @@ def environment_delete(state: State, name: str, yes: bool, project: str | None) 
 # --- deploy, status, logs ----------------------------------------------------------------------------
 
 
+def _follow(client, deployment_id: str) -> None:  # noqa: ANN001 - Client
+    """Stream a deployment's log until it ends; non-zero exit unless it is SUCCESS."""
+    for chunk in client.follow_log(deployment_id):
+        ui.raw(chunk)
+    dep = client.get(f"/api/deployments/{deployment_id}")
+    if dep["status"] != "SUCCESS":
+        raise errors.DeployFailed(f"deployment {deployment_id} ended {dep['status']}: {dep['error'] or 'see the log above'}")
+
+
 @cli.command()
 @env_option
 @pass_state
 def up(state: State, environment: str | None, project: str | None) -> None:
-    """Deploy the current HEAD to an environment, without pushing a branch; streams progress."""
-    _repo_root()
+    """Bring a sleeping environment back (its last deployment), else deploy the current HEAD to it."""
     project = _project(project)
     env = _environment(environment)
-    state.client().get(f"/api/projects/{project}")  # fail fast, with a clear message, if unknown
+    client = state.client()
+    try:
+        info = client.get(f"/api/projects/{project}/environments/{env}")
+    except errors.NotFound:
+        info = None
+    if info and info["state"] == "SLEEPING":
+        _follow(client, client.post(f"/api/projects/{project}/environments/{env}/wake", {})["deployment_id"])
+        return
+    _repo_root()
+    client.get(f"/api/projects/{project}")  # fail fast, with a clear message, if unknown
     done = subprocess.run(["git", "push", "--force", "--quiet", "branchyard", f"HEAD:refs/branchyard/up/{env}"])
     if done.returncode != 0:
         raise errors.DeployFailed(f"deployment of HEAD to {env} did not succeed (see the output above)")
+
+
+@cli.command()
+@env_option
+@pass_state
+def down(state: State, environment: str | None, project: str | None) -> None:
+    """Stop the environment's app processes and route a 503 page; data, variables and releases are kept."""
+    env = _environment(environment)
+    state.client().post(f"/api/projects/{_project(project)}/environments/{env}/down", {})
+    ui.success(f"{env} is down (SLEEPING); `branchyard up -e {env}` brings it back")
+
+
+@cli.command()
+@click.argument("deployment_id", required=False)
+@env_option
+@pass_state
+def redeploy(state: State, deployment_id: str | None, environment: str | None, project: str | None) -> None:
+    """Redeploy a deployment's release and variables without rebuilding (default: the current one)."""
+    client = state.client()
+    env = _environment(environment)
+    dep = client.post(f"/api/projects/{_project(project)}/environments/{env}/redeploy", {"deployment_id": deployment_id})
+    _follow(client, dep["deployment_id"])
+
+
+@cli.command()
+@env_option
+@pass_state
+def rollback(state: State, environment: str | None, project: str | None) -> None:
+    """Bring back the previous successful deployment (release and variables; the database is not reverted)."""
+    client = state.client()
+    env = _environment(environment)
+    dep = client.post(f"/api/projects/{_project(project)}/environments/{env}/rollback", {})
+    _follow(client, dep["deployment_id"])
+
+
+@cli.command()
+@click.argument("assignment", metavar="web=N")
+@env_option
+@json_option
+@pass_state
+def scale(state: State, assignment: str, environment: str | None, project: str | None, as_json: bool) -> None:
+    """Change the number of web replicas without a rebuild; returns when they serve."""
+    service, sep, count = assignment.partition("=")
+    try:
+        replicas = int(count)
+    except ValueError:
+        replicas = None
+    if not sep or replicas is None:
+        raise errors.BadInput(f"scale: expected SERVICE=N (e.g. web=3), got {assignment!r}")
+    if replicas < 1:
+        raise errors.BadInput(f"scale: {assignment}: expected at least 1 replica (use `branchyard down` to stop)")
+    env = _environment(environment)
+    info = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/scale",
+                               {"service": service, "replicas": replicas})
+    if as_json:
+        ui.print_json(info)
+    else:
+        ui.success(f"{env}: web runs {len(info['replicas'])} replica(s)")
 
 
 @cli.command()

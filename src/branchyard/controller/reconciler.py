@@ -81,15 +81,15 @@ class Reconciler:
         in_progress = self.ctl.in_progress()
         observed = []
         for r in rows.values():
-            h = processes.adopt(r.pid, r.start_time, r.port, r.log_path)
-            alive = h is not None and processes.is_alive(h)
+            h = processes.ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
+            alive = processes.is_alive(h)  # reaps our own children, so exit_code() below knows their status
             healthy = None
             if alive and r.state == m.REPLICA_STARTING and r.deployment_id not in in_progress:
                 healthy = probe(r.port, web.get("healthcheck_path"), timeout=1.0).ok
             observed.append(
                 plan.ReplicaObs(
                     id=r.id, deployment_id=r.deployment_id, slot=r.slot, alive=alive, state=r.state, restarts=r.restarts,
-                    exit_code=processes.exit_code(h) if h is not None else None, healthy=healthy,
+                    exit_code=None if alive else processes.exit_code(h), healthy=healthy,
                     restart_after=r.restart_after,
                 )
             )

@@ -252,6 +252,13 @@ def _server(config: Any) -> dict[str, Any] | None:
     return server if isinstance(server, dict) and server.get("@id") == MARKER_ID else None
 
 
+def _http_port(config: Any) -> int | None:
+    try:
+        return int(config["apps"]["http"]["http_port"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def parse_routes(config: Any) -> list[Route]:
     """The branchyard routes in a Caddy config (the inverse of render_config); [] if it is not ours."""
     server = _server(config)
@@ -324,7 +331,12 @@ class _Admin:
             raise BackendError(f"router: {self.url} does not answer like Caddy's admin API (not JSON)") from None
 
     def get_config(self) -> Any:
-        config = self.probe(timeout=ADMIN_TIMEOUT)
+        """The running config; BackendError if the admin API is not there."""
+        for delay in (0.05, 0.2, None):  # ride over a refused connect, e.g. a machine under load
+            config = self.probe(timeout=ADMIN_TIMEOUT)
+            if config is not None or delay is None:
+                break
+            time.sleep(delay)
         if config is None:
             raise BackendError(f"router: Caddy's admin API at {self.url} is not answering (is the router running?)")
         return config
@@ -353,6 +365,17 @@ def _admin_error(resp: httpx.Response) -> str:
     except ValueError:
         message = resp.text
     return _friendly(message.strip()) or f"HTTP {resp.status_code}"
+
+
+def _log_message(line: str) -> str:
+    """The message of one Caddy log line (JSON or plain)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line.strip()
+    if not isinstance(entry, dict):
+        return line.strip()
+    return " ".join(str(entry[k]) for k in ("msg", "error") if entry.get(k))
 
 
 _IN_USE = re.compile(r"listen tcp [^ ]*?:(\d+): bind: address already in use")
@@ -521,7 +544,12 @@ class Router:
             except BackendError:  # something that is not Caddy answers there
                 config, foreign = None, True
             if config is not None and not foreign:
-                return  # adopt
+                if _http_port(config) in (None, self.http_port):
+                    return  # adopt
+                # Started for another public port: its inherited socket cannot move, so restart it.
+                self.stop()
+                self._start()
+                return
             if foreign:
                 if self._fixed_admin_port:
                     raise BackendError(
@@ -663,7 +691,9 @@ class Router:
             except (OSError, ValueError, BackendError):
                 saved = []
             self._save(self._render(saved))
-            log_offset = self.output_file.stat().st_size if self.output_file.exists() else 0
+            # Where this start's messages begin: fatal errors land in the output or, once Caddy has
+            # read the config's logging section, in the log file.
+            offsets = {f: (f.stat().st_size if f.exists() else 0) for f in (self.output_file, self.log_file)}
             env = {
                 **os.environ,
                 "HOME": str(self.home),
@@ -688,7 +718,7 @@ class Router:
         exited = not self._is_our_process(pid)
         self._terminate(pid)
         self.pid_file.unlink(missing_ok=True)
-        raise BackendError(self._start_failure(log_offset, exited))
+        raise BackendError(self._start_failure(offsets, exited))
 
     def _wait_admin(self, pid: int, *, deadline: float) -> bool:
         """Poll the admin API until it answers with our config; False if the process dies or time runs out."""
@@ -704,21 +734,24 @@ class Router:
             time.sleep(0.05)
         return False
 
-    def _start_failure(self, log_offset: int, exited: bool) -> str:
-        try:
-            with open(self.output_file, "rb") as log:
-                log.seek(log_offset)
-                lines = log.read().decode(errors="replace").splitlines()
-        except OSError:
-            lines = []
-        text = "\n".join(lines)
-        if _IN_USE.search(text) or _DENIED.search(text):
-            return f"router: {_friendly(text)}; Caddy could not start (log: {self.output_file})"
-        errors = [ln for ln in lines if ln.startswith("Error:")] or lines[-1:]
-        why = errors[-1].strip() if errors else ("it exited" if exited else "no answer")
+    def _start_failure(self, offsets: dict[Path, int], exited: bool) -> str:
+        """One line saying why Caddy did not come up, naming the file that says more."""
+        lines: list[tuple[Path, str]] = []
+        for path, offset in offsets.items():
+            try:
+                with open(path, "rb") as log:
+                    log.seek(offset)
+                    lines += [(path, ln) for ln in log.read().decode(errors="replace").splitlines()]
+            except OSError:
+                pass
+        for path, line in lines:
+            if _IN_USE.search(line) or _DENIED.search(line):
+                return f"router: {_friendly(line)}; Caddy could not start (log: {path})"
+        errors = [(p, _log_message(ln)) for p, ln in lines if ln.startswith("Error:") or '"level":"error"' in ln]
+        path, why = errors[-1] if errors else (self.log_file, "it exited" if exited else "no answer")
         if not exited:
             why = f"admin API at {self.admin_url} did not answer within {START_TIMEOUT:.0f}s ({why})"
-        return f"router: Caddy could not start: {why} (log: {self.output_file})"
+        return f"router: Caddy could not start: {why} (log: {path})"
 
     def _terminate(self, pid: int, *, grace: float = 0.0) -> None:
         """Wait `grace` seconds for `pid` to exit, then SIGTERM, then SIGKILL."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -81,6 +82,18 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+_COMPOUND = re.compile(
+    r"[;|&\n]|^\s*([A-Za-z_][A-Za-z0-9_]*="
+    r"|(if|for|while|until|case|exec|exit|return|cd|export|set|trap|unset|eval|wait|ulimit|umask|[.:{(!])(\s|$))"
+)
+
+
+def exec_form(command: str) -> str:
+    """`exec CMD` for a simple command, so the app itself is the process we track and signal (its exit
+    code is the app's, and no shell is left holding it); compound commands run under the shell as given."""
+    return command if _COMPOUND.search(command) else f"exec {command}"
+
+
 def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int) -> ProcessHandle:
     """Start `/bin/sh -c command` as a new session leader, output appended to log_path."""
     log_path = Path(log_path)
@@ -91,7 +104,7 @@ def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port:
         raise BackendError(f"cannot open log file {log_path}: {exc.strerror}") from None
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", command],
+            ["/bin/sh", "-c", exec_form(command)],
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,

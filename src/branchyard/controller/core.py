@@ -243,8 +243,8 @@ class Controller:
             "production": env.production,
             "ephemeral": env.ephemeral,
             "state": env.state,
-            "url": self.settings.public_url(self._hostname(p, env)),
-            "hostname": self._hostname(p, env),
+            "url": self.settings.public_url(self.hostname(p, env)),
+            "hostname": self.hostname(p, env),
             "status": status,
             "replicas_override": env.replicas_override,
             "current_deployment": _deployment_dict(current) if current else None,
@@ -369,18 +369,21 @@ class Controller:
             if flag is not None:
                 flag.set()
 
-    def _start_worker(self, project: str, env_name: str, dep_id: str, work: Callable[[str, str, str, DeployLog], None]) -> None:
-        flag = threading.Event()
-        self._in_progress[dep_id] = flag
-        threading.Thread(target=self._run, args=(project, env_name, dep_id, work), name=f"deploy-{dep_id[:8]}",
+    def _start_worker(self, project: str, env_name: str, dep_id: str, work: Callable[[str, str, str, DeployLog], None],
+                      *, holding_lock: bool = False) -> None:
+        """Run `work` in a thread under the environment's lock (handed over if the caller already holds it)."""
+        self._in_progress[dep_id] = threading.Event()
+        threading.Thread(target=self._run, args=(project, env_name, dep_id, work, holding_lock), name=f"deploy-{dep_id[:8]}",
                          daemon=True).start()
 
-    def _run(self, project: str, env_name: str, dep_id: str, work: Callable[[str, str, str, DeployLog], None]) -> None:
+    def _run(self, project: str, env_name: str, dep_id: str, work: Callable[[str, str, str, DeployLog], None],
+             holding_lock: bool) -> None:
         """Run one deployment under the environment's lock; every failure ends on the deployment's status."""
         with self.store.session() as s:
             out = DeployLog(Path(s.get(m.Deployment, dep_id).log_path))
+        lock = self.lock(project, env_name)
         try:
-            with self.lock(project, env_name):
+            with _Held(lock) if holding_lock else lock:
                 self._check_superseded(dep_id)
                 work(project, env_name, dep_id, out)
         except Superseded as why:
@@ -460,7 +463,7 @@ class Controller:
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
             env = s.get(m.Environment, dep.environment_id)
-            host = self._hostname(s.get(m.Project, dep.project_id), env)
+            host = self.hostname(s.get(m.Project, dep.project_id), env)
         ctx = self.replicas.context(dep_id, host)
         n = ctx.replicas
         out(f"-----> starting {n} replica{'s' if n != 1 else ''}: {ctx.start_command}")
@@ -519,7 +522,7 @@ class Controller:
     # --- operations on an environment ---------------------------------------------------------------
 
     def _busy_lock(self, project: str, env_name: str) -> _Held:
-        """The environment's lock, or Conflict at once if a deploy or another operation holds it."""
+        """The environment's lock, already acquired, or Conflict at once if a deploy or another operation holds it."""
         lock = self.lock(project, env_name)
         if not lock.acquire(blocking=False):
             raise Conflict(f"environment {env_name!r} is busy with another deployment or operation; try again when it ends")
@@ -527,7 +530,8 @@ class Controller:
 
     def redeploy(self, project: str, env_name: str, deployment_id: str, *, trigger: str = "redeploy") -> str:
         """Bring back a retained deployment's release and variables (no rebuild), health-checked, zero downtime."""
-        with self._busy_lock(project, env_name):
+        held = self._busy_lock(project, env_name)
+        try:
             with self.store.session() as s:
                 p = self.store.project(s, project)
                 env = self.store.environment(s, p, env_name)
@@ -539,10 +543,12 @@ class Controller:
                     )
                 dep = self._new_deployment(s, p, env, sha=source.commit_sha, branch=source.branch, trigger=trigger,
                                            source=source)
-                dep_id = dep.id
             DeployLog(Path(dep.log_path))("       note: database state is not reverted by a redeploy or rollback")
-            self._start_worker(project, env_name, dep_id, self._roll_out)
-        return dep_id
+        except BaseException:
+            held.lock.release()
+            raise
+        self._start_worker(project, env_name, dep.id, self._roll_out, holding_lock=True)  # the worker releases it
+        return dep.id
 
     def rollback(self, project: str, env_name: str) -> str:
         """Redeploy the previous successful deployment."""
@@ -611,14 +617,14 @@ class Controller:
 
     # --- routes ------------------------------------------------------------------------------------
 
-    def _hostname(self, p: m.Project, env: m.Environment) -> str:
+    def hostname(self, p: m.Project, env: m.Environment) -> str:
         return names.hostname(p.name, env.name, p.domain or self.settings.domain, production=env.production)
 
     def desired_routes(self) -> list[Route]:
         routes = []
         with self.store.session() as s:
             for p, env in s.execute(select(m.Project, m.Environment).join(m.Environment).order_by(m.Project.name, m.Environment.id)):
-                host = self._hostname(p, env)
+                host = self.hostname(p, env)
                 if env.state == m.ENV_SLEEPING:
                     routes.append(Route(host=host, project=p.name, environment=env.name, upstreams=(), state="sleeping"))
                     continue

@@ -56,9 +56,15 @@ class Reconciler:
         obs, rows = self._observe(project, env_name)
         if obs is None:
             return
-        for action in plan.plan_environment(obs, time.time()):
+        actions = plan.plan_environment(obs, time.time())
+        for action in actions:
             log.info("%s/%s: %s", project, env_name, action)
-            self._apply(project, env_name, action, rows, wait_healthy)
+        # Batched so that a scale changes the routes once, not once per replica.
+        self._stop([a.replica_id for a in actions if isinstance(a, plan.StopReplica)])
+        self._start(project, env_name, [a.slot for a in actions if isinstance(a, plan.StartReplica)], wait_healthy)
+        for action in actions:
+            if not isinstance(action, (plan.StopReplica, plan.StartReplica)):
+                self._apply(project, env_name, action, rows)
         self.ctl.sync_routes()
 
     def _observe(self, project: str, env_name: str):  # noqa: ANN202
@@ -102,17 +108,36 @@ class Reconciler:
         )
         return obs, rows
 
-    def _apply(self, project: str, env_name: str, action: plan.Action, rows: dict, wait_healthy: bool) -> None:
-        ctl = self.ctl
-        if isinstance(action, plan.StopReplica):
-            with self.store.session() as s:
-                r = s.get(m.Replica, action.replica_id)
-                was_routed = r.state == m.REPLICA_RUNNING
+    def _stop(self, replica_ids: list[int]) -> None:
+        """Out of the route first (one route change for all), then stop: no request reaches a dying process."""
+        if not replica_ids:
+            return
+        with self.store.session() as s:
+            routed = False
+            for rid in replica_ids:
+                r = s.get(m.Replica, rid)
+                routed = routed or r.state == m.REPLICA_RUNNING
                 r.state = m.REPLICA_DRAINING
-            if was_routed:
-                ctl.sync_routes()  # out of the route first, then stop: no request reaches a dying process
-            ctl.replicas.stop([action.replica_id], grace=10)
-        elif isinstance(action, plan.MarkReplica):
+        if routed:
+            self.ctl.sync_routes()
+        self.ctl.replicas.stop(replica_ids, grace=10)
+
+    def _start(self, project: str, env_name: str, slots: list[int], wait_healthy: bool) -> None:
+        """Start missing slots of the current deployment; with `wait_healthy`, return once they serve."""
+        if not slots:
+            return
+        with self.store.session() as s:
+            dep_id = self.store.environment(s, self.store.project(s, project), env_name).current_deployment_id
+        ctx = self.ctl.replicas.context(dep_id, self._host(project, env_name))
+        if wait_healthy:
+            self.ctl.replicas.start(ctx, slots, lambda line: log.info("%s/%s %s", project, env_name, line.strip()))
+            failpoints.hit("scale.after_health")
+        else:
+            for slot in slots:
+                self.ctl.replicas.spawn(ctx, slot)  # the next passes health-check it, then route it
+
+    def _apply(self, project: str, env_name: str, action: plan.Action, rows: dict) -> None:
+        if isinstance(action, plan.MarkReplica):
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.state = action.state
@@ -136,27 +161,17 @@ class Reconciler:
                                   environment=env_name, deployment_id=r.deployment_id)
         elif isinstance(action, plan.RestartReplica):
             r = rows[action.replica_id]
-            ctx = ctl.replicas.context(r.deployment_id, self._host(project, env_name))
-            rid, h = ctl.replicas.spawn(ctx, action.slot, replica_id=action.replica_id)
+            ctx = self.ctl.replicas.context(r.deployment_id, self._host(project, env_name))
+            rid, _ = self.ctl.replicas.spawn(ctx, action.slot, replica_id=action.replica_id)
             with self.store.session() as s:
                 s.get(m.Replica, rid).restart_after = None
                 self.store.record(s, project, "replica.restarted", f"web.{action.slot} {action.reason}",
                                   environment=env_name, deployment_id=r.deployment_id)
-        elif isinstance(action, plan.StartReplica):
-            with self.store.session() as s:
-                env = self.store.environment(s, self.store.project(s, project), env_name)
-                dep_id = env.current_deployment_id
-            ctx = ctl.replicas.context(dep_id, self._host(project, env_name))
-            if wait_healthy:
-                ctl.replicas.start(ctx, [action.slot], lambda line: log.info("%s/%s %s", project, env_name, line.strip()))
-                failpoints.hit("scale.after_health")
-            else:
-                ctl.replicas.spawn(ctx, action.slot)
 
     def _host(self, project: str, env_name: str) -> str:
         with self.store.session() as s:
             p = self.store.project(s, project)
-            return self.ctl._hostname(p, self.store.environment(s, p, env_name))
+            return self.ctl.hostname(p, self.store.environment(s, p, env_name))
 
 
 def _last_exit(reason: str, log_path: str) -> str:

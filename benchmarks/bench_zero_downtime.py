@@ -1,0 +1,165 @@
+"""Zero-downtime under load: deploy, rollback, redeploy by id and scale 1→3→1 while 16 connections hammer the router.
+
+Prints total and failed requests (by kind), the seconds from the rollback command to 100 % of
+responses coming from the old release, and router vs direct throughput measured in the same run.
+
+    .venv/bin/python benchmarks/bench_zero_downtime.py [--concurrency 16] [--direct-seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import EXAMPLE, GIT_ENV, free_port  # noqa: E402
+
+BY = [sys.executable, "-m", "branchyard.cli.main"]
+
+
+class Load:
+    """N keep-alive connections sending GET /health in a loop; records (time, commit) of every answer."""
+
+    def __init__(self, url: str, host: str | None, concurrency: int) -> None:
+        self.url, self.host, self.concurrency = url, host, concurrency
+        self.ok = 0
+        self.failed: Counter[str] = Counter()
+        self.answers: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _worker(self, client: httpx.AsyncClient) -> None:
+        headers = {"Host": self.host} if self.host else {}
+        while not self._stop.is_set():
+            try:
+                r = await client.get(self.url, headers=headers)
+                if r.status_code == 200:
+                    self.ok += 1
+                    self.answers.append((time.monotonic(), r.json().get("commit", "")))
+                else:
+                    self.failed[f"HTTP {r.status_code}"] += 1
+            except httpx.HTTPError as err:
+                self.failed[type(err).__name__] += 1
+
+    async def _main(self) -> None:
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=10, trust_env=False) as client:
+            await asyncio.gather(*(self._worker(client) for _ in range(self.concurrency)))
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def total(self) -> int:
+        return self.ok + sum(self.failed.values())
+
+
+def sh(args, cwd=None, env=None) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def throughput(url: str, host: str | None, concurrency: int, seconds: float) -> float:
+    load = Load(url, host, concurrency).start()
+    time.sleep(seconds)
+    load.stop()
+    return load.total / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--direct-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="by-bench-"))
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")} | GIT_ENV | {
+        "BRANCHYARD_HOME": str(tmp / "home"),
+        "BRANCHYARD_HTTP_PORT": str(http_port),
+        "HOME": str(tmp),
+    }
+    repo = tmp / "app"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    # Short drains keep the run brief; the replicas still get SIGTERM and finish in-flight requests.
+    railway = repo / "railway.toml"
+    railway.write_text(railway.read_text() + "drainingSeconds = 5\n")
+    sh(BY + ["server", "--detach"], env=env)
+    try:
+        git = lambda *a: sh(["git", *a], cwd=repo, env=env)  # noqa: E731
+        git("init", "-q", "--initial-branch=develop")
+        git("add", "-A")
+        git("commit", "-qm", "v1")
+        sh(BY + ["init"], cwd=repo, env=env)
+        git("push", "-q", "branchyard", "develop")
+        v1 = git("rev-parse", "HEAD").strip()
+        host = "yoto-staging.localhost"
+        router = f"http://127.0.0.1:{http_port}/health"
+        status = json.loads(sh(BY + ["status", "-e", "staging", "--json"], cwd=repo, env=env))
+        direct = f"http://127.0.0.1:{status['replicas'][0]['port']}/health"
+
+        # Router vs direct, same replica, same run.
+        rps_direct = throughput(direct, None, args.concurrency, args.direct_seconds)
+        rps_router = throughput(router, host, args.concurrency, args.direct_seconds)
+
+        load = Load(router, host, args.concurrency).start()
+        steps: list[tuple[str, float]] = []
+
+        def step(name: str, *cmd: str) -> float:
+            started = time.monotonic()
+            sh(BY + list(cmd), cwd=repo, env=env) if cmd[0] != "git" else git(*cmd[1:])
+            steps.append((name, time.monotonic() - started))
+            time.sleep(1.0)
+            return started
+
+        time.sleep(1.0)
+        (repo / "VERSION").write_text("2\n")
+        git("add", "-A")
+        git("commit", "-qm", "v2")
+        v2 = git("rev-parse", "HEAD").strip()
+        step("deploy v2 (git push)", "git", "push", "-q", "branchyard", "develop")
+        deployments = json.loads(sh(BY + ["deployments", "-e", "staging", "--json"], cwd=repo, env=env))
+        v2_id = deployments[0]["id"]
+        rollback_started = step("rollback to v1", "rollback", "-e", "staging")
+        step("redeploy v2 by id", "redeploy", v2_id, "-e", "staging")
+        step("scale web=3", "scale", "web=3", "-e", "staging")
+        step("scale web=1", "scale", "web=1", "-e", "staging")
+        load.stop()
+
+        after = [(t, c) for t, c in load.answers if t >= rollback_started]
+        redeploy_started = rollback_started + steps[1][1]
+        last_new = max((t for t, c in after if c == v2 and t < redeploy_started), default=rollback_started)
+        print(f"load: {args.concurrency} keep-alive connections through Caddy, GET /health")
+        for name, seconds in steps:
+            print(f"  {name:<24} {seconds:6.2f} s")
+        print(f"requests: {load.total}   failed: {sum(load.failed.values())}   {dict(load.failed) or ''}")
+        print(f"rollback command → 100% of responses from v1 ({v1[:8]}): {last_new - rollback_started:.2f} s")
+        print(f"throughput direct to one replica: {rps_direct:.0f} req/s; through the router: {rps_router:.0f} req/s;"
+              f" ratio {rps_router / rps_direct:.2f}")
+        print("goals: ≥ 10,000 requests with 0 failed; rollback ≤ 1 s; ratio ≥ 0.90")
+    finally:
+        subprocess.run(BY + ["server", "stop", "--all"], env=env, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

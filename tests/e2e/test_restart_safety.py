@@ -1,0 +1,162 @@
+"""The control plane SIGKILLed at named points of a deploy, scale or down: on restart it converges."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BRANCHYARD, start_plane
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(predicate, timeout=60.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def fresh(tmp_path, venv_cache):
+    """A control plane of its own: these tests kill and restart it."""
+    p = start_plane(tmp_path / "home", venv_cache)
+    try:
+        yield p
+    finally:
+        p.run("server", "stop", "--all", check=False)
+
+
+def app_processes(home: Path) -> set[int]:
+    """Processes running out of this home's release directories (the app replicas)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cwd = os.readlink(proc / "cwd")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if cwd.startswith(str(home / "releases")) and state != "Z":
+                found.add(int(proc.name))
+    return found
+
+
+def restart_with(plane, failpoint: str | None) -> None:
+    """Restart the control plane, with one failpoint armed (it SIGKILLs itself there) or none."""
+    plane.run("server", "stop")
+    env = {k: v for k, v in plane.env.items() if k != "BRANCHYARD_FAILPOINTS"}
+    if failpoint:
+        env["BRANCHYARD_FAILPOINTS"] = failpoint
+    done = subprocess.run([*BRANCHYARD, "server", "--detach"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def wait_dead(plane) -> None:
+    wait_for(lambda: plane.run("server", "status", check=False).returncode != 0)
+
+
+@pytest.mark.parametrize(
+    ("point", "outcome"),
+    [("deploy.after_build", "FAILED"), ("deploy.after_health", "FAILED"), ("deploy.after_switch", "SUCCESS")],
+)
+def test_sigkill_during_a_deploy_converges(fresh, tmp_path, point, outcome):
+    plane = fresh
+    repo = plane.app_repo(tmp_path, "app", project="ks")
+    v1 = plane.git(repo, "rev-parse", "HEAD").stdout.strip()
+    plane.git(repo, "push", "branchyard", "main")
+    restart_with(plane, point)
+    v2 = plane.commit(repo, "v2")
+    push = plane.git(repo, "push", "branchyard", "main", check=False)
+    assert push.returncode != 0  # the control plane died under the push
+    wait_dead(plane)
+    assert plane.get("ks.localhost").status_code == 200  # apps and router kept serving meanwhile
+
+    restart_with(plane, None)
+    deployments = plane.json("deployments", "-e", "production", cwd=repo)
+    assert deployments[0]["commit"] == v2 and deployments[0]["status"] == outcome
+    serving = v2 if outcome == "SUCCESS" else v1
+    status = wait_for(lambda: (lambda s: s if len(s["replicas"]) == 2 and all(r["alive"] for r in s["replicas"]) else None)(
+        plane.json("status", "-e", "production", cwd=repo)))
+    assert status["current_deployment"]["commit"] == serving
+    assert {plane.get("ks.localhost").json()["commit"] for _ in range(10)} == {serving}
+    # no orphans: exactly the serving deployment's two replicas run
+    wait_for(lambda: app_processes(plane.home) == {r["pid"] for r in status["replicas"]})
+    # no half-written releases
+    releases = list((plane.home / "releases" / "ks").iterdir())
+    assert releases and all((p / ".branchyard-release.json").exists() for p in releases)  # none half-written
+
+
+def test_sigkill_during_down_converges_to_sleeping(fresh, tmp_path):
+    plane = fresh
+    repo = plane.app_repo(tmp_path, "app", project="kd")
+    plane.git(repo, "push", "branchyard", "main")
+    restart_with(plane, "down.after_route")
+    done = plane.run("down", "-e", "production", cwd=repo, check=False)
+    assert done.returncode != 0
+    wait_dead(plane)
+    restart_with(plane, None)
+    wait_for(lambda: not app_processes(plane.home))
+    assert plane.json("status", "-e", "production", cwd=repo)["status"] == "SLEEPING"
+    assert plane.get("kd.localhost").status_code == 503
+
+
+def test_sigkill_during_scale_converges_to_the_new_count(fresh, tmp_path):
+    plane = fresh
+    repo = plane.app_repo(tmp_path, "app", project="kc")
+    plane.git(repo, "push", "branchyard", "main")
+    restart_with(plane, "scale.after_health")
+    done = plane.run("scale", "web=3", "-e", "production", cwd=repo, check=False)
+    assert done.returncode != 0
+    wait_dead(plane)
+    restart_with(plane, None)
+    status = wait_for(lambda: (lambda s: s if len(s["replicas"]) == 3 and all(r["state"] == "RUNNING" for r in s["replicas"]) else None)(
+        plane.json("status", "-e", "production", cwd=repo)))
+    wait_for(lambda: app_processes(plane.home) == {r["pid"] for r in status["replicas"]})
+    seen = {plane.get("kc.localhost").json()["replica"] for _ in range(30)}
+    assert len(seen) == 3
+
+
+def test_a_newer_push_supersedes_one_still_building(fresh, tmp_path):
+    plane = fresh
+    repo = plane.app_repo(tmp_path, "app", project="sup")
+    railway = repo / "railway.toml"
+    railway.write_text(railway.read_text().replace(
+        'buildCommand = "pip install -r requirements.txt"', 'buildCommand = "pip install -r requirements.txt && sleep 3"'))
+    plane.commit(repo, "slow build")
+    plane.git(repo, "push", "branchyard", "main")
+    plane.commit(repo, "v2")
+    older = subprocess.Popen(["git", "push", "branchyard", "main"], cwd=repo, env=plane.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: plane.json("deployments", "-e", "production", cwd=repo)[0]["status"] == "BUILDING")
+    v3 = plane.commit(repo, "v3")
+    newer = plane.git(repo, "push", "--force", "branchyard", "main:main", check=False)
+    out, _ = older.communicate(timeout=120)
+    deps = plane.json("deployments", "-e", "production", cwd=repo)
+    assert [d["status"] for d in deps[:2]] == ["SUCCESS", "SKIPPED"], out + newer.stderr
+    assert "superseded by newer deployment" in deps[1]["error"]
+    assert older.returncode != 0 and "skipped" in out
+    assert plane.get("sup.localhost").json()["commit"] == v3
+
+
+def test_a_second_operation_on_a_busy_environment_is_refused(fresh, tmp_path):
+    plane = fresh
+    repo = plane.app_repo(tmp_path, "app", project="busy")
+    railway = repo / "railway.toml"
+    railway.write_text(railway.read_text() + "drainingSeconds = 1\n")
+    plane.commit(repo, "drain fast")
+    plane.git(repo, "push", "branchyard", "main")
+    first = subprocess.Popen([*BRANCHYARD, "redeploy", "-e", "production"], cwd=repo, env=plane.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: plane.json("deployments", "-e", "production", cwd=repo)[0]["status"] == "DEPLOYING", interval=0.02)
+    second = plane.run("redeploy", "-e", "production", cwd=repo, check=False)
+    assert second.returncode == 4 and "is busy" in second.stderr
+    assert first.wait(timeout=120) == 0
+    assert [d["status"] for d in plane.json("deployments", "-e", "production", cwd=repo)][:2] == ["SUCCESS", "REMOVED"]

@@ -90,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--direct-seconds", type=float, default=5.0)
+    parser.add_argument("--pause", type=float, default=4.0, help="seconds of steady load between operations")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="by-bench-"))
     http_port = free_port()
@@ -128,10 +129,10 @@ def main() -> None:
             started = time.monotonic()
             sh(BY + list(cmd), cwd=repo, env=env) if cmd[0] != "git" else git(*cmd[1:])
             steps.append((name, time.monotonic() - started))
-            time.sleep(1.0)
+            time.sleep(args.pause)
             return started
 
-        time.sleep(1.0)
+        time.sleep(args.pause)
         (repo / "VERSION").write_text("2\n")
         git("add", "-A")
         git("commit", "-qm", "v2")

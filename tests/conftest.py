@@ -103,7 +103,7 @@ def venv_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("venv-cache")
 
 
-def start_plane(home: Path, cache: Path, *, http_port: int | None = None) -> Plane:
+def start_plane(home: Path, cache: Path, *, http_port: int | None = None, extra_env: dict[str, str] | None = None) -> Plane:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")}
     plane = Plane(home=home, http_port=http_port or free_port())
     plane.env = env | GIT_ENV | {
@@ -112,7 +112,7 @@ def start_plane(home: Path, cache: Path, *, http_port: int | None = None) -> Pla
         "BRANCHYARD_DOMAIN": "localhost",
         "BRANCHYARD_CACHE_DIR": str(cache),
         "HOME": str(home.parent),  # keep the user's ~/.gitconfig and ~/.branchyard out of it
-    }
+    } | (extra_env or {})
     plane.run("server", "--detach", timeout=120)
     return plane
 

@@ -21,6 +21,7 @@ class Settings:
     domain: str
     cache_dir: Path
     python: str  # interpreter used to create app virtualenvs
+    releases_retained: int = 10  # per environment, for rollback
 
     @property
     def state_db(self) -> Path:
@@ -81,6 +82,13 @@ def load(env: dict[str, str] | None = None) -> Settings:
     if http_port in (api_port, admin_port):
         raise BadInput(f"BRANCHYARD_HTTP_PORT: {http_port} is also used by another BRANCHYARD_*_PORT setting")
     cache = Path(env.get("BRANCHYARD_CACHE_DIR") or home / "cache").expanduser()
+    retained_raw = env.get("BRANCHYARD_RELEASES_RETAINED") or "10"
+    try:
+        retained = int(retained_raw)
+    except ValueError:
+        retained = 0
+    if retained < 1:
+        raise BadInput(f"BRANCHYARD_RELEASES_RETAINED: expected a whole number of releases (at least 1), got {retained_raw!r}")
     python = env.get("BRANCHYARD_PYTHON") or _default_python()
     return Settings(
         home=home,
@@ -90,6 +98,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         domain=domain,
         cache_dir=cache,
         python=python,
+        releases_retained=retained,
     )
 
 

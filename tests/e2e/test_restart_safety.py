@@ -160,3 +160,21 @@ def test_a_second_operation_on_a_busy_environment_is_refused(fresh, tmp_path):
     assert second.returncode == 4 and "is busy" in second.stderr
     assert first.wait(timeout=120) == 0
     assert [d["status"] for d in plane.json("deployments", "-e", "production", cwd=repo)][:2] == ["SUCCESS", "REMOVED"]
+
+
+def test_rollback_to_a_release_no_longer_retained_is_refused(tmp_path, venv_cache):
+    plane = start_plane(tmp_path / "home", venv_cache, extra_env={"BRANCHYARD_RELEASES_RETAINED": "2"})
+    try:
+        repo = plane.app_repo(tmp_path, "app", project="ret")
+        for i in range(3):
+            plane.commit(repo, f"v{i}")
+            plane.git(repo, "push", "branchyard", "main")
+        deps = plane.json("deployments", "-e", "production", cwd=repo)
+        assert [d["can_rollback"] for d in deps] == [True, True, False]
+        done = plane.run("redeploy", deps[2]["id"], "-e", "production", cwd=repo, check=False)
+        assert done.returncode == 3 and "is not retained (branchyard keeps the last 2 per environment)" in done.stderr
+        assert plane.json("deployments", "-e", "production", cwd=repo) == deps  # nothing changed
+        plane.run("rollback", "-e", "production", cwd=repo)  # the previous one is still retained
+        assert plane.json("deployments", "-e", "production", cwd=repo)[0]["trigger"] == "rollback"
+    finally:
+        plane.run("server", "stop", "--all", check=False)

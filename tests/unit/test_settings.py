@@ -31,3 +31,11 @@ def test_bad_values_name_the_variable(tmp_path, env, message):
     with pytest.raises(BadInput) as err:
         load({"BRANCHYARD_HOME": str(tmp_path)} | env)
     assert str(err.value) == message
+
+
+def test_releases_retained(tmp_path):
+    assert load({"BRANCHYARD_HOME": str(tmp_path)}).releases_retained == 10
+    assert load({"BRANCHYARD_HOME": str(tmp_path), "BRANCHYARD_RELEASES_RETAINED": "3"}).releases_retained == 3
+    with pytest.raises(BadInput) as err:
+        load({"BRANCHYARD_HOME": str(tmp_path), "BRANCHYARD_RELEASES_RETAINED": "0"})
+    assert str(err.value) == "BRANCHYARD_RELEASES_RETAINED: expected a whole number of releases (at least 1), got '0'"

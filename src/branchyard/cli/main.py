@@ -384,8 +384,9 @@ def deployments(state: State, environment: str | None, project: str | None, as_j
         ui.print_json(rows)
         return
     ui.table(
-        ["ID", "STATUS", "COMMIT", "TRIGGER", "CREATED", ""],
-        [(d["id"], ui.status_word(d["status"]), d["commit"][:12], d["trigger"], d["created_at"][:19], "current" if d["current"] else "")
+        ["ID", "STATUS", "COMMIT", "TRIGGER", "CREATED", "ROLLBACK", ""],
+        [(d["id"], ui.status_word(d["status"]), d["commit"][:12], d["trigger"], d["created_at"][:19],
+          "yes" if d["can_rollback"] else "no", "current" if d["current"] else "")
          for d in rows],
     )
 

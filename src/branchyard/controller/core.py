@@ -36,7 +36,6 @@ log = logging.getLogger("branchyard.controller")
 
 ZERO_SHA = "0" * 40
 UP_REF_PREFIX = "refs/branchyard/up/"
-RETAIN_RELEASES = 10  # per environment, for rollback
 DEFAULT_DRAINING_SECONDS = 10
 
 
@@ -506,15 +505,16 @@ class Controller:
         self.replicas.stop(ids, grace=grace)
 
     def _prune_releases(self, env_id: int) -> None:
-        """Keep the release directories of the newest RETAIN_RELEASES deployments (and any still running)."""
+        """Keep the release directories of the newest `releases_retained` deployments (and any still running)."""
+        retain = self.settings.releases_retained
         with self.store.session() as s:
             env = s.get(m.Environment, env_id)
             deps = s.scalars(select(m.Deployment).where(m.Deployment.environment_id == env_id)
                              .order_by(m.Deployment.created_at.desc())).all()
-            keep = {d.release_dir for d in deps[:RETAIN_RELEASES]} | {
+            keep = {d.release_dir for d in deps[:retain]} | {
                 d.release_dir for d in deps if d.id == env.current_deployment_id or d.status in m.IN_PROGRESS
             }
-            drop = {d.release_dir for d in deps[RETAIN_RELEASES:]} - keep
+            drop = {d.release_dir for d in deps[retain:]} - keep
         for path in drop:
             if path:
                 shutil.rmtree(path, ignore_errors=True)
@@ -539,7 +539,7 @@ class Controller:
                 if not _retained(source):
                     raise NotFound(
                         f"deployment {source.id} can no longer be rolled back to: its release is not retained "
-                        f"(branchyard keeps the last {RETAIN_RELEASES} per environment)"
+                        f"(branchyard keeps the last {self.settings.releases_retained} per environment)"
                     )
                 dep = self._new_deployment(s, p, env, sha=source.commit_sha, branch=source.branch, trigger=trigger,
                                            source=source)

@@ -26,6 +26,7 @@ class ReplicaObs:
     restarts: int = 0
     exit_code: int | None = None  # known only for processes this control plane spawned
     healthy: bool | None = None  # probed for STARTING replicas outside a deploy
+    overdue: bool = False  # STARTING for longer than the health-check timeout
     restart_after: float | None = None  # a restart is scheduled for this time
 
 
@@ -44,6 +45,14 @@ class EnvObs:
 
 @dataclass(frozen=True)
 class StopReplica:
+    replica_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class KillUnhealthy:
+    """Stop a replica that never became healthy; it then counts as exited (restart policy applies)."""
+
     replica_id: int
     reason: str
 
@@ -81,7 +90,7 @@ class MarkCrashed:
     reason: str
 
 
-Action = StopReplica | StartReplica | RestartReplica | ScheduleRestart | MarkReplica | MarkCrashed
+Action = StopReplica | KillUnhealthy | StartReplica | RestartReplica | ScheduleRestart | MarkReplica | MarkCrashed
 
 
 def backoff(restarts: int) -> float:
@@ -106,6 +115,8 @@ def plan_environment(obs: EnvObs, now: float) -> list[Action]:
         if r.alive:
             if r.state == "STARTING" and r.healthy:
                 actions.append(MarkReplica(r.id, "RUNNING", "health check passed"))
+            elif r.state == "STARTING" and r.overdue:
+                actions.append(KillUnhealthy(r.id, "did not pass its health check in time"))
             continue
         if r.state in LIVE_STATES:
             actions.extend(_after_exit(obs, r, now))

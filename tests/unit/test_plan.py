@@ -4,6 +4,7 @@ import pytest
 
 from branchyard.plan import (
     EnvObs,
+    KillUnhealthy,
     MarkCrashed,
     MarkReplica,
     ReplicaObs,
@@ -33,9 +34,10 @@ def env(replicas, *, state="ACTIVE", current="d2", in_progress=(), policy="ON_FA
     )
 
 
-def r(id, dep="d2", *, alive=True, state="RUNNING", restarts=0, code=None, slot=0, healthy=None, after=None):
+def r(id, dep="d2", *, alive=True, state="RUNNING", restarts=0, code=None, slot=0, healthy=None, after=None,
+      overdue=False):
     return ReplicaObs(id=id, deployment_id=dep, slot=slot, alive=alive, state=state, restarts=restarts, exit_code=code,
-                      healthy=healthy, restart_after=after)
+                      healthy=healthy, restart_after=after, overdue=overdue)
 
 
 def test_healthy_environment_needs_nothing():
@@ -63,6 +65,14 @@ def test_starting_replica_that_passes_its_health_check_joins_the_route():
         MarkReplica(1, "RUNNING", "health check passed")
     ]
     assert plan_environment(env([r(1, state="STARTING", healthy=False)]), NOW) == []
+
+
+def test_a_restarted_replica_that_never_gets_healthy_is_killed_and_counts_as_exited():
+    assert plan_environment(env([r(1, state="STARTING", healthy=False, overdue=True)]), NOW) == [
+        KillUnhealthy(1, "did not pass its health check in time")
+    ]
+    after = env([r(1, state="STARTING", alive=False, restarts=2)], desired=1)
+    assert plan_environment(after, NOW) == [ScheduleRestart(1, NOW + 4, "exited (code unknown); restart 3/10 in 4s")]
 
 
 @pytest.mark.parametrize(

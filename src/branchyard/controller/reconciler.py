@@ -89,13 +89,15 @@ class Reconciler:
         for r in rows.values():
             h = processes.ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
             alive = processes.is_alive(h)  # reaps our own children, so exit_code() below knows their status
-            healthy = None
+            healthy, overdue = None, False
             if alive and r.state == m.REPLICA_STARTING and r.deployment_id not in in_progress:
                 healthy = probe(r.port, web.get("healthcheck_path"), timeout=1.0).ok
+                timeout = int(web.get("healthcheck_timeout") or 300)
+                overdue = (m.utcnow() - r.started_at).total_seconds() > timeout
             observed.append(
                 plan.ReplicaObs(
                     id=r.id, deployment_id=r.deployment_id, slot=r.slot, alive=alive, state=r.state, restarts=r.restarts,
-                    exit_code=None if alive else processes.exit_code(h), healthy=healthy,
+                    exit_code=None if alive else processes.exit_code(h), healthy=healthy, overdue=overdue,
                     restart_after=r.restart_after,
                 )
             )
@@ -137,7 +139,15 @@ class Reconciler:
                 self.ctl.replicas.spawn(ctx, slot)  # the next passes health-check it, then route it
 
     def _apply(self, project: str, env_name: str, action: plan.Action, rows: dict) -> None:
-        if isinstance(action, plan.MarkReplica):
+        if isinstance(action, plan.KillUnhealthy):
+            with self.store.session() as s:
+                r = s.get(m.Replica, action.replica_id)
+                r.last_exit = _last_exit(action.reason, r.log_path)
+                self.store.record(s, project, "replica.unhealthy", f"web.{r.slot} {action.reason}",
+                                  environment=env_name, deployment_id=r.deployment_id)
+                h = processes.ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
+            processes.stop(h, grace=5)  # it stays STARTING: the next pass sees it exited and applies the policy
+        elif isinstance(action, plan.MarkReplica):
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.state = action.state

@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-
-from conftest import processes_mentioning, start_plane
+from conftest import alive, processes_mentioning, start_plane
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +57,7 @@ def test_environment_delete_stops_processes_and_removes_the_route(plane, tmp_pat
     assert plane.get("gone.localhost").status_code == 200
     plane.run("environment", "delete", "production", "--yes", cwd=repo)
     assert plane.get("gone.localhost").status_code == 404
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     assert plane.json("environment", "list", cwd=repo) == []
     assert not list((plane.home / "releases" / "gone").glob("*"))
 
@@ -78,11 +77,3 @@ def test_router_port_already_taken_fails_the_server_start_cleanly(tmp_path, venv
         assert f"port {port} is already in use" in message
         assert "Traceback" not in message
     assert processes_mentioning(str(home)) == []  # neither a control plane nor a Caddy was left behind
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

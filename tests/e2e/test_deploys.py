@@ -7,18 +7,9 @@ import signal
 import time
 
 import pytest
+from conftest import alive, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def staging_repo(plane, tmp_path, project, railway_extra=""):
@@ -74,7 +65,7 @@ def test_down_serves_a_503_page_and_up_brings_the_last_deployment_back(plane, tm
     plane.run("down", "-e", "staging", cwd=repo)
     page = plane.get("sleepy-staging.localhost")
     assert page.status_code == 503 and "staging" in page.text
-    assert not any(_alive(p) for p in pids)
+    assert not any(alive(p) for p in pids)
     assert plane.json("status", "-e", "staging", cwd=repo)["status"] == "SLEEPING"
     refused = plane.run("scale", "web=2", "-e", "staging", cwd=repo, check=False)
     assert refused.returncode == 4 and "is down" in refused.stderr
@@ -170,11 +161,3 @@ def test_max_retries_then_crashed(plane, tmp_path):
         os.kill(r["pid"], signal.SIGKILL)
     status = wait_for(lambda: (lambda s: s if s["status"] == "CRASHED" else None)(plane.json("status", "-e", "staging", cwd=repo)))
     assert "after 1 restarts; no retries left" in status["current_deployment"]["error"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

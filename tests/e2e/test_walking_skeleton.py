@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
+from conftest import alive, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_push_main_and_develop_give_routed_healthy_environments(plane, tmp_path):
@@ -63,7 +53,7 @@ def test_push_main_and_develop_give_routed_healthy_environments(plane, tmp_path)
     statuses = [d["status"] for d in plane.json("deployments", "-e", "production", cwd=repo)]
     assert statuses == ["SUCCESS", "REMOVED"]
     old_pids = {r["pid"] for r in status["replicas"]}
-    assert not any(_alive(pid) for pid in old_pids), "the replaced deployment's processes must be stopped"
+    assert not any(alive(pid) for pid in old_pids), "the replaced deployment's processes must be stopped"
 
 
 def test_failing_health_check_keeps_the_previous_deployment_serving(plane, tmp_path):
@@ -147,7 +137,7 @@ def test_restarting_the_control_plane_does_not_restart_apps(plane, tmp_path):
     plane.run("server", "--detach")
     info = plane.json("server", "status")
     os.kill(info["pid"], signal.SIGKILL)  # and even after the control plane is killed outright
-    wait_for(lambda: not _alive(info["pid"]))
+    wait_for(lambda: not alive(info["pid"]))
     assert plane.get("keep.localhost").status_code == 200
     plane.run("server", "--detach")
 
@@ -161,14 +151,6 @@ def test_unknown_host_gets_a_404_page(plane):
     resp = plane.get("nothing-here.localhost")
     assert resp.status_code == 404
     assert "nothing-here.localhost" in resp.text
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_project_domain_comes_from_branchyard_toml(plane, tmp_path):

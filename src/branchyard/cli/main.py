@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 from rich.text import Text
 
-from .. import errors, names, settings as settings_mod
+from .. import errors, names
+from .. import settings as settings_mod
 from . import ui
 
 ENV_HELP = "Environment (default: the linked one, else production)."

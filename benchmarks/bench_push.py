@@ -13,28 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import EXAMPLE, GIT_ENV, free_port  # noqa: E402
-
-BY = [sys.executable, "-m", "branchyard.cli.main"]
-
-
-def sh(args, cwd=None, env=None) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+from harness import bench_plane, free_port
 
 
 def wait_http(url: str, host: str | None = None, want_commit: str | None = None, timeout: float = 60) -> None:
@@ -69,50 +54,33 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="by-bench-"))
-    http_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")} | GIT_ENV | {
-        "BRANCHYARD_HOME": str(tmp / "home"),
-        "BRANCHYARD_HTTP_PORT": str(http_port),
-        "HOME": str(tmp),
-    }
-    repo = tmp / "app"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
-    sh(BY + ["server", "--detach"], env=env)
-    try:
-        sh(["git", "init", "-q", "--initial-branch=main"], cwd=repo, env=env)
-        sh(["git", "add", "-A"], cwd=repo, env=env)
-        sh(["git", "commit", "-qm", "init"], cwd=repo, env=env)
-        sh(BY + ["init"], cwd=repo, env=env)
-        sh(["git", "push", "-q", "branchyard", "main"], cwd=repo, env=env)  # warms the venv cache
-        sh(["git", "push", "-q", "branchyard", "main:develop"], cwd=repo, env=env)
-        marker = next((tmp / "home" / "releases" / "yoto").glob("*/.branchyard-release.json"))
+    with bench_plane() as b:
+        b.git("push", "-q", "branchyard", "main")  # warms the virtualenv cache
+        b.git("push", "-q", "branchyard", "main:develop")
+        marker = next((b.tmp / "home" / "releases" / "yoto").glob("*/.branchyard-release.json"))
         venv = Path(json.loads(marker.read_text())["venv"])
 
         results: dict[str, list[float]] = {"staging": [], "production": [], "bare": []}
         for i in range(args.runs):
-            results["bare"].append(bare_start(venv, repo))
+            results["bare"].append(bare_start(venv, b.repo))
             for env_name, branch, host in (("staging", "develop", "yoto-staging.localhost"), ("production", "main", "yoto.localhost")):
-                (repo / "VERSION").write_text(f"{env_name}-{i}\n")
-                sh(["git", "add", "-A"], cwd=repo, env=env)
-                sh(["git", "commit", "-qm", f"{env_name} {i}", "--allow-empty"], cwd=repo, env=env)
-                sha = sh(["git", "rev-parse", "HEAD"], cwd=repo, env=env).strip()
+                (b.repo / "VERSION").write_text(f"{env_name}-{i}\n")
+                b.git("add", "-A")
+                b.git("commit", "-qm", f"{env_name} {i}")
+                sha = b.git("rev-parse", "HEAD").strip()
                 started = time.monotonic()
-                sh(["git", "push", "-q", "-f", "branchyard", f"HEAD:{branch}"], cwd=repo, env=env)
-                wait_http(f"http://127.0.0.1:{http_port}/health", host=host, want_commit=sha)
+                b.git("push", "-q", "-f", "branchyard", f"HEAD:{branch}")
+                wait_http(f"http://127.0.0.1:{b.http_port}/health", host=host, want_commit=sha)
                 results[env_name].append(time.monotonic() - started)
 
-        bare = statistics.median(results["bare"])
-        print(f"runs: {args.runs} (medians; all values in seconds)")
-        print(f"bare uvicorn start → /health 200:           {bare:.3f}")
-        for env_name, replicas in (("staging", 1), ("production", 2)):
-            med = statistics.median(results[env_name])
-            print(f"push → healthy, {env_name:<10} ({replicas} replica{'s' if replicas > 1 else ''}): {med:.3f}"
-                  f"   ratio to bare: {med / bare:.2f}x   (min {min(results[env_name]):.3f}, max {max(results[env_name]):.3f})")
-        print("goal: push → healthy ≤ 2 s and ≤ 4× bare")
-    finally:
-        subprocess.run(BY + ["server", "stop", "--all"], env=env, capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+    bare = statistics.median(results["bare"])
+    print(f"runs: {args.runs} (medians; all values in seconds)")
+    print(f"bare uvicorn start → /health 200:           {bare:.3f}")
+    for env_name, replicas in (("staging", 1), ("production", 2)):
+        med = statistics.median(results[env_name])
+        print(f"push → healthy, {env_name:<10} ({replicas} replica{'s' if replicas > 1 else ''}): {med:.3f}"
+              f"   ratio to bare: {med / bare:.2f}x   (min {min(results[env_name]):.3f}, max {max(results[env_name]):.3f})")
+    print("goal: push → healthy ≤ 2 s and ≤ 4× bare")
 
 
 if __name__ == "__main__":

@@ -11,23 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import EXAMPLE, GIT_ENV, free_port  # noqa: E402
-
-BY = [sys.executable, "-m", "branchyard.cli.main"]
+from harness import bench_plane
 
 
 class Load:
@@ -72,13 +61,6 @@ class Load:
         return self.ok + sum(self.failed.values())
 
 
-def sh(args, cwd=None, env=None) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
 def throughput(url: str, host: str | None, concurrency: int, seconds: float) -> float:
     load = Load(url, host, concurrency).start()
     time.sleep(seconds)
@@ -92,30 +74,13 @@ def main() -> None:
     parser.add_argument("--direct-seconds", type=float, default=5.0)
     parser.add_argument("--pause", type=float, default=4.0, help="seconds of steady load between operations")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="by-bench-"))
-    http_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")} | GIT_ENV | {
-        "BRANCHYARD_HOME": str(tmp / "home"),
-        "BRANCHYARD_HTTP_PORT": str(http_port),
-        "HOME": str(tmp),
-    }
-    repo = tmp / "app"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
-    # Short drains keep the run brief; the replicas still get SIGTERM and finish in-flight requests.
-    railway = repo / "railway.toml"
-    railway.write_text(railway.read_text() + "drainingSeconds = 5\n")
-    sh(BY + ["server", "--detach"], env=env)
-    try:
-        git = lambda *a: sh(["git", *a], cwd=repo, env=env)  # noqa: E731
-        git("init", "-q", "--initial-branch=develop")
-        git("add", "-A")
-        git("commit", "-qm", "v1")
-        sh(BY + ["init"], cwd=repo, env=env)
-        git("push", "-q", "branchyard", "develop")
-        v1 = git("rev-parse", "HEAD").strip()
+    # Short drains keep the run brief; old replicas still get SIGTERM and finish in-flight requests.
+    with bench_plane(branch="develop", railway_extra="drainingSeconds = 5\n") as b:
+        b.git("push", "-q", "branchyard", "develop")
+        v1 = b.git("rev-parse", "HEAD").strip()
         host = "yoto-staging.localhost"
-        router = f"http://127.0.0.1:{http_port}/health"
-        status = json.loads(sh(BY + ["status", "-e", "staging", "--json"], cwd=repo, env=env))
+        router = f"http://127.0.0.1:{b.http_port}/health"
+        status = json.loads(b.by("status", "-e", "staging", "--json"))
         direct = f"http://127.0.0.1:{status['replicas'][0]['port']}/health"
 
         # Router vs direct, same replica, same run.
@@ -123,43 +88,37 @@ def main() -> None:
         rps_router = throughput(router, host, args.concurrency, args.direct_seconds)
 
         load = Load(router, host, args.concurrency).start()
-        steps: list[tuple[str, float]] = []
+        steps: list[tuple[str, float, float]] = []
 
-        def step(name: str, *cmd: str) -> float:
+        def step(name: str, run) -> None:  # noqa: ANN001
             started = time.monotonic()
-            sh(BY + list(cmd), cwd=repo, env=env) if cmd[0] != "git" else git(*cmd[1:])
-            steps.append((name, time.monotonic() - started))
+            run()
+            steps.append((name, started, time.monotonic() - started))
             time.sleep(args.pause)
-            return started
 
         time.sleep(args.pause)
-        (repo / "VERSION").write_text("2\n")
-        git("add", "-A")
-        git("commit", "-qm", "v2")
-        v2 = git("rev-parse", "HEAD").strip()
-        step("deploy v2 (git push)", "git", "push", "-q", "branchyard", "develop")
-        deployments = json.loads(sh(BY + ["deployments", "-e", "staging", "--json"], cwd=repo, env=env))
-        v2_id = deployments[0]["id"]
-        rollback_started = step("rollback to v1", "rollback", "-e", "staging")
-        step("redeploy v2 by id", "redeploy", v2_id, "-e", "staging")
-        step("scale web=3", "scale", "web=3", "-e", "staging")
-        step("scale web=1", "scale", "web=1", "-e", "staging")
+        (b.repo / "VERSION").write_text("2\n")
+        b.git("add", "-A")
+        b.git("commit", "-qm", "v2")
+        v2 = b.git("rev-parse", "HEAD").strip()
+        step("deploy v2 (git push)", lambda: b.git("push", "-q", "branchyard", "develop"))
+        v2_id = json.loads(b.by("deployments", "-e", "staging", "--json"))[0]["id"]
+        step("rollback to v1", lambda: b.by("rollback", "-e", "staging"))
+        step("redeploy v2 by id", lambda: b.by("redeploy", v2_id, "-e", "staging"))
+        step("scale web=3", lambda: b.by("scale", "web=3", "-e", "staging"))
+        step("scale web=1", lambda: b.by("scale", "web=1", "-e", "staging"))
         load.stop()
 
-        after = [(t, c) for t, c in load.answers if t >= rollback_started]
-        redeploy_started = rollback_started + steps[1][1]
-        last_new = max((t for t, c in after if c == v2 and t < redeploy_started), default=rollback_started)
-        print(f"load: {args.concurrency} keep-alive connections through Caddy, GET /health")
-        for name, seconds in steps:
-            print(f"  {name:<24} {seconds:6.2f} s")
-        print(f"requests: {load.total}   failed: {sum(load.failed.values())}   {dict(load.failed) or ''}")
-        print(f"rollback command → 100% of responses from v1 ({v1[:8]}): {last_new - rollback_started:.2f} s")
-        print(f"throughput direct to one replica: {rps_direct:.0f} req/s; through the router: {rps_router:.0f} req/s;"
-              f" ratio {rps_router / rps_direct:.2f}")
-        print("goals: ≥ 10,000 requests with 0 failed; rollback ≤ 1 s; ratio ≥ 0.90")
-    finally:
-        subprocess.run(BY + ["server", "stop", "--all"], env=env, capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+    rollback_started, redeploy_started = steps[1][1], steps[2][1]
+    last_v2 = max((t for t, c in load.answers if rollback_started <= t < redeploy_started and c == v2), default=rollback_started)
+    print(f"load: {args.concurrency} keep-alive connections through the router, GET /health")
+    for name, _, seconds in steps:
+        print(f"  {name:<24} {seconds:6.2f} s")
+    print(f"requests: {load.total}   failed: {sum(load.failed.values())}   {dict(load.failed) or ''}")
+    print(f"rollback command → 100% of responses from v1 ({v1[:8]}): {last_v2 - rollback_started:.2f} s")
+    print(f"throughput direct to one replica: {rps_direct:.0f} req/s; through the router: {rps_router:.0f} req/s;"
+          f" ratio {rps_router / rps_direct:.2f}")
+    print("goals: ≥ 10,000 requests with 0 failed; rollback ≤ 1 s; ratio ≥ 0.90")
 
 
 if __name__ == "__main__":

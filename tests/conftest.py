@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,11 @@ class Plane:
         self.git(repo, "init", "--quiet", "--initial-branch=main")
         self.commit(repo, "initial")
         self.run("init", cwd=repo)
+        # The seed's config references secrets: every environment gets its own.
+        for env, dsn in (("production", "SENTRY_DSN"), ("staging", "SENTRY_DSN_STAGING")):
+            self.run("variables", "set", "--secret", "--skip-deploys", "-e", env, f"YOTO_CLIENT_ID={env}-client-id",
+                     f"YOTO_CLIENT_SECRET={env}-client-secret-value", f"{dsn}=https://{env}-key@sentry.example.invalid/1",
+                     cwd=repo)
         return repo
 
     def commit(self, repo: Path, message: str) -> str:
@@ -122,6 +128,18 @@ class Plane:
 def venv_cache(tmp_path_factory) -> Path:
     """One virtualenv cache for the whole run: the example's dependencies are installed once."""
     return tmp_path_factory.mktemp("venv-cache")
+
+
+def new_home() -> Path:
+    """A BRANCHYARD_HOME in a fresh directory under /tmp (not pytest's 0700 tree: as root, PostgreSQL runs as an
+    unprivileged user that must be able to reach its data directory)."""
+    return Path(tempfile.mkdtemp(prefix="branchyard-test-")) / "home"
+
+
+def stop_plane(plane: Plane) -> None:
+    """Stop everything the plane started and remove its home."""
+    plane.run("server", "stop", "--all", check=False)
+    shutil.rmtree(plane.home.parent, ignore_errors=True)
 
 
 def start_plane(home: Path, cache: Path, *, http_port: int | None = None, extra_env: dict[str, str] | None = None) -> Plane:
@@ -141,9 +159,8 @@ def start_plane(home: Path, cache: Path, *, http_port: int | None = None, extra_
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory, venv_cache):
     """A control plane for a test module; everything it started is stopped afterwards."""
-    base = tmp_path_factory.mktemp("plane")
-    p = start_plane(base / "home", venv_cache)
+    p = start_plane(new_home(), venv_cache)
     try:
         yield p
     finally:
-        p.run("server", "stop", "--all", check=False)
+        stop_plane(p)

@@ -22,6 +22,7 @@ class Settings:
     cache_dir: Path
     python: str  # interpreter used to create app virtualenvs
     releases_retained: int = 10  # per environment, for rollback
+    postgres_url: str | None = None  # an existing server's admin URL; None: branchyard runs PostgreSQL itself
 
     @property
     def state_db(self) -> Path:
@@ -99,7 +100,16 @@ def load(env: dict[str, str] | None = None) -> Settings:
         cache_dir=cache,
         python=python,
         releases_retained=retained,
+        postgres_url=_postgres_url(env.get("BRANCHYARD_POSTGRES_URL")),
     )
+
+
+def _postgres_url(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if not raw.startswith(("postgres://", "postgresql://")):
+        raise BadInput("BRANCHYARD_POSTGRES_URL: expected a postgresql:// URL of a role that can create databases and roles")
+    return raw
 
 
 def _default_python() -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 
 import pytest
-from conftest import alive, processes_mentioning, start_plane
+from conftest import alive, new_home, processes_mentioning, start_plane
 
 pytestmark = pytest.mark.integration
 
@@ -18,23 +19,24 @@ def test_malformed_toml_in_a_push_is_refused_with_the_file_and_line(plane, tmp_p
     assert push.returncode != 0
     assert "railway.toml: invalid TOML" in push.stderr
     assert "line 3" in push.stderr
-    assert plane.json("environment", "list", cwd=repo) == []  # nothing was created
+    assert plane.json("deployments", "-e", "production", cwd=repo) == []  # nothing was deployed
 
 
 def test_unknown_environment_is_one_line_and_non_zero(plane, tmp_path):
     repo = plane.app_repo(tmp_path, "app", project="unknownenv")
     done = plane.run("status", "-e", "nope", cwd=repo, check=False)
     assert done.returncode == 3
-    assert done.stderr.strip() == "error: unknown environment 'nope' in project 'unknownenv' (known: none)"
+    assert done.stderr.strip() == "error: unknown environment 'nope' in project 'unknownenv' (known: production, staging)"
     assert "Traceback" not in done.stderr
 
 
 def test_invalid_environment_name_is_refused(plane, tmp_path):
     repo = plane.app_repo(tmp_path, "app", project="badname")
+    before = plane.json("environment", "list", cwd=repo)
     done = plane.run("environment", "add", "../../etc", cwd=repo, check=False)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "'../../etc'" in done.stderr
-    assert plane.json("environment", "list", cwd=repo) == []
+    assert plane.json("environment", "list", cwd=repo) == before
 
 
 def test_config_check_reports_errors_without_a_server(plane, tmp_path):
@@ -58,7 +60,7 @@ def test_environment_delete_stops_processes_and_removes_the_route(plane, tmp_pat
     plane.run("environment", "delete", "production", "--yes", cwd=repo)
     assert plane.get("gone.localhost").status_code == 404
     assert not any(alive(pid) for pid in pids)
-    assert plane.json("environment", "list", cwd=repo) == []
+    assert [e["name"] for e in plane.json("environment", "list", cwd=repo)] == ["staging"]
     assert not list((plane.home / "releases" / "gone").glob("*"))
 
 
@@ -67,7 +69,7 @@ def test_router_port_already_taken_fails_the_server_start_cleanly(tmp_path, venv
         blocker.bind(("0.0.0.0", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        home = tmp_path / "home"
+        home = new_home()
         try:
             start_plane(home, venv_cache, http_port=port)
         except AssertionError as err:
@@ -77,3 +79,4 @@ def test_router_port_already_taken_fails_the_server_start_cleanly(tmp_path, venv
         assert f"port {port} is already in use" in message
         assert "Traceback" not in message
     assert processes_mentioning(str(home)) == []  # neither a control plane nor a Caddy was left behind
+    shutil.rmtree(home.parent, ignore_errors=True)

@@ -7,19 +7,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BRANCHYARD, start_plane, wait_for
+from conftest import BRANCHYARD, new_home, start_plane, stop_plane, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def fresh(tmp_path, venv_cache):
+def fresh(venv_cache):
     """A control plane of its own: these tests kill and restart it."""
-    p = start_plane(tmp_path / "home", venv_cache)
+    p = start_plane(new_home(), venv_cache)
     try:
         yield p
     finally:
-        p.run("server", "stop", "--all", check=False)
+        stop_plane(p)
 
 
 def app_processes(home: Path) -> set[int]:
@@ -151,7 +151,7 @@ def test_a_second_operation_on_a_busy_environment_is_refused(fresh, tmp_path):
 
 
 def test_rollback_to_a_release_no_longer_retained_is_refused(tmp_path, venv_cache):
-    plane = start_plane(tmp_path / "home", venv_cache, extra_env={"BRANCHYARD_RELEASES_RETAINED": "2"})
+    plane = start_plane(new_home(), venv_cache, extra_env={"BRANCHYARD_RELEASES_RETAINED": "2"})
     try:
         repo = plane.app_repo(tmp_path, "app", project="ret")
         for i in range(3):
@@ -165,4 +165,4 @@ def test_rollback_to_a_release_no_longer_retained_is_refused(tmp_path, venv_cach
         plane.run("rollback", "-e", "production", cwd=repo)  # the previous one is still retained
         assert plane.json("deployments", "-e", "production", cwd=repo)[0]["trigger"] == "rollback"
     finally:
-        plane.run("server", "stop", "--all", check=False)
+        stop_plane(plane)

@@ -34,6 +34,16 @@ class ScaleIn(BaseModel):
     replicas: int
 
 
+class VariablesIn(BaseModel):
+    variables: dict[str, str]
+    secret: bool = False
+    skip_deploys: bool = False
+
+
+class PluginIn(BaseModel):
+    plugin: str
+
+
 class PushIn(BaseModel):
     ref: str
     old: str
@@ -123,6 +133,33 @@ def create_app(controller: Controller, token: str) -> FastAPI:
         if body.service != "web":
             raise BadInput(f"scale: unknown service {body.service!r} (only web runs replicas)")
         return ctl.scale(project, env, body.replicas)
+
+    @app.get("/api/projects/{project}/environments/{env}/variables", dependencies=[api])
+    def variables(project: str, env: str) -> dict:
+        return ctl.effective_variables(project, env)
+
+    @app.post("/api/projects/{project}/environments/{env}/variables/reveal", dependencies=[api])
+    def reveal_variables(project: str, env: str) -> dict:
+        """Plain values, for `branchyard run` and `connect` on this machine only: the one place secrets leave."""
+        return ctl.effective_variables(project, env, reveal=True)
+
+    @app.post("/api/projects/{project}/environments/{env}/variables", dependencies=[api])
+    def set_variables(project: str, env: str, body: VariablesIn) -> dict:
+        return ctl.set_variables(project, env, body.variables, secret=body.secret, deploy=not body.skip_deploys)
+
+    @app.delete("/api/projects/{project}/environments/{env}/variables/{key}", dependencies=[api])
+    def delete_variable(project: str, env: str, key: str, skip_deploys: bool = False) -> dict:
+        return ctl.delete_variable(project, env, key, deploy=not skip_deploys)
+
+    @app.post("/api/projects/{project}/environments/{env}/plugins", dependencies=[api])
+    def add_plugin(project: str, env: str, body: PluginIn) -> dict:
+        return ctl.add_plugin(project, env, body.plugin)
+
+    @app.post("/api/projects/{project}/environments/{env}/connection/{kind}", dependencies=[api])
+    def connection(project: str, env: str, kind: str) -> dict:
+        if kind not in ("postgres", "redis"):
+            raise BadInput(f"connect: unknown service {kind!r} (postgres or redis)")
+        return ctl.connection(project, env, kind)
 
     @app.post("/api/projects/{project}/push", dependencies=[api])
     def push(project: str, body: PushIn) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -432,6 +433,133 @@ def events(state: State, environment: str | None, project: str | None, limit: in
         return
     ui.table(["AT", "ENV", "KIND", "ACTOR", "MESSAGE"],
              [(e["at"][:19], e["environment"] or "", e["kind"], e["actor"], e["message"]) for e in rows])
+
+
+# --- variables, plugins, run, connect ----------------------------------------------------------------
+
+
+@cli.group()
+def variables() -> None:
+    """Set, list and delete an environment's variables and secrets."""
+
+
+def _pairs(assignments: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise errors.BadInput(f"variables set: expected KEY=VALUE, got {item.split('=')[0]!r}")
+        pairs[key] = value
+    return pairs
+
+
+@variables.command("set")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@env_option
+@click.option("--secret", is_flag=True, help="Encrypt at rest, mask everywhere; reachable as ${{ secrets.KEY }}.")
+@click.option("--skip-deploys", is_flag=True, help="Do not redeploy the environment with the new values.")
+@pass_state
+def variables_set(state: State, assignments: tuple[str, ...], environment: str | None, project: str | None, secret: bool,
+                  skip_deploys: bool) -> None:
+    """Set variables (Railway: `railway variables set K=V -e ENV`); redeploys unless --skip-deploys."""
+    env = _environment(environment)
+    client = state.client()
+    done = client.post(f"/api/projects/{_project(project)}/environments/{env}/variables",
+                       {"variables": _pairs(assignments), "secret": secret, "skip_deploys": skip_deploys})
+    ui.success(f"{'secrets' if secret else 'variables'} set in {env}: {', '.join(done['set'])}")
+    if done["deployment_id"]:
+        _follow(client, done["deployment_id"])
+
+
+@variables.command("list")
+@env_option
+@click.option("--kv", is_flag=True, help="KEY=VALUE lines.")
+@json_option
+@pass_state
+def variables_list(state: State, environment: str | None, project: str | None, kv: bool, as_json: bool) -> None:
+    """The environment's variables as its processes see them (secret values masked)."""
+    data = state.client().get(f"/api/projects/{_project(project)}/environments/{_environment(environment)}/variables")
+    if as_json:
+        ui.print_json(data)
+    elif kv:
+        for key, value in data["variables"].items():
+            ui.info(f"{key}={value}")
+    else:
+        ui.table(["VARIABLE", "VALUE"], data["variables"].items())
+    for key, why in data["pending"].items():
+        ui.warn(f"{key}: {why}")
+
+
+@variables.command("delete")
+@click.argument("key")
+@env_option
+@click.option("--skip-deploys", is_flag=True, help="Do not redeploy the environment.")
+@pass_state
+def variables_delete(state: State, key: str, environment: str | None, project: str | None, skip_deploys: bool) -> None:
+    """Delete a variable or secret set with `variables set`."""
+    env = _environment(environment)
+    client = state.client()
+    done = client.request("DELETE", f"/api/projects/{_project(project)}/environments/{env}/variables/{key}",
+                          params={"skip_deploys": str(skip_deploys).lower()})
+    ui.success(f"{key} deleted from {env}")
+    if done["deployment_id"]:
+        _follow(client, done["deployment_id"])
+
+
+@cli.command()
+@click.option("--plugin", required=True, help="postgresql or redis")
+@env_option
+@pass_state
+def add(state: State, plugin: str, environment: str | None, project: str | None) -> None:
+    """Add a database to an environment (Railway: `railway add --plugin postgresql -e ENV`)."""
+    env = _environment(environment)
+    done = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/plugins", {"plugin": plugin})
+    ui.success(f"{plugin} ready in {env}; reference it as ${{{{{'Postgres' if 'post' in plugin else 'Redis'}.…}}}}")
+    for key, value in done["variables"].items():
+        ui.info(f"  {key}={value}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@env_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_state
+def run(state: State, environment: str | None, project: str | None, command: tuple[str, ...]) -> None:
+    """Run a command with the environment's variables (Railway: `railway run -e ENV -- CMD`)."""
+    env = _environment(environment)
+    data = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/variables/reveal", {})
+    values = {k: v for k, v in data["variables"].items() if "${{PORT}}" not in v}
+    _exec(list(command), os.environ | values)
+
+
+@cli.command()
+@click.argument("service", type=click.Choice(["postgres", "redis"]))
+@env_option
+@pass_state
+def connect(state: State, service: str, environment: str | None, project: str | None) -> None:
+    """Open psql / redis-cli on the environment's own database (stdin works: `echo 'select 1' | … connect postgres`)."""
+    env = _environment(environment)
+    conn = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/connection/{service}", {})
+    if service == "postgres":
+        from ..backends.local.postgres import pg_bin
+
+        pg_env = {k: conn[k] for k in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")}
+        _exec([pg_bin("psql"), "--no-psqlrc"], os.environ | pg_env)
+    else:
+        from ..backends.local.redis import find_redis
+
+        args = [find_redis("redis-cli"), "-h", conn["REDISHOST"], "-p", conn["REDISPORT"], "--no-auth-warning"]
+        _exec(args, os.environ | {"REDISCLI_AUTH": conn["REDISPASSWORD"]})  # never on the command line
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    """Replace this process with `argv` (stdin, stdout and the exit code are the command's own)."""
+    import shutil as _shutil
+
+    path = argv[0] if "/" in argv[0] else _shutil.which(argv[0], path=env.get("PATH"))
+    if path is None:
+        raise errors.BadInput(f"command not found: {argv[0]}")
+    sys.stdout.flush()
+    os.execve(path, argv, env)
 
 
 # --- config (no server needed) -----------------------------------------------------------------------

@@ -29,6 +29,8 @@ from ..spec import load_project
 from ..store import models as m
 from ..store.db import Store
 from ..triggers.gitremote import create_bare_repo
+from .dataplane import DataPlane
+from .hooks import HOOK_TIMEOUT, run_hook
 from .replicas import PORT_PLACEHOLDER, Replicas
 from .variables import resolve
 
@@ -50,13 +52,16 @@ class Superseded(BranchyardError):
 
 
 class DeployLog:
-    """A deployment's progress log (build output + deploy steps), appended line by line."""
+    """A deployment's progress log (build output + deploy steps), appended line by line, secrets masked."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, redact: Callable[[str], str] | None = None) -> None:
         self.path = path
+        self.redact = redact
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, line: str) -> None:
+        if self.redact is not None:
+            line = self.redact(line)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(line.rstrip("\n") + "\n")
 
@@ -66,7 +71,8 @@ class Controller:
         self.settings = settings
         self.store = store
         self.router = router
-        self.replicas = Replicas(settings, store)
+        self.data = DataPlane(settings, store)
+        self.replicas = Replicas(settings, store, self.data.box)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._in_progress: dict[str, threading.Event] = {}  # deployment id → "superseded" flag
@@ -83,6 +89,7 @@ class Controller:
             d.mkdir(parents=True, exist_ok=True)
         self.router.ensure_running()
         self.recover()
+        self.data.ensure_running()
         self.reconciler = Reconciler(self)
         self.reconciler.run_once()
         self._loop = threading.Thread(target=self.reconciler.run_forever, args=(self._stop,), name="reconciler", daemon=True)
@@ -178,10 +185,12 @@ class Controller:
                 env.state = m.ENV_SLEEPING
             self.sync_routes()
             self.replicas.stop(replica_ids, grace=5)
+            freed = self.data.destroy(project, name)  # its database and role, its Redis, their data directories
             with self.store.session() as s:
                 env = self.store.environment(s, self.store.project(s, project), name)
-                s.delete(env)
-                self.store.record(s, project, "environment.deleted", f"environment {name} deleted", environment=name)
+                s.delete(env)  # variables, secrets and service records go with it (ON DELETE CASCADE)
+                detail = f"; {', '.join(freed)}" if freed else ""
+                self.store.record(s, project, "environment.deleted", f"environment {name} deleted{detail}", environment=name)
             self.sync_routes()
             for path in releases:
                 if path:
@@ -438,23 +447,46 @@ class Controller:
         if not cfg.web.start_command:
             raise BadInput("no start command: set deploy.startCommand in railway.toml or a web: line in Procfile")
         src = release_dir if cfg.web.root_dir in ("", ".") else names.safe_join(release_dir, cfg.web.root_dir)
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            env_id = env.id
+            env.branch, env.production, env.ephemeral = cfg.branch or env.branch, cfg.production, cfg.ephemeral
+        raw, namespaces = self._variables_for(env_id, cfg)
+        out.redact = self.data.redactor(env_id)
+        _check_references(raw, namespaces, cfg)  # refuse a bad reference before anything is built or created
         out(f"-----> building {sha[:12]} (python virtualenv)")
         started = time.monotonic()
         built = release.build(src, cfg.web.build_command, cache_dir=self.settings.cache_dir, python=self.settings.python,
                               log=lambda line: out(f"       {line}"))
         out(f"-----> build done in {time.monotonic() - started:.1f}s" + (" (dependencies cached)" if built.cached else ""))
-        variables = _resolve(cfg)
-        for name, why in variables.pending.items():
-            out(f"       note: variable {name} left unset: {why}")
+        provisioned = self.data.provision(project, env_name, cfg)
+        for name in provisioned.namespaces:
+            out(f"-----> {name}: ready")
+        out.redact = self.data.redactor(env_id)  # now including the service passwords
+        values = resolve(raw, namespaces=namespaces | provisioned.namespaces, port=PORT_PLACEHOLDER).values
         release.mark_release_complete(release_dir, {"deployment": dep_id, "commit": sha, "venv": str(built.venv)})
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
             dep.config_json = json.dumps(cfg.to_dict())
-            dep.variables_json = json.dumps(variables.values)
+            dep.variables_json = self.data.box.encrypt(json.dumps(values))  # values include secrets: encrypted at rest
             s.get(m.Project, dep.project_id).domain = spec.domain  # the deployed commit says which domain to use
         failpoints.hit("deploy.after_build")
         self._check_superseded(dep_id)
+        hook_env = self.replicas.hook_env(built.venv, values)
+        for command in cfg.web.pre_deploy_command:
+            out(f"-----> preDeployCommand: {command}")
+            run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+        if cfg.web.seed_command and self.data.needs_seed(env_id):
+            out(f"-----> seedCommand (new database): {cfg.web.seed_command}")
+            run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+            self.data.mark_seeded(project, env_name)
         self._roll_out(project, env_name, dep_id, out)
+
+    def _variables_for(self, env_id: int, cfg) -> tuple[dict[str, str], dict[str, dict[str, str]]]:  # noqa: ANN001
+        """An environment's raw variables (spec, then `variables set`, then secrets) and the namespaces known so far."""
+        plain, secrets = self.data.stored_variables(env_id)
+        raw = dict(cfg.variables) | plain | {k: f"${{{{ secrets.{k} }}}}" for k in secrets}
+        return raw, self.data.service_variables(env_id) | {"secrets": secrets, "shared": dict(cfg.variables) | plain}
 
     def _roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         """Start the deployment's replicas, health-check them, switch the route in one call, drain the old ones."""
@@ -528,22 +560,36 @@ class Controller:
             raise Conflict(f"environment {env_name!r} is busy with another deployment or operation; try again when it ends")
         return _Held(lock)
 
-    def redeploy(self, project: str, env_name: str, deployment_id: str, *, trigger: str = "redeploy") -> str:
+    def redeploy(self, project: str, env_name: str, deployment_id: str, *, trigger: str = "redeploy",
+                 resolve_again: bool = False) -> str:
         """Bring back a retained deployment's release and variables (no rebuild), health-checked, zero downtime."""
         held = self._busy_lock(project, env_name)
         try:
             with self.store.session() as s:
-                p = self.store.project(s, project)
-                env = self.store.environment(s, p, env_name)
+                env = self.store.environment(s, self.store.project(s, project), env_name)
                 source = self.store.deployment(s, deployment_id, env)
                 if not _retained(source):
                     raise NotFound(
                         f"deployment {source.id} can no longer be rolled back to: its release is not retained "
                         f"(branchyard keeps the last {self.settings.releases_retained} per environment)"
                     )
+                env_id, release_dir = env.id, Path(source.release_dir)
+            variables_json = None
+            if resolve_again:  # same release, variables resolved again from the spec + what is set now
+                cfg = load_project(release_dir).environment(env_name)
+                raw, namespaces = self._variables_for(env_id, cfg)
+                values = resolve(raw, namespaces=namespaces, port=PORT_PLACEHOLDER).values  # BadInput before any change
+                variables_json = self.data.box.encrypt(json.dumps(values))
+            with self.store.session() as s:
+                p = self.store.project(s, project)
+                env = self.store.environment(s, p, env_name)
+                source = self.store.deployment(s, deployment_id, env)
                 dep = self._new_deployment(s, p, env, sha=source.commit_sha, branch=source.branch, trigger=trigger,
                                            source=source)
-            DeployLog(Path(dep.log_path))("       note: database state is not reverted by a redeploy or rollback")
+                if variables_json is not None:
+                    dep.variables_json = variables_json
+            if not resolve_again:
+                DeployLog(Path(dep.log_path))("       note: database state is not reverted by a redeploy or rollback")
         except BaseException:
             held.lock.release()
             raise
@@ -615,6 +661,69 @@ class Controller:
             self.reconciler.reconcile_env(project, env_name, wait_healthy=True)
         return self.environment_info(project, env_name)
 
+    # --- variables -----------------------------------------------------------------------------------
+
+    def effective_variables(self, project: str, env_name: str, *, reveal: bool = False) -> dict:
+        """What the environment's processes get, resolved; secrets (and values containing them) masked unless `reveal`.
+
+        Resolved against the current deployment's config when there is one, else only what was set by hand."""
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            env_id = env.id
+            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            release_dir = Path(current.release_dir) if current is not None and current.release_dir else None
+        plain, secrets = self.data.stored_variables(env_id)
+        cfg = None
+        if release_dir is not None and release_dir.is_dir():
+            cfg = load_project(release_dir).environment(env_name)
+        raw = (dict(cfg.variables) if cfg else {}) | plain | {k: f"${{{{ secrets.{k} }}}}" for k in secrets}
+        namespaces = self.data.service_variables(env_id) | {"secrets": secrets, "shared": raw}
+        pending = {} if cfg is None else {svc.name: "not provisioned yet" for svc in (cfg.postgres, cfg.redis)
+                                            if svc is not None and svc.name not in namespaces}
+        resolved = resolve(raw, namespaces=namespaces, pending_namespaces=pending, port=PORT_PLACEHOLDER)
+        redact = (lambda v: v) if reveal else self.data.redactor(env_id)
+        return {
+            "variables": {k: redact(v) for k, v in sorted(resolved.values.items())},
+            "secrets": sorted(secrets),
+            "pending": resolved.pending,
+        }
+
+    def set_variables(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool, deploy: bool) -> dict:
+        """`variables set`: store, then redeploy the current release with the new values (unless skipped)."""
+        keys = self.data.set_variables(project, env_name, pairs, secret=secret)
+        return {"set": keys, "deployment_id": self._redeploy_for_variables(project, env_name) if deploy else None}
+
+    def delete_variable(self, project: str, env_name: str, key: str, *, deploy: bool) -> dict:
+        self.data.delete_variable(project, env_name, key)
+        return {"deleted": key, "deployment_id": self._redeploy_for_variables(project, env_name) if deploy else None}
+
+    def _redeploy_for_variables(self, project: str, env_name: str) -> str | None:
+        """A new deployment of the current release whose variables are resolved again (no rebuild)."""
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            if not env.current_deployment_id or env.state == m.ENV_SLEEPING:
+                return None  # nothing running: the next deploy picks the values up
+            current_id = env.current_deployment_id
+        dep_id = self.redeploy(project, env_name, current_id, trigger="variables", resolve_again=True)
+        return dep_id
+
+    def add_plugin(self, project: str, env_name: str, plugin: str) -> dict:
+        """`branchyard add --plugin postgresql|redis -e ENV`: provision now; references can use it at the next deploy."""
+        with self._busy_lock(project, env_name):
+            return {"plugin": plugin, "variables": self.data.add_plugin(project, env_name, plugin)}
+
+    def connection(self, project: str, env_name: str, kind: str) -> dict[str, str]:
+        """The connection variables of one environment's service (for `connect`)."""
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            rows = s.scalars(select(m.Service).where(m.Service.environment_id == env.id, m.Service.kind == kind)).all()
+            names_ = [r.name for r in rows]
+        spaces = self.data.service_variables(env.id)
+        if not names_:
+            raise NotFound(f"environment {env_name!r} has no {kind} (add one with `branchyard add --plugin "
+                           f"{'postgresql' if kind == 'postgres' else 'redis'} -e {env_name}`)")
+        return spaces[names_[0]]
+
     # --- routes ------------------------------------------------------------------------------------
 
     def hostname(self, p: m.Project, env: m.Environment) -> str:
@@ -676,11 +785,13 @@ class Controller:
             replicas = s.scalars(select(m.Replica).where(m.Replica.deployment_id == dep.id).order_by(m.Replica.slot)).all()
             deploy_log = Path(dep.log_path) if dep.log_path else None
             runtime = {f"web.{r.slot}": Path(r.log_path) for r in replicas}
+            env_id = env.id
+        redact = self.data.redactor(env_id)  # apps may print their secrets; the logs never show them
         result = {"deployment_id": dep.id, "status": dep.status, "build": [], "runtime": {}}
         if deploy_log is not None:
-            result["build"] = processes.tail(deploy_log, lines if not build else 10_000)
+            result["build"] = [redact(line) for line in processes.tail(deploy_log, lines if not build else 10_000)]
         if not build:
-            result["runtime"] = {name: processes.tail(path, lines) for name, path in runtime.items()}
+            result["runtime"] = {name: [redact(line) for line in processes.tail(path, lines)] for name, path in runtime.items()}
         return result
 
     # --- whole-machine teardown (tests, uninstall) -------------------------------------------------
@@ -711,14 +822,20 @@ def _retained(d: m.Deployment) -> bool:
     return bool(d.release_dir and d.config_json and release.release_complete(Path(d.release_dir)))
 
 
-def _resolve(cfg):  # noqa: ANN001, ANN202 - EnvironmentConfig → Resolution
-    """Resolve an environment's variables into a deployment snapshot; `${{PORT}}` stays per replica."""
-    pending = {"secrets": "secrets are not supported yet"}
-    for svc in (cfg.postgres, cfg.redis):
-        if svc is not None:
-            pending[svc.name] = f"{svc.name} is not provisioned yet (the data plane is not available in this version)"
-    return resolve(cfg.variables, namespaces={"shared": dict(cfg.variables)}, pending_namespaces=pending,
-                   port=PORT_PLACEHOLDER)
+class _AnyKey(dict):
+    """A namespace whose variables are not known yet (a service about to be provisioned): any key is fine."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _check_references(raw: dict[str, str], namespaces: dict[str, dict[str, str]], cfg) -> None:  # noqa: ANN001
+    """Every reference must name a declared service, a set secret, a variable, or PORT (else BadInput)."""
+    services = {svc.name: _AnyKey() for svc in (cfg.postgres, cfg.redis) if svc is not None}
+    resolve(raw, namespaces=namespaces | services, port=PORT_PLACEHOLDER)
 
 
 def _deployment_dict(d: m.Deployment) -> dict:

@@ -18,6 +18,7 @@ from ..backends.local import processes
 from ..backends.local.health import HealthResult, wait_healthy
 from ..build import release
 from ..errors import BranchyardError, DeployFailed
+from ..secrets import SecretBox
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
@@ -48,9 +49,10 @@ class ReleaseCtx:
 
 
 class Replicas:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, box: SecretBox) -> None:
         self.settings = settings
         self.store = store
+        self.box = box  # deployments' variable snapshots are encrypted
 
     def context(self, dep_id: str, host: str) -> ReleaseCtx:
         """The deployment's snapshot; BranchyardError if its release is no longer retained."""
@@ -62,7 +64,7 @@ class Replicas:
             if meta is None or not dep.config_json or dep.variables_json is None:
                 raise BranchyardError(f"deployment {dep.id} has no retained release to run")
             cfg = json.loads(dep.config_json)
-            variables = json.loads(dep.variables_json)
+            variables = json.loads(self.box.decrypt(dep.variables_json))
             web = cfg["web"]
             root = web.get("root_dir") or "."
             release_dir = Path(dep.release_dir)
@@ -156,15 +158,24 @@ class Replicas:
                 if r is not None:
                     r.state = m.REPLICA_STOPPED
 
-    def process_env(self, ctx: ReleaseCtx, slot: int, port: int) -> dict[str, str]:
-        """A replica's environment: a clean base, the deployment's variables, then built-ins."""
-        base = {
-            "PATH": f"{ctx.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+    @staticmethod
+    def base_env(venv: Path) -> dict[str, str]:
+        """A clean base for app processes: nothing of the control plane's own environment leaks in."""
+        return {
+            "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
             "HOME": os.environ.get("HOME", "/tmp"),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "VIRTUAL_ENV": str(ctx.venv),
+            "VIRTUAL_ENV": str(venv),
             "PYTHONUNBUFFERED": "1",
         }
+
+    def hook_env(self, venv: Path, variables: dict[str, str]) -> dict[str, str]:
+        """For preDeployCommand / seedCommand / `run`: the variables, without a PORT (no replica)."""
+        return self.base_env(venv) | {k: v for k, v in variables.items() if PORT_PLACEHOLDER not in v}
+
+    def process_env(self, ctx: ReleaseCtx, slot: int, port: int) -> dict[str, str]:
+        """A replica's environment: a clean base, the deployment's variables, then built-ins."""
+        base = self.base_env(ctx.venv)
         facts = {
             "ENVIRONMENT_NAME": ctx.env_name,
             "PUBLIC_DOMAIN": ctx.host,

@@ -110,6 +110,36 @@ class Replica(Base):
     last_exit: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it last stopped (exit code, log tail)
 
 
+class Service(Base):
+    """A PostgreSQL database or Redis server that belongs to one environment."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("environment_id", "kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # postgres | redis
+    name: Mapped[str] = mapped_column(String(64))  # reference namespace: ${{Postgres.DATABASE_URL}}
+    source: Mapped[str] = mapped_column(String(16))  # spec | plugin (`branchyard add --plugin`)
+    location: Mapped[str] = mapped_column(Text)  # which server / data directory
+    connection: Mapped[str | None] = mapped_column(Text, nullable=True)  # encrypted JSON: the variables it exposes
+    settings: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: memory_mb, persistence, dedicated
+    seeded: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Variable(Base):
+    """A variable set with `branchyard variables set`; secret values are encrypted."""
+
+    __tablename__ = "variables"
+    __table_args__ = (UniqueConstraint("environment_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(Text)
+    secret: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Event(Base):
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

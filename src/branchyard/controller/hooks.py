@@ -1,0 +1,41 @@
+"""Lifecycle hooks (preDeployCommand, seedCommand): run once per deploy, output streamed to the deploy log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import DeployFailed
+
+HOOK_TIMEOUT = 600  # seconds
+
+
+def run_hook(command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float) -> None:
+    """Run `command` with the environment's variables; DeployFailed (naming it and its exit code) unless it exits 0."""
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as err:
+        raise DeployFailed(f"`{command}` could not start: {err.strerror}") from None
+    timer = threading.Timer(timeout, lambda: _kill(proc))
+    timer.start()
+    try:
+        for raw in proc.stdout:
+            out("       " + raw.decode(errors="replace").rstrip())
+        code = proc.wait()
+    finally:
+        timer.cancel()
+    if code != 0:
+        why = f"timed out after {timeout:.0f}s" if code == -signal.SIGKILL else f"exited with code {code}"
+        raise DeployFailed(f"`{command}` {why}; the previous deployment keeps serving")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,128 @@
+"""Each environment's own PostgreSQL and Redis, reference variables, secrets, hooks, run/connect, teardown."""
+
+from __future__ import annotations
+
+import subprocess
+
+import psycopg
+import pytest
+from conftest import BRANCHYARD
+
+pytestmark = pytest.mark.integration
+
+SECRET_VALUES = ("production-client-secret-value", "staging-client-secret-value")
+
+
+def deploy_both(plane, tmp_path, project):
+    repo = plane.app_repo(tmp_path, "app", project=project)
+    plane.git(repo, "push", "branchyard", "main")
+    plane.git(repo, "checkout", "--quiet", "-b", "develop")
+    plane.git(repo, "push", "branchyard", "develop")
+    return repo
+
+
+def test_environments_get_their_own_database_and_redis_wired_by_references(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "dp")
+    for host, env in (("dp.localhost", "production"), ("dp-staging.localhost", "staging")):
+        health = plane.get(host).json()
+        assert (health["environment"], health["database"], health["redis"], health["status"]) == (env, "ok", "ok", "ok")
+    # migrations ran (preDeployCommand) and staging was seeded once (seedCommand); production was not
+    assert plane.get("dp-staging.localhost", "/users").json()["users"]
+    assert plane.get("dp.localhost", "/users").json()["users"] == []
+
+    prod = plane.json("variables", "list", "-e", "production", cwd=repo)["variables"]
+    staging = plane.json("variables", "list", "-e", "staging", cwd=repo)["variables"]
+    assert prod["DATABASE_URL"] != staging["DATABASE_URL"] and prod["REDIS_URL"] != staging["REDIS_URL"]
+    assert "••••••" in prod["DATABASE_URL"] and "••••••" in prod["YOTO_CLIENT_SECRET"]
+
+
+def test_no_environment_can_reach_another_ones_database(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "iso")
+    urls = {}
+    for env in ("production", "staging"):
+        shown = plane.run("run", "-e", env, "--", "sh", "-c", "echo $DATABASE_URL", cwd=repo).stdout.strip()
+        urls[env] = shown
+    assert urls["production"] != urls["staging"]
+    for mine, theirs in (("production", "staging"), ("staging", "production")):
+        other_db = urls[theirs].rsplit("/", 1)[1]
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(urls[mine].rsplit("/", 1)[0] + "/" + other_db, connect_timeout=5).close()
+        psycopg.connect(urls[mine], connect_timeout=5).close()  # its own works
+
+
+def test_secrets_never_appear_in_output_or_logs(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "sec")
+    outputs = [
+        plane.run("variables", "list", "-e", "production", cwd=repo).stdout,
+        plane.run("variables", "list", "-e", "production", "--json", cwd=repo).stdout,
+        plane.run("variables", "list", "-e", "production", "--kv", cwd=repo).stdout,
+        plane.run("status", "-e", "production", "--json", cwd=repo).stdout,
+        plane.run("logs", "-e", "production", cwd=repo).stdout,
+        plane.run("logs", "-e", "production", "--build", cwd=repo).stdout,
+        plane.run("events", "--json", cwd=repo).stdout,
+        (plane.home / "logs" / "server.log").read_text(),
+        (plane.home / "state.db").read_bytes().decode("latin-1"),
+    ]
+    outputs += [p.read_text(errors="replace") for p in (plane.home / "logs").rglob("*.log")]
+    for text in outputs:
+        for secret in SECRET_VALUES:
+            assert secret not in text
+
+
+def test_connect_reads_stdin(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "conn")
+    done = subprocess.run([*BRANCHYARD, "connect", "postgres", "-e", "staging"], cwd=repo, env=plane.env,
+                          input="select count(*) > 0 as seeded from users;\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert " t" in done.stdout
+    done = subprocess.run([*BRANCHYARD, "connect", "redis", "-e", "production"], cwd=repo, env=plane.env,
+                          input="PING\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "PONG" in done.stdout
+
+
+def test_variables_set_redeploys_with_the_new_value_and_missing_secret_is_refused(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "vars")
+    deployments = len(plane.json("deployments", "-e", "staging", cwd=repo))
+    plane.run("variables", "set", "DEBUG=false", "-e", "staging", cwd=repo)
+    assert plane.get("vars-staging.localhost", "/").json()["debug"] is False
+    assert len(plane.json("deployments", "-e", "staging", cwd=repo)) == deployments + 1
+
+    plane.run("variables", "delete", "YOTO_CLIENT_ID", "-e", "staging", "--skip-deploys", cwd=repo)
+    (repo / "VERSION").write_text("2\n")
+    plane.commit(repo, "v2")
+    push = plane.git(repo, "push", "branchyard", "develop", check=False)
+    assert push.returncode != 0
+    assert "${{ secrets.YOTO_CLIENT_ID }}: secrets has no variable 'YOTO_CLIENT_ID'" in push.stderr
+
+
+def test_failing_pre_deploy_command_keeps_the_previous_deployment(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "mig")
+    good = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
+    railway = repo / "railway.toml"
+    railway.write_text(railway.read_text().replace('preDeployCommand = "python manage.py migrate"',
+                                                   'preDeployCommand = ["python manage.py migrate", "exit 3"]'))
+    plane.commit(repo, "broken migration")
+    push = plane.git(repo, "push", "branchyard", "develop", check=False)
+    assert push.returncode != 0 and "`exit 3` exited with code 3" in push.stderr
+    assert plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"] == good
+    assert plane.get("mig-staging.localhost").status_code == 200
+
+
+def test_teardown_drops_database_role_and_redis(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "tear")
+    url = plane.run("run", "-e", "staging", "--", "sh", "-c", "echo $DATABASE_URL", cwd=repo).stdout.strip()
+    redis_dir = plane.home / "redis" / "tear" / "staging"
+    assert redis_dir.is_dir()
+    plane.run("environment", "delete", "staging", "--yes", cwd=repo)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=5).close()
+    assert not redis_dir.exists()
+    assert plane.json("environment", "list", cwd=repo)[0]["name"] == "production"
+
+
+def test_add_plugin(plane, tmp_path):
+    repo = plane.app_repo(tmp_path, "app", project="plug")
+    bad = plane.run("add", "--plugin", "mongodb", "-e", "staging", cwd=repo, check=False)
+    assert bad.returncode == 2 and "unknown plugin 'mongodb'" in bad.stderr
+    done = plane.run("add", "--plugin", "redis", "-e", "staging", cwd=repo)
+    assert "REDISPORT=" in done.stdout

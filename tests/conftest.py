@@ -29,7 +29,7 @@ GIT_ENV = {
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes whose command line mentions `text`, e.g. a temporary home."""
+    """Live (non-zombie) processes whose command line or working directory mentions `text`, e.g. a home."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -37,9 +37,10 @@ def processes_mentioning(text: str) -> list[int]:
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if text in cmdline and state != "Z":
+        if (text in cmdline or cwd.startswith(text)) and state != "Z":
             found.append(int(proc.name))
     return found
 
@@ -137,9 +138,14 @@ def new_home() -> Path:
 
 
 def stop_plane(plane: Plane) -> None:
-    """Stop everything the plane started and remove its home."""
+    """Stop everything the plane started, check that nothing of it still runs, remove its home."""
     plane.run("server", "stop", "--all", check=False)
+    deadline = time.monotonic() + 15
+    while processes_mentioning(str(plane.home)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = processes_mentioning(str(plane.home))
     shutil.rmtree(plane.home.parent, ignore_errors=True)
+    assert not left, f"processes left running after `server stop --all`: {left}"
 
 
 def start_plane(home: Path, cache: Path, *, http_port: int | None = None, extra_env: dict[str, str] | None = None) -> Plane:

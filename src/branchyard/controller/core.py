@@ -797,11 +797,14 @@ class Controller:
     # --- whole-machine teardown (tests, uninstall) -------------------------------------------------
 
     def stop_everything(self) -> None:
-        """Stop every app process this control plane knows about, then the router."""
+        """Stop every app process this control plane knows about, the router, every Redis and PostgreSQL server.
+
+        Nothing is deleted: `branchyard server --detach` brings it all back (data included)."""
         with self.store.session() as s:
             ids = list(s.scalars(select(m.Replica.id).where(m.Replica.state != m.REPLICA_STOPPED)))
         self.replicas.stop(ids, grace=3)
         self.router.stop()
+        self.data.stop_all()
 
 
 class _Held:

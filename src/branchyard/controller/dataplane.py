@@ -224,6 +224,18 @@ class DataPlane:
         for project, env_name, env_id, kind in rows:
             self._ensure(project, env_name, env_id, kind, None, None)
 
+    def stop_all(self) -> None:
+        """Stop every Redis and every local PostgreSQL server of this home (their data stays)."""
+        from ..backends.local.postgres import LocalServer
+        from ..backends.local.redis import RedisServer
+
+        for data_dir in sorted((self.settings.home / "redis").glob("*/*")):
+            if data_dir.is_dir():
+                RedisServer(data_dir=data_dir).stop()
+        for data_dir in sorted((self.settings.home / "postgres").glob("*")):
+            if (data_dir / "server.json").exists():
+                LocalServer(data_dir=data_dir).stop()
+
     # --- teardown -------------------------------------------------------------------------------------
 
     def destroy(self, project: str, env_name: str) -> list[str]:

@@ -57,7 +57,9 @@ def test_environment_delete_stops_processes_and_removes_the_route(plane, tmp_pat
     plane.git(repo, "push", "branchyard", "main")
     pids = [r["pid"] for r in plane.json("status", "-e", "production", cwd=repo)["replicas"]]
     assert plane.get("gone.localhost").status_code == 200
-    plane.run("environment", "delete", "production", "--yes", cwd=repo)
+    refused = plane.run("environment", "delete", "production", "--yes", cwd=repo, check=False)
+    assert refused.returncode == 2 and "--confirm production" in refused.stderr
+    plane.run("environment", "delete", "production", "--confirm", "production", cwd=repo)
     assert plane.get("gone.localhost").status_code == 404
     assert not any(alive(pid) for pid in pids)
     assert [e["name"] for e in plane.json("environment", "list", cwd=repo)] == ["staging"]

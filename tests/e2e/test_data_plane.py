@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -126,3 +127,39 @@ def test_add_plugin(plane, tmp_path):
     assert bad.returncode == 2 and "unknown plugin 'mongodb'" in bad.stderr
     done = plane.run("add", "--plugin", "redis", "-e", "staging", cwd=repo)
     assert "REDISPORT=" in done.stdout
+
+
+def test_backup_restore_round_trip_and_refusals(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "bk")
+    users = lambda: plane.get("bk-staging.localhost", "/users").json()["users"]  # noqa: E731
+    before = users()
+    assert before
+    backup = plane.run("backup", "-e", "staging", cwd=repo).stdout
+    [row] = plane.json("backup", "list", "-e", "staging", cwd=repo)
+    assert row["id"] in backup and len(row["sha256"]) == 64 and row["kind"] == "manual"
+    plane.run("run", "-e", "staging", "--", sys.executable, "-c",
+              "import os, psycopg; c = psycopg.connect(os.environ['DATABASE_URL']); c.execute('delete from cards');"
+              "c.execute('delete from streams'); c.execute('delete from users'); c.commit()", cwd=repo)
+    assert plane.get("bk-staging.localhost", "/users?limit=1000").json()["users"] == []
+    plane.run("restore", row["id"], "-e", "staging", cwd=repo)
+    assert [u["email"] for u in users()] == [u["email"] for u in before]
+
+    wrong = plane.run("restore", row["id"], "-e", "production", "--yes", cwd=repo, check=False)
+    assert wrong.returncode == 2 and "is of environment 'staging', not 'production'" in wrong.stderr
+    unknown = plane.run("restore", "deadbeef-0000", "-e", "staging", cwd=repo, check=False)
+    assert unknown.returncode == 3 and "unknown backup" in unknown.stderr
+    prod = plane.run("restore", row["id"], "-e", "production", cwd=repo, check=False, input="")
+    assert prod.returncode == 2 and "pass --yes" in prod.stderr
+
+
+def test_production_migrations_are_preceded_by_a_backup_and_deletion_by_a_final_one(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "pb")
+    plane.git(repo, "checkout", "--quiet", "main")
+    (repo / "VERSION").write_text("2\n")
+    plane.commit(repo, "v2")
+    push = plane.git(repo, "push", "branchyard", "main")
+    assert "taken before migrations" in push.stderr
+    assert [b["kind"] for b in plane.json("backup", "list", "-e", "production", cwd=repo)] == ["pre-deploy"]
+    plane.run("environment", "delete", "production", "--confirm", "production", cwd=repo)
+    kinds = [b["kind"] for b in plane.json("backup", "list", "-e", "production", cwd=repo)]
+    assert kinds == ["final", "pre-deploy"]

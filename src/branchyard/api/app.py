@@ -44,6 +44,10 @@ class PluginIn(BaseModel):
     plugin: str
 
 
+class RestoreIn(BaseModel):
+    backup_id: str
+
+
 class PushIn(BaseModel):
     ref: str
     old: str
@@ -160,6 +164,18 @@ def create_app(controller: Controller, token: str) -> FastAPI:
         if kind not in ("postgres", "redis"):
             raise BadInput(f"connect: unknown service {kind!r} (postgres or redis)")
         return ctl.connection(project, env, kind)
+
+    @app.post("/api/projects/{project}/environments/{env}/backups", dependencies=[api])
+    def backup(project: str, env: str) -> dict:
+        return ctl.backups.create(project, env)
+
+    @app.get("/api/projects/{project}/environments/{env}/backups", dependencies=[api])
+    def backups(project: str, env: str) -> list[dict]:
+        return ctl.backups.list(project, env)
+
+    @app.post("/api/projects/{project}/environments/{env}/restore", dependencies=[api])
+    def restore(project: str, env: str, body: RestoreIn) -> dict:
+        return ctl.backups.restore(project, env, body.backup_id)
 
     @app.post("/api/projects/{project}/push", dependencies=[api])
     def push(project: str, body: PushIn) -> dict:

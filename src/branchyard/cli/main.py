@@ -244,13 +244,20 @@ def environment_add(state: State, name: str, branch: str | None, project: str | 
 @environment.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--confirm", default=None, metavar="production", help="Typed confirmation, required to delete production.")
 @click.option("-p", "--project", default=None)
 @pass_state
-def environment_delete(state: State, name: str, yes: bool, project: str | None) -> None:
+def environment_delete(state: State, name: str, yes: bool, confirm: str | None, project: str | None) -> None:
     """Delete an environment: stop its processes, remove its route, releases and logs."""
     name = names.environment_name(name)
     project = _project(project)
-    if not yes:
+    if name == "production":
+        if confirm != "production":
+            if sys.stdin.isatty() and confirm is None:
+                _typed_confirmation("production", "Deleting production drops its database (after a final backup).")
+            else:
+                raise errors.BadInput("deleting production needs typed confirmation: pass --confirm production")
+    elif not yes:
         if not sys.stdin.isatty():
             raise errors.BadInput("refusing to delete without confirmation: pass --yes")
         click.confirm(f"Delete environment {name} of {project}?", abort=True)
@@ -560,6 +567,55 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
         raise errors.BadInput(f"command not found: {argv[0]}")
     sys.stdout.flush()
     os.execve(path, argv, env)
+
+
+@cli.group(invoke_without_command=True)
+@env_option
+@pass_state
+@click.pass_context
+def backup(ctx: click.Context, state: State, environment: str | None, project: str | None) -> None:
+    """Back up the environment's database now (pg_dump, sha256 recorded); `backup list` shows them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    env = _environment(environment)
+    b = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/backups", {})
+    ui.success(f"backup {b['id']} of {env}: {b['size']} bytes, sha256 {b['sha256']}")
+
+
+@backup.command("list")
+@env_option
+@json_option
+@pass_state
+def backup_list(state: State, environment: str | None, project: str | None, as_json: bool) -> None:
+    """The environment's backups, newest first."""
+    rows = state.client().get(f"/api/projects/{_project(project)}/environments/{_environment(environment)}/backups")
+    if as_json:
+        ui.print_json(rows)
+        return
+    ui.table(["ID", "KIND", "CREATED", "SIZE", "SHA256"],
+             [(b["id"], b["kind"], b["created_at"][:19], b["size"], b["sha256"][:16]) for b in rows])
+
+
+@cli.command()
+@click.argument("backup_id")
+@env_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+@pass_state
+def restore(state: State, backup_id: str, environment: str | None, project: str | None, yes: bool) -> None:
+    """Replace the environment's database with one of its backups (production asks for typed confirmation)."""
+    env = _environment(environment)
+    if env == "production" and not yes:
+        _typed_confirmation(env, f"Restoring backup {backup_id} replaces production's database.")
+    b = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/restore", {"backup_id": backup_id})
+    ui.success(f"backup {b['id']} ({b['created_at'][:19]}) restored into {env}")
+
+
+def _typed_confirmation(word: str, what: str) -> None:
+    if not sys.stdin.isatty():
+        raise errors.BadInput(f"{what} Refusing without confirmation: pass --yes")
+    typed = click.prompt(f"{what}\nType {word} to confirm", default="", show_default=False)
+    if typed != word:
+        raise errors.BadInput(f"confirmation did not match {word!r}; nothing changed")
 
 
 # --- config (no server needed) -----------------------------------------------------------------------

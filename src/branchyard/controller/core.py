@@ -29,6 +29,7 @@ from ..spec import load_project
 from ..store import models as m
 from ..store.db import Store
 from ..triggers.gitremote import create_bare_repo
+from .backups import Backups
 from .dataplane import DataPlane
 from .hooks import HOOK_TIMEOUT, run_hook
 from .replicas import PORT_PLACEHOLDER, Replicas
@@ -72,6 +73,7 @@ class Controller:
         self.store = store
         self.router = router
         self.data = DataPlane(settings, store)
+        self.backups = Backups(store, self.data, settings.home / "backups")
         self.replicas = Replicas(settings, store, self.data.box)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -175,16 +177,23 @@ class Controller:
         return self.environment_info(project, name)
 
     def delete_environment(self, project: str, name: str) -> None:
-        """Stop the environment's processes, drop its route, and forget it (releases and logs too)."""
+        """Stop the environment's processes, drop its route, database and Redis, and forget it (releases and logs too).
+
+        Production's database gets a final backup first."""
         with self._busy_lock(project, name):
             with self.store.session() as s:
                 p = self.store.project(s, project)
                 env = self.store.environment(s, p, name)
                 replica_ids = list(s.scalars(select(m.Replica.id).where(m.Replica.environment_id == env.id)))
                 releases = list(s.scalars(select(m.Deployment.release_dir).where(m.Deployment.environment_id == env.id)))
+                production = env.production
+                has_database = s.scalar(select(m.Service.id).where(m.Service.environment_id == env.id,
+                                                                   m.Service.kind == "postgres")) is not None
                 env.state = m.ENV_SLEEPING
             self.sync_routes()
             self.replicas.stop(replica_ids, grace=5)
+            if production and has_database:
+                self.backups.create(project, name, kind="final")  # kept after the environment is gone
             freed = self.data.destroy(project, name)  # its database and role, its Redis, their data directories
             with self.store.session() as s:
                 env = self.store.environment(s, self.store.project(s, project), name)
@@ -473,6 +482,9 @@ class Controller:
         failpoints.hit("deploy.after_build")
         self._check_superseded(dep_id)
         hook_env = self.replicas.hook_env(built.venv, values)
+        if cfg.production and cfg.web.pre_deploy_command and cfg.postgres is not None and not provisioned.new_database:
+            backup = self.backups.create(project, env_name, kind="pre-deploy")
+            out(f"-----> backup {backup['id']} taken before migrations ({backup['size']} bytes, sha256 {backup['sha256'][:12]})")
         for command in cfg.web.pre_deploy_command:
             out(f"-----> preDeployCommand: {command}")
             run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)

@@ -36,7 +36,8 @@ class Provisioned:
 
 def _settings(decl) -> dict:  # noqa: ANN001 - PostgresConfig | RedisConfig
     """What of a service's spec shapes its server: memory, persistence, a dedicated server."""
-    return {k: getattr(decl, k) for k in ("memory_mb", "persistence", "dedicated") if getattr(decl, k, None) is not None}
+    keys = ("memory_mb", "persistence", "dedicated", "backups")
+    return {k: getattr(decl, k) for k in keys if getattr(decl, k, None) is not None}
 
 
 def database_name(project: str, env_name: str) -> str:
@@ -223,6 +224,24 @@ class DataPlane:
                 .join(m.Service, m.Service.environment_id == m.Environment.id))]
         for project, env_name, env_id, kind in rows:
             self._ensure(project, env_name, env_id, kind, None, None)
+
+    def admin_for(self, project: str, env_name: str):  # noqa: ANN201 - postgres.Admin
+        """The admin connection to the server holding the environment's database; NotFound if it has none."""
+        with self.store.session() as s:
+            env = self._env(s, project, env_name)
+            row = s.scalar(select(m.Service).where(m.Service.environment_id == env.id, m.Service.kind == "postgres"))
+            if row is None:
+                raise NotFound(f"environment {env_name!r} has no PostgreSQL database")
+            settings, location = json.loads(row.settings or "{}"), row.location
+        admin, _ = self._pg_admin(project, env_name, settings, location)
+        return admin
+
+    def backed_up_environments(self) -> list[tuple[str, str, dict]]:
+        """(project, environment, postgres settings) of every environment with a database."""
+        with self.store.session() as s:
+            return [(p.name, e.name, json.loads(r.settings or "{}")) for p, e, r in s.execute(
+                select(m.Project, m.Environment, m.Service).join(m.Environment, m.Environment.project_id == m.Project.id)
+                .join(m.Service, m.Service.environment_id == m.Environment.id).where(m.Service.kind == "postgres"))]
 
     def stop_all(self) -> None:
         """Stop every Redis and every local PostgreSQL server of this home (their data stays)."""

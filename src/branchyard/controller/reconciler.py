@@ -19,6 +19,7 @@ from ..store import models as m
 log = logging.getLogger("branchyard.reconciler")
 
 INTERVAL = 1.0  # seconds between passes
+HOUSEKEEPING_EVERY = 60  # passes between scheduled-backup checks
 
 
 class Reconciler:
@@ -27,9 +28,13 @@ class Reconciler:
         self.store = controller.store
 
     def run_forever(self, stop: threading.Event) -> None:
+        passes = 0
         while not stop.wait(INTERVAL):
+            passes += 1
             try:
                 self.run_once()
+                if passes % HOUSEKEEPING_EVERY == 0:
+                    self.ctl.backups.scheduled(m.utcnow())
             except Exception:  # keep the loop alive; the next pass starts from fresh state
                 log.exception("reconcile pass failed")
 

@@ -9,6 +9,8 @@ from .model import (
     PreviewDecl,
     ProjectSpec,
     RedisConfig,
+    Rule,
+    SanitizeSpec,
     WebConfig,
 )
 from .values import parse_cpu, parse_memory
@@ -20,6 +22,8 @@ __all__ = [
     "PreviewDecl",
     "ProjectSpec",
     "RedisConfig",
+    "Rule",
+    "SanitizeSpec",
     "WebConfig",
     "check",
     "environment_problems",

@@ -12,12 +12,13 @@ from ..errors import NameRefused
 from ..names import domain_name, environment_name, is_safe_git_ref, project_name
 from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
-from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl
+from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, Rule, SanitizeSpec
 from .railway import BUILD_KEYS, DEPLOY_KEYS
 
 Parser = Callable[[Any], Any]
 
-TOP_KEYS = ("project", "github", "services", "variables", "environments")
+TOP_KEYS = ("project", "github", "services", "variables", "environments", "sanitize")
+SANITIZE_KEYS = ("truncate", "tables")
 PROJECT_KEYS = ("name", "domain", "railway", "strict")
 GITHUB_KEYS = ("repository",)
 ENV_KEYS = (
@@ -63,6 +64,7 @@ class BranchyardConfig:
     preview: PreviewDecl | None = None
     base: Layer = field(default_factory=dict)
     layers: dict[str, Layer] = field(default_factory=dict)
+    sanitize: SanitizeSpec | None = None
 
 
 def default_config(name: str) -> BranchyardConfig:
@@ -93,9 +95,11 @@ def parse_branchyard(ctx: FileContext, data: dict[str, Any]) -> BranchyardConfig
         decls = default_config(project["name"]).environments
     _check_environments(ctx, decls)
     github = _github(ctx, ctx.table(("github",), data.get("github", {})))
+    sanitize = None if "sanitize" not in data else _sanitize(ctx, ctx.table(("sanitize",), data["sanitize"]))
     return BranchyardConfig(
-        **project, github_repository=github, environments=decls, preview=preview, base=base, layers=layers
-    )
+        **project, github_repository=github, environments=decls, preview=preview, base=base, layers=layers,
+        sanitize=sanitize,
+    )  # fmt: skip
 
 
 def _project(ctx: FileContext, table: dict[str, Any]) -> dict[str, Any]:
@@ -332,3 +336,23 @@ def _check_branches(ctx: FileContext, decls: dict[str, EnvironmentDecl]) -> None
             path = ("environments", decl.name, "branch")
             raise ctx.fail(path, f"branch {decl.branch!r} already deploys environment {owners[decl.branch]!r}")
         owners[decl.branch] = decl.name
+
+
+def _sanitize(ctx: FileContext, table: dict[str, Any]) -> SanitizeSpec:
+    """[sanitize]: truncate = [tables], and [sanitize.tables.<table>] <column> = "<rule>"."""
+    for key, value in table.items():
+        if key not in SANITIZE_KEYS:
+            ctx.unknown(("sanitize",), key, value, SANITIZE_KEYS)
+    truncate = ctx.parse(("sanitize", "truncate"), v.identifiers, table.get("truncate", []))
+    tables: dict[str, dict[str, Rule]] = {}
+    for name, raw in ctx.table(("sanitize", "tables"), table.get("tables", {})).items():
+        path = ("sanitize", "tables", name)
+        ctx.parse(path, v.sql_identifier, name)
+        if name in truncate:
+            raise ctx.fail(path, f"table {name} is also in sanitize.truncate (a truncated table needs no rules)")
+        rules: dict[str, Rule] = {}
+        for column, rule in ctx.table(path, raw).items():
+            ctx.parse((*path, column), lambda x: v.sql_identifier(x, "column name"), column)
+            rules[column] = Rule(*ctx.parse((*path, column), v.sanitize_rule, rule))
+        tables[name] = rules
+    return SanitizeSpec(truncate=truncate, tables=tables)

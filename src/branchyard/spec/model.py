@@ -61,6 +61,25 @@ class RedisConfig:
     persistence: bool = False
 
 
+SANITIZE_RULES = ("keep", "mask_email", "fake_name", "hash", "null", "fixed")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a refresh does to one column: `kind` is one of SANITIZE_RULES; `value` is the literal of "fixed"."""
+
+    kind: str
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class SanitizeSpec:
+    """[sanitize]: tables emptied on a refresh, and per-column rules for the tables that hold personal data."""
+
+    truncate: tuple[str, ...] = ()
+    tables: dict[str, dict[str, Rule]] = field(default_factory=dict)
+
+
 def defaults(cls: type) -> dict[str, Any]:
     """Field name → default value of one of the config dataclasses."""
     return {f.name: f.default for f in dataclasses.fields(cls)}
@@ -147,6 +166,7 @@ class ProjectSpec:
     ignored: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     github_repository: str | None = None
+    sanitize: SanitizeSpec | None = None
     layers: Layers = field(default_factory=Layers, repr=False, compare=False)
 
     def environment(self, name: str) -> EnvironmentConfig:

@@ -29,6 +29,9 @@ _CPU = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(vcpus?|cpus?|cores?)?\s*", re.IGNORECA
 _MILLICPU = re.compile(r"\s*(\d+)m\s*")
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SQL_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+SANITIZE_KINDS = ("keep", "mask_email", "fake_name", "hash", "null")
+FIXED_PREFIX = "fixed:"
 _SHOW_MAX = 60
 
 
@@ -250,3 +253,31 @@ def directory(value: object) -> str:
     if ".." in pure.parts:
         raise expected("a directory inside the repository", value)
     return str(pure)
+
+
+def sql_identifier(value: object, what: str = "table name") -> str:
+    """A table or column name as branchyard accepts it: ^[a-z_][a-z0-9_]*$, at most 63 characters."""
+    if not isinstance(value, str) or not _SQL_IDENTIFIER.fullmatch(value):
+        raise expected(f"a {what} of a-z, 0-9 and _ (at most 63, not starting with a digit)", value)
+    return value
+
+
+def identifiers(value: object) -> tuple[str, ...]:
+    """A list of table names (duplicates dropped, order kept)."""
+    if not isinstance(value, list):
+        raise expected("a list of table names", value)
+    return tuple(dict.fromkeys(sql_identifier(item) for item in value))
+
+
+def sanitize_rule(value: object) -> tuple[str, str | None]:
+    """A column rule: keep, mask_email, fake_name, hash, null (any case) or "fixed:<value>" → (kind, literal)."""
+    if isinstance(value, str):
+        if value[: len(FIXED_PREFIX)].lower() == FIXED_PREFIX:
+            literal = value[len(FIXED_PREFIX) :]
+            if "\x00" in literal:
+                raise expected("a fixed value without NUL characters", value)
+            return "fixed", literal
+        kind = value.strip().replace("-", "_").lower()
+        if kind in SANITIZE_KINDS:
+            return kind, None
+    raise expected("one of " + ", ".join(SANITIZE_KINDS) + f", {FIXED_PREFIX}<value>", value)

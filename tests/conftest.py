@@ -98,9 +98,12 @@ class Plane:
         return done
 
     def get(self, host: str, path: str = "/health", **kw) -> httpx.Response:
-        """A request through the router (Caddy) for a virtual host."""
-        return httpx.get(f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host}, timeout=10,
-                         trust_env=False, **kw)
+        """A GET through the router (Caddy) for a virtual host."""
+        return self.request("GET", host, path, **kw)
+
+    def request(self, method: str, host: str, path: str, **kw) -> httpx.Response:
+        return httpx.request(method, f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": host}, timeout=10,
+                             trust_env=False, **kw)
 
     def app_repo(self, tmp: Path, name: str, *, project: str | None = None) -> Path:
         """A fresh git repo holding the example app, registered as project `project or name`."""

@@ -163,3 +163,20 @@ def test_production_migrations_are_preceded_by_a_backup_and_deletion_by_a_final_
     plane.run("environment", "delete", "production", "--confirm", "production", cwd=repo)
     kinds = [b["kind"] for b in plane.json("backup", "list", "-e", "production", cwd=repo)]
     assert kinds == ["final", "pre-deploy"]
+
+
+def test_refresh_staging_from_production_sanitized(plane, tmp_path):
+    repo = deploy_both(plane, tmp_path, "ref")
+    people = [("ada@lovelace.example", "Ada Lovelace"), ("alan@turing.example", "Alan Turing")]
+    for email, name in people:
+        assert plane.request("POST", "ref.localhost", "/users", json={"email": email, "name": name}).status_code == 201
+    refused = plane.run("db", "refresh", "production", "--from", "staging", "--yes", cwd=repo, check=False)
+    assert refused.returncode == 2 and "refreshing production from anything is refused" in refused.stderr
+    plane.run("db", "refresh", "staging", "--from", "production", "--yes", cwd=repo)
+    users = plane.get("ref-staging.localhost", "/users?limit=1000").json()["users"]
+    assert len(users) == len(people)  # production's rows, not staging's seed
+    dump = subprocess.run([*BRANCHYARD, "connect", "postgres", "-e", "staging"], cwd=repo, env=plane.env, timeout=60,
+                          input="select email, name from users;\n", capture_output=True, text=True).stdout
+    for email, name in people:
+        assert email not in dump and name not in dump
+    assert "@example.invalid" in dump

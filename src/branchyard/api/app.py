@@ -48,6 +48,10 @@ class RestoreIn(BaseModel):
     backup_id: str
 
 
+class RefreshIn(BaseModel):
+    source: str
+
+
 class PushIn(BaseModel):
     ref: str
     old: str
@@ -176,6 +180,10 @@ def create_app(controller: Controller, token: str) -> FastAPI:
     @app.post("/api/projects/{project}/environments/{env}/restore", dependencies=[api])
     def restore(project: str, env: str, body: RestoreIn) -> dict:
         return ctl.backups.restore(project, env, body.backup_id)
+
+    @app.post("/api/projects/{project}/environments/{env}/refresh", dependencies=[api])
+    def refresh(project: str, env: str, body: RefreshIn) -> dict:
+        return ctl.refresh_database(project, env, body.source)
 
     @app.post("/api/projects/{project}/push", dependencies=[api])
     def push(project: str, body: PushIn) -> dict:

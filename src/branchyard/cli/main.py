@@ -610,6 +610,35 @@ def restore(state: State, backup_id: str, environment: str | None, project: str 
     ui.success(f"backup {b['id']} ({b['created_at'][:19]}) restored into {env}")
 
 
+@cli.group()
+def db() -> None:
+    """Database operations across environments."""
+
+
+@db.command("refresh")
+@click.argument("target")
+@click.option("--from", "source", required=True, help="The environment to copy from (e.g. production).")
+@click.option("-p", "--project", default=None)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+@json_option
+@pass_state
+def db_refresh(state: State, target: str, source: str, project: str | None, yes: bool, as_json: bool) -> None:
+    """Replace TARGET's database with SOURCE's, sanitized by the [sanitize] rules (production is never a target)."""
+    target, source = names.environment_name(target), names.environment_name(source)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise errors.BadInput(f"db refresh replaces {target}'s database; refusing without confirmation: pass --yes")
+        click.confirm(f"Replace {target}'s database with a sanitized copy of {source}'s?", abort=True)
+    result = state.client().post(f"/api/projects/{_project(project)}/environments/{target}/refresh", {"source": source})
+    if as_json:
+        ui.print_json(result)
+        return
+    for line in result["log"]:
+        ui.info(f"  {line}")
+    ui.success(f"{target} refreshed from {source}: {result['tables_sanitized']} tables sanitized, "
+               f"{result['tables_truncated']} truncated")
+
+
 def _typed_confirmation(word: str, what: str) -> None:
     if not sys.stdin.isatty():
         raise errors.BadInput(f"{what} Refusing without confirmation: pass --yes")

@@ -30,7 +30,7 @@ from ..store import models as m
 from ..store.db import Store
 from ..triggers.gitremote import create_bare_repo
 from .backups import Backups
-from .dataplane import DataPlane
+from .dataplane import DataPlane, database_name
 from .hooks import HOOK_TIMEOUT, run_hook
 from .replicas import PORT_PLACEHOLDER, Replicas
 from .variables import resolve
@@ -735,6 +735,40 @@ class Controller:
             raise NotFound(f"environment {env_name!r} has no {kind} (add one with `branchyard add --plugin "
                            f"{'postgresql' if kind == 'postgres' else 'redis'} -e {env_name}`)")
         return spaces[names_[0]]
+
+    # --- database refresh ----------------------------------------------------------------------------
+
+    def refresh_database(self, project: str, target: str, source: str) -> dict:
+        """Copy SOURCE's database into TARGET through the [sanitize] rules of SOURCE's running release.
+
+        Production is never a target, and nothing is copied without rules."""
+        from ..data.sanitize import refresh
+
+        if target == source:
+            raise BadInput(f"db refresh: {target} cannot be refreshed from itself")
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            src_env, dst_env = self.store.environment(s, p, source), self.store.environment(s, p, target)
+            if dst_env.production:
+                raise BadInput(f"db refresh: {target} is production; refreshing production from anything is refused")
+            current = s.get(m.Deployment, src_env.current_deployment_id) if src_env.current_deployment_id else None
+            release_dir = Path(current.release_dir) if current is not None and current.release_dir else None
+        if release_dir is None or not release_dir.is_dir():
+            raise NotFound(f"db refresh: {source} has no running release to read its [sanitize] rules from")
+        rules = load_project(release_dir).sanitize
+        if rules is None:
+            raise BadInput(f"db refresh: {source}'s branchyard.toml has no [sanitize] section; refusing to copy its data "
+                           "unsanitized (declare rules, `keep` where a column holds no personal data)")
+        with self._busy_lock(project, target):
+            lines: list[str] = []
+            result = refresh(self.data.admin_for(project, source), database_name(project, source),
+                             self.data.admin_for(project, target), database_name(project, target),
+                             database_name(project, target), rules,
+                             workdir=self.settings.home / "backups" / ".refresh", log=lines.append)
+            with self.store.session() as s:
+                self.store.record(s, project, "database.refreshed", f"{target} refreshed from {source} (sanitized)",
+                                  environment=target)
+        return result | {"log": lines}
 
     # --- routes ------------------------------------------------------------------------------------
 

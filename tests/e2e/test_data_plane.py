@@ -7,7 +7,10 @@ import sys
 
 import psycopg
 import pytest
+import redis
 from conftest import BRANCHYARD
+
+from branchyard.backends.local.postgres import Admin, LocalServer
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +47,20 @@ def test_no_environment_can_reach_another_ones_database(plane, tmp_path):
         shown = plane.run("run", "-e", env, "--", "sh", "-c", "echo $DATABASE_URL", cwd=repo).stdout.strip()
         urls[env] = shown
     assert urls["production"] != urls["staging"]
+    redis_urls = {env: plane.run("run", "-e", env, "--", "sh", "-c", "echo $REDIS_URL", cwd=repo).stdout.strip()
+                  for env in ("production", "staging")}
     for mine, theirs in (("production", "staging"), ("staging", "production")):
         other_db = urls[theirs].rsplit("/", 1)[1]
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(urls[mine].rsplit("/", 1)[0] + "/" + other_db, connect_timeout=5).close()
         psycopg.connect(urls[mine], connect_timeout=5).close()  # its own works
+        # my Redis password against their Redis: refused
+        their = redis.Redis.from_url(redis_urls[theirs])
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=their.connection_pool.connection_kwargs["host"],
+                        port=their.connection_pool.connection_kwargs["port"],
+                        password=redis.Redis.from_url(redis_urls[mine]).connection_pool.connection_kwargs["password"]).ping()
+        assert redis.Redis.from_url(redis_urls[mine]).ping()
 
 
 def test_secrets_never_appear_in_output_or_logs(plane, tmp_path):
@@ -118,6 +130,9 @@ def test_teardown_drops_database_role_and_redis(plane, tmp_path):
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=5).close()
     assert not redis_dir.exists()
+    admin = Admin(LocalServer(data_dir=plane.home / "postgres" / "shared").admin_url())
+    assert "by_tear_staging" not in admin.databases() and "by_tear_staging" not in admin.roles()
+    assert "by_tear_production" not in admin.databases()  # production has a dedicated server of its own
     assert plane.json("environment", "list", cwd=repo)[0]["name"] == "production"
 
 

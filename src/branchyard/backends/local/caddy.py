@@ -1,17 +1,26 @@
-"""The router: one Caddy process, driven only through its admin JSON API.
+"""The router: two Caddy processes in a row, driven only through their admin JSON APIs.
 
-`render_config` turns the routes branchyard wants into a whole Caddy JSON config (pure);
-`parse_routes` reads them back out of one. `Router` owns the Caddy process: it starts it detached
-(so it outlives the control plane), adopts it again on the next start, replaces all routes with a
-single `POST /load`, and stops it. httpx and OSError never escape this module: they become
-BackendError.
+Clients connect to the **edge** Caddy, which owns the public port and whose config never changes:
+it reverse-proxies every request, Host and all, to the **routes** Caddy on a loopback port. The
+routes Caddy holds branchyard's host routes and takes every `POST /load`.
 
-The public port is bound here and handed to Caddy as an inherited socket (`fd/3`) rather than
-letting Caddy bind `:port` itself. Caddy re-creates its listeners on every config load; with its own
-SO_REUSEPORT sockets the old socket is closed each time and connections waiting in its accept queue
-are reset. One inherited socket never closes while Caddy lives, so a reload drops no queued
-connection. (A reload can still close a connection the *old* server had just accepted, without a
-response; clients retry those like any keep-alive race. See tests/integration/test_caddy.py.)
+Why two: Caddy rebuilds its HTTP server on every config load, and the old server closes the
+keep-alive and just-accepted connections it holds without a response (about one request per
+reload under load, whatever the grace period or shutdown delay). Behind the edge those closes hit
+the edge's reverse proxy instead of a client, and it sends the request again (see render_edge_config
+for which: those it can resend exactly, i.e. without a body or with a Content-Length under 1 MiB),
+and keeps dialling for up to EDGE_TRY_DURATION while the routes tier restarts. Clients never see a
+reload. The price: if the routes tier dies after passing a request on, the edge may send it again.
+
+Both tiers get their listening socket from us as an inherited fd (`fd/3`, as in systemd socket
+activation) instead of binding it themselves: a reload then re-uses the one socket rather than
+closing a SO_REUSEPORT copy, whose queued connections would be reset. The socket lives as long as
+the process.
+
+`render_config` (routes tier) and `render_edge_config` are pure; `parse_routes` reads routes back
+out of a config. `Router` starts both tiers detached (they outlive the control plane), adopts them
+again on the next start, restarts a tier that died without touching the other, and stops them.
+httpx and OSError never escape this module: they become BackendError.
 """
 
 from __future__ import annotations
@@ -38,22 +47,32 @@ from ...errors import BackendError, BadInput
 from . import pages
 
 SERVER_NAME = "branchyard"
-MARKER_ID = "branchyard-server"  # @id of our HTTP server: how we recognise a config as ours
+MARKER_ID = "branchyard-server"  # @id of the routes tier's server: how we recognise a config as ours
+EDGE_MARKER_ID = "branchyard-edge"  # @id of the edge's server
 ROUTE_ID_PREFIX = "branchyard-route-"
 NOT_FOUND_ID = "branchyard-not-found"
 ERROR_ID = "branchyard-error"
+EDGE_ROUTE_ID = "branchyard-edge-proxy"
+EDGE_ERROR_ID = "branchyard-edge-error"
 STATES = ("serving", "sleeping", "unavailable")
 ENV_HEADER = "X-Branchyard-Environment"
 
 LB_TRY_DURATION = "5s"
 LB_TRY_INTERVAL = "100ms"
+EDGE_TRY_DURATION = "5s"  # how long the edge keeps retrying while the routes tier does not accept
+EDGE_TRY_INTERVAL = "50ms"
+EDGE_BODY_BUFFER = 1 << 20  # request bodies the edge can resend on a retry: those below 1 MiB
 GRACE_PERIOD = "10s"  # how long a reload/stop waits for in-flight requests (default is forever)
 RETRY_AFTER = {"sleeping": "30", "unavailable": "10"}
+# The only peers of the routes tier are the edge and local processes: trust their X-Forwarded-For.
+TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 
-LISTEN_FD = 3  # where Caddy finds the public socket (as in systemd socket activation)
+LISTEN_FD = 3  # where Caddy finds its listening socket (as in systemd socket activation)
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 ADMIN_TIMEOUT = 10.0
+PROBE_TIMEOUT = 2.0  # one admin GET on the healthy path
+WEDGED_AFTER = 5.0  # our process is alive but its admin API silent this long: kill and restart it
 
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -137,7 +156,12 @@ def _route_json(route: Route) -> dict[str, Any]:
                 "try_duration": LB_TRY_DURATION,
                 "try_interval": LB_TRY_INTERVAL,
             },
-            "headers": {"response": {"set": env_header}},
+            "headers": {
+                # The app sees one proxy in front of it, as with a single Caddy: X-Forwarded-For is the
+                # client the edge saw (trusted_proxies), not "<client>, <edge>".
+                "request": {"set": {"X-Forwarded-For": ["{http.vars.client_ip}"]}},
+                "response": {"set": env_header},
+            },
         }
     else:
         page = pages.sleeping_page if route.state == "sleeping" else pages.unavailable_page
@@ -155,19 +179,56 @@ def _route_json(route: Route) -> dict[str, Any]:
     }
 
 
+def _error_route(route_id: str, body: str) -> dict[str, Any]:
+    return {
+        "@id": route_id,
+        "handle": [
+            {
+                "handler": "static_response",
+                "status_code": pages.ERROR_STATUS_PLACEHOLDER,
+                "headers": _html_headers(),
+                "body": body,
+            }
+        ],
+        "terminal": True,
+    }
+
+
+def _base_config(*, admin_port: int, storage_dir: Path, log_file: Path | None, http: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "admin": {
+            "listen": f"127.0.0.1:{admin_port}",
+            # branchyard re-applies routes from its own state; Caddy must not keep its own copy.
+            "config": {"persist": False},
+        },
+        "storage": {"module": "file_system", "root": str(storage_dir)},
+        "apps": {
+            "http": http,
+            # Never touch the system trust store (we may run as root).
+            "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
+        },
+    }
+    if log_file is not None:
+        writer = {"output": "file", "filename": str(log_file), "roll_size_mb": 10, "roll_keep": 3}
+        # Not the admin API's own log: the control plane checks each tier about once a second, and
+        # Caddy logs every admin request, headers and all. /load errors come back in its answer.
+        config["logging"] = {"logs": {"default": {"writer": writer, "exclude": ["admin.api"]}}}
+    return config
+
+
 def render_config(
     routes: Sequence[Route],
     *,
-    http_port: int,
+    routes_port: int,
     admin_port: int,
     storage_dir: Path,
     log_file: Path | None = None,
     listen: str | None = None,
 ) -> dict[str, Any]:
-    """The whole Caddy JSON config serving `routes` (pure: same input, same dict; touches nothing).
+    """The routes tier's whole Caddy JSON config serving `routes` (pure: same input, same dict; touches nothing).
 
-    `listen` overrides the listener address (default `:http_port`; Router uses `fd/3`). With
-    `log_file`, Caddy writes its own log there and rolls it (the admin API logs every call).
+    `listen` overrides the listener address (default `127.0.0.1:routes_port`; Router uses `fd/3`).
+    With `log_file`, Caddy writes its own log there and rolls it.
     """
     seen_hosts: dict[str, Route] = {}
     seen_ids: set[str] = set()
@@ -196,60 +257,76 @@ def render_config(
         ],
         "terminal": True,
     }
-    on_error = {
-        "@id": ERROR_ID,
+    server = {
+        "@id": MARKER_ID,
+        "listen": [listen or f"127.0.0.1:{routes_port}"],
+        "automatic_https": {"disable": True},
+        # Requests come from the edge: take the client address from the X-Forwarded-For it sets.
+        "trusted_proxies": {"source": "static", "ranges": list(TRUSTED_PROXIES)},
+        "client_ip_headers": ["X-Forwarded-For"],
+        "routes": [_route_json(r) for r in ordered] + [not_found],
+        "errors": {"routes": [_error_route(ERROR_ID, pages.upstream_error_page())]},
+    }
+    http = {"http_port": routes_port, "grace_period": GRACE_PERIOD, "servers": {SERVER_NAME: server}}
+    return _base_config(admin_port=admin_port, storage_dir=storage_dir, log_file=log_file, http=http)
+
+
+def render_edge_config(
+    *,
+    http_port: int,
+    routes_port: int,
+    admin_port: int,
+    storage_dir: Path,
+    log_file: Path | None = None,
+    listen: str | None = None,
+) -> dict[str, Any]:
+    """The edge's whole Caddy JSON config: everything on `http_port` goes to the routes tier (pure).
+
+    The edge keeps the Host header (Caddy's default) and replaces any X-Forwarded-For the client
+    sent with the client's address (it trusts no proxy). `listen` defaults to `:http_port`.
+    """
+    proxy = {
+        "@id": EDGE_ROUTE_ID,
         "handle": [
             {
-                "handler": "static_response",
-                "status_code": pages.ERROR_STATUS_PLACEHOLDER,
-                "headers": _html_headers(),
-                "body": pages.upstream_error_page(),
+                "handler": "reverse_proxy",
+                "upstreams": [{"dial": f"127.0.0.1:{routes_port}"}],
+                # Bodies smaller than this are read whole before proxying, so that a retry resends them exactly.
+                "request_buffers": EDGE_BODY_BUFFER,
+                "load_balancing": {
+                    # While the routes tier restarts, dialling fails and is retried: the request waits.
+                    "try_duration": EDGE_TRY_DURATION,
+                    "try_interval": EDGE_TRY_INTERVAL,
+                    # A reload closes the routes tier's idle keep-alive connections, and a request just
+                    # sent on one fails without an answer (the routes tier never read it). Retry those,
+                    # whatever the method, when the edge can resend them exactly: no body, or a body it
+                    # holds whole (Content-Length below EDGE_BODY_BUFFER; chunked bodies are not).
+                    "retry_match": [
+                        {"method": ["GET", "HEAD", "OPTIONS", "TRACE", "DELETE"]},
+                        {"header_regexp": {"Content-Length": {"pattern": "^[0-9]{1,6}$"}}},  # < 1 MiB
+                    ],
+                },
             }
         ],
         "terminal": True,
     }
-    config: dict[str, Any] = {
-        "admin": {
-            "listen": f"127.0.0.1:{admin_port}",
-            # branchyard re-applies routes from its own state; Caddy must not keep its own copy.
-            "config": {"persist": False},
-        },
-        "storage": {"module": "file_system", "root": str(storage_dir)},
-        "apps": {
-            "http": {
-                "http_port": http_port,
-                "grace_period": GRACE_PERIOD,
-                "servers": {
-                    SERVER_NAME: {
-                        "@id": MARKER_ID,
-                        "listen": [listen or f":{http_port}"],
-                        "automatic_https": {"disable": True},
-                        "routes": [_route_json(r) for r in ordered] + [not_found],
-                        "errors": {"routes": [on_error]},
-                    }
-                },
-            },
-            # Never touch the system trust store (we may run as root).
-            "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
-        },
+    server = {
+        "@id": EDGE_MARKER_ID,
+        "listen": [listen or f":{http_port}"],
+        "automatic_https": {"disable": True},
+        "routes": [proxy],
+        "errors": {"routes": [_error_route(EDGE_ERROR_ID, pages.routes_tier_unavailable_page())]},
     }
-    if log_file is not None:
-        config["logging"] = {
-            "logs": {
-                "default": {
-                    "writer": {"output": "file", "filename": str(log_file), "roll_size_mb": 10, "roll_keep": 3}
-                }
-            }
-        }
-    return config
+    http = {"http_port": http_port, "grace_period": GRACE_PERIOD, "servers": {SERVER_NAME: server}}
+    return _base_config(admin_port=admin_port, storage_dir=storage_dir, log_file=log_file, http=http)
 
 
-def _server(config: Any) -> dict[str, Any] | None:
+def _server(config: Any, marker: str = MARKER_ID) -> dict[str, Any] | None:
     try:
         server = config["apps"]["http"]["servers"][SERVER_NAME]
     except (KeyError, TypeError):
         return None
-    return server if isinstance(server, dict) and server.get("@id") == MARKER_ID else None
+    return server if isinstance(server, dict) and server.get("@id") == marker else None
 
 
 def _http_port(config: Any) -> int | None:
@@ -302,33 +379,40 @@ def find_caddy() -> str:
 # ---------------------------------------------------------------------------------------- admin API
 
 
+class _NotCaddy(BackendError):
+    """Something answered on an admin port, and not like Caddy's admin API."""
+
+
 class _Admin:
-    """Caddy's admin API on loopback. The only place that speaks HTTP to Caddy."""
+    """One Caddy's admin API on loopback. The only place that speaks HTTP to Caddy."""
 
     def __init__(self, url: str) -> None:
         self.url = url
 
     def _client(self, timeout: float) -> httpx.Client:
         # trust_env=False: an HTTP(S)_PROXY in the environment must never see loopback admin calls.
-        return httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
+        # verify=False: plain HTTP on loopback, so skip loading the CA bundle (18 ms → 0.2 ms a call).
+        return httpx.Client(base_url=self.url, timeout=timeout, trust_env=False, verify=False)
 
-    def probe(self, timeout: float = 1.0) -> Any | None:
-        """The running config, None if nothing listens; BackendError if something else answers."""
+    def probe(self, path: str = "/config/", timeout: float = PROBE_TIMEOUT) -> Any | None:
+        """GET `path`: its JSON, or None if nothing listens.
+
+        _NotCaddy if something else answers; BackendError if it accepts but does not answer in time."""
         try:
             with self._client(timeout) as client:
-                resp = client.get("/config/")
-        except (httpx.ConnectError, httpx.ConnectTimeout):
+                resp = client.get(path)
+        except httpx.ConnectError:
             return None
+        except httpx.TimeoutException as exc:
+            raise BackendError(f"router: {self.url} did not answer within {timeout:.0f}s ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
-            raise BackendError(f"router: {self.url} does not answer like Caddy's admin API ({exc})") from None
+            raise _NotCaddy(f"router: {self.url} does not answer like Caddy's admin API ({exc!r})") from None
         if resp.status_code != 200:
-            raise BackendError(
-                f"router: {self.url} does not answer like Caddy's admin API (GET /config/ → {resp.status_code})"
-            )
+            raise _NotCaddy(f"router: {self.url} does not answer like Caddy's admin API (GET {path} → {resp.status_code})")
         try:
             return resp.json()
         except ValueError:
-            raise BackendError(f"router: {self.url} does not answer like Caddy's admin API (not JSON)") from None
+            raise _NotCaddy(f"router: {self.url} does not answer like Caddy's admin API (not JSON)") from None
 
     def get_config(self) -> Any:
         """The running config; BackendError if the admin API is not there."""
@@ -394,10 +478,13 @@ def _friendly(message: str) -> str:
 # ------------------------------------------------------------------------------------------ process
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_port(avoid: Sequence[int] = ()) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def _listening(port: int) -> bool:
@@ -452,6 +539,24 @@ def _bind_public(port: int) -> socket.socket:
     return sock
 
 
+def _bind_loopback(port: int) -> socket.socket:
+    """Listen on 127.0.0.1:`port`, or on a free port if `port` is 0 or taken (see getsockname)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or port == 0:
+                raise
+            sock.bind(("127.0.0.1", 0))  # someone took our port while the routes tier was down: move
+        sock.listen(4096)
+    except OSError as exc:
+        sock.close()
+        raise BackendError(f"router: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 # Caddy processes started by this Python process and not yet reaped; shared by all Router objects.
 _SPAWNED: set[int] = set()
 
@@ -487,171 +592,82 @@ def _spawn_detached(argv: list[str], *, env: dict[str, str], output: Path, liste
         os.close(sock_src)
 
 
-class Router:
-    """The Caddy process that routes hostnames to environments; outlives the control plane."""
+class _Caddy:
+    """One of the router's Caddy processes: its files in the router's home and its admin API."""
 
-    def __init__(self, *, home: Path, http_port: int, admin_port: int, caddy_bin: str | None = None) -> None:
-        self.home = Path(home)
-        self.http_port = http_port
-        self._fixed_admin_port = admin_port != 0
-        self.admin_port = admin_port or self._remembered_admin_port() or _free_port()
-        self._caddy_bin = caddy_bin
-        self._lock = threading.RLock()
+    def __init__(self, *, home: Path, stem: str, marker: str, storage_dir: Path, admin_port: int, what: str) -> None:
+        self.home = home
+        self.stem = stem  # its files are <stem>.json, .pid, .log, .out
+        self.marker = marker  # the @id of its server
+        self.storage_dir = storage_dir
+        self.admin_port = admin_port
+        self.what = what  # how messages name it
 
-    # paths -------------------------------------------------------------------------------------
     @property
     def config_file(self) -> Path:
-        """The last applied config; what a (re)started Caddy begins with."""
-        return self.home / "caddy.json"
+        return self.home / f"{self.stem}.json"
 
     @property
     def pid_file(self) -> Path:
-        return self.home / "caddy.pid"
+        return self.home / f"{self.stem}.pid"
 
     @property
     def log_file(self) -> Path:
-        """Caddy's own log (rolled by Caddy)."""
-        return self.home / "caddy.log"
+        return self.home / f"{self.stem}.log"
 
     @property
     def output_file(self) -> Path:
-        """Caddy's stdout/stderr: start-up messages and fatal errors before the config's log applies."""
-        return self.home / "caddy.out"
-
-    @property
-    def admin_file(self) -> Path:
-        return self.home / "admin.json"
-
-    @property
-    def storage_dir(self) -> Path:
-        return self.home / "data" / "caddy"
+        return self.home / f"{self.stem}.out"
 
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
     @property
-    def _admin(self) -> _Admin:
+    def admin(self) -> _Admin:
         return _Admin(self.admin_url)
 
-    # public API --------------------------------------------------------------------------------
-    def ensure_running(self) -> None:
-        """Adopt our Caddy if its admin API answers, else start one detached and wait until it answers."""
-        with self._lock:
-            try:
-                config = self._admin.probe()
-                foreign = config is not None and not self._is_ours(config)
-            except BackendError:  # something that is not Caddy answers there
-                config, foreign = None, True
-            if config is not None and not foreign:
-                if _http_port(config) in (None, self.http_port):
-                    return  # adopt
-                # Started for another public port: its inherited socket cannot move, so restart it.
-                self.stop()
-                self._start()
-                return
-            if foreign:
-                if self._fixed_admin_port:
-                    raise BackendError(
-                        f"router: admin port {self.admin_port} is answered by something that is not "
-                        "branchyard's Caddy; set BRANCHYARD_CADDY_ADMIN_PORT to a free port"
-                    )
-                self.admin_port = _free_port()
-            elif (stale := self._pid_from_file()) is not None:
-                # Our Caddy is alive but its admin API is silent: still starting, or wedged.
-                if self._wait_admin(stale, deadline=time.monotonic() + 3.0):
-                    return
-                self._terminate(stale)
-            self._start()
+    def owns(self, config: Any) -> bool:
+        """Whether `config` is this tier's: our marker and our storage dir."""
+        if _server(config, self.marker) is None:
+            return False
+        try:
+            return bool(config["storage"]["root"] == str(self.storage_dir))
+        except (KeyError, TypeError):
+            return False
 
-    def apply(self, routes: Sequence[Route]) -> bool:
-        """Make Caddy serve exactly `routes` with one atomic `POST /load`; no call if nothing changed.
+    def healthy(self) -> bool:
+        """One small admin GET: our Caddy answers (its storage dir is ours and unique to this tier)."""
+        try:
+            storage = self.admin.probe("/config/storage")
+        except BackendError:
+            return False
+        return isinstance(storage, dict) and storage.get("root") == str(self.storage_dir)
 
-        Returns whether Caddy's config changed."""
-        config = self._render(routes)
-        with self._lock:
-            current = self._admin.get_config()
-            if current == config:
-                return False
-            if not self._is_ours(current):
-                raise BackendError(f"router: the Caddy at {self.admin_url} is not branchyard's; refusing to replace it")
-            self._admin.load(config)
-            self._save(config)
-            return True
-
-    def routes(self) -> list[Route]:
-        """The routes Caddy is serving right now, read back from its admin API."""
-        return parse_routes(self._admin.get_config())
-
-    def stop(self) -> None:
-        """Stop the Caddy we own (admin /stop, then SIGTERM/SIGKILL by pid) and wait for its ports to free."""
-        with self._lock:
-            pid = self._pid_from_file()
-            try:
-                config = self._admin.probe()
-            except BackendError:
-                config = None
-            answering = config is not None and self._is_ours(config)
-            if answering:
-                self._admin.stop()
-            if pid is not None:
-                self._terminate(pid, grace=STOP_TIMEOUT if answering else 0.0)
-            if answering or pid is not None:
-                deadline = time.monotonic() + STOP_TIMEOUT
-                while time.monotonic() < deadline and (
-                    _listening(self.http_port) or (answering and _listening(self.admin_port))
-                ):
-                    time.sleep(0.05)
-            self.pid_file.unlink(missing_ok=True)
+    def inspect(self) -> tuple[str, Any]:
+        """("ours", config) | ("foreign", None) | ("silent", None): our process, admin not answering | ("absent", None)."""
+        try:
+            config = self.admin.probe()
+        except _NotCaddy:
+            return "foreign", None
+        except BackendError:  # accepts connections but does not answer in time
+            return ("silent" if self.pid() is not None else "foreign"), None
+        if config is not None and self.owns(config):
+            return "ours", config
+        if self.pid() is not None:
+            return "silent", None  # ours, but not (yet) serving our config
+        return ("absent" if config is None else "foreign"), None
 
     def pid(self) -> int | None:
-        """The pid of our live Caddy process, if any."""
-        return self._pid_from_file()
-
-    # internals ---------------------------------------------------------------------------------
-    def _render(self, routes: Sequence[Route]) -> dict[str, Any]:
-        return render_config(
-            routes,
-            http_port=self.http_port,
-            admin_port=self.admin_port,
-            storage_dir=self.storage_dir,
-            log_file=self.log_file,
-            listen=f"fd/{LISTEN_FD}",
-        )
-
-    def _save(self, config: dict[str, Any]) -> None:
-        """Keep the last applied config so a restarted Caddy serves it at once."""
-        try:
-            _write_atomic(self.config_file, json.dumps(config, indent=1))
-        except OSError as exc:
-            raise BackendError(f"router: cannot write {self.config_file}: {exc}") from None
-
-    def _remembered_admin_port(self) -> int | None:
-        try:
-            port = int(json.loads(self.admin_file.read_text())["admin_port"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return port if 0 < port < 65536 else None
-
-    def _is_ours(self, config: Any) -> bool:
-        """Our marker and our storage dir in the config, or our live process behind the pid file."""
-        if _server(config) is not None:
-            try:
-                if config["storage"]["root"] == str(self.storage_dir):
-                    return True
-            except (KeyError, TypeError):
-                pass
-        return self._pid_from_file() is not None
-
-    def _pid_from_file(self) -> int | None:
+        """The pid of this tier's live Caddy process, if any."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if self._is_our_process(pid) else None
+        return pid if self.is_our_process(pid) else None
 
-    def _is_our_process(self, pid: int) -> bool:
-        """A live (not zombie) process running `caddy run --config <our config file>`."""
+    def is_our_process(self, pid: int) -> bool:
+        """A live (not zombie) process running `caddy run --config <this tier's config file>`."""
         if pid in _SPAWNED:
             # Our own child: waitpid is exact (an unreaped child's pid cannot be reused) and reaps it.
             try:
@@ -677,20 +693,19 @@ class Router:
             return False
         return state not in ("Z", "X") and str(self.config_file).encode() in argv
 
-    def _start(self) -> None:
-        caddy = self._caddy_bin or find_caddy()
-        caddy = shutil.which(caddy) or caddy
-        if not os.path.isabs(caddy):
-            raise BackendError(f"router: caddy binary {caddy!r} not found")
-        listener = _bind_public(self.http_port)  # fails fast and clearly if the port is taken
+    def save(self, config: dict[str, Any]) -> None:
+        """Keep the last config given to this tier so that a restarted Caddy serves it at once."""
+        try:
+            _write_atomic(self.config_file, json.dumps(config, indent=1))
+        except OSError as exc:
+            raise BackendError(f"router: cannot write {self.config_file}: {exc}") from None
+
+    def start(self, caddy: str, config: dict[str, Any], listener: socket.socket) -> int:
+        """Start Caddy detached with `config` and `listener` as fd 3; wait until its admin API answers."""
         try:
             for sub in ("", "data", "config"):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
-            try:
-                saved = parse_routes(json.loads(self.config_file.read_text()))
-            except (OSError, ValueError, BackendError):
-                saved = []
-            self._save(self._render(saved))
+            self.save(config)
             # Where this start's messages begin: fatal errors land in the output or, once Caddy has
             # read the config's logging section, in the log file.
             offsets = {f: (f.stat().st_size if f.exists() else 0) for f in (self.output_file, self.log_file)}
@@ -700,39 +715,66 @@ class Router:
                 "XDG_DATA_HOME": str(self.home / "data"),
                 "XDG_CONFIG_HOME": str(self.home / "config"),
             }
-            pid = _spawn_detached(
-                [caddy, "run", "--config", str(self.config_file)],
-                env=env,
-                output=self.output_file,
-                listener=listener,
-            )
+            argv = [caddy, "run", "--config", str(self.config_file)]
+            pid = _spawn_detached(argv, env=env, output=self.output_file, listener=listener)
             _write_atomic(self.pid_file, f"{pid}\n")
-            _write_atomic(self.admin_file, json.dumps({"admin_port": self.admin_port}) + "\n")
         except OSError as exc:
             raise BackendError(f"router: cannot start caddy ({caddy}): {exc}") from None
-        finally:
-            listener.close()  # Caddy holds its own copy now
-
-        if self._wait_admin(pid, deadline=time.monotonic() + START_TIMEOUT):
-            return
-        exited = not self._is_our_process(pid)
-        self._terminate(pid)
+        if self.wait_admin(pid, deadline=time.monotonic() + START_TIMEOUT):
+            return pid
+        exited = not self.is_our_process(pid)
+        self.terminate(pid)
         self.pid_file.unlink(missing_ok=True)
         raise BackendError(self._start_failure(offsets, exited))
 
-    def _wait_admin(self, pid: int, *, deadline: float) -> bool:
+    def wait_admin(self, pid: int, *, deadline: float) -> bool:
         """Poll the admin API until it answers with our config; False if the process dies or time runs out."""
         while time.monotonic() < deadline:
-            if not self._is_our_process(pid):
+            if not self.is_our_process(pid):
                 return False
             try:
-                config = self._admin.probe(timeout=0.5)
+                config = self.admin.probe(timeout=0.5)
             except BackendError:
                 config = None
-            if config is not None and _server(config) is not None:
+            if config is not None and self.owns(config):
                 return True
             time.sleep(0.05)
         return False
+
+    def stop(self, ports: Sequence[int | None] = ()) -> None:
+        """Stop this tier (admin /stop, then SIGTERM/SIGKILL by pid) and wait until `ports` and its admin port are free."""
+        pid = self.pid()
+        try:
+            config = self.admin.probe()
+        except BackendError:
+            config = None
+        answering = config is not None and self.owns(config)
+        if answering:
+            self.admin.stop()
+        if pid is not None:
+            self.terminate(pid, grace=STOP_TIMEOUT if answering else 0.0)
+        if answering or pid is not None:
+            watch = [p for p in ports if p] + ([self.admin_port] if answering else [])
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while time.monotonic() < deadline and any(_listening(p) for p in watch):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+
+    def terminate(self, pid: int, *, grace: float = 0.0) -> None:
+        """Wait `grace` seconds for `pid` to exit, then SIGTERM, then SIGKILL."""
+        for sig, wait in ((None, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if sig is not None:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    return
+                except PermissionError as exc:
+                    raise BackendError(f"router: cannot signal caddy (pid {pid}): {exc}") from None
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self.is_our_process(pid):
+                    return
+                time.sleep(0.05)
 
     def _start_failure(self, offsets: dict[Path, int], exited: bool) -> str:
         """One line saying why Caddy did not come up, naming the file that says more."""
@@ -746,25 +788,284 @@ class Router:
                 pass
         for path, line in lines:
             if _IN_USE.search(line) or _DENIED.search(line):
-                return f"router: {_friendly(line)}; Caddy could not start (log: {path})"
+                return f"router: {_friendly(line)}; {self.what} could not start (log: {path})"
         errors = [(p, _log_message(ln)) for p, ln in lines if ln.startswith("Error:") or '"level":"error"' in ln]
         path, why = errors[-1] if errors else (self.log_file, "it exited" if exited else "no answer")
         if not exited:
             why = f"admin API at {self.admin_url} did not answer within {START_TIMEOUT:.0f}s ({why})"
-        return f"router: Caddy could not start: {why} (log: {path})"
+        return f"router: {self.what} could not start: {why} (log: {path})"
 
-    def _terminate(self, pid: int, *, grace: float = 0.0) -> None:
-        """Wait `grace` seconds for `pid` to exit, then SIGTERM, then SIGKILL."""
-        for sig, wait in ((None, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if sig is not None:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    return
-                except PermissionError as exc:
-                    raise BackendError(f"router: cannot signal caddy (pid {pid}): {exc}") from None
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not self._is_our_process(pid):
-                    return
-                time.sleep(0.05)
+
+class Router:
+    """The two Caddy processes that route hostnames to environments; they outlive the control plane.
+
+    The edge owns `http_port` and forwards everything to the routes tier on a loopback port, which
+    `apply` reconfigures. `admin_url` is the routes tier's admin API.
+    """
+
+    def __init__(self, *, home: Path, http_port: int, admin_port: int, caddy_bin: str | None = None) -> None:
+        self.home = Path(home)
+        self.http_port = http_port
+        self._fixed_admin_port = admin_port != 0
+        remembered = self._remembered_ports()
+        admin_port = admin_port or remembered.get("admin_port") or _free_port()
+        edge_admin_port = remembered.get("edge_admin_port") or _free_port(avoid=(admin_port,))
+        # Chosen when the routes tier first starts (bound by us, so it is free), then remembered.
+        self.routes_port: int = remembered.get("routes_port", 0)
+        self._routes = _Caddy(
+            home=self.home,
+            stem="caddy",
+            marker=MARKER_ID,
+            storage_dir=self.home / "data" / "caddy",
+            admin_port=admin_port,
+            what="Caddy",
+        )
+        self._edge = _Caddy(
+            home=self.home,
+            stem="edge",
+            marker=EDGE_MARKER_ID,
+            storage_dir=self.home / "data" / "caddy-edge",
+            admin_port=edge_admin_port,
+            what="the edge Caddy",
+        )
+        self._caddy_bin = caddy_bin
+        self._checked = False  # both tiers verified in full by this object (healthy path: one GET each)
+        self._lock = threading.RLock()
+
+    # ports and paths ---------------------------------------------------------------------------
+    @property
+    def admin_port(self) -> int:
+        """The routes tier's admin port (the one that takes `POST /load`)."""
+        return self._routes.admin_port
+
+    @property
+    def edge_admin_port(self) -> int:
+        return self._edge.admin_port
+
+    @property
+    def admin_url(self) -> str:
+        return self._routes.admin_url
+
+    @property
+    def edge_admin_url(self) -> str:
+        return self._edge.admin_url
+
+    @property
+    def config_file(self) -> Path:
+        """The routes tier's last applied config; what a (re)started routes tier begins with."""
+        return self._routes.config_file
+
+    @property
+    def pid_file(self) -> Path:
+        return self._routes.pid_file
+
+    @property
+    def log_file(self) -> Path:
+        """The routes tier's own log (rolled by Caddy)."""
+        return self._routes.log_file
+
+    @property
+    def output_file(self) -> Path:
+        """The routes tier's stdout/stderr: start-up messages and fatal errors before the config's log applies."""
+        return self._routes.output_file
+
+    @property
+    def storage_dir(self) -> Path:
+        return self._routes.storage_dir
+
+    @property
+    def edge_config_file(self) -> Path:
+        return self._edge.config_file
+
+    @property
+    def edge_pid_file(self) -> Path:
+        return self._edge.pid_file
+
+    @property
+    def edge_log_file(self) -> Path:
+        return self._edge.log_file
+
+    @property
+    def edge_output_file(self) -> Path:
+        return self._edge.output_file
+
+    @property
+    def admin_file(self) -> Path:
+        """The ports chosen on first start, so that a new Router (a restarted control plane) adopts both tiers."""
+        return self.home / "admin.json"
+
+    # public API --------------------------------------------------------------------------------
+    def ensure_running(self) -> None:
+        """Adopt both tiers if they answer as ours, else (re)start the one that does not.
+
+        Cheap when both are fine (one small admin GET each); a tier is restarted without touching the other."""
+        with self._lock:
+            if self._checked and self._routes.healthy() and self._edge.healthy():
+                return
+            self._checked = False
+            # Another Router object (another process) may have moved a tier to a new port meanwhile.
+            remembered = self._remembered_ports()
+            if not self._fixed_admin_port:
+                self._routes.admin_port = remembered.get("admin_port", self._routes.admin_port)
+            self._edge.admin_port = remembered.get("edge_admin_port", self._edge.admin_port)
+            self.routes_port = remembered.get("routes_port", self.routes_port)
+            started = self._ensure_routes()
+            try:
+                self._ensure_edge()
+            except BackendError:
+                if started:  # leave nothing behind from this call: e.g. the public port is taken
+                    self._routes.stop(ports=(self.routes_port,))
+                raise
+            self._checked = True
+
+    def apply(self, routes: Sequence[Route]) -> bool:
+        """Make the routes tier serve exactly `routes` with one atomic `POST /load`; no call if nothing changed.
+
+        Returns whether Caddy's config changed."""
+        config = self._render(routes)
+        with self._lock:
+            current = self._routes.admin.get_config()
+            if current == config:
+                return False
+            if not self._routes.owns(current) or _http_port(current) != self.routes_port:
+                raise BackendError(
+                    f"router: the Caddy at {self.admin_url} is not branchyard's routes tier; refusing to replace it"
+                )
+            self._routes.admin.load(config)
+            self._routes.save(config)
+            return True
+
+    def routes(self) -> list[Route]:
+        """The routes the routes tier is serving right now, read back from its admin API."""
+        return parse_routes(self._routes.admin.get_config())
+
+    def stop(self) -> None:
+        """Stop both tiers (edge first) and wait until their ports are free."""
+        with self._lock:
+            self._checked = False
+            self._edge.stop(ports=(self.http_port,))
+            self._routes.stop(ports=(self.routes_port,))
+
+    def pid(self) -> int | None:
+        """The pid of the live routes tier, if any."""
+        return self._routes.pid()
+
+    def pids(self) -> dict[str, int | None]:
+        """The pids of both tiers: {"edge": ..., "routes": ...} (None: not running)."""
+        return {"edge": self._edge.pid(), "routes": self._routes.pid()}
+
+    # internals ---------------------------------------------------------------------------------
+    def _ensure_routes(self) -> bool:
+        """Adopt or (re)start the routes tier; whether a Caddy was started."""
+        tier = self._routes
+        state, config = self._settle(tier)
+        if state == "ours":
+            if self.routes_port and _http_port(config) == self.routes_port:
+                return False
+            # Ours but on another port, e.g. a single Caddy from before the two tiers: its socket
+            # cannot move, so restart it (it carries its routes over through the saved config).
+            tier.stop(ports=(_http_port(config),))
+        elif state != "absent":
+            if self._fixed_admin_port:
+                raise BackendError(
+                    f"router: admin port {tier.admin_port} is answered by something that is not "
+                    "branchyard's Caddy; set BRANCHYARD_CADDY_ADMIN_PORT to a free port"
+                )
+            tier.admin_port = _free_port(avoid=(self._edge.admin_port,))
+        listener = _bind_loopback(self.routes_port)  # the remembered port, or a free one if it is taken
+        try:
+            self.routes_port = int(listener.getsockname()[1])
+            try:
+                saved = parse_routes(json.loads(tier.config_file.read_text()))
+            except (OSError, ValueError, BackendError):
+                saved = []
+            tier.start(self._caddy(), self._render(saved), listener)
+        finally:
+            listener.close()  # Caddy holds its own copy now
+        self._remember_ports()
+        return True
+
+    def _ensure_edge(self) -> None:
+        """Adopt, re-point or (re)start the edge."""
+        tier = self._edge
+        state, config = self._settle(tier)
+        if state == "ours" and _http_port(config) == self.http_port:
+            desired = self._render_edge()
+            if config != desired:  # e.g. the routes tier had to move to another port
+                tier.admin.load(desired)
+                tier.save(desired)
+            return
+        if state not in ("ours", "absent"):
+            tier.admin_port = _free_port(avoid=(self._routes.admin_port,))
+        listener = _bind_public(self.http_port)  # fails fast and clearly if the port is taken
+        try:
+            if state == "ours":  # started for another public port: its inherited socket cannot move
+                tier.stop(ports=(_http_port(config),))
+            tier.start(self._caddy(), self._render_edge(), listener)
+        finally:
+            listener.close()  # Caddy holds its own copy now
+        self._remember_ports()
+
+    @staticmethod
+    def _settle(tier: _Caddy) -> tuple[str, Any]:
+        """`tier.inspect()`, but never "silent": wait for our process's admin API, or kill it if wedged."""
+        state, config = tier.inspect()
+        if state != "silent":
+            return state, config
+        pid = tier.pid()
+        if pid is not None and tier.wait_admin(pid, deadline=time.monotonic() + WEDGED_AFTER):
+            state, config = tier.inspect()
+            if state != "silent":
+                return state, config
+        if (pid := tier.pid()) is not None:
+            tier.terminate(pid)  # alive but its admin API does not answer: wedged
+        state, config = tier.inspect()
+        return ("foreign" if state == "silent" else state), config
+
+    def _caddy(self) -> str:
+        caddy = self._caddy_bin or find_caddy()
+        caddy = shutil.which(caddy) or caddy
+        if not os.path.isabs(caddy):
+            raise BackendError(f"router: caddy binary {caddy!r} not found")
+        return caddy
+
+    def _render(self, routes: Sequence[Route]) -> dict[str, Any]:
+        return render_config(
+            routes,
+            routes_port=self.routes_port,
+            admin_port=self._routes.admin_port,
+            storage_dir=self._routes.storage_dir,
+            log_file=self._routes.log_file,
+            listen=f"fd/{LISTEN_FD}",
+        )
+
+    def _render_edge(self) -> dict[str, Any]:
+        return render_edge_config(
+            http_port=self.http_port,
+            routes_port=self.routes_port,
+            admin_port=self._edge.admin_port,
+            storage_dir=self._edge.storage_dir,
+            log_file=self._edge.log_file,
+            listen=f"fd/{LISTEN_FD}",
+        )
+
+    def _remembered_ports(self) -> dict[str, int]:
+        try:
+            saved = json.loads(self.admin_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(saved, dict):
+            return {}
+        ports: dict[str, int] = {}
+        for key in ("admin_port", "edge_admin_port", "routes_port"):
+            value = saved.get(key)
+            if isinstance(value, int) and 0 < value < 65536:
+                ports[key] = value
+        return ports
+
+    def _remember_ports(self) -> None:
+        ports = {"admin_port": self._routes.admin_port, "edge_admin_port": self._edge.admin_port, "routes_port": self.routes_port}
+        try:
+            _write_atomic(self.admin_file, json.dumps(ports) + "\n")
+        except OSError as exc:
+            raise BackendError(f"router: cannot write {self.admin_file}: {exc}") from None

@@ -1,4 +1,4 @@
-"""The router's own HTML pages (sleeping, unavailable, not found, upstream error): small, no assets.
+"""The router's own HTML pages (sleeping, unavailable, not found, upstream error, routes tier down): small, no assets.
 
 Every page is a static_response body, and Caddy expands `{placeholders}` in it, so all text that
 comes from us is HTML-escaped *and* has its braces turned into entities; only the placeholders we
@@ -77,4 +77,15 @@ def upstream_error_page() -> str:
         f"<h1>{ERROR_STATUS_PLACEHOLDER} {ERROR_TEXT_PLACEHOLDER}</h1>\n"
         f"<p>The environment at host <code>{HOST_PLACEHOLDER}</code> did not answer. "
         "It may be restarting; try again in a moment.</p>",
+    )
+
+
+def routes_tier_unavailable_page() -> str:
+    """The edge's error body when the routes tier does not answer (502 after retrying for a few seconds)."""
+    return _page(
+        "branchyard router: routes tier unavailable",
+        f"<h1>{ERROR_STATUS_PLACEHOLDER} branchyard router: routes tier unavailable</h1>\n"
+        f"<p>The router accepted the request for <code>{HOST_PLACEHOLDER}</code> but its routes tier is "
+        "not answering. The branchyard control plane restarts it within seconds while it runs "
+        "(<code>branchyard server</code>); try again in a moment.</p>",
     )

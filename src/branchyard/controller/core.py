@@ -40,6 +40,7 @@ log = logging.getLogger("branchyard.controller")
 ZERO_SHA = "0" * 40
 UP_REF_PREFIX = "refs/branchyard/up/"
 DEFAULT_DRAINING_SECONDS = 10
+LOCK_WAIT = 15.0  # seconds an operation waits for the reconciler to finish with an environment
 
 
 @dataclass(frozen=True)
@@ -566,10 +567,18 @@ class Controller:
     # --- operations on an environment ---------------------------------------------------------------
 
     def _busy_lock(self, project: str, env_name: str) -> _Held:
-        """The environment's lock, already acquired, or Conflict at once if a deploy or another operation holds it."""
+        """The environment's lock, already acquired. Conflict at once while a deployment of it is in progress;
+        otherwise wait a little (the reconciler holds it briefly on each pass) before giving up."""
+        busy = f"environment {env_name!r} is busy with another deployment or operation; try again when it ends"
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            running = s.scalars(select(m.Deployment.id).where(m.Deployment.environment_id == env.id,
+                                                              m.Deployment.status.in_(m.IN_PROGRESS))).all()
+        if any(dep_id in self._in_progress for dep_id in running):
+            raise Conflict(busy)
         lock = self.lock(project, env_name)
-        if not lock.acquire(blocking=False):
-            raise Conflict(f"environment {env_name!r} is busy with another deployment or operation; try again when it ends")
+        if not lock.acquire(timeout=LOCK_WAIT):
+            raise Conflict(busy)
         return _Held(lock)
 
     def redeploy(self, project: str, env_name: str, deployment_id: str, *, trigger: str = "redeploy",

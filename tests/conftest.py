@@ -28,8 +28,8 @@ GIT_ENV = {
 }
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes whose command line or working directory mentions `text`, e.g. a home."""
+def processes_mentioning(text: str, *, cwd: bool = True) -> list[int]:
+    """Live (non-zombie) processes whose command line (or, with `cwd`, working directory) mentions `text`."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -37,10 +37,10 @@ def processes_mentioning(text: str) -> list[int]:
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cwd = os.readlink(proc / "cwd")
+            where = os.readlink(proc / "cwd") if cwd else ""
         except OSError:
             continue
-        if (text in cmdline or cwd.startswith(text)) and state != "Z":
+        if (text in cmdline or (cwd and where.startswith(text))) and state != "Z":
             found.append(int(proc.name))
     return found
 

@@ -98,7 +98,7 @@ def listening(port: int) -> bool:
 
 
 def postmasters(server: LocalServer) -> list[int]:
-    return processes_mentioning(str(server.pgdata))
+    return processes_mentioning(str(server.pgdata), cwd=False)  # its children run in pgdata too
 
 
 def query(url: str, sql_text: str, params: tuple | None = None) -> list[tuple]:

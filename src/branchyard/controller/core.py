@@ -528,11 +528,11 @@ class Controller:
         out(f"-----> routed {self.settings.public_url(host)} → {', '.join(str(h.port) for _, h in handles)}")
         if old_id:
             self._drain(old_id, ctx.overlap_seconds, ctx.draining_seconds, out)
+        self._prune_releases(ctx.env_id)
+        out(f"-----> deployment SUCCESS: {self.settings.public_url(host)}")  # before the status: followers stop there
         self._finish(dep_id, m.SUCCESS)
         with self.store.session() as s:
             self.store.record(s, project, "deploy.succeeded", f"{ctx.sha[:12]} is live", environment=env_name, deployment_id=dep_id)
-        self._prune_releases(ctx.env_id)
-        out(f"-----> deployment SUCCESS: {self.settings.public_url(host)}")
 
     def _drain(self, old_id: str, overlap: int, draining: int, out: Callable[[str], None]) -> None:
         """The old deployment is out of the route: let in-flight requests finish, then stop it."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from .backends.local.processes import pid_exists
 from .errors import Conflict, ServerUnavailable
 from .settings import Settings
 
@@ -48,20 +49,10 @@ def read_server_file(settings: Settings) -> dict | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def status(settings: Settings) -> dict:
     """Whether the control plane runs: url, pid, router port; `running` False when it does not answer."""
     info = read_server_file(settings)
-    if not info or not _pid_alive(int(info.get("pid", 0))):
+    if not info or not pid_exists(int(info.get("pid", 0))):
         return {"running": False, "home": str(settings.home)}
     try:
         ok = httpx.get(f"{info['url']}/api/health", timeout=2, trust_env=False).status_code == 200
@@ -163,14 +154,14 @@ def detach(settings: Settings, *, timeout: float = 60.0) -> dict:
 def stop(settings: Settings, *, timeout: float = 30.0) -> bool:
     """SIGTERM the control plane and wait for it to exit. False if none was running."""
     info = read_server_file(settings)
-    if not info or not _pid_alive(int(info.get("pid", 0))):
+    if not info or not pid_exists(int(info.get("pid", 0))):
         settings.server_file.unlink(missing_ok=True)
         return False
     pid = int(info["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_exists(pid):
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if pid_exists(pid):
         os.kill(pid, signal.SIGKILL)
     return True

@@ -49,6 +49,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from branchyard.backends.local import pgtools
 from branchyard.backends.local.pgtools import ServiceAccount, pg_bin
+from branchyard.backends.local.processes import pid_exists
 from branchyard.errors import BackendError, BadInput, BranchyardError, Conflict, NotFound
 
 __all__ = ["Admin", "Database", "LocalServer", "pg_bin"]
@@ -422,13 +423,7 @@ def _is_postmaster(pid: int, pgdata: Path) -> bool:
     """Whether `pid` is alive (not a zombie) and is the postmaster of `pgdata` (guards against PID reuse)."""
     proc = Path(f"/proc/{pid}")
     if not Path("/proc/self").exists():  # no procfs (macOS): fall back to "a process exists"
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_exists(pid)
     try:
         if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
             return False

@@ -53,6 +53,17 @@ _exit_codes: dict[tuple[int, int], int] = {}
 _MAX_EXIT_CODES = 4096
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether any process has this pid (one we may not signal counts too); no identity check."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def free_port() -> int:
     """Bind 127.0.0.1:0 and return the port the kernel picked."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -92,6 +92,9 @@ def run(settings: Settings) -> None:
     store = Store(settings.state_db)
     router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port)
     controller = Controller(settings, store, router)
+    from .github import feedback as github_feedback
+
+    feedback = github_feedback.start(settings, store, controller)  # None without BRANCHYARD_GITHUB_TOKEN
     controller.start()
     port = settings.api_port or free_port()
     token = _token(settings)
@@ -115,6 +118,8 @@ def run(settings: Settings) -> None:
         server.run()
     finally:
         controller.shutdown()
+        if feedback is not None:
+            feedback.stop()
         info = read_server_file(settings)
         if info and info.get("pid") == os.getpid():
             settings.server_file.unlink(missing_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput
@@ -23,6 +23,8 @@ class Settings:
     python: str  # interpreter used to create app virtualenvs
     releases_retained: int = 10  # per environment, for rollback
     postgres_url: str | None = None  # an existing server's admin URL; None: branchyard runs PostgreSQL itself
+    github_token: str | None = field(default=None, repr=False)  # GitHub feedback; never printed or logged
+    github_api_url: str = "https://api.github.com"
 
     @property
     def state_db(self) -> Path:
@@ -101,6 +103,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         python=python,
         releases_retained=retained,
         postgres_url=_postgres_url(env.get("BRANCHYARD_POSTGRES_URL")),
+        github_token=_github_token(env.get("BRANCHYARD_GITHUB_TOKEN")),
+        github_api_url=_github_api_url(env.get("BRANCHYARD_GITHUB_API_URL")),
     )
 
 
@@ -110,6 +114,24 @@ def _postgres_url(raw: str | None) -> str | None:
     if not raw.startswith(("postgres://", "postgresql://")):
         raise BadInput("BRANCHYARD_POSTGRES_URL: expected a postgresql:// URL of a role that can create databases and roles")
     return raw
+
+
+def _github_token(raw: str | None) -> str | None:
+    """The token as given, stripped; None when unset. The message never repeats it."""
+    token = (raw or "").strip()
+    if not token:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise BadInput("BRANCHYARD_GITHUB_TOKEN: contains whitespace or control characters (value not shown)")
+    return token
+
+
+def _github_api_url(raw: str | None) -> str:
+    """GitHub's REST API base URL (GitHub Enterprise: https://HOST/api/v3), without a trailing slash."""
+    url = (raw or "").strip() or "https://api.github.com"
+    if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", url):
+        raise BadInput(f"BRANCHYARD_GITHUB_API_URL: expected an http(s):// URL like https://api.github.com, got {raw!r}")
+    return url.rstrip("/")
 
 
 def _default_python() -> str:

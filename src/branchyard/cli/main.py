@@ -654,6 +654,19 @@ from .config_cmd import config  # noqa: E402
 cli.add_command(config)
 
 
+# --- github ------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def github() -> None:
+    """GitHub: branch protection as code (and the webhook's settings)."""
+
+
+from .github_cmd import protect  # noqa: E402
+
+github.add_command(protect)
+
+
 def main() -> None:
     """Entry point: one top-level rescue, one-line errors, tracebacks only with --verbose."""
     verbose = "--verbose" in sys.argv[1:]

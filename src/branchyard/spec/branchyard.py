@@ -12,7 +12,7 @@ from ..errors import NameRefused
 from ..names import domain_name, environment_name, is_safe_git_ref, project_name
 from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
-from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, Rule, SanitizeSpec
+from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, ProtectionDecl, Rule, SanitizeSpec
 from .railway import BUILD_KEYS, DEPLOY_KEYS
 
 Parser = Callable[[Any], Any]
@@ -20,7 +20,19 @@ Parser = Callable[[Any], Any]
 TOP_KEYS = ("project", "github", "services", "variables", "environments", "sanitize")
 SANITIZE_KEYS = ("truncate", "tables")
 PROJECT_KEYS = ("name", "domain", "railway", "strict")
-GITHUB_KEYS = ("repository",)
+GITHUB_KEYS = ("repository", "protection")
+MAX_APPROVALS = 6  # GitHub's limit for required_approving_review_count
+PROTECTION_KEYS: dict[str, Parser] = {
+    "enabled": v.boolean,
+    "required_approvals": lambda x: _approvals(x),
+    "required_checks": lambda x: _checks(x),
+    "strict": v.boolean,
+    "enforce_admins": v.boolean,
+    "dismiss_stale_reviews": v.boolean,
+    "require_code_owner_reviews": v.boolean,
+    "allow_force_push": v.boolean,
+    "allow_deletions": v.boolean,
+}
 ENV_KEYS = (
     "branch", "branches", "base", "ephemeral", "production", "trigger", "unset_variables", "services", "variables",
 )  # fmt: skip
@@ -60,6 +72,7 @@ class BranchyardConfig:
     railway_path: str | None = None
     strict: bool | None = None
     github_repository: str | None = None
+    github_protection: dict[str, ProtectionDecl] = field(default_factory=dict)
     environments: dict[str, EnvironmentDecl] = field(default_factory=dict)
     preview: PreviewDecl | None = None
     base: Layer = field(default_factory=dict)
@@ -94,10 +107,10 @@ def parse_branchyard(ctx: FileContext, data: dict[str, Any]) -> BranchyardConfig
     if not decls:
         decls = default_config(project["name"]).environments
     _check_environments(ctx, decls)
-    github = _github(ctx, ctx.table(("github",), data.get("github", {})))
+    github, protection = _github(ctx, ctx.table(("github",), data.get("github", {})))
     sanitize = None if "sanitize" not in data else _sanitize(ctx, ctx.table(("sanitize",), data["sanitize"]))
     return BranchyardConfig(
-        **project, github_repository=github, environments=decls, preview=preview, base=base, layers=layers,
+        **project, github_repository=github, github_protection=protection, environments=decls, preview=preview, base=base, layers=layers,
         sanitize=sanitize,
     )  # fmt: skip
 
@@ -130,17 +143,51 @@ def _named(ctx: FileContext, path: tuple[str, ...], check: Callable[[str], str],
         raise ctx.fail(path, err.message) from None
 
 
-def _github(ctx: FileContext, table: dict[str, Any]) -> str | None:
-    """[github] repository = "owner/name"."""
+def _github(ctx: FileContext, table: dict[str, Any]) -> tuple[str | None, dict[str, ProtectionDecl]]:
+    """[github] repository = "owner/name", and [github.protection.<branch>] tables."""
     for key, value in table.items():
         if key not in GITHUB_KEYS:
             ctx.unknown(("github",), key, value, GITHUB_KEYS)
+    protection = {}
+    for branch, raw in ctx.table(("github", "protection"), table.get("protection", {})).items():
+        protection[branch] = _protection(ctx, branch, ctx.table(("github", "protection", branch), raw))
     repository = table.get("repository")
     if repository is None:
-        return None
+        return None, protection
     if not isinstance(repository, str) or not _REPOSITORY.fullmatch(repository):
         raise ctx.fail(("github", "repository"), str(v.expected('"owner/name"', repository)))
-    return repository
+    return repository, protection
+
+
+def _protection(ctx: FileContext, branch: str, table: dict[str, Any]) -> ProtectionDecl:
+    """[github.protection.<branch>]: the rules GitHub enforces on one branch (see github/protection.py)."""
+    path = ("github", "protection", branch)
+    if any(c in branch for c in "*?[]"):
+        raise ctx.fail(path, "branch patterns are not supported: name one branch per table")
+    if not is_safe_git_ref(branch):
+        raise ctx.fail(path, f"{v.show(branch)} is not a valid git branch name")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in PROTECTION_KEYS:
+            values[key] = ctx.parse((*path, key), PROTECTION_KEYS[key], value)
+        else:
+            ctx.unknown(path, key, value, PROTECTION_KEYS)
+    return ProtectionDecl(branch=branch, **values)
+
+
+def _approvals(value: Any) -> int:
+    """required_approvals: 0 (none) to 6, GitHub's limit."""
+    number = v.count(value)
+    if number > MAX_APPROVALS:
+        raise v.expected(f"a whole number from 0 to {MAX_APPROVALS} (GitHub's limit)", value)
+    return number
+
+
+def _checks(value: Any) -> tuple[str, ...]:
+    """required_checks: status check contexts, e.g. ["tests", "lint", "branchyard/staging"]; duplicates dropped."""
+    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() and len(c) <= 255 for c in value):
+        raise v.expected("a list of status check names (non-empty strings)", value)
+    return tuple(dict.fromkeys(c.strip() for c in value))
 
 
 def _service_tables(ctx: FileContext, data: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:

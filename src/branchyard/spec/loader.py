@@ -106,6 +106,7 @@ def _load(root: Path, strict: bool | None) -> ProjectSpec:
         ignored=tuple(i for ctx in contexts for i in ctx.ignored),
         files=tuple(files),
         github_repository=project.github_repository,
+        github_protection=project.github_protection,
         sanitize=project.sanitize,
         layers=layers,
     )

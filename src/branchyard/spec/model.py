@@ -80,6 +80,22 @@ class SanitizeSpec:
     tables: dict[str, dict[str, Rule]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ProtectionDecl:
+    """[github.protection.<branch>] as written: None means "not set here" (the seed's default applies)."""
+
+    branch: str
+    enabled: bool | None = None
+    required_approvals: int | None = None
+    required_checks: tuple[str, ...] | None = None
+    strict: bool | None = None
+    enforce_admins: bool | None = None
+    dismiss_stale_reviews: bool | None = None
+    require_code_owner_reviews: bool | None = None
+    allow_force_push: bool | None = None
+    allow_deletions: bool | None = None
+
+
 def defaults(cls: type) -> dict[str, Any]:
     """Field name → default value of one of the config dataclasses."""
     return {f.name: f.default for f in dataclasses.fields(cls)}
@@ -166,6 +182,7 @@ class ProjectSpec:
     ignored: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     github_repository: str | None = None
+    github_protection: dict[str, ProtectionDecl] = field(default_factory=dict)  # branch → [github.protection.<branch>]
     sanitize: SanitizeSpec | None = None
     layers: Layers = field(default_factory=Layers, repr=False, compare=False)
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +20,26 @@ from ..errors import NotFound
 from .models import Deployment, Environment, Event, Project
 
 _MIGRATIONS = str(Path(__file__).parent / "migrations")
+_RECORDED = "branchyard.recorded_events"  # Session.info key: events recorded in this session, not yet committed
+
+log = logging.getLogger("branchyard.store")
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An audit event as committed, handed to Store.listeners (a plain copy, safe in any thread)."""
+
+    id: int
+    project: str
+    kind: str
+    message: str
+    environment: str | None
+    deployment_id: str | None
+    actor: str
+    at: dt.datetime
+
+
+EventListener = Callable[[RecordedEvent], None]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API objects
@@ -46,10 +69,13 @@ class Store:
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.write_lock = threading.RLock()  # SQLite has one writer; serialise ours to avoid busy errors
+        # Called with every event recorded by `record`, once its session has committed, outside the write lock.
+        # A listener must return quickly (hand work to a thread) and its exceptions are logged, never raised.
+        self.listeners: list[EventListener] = []
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        """A session committed on success, rolled back on error."""
+        """A session committed on success, rolled back on error; then committed events go to the listeners."""
         with self.write_lock, self._sessions() as s:
             try:
                 yield s
@@ -57,6 +83,16 @@ class Store:
             except BaseException:
                 s.rollback()
                 raise
+            recorded = [_snapshot(e) for e in s.info.pop(_RECORDED, [])]
+        for event in recorded:
+            self._notify(event)
+
+    def _notify(self, event: RecordedEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not fail the operation that recorded the event
+                log.exception("event listener %r failed on %s", listener, event.kind)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -106,14 +142,21 @@ class Store:
         deployment_id: str | None = None,
         actor: str = "system",
     ) -> None:
-        """Append an audit event."""
-        s.add(
-            Event(
-                project=project,
-                environment=environment,
-                deployment_id=deployment_id,
-                kind=kind,
-                actor=actor,
-                message=message,
-            )
+        """Append an audit event; the listeners get it after the session commits."""
+        event = Event(
+            project=project,
+            environment=environment,
+            deployment_id=deployment_id,
+            kind=kind,
+            actor=actor,
+            message=message,
         )
+        s.add(event)
+        s.info.setdefault(_RECORDED, []).append(event)
+
+
+def _snapshot(event: Event) -> RecordedEvent:
+    return RecordedEvent(
+        id=event.id, project=event.project, kind=event.kind, message=event.message, environment=event.environment,
+        deployment_id=event.deployment_id, actor=event.actor, at=event.at,
+    )  # fmt: skip

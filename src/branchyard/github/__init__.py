@@ -1,0 +1,1 @@
+"""Talking to GitHub: the REST client, commit/deployment feedback, branch protection as code."""

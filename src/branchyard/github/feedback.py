@@ -1,0 +1,410 @@
+"""GitHub feedback driven by audit events: commit statuses, deployments and one PR comment per preview.
+
+The control plane records events (`store.record`); `Feedback` listens to them (Store.listeners), so nothing in
+the deploy or webhook code knows GitHub exists. `plan(kind, message, facts)` is the pure mapping from an event to
+GitHub requests; `Resolver` finds the facts (repository, commit, URL) in the store; a single background thread
+applies the requests in order, retrying GitHub's bad minutes with backoff, and never blocks a deploy. A request
+that still fails is logged on one line (never with the token) and recorded as a `github.failed` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from .. import names
+from ..errors import BackendError, BranchyardError
+from ..settings import Settings
+from ..spec import load_project
+from ..store import models as m
+from ..store.db import RecordedEvent, Store
+from .client import GitHubClient, short
+from .protection import status_context
+
+log = logging.getLogger("branchyard.github")
+
+HANDLED = frozenset({
+    "deploy.queued", "deploy.succeeded", "deploy.failed",
+    "preview.destroyed", "preview.refused", "preview.pending_approval",
+})  # fmt: skip
+FAILED_KIND = "github.failed"
+_PR = re.compile(r"pr-([1-9][0-9]*)")
+
+
+# --- the pure part: event + facts → requests ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What an event is about, as GitHub needs it."""
+
+    project: str
+    repository: str  # owner/name
+    environment: str
+    url: str | None = None  # the environment's public URL
+    sha: str | None = None
+    deployment_id: str | None = None  # branchyard's
+    production: bool = False
+    preview: bool = False
+    pr_number: int | None = None
+
+
+@dataclass(frozen=True)
+class CommitStatus:
+    repository: str
+    sha: str
+    state: str  # pending | success | failure | error
+    context: str
+    description: str
+    target_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    repository: str
+    sha: str
+    environment: str
+    deployment_id: str  # branchyard's, kept in the GitHub deployment's payload
+    transient: bool
+    production: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    repository: str
+    sha: str
+    environment: str
+    deployment_id: str
+    state: str
+    description: str
+    environment_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PullRequestComment:
+    repository: str
+    number: int
+    marker: str
+    body: str
+
+
+Action = CommitStatus | Deployment | DeploymentStatus | PullRequestComment
+
+STATE_WORDS = {
+    "building": "🔨 building",
+    "live": "✅ live",
+    "failed": "❌ failed",
+    "destroyed": "🗑️ destroyed",
+    "refused": "⛔ not deployed",
+    "pending_approval": "⏸️ waiting for approval",
+}
+
+
+def marker(project: str) -> str:
+    """The hidden line that identifies branchyard's preview comment of a project on a pull request."""
+    return f"<!-- branchyard:preview:{project} -->"
+
+
+def comment_body(facts: Facts, state: str, detail: str | None = None) -> str:
+    """The PR comment: preview environment, state, URL, commit (and why, when it failed or was refused)."""
+    url = facts.url if state in ("building", "live", "failed") and facts.url else None
+    lines = [
+        marker(facts.project),
+        f"### branchyard preview `{facts.environment}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| **State** | {STATE_WORDS[state]} |",
+        f"| **URL** | {url if url else '—'} |",
+    ]
+    if facts.sha:
+        lines.append(f"| **Commit** | `{facts.sha[:12]}` |")
+    if detail:
+        lines += ["", short(detail, 500)]
+    return "\n".join(lines) + "\n"
+
+
+def plan(kind: str, message: str, facts: Facts) -> list[Action]:
+    """The GitHub requests one event calls for (`message` already masked); [] for events without feedback."""
+    env, repo = facts.environment, facts.repository
+    context = status_context(env, preview=facts.preview)
+    actions: list[Action] = []
+    comment: tuple[str, str | None] | None = None
+    if kind == "deploy.queued":
+        if facts.sha:
+            actions.append(CommitStatus(repo, facts.sha, "pending", context, short(f"Deploying {facts.sha[:7]} to {env}")))
+            if facts.deployment_id:
+                actions += [
+                    Deployment(repo, facts.sha, env, facts.deployment_id, transient=facts.preview, production=facts.production,
+                               description=short(f"branchyard deployment {facts.deployment_id}")),
+                    DeploymentStatus(repo, facts.sha, env, facts.deployment_id, "queued", "Queued: building"),
+                ]
+        comment = ("building", None)
+    elif kind == "deploy.succeeded":
+        if facts.sha:
+            live = f"Live at {facts.url}" if facts.url else f"Live in {env}"
+            actions.append(CommitStatus(repo, facts.sha, "success", context, short(live), target_url=facts.url))
+            if facts.deployment_id:
+                actions.append(DeploymentStatus(repo, facts.sha, env, facts.deployment_id, "success", short(live),
+                                                environment_url=facts.url))
+        comment = ("live", None)
+    elif kind == "deploy.failed":
+        if facts.sha:
+            actions.append(CommitStatus(repo, facts.sha, "failure", context, short(f"Deploy to {env} failed: {message}")))
+            if facts.deployment_id:
+                actions.append(DeploymentStatus(repo, facts.sha, env, facts.deployment_id, "failure", short(message)))
+        comment = ("failed", f"Deploy failed: {message}")
+    elif kind == "preview.destroyed":
+        comment = ("destroyed", None)
+    elif kind == "preview.refused":
+        comment = ("refused", message)
+    elif kind == "preview.pending_approval":
+        comment = ("pending_approval", message)
+    if comment is not None and facts.pr_number is not None:
+        actions.append(PullRequestComment(repo, facts.pr_number, marker(facts.project), comment_body(facts, *comment)))
+    return actions
+
+
+def pr_number(environment: str) -> int | None:
+    """17 for pr-17; None for any other environment name."""
+    match = _PR.fullmatch(environment or "")
+    return int(match.group(1)) if match else None
+
+
+# --- the facts, from the store -------------------------------------------------------------------------
+
+
+class Resolver:
+    """Looks up what an event is about: the project's GitHub repository (from the deployed commit's
+    branchyard.toml), the commit, the environment's URL; masks the message with the environment's secrets."""
+
+    def __init__(self, store: Store, settings: Settings, *, hostname: Callable[[m.Project, m.Environment], str] | None = None,
+                 redactor: Callable[[int], Callable[[str], str]] | None = None, release_wait: float = 10.0) -> None:
+        self.store = store
+        self.settings = settings
+        self.hostname = hostname or (lambda p, e: names.hostname(p.name, e.name, p.domain or settings.domain,
+                                                                 production=e.production))
+        self.redactor = redactor
+        self.release_wait = release_wait
+        self._repos: dict[str, str | None] = {}  # release dir → its spec's github.repository
+        self._last: dict[str, str] = {}  # project → last repository seen (for a preview already torn down)
+
+    def resolve(self, event: RecordedEvent) -> tuple[Facts, str] | None:
+        """(facts, masked message), or None when the project has no GitHub repository."""
+        with self.store.session() as s:
+            project = s.scalar(select(m.Project).where(m.Project.name == event.project))
+            if project is None or not event.environment:
+                return None
+            env = s.scalar(select(m.Environment).where(m.Environment.project_id == project.id,
+                                                       m.Environment.name == event.environment))
+            dep = s.get(m.Deployment, event.deployment_id) if event.deployment_id else None
+            if env is not None:
+                host = self.hostname(project, env)
+            else:
+                host = names.hostname(project.name, event.environment, project.domain or self.settings.domain, production=False)
+            others = list(s.scalars(select(m.Deployment.release_dir).where(m.Deployment.project_id == project.id)
+                                    .order_by(m.Deployment.created_at.desc()).limit(20)))
+            env_id = env.id if env is not None else None
+            production = bool(env.production) if env is not None else False
+            ephemeral = bool(env.ephemeral) if env is not None else False
+            sha = dep.commit_sha if dep is not None else None
+            own_release = dep.release_dir if dep is not None else None
+            in_progress = dep is not None and dep.status in m.IN_PROGRESS
+        repository = self._repository(event.project, own_release, in_progress, [d for d in others if d])
+        if repository is None:
+            return None
+        number = pr_number(event.environment)
+        message = event.message
+        if self.redactor is not None and env_id is not None:
+            message = self.redactor(env_id)(message)
+        facts = Facts(
+            project=event.project, repository=repository, environment=event.environment,
+            url=self.settings.public_url(host), sha=sha, deployment_id=event.deployment_id if dep is not None else None,
+            production=production, preview=ephemeral or number is not None, pr_number=number,
+        )  # fmt: skip
+        return facts, message
+
+    def _repository(self, project: str, own: str | None, in_progress: bool, others: list[str]) -> str | None:
+        if own:
+            deadline = time.monotonic() + (self.release_wait if in_progress else 0)
+            while not Path(own).is_dir() and time.monotonic() < deadline:
+                time.sleep(0.05)  # a queued deployment's release directory is moved into place right after the commit
+            if Path(own).is_dir():
+                return self._remember(project, self._spec_repository(own))
+        for release in others:
+            if Path(release).is_dir():
+                return self._remember(project, self._spec_repository(release))
+        return self._last.get(project)
+
+    def _remember(self, project: str, repository: str | None) -> str | None:
+        if repository:
+            self._last[project] = repository
+        return repository
+
+    def _spec_repository(self, release_dir: str) -> str | None:
+        if release_dir not in self._repos:
+            try:
+                self._repos[release_dir] = load_project(Path(release_dir)).github_repository
+            except BranchyardError:
+                return None  # a spec that does not load fails its deploy; there is nothing to tell GitHub here
+        return self._repos[release_dir]
+
+
+# --- the worker ------------------------------------------------------------------------------------------
+
+
+class Feedback:
+    """Turns recorded events into GitHub requests on one background thread (in order), with bounded retries."""
+
+    def __init__(self, store: Store, client: GitHubClient, resolver: Resolver, *, attempts: int = 5,
+                 backoff: float = 0.5, max_backoff: float = 8.0, max_queue: int = 1000) -> None:
+        self.store = store
+        self.client = client
+        self.resolver = resolver
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._queue: queue.Queue[RecordedEvent | None] = queue.Queue(maxsize=max_queue)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._github_ids: dict[str, int] = {}  # branchyard deployment id → GitHub deployment id
+        self._idle = threading.Condition()
+        self._busy = 0
+
+    def notify(self, event: RecordedEvent) -> None:
+        """Store listener: queue the event (never blocks; a full queue drops it with a log line)."""
+        if event.kind not in HANDLED or self._stop.is_set():
+            return
+        try:
+            with self._idle:
+                self._busy += 1
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._done()
+            log.warning("GitHub feedback queue full: dropped %s for %s/%s", event.kind, event.project, event.environment)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="github-feedback", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish what is queued (up to `timeout` seconds), then stop the thread."""
+        self.wait_idle(timeout)
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+        self.client.close()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once every queued event has been handled."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
+
+    def _done(self) -> None:
+        with self._idle:
+            self._busy -= 1
+            self._idle.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            try:
+                self.handle(event)
+            except Exception:  # a bug here must not kill the thread: later events still get their feedback
+                log.exception("GitHub feedback crashed on %s", event.kind)
+            finally:
+                self._done()
+
+    def handle(self, event: RecordedEvent) -> None:
+        """Resolve one event, then apply each of its requests (each retried on its own)."""
+        resolved = self.resolver.resolve(event)
+        if resolved is None:
+            return
+        facts, message = resolved
+        for action in plan(event.kind, message, facts):
+            self._with_retries(event, action)
+
+    def _with_retries(self, event: RecordedEvent, action: Action) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self.apply(action)
+                return
+            except BackendError as err:  # network, 5xx, 429: GitHub's bad minute
+                if attempt == self.attempts or self._stop.is_set():
+                    self._give_up(event, action, err)
+                    return
+                self._stop.wait(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+            except BranchyardError as err:  # 401/403/404/422: retrying will not help
+                self._give_up(event, action, err)
+                return
+
+    def _give_up(self, event: RecordedEvent, action: Action, err: BranchyardError) -> None:
+        what = type(action).__name__
+        log.warning("GitHub feedback failed (%s for %s %s/%s): %s", what, event.kind, event.project, event.environment, err)
+        try:
+            with self.store.session() as s:
+                self.store.record(s, event.project, FAILED_KIND, short(f"{what} for {event.kind}: {err}", 500),
+                                  environment=event.environment, deployment_id=event.deployment_id)
+        except Exception:
+            log.exception("could not record the GitHub feedback failure")
+
+    def apply(self, action: Action) -> None:
+        """One request (or two: a deployment status finds or creates its deployment first)."""
+        c = self.client
+        if isinstance(action, CommitStatus):
+            c.create_status(action.repository, action.sha, action.state, context=action.context,
+                            target_url=action.target_url, description=action.description)
+        elif isinstance(action, Deployment):
+            self._github_ids[action.deployment_id] = self._create_deployment(action)
+        elif isinstance(action, DeploymentStatus):
+            github_id = self._github_ids.get(action.deployment_id) or self._find_deployment(action)
+            if github_id is None:
+                github_id = self._create_deployment(Deployment(
+                    action.repository, action.sha, action.environment, action.deployment_id, transient=False,
+                    production=action.environment == "production", description=f"branchyard deployment {action.deployment_id}",
+                ))  # fmt: skip
+            self._github_ids[action.deployment_id] = github_id
+            c.create_deployment_status(action.repository, github_id, action.state, environment_url=action.environment_url,
+                                       description=action.description, environment=action.environment)
+        elif isinstance(action, PullRequestComment):
+            c.upsert_comment(action.repository, action.number, action.marker, action.body)
+
+    def _create_deployment(self, action: Deployment) -> int:
+        created = self.client.create_deployment(
+            action.repository, action.sha, action.environment, description=action.description,
+            payload={"branchyard_deployment": action.deployment_id}, transient=action.transient, production=action.production,
+        )  # fmt: skip
+        return int(created["id"])
+
+    def _find_deployment(self, action: DeploymentStatus) -> int | None:
+        """After a restart: the GitHub deployment created for this branchyard deployment, by its payload."""
+        for found in self.client.list_deployments(action.repository, sha=action.sha, environment=action.environment):
+            payload = found.get("payload")
+            if isinstance(payload, dict) and payload.get("branchyard_deployment") == action.deployment_id:
+                return int(found["id"])
+        return None
+
+
+def start(settings: Settings, store: Store, controller) -> Feedback | None:  # noqa: ANN001 - Controller
+    """Listen to the store's events and give GitHub feedback, when a token is configured; else None."""
+    if not settings.github_token:
+        return None
+    client = GitHubClient(settings.github_token, base_url=settings.github_api_url)
+    resolver = Resolver(store, settings, hostname=controller.hostname, redactor=controller.data.redactor)
+    feedback = Feedback(store, client, resolver)
+    store.listeners.append(feedback.notify)
+    feedback.start()
+    log.info("GitHub feedback on (API %s)", settings.github_api_url)
+    return feedback

@@ -130,7 +130,8 @@ def _github_api_url(raw: str | None) -> str:
     """GitHub's REST API base URL (GitHub Enterprise: https://HOST/api/v3), without a trailing slash."""
     url = (raw or "").strip() or "https://api.github.com"
     if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", url):
-        raise BadInput(f"BRANCHYARD_GITHUB_API_URL: expected an http(s):// URL like https://api.github.com, got {raw!r}")
+        shown = "a URL with credentials (not shown); the token goes in BRANCHYARD_GITHUB_TOKEN" if "@" in url else repr(raw)
+        raise BadInput(f"BRANCHYARD_GITHUB_API_URL: expected an http(s):// URL like https://api.github.com, got {shown}")
     return url.rstrip("/")
 
 

@@ -39,3 +39,31 @@ def test_releases_retained(tmp_path):
     with pytest.raises(BadInput) as err:
         load({"BRANCHYARD_HOME": str(tmp_path), "BRANCHYARD_RELEASES_RETAINED": "0"})
     assert str(err.value) == "BRANCHYARD_RELEASES_RETAINED: expected a whole number of releases (at least 1), got '0'"
+
+
+def test_github_settings(tmp_path):
+    s = load({"BRANCHYARD_HOME": str(tmp_path)})
+    assert (s.github_token, s.github_api_url) == (None, "https://api.github.com")
+    s = load({"BRANCHYARD_HOME": str(tmp_path), "BRANCHYARD_GITHUB_TOKEN": " ghp_secretvalue \n",
+              "BRANCHYARD_GITHUB_API_URL": "https://ghe.example.com/api/v3/"})
+    assert (s.github_token, s.github_api_url) == ("ghp_secretvalue", "https://ghe.example.com/api/v3")
+    assert "ghp_secretvalue" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BRANCHYARD_GITHUB_TOKEN": "two words"},
+         "BRANCHYARD_GITHUB_TOKEN: contains whitespace or control characters (value not shown)"),
+        ({"BRANCHYARD_GITHUB_API_URL": "api.github.com"},
+         "BRANCHYARD_GITHUB_API_URL: expected an http(s):// URL like https://api.github.com, got 'api.github.com'"),
+        ({"BRANCHYARD_GITHUB_API_URL": "https://user:pw@ghe.example.com"},
+         "BRANCHYARD_GITHUB_API_URL: expected an http(s):// URL like https://api.github.com, got a URL with credentials (not shown); "
+         "the token goes in BRANCHYARD_GITHUB_TOKEN"),
+    ],
+)
+def test_bad_github_settings(tmp_path, env, message):
+    with pytest.raises(BadInput) as err:
+        load({"BRANCHYARD_HOME": str(tmp_path)} | env)
+    assert str(err.value) == message
+    assert "words" not in str(err.value) and "pw@" not in str(err.value)

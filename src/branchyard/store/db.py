@@ -84,8 +84,8 @@ class Store:
                 s.rollback()
                 raise
             recorded = [_snapshot(e) for e in s.info.pop(_RECORDED, [])]
-        for event in recorded:
-            self._notify(event)
+        for item in recorded:
+            self._notify(item)
 
     def _notify(self, event: RecordedEvent) -> None:
         for listener in list(self.listeners):

@@ -86,7 +86,20 @@ def test_preview_lifecycle_events_without_a_commit_only_update_the_comment():
     assert [type(a) for a in plan("preview.destroyed", "closed", facts)] == [PullRequestComment]
 
 
-@pytest.mark.parametrize("kind", ["preview.destroyed", "preview.refused", "environment.created", "deploy.crashed",
+def test_a_crash_after_going_live_is_an_error_and_a_superseded_deploy_is_not_left_pending():
+    crashed = plan("deploy.crashed", "web.0 exited with code 1 (restart policy ON_FAILURE: 10 retries used)", PROD)
+    assert [(type(a).__name__, a.state) for a in crashed] == [("CommitStatus", "error"), ("DeploymentStatus", "error")]
+    assert crashed[0].description == "Crashed in production: web.0 exited with code 1 (restart policy ON_FAILURE: 10 retries used)"
+    skipped = plan("deploy.skipped", "superseded by newer deployment d-9", PROD)
+    assert skipped == [
+        CommitStatus(REPO, SHA, "error", "branchyard/production", "Not deployed to production: superseded by newer deployment d-9"),
+        DeploymentStatus(REPO, SHA, "production", "d-1", "inactive", "superseded by newer deployment d-9"),
+    ]
+    assert "| **State** | ❌ failed |" in plan("deploy.crashed", "exited", PR)[-1].body
+    assert not any(isinstance(a, PullRequestComment) for a in plan("deploy.skipped", "superseded", PR))
+
+
+@pytest.mark.parametrize("kind", ["preview.destroyed", "preview.refused", "environment.created", "replica.exited",
                                   "variables.set", "github.failed"])
 def test_events_without_feedback_plan_nothing_outside_previews(kind):
     assert plan(kind, "m", PROD) == []

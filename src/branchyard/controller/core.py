@@ -407,6 +407,8 @@ class Controller:
         except Superseded as why:
             out(f"-----> skipped: {why}")
             self._finish(dep_id, m.SKIPPED, str(why))
+            with self.store.session() as s:
+                self.store.record(s, project, "deploy.skipped", str(why), environment=env_name, deployment_id=dep_id)
         except BranchyardError as err:
             self._fail(project, env_name, dep_id, str(err), out)
         except Exception as err:  # a bug: record it on the deployment rather than lose it in a thread

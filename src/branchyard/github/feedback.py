@@ -32,7 +32,7 @@ from .protection import status_context
 log = logging.getLogger("branchyard.github")
 
 HANDLED = frozenset({
-    "deploy.queued", "deploy.succeeded", "deploy.failed",
+    "deploy.queued", "deploy.succeeded", "deploy.failed", "deploy.crashed", "deploy.skipped",
     "preview.destroyed", "preview.refused", "preview.pending_approval",
 })  # fmt: skip
 FAILED_KIND = "github.failed"
@@ -163,6 +163,17 @@ def plan(kind: str, message: str, facts: Facts) -> list[Action]:
             if facts.deployment_id:
                 actions.append(DeploymentStatus(repo, facts.sha, env, facts.deployment_id, "failure", short(message)))
         comment = ("failed", f"Deploy failed: {message}")
+    elif kind == "deploy.crashed":  # it went live, then stopped for good (restart policy exhausted)
+        if facts.sha:
+            actions.append(CommitStatus(repo, facts.sha, "error", context, short(f"Crashed in {env}: {message}")))
+            if facts.deployment_id:
+                actions.append(DeploymentStatus(repo, facts.sha, env, facts.deployment_id, "error", short(message)))
+        comment = ("failed", f"Crashed: {message}")
+    elif kind == "deploy.skipped":  # a newer deployment of the environment superseded it before it went live
+        if facts.sha:
+            actions.append(CommitStatus(repo, facts.sha, "error", context, short(f"Not deployed to {env}: {message}")))
+            if facts.deployment_id:
+                actions.append(DeploymentStatus(repo, facts.sha, env, facts.deployment_id, "inactive", short(message)))
     elif kind == "preview.destroyed":
         comment = ("destroyed", None)
     elif kind == "preview.refused":

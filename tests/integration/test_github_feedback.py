@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -222,6 +223,37 @@ def test_after_a_restart_the_github_deployment_is_found_by_its_payload(world, fa
         fb.stop()
     (github_dep,) = fake.deployments.values()
     assert [s["state"] for s in fake.deployment_statuses[github_dep["id"]]] == ["queued", "success"]
+
+
+def test_feedback_left_unsent_by_a_killed_control_plane_is_sent_after_the_restart(world, fake, tmp_path):
+    settings, store = world
+    cursor = tmp_path / "github-feedback.json"
+    dep = deployment(store, tmp_path, "staging", SHA1)
+    record(store, "deploy.succeeded", "before feedback was ever on", "staging", dep)  # history: never replayed
+    fb = feedback_for(settings, store, fake, cursor=cursor)
+    record(store, "deploy.queued", "push", "staging", dep)
+    assert fb.wait_idle(10)
+    fb.stop()  # then the control plane is killed: two events are committed that nobody sends
+    store.listeners.clear()
+    record(store, "deploy.succeeded", "live", "staging", dep)
+    record(store, "variables.set", "not for GitHub", "staging")
+    assert [s["state"] for s in fake.statuses_for(REPO, SHA1)] == ["pending"]
+
+    fb = Feedback(store, GitHubClient(TOKEN, base_url=fake.url), Resolver(store, settings), cursor=cursor)
+    fb.start()
+    store.listeners.append(fb.notify)
+    try:
+        assert fb.wait_idle(10)
+        record(store, "deploy.failed", "a later deploy failed", "staging", dep)
+        assert fb.wait_idle(10)
+    finally:
+        fb.stop()
+    assert [s["state"] for s in fake.statuses_for(REPO, SHA1)] == ["pending", "success", "failure"]
+    (github_dep,) = fake.deployments.values()  # the replay found it; no second deployment
+    assert [s["state"] for s in fake.deployment_statuses[github_dep["id"]]] == ["queued", "success", "failure"]
+    with store.session() as s:
+        last = s.scalar(select(m.Event.id).order_by(m.Event.id.desc()))
+    assert json.loads(cursor.read_text()) == {"event_id": last}
 
 
 def test_reasons_are_masked_with_the_environments_secrets(world, fake, tmp_path):

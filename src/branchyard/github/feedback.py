@@ -5,11 +5,17 @@ the deploy or webhook code knows GitHub exists. `plan(kind, message, facts)` is 
 GitHub requests; `Resolver` finds the facts (repository, commit, URL) in the store; a single background thread
 applies the requests in order, retrying GitHub's bad minutes with backoff, and never blocks a deploy. A request
 that still fails is logged on one line (never with the token) and recorded as a `github.failed` event.
+
+Events are durable (the audit log) and a cursor file keeps the id of the last one handled, so a control plane
+killed with feedback still queued sends it after its restart (events of the last day, at most REPLAY_MAX).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import os
 import queue
 import re
 import threading
@@ -18,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import names
 from ..errors import BackendError, BranchyardError
 from ..settings import Settings
 from ..spec import load_project
 from ..store import models as m
-from ..store.db import RecordedEvent, Store
+from ..store.db import RecordedEvent, Store, snapshot
 from .client import GitHubClient, short
 from .protection import status_context
 
@@ -36,6 +42,8 @@ HANDLED = frozenset({
     "preview.destroyed", "preview.refused", "preview.pending_approval",
 })  # fmt: skip
 FAILED_KIND = "github.failed"
+REPLAY_MAX = 1000
+REPLAY_WINDOW = dt.timedelta(days=1)
 _PR = re.compile(r"pr-([1-9][0-9]*)")
 
 
@@ -277,8 +285,11 @@ class Feedback:
     """Turns recorded events into GitHub requests on one background thread (in order), with bounded retries."""
 
     def __init__(self, store: Store, client: GitHubClient, resolver: Resolver, *, attempts: int = 5,
-                 backoff: float = 0.5, max_backoff: float = 8.0, max_queue: int = 1000) -> None:
+                 backoff: float = 0.5, max_backoff: float = 8.0, max_queue: int = 1000, cursor: Path | None = None) -> None:
         self.store = store
+        self.cursor_path = cursor  # JSON {"event_id": N}: the last event handled; None: no replay after a restart
+        self._cursor = 0
+        self._replayed: set[int] = set()
         self.client = client
         self.resolver = resolver
         self.attempts = attempts
@@ -293,7 +304,7 @@ class Feedback:
 
     def notify(self, event: RecordedEvent) -> None:
         """Store listener: queue the event (never blocks; a full queue drops it with a log line)."""
-        if event.kind not in HANDLED or self._stop.is_set():
+        if event.kind not in HANDLED or self._stop.is_set() or event.id in self._replayed:
             return
         try:
             with self._idle:
@@ -304,14 +315,48 @@ class Feedback:
             log.warning("GitHub feedback queue full: dropped %s for %s/%s", event.kind, event.project, event.environment)
 
     def start(self) -> None:
+        """Queue what a previous run left unsent (with a cursor file), then start the thread."""
+        if self.cursor_path is not None:
+            self._replay()
         self._thread = threading.Thread(target=self._run, name="github-feedback", daemon=True)
         self._thread.start()
+
+    def _replay(self) -> None:
+        saved = _read_cursor(self.cursor_path)
+        with self.store.session() as s:
+            if saved is None:  # first start with feedback on: start from now, not from the whole history
+                self._save_cursor(s.scalar(select(func.max(m.Event.id))) or 0)
+                return
+            since = m.utcnow() - REPLAY_WINDOW
+            rows = s.scalars(select(m.Event).where(m.Event.id > saved, m.Event.kind.in_(HANDLED), m.Event.at >= since)
+                             .order_by(m.Event.id).limit(REPLAY_MAX)).all()
+            events = [snapshot(row) for row in rows]
+        self._cursor = saved
+        if events:
+            log.info("GitHub feedback: sending %d event(s) left from before the restart", len(events))
+        for event in events:
+            self.notify(event)
+            self._replayed.add(event.id)
+
+    def _save_cursor(self, event_id: int) -> None:
+        self._cursor = max(self._cursor, event_id)
+        if self.cursor_path is None:
+            return
+        tmp = self.cursor_path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"event_id": self._cursor}))
+            os.replace(tmp, self.cursor_path)
+        except OSError as err:
+            log.warning("GitHub feedback: cannot write %s: %s", self.cursor_path, err)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish what is queued (up to `timeout` seconds), then stop the thread."""
         self.wait_idle(timeout)
         self._stop.set()
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
         if self._thread is not None:
             self._thread.join(timeout=timeout)
         self.client.close()
@@ -336,6 +381,7 @@ class Feedback:
             except Exception:  # a bug here must not kill the thread: later events still get their feedback
                 log.exception("GitHub feedback crashed on %s", event.kind)
             finally:
+                self._save_cursor(event.id)
                 self._done()
 
     def handle(self, event: RecordedEvent) -> None:
@@ -377,10 +423,12 @@ class Feedback:
         if isinstance(action, CommitStatus):
             c.create_status(action.repository, action.sha, action.state, context=action.context,
                             target_url=action.target_url, description=action.description)
-        elif isinstance(action, Deployment):
-            self._github_ids[action.deployment_id] = self._create_deployment(action)
+        elif isinstance(action, Deployment):  # found first: an event replayed after a restart creates no duplicate
+            found = self._find_deployment(action.repository, action.sha, action.environment, action.deployment_id)
+            self._github_ids[action.deployment_id] = found or self._create_deployment(action)
         elif isinstance(action, DeploymentStatus):
-            github_id = self._github_ids.get(action.deployment_id) or self._find_deployment(action)
+            github_id = self._github_ids.get(action.deployment_id) or self._find_deployment(
+                action.repository, action.sha, action.environment, action.deployment_id)
             if github_id is None:
                 github_id = self._create_deployment(Deployment(
                     action.repository, action.sha, action.environment, action.deployment_id, transient=False,
@@ -399,13 +447,21 @@ class Feedback:
         )  # fmt: skip
         return int(created["id"])
 
-    def _find_deployment(self, action: DeploymentStatus) -> int | None:
-        """After a restart: the GitHub deployment created for this branchyard deployment, by its payload."""
-        for found in self.client.list_deployments(action.repository, sha=action.sha, environment=action.environment):
+    def _find_deployment(self, repository: str, sha: str, environment: str, deployment_id: str) -> int | None:
+        """The GitHub deployment created for this branchyard deployment (before a restart, say), by its payload."""
+        for found in self.client.list_deployments(repository, sha=sha, environment=environment):
             payload = found.get("payload")
-            if isinstance(payload, dict) and payload.get("branchyard_deployment") == action.deployment_id:
+            if isinstance(payload, dict) and payload.get("branchyard_deployment") == deployment_id:
                 return int(found["id"])
         return None
+
+
+def _read_cursor(path: Path) -> int | None:
+    try:
+        value = json.loads(path.read_text())["event_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def start(settings: Settings, store: Store, controller) -> Feedback | None:  # noqa: ANN001 - Controller
@@ -414,8 +470,8 @@ def start(settings: Settings, store: Store, controller) -> Feedback | None:  # n
         return None
     client = GitHubClient(settings.github_token, base_url=settings.github_api_url)
     resolver = Resolver(store, settings, hostname=controller.hostname, redactor=controller.data.redactor)
-    feedback = Feedback(store, client, resolver)
+    feedback = Feedback(store, client, resolver, cursor=settings.home / "github-feedback.json")
+    feedback.start()  # replays what a killed predecessor left unsent, before new events arrive
     store.listeners.append(feedback.notify)
-    feedback.start()
     log.info("GitHub feedback on (API %s)", settings.github_api_url)
     return feedback

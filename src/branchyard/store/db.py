@@ -83,7 +83,7 @@ class Store:
             except BaseException:
                 s.rollback()
                 raise
-            recorded = [_snapshot(e) for e in s.info.pop(_RECORDED, [])]
+            recorded = [snapshot(e) for e in s.info.pop(_RECORDED, [])]
         for item in recorded:
             self._notify(item)
 
@@ -155,7 +155,8 @@ class Store:
         s.info.setdefault(_RECORDED, []).append(event)
 
 
-def _snapshot(event: Event) -> RecordedEvent:
+def snapshot(event: Event) -> RecordedEvent:
+    """A committed Event row as a RecordedEvent."""
     return RecordedEvent(
         id=event.id, project=event.project, kind=event.kind, message=event.message, environment=event.environment,
         deployment_id=event.deployment_id, actor=event.actor, at=event.at,

@@ -23,6 +23,7 @@ class Settings:
     python: str  # interpreter used to create app virtualenvs
     releases_retained: int = 10  # per environment, for rollback
     postgres_url: str | None = None  # an existing server's admin URL; None: branchyard runs PostgreSQL itself
+    github_webhook_secret: str | None = None  # BRANCHYARD_GITHUB_WEBHOOK_SECRET: verifies GitHub deliveries
 
     @property
     def state_db(self) -> Path:
@@ -101,6 +102,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         python=python,
         releases_retained=retained,
         postgres_url=_postgres_url(env.get("BRANCHYARD_POSTGRES_URL")),
+        github_webhook_secret=env.get("BRANCHYARD_GITHUB_WEBHOOK_SECRET") or None,
     )
 
 

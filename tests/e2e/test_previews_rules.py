@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import GIT_ENV, new_home, start_plane, stop_plane, wait_for
 from leaks import leaks
-from webhooks import deliver, pull_request
+from webhooks import deliver, pull_request, push
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +240,25 @@ def test_storm_of_50_pull_requests_converges_with_nothing_leaked(plane, tmp_path
     assert wait_for(lambda: not leaks(plane.home, plane.http_port, "storm", names), timeout=30)
     assert all(not p["open"] for p in plane.json("previews", "list", cwd=repo))
     print(f"storm of {n}: converged in {converged:.1f}s")
+
+
+def test_push_events_deploy_mapped_branches_from_the_upstream(plane, tmp_path):
+    repo, base = tiny_project(plane, tmp_path, "pushy")
+    sha = branch_commit(plane, repo, "develop", "staging build")
+    r = deliver(plane.api_url, "push", push("refs/heads/develop", after=sha, before=base, repository="owner/pushy"),
+                secret=SECRET)
+    assert r.status_code == 202 and "queued" in r.json()["note"]
+    s = succeeded(plane, repo, "staging", sha)
+    assert s["current_deployment"]["trigger"] == "push" and plane.get("pushy-staging.localhost").status_code == 200
+    other = branch_commit(plane, repo, "random", "unmapped")
+    r = deliver(plane.api_url, "push", push("refs/heads/random", after=other, before=base, repository="owner/pushy"),
+                secret=SECRET)
+    assert r.status_code == 202
+    time.sleep(2)
+    assert {e["name"] for e in plane.json("environment", "list", cwd=repo)} == {"staging"}
+    missing = "c" * 40  # not in the upstream: refused, nothing deployed
+    r = deliver(plane.api_url, "push", push("refs/heads/develop", after=missing, before=sha, repository="owner/pushy"),
+                secret=SECRET)
+    assert r.status_code == 202
+    time.sleep(2)
+    assert plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["commit"] == sha

@@ -176,6 +176,8 @@ class Previews:
         try:
             env_name = names.branch_environment(branch)
         except NameRefused as err:
+            if sha is None:
+                return None, f"branch {branch} deleted (it had no preview)"
             with self.store.session() as s:
                 self.store.record(s, project, "preview.refused", f"branch {branch!r}: {err}")
             return None, f"no preview for branch {branch!r}: {err}"
@@ -453,7 +455,7 @@ class Previews:
 
     def _wait(self, dep_id: str, timeout: float = 3600) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.ctl._stop.is_set():  # a stopping server does not wait
             with self.store.session() as s:
                 dep = s.get(m.Deployment, dep_id)
                 if dep is None or dep.status in m.TERMINAL:

@@ -262,3 +262,22 @@ def test_push_events_deploy_mapped_branches_from_the_upstream(plane, tmp_path):
     assert r.status_code == 202
     time.sleep(2)
     assert plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["commit"] == sha
+
+
+def test_sigkill_while_a_preview_builds_converges_after_restart(plane, tmp_path):
+    from conftest import BRANCHYARD
+
+    repo, base = tiny_project(plane, tmp_path, "kill")
+    plane.run("server", "stop")
+    armed = plane.env | {"BRANCHYARD_FAILPOINTS": "deploy.after_build"}
+    subprocess.run([*BRANCHYARD, "server", "--detach"], env=armed, capture_output=True, text=True, timeout=120, check=True)
+    plane.api_url = plane.json("server", "status")["api_url"]
+    sha = branch_commit(plane, repo, "feature/1", "killed")
+    opened(plane, "kill", 1, sha, base)
+    wait_for(lambda: plane.run("server", "status", check=False).returncode != 0, timeout=60)  # it SIGKILLed itself
+    plane.run("server", "--detach")
+    plane.api_url = plane.json("server", "status")["api_url"]
+    s = succeeded(plane, repo, "pr-1", sha)  # the interrupted build is tried again
+    assert plane.get("kill-pr-1.localhost").status_code == 200
+    deps = plane.json("deployments", "-e", "pr-1", cwd=repo)
+    assert [d["status"] for d in deps] == ["SUCCESS", "FAILED"] and s["current_deployment"]["id"] == deps[0]["id"]

@@ -277,8 +277,12 @@ class Previews:
                 env = envs.get(r.environment)
                 latest = None
                 if env is not None:
-                    latest = s.scalar(select(m.Deployment.commit_sha).where(m.Deployment.environment_id == env.id)
-                                      .order_by(m.Deployment.created_at.desc()))
+                    dep = s.scalar(select(m.Deployment).where(m.Deployment.environment_id == env.id)
+                                   .order_by(m.Deployment.created_at.desc()))
+                    # a build the control plane's own stop interrupted is tried again; a failed build is not
+                    interrupted = dep is not None and dep.status == m.FAILED and (dep.error or "").startswith(
+                        "the control plane stopped")
+                    latest = None if dep is None or interrupted else dep.commit_sha
                 out.append(PreviewObs(environment=r.environment, open=r.open, decision=r.decision, head_sha=r.head_sha,
                                       last_activity=_epoch(r.last_activity_at), env_exists=env is not None,
                                       latest_sha=latest))

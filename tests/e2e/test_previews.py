@@ -142,7 +142,9 @@ def test_pull_request_lifecycle_open_sync_close_frees_everything(plane, tmp_path
     variables = plane.json("variables", "list", "-e", "pr-7", cwd=repo)["variables"]
     assert variables["ENVIRONMENT"] == "preview" and "REDIS_URL" not in variables  # the pr template, no Redis
     assert "by_life_pr_7" in variables["DATABASE_URL"]
-    assert variables["YOTO_CLIENT_ID"] != "staging-client-id"  # masked: copied from staging, never shown
+    assert "staging-client-id" not in json.dumps(variables)  # masked in every output
+    copied = plane.run("run", "-e", "pr-7", "--", "sh", "-c", "echo $YOTO_CLIENT_ID", cwd=repo).stdout.strip()
+    assert copied == "staging-client-id"  # a same-repository PR gets staging's secrets, never production's
     kinds = [e["kind"] for e in plane.json("events", "-e", "pr-7", cwd=repo)]
     assert "preview.created" in kinds and "deploy.succeeded" in kinds
 

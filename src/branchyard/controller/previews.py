@@ -327,9 +327,12 @@ class Previews:
             raise NotFound(f"no preview {env_name!r} in project {project!r}")
         return row
 
-    def _decide(self, project: str, env_name: str, decision: str, reason: str, kind: str) -> None:
+    def _decide(self, project: str, env_name: str, decision: str, reason: str, kind: str,
+                for_sha: str | None = None) -> None:
         with self.store.session() as s:
             row = self._row(s, project, env_name)
+            if for_sha is not None and (row.head_sha != for_sha or row.decision is not None):
+                return  # a newer delivery changed the facts meanwhile: the loop decides again
             row.decision, row.reason = decision, reason
             what = f"pull request #{row.number}" if row.number else f"branch {row.branch}"
             self.store.record(s, project, kind, f"{what}: {reason}", environment=env_name)
@@ -354,11 +357,12 @@ class Previews:
                 log.warning("%s/%s: base commit %s unreadable (%s); using the stored policy", project, env_name,
                             base_sha[:12], err)
         verdict = gh.admit(**facts, policy=policy, persistent_branches=persistent)
+        sha = facts["head_sha"]
         if verdict.decision == m.PREVIEW_PENDING:
-            self._decide(project, env_name, verdict.decision, verdict.reason, "preview.pending_approval")
+            self._decide(project, env_name, verdict.decision, verdict.reason, "preview.pending_approval", for_sha=sha)
             return
         if verdict.decision != m.PREVIEW_DEPLOY:
-            self._decide(project, env_name, verdict.decision, verdict.reason, "preview.refused")
+            self._decide(project, env_name, verdict.decision, verdict.reason, "preview.refused", for_sha=sha)
             return
         with self._admit:
             with self.store.session() as s:
@@ -368,6 +372,8 @@ class Previews:
                                             m.Preview.decision == m.PREVIEW_DEPLOY))]
                 ok, victim = make_room(active, max_previews=policy.max_previews, evict=policy.evict)
                 row = self._row(s, project, env_name)
+                if row.head_sha != sha or row.decision is not None or not row.open:
+                    return  # a newer delivery (a new head, a close) arrived meanwhile: decided again
                 if not ok:
                     row.decision = m.PREVIEW_REFUSED
                     row.reason = f"maxPreviews = {policy.max_previews} previews already run (evict = \"refuse\")"
@@ -378,7 +384,7 @@ class Previews:
                     old.decision, old.reason = m.PREVIEW_EVICTED, f"evicted to make room for {env_name} (maxPreviews)"
                     self.store.record(s, project, "preview.evicted", old.reason, environment=victim)
                 row.decision, row.reason = m.PREVIEW_DEPLOY, None
-        self._deploy(project, env_name, facts["head_sha"])
+        self._deploy(project, env_name, sha)
 
     def _spec_at(self, project: str, repo: Path, upstream: str | None, sha: str):  # noqa: ANN202 - ProjectSpec
         fetch_commit(repo, upstream, sha)

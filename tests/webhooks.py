@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
 import uuid
 
 import httpx
-
-_ids = itertools.count(1)
-
 
 def _repo(full_name: str, *, fork: bool = False) -> dict:
     owner, name = full_name.split("/")

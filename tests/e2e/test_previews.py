@@ -15,7 +15,7 @@ import httpx
 import pytest
 from conftest import new_home, start_plane, stop_plane, wait_for
 from leaks import leaks, listening_ports
-from webhooks import deliver, ping, pull_request, push, signature
+from webhooks import deliver, ping, pull_request, signature
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import GIT_ENV, new_home, start_plane, stop_plane, wait_for
+from conftest import new_home, start_plane, stop_plane, wait_for
 from leaks import leaks
 from webhooks import deliver, pull_request, push
 

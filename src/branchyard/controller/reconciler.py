@@ -35,6 +35,7 @@ class Reconciler:
                 self.run_once()
                 if passes % HOUSEKEEPING_EVERY == 0:
                     self.ctl.backups.scheduled(m.utcnow())
+                    self.ctl.webhooks.prune(m.utcnow())
             except Exception:  # keep the loop alive; the next pass starts from fresh state
                 log.exception("reconcile pass failed")
 

@@ -23,6 +23,8 @@ from .previews import policy_from_json
 
 log = logging.getLogger("branchyard.webhooks")
 
+KEEP_DELIVERIES_DAYS = 30  # replay protection window
+
 
 class Webhooks:
     def __init__(self, controller) -> None:  # noqa: ANN001 - Controller (import cycle)
@@ -87,6 +89,17 @@ class Webhooks:
                              daemon=True).start()
         log.info("delivery %s (%s) for %s: %s", delivery, event, name, note)
         return 202, {"ok": True, "project": name, "event": event, "note": note}
+
+    def prune(self, now, keep_days: int = KEEP_DELIVERIES_DAYS) -> int:  # noqa: ANN001 - naive UTC datetime
+        """Forget deliveries acted on more than `keep_days` ago (GitHub redelivers for far less); how many."""
+        import datetime as dt
+
+        from sqlalchemy import delete
+
+        with self.store.session() as s:
+            done = s.execute(delete(m.WebhookDelivery).where(m.WebhookDelivery.state == "done",
+                                                             m.WebhookDelivery.received_at < now - dt.timedelta(days=keep_days)))
+            return done.rowcount or 0
 
     def resume(self) -> None:
         """After a restart: act on push deliveries that were accepted but not yet acted on."""

@@ -25,6 +25,7 @@ class Settings:
     postgres_url: str | None = None  # an existing server's admin URL; None: branchyard runs PostgreSQL itself
     github_token: str | None = field(default=None, repr=False)  # GitHub feedback; never printed or logged
     github_api_url: str = "https://api.github.com"
+    github_webhook_secret: str | None = None  # BRANCHYARD_GITHUB_WEBHOOK_SECRET: verifies GitHub deliveries
 
     @property
     def state_db(self) -> Path:
@@ -105,6 +106,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         postgres_url=_postgres_url(env.get("BRANCHYARD_POSTGRES_URL")),
         github_token=_github_token(env.get("BRANCHYARD_GITHUB_TOKEN")),
         github_api_url=_github_api_url(env.get("BRANCHYARD_GITHUB_API_URL")),
+        github_webhook_secret=env.get("BRANCHYARD_GITHUB_WEBHOOK_SECRET") or None,
     )
 
 

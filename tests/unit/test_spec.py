@@ -942,6 +942,30 @@ PROD = '[environments.production]\nbranch = "main"\n'
             'branchyard.toml: environments.pr.trigger: expected one of pr, branch, got "push" (line 6)',
         ),
         (
+            MINIMAL + PROD + '[environments.staging]\nforks = "always"\n',
+            "branchyard.toml: environments.staging.forks: only the pr template takes forks (line 6)",
+        ),
+        (
+            MINIMAL + PROD + '[environments.pr]\nforks = "sometimes"\n',
+            'branchyard.toml: environments.pr.forks: expected one of approve, never, always, got "sometimes" (line 6)',
+        ),
+        (
+            MINIMAL + PROD + '[environments.pr]\nbots = "yes"\n',
+            'branchyard.toml: environments.pr.bots: expected true or false, got "yes" (line 6)',
+        ),
+        (
+            MINIMAL + PROD + '[environments.pr]\nmaxPreviews = 0\n',
+            "branchyard.toml: environments.pr.maxPreviews: expected a whole number of at least 1, got 0 (line 6)",
+        ),
+        (
+            MINIMAL + PROD + '[environments.pr]\nexpireAfterDays = -1\n',
+            "branchyard.toml: environments.pr.expireAfterDays: expected a number of days above 0, got -1 (line 6)",
+        ),
+        (
+            MINIMAL + PROD + '[environments.pr]\nevict = "newest"\n',
+            'branchyard.toml: environments.pr.evict: expected one of refuse, oldest, got "newest" (line 6)',
+        ),
+        (
             MINIMAL + '[environments.production]\nephemeral = true\n',
             "branchyard.toml: environments.production.ephemeral: the production environment cannot be ephemeral (line 4)",
         ),
@@ -1051,6 +1075,18 @@ def test_branch_triggered_previews(tmp_path: Path) -> None:
     assert spec.environment("feature-add-mqtt").ephemeral is True
     with pytest.raises(NotFound):
         spec.environment("Not Valid")
+
+
+def test_preview_admission_settings(tmp_path: Path) -> None:
+    project(tmp_path, branchyard_toml=MINIMAL + PROD + '[environments.pr]\nforks = "never"\nbots = true\n'
+            'drafts = true\nmaxPreviews = 3\nexpireAfterDays = 0.5\nevict = "oldest"\n')
+    spec = load_project(tmp_path)
+    assert spec.preview == PreviewDecl(patterns=("*",), base=None, trigger="pr", forks="never", bots=True, drafts=True,
+                                       max_previews=3, expire_after_days=0.5, evict="oldest")
+    project(tmp_path, branchyard_toml=MINIMAL + PROD + "[environments.pr]\n")
+    default = load_project(tmp_path).preview
+    assert (default.forks, default.bots, default.drafts, default.max_previews, default.expire_after_days,
+            default.evict) == ("approve", False, False, None, None, "refuse")
 
 
 def test_no_preview_template(tmp_path: Path) -> None:

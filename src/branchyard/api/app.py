@@ -13,11 +13,18 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..controller.core import Controller
 from ..errors import BadInput, BranchyardError, NotFound, Unauthorized
+from ..triggers.github_webhook import check_size
 
 
 class ProjectIn(BaseModel):
     name: str
     upstream: str | None = None
+    github_repository: str | None = None
+
+
+class GithubIn(BaseModel):
+    webhook_secret: str | None = None
+    repository: str | None = None
 
 
 class EnvironmentIn(BaseModel):
@@ -84,7 +91,37 @@ def create_app(controller: Controller, token: str) -> FastAPI:
 
     @app.post("/api/projects", dependencies=[api])
     def create_project(body: ProjectIn) -> dict:
-        return ctl.create_project(body.name, body.upstream)
+        return ctl.create_project(body.name, body.upstream, body.github_repository)
+
+    @app.post("/api/projects/{project}/github", dependencies=[api])
+    def configure_github(project: str, body: GithubIn) -> dict:
+        return ctl.configure_github(project, webhook_secret=body.webhook_secret, repository=body.repository)
+
+    @app.get("/api/projects/{project}/previews", dependencies=[api])
+    def previews(project: str) -> list[dict]:
+        return ctl.previews.list(project)
+
+    @app.post("/api/projects/{project}/previews/{number}/approve", dependencies=[api])
+    def approve_preview(project: str, number: int) -> dict:
+        return ctl.previews.approve(project, number)
+
+    @app.post("/webhooks/github")
+    async def github_webhook(request: Request) -> JSONResponse:
+        """GitHub deliveries. Not behind the API token (GitHub cannot send it): the HMAC signature protects it."""
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit():
+            check_size(int(length))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            check_size(size)  # a chunked body is cut off at the limit, never read whole
+            chunks.append(chunk)
+        status, answer = await run_in_threadpool(
+            ctl.webhooks.receive, event=request.headers.get("x-github-event"),
+            delivery=request.headers.get("x-github-delivery"), signature=request.headers.get("x-hub-signature-256"),
+            content_type=request.headers.get("content-type"), body=b"".join(chunks),
+        )
+        return JSONResponse(answer, status_code=status)
 
     @app.get("/api/projects/{project}", dependencies=[api])
     def project(project: str) -> dict:

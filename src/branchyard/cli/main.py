@@ -177,12 +177,17 @@ def _set_remote(repo_path: str) -> None:
 def init(state: State, upstream: str | None, name: str | None) -> None:
     """Register this repository as a project and add the `branchyard` git remote."""
     root = _repo_root()
-    if name is None and (root / "branchyard.toml").exists():
+    github_repository = None
+    if (root / "branchyard.toml").exists():
         from ..spec import load_project
 
-        name = load_project(root).name
+        spec = load_project(root)
+        name, github_repository = name or spec.name, spec.github_repository
     name = names.project_name(name or names.slug(root.name, what="directory name"))
-    info = state.client().post("/api/projects", {"name": name, "upstream": upstream})
+    if upstream and Path(upstream).exists():
+        upstream = str(Path(upstream).resolve())  # a local path, made absolute: the server runs elsewhere
+    info = state.client().post("/api/projects", {"name": name, "upstream": upstream,
+                                                 "github_repository": github_repository})
     _set_remote(info["repo_path"])
     _git("config", "branchyard.project", name)
     ui.success(f"project {name} ready; deploy with `git push branchyard main` (remote: {info['repo_path']})")
@@ -263,6 +268,59 @@ def environment_delete(state: State, name: str, yes: bool, confirm: str | None, 
         click.confirm(f"Delete environment {name} of {project}?", abort=True)
     state.client().delete(f"/api/projects/{project}/environments/{name}")
     ui.success(f"environment {name} deleted")
+
+
+# --- GitHub and previews -----------------------------------------------------------------------------
+
+
+@cli.group()
+def github() -> None:
+    """GitHub: the webhook's settings and branch protection as code."""
+
+
+@github.command("configure")
+@click.option("--webhook-secret", default=None, help="This project's webhook secret (else BRANCHYARD_GITHUB_WEBHOOK_SECRET).")
+@click.option("--repository", default=None, metavar="OWNER/NAME", help="The GitHub repository (else [github] repository).")
+@click.option("-p", "--project", default=None)
+@pass_state
+def github_configure(state: State, webhook_secret: str | None, repository: str | None, project: str | None) -> None:
+    """Set the project's webhook secret (stored encrypted) and/or GitHub repository."""
+    if webhook_secret is None and repository is None:
+        raise errors.BadInput("github configure: give --webhook-secret and/or --repository")
+    info = state.client().post(f"/api/projects/{_project(project)}/github",
+                               {"webhook_secret": webhook_secret, "repository": repository})
+    secret = "set" if info["webhook_secret_set"] else "not set (BRANCHYARD_GITHUB_WEBHOOK_SECRET is used)"
+    ui.success(f"github: repository {info['github_repository'] or '(none)'}, webhook secret {secret}")
+
+
+@cli.group()
+def previews() -> None:
+    """Preview environments: one per pull request (or per branch)."""
+
+
+@previews.command("approve")
+@click.argument("number", type=int)
+@click.option("-p", "--project", default=None)
+@pass_state
+def previews_approve(state: State, number: int, project: str | None) -> None:
+    """Let a fork's pull request get its preview (at its current head commit)."""
+    info = state.client().post(f"/api/projects/{_project(project)}/previews/{number}/approve", {})
+    ui.success(f"pull request #{number} approved at {info['approved_sha'][:12]}; {info['environment']} will be deployed")
+
+
+@previews.command("list")
+@click.option("-p", "--project", default=None)
+@json_option
+@pass_state
+def previews_list(state: State, project: str | None, as_json: bool) -> None:
+    """The previews the control plane knows: open pull requests and branches, and what was decided for each."""
+    rows = state.client().get(f"/api/projects/{_project(project)}/previews")
+    if as_json:
+        ui.print_json(rows)
+        return
+    ui.table(["PREVIEW", "BRANCH", "OPEN", "DECISION", "REASON"],
+             [(r["environment"], r["branch"] or "", "yes" if r["open"] else "no", r["decision"] or "deciding",
+               r["reason"] or "") for r in rows])
 
 
 # --- deploy, status, logs ----------------------------------------------------------------------------
@@ -652,14 +710,6 @@ def _typed_confirmation(word: str, what: str) -> None:
 from .config_cmd import config  # noqa: E402
 
 cli.add_command(config)
-
-
-# --- github ------------------------------------------------------------------------------------------
-
-
-@cli.group()
-def github() -> None:
-    """GitHub: branch protection as code (and the webhook's settings)."""
 
 
 from .github_cmd import protect  # noqa: E402

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -64,8 +65,11 @@ class DeployLog:
     def __call__(self, line: str) -> None:
         if self.redact is not None:
             line = self.redact(line)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line.rstrip("\n") + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line.rstrip("\n") + "\n")
+        except FileNotFoundError:  # the environment was destroyed under a cancelled build: nothing to log to
+            pass
 
 
 class Controller:
@@ -76,6 +80,11 @@ class Controller:
         self.data = DataPlane(settings, store)
         self.backups = Backups(store, self.data, settings.home / "backups")
         self.replicas = Replicas(settings, store, self.data.box)
+        from .previews import Previews
+        from .webhooks import Webhooks
+
+        self.previews = Previews(self)
+        self.webhooks = Webhooks(self)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._in_progress: dict[str, threading.Event] = {}  # deployment id → "superseded" flag
@@ -97,9 +106,12 @@ class Controller:
         self.reconciler.run_once()
         self._loop = threading.Thread(target=self.reconciler.run_forever, args=(self._stop,), name="reconciler", daemon=True)
         self._loop.start()
+        threading.Thread(target=self.previews.run_forever, args=(self._stop,), name="previews", daemon=True).start()
+        self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
+        self.previews.shutdown()
         if self._loop:
             self._loop.join(timeout=wait)
 
@@ -139,25 +151,72 @@ class Controller:
 
     # --- projects & environments -------------------------------------------------------------------
 
-    def create_project(self, name: str, upstream: str | None) -> dict:
+    def create_project(self, name: str, upstream: str | None, github_repository: str | None = None) -> dict:
         name = names.project_name(name)
         repo = names.safe_join(self.settings.repos_dir, f"{name}.git")
         with self.store.session() as s:
             existing = s.scalar(select(m.Project).where(m.Project.name == name))
             if existing is None:
                 create_bare_repo(repo, project=name, home=self.settings.home)
-                s.add(m.Project(name=name, repo_path=str(repo), upstream=upstream))
+                s.add(m.Project(name=name, repo_path=str(repo), upstream=upstream, github_repository=github_repository))
                 self.store.record(s, name, "project.created", f"project {name} created")
             else:
                 create_bare_repo(Path(existing.repo_path), project=name, home=self.settings.home)
                 if upstream:
                     existing.upstream = upstream
+                if github_repository:
+                    existing.github_repository = github_repository
         return self.project_info(name)
 
     def project_info(self, name: str) -> dict:
         with self.store.session() as s:
             p = self.store.project(s, name)
-            return {"name": p.name, "repo_path": p.repo_path, "upstream": p.upstream}
+            return {"name": p.name, "repo_path": p.repo_path, "upstream": p.upstream,
+                    "github_repository": p.github_repository, "webhook_secret_set": p.webhook_secret is not None}
+
+    def configure_github(self, project: str, *, webhook_secret: str | None, repository: str | None) -> dict:
+        """`branchyard github configure`: the project's own webhook secret (encrypted) and GitHub repository."""
+        if repository is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repository):
+            raise BadInput(f"github configure: --repository: expected \"owner/name\", got {repository!r}")
+        if webhook_secret is not None and len(webhook_secret) < 8:
+            raise BadInput("github configure: --webhook-secret: use at least 8 characters")
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            changed = []
+            if webhook_secret is not None:
+                p.webhook_secret = self.data.box.encrypt(webhook_secret)
+                changed.append("webhook secret")
+            if repository is not None:
+                p.github_repository = repository
+                changed.append(f"repository {repository}")
+            self.store.record(s, project, "github.configured", f"github: {', '.join(changed) or 'nothing'} set",
+                              actor="cli")
+        return self.project_info(project)
+
+    def remember_spec(self, project: str, spec) -> None:  # noqa: ANN001 - ProjectSpec
+        """What a persistent branch's config says about GitHub and previews, kept for webhooks and the janitor."""
+        from dataclasses import asdict
+
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            if spec.github_repository:
+                p.github_repository = spec.github_repository
+            p.preview_policy = json.dumps(asdict(spec.preview)) if spec.preview is not None else None
+
+    def cancel_deployments(self, project: str, env_name: str) -> list[str]:
+        """Ask the environment's deployments in progress to stop at their next step; the ids still running."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            if env is None:
+                return []
+            ids = list(s.scalars(select(m.Deployment.id).where(m.Deployment.environment_id == env.id)))
+        running = [d for d in ids if d in self._in_progress]
+        for dep_id in running:
+            flag = self._in_progress.get(dep_id)
+            if flag is not None:
+                flag.set()
+        return running
 
     def list_projects(self) -> list[dict]:
         with self.store.session() as s:
@@ -211,7 +270,11 @@ class Controller:
         with self.store.session() as s:
             p = self.store.project(s, project)
             envs = s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id))
-            return [self._env_dict(s, p, e, probe_health=False) for e in envs]
+            rows = [self._env_dict(s, p, e, probe_health=False) for e in envs]
+        for row in rows:
+            if row["ephemeral"]:
+                row["preview"] = self.previews.info(project, row["name"])
+        return rows
 
     def environment_info(self, project: str, name: str) -> dict:
         with self.store.session() as s:
@@ -316,6 +379,9 @@ class Controller:
         with self.store.session() as s:
             repo = Path(self.store.project(s, project).repo_path)
         if new == ZERO_SHA:
+            if ref.startswith("refs/heads/"):
+                _, note = self.previews.want_branch(project, names.branch_from_ref(ref), None)
+                return PushResult(None, note)
             return PushResult(None, f"{ref} deleted")
         if ref.startswith(UP_REF_PREFIX):
             env_name, branch = names.environment_name(ref[len(UP_REF_PREFIX):]), None
@@ -329,12 +395,28 @@ class Controller:
             spec = load_project(incoming)
             if env_name is None:
                 env_name = spec.environment_for_branch(branch)
+                if env_name is None and spec.preview is not None and spec.preview.trigger == "branch" \
+                        and spec.preview_matches(branch):
+                    return self._branch_preview(project, repo, branch, new, git_env, spec)
                 if env_name is None:
                     return PushResult(None, f"branch {branch!r} is not mapped to an environment; stored, not deployed")
             dep_id = self._queue_build(project, env_name, new, branch, "up" if branch is None else "push", incoming, spec)
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         return PushResult(dep_id, None)
+
+    def _branch_preview(self, project: str, repo: Path, branch: str, sha: str, git_env: dict[str, str],
+                        spec) -> PushResult:  # noqa: ANN001 - ProjectSpec
+        """trigger = "branch": the pushed branch gets (or updates) its own preview, deployed now so the push streams it."""
+        env_name, note = self.previews.want_branch(project, branch, sha)
+        if env_name is None:
+            return PushResult(None, note)
+        dep_id = self.previews.deploy_commit(project, env_name, sha, branch, fork=False, policy=spec.preview, repo=repo,
+                                             git_env=git_env)
+        if dep_id is None:
+            info = self.previews.info(project, env_name) or {}
+            return PushResult(None, f"no preview for branch {branch!r}: {info.get('reason')}")
+        return PushResult(dep_id, f"preview {env_name} for branch {branch}")
 
     def _queue_build(self, project: str, env_name: str, sha: str, branch: str | None, trigger: str, incoming: Path,
                      spec) -> str:  # noqa: ANN001 - ProjectSpec
@@ -422,12 +504,14 @@ class Controller:
         if flag is not None and flag.is_set():
             with self.store.session() as s:
                 dep = s.get(m.Deployment, dep_id)
+                if dep is None:
+                    raise Superseded("cancelled: the environment was deleted")
                 newer = s.scalar(
                     select(m.Deployment.id)
                     .where(m.Deployment.environment_id == dep.environment_id, m.Deployment.created_at > dep.created_at)
                     .order_by(m.Deployment.created_at.desc())
                 )
-            raise Superseded(f"superseded by newer deployment {newer}")
+            raise Superseded(f"superseded by newer deployment {newer}" if newer else "cancelled: the environment is being destroyed")
 
     def _set_status(self, dep_id: str, status: str) -> None:
         with self.store.session() as s:
@@ -436,6 +520,8 @@ class Controller:
     def _finish(self, dep_id: str, status: str, error: str | None = None) -> None:
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
+            if dep is None:  # its environment was deleted meanwhile
+                return
             dep.status, dep.finished_at = status, m.utcnow()
             if error is not None:
                 dep.error = error
@@ -482,6 +568,8 @@ class Controller:
             dep.config_json = json.dumps(cfg.to_dict())
             dep.variables_json = self.data.box.encrypt(json.dumps(values))  # values include secrets: encrypted at rest
             s.get(m.Project, dep.project_id).domain = spec.domain  # the deployed commit says which domain to use
+        if not spec.is_preview_instance(env_name):  # a preview's own files never change who gets a preview
+            self.remember_spec(project, spec)
         failpoints.hit("deploy.after_build")
         self._check_superseded(dep_id)
         hook_env = self.replicas.hook_env(built.venv, values)

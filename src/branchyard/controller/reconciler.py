@@ -35,12 +35,14 @@ class Reconciler:
                 self.run_once()
                 if passes % HOUSEKEEPING_EVERY == 0:
                     self.ctl.backups.scheduled(m.utcnow())
+                    self.ctl.webhooks.prune(m.utcnow())
             except Exception:  # keep the loop alive; the next pass starts from fresh state
                 log.exception("reconcile pass failed")
 
     def run_once(self) -> None:
         """One pass over every environment whose lock is free, then make the routes match."""
         self.ctl.router.ensure_running()  # a router tier that died comes back (cheap when both answer)
+        self.ctl.previews.kick()  # previews: create missing ones, destroy closed and idle ones (its own thread)
         with self.store.session() as s:
             envs = [(p.name, e.name) for p, e in s.execute(select(m.Project, m.Environment).join(m.Environment))]
         for project, env_name in envs:

@@ -33,8 +33,9 @@ PROTECTION_KEYS: dict[str, Parser] = {
     "allow_force_push": v.boolean,
     "allow_deletions": v.boolean,
 }
+PREVIEW_KEYS = ("trigger", "forks", "bots", "drafts", "maxPreviews", "expireAfterDays", "evict")
 ENV_KEYS = (
-    "branch", "branches", "base", "ephemeral", "production", "trigger", "unset_variables", "services", "variables",
+    "branch", "branches", "base", "ephemeral", "production", "unset_variables", "services", "variables", *PREVIEW_KEYS,
 )  # fmt: skip
 KINDS = ("web", "postgres", "redis")
 _RAILWAY_NAMES = {"numReplicas", "deploymentOverlapSeconds", "dockerfilePath"}
@@ -313,8 +314,9 @@ def _only_where_allowed(ctx: FileContext, path: tuple[str, ...], table: dict[str
         raise ctx.fail((*path, "branch"), 'the pr template takes branches = ["pattern", ...], not branch')
     if not is_template and "branches" in table:
         raise ctx.fail((*path, "branches"), 'only the pr template takes branch patterns (use branch = "...")')
-    if not is_template and "trigger" in table:
-        raise ctx.fail((*path, "trigger"), "only the pr template takes a trigger")
+    for key in PREVIEW_KEYS:
+        if not is_template and key in table:
+            raise ctx.fail((*path, key), f"only the pr template takes {'a trigger' if key == 'trigger' else key}")
 
 
 def _branch(ctx: FileContext, path: tuple[str, ...], value: Any) -> str | None:
@@ -328,12 +330,25 @@ def _branch(ctx: FileContext, path: tuple[str, ...], value: Any) -> str | None:
 
 
 def _preview(ctx: FileContext, decl: EnvironmentDecl, table: dict[str, Any]) -> PreviewDecl:
-    """The preview settings of the pr template."""
-    trigger = ctx.parse(
-        ("environments", PR_TEMPLATE, "trigger"), lambda x: v.choice(x, ("pr", "branch"), upper=False),
-        table.get("trigger", "pr"),
-    )  # fmt: skip
-    return PreviewDecl(patterns=decl.branches or ("*",), base=decl.base, trigger=trigger)
+    """The preview settings of the pr template: how previews are triggered and who gets one."""
+    path = ("environments", PR_TEMPLATE)
+
+    def one_of(key: str, choices: tuple[str, ...], default: str) -> str:
+        return ctx.parse((*path, key), lambda x: v.choice(x, choices, upper=False), table.get(key, default))
+
+    max_previews = table.get("maxPreviews")
+    expire = table.get("expireAfterDays")
+    return PreviewDecl(
+        patterns=decl.branches or ("*",),
+        base=decl.base,
+        trigger=one_of("trigger", ("pr", "branch"), "pr"),
+        forks=one_of("forks", ("approve", "never", "always"), "approve"),
+        bots=ctx.parse((*path, "bots"), v.boolean, table.get("bots", False)),
+        drafts=ctx.parse((*path, "drafts"), v.boolean, table.get("drafts", False)),
+        max_previews=None if max_previews is None else ctx.parse((*path, "maxPreviews"), v.replicas, max_previews),
+        expire_after_days=None if expire is None else ctx.parse((*path, "expireAfterDays"), v.positive_days, expire),
+        evict=one_of("evict", ("refuse", "oldest"), "refuse"),
+    )
 
 
 def _check_environments(ctx: FileContext, decls: dict[str, EnvironmentDecl]) -> None:

@@ -120,6 +120,12 @@ class PreviewDecl:
     patterns: tuple[str, ...] = ("*",)
     base: str | None = None
     trigger: str = "pr"  # "pr": one environment per pull request (pr-<n>); "branch": one per branch
+    forks: str = "approve"  # pull requests from forks: "approve" (wait for `previews approve`), "never", "always"
+    bots: bool = False  # pull requests opened by bots (Dependabot, Renovate, any user.type "Bot")
+    drafts: bool = False  # draft pull requests
+    max_previews: int | None = None  # at most this many previews at once
+    expire_after_days: float | None = None  # destroy a preview idle this long
+    evict: str = "refuse"  # at max_previews: "refuse" the newest or evict the "oldest" idle one
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,13 @@ def count(value: object, *, minimum: int = 0) -> int:
     return number
 
 
+def positive_days(value: object) -> float:
+    """A number of days above 0 (fractions allowed: 0.5 is twelve hours)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise expected("a number of days above 0", value)
+    return float(value)
+
+
 def replicas(value: object) -> int:
     """A replica count, at least 1."""
     return count(value, minimum=1)

@@ -57,6 +57,9 @@ class Project(Base):
     repo_path: Mapped[str] = mapped_column(Text)  # the bare repository the `branchyard` remote points at
     upstream: Mapped[str | None] = mapped_column(Text, nullable=True)  # `init --repo URL`
     domain: Mapped[str | None] = mapped_column(Text, nullable=True)  # branchyard.toml [project] domain
+    github_repository: Mapped[str | None] = mapped_column(Text, nullable=True)  # [github] repository "owner/name"
+    webhook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)  # encrypted; `github configure`
+    preview_policy: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON PreviewDecl of the base branch
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -164,3 +167,50 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(64), default="system")
     message: Mapped[str] = mapped_column(Text)
+
+
+# Preview decisions (Preview.decision).
+PREVIEW_DEPLOY = "deploy"  # admitted: its environment is kept at head_sha
+PREVIEW_PENDING = "pending_approval"  # a fork's pull request waiting for `branchyard previews approve`
+PREVIEW_REFUSED = "refused"  # not admitted (bot, draft, fork with forks = "never", maxPreviews, bad name...)
+PREVIEW_EXPIRED = "expired"  # idle longer than expireAfterDays; comes back on new activity
+PREVIEW_EVICTED = "evicted"  # the oldest idle preview, removed to make room (evict = "oldest")
+
+
+class WebhookDelivery(Base):
+    """A GitHub delivery seen (X-GitHub-Delivery): a replay of the same id is ignored, across restarts."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending | done | ignored
+    payload: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON of the parsed event, while pending
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Preview(Base):
+    """One wanted preview: an open pull request (kind "pr") or a live branch (kind "branch"). The desired set."""
+
+    __tablename__ = "previews"
+    __table_args__ = (UniqueConstraint("project_id", "environment"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(64))  # pr-<n> or the branch's slug
+    kind: Mapped[str] = mapped_column(String(16))  # pr | branch
+    number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    branch: Mapped[str | None] = mapped_column(Text, nullable=True)
+    head_sha: Mapped[str] = mapped_column(String(64))
+    base_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    head_repo: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fork: Mapped[bool] = mapped_column(default=False)
+    bot: Mapped[bool] = mapped_column(default=False)
+    draft: Mapped[bool] = mapped_column(default=False)
+    author: Mapped[str | None] = mapped_column(Text, nullable=True)
+    open: Mapped[bool] = mapped_column(default=True)
+    approved_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)  # `previews approve`: this commit
+    decision: Mapped[str | None] = mapped_column(String(24), nullable=True)  # None: not decided yet
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_activity_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

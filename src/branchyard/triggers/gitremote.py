@@ -47,3 +47,35 @@ def quarantine_env() -> dict[str, str]:
     """The variables git gives a pre-receive hook so the pushed (still quarantined) objects can be read."""
     keys = ("GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH")
     return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+def has_commit(repo: Path, sha: str) -> bool:
+    """The bare repository holds commit `sha`."""
+    done = subprocess.run(["git", f"--git-dir={repo}", "cat-file", "-e", f"{sha}^{{commit}}"],
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    return done.returncode == 0
+
+
+def fetch_commit(repo: Path, upstream: str | None, sha: str, *, refs: tuple[str, ...] = ()) -> None:
+    """Make commit `sha` present in the project's bare repository, fetched from its configured upstream.
+
+    The exact sha is asked for first; servers that refuse unadvertised objects get the named refs
+    (e.g. refs/pull/12/head, refs/heads/feature/x) instead. BackendError when the commit is not there after."""
+    if has_commit(repo, sha):
+        return
+    if not upstream:
+        raise BackendError(f"commit {sha[:12]} is not in the project's repository and no upstream is configured "
+                           "(`branchyard init --repo URL`)")
+    env = os.environ | {"GIT_TERMINAL_PROMPT": "0"}
+    attempts = [[sha], [f"+{r}:refs/branchyard/fetched/{i}" for i, r in enumerate(refs)]] if refs else [[sha]]
+    errors = []
+    for specs in attempts:
+        done = subprocess.run(["git", f"--git-dir={repo}", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                               "--", upstream, *specs], capture_output=True, text=True, env=env,
+                              stdin=subprocess.DEVNULL, timeout=300)
+        if done.returncode != 0:
+            errors.append(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+        if has_commit(repo, sha):
+            return
+    detail = f": {errors[-1]}" if errors else ""
+    raise BackendError(f"commit {sha[:12]} could not be fetched from the project's upstream{detail}")

@@ -1,0 +1,513 @@
+"""Preview environments: the desired set (open pull requests, live branches) kept in SQLite, and the loop
+that converges on it — create what is missing, redeploy a new head, destroy what is closed, idle or evicted.
+
+Level-triggered: a webhook (or a push to the `branchyard` remote) only changes a `Preview` row and kicks
+the loop; `plan_previews` (pure) compares the rows with the environments and says what to do, so a lost
+delivery, a crash or a restart converge on the next pass.
+
+Who gets a preview is decided by the **base branch's** `[environments.pr]` (read at the pull request's
+base commit): a pull request cannot change the rules that admit it. The preview itself is built from the
+pull request's own head commit and its own `branchyard.toml` / `railway.toml`.
+
+Secrets: a preview of a same-repository pull request (or a branch pushed to the `branchyard` remote) gets a
+copy of the variables and secrets set on the template's base environment (e.g. staging) when it is created —
+never production's. A fork's preview gets none: a deploy that needs one fails naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from .. import names
+from ..build import release
+from ..errors import BranchyardError, Conflict, NameRefused, NotFound
+from ..spec import load_project
+from ..spec.model import PR_TEMPLATE, PreviewDecl
+from ..store import models as m
+from ..triggers import github_webhook as gh
+from ..triggers.gitremote import fetch_commit
+
+log = logging.getLogger("branchyard.previews")
+
+WORKERS = 3  # previews built at once (each builds, provisions a database, migrates and seeds)
+DESTROY_WAIT = 600.0  # seconds a destroy waits for a cancelled build to stop
+
+
+# --- the pure part -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreviewObs:
+    environment: str
+    open: bool
+    decision: str | None
+    head_sha: str
+    last_activity: float  # epoch seconds
+    env_exists: bool
+    latest_sha: str | None  # commit of the environment's newest deployment
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    environment: str  # decide admission (fork, bot, draft, cap) under the base branch's policy, then deploy
+
+
+@dataclass(frozen=True)
+class Deploy:
+    environment: str
+    sha: str
+
+
+@dataclass(frozen=True)
+class Destroy:
+    environment: str
+    reason: str
+    mark: str | None = None  # the decision to record (expired), None to keep it
+
+
+PreviewAction = Evaluate | Deploy | Destroy
+
+
+def plan_previews(previews: list[PreviewObs], *, expire_after_days: float | None, now: float,
+                  busy: frozenset[str] = frozenset()) -> list[PreviewAction]:
+    """What makes the environments match the desired previews. Environments with an action in flight wait."""
+    actions: list[PreviewAction] = []
+    for p in sorted(previews, key=lambda p: p.environment):
+        if p.environment in busy:
+            continue
+        if not p.open:
+            if p.env_exists:
+                actions.append(Destroy(p.environment, "closed"))
+            continue
+        if p.decision is None:
+            actions.append(Evaluate(p.environment))
+        elif p.decision == m.PREVIEW_DEPLOY:
+            idle_days = (now - p.last_activity) / 86400
+            if expire_after_days is not None and idle_days >= expire_after_days:
+                actions.append(Destroy(p.environment, f"idle for {idle_days:.1f} days (expireAfterDays = "
+                                                      f"{expire_after_days:g})", mark=m.PREVIEW_EXPIRED))
+            elif p.latest_sha != p.head_sha:
+                actions.append(Deploy(p.environment, p.head_sha))
+        elif p.env_exists:  # refused, pending approval, expired, evicted: no environment
+            actions.append(Destroy(p.environment, p.decision.replace("_", " ")))
+    return actions
+
+
+@dataclass(frozen=True)
+class Slot:
+    environment: str
+    last_activity: float
+
+
+def make_room(active: list[Slot], *, max_previews: int | None, evict: str) -> tuple[bool, str | None]:
+    """Whether one more preview fits: (admitted, the preview to evict for it or None)."""
+    if max_previews is None or len(active) < max_previews:
+        return True, None
+    if evict == "oldest" and active:
+        return True, min(active, key=lambda s: (s.last_activity, s.environment)).environment
+    return False, None
+
+
+def policy_from_json(text: str | None) -> PreviewDecl | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    return PreviewDecl(**(data | {"patterns": tuple(data["patterns"])}))
+
+
+# --- the loop ----------------------------------------------------------------------------------------------
+
+
+class Previews:
+    def __init__(self, controller) -> None:  # noqa: ANN001 - Controller (import cycle)
+        self.ctl = controller
+        self.store = controller.store
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="preview")
+        self._busy: set[tuple[str, str]] = set()  # (project, environment) with an action in flight
+        self._guard = threading.Lock()
+        self._admit = threading.Lock()  # the maxPreviews count and the admission it allows are one step
+        self._kick = threading.Event()
+
+    # --- intake (fast: SQLite only) ----------------------------------------------------------------
+
+    def want_pull_request(self, project: str, event: gh.PullRequestEvent) -> str:
+        """Record what a pull_request delivery says about the desired set; returns a one-line note."""
+        env_name = names.pr_environment(event.number)
+        intent = gh.pr_intent(event)
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            row = s.scalar(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.environment == env_name))
+            if intent.kind == "ignore":
+                return intent.reason
+            if intent.kind == "close":
+                if row is None or not row.open:
+                    return f"pull request #{event.number} has no preview; nothing to close"
+                row.open, row.last_activity_at = False, m.utcnow()
+                row.reason = f"pull request {intent.reason}"
+                return f"{env_name} will be destroyed (pull request {intent.reason})"
+            if row is None:
+                row = m.Preview(project_id=p.id, environment=env_name, kind="pr", number=event.number)
+                s.add(row)
+            if intent.kind == "draft":
+                if not row.open or row.draft:
+                    return f"pull request #{event.number} is a draft"
+                row.draft, row.decision = True, None
+                return f"{env_name}: pull request converted to draft; admission decided again"
+            changed = row.head_sha != event.head_sha or not row.open or row.draft != event.draft
+            row.branch, row.head_sha, row.base_sha = event.head_ref, event.head_sha, event.base_sha
+            row.head_repo, row.fork, row.bot, row.draft = event.head_repo, event.fork, event.bot, event.draft
+            row.author, row.open, row.last_activity_at = event.author, True, m.utcnow()
+            if changed or event.action in ("reopened", "ready_for_review"):
+                row.decision, row.reason = None, None  # decided (again) by the loop
+        self.kick()
+        return f"{env_name}: {event.action} at {event.head_sha[:12]}"
+
+    def want_branch(self, project: str, branch: str, sha: str | None) -> tuple[str | None, str]:
+        """Branch-triggered previews: a pushed branch (sha) or a deleted one (None). (environment, note)."""
+        try:
+            env_name = names.branch_environment(branch)
+        except NameRefused as err:
+            if sha is None:
+                return None, f"branch {branch} deleted (it had no preview)"
+            with self.store.session() as s:
+                self.store.record(s, project, "preview.refused", f"branch {branch!r}: {err}")
+            return None, f"no preview for branch {branch!r}: {err}"
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            row = s.scalar(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.environment == env_name))
+            if sha is None:
+                if row is None or not row.open:
+                    return None, f"branch {branch} deleted (it had no preview)"
+                row.open, row.reason, row.last_activity_at = False, "branch deleted", m.utcnow()
+                self.kick()
+                return env_name, f"branch {branch} deleted: preview {env_name} will be destroyed"
+            clash = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id,
+                                                         m.Environment.name == env_name))
+            if env_name == PR_TEMPLATE or (clash is not None and not clash.ephemeral) or (
+                    row is not None and row.kind != "branch"):
+                note = f"no preview for branch {branch!r}: its name {env_name!r} is taken by another environment"
+                self.store.record(s, project, "preview.refused", note, environment=env_name)
+                return None, note
+            if row is None:
+                row = m.Preview(project_id=p.id, environment=env_name, kind="branch", branch=branch)
+                s.add(row)
+            row.head_sha, row.open, row.last_activity_at = sha, True, m.utcnow()
+            row.decision, row.reason = m.PREVIEW_DEPLOY, None
+        return env_name, ""
+
+    def approve(self, project: str, number: int) -> dict:
+        """`branchyard previews approve NUMBER`: admit a fork's pull request at its current head commit."""
+        env_name = names.pr_environment(number)
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            row = s.scalar(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.environment == env_name))
+            if row is None or not row.open:
+                raise NotFound(f"no open pull request #{number} known for project {project!r}")
+            row.approved_sha, row.decision = row.head_sha, None
+            row.last_activity_at = m.utcnow()
+            self.store.record(s, project, "preview.approved", f"pull request #{number} approved at {row.head_sha[:12]}",
+                              environment=env_name, actor="cli")
+            sha = row.head_sha
+        self.kick()
+        return {"environment": env_name, "approved_sha": sha}
+
+    def list(self, project: str) -> list[dict]:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            rows = s.scalars(select(m.Preview).where(m.Preview.project_id == p.id).order_by(m.Preview.id)).all()
+            return [_preview_dict(r) for r in rows]
+
+    def info(self, project: str, env_name: str) -> dict | None:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            row = s.scalar(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.environment == env_name))
+            return _preview_dict(row) if row else None
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Reconcile now rather than at the next periodic pass (many kicks make one pass)."""
+        self._kick.set()
+
+    def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
+        """Passes on every kick, and every `interval` seconds in any case (repairs missed events)."""
+        while not stop.is_set():
+            self._kick.wait(interval)
+            self._kick.clear()
+            if stop.is_set():
+                return
+            try:
+                self.reconcile()
+            except Exception:  # keep the loop alive; the next pass starts from fresh state
+                log.exception("preview reconcile failed")
+
+    def shutdown(self) -> None:
+        self._kick.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def reconcile(self) -> None:
+        """One pass over every project's previews: plan (pure) and hand the actions to workers."""
+        with self.store.session() as s:
+            projects = [(p.name, p.id, p.preview_policy) for p in s.scalars(select(m.Project))]
+        for project, project_id, policy_json in projects:
+            policy = policy_from_json(policy_json)
+            obs = self._observe(project_id)
+            with self._guard:
+                busy = frozenset(e for p, e in self._busy if p == project)
+            actions = plan_previews(obs, expire_after_days=policy.expire_after_days if policy else None,
+                                    now=time.time(), busy=busy)
+            for action in actions:
+                self._dispatch(project, action)
+
+    def _observe(self, project_id: int) -> list[PreviewObs]:
+        with self.store.session() as s:
+            rows = s.scalars(select(m.Preview).where(m.Preview.project_id == project_id)).all()
+            envs = {e.name: e for e in s.scalars(select(m.Environment).where(m.Environment.project_id == project_id))}
+            out = []
+            for r in rows:
+                env = envs.get(r.environment)
+                latest = None
+                if env is not None:
+                    dep = s.scalar(select(m.Deployment).where(m.Deployment.environment_id == env.id)
+                                   .order_by(m.Deployment.created_at.desc()))
+                    # a build the control plane's own stop interrupted is tried again; a failed build is not
+                    interrupted = dep is not None and dep.status == m.FAILED and (dep.error or "").startswith(
+                        "the control plane stopped")
+                    latest = None if dep is None or interrupted else dep.commit_sha
+                out.append(PreviewObs(environment=r.environment, open=r.open, decision=r.decision, head_sha=r.head_sha,
+                                      last_activity=_epoch(r.last_activity_at), env_exists=env is not None,
+                                      latest_sha=latest))
+        return out
+
+    def _dispatch(self, project: str, action: PreviewAction) -> None:
+        key = (project, action.environment)
+        with self._guard:
+            if key in self._busy:
+                return
+            self._busy.add(key)
+
+        def run() -> None:
+            try:
+                if isinstance(action, Destroy):
+                    self._destroy(project, action)
+                elif isinstance(action, Evaluate):
+                    self._evaluate(project, action.environment)
+                else:
+                    self._deploy(project, action.environment, action.sha)
+            except BranchyardError as err:
+                log.warning("preview %s/%s: %s: %s", project, action.environment, type(action).__name__, err)
+            except Exception:
+                log.exception("preview %s/%s: %s failed", project, action.environment, type(action).__name__)
+            finally:
+                with self._guard:
+                    self._busy.discard(key)
+            if not isinstance(action, Destroy):
+                self.kick()  # the next step (deploy after evaluate; destroy if it closed meanwhile)
+
+        if isinstance(action, Destroy):  # never queued behind builds: a close cancels at once
+            threading.Thread(target=run, name=f"preview-destroy-{action.environment}", daemon=True).start()
+        else:
+            self._pool.submit(run)
+
+    # --- actions -----------------------------------------------------------------------------------
+
+    def _row(self, s, project: str, env_name: str) -> m.Preview:  # noqa: ANN001 - Session
+        p = self.store.project(s, project)
+        row = s.scalar(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.environment == env_name))
+        if row is None:
+            raise NotFound(f"no preview {env_name!r} in project {project!r}")
+        return row
+
+    def _decide(self, project: str, env_name: str, decision: str, reason: str, kind: str,
+                for_sha: str | None = None) -> None:
+        with self.store.session() as s:
+            row = self._row(s, project, env_name)
+            if for_sha is not None and (row.head_sha != for_sha or row.decision is not None):
+                return  # a newer delivery changed the facts meanwhile: the loop decides again
+            row.decision, row.reason = decision, reason
+            what = f"pull request #{row.number}" if row.number else f"branch {row.branch}"
+            self.store.record(s, project, kind, f"{what}: {reason}", environment=env_name)
+
+    def _evaluate(self, project: str, env_name: str) -> None:
+        """Admission under the base branch's policy; admitted previews go on to deploy."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            row = self._row(s, project, env_name)
+            if not row.open or row.decision is not None:
+                return
+            facts = dict(branch=row.branch or "", fork=row.fork, bot=row.bot, draft=row.draft, head_sha=row.head_sha,
+                         approved_sha=row.approved_sha)
+            base_sha, repo, upstream, stored = row.base_sha, Path(p.repo_path), p.upstream, p.preview_policy
+        policy, persistent = policy_from_json(stored), ()
+        if base_sha:
+            try:
+                spec = self._spec_at(project, repo, upstream, base_sha)
+                policy, persistent = spec.preview, [d.branch for d in spec.environments.values() if d.branch]
+                self.ctl.remember_spec(project, spec)
+            except BranchyardError as err:
+                log.warning("%s/%s: base commit %s unreadable (%s); using the stored policy", project, env_name,
+                            base_sha[:12], err)
+        verdict = gh.admit(**facts, policy=policy, persistent_branches=persistent)
+        sha = facts["head_sha"]
+        if verdict.decision == m.PREVIEW_PENDING:
+            self._decide(project, env_name, verdict.decision, verdict.reason, "preview.pending_approval", for_sha=sha)
+            return
+        if verdict.decision != m.PREVIEW_DEPLOY:
+            self._decide(project, env_name, verdict.decision, verdict.reason, "preview.refused", for_sha=sha)
+            return
+        with self._admit:
+            with self.store.session() as s:
+                p = self.store.project(s, project)
+                active = [Slot(r.environment, _epoch(r.last_activity_at)) for r in s.scalars(
+                    select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.open.is_(True),
+                                            m.Preview.decision == m.PREVIEW_DEPLOY))]
+                ok, victim = make_room(active, max_previews=policy.max_previews, evict=policy.evict)
+                row = self._row(s, project, env_name)
+                if row.head_sha != sha or row.decision is not None or not row.open:
+                    return  # a newer delivery (a new head, a close) arrived meanwhile: decided again
+                if not ok:
+                    row.decision = m.PREVIEW_REFUSED
+                    row.reason = f"maxPreviews = {policy.max_previews} previews already run (evict = \"refuse\")"
+                    self.store.record(s, project, "preview.refused", row.reason, environment=env_name)
+                    return
+                if victim is not None:
+                    old = self._row(s, project, victim)
+                    old.decision, old.reason = m.PREVIEW_EVICTED, f"evicted to make room for {env_name} (maxPreviews)"
+                    self.store.record(s, project, "preview.evicted", old.reason, environment=victim)
+                row.decision, row.reason = m.PREVIEW_DEPLOY, None
+        self._deploy(project, env_name, sha)
+
+    def _spec_at(self, project: str, repo: Path, upstream: str | None, sha: str):  # noqa: ANN202 - ProjectSpec
+        fetch_commit(repo, upstream, sha)
+        tmp = names.safe_join(self.ctl.settings.releases_dir, project, f".spec-{sha[:40]}-{time.monotonic_ns()}")
+        try:
+            release.export_commit(repo, sha, tmp)
+            return load_project(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _deploy(self, project: str, env_name: str, sha: str) -> None:
+        """Fetch the head commit, build the preview from its own config; wait until the deployment ends."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            row = self._row(s, project, env_name)
+            if not row.open or row.decision != m.PREVIEW_DEPLOY or row.head_sha != sha:
+                return
+            repo, upstream, branch, number = Path(p.repo_path), p.upstream, row.branch, row.number
+            fork, policy = row.fork, policy_from_json(p.preview_policy)
+        refs = (f"refs/pull/{number}/head",) if number else (f"refs/heads/{branch}",)
+        try:
+            fetch_commit(repo, upstream, sha, refs=refs)
+        except BranchyardError as err:
+            self._decide(project, env_name, m.PREVIEW_REFUSED, str(err), "preview.refused")
+            return
+        dep_id = self.deploy_commit(project, env_name, sha, branch, fork=fork, policy=policy, repo=repo)
+        if dep_id:
+            self._wait(dep_id)
+
+    def deploy_commit(self, project: str, env_name: str, sha: str, branch: str | None, *, fork: bool,
+                      policy: PreviewDecl | None, repo: Path, git_env: dict[str, str] | None = None) -> str | None:
+        """Export `sha`, check its spec has a preview template, create the environment (secrets copied when
+        allowed) and queue the build. The deployment id, or None when refused (recorded)."""
+        incoming = names.safe_join(self.ctl.settings.releases_dir, project, f".incoming-{sha[:40]}-{time.monotonic_ns()}")
+        try:
+            release.export_commit(repo, sha, incoming, git_env=git_env)
+            spec = load_project(incoming)
+            if not spec.is_preview_instance(env_name):
+                self._decide(project, env_name, m.PREVIEW_REFUSED, f"commit {sha[:12]}'s branchyard.toml has no "
+                             "[environments.pr] template to build a preview from", "preview.refused")
+                return None
+            self._create_environment(project, env_name, branch, fork=fork, policy=policy or spec.preview)
+            return self.ctl._queue_build(project, env_name, sha, branch, "webhook" if branch is None or
+                                         env_name.startswith("pr-") else "push", incoming, spec)
+        except BranchyardError as err:
+            self._decide(project, env_name, m.PREVIEW_REFUSED, str(err), "preview.refused")
+            return None
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+
+    def _create_environment(self, project: str, env_name: str, branch: str | None, *, fork: bool,
+                            policy: PreviewDecl | None) -> None:
+        """The preview's environment, ephemeral; same-repository previews get the base's non-production variables."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            if env is not None:
+                return
+            env = m.Environment(project_id=p.id, name=env_name, branch=branch, ephemeral=True, production=False)
+            s.add(env)
+            s.flush()
+            copied: list[str] = []
+            base_name = policy.base if policy else None
+            base = None if base_name is None else s.scalar(
+                select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == base_name))
+            if fork:
+                note = "from a fork: no variables or secrets given"
+            elif base is None:
+                note = "no base environment to copy variables from"
+            elif base.production:
+                note = f"base {base.name} is production: its variables and secrets are not copied"
+            else:
+                for var in s.scalars(select(m.Variable).where(m.Variable.environment_id == base.id)):
+                    s.add(m.Variable(environment_id=env.id, key=var.key, value=var.value, secret=var.secret))
+                    copied.append(var.key)
+                note = f"variables copied from {base.name}: {', '.join(sorted(copied)) or 'none'}"
+            self.store.record(s, project, "preview.created", f"preview {env_name} created ({note})", environment=env_name)
+
+    def _wait(self, dep_id: str, timeout: float = 3600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.ctl._stop.is_set():  # a stopping server does not wait
+            with self.store.session() as s:
+                dep = s.get(m.Deployment, dep_id)
+                if dep is None or dep.status in m.TERMINAL:
+                    return
+            time.sleep(0.2)
+
+    def _destroy(self, project: str, action: Destroy) -> None:
+        """Cancel the environment's builds, then free everything it holds (processes, route, database, files)."""
+        env_name = action.environment
+        deadline = time.monotonic() + DESTROY_WAIT
+        while True:
+            running = self.ctl.cancel_deployments(project, env_name)
+            if not running:
+                break
+            if time.monotonic() > deadline:
+                raise Conflict(f"{env_name}: builds {', '.join(running)} did not stop; destroy retried later")
+            time.sleep(0.1)
+        try:
+            self.ctl.delete_environment(project, env_name)
+        except NotFound:
+            return
+        with self.store.session() as s:
+            row = s.scalar(select(m.Preview).join(m.Project).where(m.Project.name == project,
+                                                                   m.Preview.environment == env_name))
+            if row is not None and action.mark and row.open:
+                row.decision, row.reason = action.mark, action.reason
+            self.store.record(s, project, "preview.destroyed", f"preview {env_name} destroyed ({action.reason})",
+                              environment=env_name)
+
+
+def _epoch(when) -> float:  # noqa: ANN001 - naive UTC datetime
+    import datetime as dt
+
+    return when.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def _preview_dict(r: m.Preview) -> dict:
+    return {
+        "environment": r.environment, "kind": r.kind, "number": r.number, "branch": r.branch, "head_sha": r.head_sha,
+        "head_repo": r.head_repo, "fork": r.fork, "bot": r.bot, "draft": r.draft, "author": r.author, "open": r.open,
+        "decision": r.decision, "reason": r.reason, "approved_sha": r.approved_sha,
+        "last_activity_at": r.last_activity_at.isoformat() + "Z",
+    }
+
+

@@ -1,0 +1,95 @@
+"""Leak check for environments that should be gone: processes, listening ports, databases and roles,
+Caddy routes, directories. Returns what is left, as readable strings (empty: nothing leaked)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from branchyard.backends.local.caddy import Router
+from branchyard.backends.local.postgres import Admin, LocalServer
+from branchyard.controller.dataplane import database_name
+
+
+def listening_ports() -> set[int]:
+    """TCP ports in LISTEN state on this machine (IPv4 and IPv6)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _environ(pid: str) -> bytes:  # readable for our own processes (and all of them as root)
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def processes_of(home: Path, project: str, env: str) -> list[int]:
+    """Live processes started for one environment (their environment names the project and the environment)."""
+    marker = f"BRANCHYARD_ENVIRONMENT_NAME={env}\0".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        data = _environ(proc.name)
+        if marker in data and f"BRANCHYARD_PROJECT_NAME={project}\0".encode() in data:
+            try:
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                found.append(int(proc.name))
+    return found
+
+
+def leaks(home: Path, http_port: int, project: str, envs: list[str], *, ports: set[int] = frozenset(),
+          pids: set[int] = frozenset(), deployments: set[str] = frozenset()) -> list[str]:
+    """What is left of `envs` (already deleted environments) of `project` in the plane at `home`."""
+    left: list[str] = []
+    for pid in pids:
+        if os.path.exists(f"/proc/{pid}"):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                left.append(f"process {pid} still running")
+    still = listening_ports() & set(ports)
+    left += [f"port {p} still listening" for p in sorted(still)]
+    shared = home / "postgres" / "shared"
+    if (shared / "server.json").exists():
+        admin = Admin(LocalServer(data_dir=shared).admin_url())
+        databases, roles = set(admin.databases()), set(admin.roles())
+        for env in envs:
+            name = database_name(project, env)
+            if name in databases:
+                left.append(f"database {name}")
+            if name in roles:
+                left.append(f"role {name}")
+    router = Router(home=home / "caddy", http_port=http_port, admin_port=0)
+    hosts = {r.host for r in router.routes()}
+    for env in envs:
+        host = f"{project}-{env}.localhost"
+        if host in hosts:
+            left.append(f"Caddy route {host}")
+        for path in (home / "logs" / project / env, home / "redis" / project / env,
+                     home / "postgres" / f"{project}-{env}"):
+            if path.exists():
+                left.append(f"directory {path}")
+        for pid in processes_of(home, project, env):
+            left.append(f"process {pid} of {env}")
+    releases = home / "releases" / project
+    if releases.is_dir():
+        left += [f"release {releases / d}" for d in sorted(deployments) if (releases / d).exists()]
+        left += [f"half-made directory {p}" for p in releases.glob(".incoming-*")]
+        left += [f"half-made directory {p}" for p in releases.glob(".spec-*")]
+    return left

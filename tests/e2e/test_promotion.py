@@ -44,6 +44,12 @@ def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
     staging_dep = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
     before = deployments(plane, repo)
 
+    unconfirmed = plane.run("promote", "staging", "production", cwd=repo, check=False)  # stdin is not a terminal
+    assert unconfirmed.returncode == 2 and "needs typed confirmation: pass --confirm PROMOTE" in unconfirmed.stderr
+    assert "cancelled, nothing deployed" in unconfirmed.stderr
+    cancelled = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.cancelled"]
+    assert cancelled and cancelled[0]["actor"] not in ("", "system")
+
     done = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
     assert done.returncode == 4, done.stderr
     assert "PENDING_APPROVAL" in done.stderr and "0 of 2 approvals" in done.stderr
@@ -122,7 +128,7 @@ def test_failing_post_deploy_smoke_tests_roll_production_back(plane, tmp_path):
 
 def test_bad_input_deploys_nothing(plane, tmp_path):
     def edit(repo):
-        set_promotion(repo, 'from = "staging"\nsmokeCommand = "sleep 30"\nsmokeTimeout = 2')
+        set_promotion(repo, 'from = "staging"\nsmokeCommand = "python -c \'import time; time.sleep(30)\'"\nsmokeTimeout = 2')
 
     repo, _ = pipeline(plane, tmp_path, "badpromo", edit=edit)
     before = deployments(plane, repo), deployments(plane, repo, "staging")
@@ -133,22 +139,26 @@ def test_bad_input_deploys_nothing(plane, tmp_path):
     assert backwards.returncode == 2 and "production is production; nothing is promoted out of production" in backwards.stderr
     typo = plane.run("promote", "staging", "production", "--confirm", "PROMOT", cwd=repo, check=False)
     assert typo.returncode == 2 and "--confirm: expected PROMOTE, got 'PROMOT'" in typo.stderr
-    prompt_typo = plane.run("promote", "staging", "production", cwd=repo, check=False)  # stdin is not a terminal
-    assert prompt_typo.returncode == 2 and "needs typed confirmation: pass --confirm PROMOTE" in prompt_typo.stderr
 
     hanging = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False, timeout=60)
     assert hanging.returncode == 1
     assert "FAIL  smoke-tests" in hanging.stdout and "timed out after 2s (killed)" in hanging.stderr
     assert not [p for p in _sleepers()]  # the hanging command was killed
     assert (deployments(plane, repo), deployments(plane, repo, "staging")) == before
-    kinds = [e["kind"] for e in plane.json("events", "-e", "production", cwd=repo)]
-    assert "promotion.refused" in kinds and "promotion.cancelled" in kinds
+    refused = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.refused"]
+    assert refused and "gate smoke-tests failed" in refused[0]["message"]
+
+    plane.run("down", "-e", "staging", cwd=repo)
+    asleep = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False, timeout=60)
+    assert asleep.returncode == 1 and "gate source-healthy failed: staging's current deployment" in asleep.stderr
+    assert "is SLEEPING" in asleep.stderr
+    assert deployments(plane, repo) == before[0]
 
 
 def _sleepers():
     from conftest import processes_mentioning
 
-    return [pid for pid in processes_mentioning("sleep 30", cwd=False)]
+    return [pid for pid in processes_mentioning("time.sleep(30)", cwd=False)]
 
 
 def test_git_push_to_main_requires_staging_first(plane, tmp_path):

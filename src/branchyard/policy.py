@@ -320,7 +320,7 @@ def rule_live_shared_data(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tu
         other = owners.setdefault(row["location"], row["environment"])
         if other != row["environment"]:
             found.append((f"{row['environment']} and {other} share {row['kind']} {row['location']}",
-                          f"`branchyard environment delete` one and redeploy it: each environment gets its own"))
+                          "`branchyard environment delete` one and redeploy it: each environment gets its own"))
     return found
 
 

@@ -177,6 +177,8 @@ def test_promotion_keys(tmp_path) -> None:
                          "least 0, got -1"),
     ("smokeTimeout = 0\n", "branchyard.toml: environments.production.promotion.smokeTimeout: expected integer seconds "
                            "of at least 1, got 0"),
+    ("smokeTimeout = 601\n", "branchyard.toml: environments.production.promotion.smokeTimeout: expected integer "
+                             "seconds from 1 to 600, got 601"),
     ("requireStaging = true\n", "branchyard.toml: environments.production.promotion.requireStaging: needs from = "
                                 '"<environment>"'),
     ("smokeCommand = 3\n", "branchyard.toml: environments.production.promotion.smokeCommand: expected a command "

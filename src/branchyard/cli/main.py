@@ -642,6 +642,9 @@ def db_refresh(state: State, target: str, source: str, project: str | None, yes:
 # --- promotion, approvals, policy --------------------------------------------------------------------
 
 
+PROMOTION_TIMEOUT = 1500  # seconds: planning and proceeding run the smoke tests (smokeTimeout ≤ 600) twice at most
+
+
 def _whoami() -> str:
     import getpass
 
@@ -730,7 +733,8 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
     source, target = names.environment_name(source), names.environment_name(target)
     client = state.client()
     actor = actor or _whoami()
-    promo = client.post(f"/api/projects/{_project(project)}/promotions", {"source": source, "target": target, "actor": actor})
+    promo = client.request("POST", f"/api/projects/{_project(project)}/promotions", timeout=PROMOTION_TIMEOUT,
+                           json={"source": source, "target": target, "actor": actor})
     if not as_json:
         _show_plan(promo)
     if promo["state"] != "PLANNED" and promo["state"] != "PENDING_APPROVAL":
@@ -742,7 +746,8 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
             raise errors.BadInput(f"promotion {promo['id'][:8]} needs typed confirmation: pass --confirm {CONFIRM_WORD}; "
                                   "cancelled, nothing deployed")
         confirm = click.prompt(f"Type {CONFIRM_WORD} to promote {source} → {target}", default="", show_default=False)
-    promo = client.post(f"/api/promotions/{promo['id']}/confirm", {"confirm": confirm or "", "actor": actor})
+    promo = client.request("POST", f"/api/promotions/{promo['id']}/confirm", timeout=PROMOTION_TIMEOUT,
+                           json={"confirm": confirm or "", "actor": actor})
     if promo["state"] in ("PROMOTING", "VERIFYING"):
         promo = _follow_promotion(client, promo, quiet=as_json)
     _promotion_outcome(promo, as_json=as_json)
@@ -756,7 +761,8 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
 def approve(state: State, promotion_id: str, approver: str, as_json: bool) -> None:
     """Approve an open promotion; the approval that completes the required count starts it."""
     client = state.client()
-    promo = client.post(f"/api/promotions/{promotion_id}/approvals", {"approver": approver})
+    promo = client.request("POST", f"/api/promotions/{promotion_id}/approvals", timeout=PROMOTION_TIMEOUT,
+                           json={"approver": approver})
     if promo["state"] in ("PROMOTING", "VERIFYING"):
         if not as_json:
             ui.info(f"approvals complete: promoting {promo['source']} → {promo['target']}")

@@ -30,7 +30,7 @@ from .. import promotion as pm
 from ..build import release
 from ..errors import BadInput, BranchyardError, Conflict, NotFound
 from ..spec import load_project
-from ..spec.model import PromotionSpec, ProjectSpec
+from ..spec.model import ProjectSpec, PromotionSpec
 from ..store import models as m
 from .replicas import PORT_PLACEHOLDER
 from .variables import resolve

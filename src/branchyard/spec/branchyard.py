@@ -290,7 +290,7 @@ def _promotion(ctx: FileContext, name: str, raw: Any) -> PromotionSpec:
         source=source,
         approvals=ctx.parse((*path, "approvals"), lambda x: v.count(x, minimum=0), table.get("approvals", 0)),
         smoke_command=smoke,
-        smoke_timeout=ctx.parse((*path, "smokeTimeout"), v.positive_seconds, table.get("smokeTimeout", 120)),
+        smoke_timeout=ctx.parse((*path, "smokeTimeout"), _smoke_timeout, table.get("smokeTimeout", 120)),
         require_source=require,
     )
 
@@ -336,6 +336,14 @@ def _check_environments(ctx: FileContext, decls: dict[str, EnvironmentDecl]) -> 
         _check_base(ctx, decl, decls)
         _check_promotion(ctx, decl, decls)
     _check_branches(ctx, decls)
+
+
+def _smoke_timeout(value: Any) -> int:
+    """1 to 600 seconds: a promotion's gates run while its command waits."""
+    seconds = v.positive_seconds(value)
+    if seconds > 600:
+        raise v.expected("integer seconds from 1 to 600", value)
+    return seconds
 
 
 def _check_promotion(ctx: FileContext, decl: EnvironmentDecl, decls: dict[str, EnvironmentDecl]) -> None:

@@ -219,3 +219,29 @@ def test_same_secrets_needs_one_value_everywhere() -> None:
     rows = policy.same_secrets({"production": {"K": "value-one"}, "staging": {"K": "value-one", "L": "x-long-value"},
                                 "pr-1": {"K": "value-one", "L": "y-long-value"}})
     assert rows == [{"key": "K", "environments": ["pr-1", "production", "staging"]}]
+
+
+def _check_cli(cwd: Path, home: Path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")} | {"BRANCHYARD_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "branchyard.cli.main", "check", "--json"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, json.loads(done.stdout), done.stderr
+
+
+def test_check_without_a_server_runs_the_spec_rules_and_says_what_it_skipped(tmp_path) -> None:
+    code, report, _ = _check_cli(EXAMPLE, tmp_path / "home")
+    assert code == 0 and report["ok"] is True
+    assert report["skipped"] == [r.id for r in policy.RULES if r.scope == "live"]
+    assert report["skipped_reason"] == "the control plane is not running"
+    app = tmp_path / "app"
+    app.mkdir()
+    spec_of(app, GOOD, railway='[deploy]\nstartCommand = "python app.py"\n')
+    code, report, err = _check_cli(app, tmp_path / "home")
+    assert code == 1 and report["ok"] is False
+    assert {f["rule"] for f in report["findings"]} == {"health-checks"}
+    assert "error: check: 3 policy errors (health-checks)" in err

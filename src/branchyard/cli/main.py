@@ -791,8 +791,10 @@ def check(state: State, project: str | None, as_json: bool) -> None:
     from .. import policy
     from ..spec import load_project
 
-    done = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    root = Path(done.stdout.strip()) if done.returncode == 0 else Path.cwd()
+    root = Path.cwd()
+    if not any((root / name).is_file() for name in ("branchyard.toml", "railway.toml", "railway.json")):
+        done = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+        root = Path(done.stdout.strip()) if done.returncode == 0 else root
     spec = load_project(root)
     live, why = None, None
     try:
@@ -805,9 +807,9 @@ def check(state: State, project: str | None, as_json: bool) -> None:
     if as_json:
         ui.print_json(report.to_dict() | {"skipped_reason": why})
     else:
-        if report.findings:
-            ui.table(["SEVERITY", "RULE", "MESSAGE", "FIX"],
-                     [(f.severity, f.rule, f.message, f.fix) for f in report.findings])
+        for f in report.findings:
+            ui.info(f"{f.severity:<7}  {f.rule}: {f.message}")
+            ui.info(f"         fix: {f.fix}")
         ui.info(f"{len(report.checked)} rules checked, {len(report.errors)} errors, "
                 f"{len(report.findings) - len(report.errors)} warnings")
         if report.skipped:

@@ -27,6 +27,26 @@ def pipeline(plane, tmp_path, project, *, edit=None):
     return repo, sha
 
 
+def prompt(plane, repo, typed, *args):
+    """Run the CLI with a terminal on stdin (an interactive confirmation) and type `typed`."""
+    import os
+    import pty
+    import subprocess
+
+    from conftest import BRANCHYARD
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([*BRANCHYARD, *args], cwd=repo, env=plane.env, stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        os.write(master, typed.encode())
+        out, err = proc.communicate(timeout=300)
+    finally:
+        os.close(master)
+        os.close(slave)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def set_promotion(repo, text):
     toml = repo / "branchyard.toml"
     body = toml.read_text()
@@ -49,6 +69,12 @@ def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
     assert "cancelled, nothing deployed" in unconfirmed.stderr
     cancelled = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.cancelled"]
     assert cancelled and cancelled[0]["actor"] not in ("", "system")
+    typo = prompt(plane, repo, "PROMOT\n", "promote", "staging", "production", "--as", "dana")
+    assert typo.returncode == 2, typo.stderr
+    assert "Type PROMOTE to promote staging → production" in typo.stdout
+    assert "confirmation did not match 'PROMOTE'; promotion" in typo.stderr and "cancelled, nothing deployed" in typo.stderr
+    assert [e["actor"] for e in plane.json("events", "-e", "production", cwd=repo)
+            if e["kind"] == "promotion.cancelled"][0] == "dana"
 
     done = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
     assert done.returncode == 4, done.stderr
@@ -71,6 +97,8 @@ def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
 
     one = plane.run("approve", pid, "--as", "Alice", cwd=repo)
     assert "1 of 2 approvals" in one.stdout
+    plane.run("server", "stop")  # promotions and approvals are stored: a restart loses neither
+    plane.run("server", "--detach", timeout=120)
     again = plane.run("approve", pid, "--as", " alice ", cwd=repo)  # the same person counts once
     assert "1 of 2 approvals" in again.stdout
     assert deployments(plane, repo) == before

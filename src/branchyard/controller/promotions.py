@@ -216,14 +216,16 @@ class Promotions:
                 if row.state in m.PROMOTION_FINISHED or row.state in m.PROMOTION_ACTIVE:
                     raise Conflict(f"promotion {row.id[:8]} is {row.state}; plan a new one with `branchyard promote "
                                    f"{row.source} {row.target}`")
-                if word != pm.CONFIRM_WORD:
+                pid, matched = row.id, word == pm.CONFIRM_WORD
+                if matched:
+                    self.store.record(s, row.project, "promotion.confirmed", f"promotion {pid[:8]} confirmed",
+                                      environment=row.target, actor=actor)
+                else:  # committed before the error is raised: the cancellation is recorded
                     self._end(s, row, m.PROMOTION_CANCELLED, f"confirmation did not match {pm.CONFIRM_WORD!r}",
                               kind="promotion.cancelled", actor=actor)
-                    raise BadInput(f"confirmation did not match {pm.CONFIRM_WORD!r}; promotion {row.id[:8]} cancelled, "
-                                   "nothing deployed")
-                pid = row.id
-                self.store.record(s, row.project, "promotion.confirmed", f"promotion {pid[:8]} confirmed",
-                                  environment=row.target, actor=actor)
+            if not matched:
+                raise BadInput(f"confirmation did not match {pm.CONFIRM_WORD!r}; promotion {pid[:8]} cancelled, "
+                               "nothing deployed")
             return self._proceed(pid, actor, rerun_smoke=False)
 
     def approve(self, promotion_id: str, approver: str) -> dict:

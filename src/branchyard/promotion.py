@@ -85,6 +85,7 @@ class Plan:
     services: tuple[dict[str, Any], ...]  # {key, before, after}
     migrations: dict[str, Any]
     gates: tuple[Gate, ...] = field(default=())
+    approvals_required: int = 0
 
     @property
     def blocking(self) -> tuple[Gate, ...]:
@@ -106,6 +107,7 @@ class Plan:
             "services": [dict(s) for s in self.services],
             "migrations": dict(self.migrations),
             "gates": [g.to_dict() for g in self.gates],
+            "approvals_required": self.approvals_required,
         }
 
 
@@ -242,6 +244,7 @@ def plan(observed: Observed, spec: PromotionSpec | None, *, target_production: b
         services=service_changes(current.config if current else None, observed.target_config_after, replicas_override),
         migrations=migrations(observed.target_config_after, target_production=target_production),
         gates=gates(observed, spec),
+        approvals_required=spec.approvals if spec is not None else 0,
     )
 
 

@@ -58,6 +58,7 @@ def test_plan_content() -> None:
     assert d["migrations"] == {"will_run": True, "commands": ["python manage.py migrate"], "backup_first": True}
     assert [(g["id"], g["passed"]) for g in d["gates"]] == [
         ("source-healthy", True), ("smoke-tests", True), ("ran-in-source", True), ("approvals", True)]
+    assert d["approvals_required"] == 2
     assert SECRET_BEFORE not in str(d) and SECRET_AFTER not in str(d)
     assert plan.blocking == () and not plan.awaiting_approval
 

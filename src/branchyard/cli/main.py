@@ -771,10 +771,9 @@ def approve(state: State, promotion_id: str, approver: str, as_json: bool) -> No
         return
     if as_json:
         ui.print_json(promo)
-    gate = next((g for g in promo["plan"]["gates"] if g["id"] == "approvals"), None)
     if promo["state"] in ("PLANNED", "PENDING_APPROVAL"):
         if not as_json:
-            count = f"{len(promo['approvers'])}" + (f" of {gate['detail'].split(' of ')[1].split()[0]}" if gate else "")
+            count = f"{len(promo['approvers'])} of {promo['plan'].get('approvals_required', 0)}"
             waiting = ("; it proceeds when the count is met" if promo["state"] == "PENDING_APPROVAL"
                        else f"; then `branchyard promote {promo['source']} {promo['target']} --confirm PROMOTE`")
             ui.success(f"approved by {approver.strip().lower()}: {count} approvals{waiting}")

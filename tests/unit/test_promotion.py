@@ -206,3 +206,61 @@ def test_unknown_promotion_key_is_a_warning(tmp_path) -> None:
     spec = load(tmp_path, 'from = "staging"\napprovers = 2\n')
     assert spec.warnings == ('branchyard.toml: environments.production.promotion.approvers: unknown key '
                              '(did you mean "approvals"?)',)
+
+
+# --- running the smoke command (real processes, no server) -------------------------------------------------
+
+
+def test_a_hanging_smoke_command_is_killed_with_its_children(tmp_path) -> None:
+    import time
+
+    from branchyard.controller.promotions import run_smoke_command
+
+    started = time.monotonic()
+    result = run_smoke_command("sh -c 'sleep 300 & sleep 300'", url="http://127.0.0.1:9", environment="staging",
+                               release_dir=tmp_path, cfg_root=".", timeout=1)
+    assert not result.passed
+    assert result.detail == "`sh -c 'sleep 300 & sleep 300'` against http://127.0.0.1:9 timed out after 1s (killed)"
+    assert time.monotonic() - started < 10
+    from conftest import processes_mentioning
+
+    assert processes_mentioning("sleep 300", cwd=False) == []
+
+
+def test_the_example_smoke_command_against_a_real_server(tmp_path) -> None:
+    import http.server
+    import shutil
+    import threading
+
+    from branchyard.controller.promotions import run_smoke_command
+
+    answers = {"/health": (200, b'{"status": "ok"}')}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            code, body = answers.get(self.path, (404, b"{}"))
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app = tmp_path / "app"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "yoto-smart-stream", app)
+    url = f"http://app-staging.localhost:{server.server_port}"
+    try:
+        ok = run_smoke_command("python3 manage.py smoke", url=url, environment="staging", release_dir=app, cfg_root=".",
+                               timeout=30)
+        assert ok.passed, ok.detail
+        assert ok.detail.endswith(f"smoke staging: GET {url}/health → 200 ok")
+        answers["/health"] = (503, b'{"status": "degraded"}')
+        bad = run_smoke_command("python3 manage.py smoke", url=url, environment="production", release_dir=app,
+                                cfg_root=".", timeout=30)
+        assert not bad.passed
+        assert bad.detail.endswith(f"exited with code 1: manage.py: smoke production: GET {url}/health answered 503 "
+                                   "(status 'degraded')")
+    finally:
+        server.shutdown()

@@ -63,8 +63,8 @@ def bench_plane(*, branch: str = "main", railway_extra: str = "") -> Iterator[Be
         bench.git("commit", "-qm", "v1")
         bench.by("init")
         for env_name, dsn in (("production", "SENTRY_DSN"), ("staging", "SENTRY_DSN_STAGING")):
-            bench.by("variables", "set", "--secret", "--skip-deploys", "-e", env_name, "YOTO_CLIENT_ID=bench",
-                     "YOTO_CLIENT_SECRET=bench-secret", f"{dsn}=https://key@sentry.example.invalid/1")
+            bench.by("variables", "set", "--secret", "--skip-deploys", "-e", env_name, f"YOTO_CLIENT_ID=bench-{env_name}",
+                     f"YOTO_CLIENT_SECRET=bench-secret-{env_name}", f"{dsn}=https://{env_name}@sentry.example.invalid/1")
         yield bench
     finally:
         subprocess.run(BY + ["server", "stop", "--all"], env=env, capture_output=True)

@@ -4,6 +4,7 @@
     python manage.py migrate              # alembic upgrade head (railway.toml preDeployCommand)
     python manage.py seed_data --test     # a handful of fake users/streams/cards (PR environments)
     python manage.py seed_data --staging  # a larger synthetic set (staging)
+    python manage.py smoke --environment staging   # GET $BRANCHYARD_TARGET_URL/health (promotion smoke test)
 
 Both read DATABASE_URL (postgresql://user:pass@host:port/db) and exit 1 with a one-line error without it.
 Seeding brings the schema to head first, then inserts only what is missing: running it twice changes nothing.
@@ -121,6 +122,42 @@ def seed(raw_url: str, kind: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
+# --- smoke -------------------------------------------------------------------------------------------
+
+
+def smoke(environment: str | None) -> int:
+    """GET $BRANCHYARD_TARGET_URL/health: 0 when it answers 200 with status "ok", else 1 with the reason.
+
+    *.localhost is reached on 127.0.0.1 with the Host header, as browsers do."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base = os.environ.get("BRANCHYARD_TARGET_URL", "").strip().rstrip("/")
+    if not base:
+        fail("smoke: BRANCHYARD_TARGET_URL is not set (the URL of the environment under test)")
+    url = urllib.parse.urlsplit(base + "/health")
+    target = url._replace(netloc=f"127.0.0.1:{url.port or 80}") if (url.hostname or "").endswith("localhost") else url
+    request = urllib.request.Request(urllib.parse.urlunsplit(target), headers={"Host": url.netloc})
+    label = environment or url.netloc
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            status, body = resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        fail(f"smoke {label}: GET {base}/health: {getattr(exc, 'reason', exc)}")
+    try:
+        state = json.loads(body).get("status")
+    except (ValueError, AttributeError):
+        state = None
+    if status != 200 or state != "ok":
+        fail(f"smoke {label}: GET {base}/health answered {status} (status {state!r})")
+    print(f"smoke {label}: GET {base}/health → 200 ok")
+    return 0
+
+
 # --- command line -------------------------------------------------------------------------------------
 
 
@@ -132,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     which = seeder.add_mutually_exclusive_group(required=True)
     which.add_argument("--test", dest="kind", action="store_const", const="test", help="a handful of rows (PR environments)")
     which.add_argument("--staging", dest="kind", action="store_const", const="staging", help="a larger synthetic set (staging)")
+    smoker = commands.add_parser("smoke", help="GET $BRANCHYARD_TARGET_URL/health (exit 0 when 200 and status ok)")
+    smoker.add_argument("--environment", default=None, help="the environment under test (for messages)")
     args = parser.parse_args(argv)
+    if args.command == "smoke":
+        return smoke(args.environment)
 
     raw_url = database_url()  # before importing SQLAlchemy/Alembic: a missing variable fails fast
     sys.path.insert(0, str(APP))

@@ -16,6 +16,7 @@ from branchyard.errors import NotFound, SpecError
 from branchyard.spec import (
     EnvironmentDecl,
     PreviewDecl,
+    PromotionSpec,
     check,
     explain,
     load_project,
@@ -112,7 +113,9 @@ def test_example_loads_without_warnings() -> None:
     assert spec.strict is False
     assert spec.github_repository == "owner/yoto-smart-stream"
     assert list(spec.environments) == ["production", "staging", "pr"]
-    assert spec.environments["production"] == EnvironmentDecl("production", branch="main", production=True)
+    promotion = PromotionSpec(source="staging", approvals=2, smoke_command="python manage.py smoke", smoke_timeout=60)
+    assert spec.environments["production"] == EnvironmentDecl("production", branch="main", production=True,
+                                                              promotion=promotion)
     assert spec.environments["staging"] == EnvironmentDecl("staging", branch="develop")
     assert spec.preview == PreviewDecl(patterns=("feature/*", "fix/*", "chore/*"), base="staging", trigger="pr")
     assert check(EXAMPLE) == []

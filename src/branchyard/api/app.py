@@ -59,6 +59,26 @@ class RefreshIn(BaseModel):
     source: str
 
 
+class PromotionIn(BaseModel):
+    source: str
+    target: str
+    actor: str = "cli"
+
+
+class ConfirmIn(BaseModel):
+    confirm: str
+    actor: str = "cli"
+
+
+class ApprovalIn(BaseModel):
+    approver: str
+
+
+class CancelIn(BaseModel):
+    actor: str = "cli"
+    reason: str = "cancelled"
+
+
 class PushIn(BaseModel):
     ref: str
     old: str
@@ -252,6 +272,36 @@ def create_app(controller: Controller, token: str) -> FastAPI:
                 text, offset, done = await run_in_threadpool(ctl.read_log, deployment_id, offset)
 
         return StreamingResponse(stream(), media_type="text/plain")
+
+    @app.post("/api/projects/{project}/promotions", dependencies=[api])
+    def plan_promotion(project: str, body: PromotionIn) -> dict:
+        return ctl.promotions.create(project, body.source, body.target, body.actor)
+
+    @app.get("/api/projects/{project}/promotions", dependencies=[api])
+    def promotions(project: str, limit: int = 50) -> list[dict]:
+        return ctl.promotions.list(project, limit)
+
+    @app.get("/api/promotions/{promotion_id}", dependencies=[api])
+    def promotion(promotion_id: str) -> dict:
+        return ctl.promotions.get(promotion_id)
+
+    @app.post("/api/promotions/{promotion_id}/confirm", dependencies=[api])
+    def confirm_promotion(promotion_id: str, body: ConfirmIn) -> dict:
+        return ctl.promotions.confirm(promotion_id, body.confirm, body.actor)
+
+    @app.post("/api/promotions/{promotion_id}/approvals", dependencies=[api])
+    def approve_promotion(promotion_id: str, body: ApprovalIn) -> dict:
+        return ctl.promotions.approve(promotion_id, body.approver)
+
+    @app.post("/api/promotions/{promotion_id}/cancel", dependencies=[api])
+    def cancel_promotion(promotion_id: str, body: CancelIn) -> dict:
+        return ctl.promotions.cancel(promotion_id, body.actor, body.reason)
+
+    @app.get("/api/projects/{project}/policy", dependencies=[api])
+    def policy_facts(project: str) -> dict:
+        from ..controller.promotions import live_facts
+
+        return live_facts(ctl, project)
 
     @app.get("/api/events", dependencies=[api])
     def events(project: str | None = None, environment: str | None = None, limit: int = 100) -> list[dict]:

@@ -81,10 +81,12 @@ class Controller:
         self.backups = Backups(store, self.data, settings.home / "backups")
         self.replicas = Replicas(settings, store, self.data.box)
         from .previews import Previews
+        from .promotions import Promotions
         from .webhooks import Webhooks
 
         self.previews = Previews(self)
         self.webhooks = Webhooks(self)
+        self.promotions = Promotions(self)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._in_progress: dict[str, threading.Event] = {}  # deployment id → "superseded" flag
@@ -101,6 +103,7 @@ class Controller:
             d.mkdir(parents=True, exist_ok=True)
         self.router.ensure_running()
         self.recover()
+        self.promotions.recover()
         self.data.ensure_running()
         self.reconciler = Reconciler(self)
         self.reconciler.run_once()
@@ -534,9 +537,31 @@ class Controller:
         self.sync_routes()
 
     def _build_and_roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
+        ready = self._prepare(project, env_name, dep_id, out)
+        out(f"-----> building {ready.sha[:12]} (python virtualenv)")
+        started = time.monotonic()
+        built = release.build(ready.src, ready.cfg.web.build_command, cache_dir=self.settings.cache_dir,
+                              python=self.settings.python, log=lambda line: out(f"       {line}"))
+        out(f"-----> build done in {time.monotonic() - started:.1f}s" + (" (dependencies cached)" if built.cached else ""))
+        self._apply(project, env_name, dep_id, out, ready, built.venv)
+
+    def _promote_and_roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
+        """A promotion: the source's release as it is (no rebuild), with this environment's own variables and data."""
+        ready = self._prepare(project, env_name, dep_id, out)
+        meta = release.read_release_meta(ready.release_dir) or {}
+        venv = Path(str(meta.get("venv", "")))
+        if not meta.get("venv") or not (venv / "bin").is_dir():
+            raise BranchyardError(f"the promoted release's virtualenv {venv} is gone; push the commit again to rebuild")
+        out(f"-----> promoted release of {ready.sha[:12]} (built once, not rebuilt; virtualenv {venv.name[:12]})")
+        self._apply(project, env_name, dep_id, out, ready, venv)
+
+    def _prepare(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> _Ready:
+        """Read the release's spec for this environment and check it before anything is built or changed."""
+        from . import promotions
+
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
-            release_dir, sha = Path(dep.release_dir), dep.commit_sha
+            release_dir, sha, trigger = Path(dep.release_dir), dep.commit_sha, dep.trigger
         self._set_status(dep_id, m.BUILDING)
         spec = load_project(release_dir)
         for note in (*spec.warnings, *spec.ignored):
@@ -544,6 +569,8 @@ class Controller:
         cfg = spec.environment(env_name)
         if not cfg.web.start_command:
             raise BadInput("no start command: set deploy.startCommand in railway.toml or a web: line in Procfile")
+        if trigger in ("push", "up", "webhook"):
+            promotions.require_source_first(self, project, env_name, spec, sha)  # the git path keeps the gates
         src = release_dir if cfg.web.root_dir in ("", ".") else names.safe_join(release_dir, cfg.web.root_dir)
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
@@ -552,27 +579,31 @@ class Controller:
         raw, namespaces = self._variables_for(env_id, cfg)
         out.redact = self.data.redactor(env_id)
         _check_references(raw, namespaces, cfg)  # refuse a bad reference before anything is built or created
-        out(f"-----> building {sha[:12]} (python virtualenv)")
-        started = time.monotonic()
-        built = release.build(src, cfg.web.build_command, cache_dir=self.settings.cache_dir, python=self.settings.python,
-                              log=lambda line: out(f"       {line}"))
-        out(f"-----> build done in {time.monotonic() - started:.1f}s" + (" (dependencies cached)" if built.cached else ""))
+        return _Ready(release_dir=release_dir, sha=sha, spec=spec, cfg=cfg, src=src, env_id=env_id, raw=raw,
+                      namespaces=namespaces)
+
+    def _apply(self, project: str, env_name: str, dep_id: str, out: DeployLog, ready: _Ready, venv: Path) -> None:
+        """Provision, resolve, guard isolation, back up and migrate, then roll out (health-checked, zero downtime)."""
+        from . import promotions
+
+        cfg, env_id, sha, release_dir, src = ready.cfg, ready.env_id, ready.sha, ready.release_dir, ready.src
         provisioned = self.data.provision(project, env_name, cfg)
         for name in provisioned.namespaces:
             out(f"-----> {name}: ready")
         out.redact = self.data.redactor(env_id)  # now including the service passwords
-        values = resolve(raw, namespaces=namespaces | provisioned.namespaces, port=PORT_PLACEHOLDER).values
-        release.mark_release_complete(release_dir, {"deployment": dep_id, "commit": sha, "venv": str(built.venv)})
+        values = resolve(ready.raw, namespaces=ready.namespaces | provisioned.namespaces, port=PORT_PLACEHOLDER).values
+        promotions.isolation_guard(self, project, env_name, values, production=cfg.production)  # before any hook
+        release.mark_release_complete(release_dir, {"deployment": dep_id, "commit": sha, "venv": str(venv)})
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
             dep.config_json = json.dumps(cfg.to_dict())
             dep.variables_json = self.data.box.encrypt(json.dumps(values))  # values include secrets: encrypted at rest
-            s.get(m.Project, dep.project_id).domain = spec.domain  # the deployed commit says which domain to use
-        if not spec.is_preview_instance(env_name):  # a preview's own files never change who gets a preview
-            self.remember_spec(project, spec)
+            s.get(m.Project, dep.project_id).domain = ready.spec.domain  # the deployed commit says which domain to use
+        if not ready.spec.is_preview_instance(env_name):  # a preview's own files never change who gets a preview
+            self.remember_spec(project, ready.spec)
         failpoints.hit("deploy.after_build")
         self._check_superseded(dep_id)
-        hook_env = self.replicas.hook_env(built.venv, values)
+        hook_env = self.replicas.hook_env(venv, values)
         if cfg.production and cfg.web.pre_deploy_command and cfg.postgres is not None and not provisioned.new_database:
             backup = self.backups.create(project, env_name, kind="pre-deploy")
             out(f"-----> backup {backup['id']} taken before migrations ({backup['size']} bytes, sha256 {backup['sha256'][:12]})")
@@ -690,6 +721,9 @@ class Controller:
                 cfg = load_project(release_dir).environment(env_name)
                 raw, namespaces = self._variables_for(env_id, cfg)
                 values = resolve(raw, namespaces=namespaces, port=PORT_PLACEHOLDER).values  # BadInput before any change
+                from . import promotions
+
+                promotions.isolation_guard(self, project, env_name, values, production=cfg.production)
                 variables_json = self.data.box.encrypt(json.dumps(values))
             with self.store.session() as s:
                 p = self.store.project(s, project)
@@ -950,6 +984,20 @@ class Controller:
         self.replicas.stop(ids, grace=3)
         self.router.stop()
         self.data.stop_all()
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A deployment's release checked and its variables gathered, ready to be built or applied."""
+
+    release_dir: Path
+    sha: str
+    spec: object  # ProjectSpec
+    cfg: object  # EnvironmentConfig
+    src: Path
+    env_id: int
+    raw: dict[str, str]
+    namespaces: dict[str, dict[str, str]]
 
 
 class _Held:

@@ -12,7 +12,7 @@ from ..errors import NameRefused
 from ..names import domain_name, environment_name, is_safe_git_ref, project_name
 from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
-from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, ProtectionDecl, Rule, SanitizeSpec
+from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, PromotionSpec, ProtectionDecl, Rule, SanitizeSpec
 from .railway import BUILD_KEYS, DEPLOY_KEYS
 
 Parser = Callable[[Any], Any]
@@ -35,8 +35,12 @@ PROTECTION_KEYS: dict[str, Parser] = {
 }
 PREVIEW_KEYS = ("trigger", "forks", "bots", "drafts", "maxPreviews", "expireAfterDays", "evict")
 ENV_KEYS = (
-    "branch", "branches", "base", "ephemeral", "production", "unset_variables", "services", "variables", *PREVIEW_KEYS,
+    "branch", "branches", "base", "ephemeral", "production", "unset_variables", "services", "variables", "promotion",
+    *PREVIEW_KEYS,
 )  # fmt: skip
+PROMOTION_KEYS = ("from", "approvals", "smokeCommand", "smokeTimeout", "requireStaging")
+# Keys some other tools use to promote by themselves: named in the error, never honoured.
+AUTOMATIC_KEYS = ("auto", "automatic", "autoPromote", "auto_promote")
 KINDS = ("web", "postgres", "redis")
 _RAILWAY_NAMES = {"numReplicas", "deploymentOverlapSeconds", "dockerfilePath"}
 WEB_KEYS: dict[str, tuple[str, Parser]] = {
@@ -305,6 +309,37 @@ def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> Environm
         base=None if base is None else ctx.parse((*path, "base"), v.text, base),
         ephemeral=ctx.parse((*path, "ephemeral"), v.boolean, table.get("ephemeral", is_template)),
         production=ctx.parse((*path, "production"), v.boolean, table.get("production", name == "production")),
+        promotion=None if "promotion" not in table else _promotion(ctx, name, table["promotion"]),
+    )
+
+
+def _promotion(ctx: FileContext, name: str, raw: Any) -> PromotionSpec:
+    """[environments.<name>.promotion]: from, approvals, smokeCommand, smokeTimeout, requireStaging (never auto)."""
+    path = ("environments", name, "promotion")
+    if name == PR_TEMPLATE:
+        raise ctx.fail(path, "previews are not promoted into (they deploy their pull request's branch)")
+    table = ctx.table(path, raw)
+    for key, value in table.items():
+        if key in AUTOMATIC_KEYS:
+            if value is False or (isinstance(value, str) and value.strip().lower() == "false"):
+                continue  # saying "not automatic" is harmless
+            raise ctx.fail((*path, key), "promotion is never automatic: remove this key and promote with "
+                           "`branchyard promote SOURCE TARGET` (typed confirmation, gates, approvals)")
+        if key not in PROMOTION_KEYS:
+            ctx.unknown(path, key, value, PROMOTION_KEYS)
+    source = table.get("from")
+    if source is not None:
+        source = _named(ctx, (*path, "from"), environment_name, source)
+    smoke = ctx.parse((*path, "smokeCommand"), v.command, table.get("smokeCommand"))
+    require = ctx.parse((*path, "requireStaging"), v.boolean, table.get("requireStaging", False))
+    if require and source is None:
+        raise ctx.fail((*path, "requireStaging"), 'needs from = "<environment>" (the environment a commit must pass first)')
+    return PromotionSpec(
+        source=source,
+        approvals=ctx.parse((*path, "approvals"), lambda x: v.count(x, minimum=0), table.get("approvals", 0)),
+        smoke_command=smoke,
+        smoke_timeout=ctx.parse((*path, "smokeTimeout"), _smoke_timeout, table.get("smokeTimeout", 120)),
+        require_source=require,
     )
 
 
@@ -361,7 +396,31 @@ def _check_environments(ctx: FileContext, decls: dict[str, EnvironmentDecl]) -> 
     for decl in decls.values():
         _check_flags(ctx, decl)
         _check_base(ctx, decl, decls)
+        _check_promotion(ctx, decl, decls)
     _check_branches(ctx, decls)
+
+
+def _smoke_timeout(value: Any) -> int:
+    """1 to 600 seconds: a promotion's gates run while its command waits."""
+    seconds = v.positive_seconds(value)
+    if seconds > 600:
+        raise v.expected("integer seconds from 1 to 600", value)
+    return seconds
+
+
+def _check_promotion(ctx: FileContext, decl: EnvironmentDecl, decls: dict[str, EnvironmentDecl]) -> None:
+    """`from` names another declared persistent environment, never production."""
+    if decl.promotion is None or decl.promotion.source is None:
+        return
+    path = ("environments", decl.name, "promotion", "from")
+    source = decl.promotion.source
+    if source == decl.name:
+        raise ctx.fail(path, f"an environment cannot be promoted from itself ({source!r})")
+    if source == PR_TEMPLATE or source not in decls:
+        known = ", ".join(n for n in decls if n != PR_TEMPLATE and n != decl.name)
+        raise ctx.fail(path, f"no environment {source!r} to promote from (declared: {known or 'none'})")
+    if decls[source].production:
+        raise ctx.fail(path, f"{source!r} is production: nothing is promoted out of production")
 
 
 def _check_flags(ctx: FileContext, decl: EnvironmentDecl) -> None:

@@ -102,6 +102,17 @@ def defaults(cls: type) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class PromotionSpec:
+    """[environments.<env>.promotion]: the gates a promotion INTO this environment must pass (never automatic)."""
+
+    source: str | None = None  # `from`: the only environment promotions come from (None: any but production)
+    approvals: int = 0  # distinct approvers needed (`branchyard approve ID --as NAME`)
+    smoke_command: str | None = None  # run against the source before, and against this environment after
+    smoke_timeout: int = 120  # seconds; a command still running then is killed and the gate fails
+    require_source: bool = False  # `requireStaging`: a commit must have succeeded in `source` first (git pushes too)
+
+
+@dataclass(frozen=True)
 class EnvironmentDecl:
     """An environment as declared in branchyard.toml (the "pr" entry is the preview template)."""
 
@@ -111,6 +122,7 @@ class EnvironmentDecl:
     base: str | None = None
     ephemeral: bool = False
     production: bool = False
+    promotion: PromotionSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -214,3 +214,48 @@ class Preview(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_activity_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# Promotion states.
+PROMOTION_PLANNED = "PLANNED"  # plan shown, waiting for the typed confirmation
+PROMOTION_PENDING_APPROVAL = "PENDING_APPROVAL"  # confirmed, waiting for approvals
+PROMOTION_PROMOTING = "PROMOTING"  # the target's deployment is running
+PROMOTION_VERIFYING = "VERIFYING"  # post-deploy smoke tests against the target
+PROMOTION_SUCCESS = "SUCCESS"
+PROMOTION_FAILED = "FAILED"  # a gate failed, the deploy failed, or verification failed (then rolled back)
+PROMOTION_CANCELLED = "CANCELLED"  # the confirmation did not match
+PROMOTION_OPEN = frozenset({PROMOTION_PLANNED, PROMOTION_PENDING_APPROVAL})
+PROMOTION_ACTIVE = frozenset({PROMOTION_PROMOTING, PROMOTION_VERIFYING})
+PROMOTION_FINISHED = frozenset({PROMOTION_SUCCESS, PROMOTION_FAILED, PROMOTION_CANCELLED})
+
+
+class Promotion(Base):
+    """`branchyard promote SOURCE TARGET`: the exact release running in SOURCE, deployed to TARGET behind gates."""
+
+    __tablename__ = "promotions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))
+    source_deployment_id: Mapped[str] = mapped_column(String(36))  # the release promoted (no rebuild)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    previous_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # target's, for rollback
+    target_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    rollback_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    state: Mapped[str] = mapped_column(String(20), default=PROMOTION_PLANNED)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    plan_json: Mapped[str] = mapped_column(Text)  # the plan as shown (secret values masked)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class Approval(Base):
+    """One approver's approval of a promotion (one row per distinct approver)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("promotion_id", "approver"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    promotion_id: Mapped[str] = mapped_column(ForeignKey("promotions.id", ondelete="CASCADE"))
+    approver: Mapped[str] = mapped_column(String(64))  # normalised: stripped, lower case
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,257 @@
+"""Promotion plans (pure): what `branchyard promote SOURCE TARGET` would change in TARGET, and its gates.
+
+The controller observes (deployments, health probes, smoke-test runs, approvals, variables) and hands the
+facts in; nothing here does I/O. A promotion deploys the exact release running in SOURCE — no rebuild —
+with TARGET's own variables.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadInput
+from .spec.model import PromotionSpec
+
+CONFIRM_WORD = "PROMOTE"
+_APPROVER = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
+
+# Gate ids, in the order the plan shows them.
+GATE_SOURCE_HEALTHY = "source-healthy"
+GATE_SMOKE = "smoke-tests"
+GATE_APPROVALS = "approvals"
+GATE_SOURCE_FIRST = "ran-in-source"
+# Statuses of a deployment that reached SUCCESS at some point (REMOVED: replaced after it served).
+RAN_SUCCESSFULLY = frozenset({"SUCCESS", "REMOVED", "SLEEPING"})
+
+
+@dataclass(frozen=True)
+class DeploymentFacts:
+    """A deployment as observed: id, status, commit and its effective config snapshot (config_json)."""
+
+    id: str
+    status: str
+    commit: str
+    config: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    """One run of the smokeCommand: passed, and a one-line detail (exit code / timeout and the last output line)."""
+
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the plan is computed from."""
+
+    source: str
+    target: str
+    source_deployment: DeploymentFacts | None
+    source_health: tuple[bool, str]  # (passing now, detail)
+    target_deployment: DeploymentFacts | None
+    target_config_after: Mapping[str, Any]  # the promoted release's spec resolved for TARGET (cfg.to_dict())
+    variables_before: Mapping[str, str]  # TARGET's current variables (plain values; masked on output)
+    variables_after: Mapping[str, str]  # TARGET's variables after the promotion
+    commits: tuple[tuple[str, str], ...] = ()  # (sha, subject) of target's commit..source's commit, newest first
+    source_env_successes: frozenset[str] = frozenset()  # commits that ran successfully in promotion.from
+    approvers: tuple[str, ...] = ()
+    smoke: SmokeResult | None = None  # None: no smokeCommand
+
+
+@dataclass(frozen=True)
+class Gate:
+    id: str
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "passed": self.passed, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    target: str
+    source_deployment_id: str
+    commit: str
+    commit_from: str | None  # the target's current commit (None: nothing deployed yet)
+    commits: tuple[tuple[str, str], ...]
+    variables: tuple[dict[str, str | None], ...]  # {key, change, before, after}, values masked
+    services: tuple[dict[str, Any], ...]  # {key, before, after}
+    migrations: dict[str, Any]
+    gates: tuple[Gate, ...] = field(default=())
+    approvals_required: int = 0
+
+    @property
+    def blocking(self) -> tuple[Gate, ...]:
+        """Failed gates that approvals cannot fix: the promotion is refused."""
+        return tuple(g for g in self.gates if not g.passed and g.id != GATE_APPROVALS)
+
+    @property
+    def awaiting_approval(self) -> bool:
+        return any(g.id == GATE_APPROVALS and not g.passed for g in self.gates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "source_deployment_id": self.source_deployment_id,
+            "commit_range": {"from": self.commit_from, "to": self.commit,
+                             "commits": [{"sha": sha, "subject": subject} for sha, subject in self.commits]},
+            "variables": [dict(v) for v in self.variables],
+            "services": [dict(s) for s in self.services],
+            "migrations": dict(self.migrations),
+            "gates": [g.to_dict() for g in self.gates],
+            "approvals_required": self.approvals_required,
+        }
+
+
+def check_route(source: str, target: str, *, source_production: bool, target_production: bool,
+                spec: PromotionSpec | None) -> None:
+    """Refuse promotions that make no sense (BadInput): to itself, out of production, from another source than `from`."""
+    if source == target:
+        raise BadInput(f"promote: {source} cannot be promoted to itself")
+    if source_production:
+        raise BadInput(f"promote: {source} is production; nothing is promoted out of production "
+                       f"(to give {target} production's data use `branchyard db refresh {target} --from {source}`)")
+    if spec is not None and spec.source is not None and spec.source != source:
+        raise BadInput(f"promote: {target} takes promotions only from {spec.source} "
+                       f"(branchyard.toml: environments.{target}.promotion.from), not from {source}")
+    if target_production and spec is None:
+        return  # allowed, but `branchyard check` warns that production has no promotion gates
+
+
+def approver_name(raw: str) -> str:
+    """The approver as counted: stripped and lower-cased, so `Alice` and `alice ` are one person."""
+    name = (raw or "").strip().lower()
+    if not _APPROVER.fullmatch(name):
+        raise BadInput(f"approve: --as {raw!r}: expected a name of letters, digits and . _ @ + - (at most 64)")
+    return name
+
+
+def distinct(approvers: Iterable[str]) -> tuple[str, ...]:
+    """Approvers counted once each, in first-approval order."""
+    seen: dict[str, None] = {}
+    for a in approvers:
+        seen.setdefault(approver_name(a), None)
+    return tuple(seen)
+
+
+def gates(observed: Observed, spec: PromotionSpec | None) -> tuple[Gate, ...]:
+    """Each configured gate with pass/fail. Source health is always a gate."""
+    spec = spec or PromotionSpec()
+    out = [_source_healthy(observed)]
+    if spec.smoke_command:
+        smoke = observed.smoke
+        if smoke is None:
+            out.append(Gate(GATE_SMOKE, False, "smoke tests did not run"))
+        else:
+            out.append(Gate(GATE_SMOKE, smoke.passed, smoke.detail))
+    if spec.source is not None and spec.require_source:
+        commit = observed.source_deployment.commit if observed.source_deployment else ""
+        ok = commit in observed.source_env_successes
+        detail = (f"{commit[:12]} ran successfully in {spec.source}" if ok
+                  else f"{commit[:12] or 'no commit'} never ran successfully in {spec.source}")
+        out.append(Gate(GATE_SOURCE_FIRST, ok, detail))
+    if spec.approvals > 0:
+        have = distinct(observed.approvers)
+        detail = f"{len(have)} of {spec.approvals} approvals" + (f" ({', '.join(have)})" if have else "")
+        out.append(Gate(GATE_APPROVALS, len(have) >= spec.approvals, detail))
+    return tuple(out)
+
+
+def _source_healthy(observed: Observed) -> Gate:
+    dep = observed.source_deployment
+    if dep is None:
+        return Gate(GATE_SOURCE_HEALTHY, False, f"{observed.source} has no current deployment")
+    if dep.status != "SUCCESS":
+        return Gate(GATE_SOURCE_HEALTHY, False, f"{observed.source}'s current deployment {dep.id[:8]} is {dep.status}")
+    ok, detail = observed.source_health
+    return Gate(GATE_SOURCE_HEALTHY, ok, f"deployment {dep.id[:8]} SUCCESS; health check {detail}")
+
+
+def variable_changes(before: Mapping[str, str], after: Mapping[str, str],
+                     mask: Callable[[str], str]) -> tuple[dict[str, str | None], ...]:
+    """Keys whose value differs (compared in plain text, shown masked), added or removed; sorted by key."""
+    rows = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        change = "added" if old is None else "removed" if new is None else "changed"
+        shown_old = None if old is None else mask(old)
+        shown_new = None if new is None else mask(new)
+        if change == "changed" and shown_old == shown_new:
+            shown_old, shown_new = f"{shown_old} (secret)", f"{shown_new} (secret, differs)"
+        rows.append({"key": key, "change": change, "before": shown_old, "after": shown_new})
+    return tuple(rows)
+
+
+_SERVICE_KEYS = (
+    ("web", "replicas"), ("web", "memory_mb"), ("web", "cpu"), ("web", "start_command"), ("web", "healthcheck_path"),
+    ("postgres", "memory_mb"), ("postgres", "storage_mb"), ("postgres", "backups"), ("redis", "memory_mb"),
+    ("redis", "persistence"),
+)  # fmt: skip
+
+
+def service_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any],
+                    replicas_override: int | None = None) -> tuple[dict[str, Any], ...]:
+    """Services added/removed and resource settings (replicas first) that differ between the two configs."""
+    rows: list[dict[str, Any]] = []
+    before = before or {}
+    for section in ("postgres", "redis"):
+        had, has = bool(before.get(section)), bool(after.get(section))
+        if had != has and before:
+            rows.append({"key": section, "before": "present" if had else None, "after": "present" if has else None})
+    for section, key in _SERVICE_KEYS:
+        old = (before.get(section) or {}).get(key) if before else None
+        new = (after.get(section) or {}).get(key)
+        if section == "web" and key == "replicas" and replicas_override is not None:
+            old = new = replicas_override  # `branchyard scale` wins over the spec in the target
+        if (old != new) and (before or new is not None):
+            rows.append({"key": f"{section}.{key}", "before": old, "after": new})
+    return tuple(rows)
+
+
+def migrations(after: Mapping[str, Any], *, target_production: bool) -> dict[str, Any]:
+    """Whether the target's preDeployCommand runs (it always runs on a promotion), and whether a backup comes first."""
+    commands = list((after.get("web") or {}).get("pre_deploy_command") or [])
+    return {
+        "will_run": bool(commands),
+        "commands": commands,
+        "backup_first": bool(commands) and target_production and bool(after.get("postgres")),
+    }
+
+
+def plan(observed: Observed, spec: PromotionSpec | None, *, target_production: bool,
+         mask: Callable[[str], str], replicas_override: int | None = None) -> Plan:
+    """The whole plan: commit range, variable and service changes, migrations, and every gate."""
+    dep = observed.source_deployment
+    current = observed.target_deployment
+    return Plan(
+        source=observed.source,
+        target=observed.target,
+        source_deployment_id=dep.id if dep else "",
+        commit=dep.commit if dep else "",
+        commit_from=current.commit if current else None,
+        commits=observed.commits,
+        variables=variable_changes(observed.variables_before, observed.variables_after, mask),
+        services=service_changes(current.config if current else None, observed.target_config_after, replicas_override),
+        migrations=migrations(observed.target_config_after, target_production=target_production),
+        gates=gates(observed, spec),
+        approvals_required=spec.approvals if spec is not None else 0,
+    )
+
+
+def smoke_argv_env(command: str, *, url: str, environment: str, base_env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The smoke test's command line (the spec's command + `--environment NAME`) and its environment."""
+    import shlex
+
+    argv = ["/bin/sh", "-c", f"{command} --environment {shlex.quote(environment)}"]
+    env = dict(base_env) | {"BRANCHYARD_TARGET_URL": url, "BRANCHYARD_ENVIRONMENT": environment}
+    return argv, env

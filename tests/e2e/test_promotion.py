@@ -1,0 +1,243 @@
+"""Promotion staging → production on the example app, with real processes, PostgreSQL, Redis and Caddy.
+
+Gates, typed confirmation, distinct approvers, post-deploy verification with automatic rollback, the git-path
+refusal (requireStaging), the isolation guard, and bad input that must deploy nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def pipeline(plane, tmp_path, project, *, edit=None):
+    """The example app with production (main) and staging (develop) deployed; `edit(repo)` changes files first."""
+    repo = plane.app_repo(tmp_path, "app", project=project)
+    if edit is not None:
+        edit(repo)
+        plane.commit(repo, "test settings")
+    plane.git(repo, "push", "branchyard", "main")
+    plane.git(repo, "checkout", "--quiet", "-b", "develop")
+    (repo / "CHANGELOG").write_text("v2\n")
+    sha = plane.commit(repo, "v2 on develop")
+    plane.git(repo, "push", "branchyard", "develop")
+    return repo, sha
+
+
+def prompt(plane, repo, typed, *args):
+    """Run the CLI with a terminal on stdin (an interactive confirmation) and type `typed`."""
+    import os
+    import pty
+    import subprocess
+
+    from conftest import BRANCHYARD
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([*BRANCHYARD, *args], cwd=repo, env=plane.env, stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        os.write(master, typed.encode())
+        out, err = proc.communicate(timeout=300)
+    finally:
+        os.close(master)
+        os.close(slave)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def set_promotion(repo, text):
+    toml = repo / "branchyard.toml"
+    body = toml.read_text()
+    start = body.index("[environments.production.promotion]")
+    end = body.index("\n\n", start)
+    toml.write_text(body[:start] + "[environments.production.promotion]\n" + text.strip() + body[end:])
+
+
+def deployments(plane, repo, env="production"):
+    return plane.json("deployments", "-e", env, cwd=repo)
+
+
+def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
+    repo, sha = pipeline(plane, tmp_path, "promo")
+    staging_dep = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
+    before = deployments(plane, repo)
+
+    unconfirmed = plane.run("promote", "staging", "production", cwd=repo, check=False)  # stdin is not a terminal
+    assert unconfirmed.returncode == 2 and "needs typed confirmation: pass --confirm PROMOTE" in unconfirmed.stderr
+    assert "cancelled, nothing deployed" in unconfirmed.stderr
+    cancelled = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.cancelled"]
+    assert cancelled and cancelled[0]["actor"] not in ("", "system")
+    typo = prompt(plane, repo, "PROMOT\n", "promote", "staging", "production", "--as", "dana")
+    assert typo.returncode == 2, typo.stderr
+    assert "Type PROMOTE to promote staging → production" in typo.stdout
+    assert "confirmation did not match 'PROMOTE'; promotion" in typo.stderr and "cancelled, nothing deployed" in typo.stderr
+    assert [e["actor"] for e in plane.json("events", "-e", "production", cwd=repo)
+            if e["kind"] == "promotion.cancelled"][0] == "dana"
+
+    done = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
+    assert done.returncode == 4, done.stderr
+    assert "PENDING_APPROVAL" in done.stderr and "0 of 2 approvals" in done.stderr
+    out = done.stdout
+    assert "staging → production" in out
+    assert f"→ {sha[:12]} (1 commit)" in out and "v2 on develop" in out
+    assert "PASS  source-healthy" in out and "PASS  smoke-tests" in out and "FAIL  approvals: 0 of 2" in out
+    assert "changed  ENVIRONMENT" not in out  # production keeps its own variables
+    assert "python manage.py migrate (backup first)" in out
+    assert "production-client-secret-value" not in out and "staging-client-secret-value" not in out
+    assert deployments(plane, repo) == before  # nothing deployed while approvals are missing
+
+    promo = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.planned"][0]
+    pid = promo["message"].split()[1]
+    full = json.loads(plane.run("promote", "staging", "production", "--confirm", "PROMOTE", "--json", cwd=repo,
+                                check=False).stdout)
+    assert full["id"].startswith(pid) and full["state"] == "PENDING_APPROVAL"  # the same promotion, re-planned
+    pid = full["id"]
+
+    one = plane.run("approve", pid, "--as", "Alice", cwd=repo)
+    assert "1 of 2 approvals" in one.stdout
+    plane.run("server", "stop")  # promotions and approvals are stored: a restart loses neither
+    plane.run("server", "--detach", timeout=120)
+    again = plane.run("approve", pid, "--as", " alice ", cwd=repo)  # the same person counts once
+    assert "1 of 2 approvals" in again.stdout
+    assert deployments(plane, repo) == before
+
+    final = plane.run("approve", pid, "--as", "bob", cwd=repo, timeout=600)  # completes the count: promotes
+    assert "promoted release of" in final.stdout and "not rebuilt" in final.stdout
+    assert "backup" in final.stdout and "preDeployCommand: python manage.py migrate" in final.stdout
+    assert "building" not in final.stdout
+    state = plane.json("status", "-e", "production", cwd=repo)
+    assert state["current_deployment"]["commit"] == sha and state["current_deployment"]["trigger"] == "promote"
+    health = plane.get("promo.localhost").json()
+    assert health["commit"] == sha and health["environment"] == "production" and health["database"] == "ok"
+    assert health["redis"] == "ok"
+    assert plane.get("promo.localhost", "/").json()["debug"] is False  # production's own variables
+    assert len(state["replicas"]) == 2
+
+    late = plane.run("approve", pid, "--as", "carol", cwd=repo, check=False)
+    assert late.returncode == 4 and "is SUCCESS: only open promotions" in late.stderr
+    unknown = plane.run("approve", "ffffffff-0000", "--as", "carol", cwd=repo, check=False)
+    assert unknown.returncode == 3 and "unknown promotion 'ffffffff-0000'" in unknown.stderr
+
+    kinds = [(e["kind"], e["actor"]) for e in plane.json("events", "-e", "production", cwd=repo)]
+    assert ("promotion.approved", "alice") in kinds and ("promotion.approved", "bob") in kinds
+    assert ("promotion.succeeded", "post-deploy verification") in kinds
+    assert any(k == "promotion.started" and a == "bob" for k, a in kinds)
+    # staging's release directory was copied, not shared: staging pruning cannot remove production's release
+    assert staging_dep != state["current_deployment"]["id"]
+
+
+def test_failing_post_deploy_smoke_tests_roll_production_back(plane, tmp_path):
+    def edit(repo):
+        (repo / "smoke.py").write_text(
+            "import sys\n"
+            "env = sys.argv[sys.argv.index('--environment') + 1]\n"
+            "print(f'smoke on {env}')\n"
+            "sys.exit(1 if env == 'production' else 0)\n"
+        )
+        set_promotion(repo, 'from = "staging"\nsmokeCommand = "python smoke.py"\nsmokeTimeout = 30')
+
+    repo, sha = pipeline(plane, tmp_path, "verify", edit=edit)
+    old = plane.json("status", "-e", "production", cwd=repo)["current_deployment"]
+    done = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "post-deploy smoke tests failed on production" in done.stderr
+    assert f"rolled back to deployment {old['id'][:8]}" in done.stderr
+    status = plane.json("status", "-e", "production", cwd=repo)
+    assert status["current_deployment"]["commit"] == old["commit"] != sha
+    assert status["current_deployment"]["trigger"] == "rollback"
+    assert plane.get("verify.localhost").json()["commit"] == old["commit"]
+    events = plane.json("events", "-e", "production", cwd=repo)
+    assert any(e["kind"] == "promotion.rolled_back" and e["actor"] == "post-deploy verification" for e in events)
+    failed = [e for e in events if e["kind"] == "promotion.failed"]
+    assert failed and "smoke on production" in failed[0]["message"]
+
+
+def test_bad_input_deploys_nothing(plane, tmp_path):
+    def edit(repo):
+        set_promotion(repo, 'from = "staging"\nsmokeCommand = "python -c \'import time; time.sleep(30)\'"\nsmokeTimeout = 2')
+
+    repo, _ = pipeline(plane, tmp_path, "badpromo", edit=edit)
+    before = deployments(plane, repo), deployments(plane, repo, "staging")
+
+    missing = plane.run("promote", "staging", "qa", "--confirm", "PROMOTE", cwd=repo, check=False)
+    assert missing.returncode == 3 and "unknown environment 'qa' in project 'badpromo'" in missing.stderr
+    backwards = plane.run("promote", "production", "staging", "--confirm", "PROMOTE", cwd=repo, check=False)
+    assert backwards.returncode == 2 and "production is production; nothing is promoted out of production" in backwards.stderr
+    typo = plane.run("promote", "staging", "production", "--confirm", "PROMOT", cwd=repo, check=False)
+    assert typo.returncode == 2 and "--confirm: expected PROMOTE, got 'PROMOT'" in typo.stderr
+
+    hanging = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False, timeout=60)
+    assert hanging.returncode == 1
+    assert "FAIL  smoke-tests" in hanging.stdout and "timed out after 2s (killed)" in hanging.stderr
+    assert not [p for p in _sleepers()]  # the hanging command was killed
+    assert (deployments(plane, repo), deployments(plane, repo, "staging")) == before
+    refused = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.refused"]
+    assert refused and "gate smoke-tests failed" in refused[0]["message"]
+
+    plane.run("down", "-e", "staging", cwd=repo)
+    asleep = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False, timeout=60)
+    assert asleep.returncode == 1 and "gate source-healthy failed: staging's current deployment" in asleep.stderr
+    assert "is SLEEPING" in asleep.stderr
+    assert deployments(plane, repo) == before[0]
+
+
+def _sleepers():
+    from conftest import processes_mentioning
+
+    return [pid for pid in processes_mentioning("time.sleep(30)", cwd=False)]
+
+
+def test_git_push_to_main_requires_staging_first(plane, tmp_path):
+    def edit(repo):
+        set_promotion(repo, 'from = "staging"\nrequireStaging = true')
+
+    repo = plane.app_repo(tmp_path, "app", project="gitpath")
+    edit(repo)
+    sha = plane.commit(repo, "require staging")
+    before = len(processes_of(plane))
+    pushed = plane.git(repo, "push", "branchyard", "main", check=False)
+    assert pushed.returncode != 0
+    assert f"{sha[:12]} never ran successfully in staging" in pushed.stderr + pushed.stdout
+    deps = deployments(plane, repo)
+    assert [d["status"] for d in deps] == ["FAILED"]
+    assert "building" not in plane.run("logs", "-e", "production", "--build", cwd=repo).stdout
+    assert len(processes_of(plane)) == before
+
+    plane.git(repo, "push", "branchyard", "main:develop")  # staging runs it first…
+    plane.git(repo, "push", "branchyard", "main")  # …then production accepts it
+    assert plane.get("gitpath.localhost").json()["commit"] == sha
+    refused = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "deploy.refused"]
+    assert refused and refused[0]["actor"] == "git push"
+
+
+def processes_of(plane):
+    from conftest import processes_mentioning
+
+    return processes_mentioning(str(plane.home))
+
+
+def test_isolation_guard_refuses_a_staging_deploy_that_reaches_production(plane, tmp_path):
+    repo = plane.app_repo(tmp_path, "app", project="iso")
+    plane.git(repo, "push", "branchyard", "main")
+    prod = plane.run("run", "-e", "production", "--", "sh", "-c", "printf %s \"$DATABASE_URL\"", cwd=repo).stdout
+    assert prod.startswith("postgres")
+    plane.run("variables", "set", "--secret", "--skip-deploys", "-e", "staging", f"PROD_DB={prod}", cwd=repo)
+    toml = repo / "branchyard.toml"
+    toml.write_text(toml.read_text().replace('ENVIRONMENT = "staging"',
+                                             'ENVIRONMENT = "staging"\nDATABASE_URL = "${{ secrets.PROD_DB }}"', 1))
+    plane.commit(repo, "staging on production's database")
+    plane.git(repo, "checkout", "--quiet", "-b", "develop")
+    pushed = plane.git(repo, "push", "branchyard", "develop", check=False)
+    assert pushed.returncode != 0
+    text = pushed.stderr + pushed.stdout
+    assert "isolation guard: staging: DATABASE_URL" in text and "production's" in text
+    assert prod not in text
+    assert [d["status"] for d in deployments(plane, repo, "staging")] == ["FAILED"]
+    assert plane.get("iso-staging.localhost").status_code != 200
+
+    check = plane.run("check", "--json", cwd=repo, check=False)
+    report = json.loads(check.stdout)
+    assert check.returncode == 0 and report["skipped"] == []  # a failed deploy is a warning; nothing reached production
+    assert "failed-deploys" in {f["rule"] for f in report["findings"]}

@@ -380,6 +380,9 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
             [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", r["restarts"], f"{r['uptime_seconds']:.0f}s")
              for r in info["replicas"]],
         )
+    for r in info.get("standby") or []:
+        ui.info(f"standby: web.{r['slot']} pid {r['pid']} port {r['port']} of deployment {r['deployment_id'][:8]}"
+                f" (out of the route; stops in {r['seconds_left']:.0f}s unless a rollback re-adopts it)")
 
 
 @cli.command()

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.text import Text
 
 from .. import errors, names
 from .. import settings as settings_mod
@@ -367,6 +366,8 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
     if as_json:
         ui.print_json(info)
         return
+    from rich.text import Text
+
     current = info["current_deployment"]
     ui.out.print(Text.assemble((f"{info['project']} / {info['name']}", "bold"), "  ", ui.status_word(info["status"]), f"  {info['url']}"))
     if current:

@@ -3,7 +3,16 @@
 Prints total and failed requests (by kind), the seconds from the rollback command to 100 % of
 responses coming from the old release, and router vs direct throughput measured in the same run.
 
-    .venv/bin/python benchmarks/bench_zero_downtime.py [--concurrency 16] [--direct-seconds 5]
+The app sets `overlapSeconds` (default 30): the replaced deployment stays on standby that long, so
+the rollback (and the redeploy by id after it) re-adopt warm replicas. A last rollback once the
+window has ended measures the cold path (new processes). `--overlap 0` turns the window off.
+
+Throughput is measured with `wrk` when it is installed (`apt-get install -y wrk`): a Python client
+on this machine takes CPU from the router and the app it measures. Rounds alternate direct and
+router so that other load on the machine hits both alike. Without wrk, the Python client is used
+and the output says so.
+
+    .venv/bin/python benchmarks/bench_zero_downtime.py [--concurrency 16] [--direct-seconds 3] [--overlap 30]
 """
 
 from __future__ import annotations
@@ -11,6 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import shutil
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -61,21 +73,51 @@ class Load:
         return self.ok + sum(self.failed.values())
 
 
-def throughput(url: str, host: str | None, concurrency: int, seconds: float) -> float:
+def throughput(url: str, host: str | None, concurrency: int, seconds: float) -> tuple[int, int]:
+    """(answered requests, failed ones) in `seconds` with the Python client."""
     load = Load(url, host, concurrency).start()
     time.sleep(seconds)
     load.stop()
-    return load.total / seconds
+    return load.ok, sum(load.failed.values())
+
+
+def wrk_throughput(url: str, host: str, concurrency: int, seconds: float) -> tuple[int, int]:
+    """(requests, failed ones: non-2xx/3xx and socket errors) in `seconds` with wrk, keep-alive connections."""
+    done = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{seconds:g}s", "-H", f"Host: {host}", url],
+                          capture_output=True, text=True, check=True)
+    total = int(re.search(r"(\d+) requests in", done.stdout).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout)
+    failed = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, errors.groups())) if errors else 0)
+    return total, failed
+
+
+def compare(measure, direct: str, router: str, host: str, concurrency: int, seconds: float, rounds: int) -> list[tuple[float, float]]:  # noqa: ANN001
+    """(direct req/s, router req/s) per round; each round measures both, in alternating order."""
+    results = []
+    for i in range(rounds):
+        order = [("direct", direct), ("router", router)]
+        got = {}
+        for name, url in order if i % 2 == 0 else order[::-1]:
+            ok, failed = measure(url, host, concurrency, seconds)
+            if failed:
+                raise SystemExit(f"throughput {name}: {failed} failed requests")
+            got[name] = ok / seconds
+        results.append((got["direct"], got["router"]))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--direct-seconds", type=float, default=5.0)
+    parser.add_argument("--direct-seconds", type=float, default=3.0, help="seconds of each throughput measurement")
+    parser.add_argument("--rounds", type=int, default=4, help="throughput rounds (direct and router each)")
     parser.add_argument("--pause", type=float, default=4.0, help="seconds of steady load between operations")
+    parser.add_argument("--overlap", type=int, default=30, help="the app's overlapSeconds (0: no standby)")
     args = parser.parse_args()
     # Short drains keep the run brief; old replicas still get SIGTERM and finish in-flight requests.
-    with bench_plane(branch="develop", railway_extra="drainingSeconds = 5\n") as b:
+    extra = "drainingSeconds = 5\n" + (f"overlapSeconds = {args.overlap}\n" if args.overlap else "")
+    with bench_plane(branch="develop", railway_extra=extra) as b:
         b.git("push", "-q", "branchyard", "develop")
         v1 = b.git("rev-parse", "HEAD").strip()
         host = "yoto-staging.localhost"
@@ -83,17 +125,22 @@ def main() -> None:
         status = json.loads(b.by("status", "-e", "staging", "--json"))
         direct = f"http://127.0.0.1:{status['replicas'][0]['port']}/health"
 
-        # Router vs direct, same replica, same run.
-        rps_direct = throughput(direct, None, args.concurrency, args.direct_seconds)
-        rps_router = throughput(router, host, args.concurrency, args.direct_seconds)
+        # Router vs direct, same replica, same client, same concurrency, same run.
+        wrk = shutil.which("wrk")
+        client = "wrk" if wrk else "the Python client (wrk not installed: apt-get install -y wrk)"
+        rounds = compare(wrk_throughput if wrk else throughput, direct, router, host, args.concurrency,
+                         args.direct_seconds, args.rounds)
+        python_round = compare(throughput, direct, router, host, args.concurrency, args.direct_seconds, 1) if wrk else []
 
         load = Load(router, host, args.concurrency).start()
         steps: list[tuple[str, float, float]] = []
+        adopted: dict[str, bool] = {}
 
         def step(name: str, run) -> None:  # noqa: ANN001
             started = time.monotonic()
-            run()
+            output = run()
             steps.append((name, started, time.monotonic() - started))
+            adopted[name] = "re-adopted from standby" in output
             time.sleep(args.pause)
 
         time.sleep(args.pause)
@@ -107,17 +154,37 @@ def main() -> None:
         step("redeploy v2 by id", lambda: b.by("redeploy", v2_id, "-e", "staging"))
         step("scale web=3", lambda: b.by("scale", "web=3", "-e", "staging"))
         step("scale web=1", lambda: b.by("scale", "web=1", "-e", "staging"))
+        if args.overlap:  # once the window has ended, a rollback starts new processes again
+            wait_until = time.monotonic() + args.overlap + 2
+            while time.monotonic() < wait_until or json.loads(b.by("status", "-e", "staging", "--json"))["standby"]:
+                time.sleep(0.5)
+            step("rollback to v1 (cold)", lambda: b.by("rollback", "-e", "staging"))
         load.stop()
 
-    rollback_started, redeploy_started = steps[1][1], steps[2][1]
-    last_v2 = max((t for t, c in load.answers if rollback_started <= t < redeploy_started and c == v2), default=rollback_started)
-    print(f"load: {args.concurrency} keep-alive connections through the router, GET /health")
+    def switch_seconds(index: int, old: str) -> float:
+        """From the start of step `index` to the last answer from `old` before the next step."""
+        started = steps[index][1]
+        until = steps[index + 1][1] if index + 1 < len(steps) else float("inf")
+        return max((t for t, c in load.answers if started <= t < until and c == old), default=started) - started
+
+    print(f"load: {args.concurrency} keep-alive connections through the router, GET /health;"
+          f" overlapSeconds = {args.overlap}")
     for name, _, seconds in steps:
-        print(f"  {name:<24} {seconds:6.2f} s")
+        print(f"  {name:<24} {seconds:6.2f} s{'   (re-adopted standby replicas)' if adopted[name] else ''}")
     print(f"requests: {load.total}   failed: {sum(load.failed.values())}   {dict(load.failed) or ''}")
-    print(f"rollback command → 100% of responses from v1 ({v1[:8]}): {last_v2 - rollback_started:.2f} s")
-    print(f"throughput direct to one replica: {rps_direct:.0f} req/s; through the router: {rps_router:.0f} req/s;"
-          f" ratio {rps_router / rps_direct:.2f}")
+    warm = " (re-adopted v1's standby replicas)" if adopted[steps[1][0]] else " (new processes)"
+    print(f"rollback command → 100% of responses from v1 ({v1[:8]}){warm}: {switch_seconds(1, v2):.2f} s")
+    print(f"redeploy v2 by id → 100% of responses from v2 ({v2[:8]}): {switch_seconds(2, v1):.2f} s")
+    if args.overlap:
+        print(f"rollback after the window (new processes, cold start) → 100% from v1: {switch_seconds(5, v2):.2f} s")
+    direct_rps = sum(d for d, _ in rounds) / len(rounds)
+    router_rps = sum(r for _, r in rounds) / len(rounds)
+    print(f"throughput with {client}, {args.concurrency} connections, {len(rounds)} alternating rounds of"
+          f" {args.direct_seconds:g} s: direct to one replica {direct_rps:.0f} req/s; through the router"
+          f" {router_rps:.0f} req/s; ratio {router_rps / direct_rps:.2f}"
+          f" (per round: {', '.join(f'{r / d:.2f}' for d, r in rounds)})")
+    for d, r in python_round:
+        print(f"  same with the Python client, 1 round: direct {d:.0f} req/s; router {r:.0f} req/s; ratio {r / d:.2f}")
     print("goals: ≥ 10,000 requests with 0 failed; rollback ≤ 1 s; ratio ≥ 0.90")
 
 

@@ -22,12 +22,13 @@ class ReplicaObs:
     deployment_id: str
     slot: int
     alive: bool
-    state: str  # STARTING | RUNNING | DRAINING | STOPPED | EXITED | CRASHED
+    state: str  # STARTING | RUNNING | DRAINING | STANDBY | STOPPED | EXITED | CRASHED
     restarts: int = 0
     exit_code: int | None = None  # known only for processes this control plane spawned
     healthy: bool | None = None  # probed for STARTING replicas outside a deploy
     overdue: bool = False  # STARTING for longer than the health-check timeout
     restart_after: float | None = None  # a restart is scheduled for this time
+    standby_open: bool = False  # a STANDBY replica whose overlap window has not ended
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,16 @@ def plan_environment(obs: EnvObs, now: float) -> list[Action]:
             continue  # the deploy that owns it decides
         if not (serving and r.deployment_id == obs.current_deployment_id):
             if r.alive:
-                why = "environment is sleeping" if obs.state == "SLEEPING" else "not part of the current deployment"
+                if r.state == "STANDBY" and r.standby_open and serving:
+                    continue  # the previous deployment, kept warm for a rollback until its window ends
+                if obs.state == "SLEEPING":
+                    why = "environment is sleeping"
+                elif r.state == "STANDBY":
+                    why = "standby window over"
+                else:
+                    why = "not part of the current deployment"
                 actions.append(StopReplica(r.id, why))
-            elif r.state in LIVE_STATES:
+            elif r.state in LIVE_STATES or r.state == "STANDBY":
                 actions.append(MarkReplica(r.id, "STOPPED", "process gone"))
             continue
         if r.alive:

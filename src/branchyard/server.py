@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from .backends.local.processes import pid_exists
 from .errors import Conflict, ServerUnavailable
 from .settings import Settings
@@ -54,6 +52,8 @@ def status(settings: Settings) -> dict:
     info = read_server_file(settings)
     if not info or not pid_exists(int(info.get("pid", 0))):
         return {"running": False, "home": str(settings.home)}
+    import httpx  # here, not at import: every CLI command imports this module for read_server_file
+
     try:
         ok = httpx.get(f"{info['url']}/api/health", timeout=2, trust_env=False).status_code == 200
     except httpx.HTTPError:

@@ -47,6 +47,49 @@ def test_rollback_and_redeploy_by_id_bring_back_release_and_variables(plane, tmp
     assert len(plane.json("status", "-e", "production", cwd=repo)["replicas"]) == 2
 
 
+def test_within_overlap_seconds_a_rollback_re_adopts_the_previous_replicas(plane, tmp_path):
+    repo = staging_repo(plane, tmp_path, "warm", railway_extra="overlapSeconds = 30\ndrainingSeconds = 2\n")
+    v1 = plane.git(repo, "rev-parse", "HEAD").stdout.strip()
+    v1_pids = [r["pid"] for r in plane.json("status", "-e", "staging", cwd=repo)["replicas"]]
+    (repo / "VERSION").write_text("2\n")
+    v2 = plane.commit(repo, "v2")
+    plane.git(repo, "push", "branchyard", "develop")  # returns at the switch, not after the overlap
+    status = plane.json("status", "-e", "staging", cwd=repo)
+    v2_pids = [r["pid"] for r in status["replicas"]]
+    assert [r["pid"] for r in status["standby"]] == v1_pids and all(alive(p) for p in v1_pids)
+    assert 0 < status["standby"][0]["seconds_left"] <= 30
+    assert plane.get("warm-staging.localhost").json()["commit"] == v2
+
+    done = plane.run("rollback", "-e", "staging", cwd=repo)
+    assert "re-adopted from standby" in done.stdout and "database state is not reverted" in done.stdout
+    status = plane.json("status", "-e", "staging", cwd=repo)
+    assert [r["pid"] for r in status["replicas"]] == v1_pids  # the same processes: no cold start
+    assert [r["state"] for r in status["replicas"]] == ["RUNNING"]
+    assert [r["pid"] for r in status["standby"]] == v2_pids  # and v2 waits in turn
+    assert plane.get("warm-staging.localhost").json()["commit"] == v1
+
+    # A redeploy whose variables differ (resolved again) cannot re-adopt: new processes, and the
+    # deployment that replaced the standby one stops it (one deployment on standby at most).
+    plane.run("variables", "set", "LOG_LEVEL=debug", "-e", "staging", cwd=repo)
+    status = plane.json("status", "-e", "staging", cwd=repo)
+    assert not set(r["pid"] for r in status["replicas"]) & set(v1_pids + v2_pids)
+    assert [r["pid"] for r in status["standby"]] == v1_pids
+    wait_for(lambda: not any(alive(p) for p in v2_pids), timeout=15)
+
+
+def test_standby_replicas_stop_when_their_window_ends(plane, tmp_path):
+    repo = staging_repo(plane, tmp_path, "cool", railway_extra="overlapSeconds = 2\ndrainingSeconds = 2\n")
+    v1_pids = [r["pid"] for r in plane.json("status", "-e", "staging", cwd=repo)["replicas"]]
+    (repo / "VERSION").write_text("2\n")
+    plane.commit(repo, "v2")
+    plane.git(repo, "push", "branchyard", "develop")
+    assert all(alive(p) for p in v1_pids)
+    wait_for(lambda: not any(alive(p) for p in v1_pids), timeout=20)  # the reconciler drains them
+    wait_for(lambda: plane.json("status", "-e", "staging", cwd=repo)["standby"] == [], timeout=10)
+    only = plane.run("rollback", "-e", "staging", cwd=repo)  # now a cold start, as without overlap
+    assert "re-adopted" not in only.stdout
+
+
 def test_redeploy_of_an_unknown_deployment_is_refused(plane, tmp_path):
     repo = staging_repo(plane, tmp_path, "rbbad")
     before = plane.json("deployments", "-e", "staging", cwd=repo)

@@ -82,6 +82,48 @@ def test_sigkill_during_a_deploy_converges(fresh, tmp_path, point, outcome):
     assert releases and all((p / ".branchyard-release.json").exists() for p in releases)  # none half-written
 
 
+def test_sigkill_while_a_rollback_re_adopts_standby_replicas_converges(fresh, tmp_path):
+    plane = fresh
+    repo = plane.app_repo(tmp_path, "app", project="kw")
+    (repo / "railway.toml").write_text((repo / "railway.toml").read_text() + "overlapSeconds = 60\ndrainingSeconds = 2\n")
+    plane.commit(repo, "keep the previous deployment warm")
+    restart_with(plane, "deploy.after_adopt")
+    plane.git(repo, "push", "branchyard", "main")
+    v2 = plane.commit(repo, "v2")
+    plane.git(repo, "push", "branchyard", "main")  # v1's replicas on standby
+    v2_pids = {r["pid"] for r in plane.json("status", "-e", "production", cwd=repo)["replicas"]}
+    assert len(app_processes(plane.home)) == 4
+    done = plane.run("rollback", "-e", "production", cwd=repo, check=False)
+    assert done.returncode != 0  # killed right after taking v1's replicas back, before the switch
+    wait_dead(plane)
+    assert {plane.get("kw.localhost").json()["commit"] for _ in range(5)} == {v2}  # v2 kept serving
+
+    restart_with(plane, None)
+    deployments = plane.json("deployments", "-e", "production", cwd=repo)
+    assert (deployments[0]["trigger"], deployments[0]["status"]) == ("rollback", "FAILED")
+    status = plane.json("status", "-e", "production", cwd=repo)
+    assert status["current_deployment"]["commit"] == v2 and {r["pid"] for r in status["replicas"]} == v2_pids
+    # no orphans: the re-adopted replicas of the failed rollback are stopped, only v2's two run
+    wait_for(lambda: app_processes(plane.home) == v2_pids)
+    assert plane.json("status", "-e", "production", cwd=repo)["standby"] == []
+
+
+def test_a_restart_ends_every_standby_window(fresh, tmp_path):
+    plane = fresh
+    repo = plane.app_repo(tmp_path, "app", project="kr")
+    (repo / "railway.toml").write_text((repo / "railway.toml").read_text() + "overlapSeconds = 600\n")
+    plane.commit(repo, "keep the previous deployment warm")
+    plane.git(repo, "push", "branchyard", "main")
+    plane.commit(repo, "v2")
+    plane.git(repo, "push", "branchyard", "main")
+    status = plane.json("status", "-e", "production", cwd=repo)
+    assert len(status["standby"]) == 2
+    restart_with(plane, None)
+    # the windows were in the old control plane's memory: the new one drains the standby replicas
+    wait_for(lambda: app_processes(plane.home) == {r["pid"] for r in status["replicas"]}, timeout=30)
+    assert plane.json("status", "-e", "production", cwd=repo)["standby"] == []
+
+
 def test_sigkill_during_down_converges_to_sleeping(fresh, tmp_path):
     plane = fresh
     repo = plane.app_repo(tmp_path, "app", project="kd")

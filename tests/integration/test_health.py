@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from branchyard.backends.local import processes
-from branchyard.backends.local.health import HealthResult, probe, wait_healthy
+from branchyard.backends.local.health import HealthResult, next_interval, probe, wait_healthy
 from branchyard.backends.local.processes import ProcessHandle
 
 pytestmark = pytest.mark.integration
@@ -135,6 +135,21 @@ def test_polling_is_quick_once_the_app_listens(server: Callable[..., ProcessHand
     assert result.ok, result
     # listening after ~1s (+ interpreter start-up); the back-off is capped at 0.5s
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(
+    ("interval", "elapsed", "expected"),
+    [
+        (0.05, 0.0, 0.05),  # the first seconds: every interval, so a replica is routed soon after it is ready
+        (0.05, 4.9, 0.05),
+        (0.05, 5.0, 0.065),  # then back off ×1.3 …
+        (0.4, 60.0, 0.5),  # … up to one poll every 0.5 s
+        (0.5, 60.0, 0.5),
+        (0.8, 60.0, 0.8),  # a caller's longer interval is never shortened
+    ],
+)
+def test_poll_schedule(interval: float, elapsed: float, expected: float) -> None:
+    assert next_interval(interval, elapsed) == pytest.approx(expected)
 
 
 def test_proxies_from_the_environment_are_ignored(

@@ -35,9 +35,9 @@ def env(replicas, *, state="ACTIVE", current="d2", in_progress=(), policy="ON_FA
 
 
 def r(id, dep="d2", *, alive=True, state="RUNNING", restarts=0, code=None, slot=0, healthy=None, after=None,
-      overdue=False):
+      overdue=False, standby_open=False):
     return ReplicaObs(id=id, deployment_id=dep, slot=slot, alive=alive, state=state, restarts=restarts, exit_code=code,
-                      healthy=healthy, restart_after=after, overdue=overdue)
+                      healthy=healthy, restart_after=after, overdue=overdue, standby_open=standby_open)
 
 
 def test_healthy_environment_needs_nothing():
@@ -54,6 +54,24 @@ def test_replicas_of_a_deploy_in_progress_are_left_alone():
 
 def test_sleeping_environment_stops_everything_and_starts_nothing():
     assert plan_environment(env([r(1)], state="SLEEPING", desired=2), NOW) == [StopReplica(1, "environment is sleeping")]
+
+
+@pytest.mark.parametrize(
+    ("replica", "state", "expected"),
+    [
+        # kept warm for overlapSeconds: a rollback to d1 re-adopts it
+        (r(1, "d1", state="STANDBY", standby_open=True), "ACTIVE", []),
+        (r(1, "d1", state="STANDBY", standby_open=False), "ACTIVE", [StopReplica(1, "standby window over")]),
+        (r(1, "d1", state="STANDBY", standby_open=True), "SLEEPING", [StopReplica(1, "environment is sleeping")]),
+        (r(1, "d1", state="STANDBY", standby_open=True, alive=False), "ACTIVE", [MarkReplica(1, "STOPPED", "process gone")]),
+        # an open window means nothing for a replica that is not on standby
+        (r(1, "d1", state="RUNNING", standby_open=True), "ACTIVE", [StopReplica(1, "not part of the current deployment")]),
+    ],
+)
+def test_standby_replicas_run_until_their_window_ends(replica, state, expected):
+    assert plan_environment(env([replica, r(2)], state=state), NOW) == expected + (
+        [StopReplica(2, "environment is sleeping")] if state == "SLEEPING" else []
+    )
 
 
 def test_dead_replica_of_old_deployment_is_marked_stopped():

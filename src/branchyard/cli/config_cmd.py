@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from .. import names
-from ..spec import check, explain, load_project
 from . import ui
 
 
@@ -29,6 +28,8 @@ def config() -> None:
 @click.option("--path", default=None, help="The app's directory (default: the current one).")
 def config_check(strict: bool, path: str | None) -> None:
     """Validate the project's files; exit non-zero on any error."""
+    from ..spec import check, load_project  # here, not at import: every other command starts faster
+
     root = _root(path)
     problems = check(root, strict=True if strict else None)
     if problems:
@@ -49,6 +50,8 @@ def config_check(strict: bool, path: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def config_show(environment: str, path: str | None, as_json: bool) -> None:
     """The effective, merged configuration of one environment, with where each value came from."""
+    from ..spec import explain, load_project
+
     spec = load_project(_root(path))
     cfg = spec.environment(names.environment_name(environment))
     if as_json:

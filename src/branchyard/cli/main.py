@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.text import Text
 
 from .. import errors, names
 from .. import settings as settings_mod
@@ -425,6 +424,8 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
     if as_json:
         ui.print_json(info)
         return
+    from rich.text import Text
+
     current = info["current_deployment"]
     ui.out.print(Text.assemble((f"{info['project']} / {info['name']}", "bold"), "  ", ui.status_word(info["status"]), f"  {info['url']}"))
     if current:
@@ -438,6 +439,9 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
             [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", r["restarts"], f"{r['uptime_seconds']:.0f}s")
              for r in info["replicas"]],
         )
+    for r in info.get("standby") or []:
+        ui.info(f"standby: web.{r['slot']} pid {r['pid']} port {r['port']} of deployment {r['deployment_id'][:8]}"
+                f" (out of the route; stops in {r['seconds_left']:.0f}s unless a rollback re-adopts it)")
 
 
 @cli.command()

@@ -317,6 +317,12 @@ class Controller:
                         "last_exit": r.last_exit,
                     }
                 )
+        standby = [
+            {"deployment_id": r.deployment_id, "slot": r.slot, "pid": r.pid, "port": r.port,
+             "seconds_left": round(self.replicas.standby_left(r.id), 1)}
+            for r in s.scalars(select(m.Replica).where(m.Replica.environment_id == env.id, m.Replica.state == m.REPLICA_STANDBY)
+                               .order_by(m.Replica.slot))
+        ]
         status = current.status if current else (latest.status if latest else "NO DEPLOYMENTS")
         if env.state == m.ENV_SLEEPING:
             status = m.SLEEPING
@@ -334,6 +340,7 @@ class Controller:
             "current_deployment": _deployment_dict(current) if current else None,
             "latest_deployment": _deployment_dict(latest) if latest else None,
             "replicas": replicas,
+            "standby": standby,  # the previous deployment's replicas kept warm for overlapSeconds
         }
 
     def list_deployments(self, project: str, env_name: str, limit: int = 50) -> list[dict]:
@@ -648,25 +655,29 @@ class Controller:
         self.sync_routes()
         out(f"-----> routed {self.settings.public_url(host)} → {', '.join(str(h.port) for _, h in handles)}")
         if old_id:
-            self._drain(old_id, ctx.overlap_seconds, ctx.draining_seconds, out)
+            self._drain(ctx.env_id, old_id, ctx.overlap_seconds, ctx.draining_seconds, out)
         self._prune_releases(ctx.env_id)
         out(f"-----> deployment SUCCESS: {self.settings.public_url(host)}")  # before the status: followers stop there
         self._finish(dep_id, m.SUCCESS)
         with self.store.session() as s:
             self.store.record(s, project, "deploy.succeeded", f"{ctx.sha[:12]} is live", environment=env_name, deployment_id=dep_id)
 
-    def _drain(self, old_id: str, overlap: int, draining: int, out: Callable[[str], None]) -> None:
-        """The old deployment is out of the route: let in-flight requests finish, then stop it."""
+    def _drain(self, env_id: int, old_id: str, overlap: int, draining: int, out: Callable[[str], None]) -> None:
+        """The old deployment is out of the route: let in-flight requests finish, then stop it.
+
+        With `overlap`, its replicas stay on standby that long (a rollback to it re-adopts them) and the
+        reconciler stops them afterwards; the deployment does not wait for that."""
         with self.store.session() as s:
             ids = list(s.scalars(select(m.Replica.id).where(m.Replica.deployment_id == old_id, m.Replica.state != m.REPLICA_STOPPED)))
             for rid in ids:
                 s.get(m.Replica, rid).state = m.REPLICA_DRAINING
         if not ids:
             return
-        if overlap:
-            out(f"-----> overlap: previous deployment keeps running {overlap}s")
-            time.sleep(overlap)
         grace = draining or DEFAULT_DRAINING_SECONDS
+        if overlap:
+            out(f"-----> overlap: previous deployment {old_id[:8]} keeps running {overlap}s out of the route, then drains")
+            self.replicas.park(env_id, ids, seconds=overlap, grace=grace)
+            return
         out(f"-----> draining previous deployment {old_id[:8]} (SIGTERM, SIGKILL after {grace}s)")
         self.replicas.stop(ids, grace=grace)
 
@@ -677,8 +688,10 @@ class Controller:
             env = s.get(m.Environment, env_id)
             deps = s.scalars(select(m.Deployment).where(m.Deployment.environment_id == env_id)
                              .order_by(m.Deployment.created_at.desc())).all()
+            running = set(s.scalars(select(m.Replica.deployment_id).where(m.Replica.environment_id == env_id,
+                                                                          m.Replica.state != m.REPLICA_STOPPED)))
             keep = {d.release_dir for d in deps[:retain]} | {
-                d.release_dir for d in deps if d.id == env.current_deployment_id or d.status in m.IN_PROGRESS
+                d.release_dir for d in deps if d.id == env.current_deployment_id or d.status in m.IN_PROGRESS or d.id in running
             }
             drop = {d.release_dir for d in deps[retain:]} - keep
         for path in drop:

@@ -84,7 +84,7 @@ class Reconciler:
                 for r in s.scalars(
                     select(m.Replica).where(
                         m.Replica.environment_id == env.id,
-                        m.Replica.state.in_(plan.HELD_STATES | {m.REPLICA_DRAINING}),
+                        m.Replica.state.in_(plan.HELD_STATES | {m.REPLICA_DRAINING, m.REPLICA_STANDBY}),
                     )
                 )
             }
@@ -107,6 +107,7 @@ class Reconciler:
                     id=r.id, deployment_id=r.deployment_id, slot=r.slot, alive=alive, state=r.state, restarts=r.restarts,
                     exit_code=None if alive else processes.exit_code(h), healthy=healthy, overdue=overdue,
                     restart_after=r.restart_after,
+                    standby_open=r.state == m.REPLICA_STANDBY and self.ctl.replicas.standby_left(r.id) > 0,
                 )
             )
         obs = plan.EnvObs(

@@ -3,17 +3,29 @@
 Everything a replica needs is read from the deployment's snapshot (release directory, virtualenv,
 config and variables), never from the spec again, so a rollback, a restart or a scale brings back
 exactly what was deployed.
+
+Standby: after a switch, the replaced deployment's replicas may be kept running out of the route for
+its `overlapSeconds` (`park`). A deployment whose snapshot is identical (a rollback or a redeploy of
+that deployment) re-adopts them instead of starting new processes (`start`), after a health check
+like any new replica. At most one deployment per environment is on standby; the windows live in
+this object's memory only, so a restarted control plane stops every standby replica (the
+reconciler does, on its first pass).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import names
+from sqlalchemy import select
+
+from .. import failpoints, names
 from ..backends.local import processes
 from ..backends.local.health import HealthResult, wait_healthy
 from ..build import release
@@ -53,6 +65,8 @@ class Replicas:
         self.settings = settings
         self.store = store
         self.box = box  # deployments' variable snapshots are encrypted
+        self._standby: dict[int, float] = {}  # replica id → time.monotonic() at which its standby window ends
+        self._standby_guard = threading.Lock()
 
     def context(self, dep_id: str, host: str) -> ReleaseCtx:
         """The deployment's snapshot; BranchyardError if its release is no longer retained."""
@@ -122,8 +136,14 @@ class Replicas:
             return list(pool.map(one, [h for _, h in handles]))
 
     def start(self, ctx: ReleaseCtx, slots: list[int], out) -> list[tuple[int, processes.ProcessHandle]]:  # noqa: ANN001
-        """Start `slots`, wait until all are healthy and mark them RUNNING; on failure stop them all."""
-        handles = [self.spawn(ctx, slot) for slot in slots]
+        """Start `slots` (re-adopting identical standby replicas), wait until all are healthy and mark them
+        RUNNING; on failure stop them all."""
+        adopted = self.adopt_standby(ctx, slots)
+        for slot, (_, h) in sorted(adopted.items()):
+            out(f"       web.{slot} re-adopted from standby: pid {h.pid}, port {h.port} (same release and variables)")
+        if adopted:
+            failpoints.hit("deploy.after_adopt")
+        handles = [adopted[slot] if slot in adopted else self.spawn(ctx, slot) for slot in slots]
         results = self.wait_healthy(ctx, handles)
         failed = [(slot, res, h) for slot, (_, h), res in zip(slots, handles, results) if not res.ok]
         if failed:
@@ -143,6 +163,62 @@ class Replicas:
                 s.get(m.Replica, rid).state = m.REPLICA_RUNNING
         return handles
 
+    # --- standby ------------------------------------------------------------------------------------
+
+    def park(self, env_id: int, replica_ids: list[int], *, seconds: float, grace: float) -> None:
+        """Keep `replica_ids` (out of the route already) running for `seconds` as STANDBY.
+
+        Any other standby replica of the environment is stopped first: one deployment on standby at most."""
+        with self.store.session() as s:
+            older = list(s.scalars(select(m.Replica.id).where(
+                m.Replica.environment_id == env_id, m.Replica.state == m.REPLICA_STANDBY, m.Replica.id.not_in(replica_ids))))
+        if older:
+            self.stop(older, grace=grace)
+        until = time.monotonic() + seconds
+        with self._standby_guard:
+            self._standby.update((rid, until) for rid in replica_ids)
+        with self.store.session() as s:
+            for rid in replica_ids:
+                s.get(m.Replica, rid).state = m.REPLICA_STANDBY
+
+    def standby_left(self, replica_id: int) -> float:
+        """Seconds left in the replica's standby window; 0 when it has none (or this process never parked it)."""
+        with self._standby_guard:
+            until = self._standby.get(replica_id)
+        return max(0.0, until - time.monotonic()) if until is not None else 0.0
+
+    def adopt_standby(self, ctx: ReleaseCtx, slots: list[int]) -> dict[int, tuple[int, processes.ProcessHandle]]:
+        """Hand live standby replicas whose deployment snapshot equals `ctx`'s over to `ctx`'s deployment.
+
+        Only a replica of the same slot (its REPLICA_ID is part of its environment) and only while its
+        window is open. They come back as STARTING: `start` health-checks them like new ones."""
+        with self.store.session() as s:
+            rows = [(r.id, r.deployment_id, r.slot, r.pid, r.start_time, r.port, r.log_path) for r in s.scalars(
+                select(m.Replica).where(m.Replica.environment_id == ctx.env_id, m.Replica.state == m.REPLICA_STANDBY))]
+        same: dict[str, bool] = {}
+        found: dict[int, tuple[int, processes.ProcessHandle]] = {}
+        for rid, dep_id, slot, pid, start_time, port, log_path in rows:
+            if slot not in slots or slot in found or self.standby_left(rid) <= 0:
+                continue
+            if dep_id not in same:
+                try:
+                    other = self.context(dep_id, ctx.host)
+                except BranchyardError:  # its release is gone: nothing to compare with
+                    same[dep_id] = False
+                else:
+                    same[dep_id] = dataclasses.replace(other, dep_id=ctx.dep_id, replicas=ctx.replicas) == ctx
+            h = processes.adopt(pid, start_time, port, log_path) if same[dep_id] else None
+            if h is not None and processes.is_alive(h):
+                found[slot] = (rid, h)
+        with self._standby_guard:
+            for rid, _ in found.values():
+                self._standby.pop(rid, None)
+        with self.store.session() as s:
+            for rid, _ in found.values():
+                r = s.get(m.Replica, rid)
+                r.deployment_id, r.state = ctx.dep_id, m.REPLICA_STARTING
+        return found
+
     def stop(self, replica_ids: list[int], *, grace: float) -> None:
         """SIGTERM, wait up to `grace`, SIGKILL; all replicas in parallel; mark them STOPPED."""
         with self.store.session() as s:
@@ -157,6 +233,9 @@ class Replicas:
                 r = s.get(m.Replica, rid)
                 if r is not None:
                     r.state = m.REPLICA_STOPPED
+        with self._standby_guard:
+            for rid in replica_ids:
+                self._standby.pop(rid, None)
 
     @staticmethod
     def base_env(venv: Path) -> dict[str, str]:

@@ -36,6 +36,7 @@ REPLICA_STOPPED = "STOPPED"
 REPLICA_CRASHED = "CRASHED"
 REPLICA_DRAINING = "DRAINING"  # out of the route, being stopped
 REPLICA_EXITED = "EXITED"  # exited 0 and the restart policy leaves it so
+REPLICA_STANDBY = "STANDBY"  # out of the route, kept running for overlapSeconds: a rollback re-adopts it
 
 
 def utcnow() -> dt.datetime:

@@ -343,7 +343,8 @@ def rule_failed_deploys(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tupl
 
 
 def rule_previews_after_merge(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(f"{env['name']} is still running, but its branch {env.get('branch')} is merged",
+    return [(f"{env['name']} is still running, but "
+             + (f"its branch {env['branch']} is merged" if env.get("branch") else "its pull request is closed"),
              f"`branchyard environment delete {env['name']} --yes`")
             for env in live.get("environments", []) if env.get("ephemeral") and env.get("merged")
             and env.get("state") != "SLEEPING"]

@@ -602,6 +602,8 @@ def live_facts(ctl: Controller, project: str) -> dict:
                          "snapshot": current.variables_json if current is not None else None,
                          "commit": current.commit_sha if current is not None else None})
         persistent_heads = [e["branch"] for e in envs if not e["ephemeral"] and e["branch"]]
+        closed_previews = set(s.scalars(select(m.Preview.environment).where(  # pull requests known to be closed
+            m.Preview.project_id == p.id, m.Preview.open.is_(False))))
         for e in envs:
             if e["production"] and e["commit"] and e["snapshot"]:
                 release_dir = s.get(m.Deployment, s.get(m.Environment, e["id"]).current_deployment_id).release_dir
@@ -618,8 +620,9 @@ def live_facts(ctl: Controller, project: str) -> dict:
         if not e["production"] and facts is not None and e["snapshot"]:
             values = json.loads(ctl.data.box.decrypt(e["snapshot"]))
             isolation += policy.isolation_findings(e["name"], values, facts)
-        if e["ephemeral"] and e["branch"]:
-            e["merged"] = any(_merged(repo, e["branch"], head) for head in persistent_heads)
+        if e["ephemeral"]:
+            e["merged"] = e["name"] in closed_previews or bool(
+                e["branch"] and any(_merged(repo, e["branch"], head) for head in persistent_heads))
     out = {
         "environments": [{k: v for k, v in e.items() if k not in ("snapshot", "id")} for e in envs],
         "services": services,
@@ -639,10 +642,15 @@ def live_facts(ctl: Controller, project: str) -> dict:
 
 
 def _merged(repo: str, branch: str, into: str) -> bool:
-    """Whether `branch`'s head is contained in `into` in the project's repository."""
+    """Whether `branch` has commits of its own and they are all contained in `into` (a branch just created from
+    `into`, still at its head, is not merged)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "--git-dir", repo, *args], capture_output=True, text=True, timeout=30)
+
     try:
-        done = subprocess.run(["git", "--git-dir", repo, "merge-base", "--is-ancestor", f"refs/heads/{branch}",
-                               f"refs/heads/{into}"], capture_output=True, timeout=30)
+        heads = git("rev-parse", f"refs/heads/{branch}", f"refs/heads/{into}").stdout.split()
+        if len(heads) != 2 or heads[0] == heads[1]:
+            return False
+        return git("merge-base", "--is-ancestor", heads[0], heads[1]).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0

@@ -64,8 +64,9 @@ class Client:
             detail = f"HTTP {resp.status}: {text[:200]}"
         raise _BY_STATUS.get(resp.status, errors.BranchyardError)(detail)
 
-    def request(self, method: str, path: str, *, params: dict | None = None, json: object = None) -> object:  # noqa: A002
-        resp = self._send(method, path, params=params, json_body=json)
+    def request(self, method: str, path: str, *, params: dict | None = None, json: object = None,  # noqa: A002
+                timeout: float | None = TIMEOUT) -> object:
+        resp = self._send(method, path, params=params, json_body=json, timeout=timeout)
         try:
             self._check(resp)
             data = resp.read()

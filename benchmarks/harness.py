@@ -43,7 +43,9 @@ class Bench:
 
 @contextlib.contextmanager
 def bench_plane(*, branch: str = "main", railway_extra: str = "") -> Iterator[Bench]:
-    """A running control plane and a registered copy of the example app (first commit made, not pushed)."""
+    """A running control plane and a registered copy of the example app (first commit made, not pushed).
+
+    BENCH_KEEP=1 keeps the temporary directory (the plane's home, logs, repositories) for a look afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="by-bench-"))
     http_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")} | GIT_ENV | {
@@ -68,4 +70,7 @@ def bench_plane(*, branch: str = "main", railway_extra: str = "") -> Iterator[Be
         yield bench
     finally:
         subprocess.run(BY + ["server", "stop", "--all"], env=env, capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print("kept", tmp)

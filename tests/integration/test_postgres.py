@@ -458,6 +458,40 @@ def test_a_pr_database_cloned_from_a_template_gets_its_tables_owned_by_its_own_r
             admin.drop_database(name, name)
 
 
+def test_a_spare_copy_of_a_sealed_template_is_adopted_by_a_rename(admin, server):
+    source = admin.create_database("by_spare_pr_1", "by_spare_pr_1")
+    admin.psql(source, "CREATE TABLE items(id serial PRIMARY KEY, name text); INSERT INTO items(name) VALUES ('seed');")
+    names = ("by_spare_pr_2", "by_spare_pr_3", "by_spare_pr_1", "bytpl_spare")
+    try:
+        admin.create_database("bytpl_spare", "bytpl_spare", template="by_spare_pr_1")
+        admin.seal_template("bytpl_spare")
+        with pytest.raises(psycopg.OperationalError):  # nobody connects to a sealed template
+            psycopg.connect(url_as_admin(admin, "bytpl_spare")).close()
+        assert admin.adopt_database("bysp_spare", "bytpl_spare", "by_spare_pr_2", "by_spare_pr_2") is None  # no spare yet
+        admin.copy_database("bytpl_spare", "bysp_spare")
+        admin.copy_database("bytpl_spare", "bysp_spare")  # idempotent
+        pr = admin.adopt_database("bysp_spare", "bytpl_spare", "by_spare_pr_2", "by_spare_pr_2")
+        assert pr is not None and "bysp_spare" not in admin.databases()
+        assert admin.psql(pr, "SELECT name FROM items").strip() == "seed"
+        assert admin.psql(pr, "SELECT tableowner FROM pg_tables WHERE tablename = 'items'").strip() == "by_spare_pr_2"
+        admin.psql(pr, "INSERT INTO items(name) VALUES ('mine')")  # its sequence is its own too
+        owners = dict(query(server.admin_url(),
+                            "SELECT datname, datdba::regrole::text FROM pg_database WHERE datname IN ('by_spare_pr_2', 'bytpl_spare')"))
+        assert owners == {"by_spare_pr_2": "by_spare_pr_2", "bytpl_spare": "bytpl_spare"}  # the template keeps its owner
+        with pytest.raises(BackendError, match="permission denied for database"):
+            admin.psql(Database(pr.host, pr.port, "by_spare_pr_1", pr.user, pr.password), "SELECT 1")
+        admin.copy_database("bytpl_spare", "bysp_spare")
+        # an existing database is never replaced by a spare
+        assert admin.adopt_database("bysp_spare", "bytpl_spare", "by_spare_pr_2", "by_spare_pr_2") is None
+        assert admin.psql(pr, "SELECT count(*) FROM items").strip() == "2"
+        admin.drop_copy("bysp_spare")
+        assert "bysp_spare" not in admin.databases() and "bytpl_spare" in admin.roles()
+    finally:
+        admin.drop_copy("bysp_spare")
+        for name in names:
+            admin.drop_database(name, name)
+
+
 def test_dump_and_restore_replace_a_databases_content(admin, server, scratch):
     tmp_path = scratch
     source = admin.create_database("by_dump_prod", "by_dump_prod")

@@ -136,7 +136,8 @@ SHARED = {
         (
             "production",
             {"replicas": 2, "memory_mb": 1024, "cpu": 1.0},
-            {"memory_mb": 2048, "storage_mb": 10240, "backups": "daily", "ephemeral": False, "dedicated": True},
+            {"memory_mb": 2048, "storage_mb": 10240, "backups": "daily", "ephemeral": False, "dedicated": True,
+             "template_files": []},
             {"name": "Redis", "memory_mb": 512, "persistence": True},
             {
                 **SHARED,
@@ -151,7 +152,8 @@ SHARED = {
         (
             "staging",
             {"replicas": 1, "memory_mb": 512, "cpu": 0.5},
-            {"memory_mb": 1024, "storage_mb": 5120, "backups": "daily", "ephemeral": False, "dedicated": False},
+            {"memory_mb": 1024, "storage_mb": 5120, "backups": "daily", "ephemeral": False, "dedicated": False,
+             "template_files": []},
             {"name": "Redis", "memory_mb": 256, "persistence": False},
             {
                 **SHARED,
@@ -166,7 +168,8 @@ SHARED = {
         (
             "pr-123",
             {"replicas": 1, "memory_mb": 512, "cpu": 0.5},
-            {"memory_mb": 512, "storage_mb": 1024, "backups": None, "ephemeral": True, "dedicated": False},
+            {"memory_mb": 512, "storage_mb": 1024, "backups": None, "ephemeral": True, "dedicated": False,
+             "template_files": ["migrations", "alembic.ini", "manage.py", "db.py"]},
             None,
             {**SHARED, "ENVIRONMENT": "preview", "DEBUG": "true", "LOG_LEVEL": "debug", "WORKERS": "1"},
         ),
@@ -1155,5 +1158,7 @@ def test_explain_lists_every_value_with_its_source() -> None:
     assert as_dict["postgres.storage_mb"] == (1024, "branchyard.toml [environments.pr.services.postgres]")
     assert as_dict["variables.LOG_LEVEL"] == ("debug", "branchyard.toml [environments.pr.variables]")
     assert not any(key.startswith("redis.") for key in as_dict)
+    assert as_dict["postgres.template_files"] == (("migrations", "alembic.ini", "manage.py", "db.py"),
+                                                  "branchyard.toml [environments.pr.services.postgres]")
     assert rows[0][0] == "web.start_command"
-    assert len(rows) == 18 + 6 + 8
+    assert len(rows) == 18 + 7 + 8

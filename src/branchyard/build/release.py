@@ -168,8 +168,29 @@ def dependency_hash(src: Path, *, python: str, install_steps: Sequence[str]) -> 
     return digest.hexdigest()
 
 
+_IDENTITIES: dict[tuple, str] = {}
+
+
 def python_identity(python: str) -> str:
-    """A string naming the interpreter exactly (version, build, base prefix): part of the venv hash."""
+    """A string naming the interpreter exactly (version, build, base prefix): part of the venv hash.
+
+    Asked once per interpreter file: the answer is kept while the file (resolved through PATH and
+    symlinks) keeps its inode, size and modification time, so an upgraded interpreter is asked again."""
+    found = shutil.which(python)
+    try:
+        st = os.stat(os.path.realpath(found)) if found else None
+    except OSError:
+        st = None
+    key = (python, os.path.realpath(found), st.st_ino, st.st_size, st.st_mtime_ns) if st else None
+    if key is not None and key in _IDENTITIES:
+        return _IDENTITIES[key]
+    identity = _ask_identity(python)
+    if key is not None:
+        _IDENTITIES[key] = identity
+    return identity
+
+
+def _ask_identity(python: str) -> str:
     code = "import sys; print(sys.version.replace(chr(10), ' ')); print(sys.base_prefix)"
     try:
         out = subprocess.run(

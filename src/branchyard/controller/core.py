@@ -24,6 +24,7 @@ from ..backends.local import processes
 from ..backends.local.caddy import Route, Router
 from ..backends.local.health import probe
 from ..build import release
+from ..data import templates
 from ..errors import BadInput, BranchyardError, Conflict, NotFound
 from ..settings import Settings
 from ..spec import load_project
@@ -446,9 +447,9 @@ class Controller:
             dep.release_dir = str(names.safe_join(self.settings.releases_dir, project, dep.id))
             dep_id, release_dir = dep.id, Path(dep.release_dir)
         incoming.rename(release_dir)
-        self.sync_routes()  # a new environment answers at once ("no healthy deployment yet"), never 404
         self._supersede_older(env_name, project, dep_id)
         self._start_worker(project, env_name, dep_id, self._build_and_roll_out)
+        self.sync_routes()  # a new environment answers at once ("no healthy deployment yet"), never 404
         return dep_id
 
     def _new_deployment(self, s, p: m.Project, env: m.Environment, *, sha: str, branch: str | None, trigger: str,  # noqa: ANN001
@@ -594,9 +595,11 @@ class Controller:
         from . import promotions
 
         cfg, env_id, sha, release_dir, src = ready.cfg, ready.env_id, ready.sha, ready.release_dir, ready.src
-        provisioned = self.data.provision(project, env_name, cfg)
+        key = self._template_key(ready, venv, out)
+        provisioned = self.data.provision(project, env_name, cfg, template_key=key)
         for name in provisioned.namespaces:
-            out(f"-----> {name}: ready")
+            cloned = provisioned.cloned_from and cfg.postgres is not None and name == cfg.postgres.name
+            out(f"-----> {name}: ready" + (f" (cloned from template {provisioned.cloned_from})" if cloned else ""))
         out.redact = self.data.redactor(env_id)  # now including the service passwords
         values = resolve(ready.raw, namespaces=ready.namespaces | provisioned.namespaces, port=PORT_PLACEHOLDER).values
         promotions.isolation_guard(self, project, env_name, values, production=cfg.production)  # before any hook
@@ -614,14 +617,43 @@ class Controller:
         if cfg.production and cfg.web.pre_deploy_command and cfg.postgres is not None and not provisioned.new_database:
             backup = self.backups.create(project, env_name, kind="pre-deploy")
             out(f"-----> backup {backup['id']} taken before migrations ({backup['size']} bytes, sha256 {backup['sha256'][:12]})")
-        for command in cfg.web.pre_deploy_command:
-            out(f"-----> preDeployCommand: {command}")
-            run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
-        if cfg.web.seed_command and self.data.needs_seed(env_id):
-            out(f"-----> seedCommand (new database): {cfg.web.seed_command}")
-            run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+        if provisioned.cloned_from:
+            out("-----> preDeployCommand and seedCommand skipped: the template was made by these same commands, "
+                "files and dependencies")
             self.data.mark_seeded(project, env_name)
+        else:
+            for command in cfg.web.pre_deploy_command:
+                out(f"-----> preDeployCommand: {command}")
+                run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+            if cfg.web.seed_command and self.data.needs_seed(env_id):
+                out(f"-----> seedCommand (new database): {cfg.web.seed_command}")
+                run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+                self.data.mark_seeded(project, env_name)
+            if key and provisioned.new_database:
+                try:
+                    made = self.data.save_template(project, env_name, key)
+                    if made:
+                        out(f"-----> kept this new database as template {made}: the next new database with the same "
+                            "templateFiles is a copy of it")
+                except BranchyardError as err:  # a template is an optimisation: the deployment goes on
+                    out(f"       note: no template kept: {err}")
         self._roll_out(project, env_name, dep_id, out)
+
+    def _template_key(self, ready: _Ready, venv: Path, out: DeployLog) -> str | None:
+        """The key of the database `ready`'s hooks would make (postgres.templateFiles), or None without templates.
+
+        Never for production (its database is never a copy) nor a dedicated server (nothing to share it with)."""
+        pg = ready.cfg.postgres
+        if pg is None or not pg.template_files:
+            return None
+        if ready.cfg.production or pg.dedicated:
+            out(f"       note: postgres.templateFiles ignored for {'production' if ready.cfg.production else 'a dedicated server'}")
+            return None
+        plain, secrets = self.data.stored_variables(ready.env_id)
+        return templates.template_key(
+            ready.src, pg.template_files, pre_deploy=ready.cfg.web.pre_deploy_command, seed=ready.cfg.web.seed_command,
+            dependencies=venv.name, variables={k: v for k, v in ready.raw.items() if k not in secrets},
+            secret_names=secrets, server="external" if self.settings.postgres_url else "shared")
 
     def _variables_for(self, env_id: int, cfg) -> tuple[dict[str, str], dict[str, dict[str, str]]]:  # noqa: ANN001
         """An environment's raw variables (spec, then `variables set`, then secrets) and the namespaces known so far."""

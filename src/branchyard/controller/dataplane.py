@@ -10,14 +10,17 @@ environment's own processes.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
 
 from .. import names
-from ..errors import BadInput, NotFound
+from ..data import templates
+from ..errors import BadInput, BranchyardError, NotFound
 from ..secrets import Redactor, SecretBox
 from ..settings import Settings
 from ..store import models as m
@@ -26,12 +29,14 @@ from ..store.db import Store
 DEFAULT_NAMES = {"postgres": "Postgres", "redis": "Redis"}
 PLUGINS = {"postgresql": "postgres", "postgres": "postgres", "redis": "redis"}
 _KEY = __import__("re").compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+log = logging.getLogger("branchyard.data")
 
 
 @dataclass
 class Provisioned:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # "Postgres" → DATABASE_URL, PGHOST, …
     new_database: bool = False  # created just now: the seed command runs once
+    cloned_from: str | None = None  # the template database the new database is a copy of (hooks already ran)
 
 
 def _settings(decl) -> dict:  # noqa: ANN001 - PostgresConfig | RedisConfig
@@ -50,6 +55,7 @@ class DataPlane:
         self.settings = settings
         self.store = store
         self.box = SecretBox(settings.home / "secret.key")
+        self._templates = threading.Lock()  # making, cloning and dropping templates: one at a time
 
     # --- variables & secrets ------------------------------------------------------------------------
 
@@ -116,8 +122,10 @@ class DataPlane:
 
     # --- provisioning ---------------------------------------------------------------------------------
 
-    def provision(self, project: str, env_name: str, cfg) -> Provisioned:  # noqa: ANN001 - EnvironmentConfig
-        """Make sure the environment's declared (and `add --plugin`-ed) services exist and run."""
+    def provision(self, project: str, env_name: str, cfg, *, template_key: str | None = None) -> Provisioned:  # noqa: ANN001
+        """Make sure the environment's declared (and `add --plugin`-ed) services exist and run.
+
+        With `template_key`, a database created now is cloned from that key's template when there is one."""
         out = Provisioned()
         with self.store.session() as s:
             env = self._env(s, project, env_name)
@@ -131,9 +139,11 @@ class DataPlane:
         for kind, name in plugins.items():
             wanted.setdefault(kind, (name, None))
         for kind, (name, decl) in wanted.items():
-            space, created = self._ensure(project, env_name, env_id, kind, name, decl)
+            template = self._template_for(project, template_key) if kind == "postgres" and template_key else None
+            space, created, cloned = self._ensure(project, env_name, env_id, kind, name, decl, template=template)
             out.namespaces[name] = space
-            out.new_database = out.new_database or (kind == "postgres" and created)
+            if kind == "postgres" and created:
+                out.new_database, out.cloned_from = True, cloned
         return out
 
     def add_plugin(self, project: str, env_name: str, plugin: str) -> dict[str, str]:
@@ -144,21 +154,25 @@ class DataPlane:
         with self.store.session() as s:
             env = self._env(s, project, env_name)
             env_id = env.id
-        space, _ = self._ensure(project, env_name, env_id, kind, DEFAULT_NAMES[kind], None, source="plugin")
+        space, _, _ = self._ensure(project, env_name, env_id, kind, DEFAULT_NAMES[kind], None, source="plugin")
         return {k: ("••••••" if "PASSWORD" in k or k.endswith("_URL") else v) for k, v in space.items()}
 
     def _ensure(self, project: str, env_name: str, env_id: int, kind: str, name: str | None, decl, *,  # noqa: ANN001
-                source: str = "spec") -> tuple[dict[str, str], bool]:
-        """Create or adopt one service; `name` None keeps the recorded namespace."""
+                source: str = "spec", template: tuple[str, str] | None = None) -> tuple[dict[str, str], bool, str | None]:
+        """Create or adopt one service; `name` None keeps the recorded namespace. `template` (database,
+        location) is what a database created now is cloned from; a clone that fails falls back to an empty one.
+        (variables, whether the service is new, the template the database is a copy of or None)."""
         with self.store.session() as s:
             row = s.scalar(select(m.Service).where(m.Service.environment_id == env_id, m.Service.kind == kind))
             known = json.loads(self.box.decrypt(row.connection)) if row is not None and row.connection else None
             location = row.location if row is not None else None
             settings = _settings(decl) if decl is not None else json.loads(row.settings or "{}") if row is not None else {}
         if kind == "postgres":
-            space, location = self._ensure_postgres(project, env_name, settings, known, location)
+            if known is not None:
+                template = None  # the database exists: never re-cloned
+            space, location, cloned = self._ensure_postgres(project, env_name, settings, known, location, template)
         else:
-            space, location = self._ensure_redis(project, env_name, settings, known)
+            (space, location), cloned = self._ensure_redis(project, env_name, settings, known), None
         with self.store.session() as s:
             row = s.scalar(select(m.Service).where(m.Service.environment_id == env_id, m.Service.kind == kind))
             created = row is None
@@ -168,7 +182,7 @@ class DataPlane:
                 self.store.record(s, project, f"{kind}.created", f"{kind} provisioned for {env_name}", environment=env_name)
             row.name, row.location, row.connection = name or row.name, location, self.box.encrypt(json.dumps(space))
             row.settings = json.dumps(settings)
-        return space, created
+        return space, created, cloned
 
     def _pg_admin(self, project: str, env_name: str, settings: dict, location: str | None):  # noqa: ANN202
         """The server an environment's database lives on: external, dedicated, or the shared local one."""
@@ -186,11 +200,27 @@ class DataPlane:
         server.ensure_running()
         return Admin(server.admin_url()), key
 
-    def _ensure_postgres(self, project: str, env_name: str, settings: dict, known, location):  # noqa: ANN001, ANN202
+    def _ensure_postgres(self, project: str, env_name: str, settings: dict, known, location,  # noqa: ANN001, ANN202
+                         template: tuple[str, str] | None = None):
         admin, location = self._pg_admin(project, env_name, settings, location)
         name = database_name(project, env_name)
-        db = admin.create_database(name, name, password=(known or {}).get("PGPASSWORD"))
-        return db.variables(), location
+        password = (known or {}).get("PGPASSWORD")
+        if template is not None and template[1] == location and name not in admin.databases():
+            try:
+                with self._templates:
+                    db = admin.adopt_database(templates.spare_database(template[0]), template[0], name, name,
+                                              password=password)
+                    if db is None:  # no spare ready: copy the template now
+                        db = admin.create_database(name, name, password=password, template=template[0])
+                self._refill_spare(project, template[0], location)
+                return db.variables(), location, template[0]
+            except BranchyardError as err:  # dropped by hand, or busy: an empty database, and the hooks run on it
+                log.warning("%s/%s: cannot clone template %s (%s); creating an empty database", project, env_name,
+                            template[0], err)
+                self._forget_template(project, template[0])
+                admin.drop_database(name, name)
+        db = admin.create_database(name, name, password=password)
+        return db.variables(), location, None
 
     def _ensure_redis(self, project: str, env_name: str, settings: dict, known):  # noqa: ANN001, ANN202
         from ..backends.local.redis import RedisServer
@@ -203,6 +233,88 @@ class DataPlane:
             persistence=bool(settings.get("persistence")),
         )
         return server.ensure_running().variables(), str(data_dir)
+
+    # --- templates (postgres.templateFiles) ------------------------------------------------------------
+
+    def _template_for(self, project: str, key: str) -> tuple[str, str] | None:
+        """(database, location) of the project's template for `key`, marked used; None when there is none."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            row = s.scalar(select(m.DatabaseTemplate).where(m.DatabaseTemplate.project_id == p.id,
+                                                            m.DatabaseTemplate.key == key))
+            if row is None:
+                return None
+            row.last_used_at = m.utcnow()
+            return row.database, row.location
+
+    def _forget_template(self, project: str, database: str) -> None:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            for row in s.scalars(select(m.DatabaseTemplate).where(m.DatabaseTemplate.project_id == p.id,
+                                                                  m.DatabaseTemplate.database == database)):
+                s.delete(row)
+
+    def save_template(self, project: str, env_name: str, key: str) -> str | None:
+        """Keep a copy of the environment's database (its hooks just ran on it, nothing else is connected)
+        as the template for `key`; drop the project's least recently used templates beyond KEPT_PER_PROJECT.
+        The template's name, or None when the project already has one for this key."""
+        with self.store.session() as s:
+            env = self._env(s, project, env_name)
+            row = s.scalar(select(m.Service).where(m.Service.environment_id == env.id, m.Service.kind == "postgres"))
+            if row is None:
+                raise NotFound(f"environment {env_name!r} has no PostgreSQL database")
+            settings, location = json.loads(row.settings or "{}"), row.location
+        if location.startswith("dedicated:"):
+            return None  # a server of its own: nothing else could ever clone from it
+        admin, _ = self._pg_admin(project, env_name, settings, location)
+        name = templates.template_database(project, key)
+        with self._templates:
+            if self._template_for(project, key) is not None:
+                return None
+            admin.create_database(name, name, template=database_name(project, env_name))
+            admin.seal_template(name)
+            with self.store.session() as s:
+                p = self.store.project(s, project)
+                s.add(m.DatabaseTemplate(project_id=p.id, key=key, database=name, location=location,
+                                         source_environment=env_name))
+                s.flush()
+                rows = s.scalars(select(m.DatabaseTemplate).where(m.DatabaseTemplate.project_id == p.id)
+                                 .order_by(m.DatabaseTemplate.last_used_at.desc(), m.DatabaseTemplate.id.desc())).all()
+                stale = [(r.database, r.location) for r in rows[templates.KEPT_PER_PROJECT:]]
+                for r in rows[templates.KEPT_PER_PROJECT:]:
+                    s.delete(r)
+            for database, where in stale:
+                self._drop_template(project, database, where)
+        self._refill_spare(project, name, location)
+        return name
+
+    def _refill_spare(self, project: str, template: str, location: str) -> None:
+        """Copy the template's next spare in the background (the next new database is then only a rename)."""
+        def copy() -> None:
+            try:
+                with self._templates:
+                    if self._template_row(project, template) is None:
+                        return  # dropped meanwhile
+                    admin, _ = self._pg_admin(project, "", {}, location)
+                    admin.copy_database(template, templates.spare_database(template))
+            except BranchyardError as err:
+                log.warning("%s: no spare copy of template %s: %s", project, template, err)
+
+        threading.Thread(target=copy, name=f"spare-{template}", daemon=True).start()
+
+    def _template_row(self, project: str, database: str) -> int | None:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            return s.scalar(select(m.DatabaseTemplate.id).where(m.DatabaseTemplate.project_id == p.id,
+                                                                m.DatabaseTemplate.database == database))
+
+    def _drop_template(self, project: str, database: str, location: str) -> None:
+        try:
+            admin, _ = self._pg_admin(project, "", {}, location)
+            admin.drop_copy(templates.spare_database(database))
+            admin.drop_database(database, database)
+        except BranchyardError as err:
+            log.warning("%s: template database %s not dropped: %s", project, database, err)
 
     def mark_seeded(self, project: str, env_name: str) -> None:
         with self.store.session() as s:

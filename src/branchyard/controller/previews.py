@@ -135,6 +135,7 @@ class Previews:
         self._busy: set[tuple[str, str]] = set()  # (project, environment) with an action in flight
         self._guard = threading.Lock()
         self._admit = threading.Lock()  # the maxPreviews count and the admission it allows are one step
+        self._specs: dict[tuple[str, str], object] = {}  # (project, base sha) → its ProjectSpec
         self._kick = threading.Event()
 
     # --- intake (fast: SQLite only) ----------------------------------------------------------------
@@ -387,6 +388,19 @@ class Previews:
         self._deploy(project, env_name, sha)
 
     def _spec_at(self, project: str, repo: Path, upstream: str | None, sha: str):  # noqa: ANN202 - ProjectSpec
+        """The spec of commit `sha` (a commit never changes: kept for the next pull requests on the same base)."""
+        key = (project, sha)
+        with self._admit:
+            if key in self._specs:
+                return self._specs[key]
+        spec = self._read_spec(repo, upstream, project, sha)
+        with self._admit:
+            self._specs[key] = spec
+            while len(self._specs) > 32:
+                self._specs.pop(next(iter(self._specs)))
+        return spec
+
+    def _read_spec(self, repo: Path, upstream: str | None, project: str, sha: str):  # noqa: ANN202 - ProjectSpec
         fetch_commit(repo, upstream, sha)
         tmp = names.safe_join(self.ctl.settings.releases_dir, project, f".spec-{sha[:40]}-{time.monotonic_ns()}")
         try:

@@ -58,6 +58,7 @@ POSTGRES_KEYS: dict[str, tuple[str, Parser]] = {
     "backups": ("backups", v.backups),
     "ephemeral": ("ephemeral", v.boolean),
     "dedicated": ("dedicated", v.boolean),
+    "templateFiles": ("template_files", v.repository_globs),
 }
 REDIS_KEYS: dict[str, tuple[str, Parser]] = {
     "name": ("name", v.service_name),

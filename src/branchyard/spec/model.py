@@ -50,6 +50,9 @@ class PostgresConfig:
     backups: str | None = None  # "daily" or None
     ephemeral: bool = False
     dedicated: bool = False
+    # Files (globs under the service root) that decide what preDeployCommand and seedCommand make of a new
+    # database: a new database whose key matches a template is cloned from it, and neither command runs.
+    template_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,18 @@ def patterns(value: object) -> tuple[str, ...]:
     raise expected("a list of strings", value)
 
 
+def repository_globs(value: object) -> tuple[str, ...]:
+    """A non-empty list of glob patterns of files inside the repository ("migrations/**", "manage.py")."""
+    globs = patterns(value)
+    if not globs:
+        raise expected("a non-empty list of file patterns", value)
+    for glob in globs:
+        pure = PurePosixPath(glob.strip())
+        if "\x00" in glob or not glob.strip() or pure.is_absolute() or ".." in pure.parts:
+            raise expected("file patterns inside the repository (no absolute paths, no '..')", glob)
+    return tuple(str(PurePosixPath(g.strip())) for g in globs)
+
+
 def boolean(value: object) -> bool:
     """true/false, also as the strings "true"/"false" in any case."""
     if isinstance(value, bool):

@@ -260,3 +260,18 @@ class Approval(Base):
     promotion_id: Mapped[str] = mapped_column(ForeignKey("promotions.id", ondelete="CASCADE"))
     approver: Mapped[str] = mapped_column(String(64))  # normalised: stripped, lower case
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DatabaseTemplate(Base):
+    """A database kept migrated and seeded for new databases with the same key to be cloned from (templateFiles)."""
+
+    __tablename__ = "database_templates"
+    __table_args__ = (UniqueConstraint("project_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))  # data.templates.template_key
+    database: Mapped[str] = mapped_column(String(63))  # also the name of the role owning its objects
+    location: Mapped[str] = mapped_column(String(200))  # the server: "shared" or "external"
+    source_environment: Mapped[str] = mapped_column(String(64))  # whose hooks made it
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

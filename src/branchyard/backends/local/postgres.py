@@ -530,17 +530,7 @@ class Admin:
                 raise Conflict(f"role {owner!r} is the admin role itself; an environment needs a role of its own")
             self._ensure_role(conn, owner, password)
             if not i_am_super:
-                # CREATE DATABASE … OWNER needs SET ROLE on the owner, and ALTER/REVOKE on its database need its
-                # privileges; since PG16 a CREATEROLE admin holds only ADMIN OPTION on the roles it creates.
-                if conn.info.server_version >= 160000:
-                    can = conn.execute("SELECT pg_has_role(current_user, %s, 'SET') AND pg_has_role(current_user, %s, 'USAGE')",
-                                       (owner, owner)).fetchone()[0]
-                    grant = "GRANT {} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE"
-                else:
-                    can = conn.execute("SELECT pg_has_role(current_user, %s, 'USAGE')", (owner,)).fetchone()[0]
-                    grant = "GRANT {} TO CURRENT_USER"
-                if not can:
-                    conn.execute(sql.SQL(grant).format(sql.Identifier(owner)))
+                self._act_as(conn, owner)
             row = conn.execute(
                 "SELECT r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s", (name,)
             ).fetchone()
@@ -576,6 +566,61 @@ class Admin:
             conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
             conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         return Database(self.host, self.port, name, owner, password)
+
+    def copy_database(self, template: str, name: str) -> None:
+        """CREATE DATABASE `name` as a plain copy of `template` (same owners inside): a spare to `adopt` later.
+        Nothing if `name` exists. One statement, so a copy is either whole or absent."""
+        check_name(template, "database")
+        check_name(name, "database")
+        with self._session() as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+
+    def adopt_database(self, spare: str, from_owner: str, name: str, owner: str, *, password: str | None = None) -> Database | None:
+        """Make the spare copy `spare` (objects owned by `from_owner`) the database `name` of role `owner`, as
+        `create_database(name, owner, template=...)` would have made it, without copying anything (a rename).
+        None, with nothing changed, when there is no such spare or `name` already exists."""
+        for n, kind in ((spare, "database"), (from_owner, "role"), (name, "database"), (owner, "role")):
+            check_name(n, kind)
+        password = password or new_password()
+        with self._session() as conn:
+            me, i_am_super = self._whoami(conn)
+            if owner == me:
+                raise Conflict(f"role {owner!r} is the admin role itself; an environment needs a role of its own")
+            found = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s)", (spare, name))}
+            if spare not in found or name in found:
+                return None
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (spare,)).fetchone()[0]:
+                return None
+            self._ensure_role(conn, owner, password)
+            if not i_am_super:
+                self._act_as(conn, owner)
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(spare), sql.Identifier(name)))
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(owner)))
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(name), sql.Identifier(owner)))
+        with self._session(name) as conn, conn.transaction():
+            self._take_over_clone(conn, from_owner, owner)
+            conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
+            conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+        return Database(self.host, self.port, name, owner, password)
+
+    def drop_copy(self, name: str) -> None:
+        """Drop database `name` (a spare copy), leaving every role alone. Idempotent."""
+        check_name(name, "database")
+        if name in _RESERVED_DATABASES:
+            raise BadInput(f"database name {name!r} is reserved")
+        with self._session() as conn:
+            force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)) + force)
+
+    def seal_template(self, name: str) -> None:
+        """Make database `name` a template nobody works in: no connections to it, and its role (same name) cannot log in."""
+        check_name(name, "database")
+        with self._session() as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
 
     def drop_database(self, name: str, owner: str) -> None:
         """Terminate the database's connections, drop it, drop its role. Idempotent.
@@ -821,6 +866,21 @@ COMMIT;
         wrong = [flag for flag, on in zip(("NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATION", "NOBYPASSRLS"), row) if on]
         conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN {} PASSWORD {}").format(
             ident, sql.SQL(" ".join(wrong)), sql.Literal(verifier)))
+
+    @staticmethod
+    def _act_as(conn: psycopg.Connection, owner: str) -> None:
+        """A non-superuser admin gets what it needs to hand databases to `owner` and change them."""
+        # CREATE DATABASE … OWNER needs SET ROLE on the owner, and ALTER/REVOKE on its database need its
+        # privileges; since PG16 a CREATEROLE admin holds only ADMIN OPTION on the roles it creates.
+        if conn.info.server_version >= 160000:
+            can = conn.execute("SELECT pg_has_role(current_user, %s, 'SET') AND pg_has_role(current_user, %s, 'USAGE')",
+                               (owner, owner)).fetchone()[0]
+            grant = "GRANT {} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE"
+        else:
+            can = conn.execute("SELECT pg_has_role(current_user, %s, 'USAGE')", (owner,)).fetchone()[0]
+            grant = "GRANT {} TO CURRENT_USER"
+        if not can:
+            conn.execute(sql.SQL(grant).format(sql.Identifier(owner)))
 
     @staticmethod
     def _take_over_clone(conn: psycopg.Connection, old: str, new: str) -> None:

@@ -174,7 +174,7 @@ class Controller:
     def project_info(self, name: str) -> dict:
         with self.store.session() as s:
             p = self.store.project(s, name)
-            return {"name": p.name, "repo_path": p.repo_path, "upstream": p.upstream,
+            return {"name": p.name, "repo_path": p.repo_path, "upstream": _shown_upstream(p.upstream),
                     "github_repository": p.github_repository, "webhook_secret_set": p.webhook_secret is not None}
 
     def configure_github(self, project: str, *, webhook_secret: str | None, repository: str | None) -> dict:
@@ -224,7 +224,7 @@ class Controller:
     def list_projects(self) -> list[dict]:
         with self.store.session() as s:
             return [
-                {"name": p.name, "repo_path": p.repo_path, "upstream": p.upstream}
+                {"name": p.name, "repo_path": p.repo_path, "upstream": _shown_upstream(p.upstream)}
                 for p in s.scalars(select(m.Project).order_by(m.Project.name))
             ]
 
@@ -1057,6 +1057,11 @@ class _Held:
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()
+
+
+def _shown_upstream(upstream: str | None) -> str | None:
+    """The upstream URL as API answers show it: without the credentials it may carry (https://***@host/...)."""
+    return names.scrub_credentials(upstream) if upstream else upstream
 
 
 def _retained(d: m.Deployment) -> bool:

@@ -864,7 +864,9 @@ class Controller:
             p = self.store.project(s, project)
             env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
             production, env_id, release_dir = env_name == "production", None, None
-            if env is not None:
+            if env is None:
+                names.environment_name(env_name)  # NameRefused before a refusal could be recorded under it
+            else:
                 production, env_id = env.production, env.id
                 current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
                 if current is not None and _retained(current):

@@ -245,5 +245,9 @@ def test_isolation_guard_refuses_a_staging_deploy_that_reaches_production(plane,
 
     check = plane.run("check", "--json", cwd=repo, check=False)
     report = json.loads(check.stdout)
-    assert check.returncode == 0 and report["skipped"] == []  # a failed deploy is a warning; nothing reached production
+    # a failed deploy is a warning and nothing reached production (no `isolation` finding); the one error is the
+    # literal URL in the files, which pr-* inherits from staging
+    assert report["skipped"] == [] and {f["rule"] for f in report["findings"] if f["severity"] == "error"} == {
+        "no-shared-databases"}, report
+    assert check.returncode == 1
     assert "failed-deploys" in {f["rule"] for f in report["findings"]}

@@ -22,6 +22,9 @@ _NAME_RULE = "use 1-40 lowercase letters, digits and dashes, starting and ending
 _DOMAIN = re.compile(r"(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 _REF_BAD_CHARS = frozenset(" ~^:?*[\\")
 _REF_MAX = 255
+# scheme://userinfo@ — userinfo runs to the last "@" before the host (a password may hold a raw "@")
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s'\"<>@]*(?:@[^/\s'\"<>@]*)*@")
+REDACTED_USERINFO = "***"
 
 
 def _digest(value: str) -> str:
@@ -121,6 +124,12 @@ def branch_from_ref(ref: str) -> str:
     if not is_safe_git_ref(branch):
         raise NameRefused(f"git ref {ref!r} is not a safe branch name")
     return branch
+
+
+def scrub_credentials(text: str) -> str:
+    """`text` with the userinfo (user, password, token) of every URL in it replaced by ***:
+    "fatal: https://user:token@host/x.git" → "fatal: https://***@host/x.git". For git output, upstream URLs, errors."""
+    return _URL_USERINFO.sub(lambda match: f"{match.group(1)}{REDACTED_USERINFO}@", text or "")
 
 
 def safe_join(base: Path, *parts: str) -> Path:

@@ -15,9 +15,18 @@ from pathlib import Path
 
 from .backends.local.processes import pid_exists
 from .errors import Conflict, ServerUnavailable
+from .names import scrub_credentials
 from .settings import Settings
 
 log = logging.getLogger("branchyard.server")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """The server log's lines, tracebacks included, with the credentials of any URL in them scrubbed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_credentials(super().format(record))
 
 
 def _token(settings: Settings) -> str:
@@ -87,7 +96,9 @@ def run(settings: Settings) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise Conflict(f"a control plane is already running for {settings.home}") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(ScrubbingFormatter(LOG_FORMAT))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Caddy admin call is noise
     store = Store(settings.state_db)
     router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port)

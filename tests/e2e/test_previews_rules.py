@@ -194,7 +194,7 @@ def test_janitor_cap_eviction_expiry_and_repair(plane, tmp_path):
     succeeded(plane, repo, "pr-1")
     b = branch_commit(plane, repo, "feature/2", "b")
     opened(plane, "capr", 2, b, base)
-    assert "maxPreviews = 1" in decided(plane, repo, "pr-2", "refused")["reason"]
+    assert "maxPreviews = 1" in decided(plane, repo, "pr-2", "waiting")["reason"]  # in line (test_preview_capacity.py)
     assert envs(plane, repo) == {"pr-1"}
     # level-triggered: an environment removed behind its back comes back while the PR is open
     plane.run("environment", "delete", "pr-1", "--yes", cwd=repo)

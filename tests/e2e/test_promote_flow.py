@@ -223,10 +223,16 @@ def test_isolation_guard_refuses_a_staging_deploy_that_reaches_production(plane,
     plane.git(repo, "push", "branchyard", "main")
     prod = plane.run("run", "-e", "production", "--", "sh", "-c", "printf %s \"$DATABASE_URL\"", cwd=repo).stdout
     assert prod.startswith("postgres")
-    plane.run("variables", "set", "--secret", "--skip-deploys", "-e", "staging", f"PROD_DB={prod}", cwd=repo)
+    # `variables set` refuses it before storing anything (tests/e2e/test_variables_guard.py has the details)
+    refused = plane.run("variables", "set", "--secret", "--skip-deploys", "-e", "staging", f"PROD_DB={prod}", cwd=repo,
+                        check=False)
+    assert refused.returncode == 2 and "isolation guard: staging: PROD_DB " in \
+        refused.stderr and prod not in refused.stderr
+    assert "PROD_DB" not in plane.run("variables", "list", "-e", "staging", "--kv", cwd=repo).stdout
+    # a commit can still say it: the deploy is refused
     toml = repo / "branchyard.toml"
     toml.write_text(toml.read_text().replace('ENVIRONMENT = "staging"',
-                                             'ENVIRONMENT = "staging"\nDATABASE_URL = "${{ secrets.PROD_DB }}"', 1))
+                                             f'ENVIRONMENT = "staging"\nDATABASE_URL = "{prod}"', 1))
     plane.commit(repo, "staging on production's database")
     plane.git(repo, "checkout", "--quiet", "-b", "develop")
     pushed = plane.git(repo, "push", "branchyard", "develop", check=False)
@@ -239,5 +245,9 @@ def test_isolation_guard_refuses_a_staging_deploy_that_reaches_production(plane,
 
     check = plane.run("check", "--json", cwd=repo, check=False)
     report = json.loads(check.stdout)
-    assert check.returncode == 0 and report["skipped"] == []  # a failed deploy is a warning; nothing reached production
+    # a failed deploy is a warning and nothing reached production (no `isolation` finding); the one error is the
+    # literal URL in the files, which pr-* inherits from staging
+    assert report["skipped"] == [] and {f["rule"] for f in report["findings"] if f["severity"] == "error"} == {
+        "no-shared-databases"}, report
+    assert check.returncode == 1
     assert "failed-deploys" in {f["rule"] for f in report["findings"]}

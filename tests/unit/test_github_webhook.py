@@ -11,7 +11,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from webhooks import pull_request, push  # noqa: E402
 
-from branchyard.controller.previews import Deploy, Destroy, Evaluate, PreviewObs, Slot, make_room, plan_previews
+from branchyard.controller.previews import (
+    Deploy,
+    Destroy,
+    Evaluate,
+    PreviewObs,
+    Slot,
+    first_in_line,
+    make_room,
+    plan_previews,
+    queue,
+)
 from branchyard.errors import BadInput, Unauthorized
 from branchyard.spec.model import PreviewDecl
 from branchyard.triggers import github_webhook as gh
@@ -190,9 +200,13 @@ def test_admission(facts, policy, expected) -> None:
 DAY = 86400.0
 
 
-def obs(env="pr-1", *, open=True, decision="deploy", head=SHA, exists=True, latest=SHA, idle_days=0.0):
+def obs(env="pr-1", *, open=True, decision="deploy", head=SHA, exists=True, latest=SHA, idle_days=0.0, since=None):
     return PreviewObs(environment=env, open=open, decision=decision, head_sha=head, last_activity=100 * DAY - idle_days * DAY,
-                      env_exists=exists, latest_sha=latest if exists else None)
+                      env_exists=exists, latest_sha=latest if exists else None, waiting_since=since)
+
+
+def waiting(env, since):
+    return obs(env, decision="waiting", exists=False, since=since)
 
 
 @pytest.mark.parametrize(
@@ -229,3 +243,59 @@ def test_plan_previews(previews, expire, busy, actions) -> None:
 )
 def test_make_room(active, maximum, evict, expected) -> None:
     assert make_room(active, max_previews=maximum, evict=evict) == expected
+
+
+@pytest.mark.parametrize(
+    ("active", "maximum", "evict", "queued", "expected"),
+    [
+        ([Slot("pr-1", 5)], 2, "refuse", 0, (True, None)),  # first in line (or nobody waits): the free slot
+        ([Slot("pr-1", 5)], 2, "refuse", 1, (False, None)),  # one waits before it: the free slot is theirs
+        ([Slot("pr-1", 5)], 3, "refuse", 1, (True, None)),  # two free slots, one ahead
+        ([], 1, "refuse", 1, (False, None)),
+        ([], None, "refuse", 5, (True, None)),  # no cap, no line
+        ([Slot("pr-1", 5)], 2, "oldest", 1, (True, None)),  # evict = "oldest" keeps no line
+        ([Slot("pr-1", 5), Slot("pr-2", 3)], 2, "oldest", 1, (True, "pr-2")),
+    ],
+)
+def test_make_room_lets_those_waiting_go_first(active, maximum, evict, queued, expected) -> None:
+    assert make_room(active, max_previews=maximum, evict=evict, queued=queued) == expected
+
+
+def test_queue_is_in_the_order_refused() -> None:
+    assert queue([("pr-3", 30.0), ("pr-9", 10.0), ("pr-2", 20.0)]) == ["pr-9", "pr-2", "pr-3"]
+    assert queue([("pr-3", 5.0), ("pr-2", 5.0), ("pr-7", None)]) == ["pr-7", "pr-2", "pr-3"]  # ties by name
+
+
+@pytest.mark.parametrize(
+    ("previews", "maximum", "actions"),
+    [
+        # the cap is reached: those waiting stay waiting, nothing else moves
+        ([obs("pr-1"), waiting("pr-2", 10), waiting("pr-3", 20)], 1, []),
+        # pr-1 closed (its slot is free at once): the first refused gets it, not the lowest number
+        ([obs("pr-1", open=False), waiting("pr-5", 10), waiting("pr-3", 20)], 1,
+         [Destroy("pr-1", "closed"), Evaluate("pr-5")]),
+        # pr-1 expired (its environment is gone): two free slots, two admitted in order
+        ([obs("pr-1", decision="expired", exists=False), waiting("pr-4", 30), waiting("pr-3", 20), waiting("pr-2", 10)], 2,
+         [Evaluate("pr-2"), Evaluate("pr-3")]),
+        # evicted previews free their slot too
+        ([obs("pr-1", decision="evicted", exists=False), waiting("pr-2", 10)], 1, [Evaluate("pr-2")]),
+        # a policy refusal is never admitted by a free slot
+        ([obs("pr-1", decision="refused", exists=False), waiting("pr-2", 10)], 2, [Evaluate("pr-2")]),
+        ([obs("pr-1", decision="refused", exists=False)], 2, []),
+        # the cap raised or removed: everyone waiting is admitted
+        ([obs("pr-1"), waiting("pr-2", 10), waiting("pr-3", 20)], None, [Evaluate("pr-2"), Evaluate("pr-3")]),
+        # a new pull request is evaluated (its admission puts it at the back of the line)
+        ([obs("pr-1"), waiting("pr-2", 10), obs("pr-3", decision=None, exists=False)], 1, [Evaluate("pr-3")]),
+        # a waiting pull request that closes just leaves the line
+        ([obs("pr-1", open=False, exists=False), obs("pr-2", open=False, decision="waiting", exists=False),
+          waiting("pr-3", 20)], 1, [Evaluate("pr-3")]),
+    ],
+)
+def test_plan_previews_admits_those_waiting_when_a_slot_frees(previews, maximum, actions) -> None:
+    assert plan_previews(previews, expire_after_days=None, now=100 * DAY, max_previews=maximum) == actions
+
+
+def test_a_waiting_preview_being_evaluated_still_holds_its_free_slot() -> None:
+    previews = [obs("pr-1", open=False, exists=False), waiting("pr-2", 10), waiting("pr-3", 20)]
+    assert first_in_line(previews, max_previews=1) == ["pr-2"]
+    assert plan_previews(previews, expire_after_days=None, now=100 * DAY, busy=frozenset({"pr-2"}), max_previews=1) == []

@@ -19,6 +19,7 @@ from branchyard.names import (
     pr_environment,
     project_name,
     safe_join,
+    scrub_credentials,
     slug,
 )
 
@@ -257,3 +258,26 @@ def test_safe_join_refuses_a_symlink_that_leads_outside(tmp_path: Path) -> None:
     with pytest.raises(NameRefused) as err:
         safe_join(base, "up", "secret")
     assert str(err.value) == f"path 'up/secret' resolves outside {base.resolve()}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://user:token@github.com/o/r.git", "https://***@github.com/o/r.git"),
+        ("fatal: unable to access 'https://x-access-token:ghs_abc@host/r.git/': 403", "fatal: unable to access "
+         "'https://***@host/r.git/': 403"),
+        ("http://u:p@ss@127.0.0.1:1/x", "http://***@127.0.0.1:1/x"),  # a raw "@" in the password
+        ("https://ghp_only@github.com/o/r", "https://***@github.com/o/r"),
+        ("https://u:p@host", "https://***@host"),
+        ("git+ssh://a:b@h/x and https://c:d@e/f", "git+ssh://***@h/x and https://***@e/f"),
+        ("error: File x (http://user:s3cret@127.0.0.1:80/r.git/objects/01/23) corrupt",
+         "error: File x (http://***@127.0.0.1:80/r.git/objects/01/23) corrupt"),
+        ("https://host/path/a@b", "https://host/path/a@b"),  # an "@" after the host is not userinfo
+        ("https://host:443 mail me@example.com", "https://host:443 mail me@example.com"),
+        ("/srv/git/app.git", "/srv/git/app.git"),
+        ("git@github.com:o/r.git", "git@github.com:o/r.git"),  # scp-like: a user name, no password
+        ("", ""),
+    ],
+)
+def test_scrub_credentials(text, expected) -> None:
+    assert scrub_credentials(text) == expected

@@ -2,7 +2,7 @@
 
 import pytest
 
-from branchyard.controller.variables import resolve
+from branchyard.controller.variables import after_set, environment_variables, resolve
 from branchyard.errors import BadInput
 
 PG = {"Postgres": {"DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db", "PGPORT": "5432"}}
@@ -52,3 +52,32 @@ def test_errors_name_the_variable_and_the_reference(raw, message):
     with pytest.raises(BadInput) as err:
         resolve(raw, namespaces=PG)
     assert str(err.value) == message
+
+
+def test_lenient_resolution_leaves_out_only_the_variables_with_bad_references():
+    raw = {"A": "${{ Nope.X }}", "B": "${{A}}-b", "C": "plain", "D": "${{ Postgres.DATABASE_URL }}"}
+    with pytest.raises(BadInput):
+        resolve(raw, namespaces=PG)
+    got = resolve(raw, namespaces=PG, lenient=True)
+    assert got.values == {"C": "plain", "D": "postgresql://u:p@127.0.0.1:5432/db"}
+    assert set(got.pending) == {"A", "B"} and "unknown service 'Nope'" in got.pending["A"]
+
+
+@pytest.mark.parametrize(
+    ("plain", "secrets", "pairs", "secret", "expected"),
+    [
+        ({"A": "1"}, {}, {"B": "2"}, False, ({"A": "1", "B": "2"}, {})),
+        ({"A": "1"}, {"S": "x"}, {"A": "9"}, False, ({"A": "9"}, {"S": "x"})),
+        ({"A": "1"}, {}, {"A": "9"}, True, ({}, {"A": "9"})),  # a variable set again as a secret becomes one
+        ({}, {"S": "x"}, {"S": "y"}, False, ({"S": "y"}, {})),
+    ],
+)
+def test_after_set(plain, secrets, pairs, secret, expected):
+    assert after_set(plain, secrets, pairs, secret=secret) == expected
+
+
+def test_environment_variables_layer_spec_then_stored_then_secrets():
+    raw, spaces = environment_variables({"A": "spec", "B": "spec"}, {"B": "set"}, {"S": "hidden"}, PG)
+    assert raw == {"A": "spec", "B": "set", "S": "${{ secrets.S }}"}
+    assert spaces["secrets"] == {"S": "hidden"} and spaces["shared"] == {"A": "spec", "B": "set"} and "Postgres" in spaces
+    assert resolve(raw, namespaces=spaces).values == {"A": "spec", "B": "set", "S": "hidden"}

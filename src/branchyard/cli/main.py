@@ -319,7 +319,8 @@ def previews_list(state: State, project: str | None, as_json: bool) -> None:
         return
     ui.table(["PREVIEW", "BRANCH", "OPEN", "DECISION", "REASON"],
              [(r["environment"], r["branch"] or "", "yes" if r["open"] else "no", r["decision"] or "deciding",
-               r["reason"] or "") for r in rows])
+               (f"#{r['waiting_position']} in line; " if r.get("waiting_position") else "") + (r["reason"] or ""))
+              for r in rows])
 
 
 # --- deploy, status, logs ----------------------------------------------------------------------------

@@ -175,7 +175,7 @@ class Controller:
     def project_info(self, name: str) -> dict:
         with self.store.session() as s:
             p = self.store.project(s, name)
-            return {"name": p.name, "repo_path": p.repo_path, "upstream": p.upstream,
+            return {"name": p.name, "repo_path": p.repo_path, "upstream": _shown_upstream(p.upstream),
                     "github_repository": p.github_repository, "webhook_secret_set": p.webhook_secret is not None}
 
     def configure_github(self, project: str, *, webhook_secret: str | None, repository: str | None) -> dict:
@@ -225,7 +225,7 @@ class Controller:
     def list_projects(self) -> list[dict]:
         with self.store.session() as s:
             return [
-                {"name": p.name, "repo_path": p.repo_path, "upstream": p.upstream}
+                {"name": p.name, "repo_path": p.repo_path, "upstream": _shown_upstream(p.upstream)}
                 for p in s.scalars(select(m.Project).order_by(m.Project.name))
             ]
 
@@ -879,9 +879,44 @@ class Controller:
         }
 
     def set_variables(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool, deploy: bool) -> dict:
-        """`variables set`: store, then redeploy the current release with the new values (unless skipped)."""
+        """`variables set`: guard, store, then redeploy the current release with the new values (unless skipped).
+
+        Refused whole (nothing stored) when the environment's variables would then reach production's data."""
+        self._guard_variables(project, env_name, pairs, secret=secret)
         keys = self.data.set_variables(project, env_name, pairs, secret=secret)
         return {"set": keys, "deployment_id": self._redeploy_for_variables(project, env_name) if deploy else None}
+
+    def _guard_variables(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool) -> None:
+        """The isolation guard over env_name's variables as they would be after `variables set` of `pairs`: the
+        current release's spec variables, what is stored, the new pairs, resolved as a deploy would (BadInput)."""
+        from . import promotions
+        from .variables import after_set, environment_variables
+
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            production, env_id, release_dir = env_name == "production", None, None
+            if env is None:
+                names.environment_name(env_name)  # NameRefused before a refusal could be recorded under it
+            else:
+                production, env_id = env.production, env.id
+                current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+                if current is not None and _retained(current):
+                    release_dir = Path(current.release_dir)
+        cfg = None
+        if release_dir is not None:
+            try:
+                cfg = load_project(release_dir).environment(env_name)
+            except BranchyardError:
+                cfg = None  # the release's files cannot say more: the stored variables are still checked
+        if production or (cfg is not None and cfg.production):
+            return
+        plain, secrets = self.data.stored_variables(env_id) if env_id is not None else ({}, {})
+        plain, secrets = after_set(plain, secrets, pairs, secret=secret)
+        services = self.data.service_variables(env_id) if env_id is not None else {}
+        raw, namespaces = environment_variables(cfg.variables if cfg is not None else {}, plain, secrets, services)
+        values = resolve(raw, namespaces=namespaces, port=PORT_PLACEHOLDER, lenient=True).values
+        promotions.isolation_guard(self, project, env_name, values, production=False, kind="variables.refused")
 
     def delete_variable(self, project: str, env_name: str, key: str, *, deploy: bool) -> dict:
         self.data.delete_variable(project, env_name, key)
@@ -1056,6 +1091,11 @@ class _Held:
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()
+
+
+def _shown_upstream(upstream: str | None) -> str | None:
+    """The upstream URL as API answers show it: without the credentials it may carry (https://***@host/...)."""
+    return names.scrub_credentials(upstream) if upstream else upstream
 
 
 def _retained(d: m.Deployment) -> bool:

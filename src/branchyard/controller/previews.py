@@ -54,6 +54,7 @@ class PreviewObs:
     last_activity: float  # epoch seconds
     env_exists: bool
     latest_sha: str | None  # commit of the environment's newest deployment
+    waiting_since: float | None = None  # decision "waiting": when it was refused for capacity (its place in line)
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,13 @@ PreviewAction = Evaluate | Deploy | Destroy
 
 
 def plan_previews(previews: list[PreviewObs], *, expire_after_days: float | None, now: float,
-                  busy: frozenset[str] = frozenset()) -> list[PreviewAction]:
-    """What makes the environments match the desired previews. Environments with an action in flight wait."""
+                  busy: frozenset[str] = frozenset(), max_previews: int | None = None) -> list[PreviewAction]:
+    """What makes the environments match the desired previews. Environments with an action in flight wait.
+
+    Previews waiting for a slot (maxPreviews reached, evict = "refuse") are evaluated again, first in line first,
+    as many as there are free slots: the desired set is every open pull request, capped by maxPreviews."""
     actions: list[PreviewAction] = []
+    admit = set(first_in_line(previews, max_previews=max_previews))
     for p in sorted(previews, key=lambda p: p.environment):
         if p.environment in busy:
             continue
@@ -88,7 +93,7 @@ def plan_previews(previews: list[PreviewObs], *, expire_after_days: float | None
             if p.env_exists:
                 actions.append(Destroy(p.environment, "closed"))
             continue
-        if p.decision is None:
+        if p.decision is None or p.environment in admit:
             actions.append(Evaluate(p.environment))
         elif p.decision == m.PREVIEW_DEPLOY:
             idle_days = (now - p.last_activity) / 86400
@@ -97,9 +102,24 @@ def plan_previews(previews: list[PreviewObs], *, expire_after_days: float | None
                                                       f"{expire_after_days:g})", mark=m.PREVIEW_EXPIRED))
             elif p.latest_sha != p.head_sha:
                 actions.append(Deploy(p.environment, p.head_sha))
-        elif p.env_exists:  # refused, pending approval, expired, evicted: no environment
+        elif p.env_exists:  # refused, waiting, pending approval, expired, evicted: no environment
             actions.append(Destroy(p.environment, p.decision.replace("_", " ")))
     return actions
+
+
+def queue(waiting: list[tuple[str, float | None]]) -> list[str]:
+    """Previews waiting for a slot, first in line first: in the order they were refused (unknown: first; ties by
+    name)."""
+    return [env for env, _ in sorted(waiting, key=lambda w: (w[1] if w[1] is not None else float("-inf"), w[0]))]
+
+
+def first_in_line(previews: list[PreviewObs], *, max_previews: int | None) -> list[str]:
+    """The waiting previews that the free slots admit now (all of them without a cap)."""
+    line = queue([(p.environment, p.waiting_since) for p in previews if p.open and p.decision == m.PREVIEW_WAITING])
+    if max_previews is None:
+        return line
+    active = sum(1 for p in previews if p.open and p.decision == m.PREVIEW_DEPLOY)
+    return line[:max(0, max_previews - active)]
 
 
 @dataclass(frozen=True)
@@ -108,13 +128,24 @@ class Slot:
     last_activity: float
 
 
-def make_room(active: list[Slot], *, max_previews: int | None, evict: str) -> tuple[bool, str | None]:
-    """Whether one more preview fits: (admitted, the preview to evict for it or None)."""
-    if max_previews is None or len(active) < max_previews:
+def make_room(active: list[Slot], *, max_previews: int | None, evict: str, queued: int = 0) -> tuple[bool, str | None]:
+    """Whether one more preview fits: (admitted, the preview to evict for it or None).
+
+    `queued`: previews waiting ahead of it for a slot (evict = "refuse"); they get the free slots first."""
+    if max_previews is None:
+        return True, None
+    ahead = queued if evict == "refuse" else 0
+    if len(active) + ahead < max_previews:
         return True, None
     if evict == "oldest" and active:
         return True, min(active, key=lambda s: (s.last_activity, s.environment)).environment
     return False, None
+
+
+def waiting_reason(policy: PreviewDecl) -> str:
+    """Why a preview waits (shown by `previews list`)."""
+    return (f"waiting for a free slot: maxPreviews = {policy.max_previews} previews already run (evict = \"refuse\"); "
+            "deployed automatically, in the order refused, when one is closed, expires or is destroyed")
 
 
 def policy_from_json(text: str | None) -> PreviewDecl | None:
@@ -164,10 +195,13 @@ class Previews:
                 row.draft, row.decision = True, None
                 return f"{env_name}: pull request converted to draft; admission decided again"
             changed = row.head_sha != event.head_sha or not row.open or row.draft != event.draft
+            # a new head of a pull request waiting for a slot keeps its place in line (decided at admission)
+            keeps_place = row.decision == m.PREVIEW_WAITING and row.open and row.draft == event.draft and (
+                event.action not in ("reopened", "ready_for_review"))
             row.branch, row.head_sha, row.base_sha = event.head_ref, event.head_sha, event.base_sha
             row.head_repo, row.fork, row.bot, row.draft = event.head_repo, event.fork, event.bot, event.draft
             row.author, row.open, row.last_activity_at = event.author, True, m.utcnow()
-            if changed or event.action in ("reopened", "ready_for_review"):
+            if (changed or event.action in ("reopened", "ready_for_review")) and not keeps_place:
                 row.decision, row.reason = None, None  # decided (again) by the loop
         self.kick()
         return f"{env_name}: {event.action} at {event.head_sha[:12]}"
@@ -213,7 +247,9 @@ class Previews:
             row = s.scalar(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.environment == env_name))
             if row is None or not row.open:
                 raise NotFound(f"no open pull request #{number} known for project {project!r}")
-            row.approved_sha, row.decision = row.head_sha, None
+            row.approved_sha = row.head_sha
+            if row.decision != m.PREVIEW_WAITING:  # one waiting for a slot keeps its place in line
+                row.decision = None
             row.last_activity_at = m.utcnow()
             self.store.record(s, project, "preview.approved", f"pull request #{number} approved at {row.head_sha[:12]}",
                               environment=env_name, actor="cli")
@@ -225,7 +261,9 @@ class Previews:
         with self.store.session() as s:
             p = self.store.project(s, project)
             rows = s.scalars(select(m.Preview).where(m.Preview.project_id == p.id).order_by(m.Preview.id)).all()
-            return [_preview_dict(r) for r in rows]
+            line = queue(list(_waiting_since(s, p.name, rows).items()))
+            return [_preview_dict(r) | ({"waiting_position": line.index(r.environment) + 1}
+                                        if r.environment in line else {}) for r in rows]
 
     def info(self, project: str, env_name: str) -> dict | None:
         with self.store.session() as s:
@@ -265,7 +303,7 @@ class Previews:
             with self._guard:
                 busy = frozenset(e for p, e in self._busy if p == project)
             actions = plan_previews(obs, expire_after_days=policy.expire_after_days if policy else None,
-                                    now=time.time(), busy=busy)
+                                    now=time.time(), busy=busy, max_previews=policy.max_previews if policy else None)
             for action in actions:
                 self._dispatch(project, action)
 
@@ -273,6 +311,7 @@ class Previews:
         with self.store.session() as s:
             rows = s.scalars(select(m.Preview).where(m.Preview.project_id == project_id)).all()
             envs = {e.name: e for e in s.scalars(select(m.Environment).where(m.Environment.project_id == project_id))}
+            since = _waiting_since(s, s.get(m.Project, project_id).name, rows)
             out = []
             for r in rows:
                 env = envs.get(r.environment)
@@ -286,7 +325,7 @@ class Previews:
                     latest = None if dep is None or interrupted else dep.commit_sha
                 out.append(PreviewObs(environment=r.environment, open=r.open, decision=r.decision, head_sha=r.head_sha,
                                       last_activity=_epoch(r.last_activity_at), env_exists=env is not None,
-                                      latest_sha=latest))
+                                      latest_sha=latest, waiting_since=since.get(r.environment)))
         return out
 
     def _dispatch(self, project: str, action: PreviewAction) -> None:
@@ -311,8 +350,7 @@ class Previews:
             finally:
                 with self._guard:
                     self._busy.discard(key)
-            if not isinstance(action, Destroy):
-                self.kick()  # the next step (deploy after evaluate; destroy if it closed meanwhile)
+            self.kick()  # the next step (deploy after evaluate; destroy if it closed meanwhile; a freed slot)
 
         if isinstance(action, Destroy):  # never queued behind builds: a close cancels at once
             threading.Thread(target=run, name=f"preview-destroy-{action.environment}", daemon=True).start()
@@ -332,7 +370,7 @@ class Previews:
                 for_sha: str | None = None) -> None:
         with self.store.session() as s:
             row = self._row(s, project, env_name)
-            if for_sha is not None and (row.head_sha != for_sha or row.decision is not None):
+            if for_sha is not None and (row.head_sha != for_sha or row.decision not in _UNDECIDED):
                 return  # a newer delivery changed the facts meanwhile: the loop decides again
             row.decision, row.reason = decision, reason
             what = f"pull request #{row.number}" if row.number else f"branch {row.branch}"
@@ -343,7 +381,7 @@ class Previews:
         with self.store.session() as s:
             p = self.store.project(s, project)
             row = self._row(s, project, env_name)
-            if not row.open or row.decision is not None:
+            if not row.open or row.decision not in _UNDECIDED:  # undecided, or waiting for a slot
                 return
             facts = dict(branch=row.branch or "", fork=row.fork, bot=row.bot, draft=row.draft, head_sha=row.head_sha,
                          approved_sha=row.approved_sha)
@@ -368,22 +406,30 @@ class Previews:
         with self._admit:
             with self.store.session() as s:
                 p = self.store.project(s, project)
-                active = [Slot(r.environment, _epoch(r.last_activity_at)) for r in s.scalars(
-                    select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.open.is_(True),
-                                            m.Preview.decision == m.PREVIEW_DEPLOY))]
-                ok, victim = make_room(active, max_previews=policy.max_previews, evict=policy.evict)
+                rows = s.scalars(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.open.is_(True))).all()
+                active = [Slot(r.environment, _epoch(r.last_activity_at)) for r in rows if r.decision == m.PREVIEW_DEPLOY]
                 row = self._row(s, project, env_name)
-                if row.head_sha != sha or row.decision is not None or not row.open:
+                if row.head_sha != sha or row.decision not in _UNDECIDED or not row.open:
                     return  # a newer delivery (a new head, a close) arrived meanwhile: decided again
+                line = queue(list(_waiting_since(s, project, rows).items()))
+                holds_slot = s.scalar(select(m.Environment.id).where(m.Environment.project_id == p.id,
+                                                                     m.Environment.name == env_name)) is not None
+                # its environment runs (a new head): it keeps its slot; else those waiting before it go first
+                ahead = 0 if holds_slot else line.index(env_name) if env_name in line else len(line)
+                ok, victim = make_room(active, max_previews=policy.max_previews, evict=policy.evict, queued=ahead)
+                what = f"pull request #{row.number}" if row.number else f"branch {row.branch}"
                 if not ok:
-                    row.decision = m.PREVIEW_REFUSED
-                    row.reason = f"maxPreviews = {policy.max_previews} previews already run (evict = \"refuse\")"
-                    self.store.record(s, project, "preview.refused", row.reason, environment=env_name)
+                    if row.decision != m.PREVIEW_WAITING:  # it joins the line; one already in it keeps its place
+                        row.decision, row.reason = m.PREVIEW_WAITING, waiting_reason(policy)
+                        self.store.record(s, project, "preview.waiting", f"{what}: {row.reason}", environment=env_name)
                     return
                 if victim is not None:
                     old = self._row(s, project, victim)
                     old.decision, old.reason = m.PREVIEW_EVICTED, f"evicted to make room for {env_name} (maxPreviews)"
                     self.store.record(s, project, "preview.evicted", old.reason, environment=victim)
+                if row.decision == m.PREVIEW_WAITING:
+                    self.store.record(s, project, "preview.admitted", f"{what}: a preview slot is free (maxPreviews = "
+                                      f"{policy.max_previews}); admitted after waiting in line", environment=env_name)
                 row.decision, row.reason = m.PREVIEW_DEPLOY, None
         self._deploy(project, env_name, sha)
 
@@ -508,6 +554,22 @@ class Previews:
                 row.decision, row.reason = action.mark, action.reason
             self.store.record(s, project, "preview.destroyed", f"preview {env_name} destroyed ({action.reason})",
                               environment=env_name)
+
+
+_UNDECIDED = (None, m.PREVIEW_WAITING)  # decisions the loop (re)evaluates
+
+
+def _waiting_since(s, project: str, rows: list[m.Preview]) -> dict[str, float | None]:  # noqa: ANN001 - Session
+    """Environment → when each waiting preview joined the line (its latest "preview.waiting" event)."""
+    waiting = [r.environment for r in rows if r.open and r.decision == m.PREVIEW_WAITING]
+    if not waiting:
+        return {}
+    from sqlalchemy import func
+
+    found = dict(s.execute(select(m.Event.environment, func.max(m.Event.at)).where(
+        m.Event.project == project, m.Event.kind == "preview.waiting", m.Event.environment.in_(waiting))
+        .group_by(m.Event.environment)).all())
+    return {env: _epoch(found[env]) if found.get(env) else None for env in waiting}
 
 
 def _epoch(when) -> float:  # noqa: ANN001 - naive UTC datetime

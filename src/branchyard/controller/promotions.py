@@ -469,20 +469,30 @@ def production_facts(ctl: Controller, project: str) -> policy.ProductionFacts | 
     return policy.production_facts(secrets=secrets, services=services, values=values)
 
 
-def isolation_guard(ctl: Controller, project: str, env_name: str, values: dict[str, str], *, production: bool) -> None:
-    """Refuse (BadInput) a non-production deploy whose variables equal or point at production's data or credentials."""
+def isolation_refusal(ctl: Controller, project: str, env_name: str, values: dict[str, str], *,
+                      production: bool) -> str | None:
+    """The isolation guard's one-line refusal for these resolved variables of env_name, or None when they are isolated."""
     if production:
-        return
+        return None
     facts = production_facts(ctl, project)
     if facts is None:
-        return
+        return None
     found = policy.isolation_findings(env_name, values, facts)
     if not found:
-        return
+        return None
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    reason = f"isolation guard: {found[0]}{more}; a non-production environment must never reach production's data"
+    return f"isolation guard: {found[0]}{more}; a non-production environment must never reach production's data"
+
+
+def isolation_guard(ctl: Controller, project: str, env_name: str, values: dict[str, str], *, production: bool,
+                    kind: str = "deploy.refused") -> None:
+    """Refuse (BadInput, recorded as `kind`) variables of a non-production environment that equal or point at
+    production's data or credentials."""
+    reason = isolation_refusal(ctl, project, env_name, values, production=production)
+    if reason is None:
+        return
     with ctl.store.session() as s:
-        ctl.store.record(s, project, "deploy.refused", reason, environment=env_name, actor="isolation guard")
+        ctl.store.record(s, project, kind, reason, environment=env_name, actor="isolation guard")
     raise BadInput(reason)
 
 

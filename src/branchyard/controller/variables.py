@@ -32,8 +32,11 @@ def resolve(
     namespaces: Mapping[str, Mapping[str, str]],
     pending_namespaces: Mapping[str, str] = {},
     port: int | str | None = None,
+    lenient: bool = False,
 ) -> Resolution:
-    """Resolve every variable of one environment (one replica when `port` is given)."""
+    """Resolve every variable of one environment (one replica when `port` is given).
+
+    `lenient`: a variable with a bad reference is left out (reported as pending) instead of refused."""
     result = Resolution()
     done: dict[str, str] = {}
 
@@ -75,7 +78,27 @@ def resolve(
             result.values[name] = value_of(name, ())
         except _Pending as why:
             result.pending[name] = str(why)
+        except BadInput as err:
+            if not lenient:
+                raise
+            result.pending[name] = str(err)
     return result
+
+
+def environment_variables(spec_variables: Mapping[str, str], plain: Mapping[str, str], secrets: Mapping[str, str],
+                          services: Mapping[str, Mapping[str, str]]) -> tuple[dict[str, str], dict[str, Mapping[str, str]]]:
+    """An environment's raw variables (spec, then `variables set`, then secrets) and the namespaces they resolve in."""
+    raw = dict(spec_variables) | dict(plain) | {k: f"${{{{ secrets.{k} }}}}" for k in secrets}
+    return raw, dict(services) | {"secrets": dict(secrets), "shared": dict(spec_variables) | dict(plain)}
+
+
+def after_set(plain: Mapping[str, str], secrets: Mapping[str, str], pairs: Mapping[str, str], *,
+              secret: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The stored (plain, secrets) once `variables set` stores `pairs`: a key is a variable or a secret, never both."""
+    plain = {k: v for k, v in plain.items() if k not in pairs}
+    secrets = {k: v for k, v in secrets.items() if k not in pairs}
+    (secrets if secret else plain).update(pairs)
+    return plain, secrets
 
 
 def _namespace(namespaces: Mapping[str, Mapping[str, str]], ns: str) -> Mapping[str, str] | None:

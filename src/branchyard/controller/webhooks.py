@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from .. import names
 from ..errors import BadInput, BranchyardError, NotFound, Unauthorized
 from ..store import models as m
 from ..triggers import github_webhook as gh
@@ -120,8 +121,8 @@ class Webhooks:
         except BranchyardError as err:
             note = f"refused: {err}"
             log.warning("delivery %s: %s", delivery, err)
-        except Exception as err:
-            note = f"internal error: {type(err).__name__}: {err}"
+        except Exception as err:  # its text may quote a command line holding the upstream URL
+            note = f"internal error: {type(err).__name__}: {names.scrub_credentials(str(err))}"
             log.exception("delivery %s failed", delivery)
         with self.store.session() as s:
             row = s.get(m.WebhookDelivery, delivery)

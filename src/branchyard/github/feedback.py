@@ -39,7 +39,7 @@ log = logging.getLogger("branchyard.github")
 
 HANDLED = frozenset({
     "deploy.queued", "deploy.succeeded", "deploy.failed", "deploy.crashed", "deploy.skipped",
-    "preview.destroyed", "preview.refused", "preview.pending_approval",
+    "preview.destroyed", "preview.refused", "preview.pending_approval", "preview.waiting",
 })  # fmt: skip
 FAILED_KIND = "github.failed"
 REPLAY_MAX = 1000
@@ -114,6 +114,7 @@ STATE_WORDS = {
     "destroyed": "🗑️ destroyed",
     "refused": "⛔ not deployed",
     "pending_approval": "⏸️ waiting for approval",
+    "waiting": "⏳ waiting for a free preview slot",
 }
 
 
@@ -188,6 +189,8 @@ def plan(kind: str, message: str, facts: Facts) -> list[Action]:
         comment = ("refused", message)
     elif kind == "preview.pending_approval":
         comment = ("pending_approval", message)
+    elif kind == "preview.waiting":  # maxPreviews reached: deployed when a slot frees (then deploy.queued follows)
+        comment = ("waiting", message)
     if comment is not None and facts.pr_number is not None:
         actions.append(PullRequestComment(repo, facts.pr_number, marker(facts.project), comment_body(facts, *comment)))
     return actions

@@ -173,7 +173,9 @@ class Event(Base):
 # Preview decisions (Preview.decision).
 PREVIEW_DEPLOY = "deploy"  # admitted: its environment is kept at head_sha
 PREVIEW_PENDING = "pending_approval"  # a fork's pull request waiting for `branchyard previews approve`
-PREVIEW_REFUSED = "refused"  # not admitted (bot, draft, fork with forks = "never", maxPreviews, bad name...)
+PREVIEW_REFUSED = "refused"  # not admitted (bot, draft, fork with forks = "never", bad name...)
+PREVIEW_WAITING = "waiting"  # admitted by policy, but maxPreviews is reached (evict = "refuse"): waits for a slot,
+#                              in the order refused ("preview.waiting" events), admitted when one frees
 PREVIEW_EXPIRED = "expired"  # idle longer than expireAfterDays; comes back on new activity
 PREVIEW_EVICTED = "evicted"  # the oldest idle preview, removed to make room (evict = "oldest")
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import names
 from ..errors import BackendError
 
 HOOK = """#!/bin/sh
@@ -56,11 +57,15 @@ def has_commit(repo: Path, sha: str) -> bool:
     return done.returncode == 0
 
 
+FETCH_TIMEOUT = 300.0  # seconds one `git fetch` from an upstream may take
+
+
 def fetch_commit(repo: Path, upstream: str | None, sha: str, *, refs: tuple[str, ...] = ()) -> None:
     """Make commit `sha` present in the project's bare repository, fetched from its configured upstream.
 
     The exact sha is asked for first; servers that refuse unadvertised objects get the named refs
-    (e.g. refs/pull/12/head, refs/heads/feature/x) instead. BackendError when the commit is not there after."""
+    (e.g. refs/pull/12/head, refs/heads/feature/x) instead. BackendError when the commit is not there after;
+    its message never holds the credentials of an upstream URL (https://user:token@host/...)."""
     if has_commit(repo, sha):
         return
     if not upstream:
@@ -70,12 +75,28 @@ def fetch_commit(repo: Path, upstream: str | None, sha: str, *, refs: tuple[str,
     attempts = [[sha], [f"+{r}:refs/branchyard/fetched/{i}" for i, r in enumerate(refs)]] if refs else [[sha]]
     errors = []
     for specs in attempts:
-        done = subprocess.run(["git", f"--git-dir={repo}", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                               "--", upstream, *specs], capture_output=True, text=True, env=env,
-                              stdin=subprocess.DEVNULL, timeout=300)
+        try:  # the argv holds the upstream URL: neither it nor a TimeoutExpired naming it leaves this function
+            done = subprocess.run(["git", f"--git-dir={repo}", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                                   "--", upstream, *specs], capture_output=True, text=True, env=env,
+                                  stdin=subprocess.DEVNULL, timeout=FETCH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            errors.append(f"git fetch timed out after {FETCH_TIMEOUT:g}s")
+            continue
+        except OSError as err:
+            raise BackendError(f"git: cannot run git fetch: {err.strerror}") from None
         if done.returncode != 0:
-            errors.append(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+            errors.append(_git_error(done.stderr) or f"exit {done.returncode}")
         if has_commit(repo, sha):
             return
     detail = f": {errors[-1]}" if errors else ""
-    raise BackendError(f"commit {sha[:12]} could not be fetched from the project's upstream{detail}")
+    raise BackendError(f"commit {sha[:12]} could not be fetched from the project's upstream "
+                       f"{names.scrub_credentials(upstream)}{detail}")
+
+
+def _git_error(stderr: str) -> str:
+    """The line of git's output that says what failed (its last `fatal:` line, else its last line), credentials
+    scrubbed from any URL in it."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith("fatal:")]
+    line = (fatal or lines or [""])[-1]
+    return names.scrub_credentials(line)[:300]

@@ -1,8 +1,10 @@
 """Previews: PR `opened` delivery → preview /health 200 (warm build cache), against the bare app start in
 the same run; and a storm of 50 pull requests opened and closed → seconds to converge and leaks found.
 
-The preview of the example app is the seed's: web ×1, a fresh PostgreSQL database (created, migrated by
-preDeployCommand, seeded by seedCommand), no Redis. The upstream is a local bare repository standing in
+The preview of the example app is the seed's: web ×1, a fresh PostgreSQL database, no Redis. The first
+preview's database is migrated by preDeployCommand and seeded by seedCommand and kept as a template
+(postgres.templateFiles); the warm runs' databases are copies of it. One last run changes a migration, so
+its database is migrated and seeded again: that figure is printed too. The upstream is a local bare repository standing in
 for GitHub; deliveries are signed like GitHub's.
 
     .venv/bin/python benchmarks/bench_previews.py [--runs 5] [--storm 50]
@@ -57,9 +59,12 @@ def main() -> None:
         api = json.loads(b.by("server", "status", "--json"))["api_url"]
         base = b.git("rev-parse", "HEAD").strip()
 
-        def open_pr(number: int, text: str) -> tuple[str, float]:
+        def open_pr(number: int, text: str, *, touch_migration: bool = False) -> tuple[str, float]:
             b.git("checkout", "-q", "-B", f"feature/bench-{number}", "main")
             (b.repo / "VERSION").write_text(text)
+            if touch_migration:  # a template file changes: this preview's database is migrated and seeded anew
+                migration = b.repo / "migrations" / "versions" / "0001_initial.py"
+                migration.write_text(migration.read_text() + f"\n# {text}\n")
             b.git("add", "-A")
             b.git("commit", "-qm", text)
             sha = b.git("rev-parse", "HEAD").strip()
@@ -88,6 +93,10 @@ def main() -> None:
             sha, took = open_pr(i + 2, f"run-{i}")
             previews.append(took)
             close_pr(i + 2, sha)
+        # one more, changing a migration: no template matches, so migrate and seed run (and a new template is kept)
+        number = args.runs + 2
+        sha, miss = open_pr(number, "migration changed", touch_migration=True)
+        close_pr(number, sha)
         deadline = time.monotonic() + 120
         while ephemeral(b, b.repo) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -127,7 +136,7 @@ def main() -> None:
         converged = time.monotonic() - started
         time.sleep(1)
         left = leaks(b.tmp / "home", b.http_port, "storm", [f"pr-{i}" for i in range(1, n + 1)])
-        left += leaks(b.tmp / "home", b.http_port, "yoto", [f"pr-{i}" for i in range(1, args.runs + 2)])
+        left += leaks(b.tmp / "home", b.http_port, "yoto", [f"pr-{i}" for i in range(1, args.runs + 3)])
         server_log = (b.tmp / "home" / "logs" / "server.log").read_text(errors="replace")
         tracebacks = server_log.count("Traceback")
 
@@ -137,6 +146,8 @@ def main() -> None:
     print(f"first PR opened → preview /health 200 (cold cache): {cold:.3f}")
     print(f"PR opened → preview /health 200 (warm cache):       {med:.3f}   ratio to bare: {med / bare_med:.2f}x"
           f"   (min {min(previews):.3f}, max {max(previews):.3f})")
+    print(f"PR opened → preview /health 200 (warm cache, a migration changed: no template, migrate + seed run): "
+          f"{miss:.3f}   ratio to bare: {miss / bare_med:.2f}x")
     print("goal: ≤ 2 s and ≤ 4× bare")
     print(f"storm: {n} PRs opened then closed → converged in {converged:.1f} s; leaks: {len(left)}"
           + (f" ({'; '.join(left[:5])})" if left else "") + f"; tracebacks in server log: {tracebacks}")

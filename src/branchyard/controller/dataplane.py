@@ -271,6 +271,8 @@ class DataPlane:
         with self._templates:
             if self._template_for(project, key) is not None:
                 return None
+            if name in admin.databases():  # left by a control plane killed while keeping it: half made, start over
+                admin.drop_database(name, name)
             admin.create_database(name, name, template=database_name(project, env_name))
             admin.seal_template(name)
             with self.store.session() as s:

@@ -20,7 +20,7 @@ the process.
 Each tier runs with GOMAXPROCS = half the CPUs this process may use (at least 1) unless GOMAXPROCS is
 set in our environment: the two tiers share the machine with the apps they proxy, and on a small
 machine Go's scheduler handing every request between threads costs more CPU than it saves (with
-GOMAXPROCS=1 on 2 CPUs each tier spends about 30 % less CPU per proxied request; see
+GOMAXPROCS=1 on 2 CPUs each tier spends 20-30 % less CPU per proxied request; see
 benchmarks/bench_zero_downtime.py).
 
 `render_config` (routes tier) and `render_edge_config` are pure; `parse_routes` reads routes back

@@ -22,6 +22,9 @@ set in our environment: the two tiers share the machine with the apps they proxy
 machine Go's scheduler handing every request between threads costs more CPU than it saves (with
 GOMAXPROCS=1 on 2 CPUs each tier spends 20-30 % less CPU per proxied request; see
 benchmarks/bench_zero_downtime.py).
+Measured on 2 CPUs and not kept, for no gain beyond noise: a unix socket between the tiers, h2c
+between them (more CPU), no request buffering on the edge for bodiless requests, flush_interval -1,
+GOGC=400, a bigger keep-alive pool.
 
 `render_config` (routes tier) and `render_edge_config` are pure; `parse_routes` reads routes back
 out of a config. `Router` starts both tiers detached (they outlive the control plane), adopts them

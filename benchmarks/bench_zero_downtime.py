@@ -20,12 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
+import statistics
 import subprocess
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 from harness import bench_plane
@@ -92,19 +95,40 @@ def wrk_throughput(url: str, host: str, concurrency: int, seconds: float) -> tup
     return total, failed
 
 
-def compare(measure, direct: str, router: str, host: str, concurrency: int, seconds: float, rounds: int) -> list[tuple[float, float]]:  # noqa: ANN001
-    """(direct req/s, router req/s) per round; each round measures both, in alternating order."""
+def cpu_ticks(pid: int | None) -> int:
+    """CPU time (user + system, in clock ticks) used so far by `pid`; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def compare(measure, direct: str, router: str, host: str, concurrency: int, seconds: float, rounds: int,  # noqa: ANN001
+            pids: dict[str, int | None] | None = None) -> tuple[list[tuple[float, float]], dict[str, dict[str, float]]]:
+    """(direct req/s, router req/s) per round, each round measuring both in alternating order after one
+    unmeasured warm-up second of each; and CPU ms per 1000 requests of each process in `pids`, per side."""
+    for url in (direct, router):  # warm-up: connections, caches and the edge → routes → replica pool
+        measure(url, host, concurrency, 1.0)
     results = []
+    ticks: dict[str, Counter[str]] = {"direct": Counter(), "router": Counter()}
+    served: Counter[str] = Counter()
+    hz = os.sysconf("SC_CLK_TCK")
     for i in range(rounds):
         order = [("direct", direct), ("router", router)]
         got = {}
         for name, url in order if i % 2 == 0 else order[::-1]:
+            before = {k: cpu_ticks(p) for k, p in (pids or {}).items()}
             ok, failed = measure(url, host, concurrency, seconds)
+            for k, p in (pids or {}).items():
+                ticks[name][k] += cpu_ticks(p) - before[k]
             if failed:
                 raise SystemExit(f"throughput {name}: {failed} failed requests")
             got[name] = ok / seconds
+            served[name] += ok
         results.append((got["direct"], got["router"]))
-    return results
+    cpu = {side: {k: 1e6 * t / hz / max(1, served[side]) for k, t in ticks[side].items()} for side in ticks}
+    return results, cpu
 
 
 def main() -> None:
@@ -123,14 +147,19 @@ def main() -> None:
         host = "yoto-staging.localhost"
         router = f"http://127.0.0.1:{b.http_port}/health"
         status = json.loads(b.by("status", "-e", "staging", "--json"))
-        direct = f"http://127.0.0.1:{status['replicas'][0]['port']}/health"
+        replicas = status["replicas"]
+        direct = f"http://127.0.0.1:{replicas[0]['port']}/health"
+        caddy_home = b.tmp / "home" / "caddy"
+        pids = {"replica": replicas[0]["pid"]} | {
+            tier: int((caddy_home / f"{stem}.pid").read_text()) for tier, stem in (("edge", "edge"), ("routes tier", "caddy"))
+        }
 
-        # Router vs direct, same replica, same client, same concurrency, same run.
+        # Router vs direct, same replica, same client, same concurrency, same run, both warmed up.
         wrk = shutil.which("wrk")
         client = "wrk" if wrk else "the Python client (wrk not installed: apt-get install -y wrk)"
-        rounds = compare(wrk_throughput if wrk else throughput, direct, router, host, args.concurrency,
-                         args.direct_seconds, args.rounds)
-        python_round = compare(throughput, direct, router, host, args.concurrency, args.direct_seconds, 1) if wrk else []
+        rounds, cpu = compare(wrk_throughput if wrk else throughput, direct, router, host, args.concurrency,
+                              args.direct_seconds, args.rounds, pids)
+        python_round = compare(throughput, direct, router, host, args.concurrency, args.direct_seconds, 1)[0] if wrk else []
 
         load = Load(router, host, args.concurrency).start()
         steps: list[tuple[str, float, float]] = []
@@ -179,10 +208,16 @@ def main() -> None:
         print(f"rollback after the window (new processes, cold start) → 100% from v1: {switch_seconds(5, v2):.2f} s")
     direct_rps = sum(d for d, _ in rounds) / len(rounds)
     router_rps = sum(r for _, r in rounds) / len(rounds)
+    per_round = [r / d for d, r in rounds]
+    behind = ("the same single replica" if len(replicas) == 1
+              else f"staging's {len(replicas)} replicas (direct: the first one only)")
     print(f"throughput with {client}, {args.concurrency} connections, {len(rounds)} alternating rounds of"
-          f" {args.direct_seconds:g} s: direct to one replica {direct_rps:.0f} req/s; through the router"
-          f" {router_rps:.0f} req/s; ratio {router_rps / direct_rps:.2f}"
-          f" (per round: {', '.join(f'{r / d:.2f}' for d, r in rounds)})")
+          f" {args.direct_seconds:g} s after 1 s of warm-up each: direct to one replica {direct_rps:.0f} req/s;"
+          f" through the router (edge → routes tier → {behind}) {router_rps:.0f} req/s;"
+          f" ratio {router_rps / direct_rps:.2f} (per round: {', '.join(f'{x:.2f}' for x in per_round)};"
+          f" median {statistics.median(per_round):.2f})")
+    for side in ("direct", "router"):
+        print(f"  CPU per request, {side}: " + ", ".join(f"{k} {v:.0f} µs" for k, v in cpu[side].items()))
     for d, r in python_round:
         print(f"  same with the Python client, 1 round: direct {d:.0f} req/s; router {r:.0f} req/s; ratio {r / d:.2f}")
     print("goals: ≥ 10,000 requests with 0 failed; rollback ≤ 1 s; ratio ≥ 0.90")

@@ -26,6 +26,7 @@ from branchyard.backends.local.caddy import (
     Route,
     Router,
     _bind_public,
+    caddy_gomaxprocs,
     find_caddy,
     parse_routes,
     render_config,
@@ -394,6 +395,30 @@ def test_two_tiers_edge_on_the_public_port_routes_on_loopback(router: Router) ->
         "edge_admin_port": router.edge_admin_port,
         "routes_port": router.routes_port,
     }
+
+
+def process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if b"=" in item)
+
+
+def test_each_tier_gets_half_the_cpus_as_gomaxprocs(make_router, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both tiers share the machine with the apps: each runs with GOMAXPROCS = CPUs // 2, at least 1."""
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    expected = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert caddy_gomaxprocs() == int(expected)
+    router = make_router()
+    router.ensure_running()
+    for tier, pid in router.pids().items():
+        assert process_env(pid).get("GOMAXPROCS") == expected, tier
+
+
+def test_gomaxprocs_in_our_environment_wins(make_router, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOMAXPROCS", "3")
+    router = make_router()
+    router.ensure_running()
+    for tier, pid in router.pids().items():
+        assert process_env(pid).get("GOMAXPROCS") == "3", tier
 
 
 def test_round_robin_across_upstreams_with_environment_header(router: Router, upstream) -> None:

@@ -422,8 +422,9 @@ class Controller:
         env_name, note = self.previews.want_branch(project, branch, sha)
         if env_name is None:
             return PushResult(None, note)
-        dep_id = self.previews.deploy_commit(project, env_name, sha, branch, fork=False, policy=spec.preview, repo=repo,
-                                             git_env=git_env)
+        with self.previews.busy(project, env_name):  # the preview loop leaves it alone while the push queues it
+            dep_id = self.previews.deploy_commit(project, env_name, sha, branch, fork=False, policy=spec.preview,
+                                                 repo=repo, git_env=git_env)
         if dep_id is None:
             info = self.previews.info(project, env_name) or {}
             return PushResult(None, f"no preview for branch {branch!r}: {info.get('reason')}")
@@ -466,13 +467,16 @@ class Controller:
         return dep
 
     def _supersede_older(self, env_name: str, project: str, newest: str) -> None:
-        """Newest wins: older deployments of this environment still building stop at their next step."""
+        """Newest wins: older deployments of this environment still building stop at their next step.
+
+        Only those created before `newest`: two deployments queued at once never stop each other."""
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
+            created = s.get(m.Deployment, newest).created_at
             older = s.scalars(
                 select(m.Deployment.id).where(
                     m.Deployment.environment_id == env.id, m.Deployment.status.in_([m.QUEUED, m.BUILDING]),
-                    m.Deployment.id != newest,
+                    m.Deployment.id != newest, m.Deployment.created_at < created,
                 )
             ).all()
         for dep_id in older:

@@ -16,11 +16,13 @@ never production's. A fork's preview gets none: a deploy that needs one fails na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +294,21 @@ class Previews:
     def shutdown(self) -> None:
         self._kick.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def busy(self, project: str, env_name: str) -> Iterator[None]:
+        """Mark a preview as acted on outside the loop (a push queueing its build), so that the loop does not
+        plan a second deployment of it meanwhile. An action of the loop already in flight is left to finish."""
+        key = (project, env_name)
+        with self._guard:
+            mine = key not in self._busy
+            self._busy.add(key)
+        try:
+            yield
+        finally:
+            if mine:
+                with self._guard:
+                    self._busy.discard(key)
 
     def reconcile(self) -> None:
         """One pass over every project's previews: plan (pure) and hand the actions to workers."""

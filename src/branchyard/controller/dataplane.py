@@ -32,6 +32,10 @@ _KEY = __import__("re").compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 log = logging.getLogger("branchyard.data")
 
 
+class _Exists(Exception):
+    """The environment's database exists already: it is adopted as it is, not cloned."""
+
+
 @dataclass
 class Provisioned:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # "Postgres" → DATABASE_URL, PGHOST, …
@@ -205,15 +209,19 @@ class DataPlane:
         admin, location = self._pg_admin(project, env_name, settings, location)
         name = database_name(project, env_name)
         password = (known or {}).get("PGPASSWORD")
-        if template is not None and template[1] == location and name not in admin.databases():
+        if template is not None and template[1] == location:
             try:
                 with self._templates:
                     db = admin.adopt_database(templates.spare_database(template[0]), template[0], name, name,
-                                              password=password)
+                                              password=password)  # None if the database exists, or no spare
+                    if db is None and name in admin.databases():
+                        raise _Exists
                     if db is None:  # no spare ready: copy the template now
                         db = admin.create_database(name, name, password=password, template=template[0])
                 self._refill_spare(project, template[0], location)
                 return db.variables(), location, template[0]
+            except _Exists:  # made by an earlier attempt that was not recorded: never taken for a copy
+                pass
             except BranchyardError as err:  # dropped by hand, or busy: an empty database, and the hooks run on it
                 log.warning("%s/%s: cannot clone template %s (%s); creating an empty database", project, env_name,
                             template[0], err)

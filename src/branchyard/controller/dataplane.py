@@ -266,12 +266,7 @@ class DataPlane:
         """Keep a copy of the environment's database (its hooks just ran on it, nothing else is connected)
         as the template for `key`; drop the project's least recently used templates beyond KEPT_PER_PROJECT.
         The template's name, or None when the project already has one for this key."""
-        with self.store.session() as s:
-            env = self._env(s, project, env_name)
-            row = s.scalar(select(m.Service).where(m.Service.environment_id == env.id, m.Service.kind == "postgres"))
-            if row is None:
-                raise NotFound(f"environment {env_name!r} has no PostgreSQL database")
-            settings, location = json.loads(row.settings or "{}"), row.location
+        settings, location = self._postgres_of(project, env_name)
         if location.startswith("dedicated:"):
             return None  # a server of its own: nothing else could ever clone from it
         admin, _ = self._pg_admin(project, env_name, settings, location)
@@ -349,14 +344,17 @@ class DataPlane:
 
     def admin_for(self, project: str, env_name: str):  # noqa: ANN201 - postgres.Admin
         """The admin connection to the server holding the environment's database; NotFound if it has none."""
+        admin, _ = self._pg_admin(project, env_name, *self._postgres_of(project, env_name))
+        return admin
+
+    def _postgres_of(self, project: str, env_name: str) -> tuple[dict, str]:
+        """(settings, location) of the environment's database; NotFound if it has none."""
         with self.store.session() as s:
             env = self._env(s, project, env_name)
             row = s.scalar(select(m.Service).where(m.Service.environment_id == env.id, m.Service.kind == "postgres"))
             if row is None:
                 raise NotFound(f"environment {env_name!r} has no PostgreSQL database")
-            settings, location = json.loads(row.settings or "{}"), row.location
-        admin, _ = self._pg_admin(project, env_name, settings, location)
-        return admin
+            return json.loads(row.settings or "{}"), row.location
 
     def backed_up_environments(self) -> list[tuple[str, str, dict]]:
         """(project, environment, postgres settings) of every environment with a database."""

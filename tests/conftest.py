@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +165,17 @@ def start_plane(home: Path, cache: Path, *, http_port: int | None = None, extra_
     } | (extra_env or {})
     plane.run("server", "--detach", timeout=120)
     return plane
+
+
+@contextlib.contextmanager
+def webhook_plane(cache: Path, secret: str) -> Iterator[Plane]:
+    """A plane in a new home whose server takes GitHub deliveries signed with `secret`; `api_url` is set on it."""
+    p = start_plane(new_home(), cache, extra_env={"BRANCHYARD_GITHUB_WEBHOOK_SECRET": secret})
+    try:
+        p.api_url = p.json("server", "status")["api_url"]
+        yield p
+    finally:
+        stop_plane(p)
 
 
 @pytest.fixture(scope="module")

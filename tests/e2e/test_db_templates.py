@@ -8,7 +8,7 @@ import subprocess
 
 import psycopg
 import pytest
-from conftest import BRANCHYARD, new_home, start_plane, stop_plane, wait_for
+from conftest import BRANCHYARD, wait_for, webhook_plane
 from leaks import leaks
 from test_previews import github_project, pr_commit
 from webhooks import deliver, pull_request
@@ -22,12 +22,8 @@ SECRET = "test-webhook-secret-templates"
 
 @pytest.fixture(scope="module")
 def plane(venv_cache):
-    p = start_plane(new_home(), venv_cache, extra_env={"BRANCHYARD_GITHUB_WEBHOOK_SECRET": SECRET})
-    p.api_url = p.json("server", "status")["api_url"]
-    try:
+    with webhook_plane(venv_cache, SECRET) as p:
         yield p
-    finally:
-        stop_plane(p)
 
 
 def open_pr(plane, repo, number: int, sha: str, base: str, project: str) -> None:

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import new_home, start_plane, stop_plane, wait_for
+from conftest import wait_for, webhook_plane
 from test_previews_rules import SECRET, branch_commit, decided, envs, opened, preview, succeeded, tiny_project
 from webhooks import deliver, push
 
@@ -20,12 +20,8 @@ PASSWORD = "upstream-pa55word-never-shown"
 
 @pytest.fixture(scope="module")
 def plane(venv_cache):
-    p = start_plane(new_home(), venv_cache, extra_env={"BRANCHYARD_GITHUB_WEBHOOK_SECRET": SECRET})
-    p.api_url = p.json("server", "status")["api_url"]
-    try:
+    with webhook_plane(venv_cache, SECRET) as p:
         yield p
-    finally:
-        stop_plane(p)
 
 
 def kinds(plane, repo, env):

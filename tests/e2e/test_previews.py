@@ -13,7 +13,7 @@ import uuid
 
 import httpx
 import pytest
-from conftest import new_home, start_plane, stop_plane, wait_for
+from conftest import wait_for, webhook_plane
 from leaks import leaks, listening_ports
 from webhooks import deliver, ping, pull_request, signature
 
@@ -24,12 +24,8 @@ SECRET = "test-webhook-secret-1234"
 
 @pytest.fixture(scope="module")
 def plane(venv_cache):
-    p = start_plane(new_home(), venv_cache, extra_env={"BRANCHYARD_GITHUB_WEBHOOK_SECRET": SECRET})
-    p.api_url = p.json("server", "status")["api_url"]
-    try:
+    with webhook_plane(venv_cache, SECRET) as p:
         yield p
-    finally:
-        stop_plane(p)
 
 
 def github_project(plane, tmp_path, project: str, *, toml_edit=None):

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import new_home, start_plane, stop_plane, wait_for
+from conftest import wait_for, webhook_plane
 from leaks import leaks
 from webhooks import deliver, pull_request, push
 
@@ -47,12 +47,8 @@ drainingSeconds = 1
 
 @pytest.fixture(scope="module")
 def plane(venv_cache):
-    p = start_plane(new_home(), venv_cache, extra_env={"BRANCHYARD_GITHUB_WEBHOOK_SECRET": SECRET})
-    p.api_url = p.json("server", "status")["api_url"]
-    try:
+    with webhook_plane(venv_cache, SECRET) as p:
         yield p
-    finally:
-        stop_plane(p)
 
 
 def tiny_project(plane, tmp_path: Path, name: str, extra: str = "",

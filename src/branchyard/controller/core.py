@@ -994,22 +994,28 @@ class Controller:
 
     def desired_routes(self) -> list[Route]:
         routes = []
-        with self.store.session() as s:
-            for p, env in s.execute(select(m.Project, m.Environment).join(m.Environment).order_by(m.Project.name, m.Environment.id)):
-                host = self.hostname(p, env)
-                if env.state == m.ENV_SLEEPING:
-                    routes.append(Route(host=host, project=p.name, environment=env.name, upstreams=(), state="sleeping"))
-                    continue
-                ups: tuple[str, ...] = ()
-                if env.current_deployment_id:
-                    ports = s.scalars(
-                        select(m.Replica.port)
-                        .where(m.Replica.deployment_id == env.current_deployment_id, m.Replica.state == m.REPLICA_RUNNING)
-                        .order_by(m.Replica.slot)
-                    )
-                    ups = tuple(f"127.0.0.1:{port}" for port in ports)
-                routes.append(Route(host=host, project=p.name, environment=env.name, upstreams=ups,
-                                    state="serving" if ups else "unavailable"))
+        with self.store.session() as s:  # two column queries: this runs on every reconcile pass
+            envs = s.execute(
+                select(m.Project.name, m.Project.domain, m.Environment.name, m.Environment.production,
+                       m.Environment.state, m.Environment.current_deployment_id)
+                .join(m.Environment).order_by(m.Project.name, m.Environment.id)
+            ).all()
+            ports: dict[str, list[int]] = {}
+            for deployment_id, port in s.execute(
+                select(m.Replica.deployment_id, m.Replica.port)
+                .join(m.Environment, m.Environment.current_deployment_id == m.Replica.deployment_id)
+                .where(m.Replica.state == m.REPLICA_RUNNING)
+                .order_by(m.Replica.slot)
+            ):
+                ports.setdefault(deployment_id, []).append(port)
+        for project, domain, env_name, production, state, current in envs:
+            host = names.hostname(project, env_name, domain or self.settings.domain, production=production)
+            if state == m.ENV_SLEEPING:
+                routes.append(Route(host=host, project=project, environment=env_name, upstreams=(), state="sleeping"))
+                continue
+            ups = tuple(f"127.0.0.1:{port}" for port in ports.get(current, ())) if current else ()
+            routes.append(Route(host=host, project=project, environment=env_name, upstreams=ups,
+                                state="serving" if ups else "unavailable"))
         return routes
 
     def sync_routes(self) -> None:

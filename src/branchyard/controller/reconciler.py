@@ -44,7 +44,7 @@ class Reconciler:
         self.ctl.router.ensure_running()  # a router tier that died comes back (cheap when both answer)
         self.ctl.previews.kick()  # previews: create missing ones, destroy closed and idle ones (its own thread)
         with self.store.session() as s:
-            envs = [(p.name, e.name) for p, e in s.execute(select(m.Project, m.Environment).join(m.Environment))]
+            envs = s.execute(select(m.Project.name, m.Environment.name).join(m.Environment)).all()
         for project, env_name in envs:
             lock = self.ctl.lock(project, env_name)
             if not lock.acquire(blocking=False):
@@ -73,7 +73,8 @@ class Reconciler:
         for action in actions:
             if not isinstance(action, (plan.StopReplica, plan.StartReplica)):
                 self._apply(project, env_name, action, rows)
-        self.ctl.sync_routes()
+        if actions:
+            self.ctl.sync_routes()
 
     def _observe(self, project: str, env_name: str):  # noqa: ANN202
         with self.store.session() as s:

@@ -82,6 +82,11 @@ STOP_TIMEOUT = 10.0
 ADMIN_TIMEOUT = 10.0
 PROBE_TIMEOUT = 2.0  # one admin GET on the healthy path
 WEDGED_AFTER = 5.0  # our process is alive but its admin API silent this long: kill and restart it
+# The healthy path asks each tier's admin API at most this often; between asks, a live pid of ours is
+# enough (a tier that dies is seen at once). An idle control plane used to spend ~2 % of a CPU on the
+# two GETs a second, and the GET of the whole routes config that every route sync made.
+PROBE_EVERY = 5.0
+REVERIFY_EVERY = 30.0  # apply() re-reads the routes tier's config at least this often, to repair drift
 
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -849,6 +854,9 @@ class Router:
         )
         self._caddy_bin = caddy_bin
         self._checked = False  # both tiers verified in full by this object (healthy path: one GET each)
+        self._probed: tuple[float, tuple[int | None, int | None]] = (0.0, (None, None))  # (when, pids) last answered
+        # What apply() last saw the routes tier serve: (routes pid, ports, routes), and when it read or loaded it.
+        self._served: tuple[float, Any] = (0.0, None)
         self._lock = threading.RLock()
 
     # ports and paths ---------------------------------------------------------------------------
@@ -919,9 +927,15 @@ class Router:
 
         Cheap when both are fine (one small admin GET each); a tier is restarted without touching the other."""
         with self._lock:
-            if self._checked and self._routes.healthy() and self._edge.healthy():
-                return
-            self._checked = False
+            if self._checked:
+                pids = (self._routes.pid(), self._edge.pid())
+                when, probed_pids = self._probed
+                if None not in pids and pids == probed_pids and time.monotonic() - when < PROBE_EVERY:
+                    return
+                if None not in pids and self._routes.healthy() and self._edge.healthy():
+                    self._probed = (time.monotonic(), pids)
+                    return
+            self._checked, self._served = False, (0.0, None)
             # Another Router object (another process) may have moved a tier to a new port meanwhile.
             remembered = self._remembered_ports()
             if not self._fixed_admin_port:
@@ -936,23 +950,30 @@ class Router:
                     self._routes.stop(ports=(self.routes_port,))
                 raise
             self._checked = True
+            self._probed = (time.monotonic(), (self._routes.pid(), self._edge.pid()))
 
     def apply(self, routes: Sequence[Route]) -> bool:
         """Make the routes tier serve exactly `routes` with one atomic `POST /load`; no call if nothing changed.
 
-        Returns whether Caddy's config changed."""
-        config = self._render(routes)
+        Returns whether Caddy's config changed. When the same routes were seen served by the same routes
+        tier process less than REVERIFY_EVERY ago, nothing is asked of Caddy at all."""
         with self._lock:
-            current = self._routes.admin.get_config()
-            if current == config:
+            seen = (self._routes.pid(), self.routes_port, self._routes.admin_port, tuple(routes))
+            when, served = self._served
+            if seen[0] is not None and served == seen and time.monotonic() - when < REVERIFY_EVERY:
                 return False
-            if not self._routes.owns(current) or _http_port(current) != self.routes_port:
-                raise BackendError(
-                    f"router: the Caddy at {self.admin_url} is not branchyard's routes tier; refusing to replace it"
-                )
-            self._routes.admin.load(config)
-            self._routes.save(config)
-            return True
+            self._served = (0.0, None)
+            config = self._render(routes)
+            current = self._routes.admin.get_config()
+            if current != config:
+                if not self._routes.owns(current) or _http_port(current) != self.routes_port:
+                    raise BackendError(
+                        f"router: the Caddy at {self.admin_url} is not branchyard's routes tier; refusing to replace it"
+                    )
+                self._routes.admin.load(config)
+                self._routes.save(config)
+            self._served = (time.monotonic(), seen)
+            return current != config
 
     def routes(self) -> list[Route]:
         """The routes the routes tier is serving right now, read back from its admin API."""
@@ -961,7 +982,7 @@ class Router:
     def stop(self) -> None:
         """Stop both tiers (edge first) and wait until their ports are free."""
         with self._lock:
-            self._checked = False
+            self._checked, self._served = False, (0.0, None)
             self._edge.stop(ports=(self.http_port,))
             self._routes.stop(ports=(self.routes_port,))
 

@@ -663,6 +663,73 @@ def test_ensure_running_when_both_are_fine_changes_nothing(router: Router, upstr
     assert (server_starts(router.log_file), server_starts(router.edge_log_file)) == starts
 
 
+def _count_admin_gets(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count the admin GETs every Router makes from now on, by path."""
+    from branchyard.backends.local import caddy
+
+    calls: Counter[str] = Counter()
+    real = caddy._Admin.probe
+
+    def probe(self, path: str = "/config/", timeout: float = caddy.PROBE_TIMEOUT):  # noqa: ANN001, ANN202
+        calls[path] += 1
+        return real(self, path, timeout)
+
+    monkeypatch.setattr(caddy._Admin, "probe", probe)
+    return calls
+
+
+def test_the_healthy_path_asks_the_admin_apis_only_every_few_seconds(router: Router, upstream,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle control plane reconciles every second: between admin checks a live pid of each tier is enough,
+    and the same routes seen served a moment ago need no GET of the whole config."""
+    from branchyard.backends.local import caddy
+
+    routes = [Route("yoto.localhost", "yoto", "production", (upstream("alpha"),))]
+    router.apply(routes)
+    calls = _count_admin_gets(monkeypatch)
+    for _ in range(20):
+        router.ensure_running()
+        assert router.apply(list(routes)) is False
+    assert sum(calls.values()) == 0, calls
+
+    monkeypatch.setattr(caddy, "PROBE_EVERY", 0.0)
+    monkeypatch.setattr(caddy, "REVERIFY_EVERY", 0.0)
+    router.ensure_running()
+    assert router.apply(routes) is False
+    assert calls["/config/storage"] == 2 and calls["/config/"] == 1, calls  # one check of each tier, one read back
+
+
+def test_apply_repairs_a_routes_config_changed_behind_its_back(router: Router, upstream,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from branchyard.backends.local import caddy
+
+    routes = [Route("yoto.localhost", "yoto", "production", (upstream("alpha"),))]
+    router.apply(routes)
+    drifted = json.loads(router.config_file.read_text())
+    drifted["apps"]["http"]["servers"]["branchyard"]["routes"] = drifted["apps"]["http"]["servers"]["branchyard"]["routes"][-1:]
+    assert httpx.post(f"{router.admin_url}/load", json=drifted, trust_env=False, timeout=10).status_code == 200
+    assert get(router.http_port, "yoto.localhost").status_code == 404
+
+    monkeypatch.setattr(caddy, "REVERIFY_EVERY", 0.0)  # the next re-read is due (every 30 s by default)
+    assert router.apply(routes) is True
+    assert get(router.http_port, "yoto.localhost").text == "alpha"
+
+
+def test_a_restarted_routes_tier_is_read_again_at_once(router: Router, upstream) -> None:
+    """What apply saw served belongs to one routes tier process: a new one is asked again, whatever the time."""
+    routes = [Route("yoto.localhost", "yoto", "production", (upstream("alpha"),))]
+    router.apply(routes)
+    os.kill(router.pids()["routes"], signal.SIGKILL)  # type: ignore[arg-type]
+    assert wait_until(lambda: not listening(router.routes_port))
+    saved = json.loads(router.config_file.read_text())  # the new process comes up without the route
+    saved["apps"]["http"]["servers"]["branchyard"]["routes"] = saved["apps"]["http"]["servers"]["branchyard"]["routes"][-1:]
+    router.config_file.write_text(json.dumps(saved))
+    router.ensure_running()
+    assert get(router.http_port, "yoto.localhost").status_code == 404
+    assert router.apply(routes) is True
+    assert get(router.http_port, "yoto.localhost").text == "alpha"
+
+
 def test_edge_answers_a_502_page_while_the_routes_tier_is_down(router: Router) -> None:
     os.kill(router.pids()["routes"], signal.SIGKILL)  # type: ignore[arg-type]
     assert wait_until(lambda: not listening(router.routes_port))

@@ -29,15 +29,24 @@ class Reconciler:
 
     def run_forever(self, stop: threading.Event) -> None:
         passes = 0
+        housekeeping: threading.Thread | None = None
         while not stop.wait(INTERVAL):
             passes += 1
             try:
                 self.run_once()
-                if passes % HOUSEKEEPING_EVERY == 0:
-                    self.ctl.backups.scheduled(m.utcnow())
-                    self.ctl.webhooks.prune(m.utcnow())
             except Exception:  # keep the loop alive; the next pass starts from fresh state
                 log.exception("reconcile pass failed")
+            # In a thread of its own: a daily pg_dump of a big database must not hold up restarts and routes.
+            if passes % HOUSEKEEPING_EVERY == 0 and (housekeeping is None or not housekeeping.is_alive()):
+                housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+                housekeeping.start()
+
+    def _housekeeping(self) -> None:
+        try:
+            self.ctl.backups.scheduled(m.utcnow())
+            self.ctl.webhooks.prune(m.utcnow())
+        except Exception:
+            log.exception("housekeeping (scheduled backups, old deliveries) failed")
 
     def run_once(self) -> None:
         """One pass over every environment whose lock is free, then make the routes match."""

@@ -1,0 +1,40 @@
+"""The reconcile loop never waits for housekeeping: a daily pg_dump of a big database runs beside it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+from branchyard.controller import reconciler
+
+
+def test_a_slow_scheduled_backup_does_not_hold_up_reconcile_passes(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(reconciler, "INTERVAL", 0.01)
+    monkeypatch.setattr(reconciler, "HOUSEKEEPING_EVERY", 2)
+    release, dumping = threading.Event(), threading.Event()
+    started: list[float] = []
+
+    def slow_backups(now) -> None:  # noqa: ANN001
+        started.append(time.monotonic())
+        dumping.set()
+        release.wait(10)
+
+    ctl = SimpleNamespace(store=None, backups=SimpleNamespace(scheduled=slow_backups),
+                          webhooks=SimpleNamespace(prune=lambda now: 0))
+    loop = reconciler.Reconciler(ctl)
+    passes: list[float] = []
+    monkeypatch.setattr(loop, "run_once", lambda: passes.append(time.monotonic()))
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run_forever, args=(stop,))
+    thread.start()
+    try:
+        assert dumping.wait(5)
+        during = len(passes)
+        time.sleep(0.3)
+        assert len(passes) > during + 5  # passes go on while the backup runs
+        assert len(started) == 1  # and no second housekeeping starts beside the one still running
+    finally:
+        release.set()
+        stop.set()
+        thread.join(5)

@@ -224,7 +224,7 @@ def _base_config(*, admin_port: int, storage_dir: Path, log_file: Path | None, h
     }
     if log_file is not None:
         writer = {"output": "file", "filename": str(log_file), "roll_size_mb": 10, "roll_keep": 3}
-        # Not the admin API's own log: the control plane checks each tier about once a second, and
+        # Not the admin API's own log: the control plane checks each tier every few seconds, and
         # Caddy logs every admin request, headers and all. /load errors come back in its answer.
         config["logging"] = {"logs": {"default": {"writer": writer, "exclude": ["admin.api"]}}}
     return config

@@ -111,3 +111,20 @@ def test_preview_databases_are_copies_of_a_template_until_its_files_change(plane
         assert rows and not any(allow for _, allow in rows)
         logins = conn.execute("select rolcanlogin from pg_roles where rolname like 'bytpl_%'").fetchall()
         assert logins and not any(can for (can,) in logins)
+
+    # `db templates` lists both (newest use first); `db templates drop` refuses bad input, then drops them
+    listed = plane.json("db", "templates", cwd=repo)
+    assert [t["made_by"] for t in listed] == ["pr-3", "pr-1"]
+    assert all(t["database"] == f"bytpl_{t['key'][:16]}_{project}" for t in listed)
+    for args, code, message in (((), 2, "give a KEY"), (("abc", "--all"), 2, "give a KEY"),
+                                (("not-hex",), 2, "is not a template key"), (("0" * 64,), 3, "no template")):
+        bad = plane.run("db", "templates", "drop", *args, cwd=repo, check=False)
+        assert bad.returncode == code and message in bad.stderr, (args, bad.stderr)
+    assert len(plane.json("db", "templates", cwd=repo)) == 2  # nothing changed by the refusals
+    one = plane.json("db", "templates", "drop", listed[1]["key"][:8], cwd=repo)
+    assert one == {"dropped": [listed[1]["database"]]}
+    plane.run("db", "templates", "drop", "--all", cwd=repo)
+    assert plane.json("db", "templates", cwd=repo) == []
+    left = [d for d in admin(plane).databases() if d.startswith(("bytpl_", "bysp_")) and d.endswith("_tpl")]
+    assert left == []
+    assert not [r for r in admin(plane).roles() if r.startswith("bytpl_") and r.endswith("_tpl")]

@@ -226,6 +226,14 @@ def create_app(controller: Controller, token: str) -> FastAPI:
             raise BadInput(f"connect: unknown service {kind!r} (postgres or redis)")
         return ctl.connection(project, env, kind)
 
+    @app.get("/api/projects/{project}/templates", dependencies=[api])
+    def templates(project: str) -> list[dict]:
+        return ctl.data.list_templates(project)
+
+    @app.delete("/api/projects/{project}/templates", dependencies=[api])
+    def drop_templates(project: str, key: str | None = None) -> dict:
+        return {"dropped": ctl.data.drop_templates(project, key)}
+
     @app.post("/api/projects/{project}/environments/{env}/backups", dependencies=[api])
     def backup(project: str, env: str) -> dict:
         return ctl.backups.create(project, env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -700,6 +701,45 @@ def db_refresh(state: State, target: str, source: str, project: str | None, yes:
         ui.info(f"  {line}")
     ui.success(f"{target} refreshed from {source}: {result['tables_sanitized']} tables sanitized, "
                f"{result['tables_truncated']} truncated")
+
+
+@db.group("templates", invoke_without_command=True)
+@click.option("-p", "--project", default=None)
+@json_option
+@pass_state
+@click.pass_context
+def db_templates(ctx: click.Context, state: State, project: str | None, as_json: bool) -> None:
+    """The project's database templates (postgres.templateFiles): key, database, who made it, last use."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = state.client().get(f"/api/projects/{_project(project)}/templates")
+    if as_json:
+        ui.print_json(rows)
+        return
+    ui.table(["KEY", "DATABASE", "MADE BY", "CREATED", "LAST USED"],
+             [(t["key"][:16], t["database"], t["made_by"], t["created_at"][:19], t["last_used_at"][:19]) for t in rows])
+
+
+@db_templates.command("drop")
+@click.argument("key", required=False)
+@click.option("--all", "drop_all", is_flag=True, help="Drop every template of the project.")
+@click.option("-p", "--project", default=None)
+@json_option
+@pass_state
+def db_templates_drop(state: State, key: str | None, drop_all: bool, project: str | None, as_json: bool) -> None:
+    """Drop the template whose key starts with KEY (or --all): the next preview runs its hooks again."""
+    if (key is None) == (not drop_all):
+        raise errors.BadInput("db templates drop: give a KEY (its first characters will do) or --all, not both")
+    if key is not None and not re.fullmatch(r"[0-9a-f]{1,64}", key):
+        raise errors.BadInput(f"db templates drop: {key!r} is not a template key (hex digits, see `branchyard db templates`)")
+    path = f"/api/projects/{_project(project)}/templates" + (f"?key={key}" if key else "")
+    result = state.client().delete(path)
+    if as_json:
+        ui.print_json(result)
+        return
+    dropped = result["dropped"]
+    ui.success(f"dropped {len(dropped)} template{'s' if len(dropped) != 1 else ''}" +
+               (f": {', '.join(dropped)}" if dropped else ""))
 
 
 # --- promotion, approvals, policy --------------------------------------------------------------------

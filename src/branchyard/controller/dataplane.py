@@ -293,6 +293,38 @@ class DataPlane:
         self._refill_spare(project, name, location)
         return name
 
+    def list_templates(self, project: str) -> list[dict]:
+        """The project's database templates, most recently used first (`branchyard db templates`)."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            rows = s.scalars(select(m.DatabaseTemplate).where(m.DatabaseTemplate.project_id == p.id)
+                             .order_by(m.DatabaseTemplate.last_used_at.desc(), m.DatabaseTemplate.id.desc())).all()
+            return [{"key": r.key, "database": r.database, "server": r.location, "made_by": r.source_environment,
+                     "created_at": r.created_at.isoformat() + "Z", "last_used_at": r.last_used_at.isoformat() + "Z"}
+                    for r in rows]
+
+    def drop_templates(self, project: str, key: str | None) -> list[str]:
+        """Drop the template whose key starts with `key` (all of the project's with None), its spare copy
+        included; the next new database with that key runs preDeployCommand and seedCommand again.
+        The databases dropped; NotFound when `key` matches none, BadInput when it matches several."""
+        with self._templates:
+            with self.store.session() as s:
+                p = self.store.project(s, project)
+                rows = s.scalars(select(m.DatabaseTemplate).where(m.DatabaseTemplate.project_id == p.id)).all()
+                if key is not None:
+                    rows = [r for r in rows if r.key.startswith(key)]
+                    if not rows:
+                        raise NotFound(f"db templates drop: no template of project {project!r} has a key starting "
+                                       f"with {key!r} (see `branchyard db templates`)")
+                    if len(rows) > 1:
+                        raise BadInput(f"db templates drop: key {key!r} matches {len(rows)} templates; give more of it")
+                gone = [(r.database, r.location) for r in rows]
+                for r in rows:
+                    s.delete(r)
+            for database, location in gone:
+                self._drop_template(project, database, location)
+        return [database for database, _ in gone]
+
     def _refill_spare(self, project: str, template: str, location: str) -> None:
         """Copy the template's next spare in the background (the next new database is then only a rename)."""
         def copy() -> None:

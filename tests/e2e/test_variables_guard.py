@@ -101,3 +101,37 @@ def test_variables_set_is_refused_whole_when_it_would_reach_production(plane, tm
     assert "variables set in staging: LOG_LEVEL" in ok.stdout
     assert "LOG_LEVEL=info" in stored(plane, repo, "staging")[1]
     assert len(plane.json("deployments", "-e", "staging", cwd=repo)) == len(deployments) + 1
+
+
+def test_variables_delete_is_refused_when_what_shows_through_would_reach_production(plane, tmp_path):
+    """The spec gives staging a value that reaches production's database; a stored override hides it. Deleting
+    the override would let the spec's value through: refused, with nothing deleted and nothing redeployed."""
+    repo = tmp_path / "vd"
+    repo.mkdir()
+    leaky = TOML.format(name="vd", prod_db=PROD_DB) + f'READ_DB = "{PROD_DB}"\n'
+    (repo / "branchyard.toml").write_text(leaky)
+    (repo / "railway.toml").write_text(RAILWAY)
+    (repo / "health").write_text("ok\n")
+    plane.git(repo, "init", "--quiet", "--initial-branch=main")
+    plane.commit(repo, "initial")
+    plane.run("init", cwd=repo)
+    own = "postgresql://app:staging-db-password@db.internal.example:5432/app_staging_reads"
+    plane.run("variables", "set", "--skip-deploys", "-e", "staging", f"READ_DB={own}", "LOG_LEVEL=debug", cwd=repo)
+    plane.git(repo, "push", "branchyard", "main")  # the guard knows production's data from its deployment
+    succeeded(plane, repo, "production")
+    plane.git(repo, "push", "branchyard", "main:develop")
+    succeeded(plane, repo, "staging")  # the stored override wins over the spec's value
+    before, deployments = stored(plane, repo, "staging"), plane.json("deployments", "-e", "staging", cwd=repo)
+
+    for extra in ([], ["--skip-deploys"]):
+        done = plane.run("variables", "delete", *extra, "-e", "staging", "READ_DB", cwd=repo, check=False)
+        assert done.returncode == 2, (extra, done.stdout, done.stderr)
+        assert done.stderr.strip() == ("error: isolation guard: staging: READ_DB points at production's database "
+                                       "app_production on db.internal.example:5432; a non-production environment "
+                                       "must never reach production's data"), done.stderr
+        assert "prod-db-password-1" not in done.stdout + done.stderr
+        assert stored(plane, repo, "staging") == before
+    assert plane.json("deployments", "-e", "staging", cwd=repo) == deployments
+    # deleting a harmless variable goes through
+    plane.run("variables", "delete", "--skip-deploys", "-e", "staging", "LOG_LEVEL", cwd=repo)
+    assert "LOG_LEVEL" not in stored(plane, repo, "staging")[1]

@@ -890,9 +890,11 @@ class Controller:
         keys = self.data.set_variables(project, env_name, pairs, secret=secret)
         return {"set": keys, "deployment_id": self._redeploy_for_variables(project, env_name) if deploy else None}
 
-    def _guard_variables(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool) -> None:
-        """The isolation guard over env_name's variables as they would be after `variables set` of `pairs`: the
-        current release's spec variables, what is stored, the new pairs, resolved as a deploy would (BadInput)."""
+    def _guard_variables(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool,
+                         deleted: str | None = None) -> None:
+        """The isolation guard over env_name's variables as they would be after `variables set` of `pairs` (or
+        `variables delete` of `deleted`): the current release's spec variables, what is stored, the change,
+        resolved as a deploy would (BadInput)."""
         from . import promotions
         from .variables import after_set, environment_variables
 
@@ -917,12 +919,16 @@ class Controller:
             return
         plain, secrets = self.data.stored_variables(env_id) if env_id is not None else ({}, {})
         plain, secrets = after_set(plain, secrets, pairs, secret=secret)
+        if deleted is not None:  # what the spec says for it (or nothing) shows through again
+            plain, secrets = ({k: v for k, v in d.items() if k != deleted} for d in (plain, secrets))
         services = self.data.service_variables(env_id) if env_id is not None else {}
         raw, namespaces = environment_variables(cfg.variables if cfg is not None else {}, plain, secrets, services)
         values = resolve(raw, namespaces=namespaces, port=PORT_PLACEHOLDER, lenient=True).values
         promotions.isolation_guard(self, project, env_name, values, production=False, kind="variables.refused")
 
     def delete_variable(self, project: str, env_name: str, key: str, *, deploy: bool) -> dict:
+        """`variables delete`: refused whole, like `set`, when what shows through would reach production's data."""
+        self._guard_variables(project, env_name, {}, secret=False, deleted=key)
         self.data.delete_variable(project, env_name, key)
         return {"deleted": key, "deployment_id": self._redeploy_for_variables(project, env_name) if deploy else None}
 

@@ -853,7 +853,7 @@ class Router:
             what="the edge Caddy",
         )
         self._caddy_bin = caddy_bin
-        self._checked = False  # both tiers verified in full by this object (healthy path: one GET each)
+        self._checked = False  # both tiers verified in full by this object (healthy path: pids, then a GET each)
         self._probed: tuple[float, tuple[int | None, int | None]] = (0.0, (None, None))  # (when, pids) last answered
         # What apply() last saw the routes tier serve: (routes pid, ports, routes), and when it read or loaded it.
         self._served: tuple[float, Any] = (0.0, None)
@@ -925,7 +925,8 @@ class Router:
     def ensure_running(self) -> None:
         """Adopt both tiers if they answer as ours, else (re)start the one that does not.
 
-        Cheap when both are fine (one small admin GET each); a tier is restarted without touching the other."""
+        Cheap when both are fine (their pids; one small admin GET each every PROBE_EVERY seconds); a tier is
+        restarted without touching the other."""
         with self._lock:
             if self._checked:
                 pids = (self._routes.pid(), self._edge.pid())

@@ -16,16 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench_zero_downtime import cpu_ticks
 from harness import bench_plane
-
-
-def cpu_ticks(pid: int) -> int:
-    """User + system CPU ticks used so far by `pid` (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0
-    return int(fields[11]) + int(fields[12])
 
 
 def children(pid: int) -> list[int]:

@@ -87,6 +87,7 @@ def run(settings: Settings) -> None:
     from .api.app import create_app
     from .backends.local.caddy import Router
     from .backends.local.processes import free_port
+    from .backends.local.tasks import TaskRecords
     from .controller.core import Controller
     from .store.db import Store
 
@@ -102,10 +103,11 @@ def run(settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Caddy admin call is noise
     store = Store(settings.state_db)
     router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port)
-    controller = Controller(settings, store, router)
+    controller = Controller(settings, store, router, TaskRecords(settings.home / "tasks"))
     from .github import feedback as github_feedback
 
-    feedback = github_feedback.start(settings, store, controller)  # None without BRANCHYARD_GITHUB_TOKEN
+    # None without BRANCHYARD_GITHUB_TOKEN
+    feedback = github_feedback.start(settings, store, hostname=controller.routes.hostname, redactor=controller.data.redactor)
     controller.start()
     port = settings.api_port or free_port()
     token = _token(settings)

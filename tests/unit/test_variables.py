@@ -79,5 +79,26 @@ def test_after_set(plain, secrets, pairs, secret, expected):
 def test_environment_variables_layer_spec_then_stored_then_secrets():
     raw, spaces = environment_variables({"A": "spec", "B": "spec"}, {"B": "set"}, {"S": "hidden"}, PG)
     assert raw == {"A": "spec", "B": "set", "S": "${{ secrets.S }}"}
-    assert spaces["secrets"] == {"S": "hidden"} and spaces["shared"] == {"A": "spec", "B": "set"} and "Postgres" in spaces
+    assert spaces["secrets"] == {"S": "hidden"} and "Postgres" in spaces and "shared" not in spaces
     assert resolve(raw, namespaces=spaces).values == {"A": "spec", "B": "set", "S": "hidden"}
+
+
+def test_shared_reference_to_a_secret_resolves_to_its_value_everywhere():
+    """The layering once disagreed: a deploy refused `${{shared.K}}` for a secret K while `variables list` showed
+    the literal `${{ secrets.K }}`. Now every reader layers with environment_variables and gets the value."""
+    raw, spaces = environment_variables({"X": "${{shared.K}}", "Y": "${{ shared.A }}-${{Shared.K}}"}, {"A": "a"},
+                                        {"K": "s3cret"}, {})
+    assert resolve(raw, namespaces=spaces).values == {"X": "s3cret", "Y": "a-s3cret", "A": "a", "K": "s3cret"}
+    assert resolve(raw, namespaces=spaces, lenient=True).values["X"] == "s3cret"
+
+
+def test_shared_reference_to_an_unknown_variable_names_it():
+    with pytest.raises(BadInput) as err:
+        resolve({"X": "${{shared.NOPE}}"}, namespaces={})
+    assert str(err.value) == "variables.X: ${{shared.NOPE}}: shared has no variable 'NOPE'"
+
+
+def test_shared_reference_cycle_is_refused():
+    with pytest.raises(BadInput) as err:
+        resolve({"A": "${{shared.B}}", "B": "${{shared.A}}"}, namespaces={})
+    assert str(err.value) == "variables.A: reference cycle A → B → A"

@@ -107,15 +107,15 @@ def create_app(controller: Controller, token: str) -> FastAPI:
 
     @app.get("/api/projects", dependencies=[api])
     def projects() -> list[dict]:
-        return ctl.list_projects()
+        return ctl.projects.list()
 
     @app.post("/api/projects", dependencies=[api])
     def create_project(body: ProjectIn) -> dict:
-        return ctl.create_project(body.name, body.upstream, body.github_repository)
+        return ctl.projects.create(body.name, body.upstream, body.github_repository)
 
     @app.post("/api/projects/{project}/github", dependencies=[api])
     def configure_github(project: str, body: GithubIn) -> dict:
-        return ctl.configure_github(project, webhook_secret=body.webhook_secret, repository=body.repository)
+        return ctl.projects.configure_github(project, webhook_secret=body.webhook_secret, repository=body.repository)
 
     @app.get("/api/projects/{project}/previews", dependencies=[api])
     def previews(project: str) -> list[dict]:
@@ -145,86 +145,86 @@ def create_app(controller: Controller, token: str) -> FastAPI:
 
     @app.get("/api/projects/{project}", dependencies=[api])
     def project(project: str) -> dict:
-        return ctl.project_info(project)
+        return ctl.projects.info(project)
 
     @app.get("/api/projects/{project}/environments", dependencies=[api])
     def environments(project: str) -> list[dict]:
-        return ctl.list_environments(project)
+        return ctl.environments.list(project)
 
     @app.post("/api/projects/{project}/environments", dependencies=[api])
     def add_environment(project: str, body: EnvironmentIn) -> dict:
-        return ctl.add_environment(project, body.name, branch=body.branch)
+        return ctl.environments.add(project, body.name, branch=body.branch)
 
     @app.get("/api/projects/{project}/environments/{env}", dependencies=[api])
     def environment(project: str, env: str) -> dict:
-        return ctl.environment_info(project, env)
+        return ctl.environments.info(project, env)
 
     @app.delete("/api/projects/{project}/environments/{env}", dependencies=[api])
     def delete_environment(project: str, env: str) -> dict:
-        ctl.delete_environment(project, env)
+        ctl.teardown.delete_environment(project, env)
         return {"deleted": env}
 
     @app.get("/api/projects/{project}/environments/{env}/deployments", dependencies=[api])
     def deployments(project: str, env: str, limit: int = 50) -> list[dict]:
-        return ctl.list_deployments(project, env, limit)
+        return ctl.environments.deployments(project, env, limit)
 
     @app.get("/api/projects/{project}/environments/{env}/logs", dependencies=[api])
     def logs(project: str, env: str, lines: int = 100, build: bool = False, deployment: str | None = None) -> dict:
-        return ctl.environment_logs(project, env, lines=lines, build=build, deployment_id=deployment)
+        return ctl.environments.logs(project, env, lines=lines, build=build, deployment_id=deployment)
 
     @app.post("/api/projects/{project}/environments/{env}/redeploy", dependencies=[api])
     def redeploy(project: str, env: str, body: RedeployIn) -> dict:
-        target = body.deployment_id or ctl.environment_info(project, env)["current_deployment"]
+        target = body.deployment_id or ctl.environments.info(project, env)["current_deployment"]
         if isinstance(target, dict):
             target = target["id"]
         if not target:
             raise NotFound(f"environment {env!r} has no deployment to redeploy")
-        return {"deployment_id": ctl.redeploy(project, env, target)}
+        return {"deployment_id": ctl.deployer.redeploy(project, env, target)}
 
     @app.post("/api/projects/{project}/environments/{env}/rollback", dependencies=[api])
     def rollback(project: str, env: str) -> dict:
-        return {"deployment_id": ctl.rollback(project, env)}
+        return {"deployment_id": ctl.deployer.rollback(project, env)}
 
     @app.post("/api/projects/{project}/environments/{env}/down", dependencies=[api])
     def down(project: str, env: str) -> dict:
-        return ctl.down(project, env)
+        return ctl.environments.down(project, env)
 
     @app.post("/api/projects/{project}/environments/{env}/wake", dependencies=[api])
     def wake(project: str, env: str) -> dict:
-        return {"deployment_id": ctl.wake(project, env)}
+        return {"deployment_id": ctl.environments.wake(project, env)}
 
     @app.post("/api/projects/{project}/environments/{env}/scale", dependencies=[api])
     def scale(project: str, env: str, body: ScaleIn) -> dict:
         if body.service != "web":
             raise BadInput(f"scale: unknown service {body.service!r} (only web runs replicas)")
-        return ctl.scale(project, env, body.replicas)
+        return ctl.environments.scale(project, env, body.replicas)
 
     @app.get("/api/projects/{project}/environments/{env}/variables", dependencies=[api])
     def variables(project: str, env: str) -> dict:
-        return ctl.effective_variables(project, env)
+        return ctl.variables.effective(project, env)
 
     @app.post("/api/projects/{project}/environments/{env}/variables/reveal", dependencies=[api])
     def reveal_variables(project: str, env: str) -> dict:
         """Plain values, for `branchyard run` and `connect` on this machine only: the one place secrets leave."""
-        return ctl.effective_variables(project, env, reveal=True)
+        return ctl.variables.effective(project, env, reveal=True)
 
     @app.post("/api/projects/{project}/environments/{env}/variables", dependencies=[api])
     def set_variables(project: str, env: str, body: VariablesIn) -> dict:
-        return ctl.set_variables(project, env, body.variables, secret=body.secret, deploy=not body.skip_deploys)
+        return ctl.variables.set(project, env, body.variables, secret=body.secret, deploy=not body.skip_deploys)
 
     @app.delete("/api/projects/{project}/environments/{env}/variables/{key}", dependencies=[api])
     def delete_variable(project: str, env: str, key: str, skip_deploys: bool = False) -> dict:
-        return ctl.delete_variable(project, env, key, deploy=not skip_deploys)
+        return ctl.variables.delete(project, env, key, deploy=not skip_deploys)
 
     @app.post("/api/projects/{project}/environments/{env}/plugins", dependencies=[api])
     def add_plugin(project: str, env: str, body: PluginIn) -> dict:
-        return ctl.add_plugin(project, env, body.plugin)
+        return ctl.databases.add_plugin(project, env, body.plugin)
 
     @app.post("/api/projects/{project}/environments/{env}/connection/{kind}", dependencies=[api])
     def connection(project: str, env: str, kind: str) -> dict:
         if kind not in ("postgres", "redis"):
             raise BadInput(f"connect: unknown service {kind!r} (postgres or redis)")
-        return ctl.connection(project, env, kind)
+        return ctl.databases.connection(project, env, kind)
 
     @app.get("/api/projects/{project}/templates", dependencies=[api])
     def templates(project: str) -> list[dict]:
@@ -248,20 +248,20 @@ def create_app(controller: Controller, token: str) -> FastAPI:
 
     @app.post("/api/projects/{project}/environments/{env}/refresh", dependencies=[api])
     def refresh(project: str, env: str, body: RefreshIn) -> dict:
-        return ctl.refresh_database(project, env, body.source)
+        return ctl.databases.refresh(project, env, body.source)
 
     @app.post("/api/projects/{project}/push", dependencies=[api])
     def push(project: str, body: PushIn) -> dict:
-        result = ctl.receive_push(project, body.ref, body.old, body.new, body.git_env)
+        result = ctl.pushes.receive(project, body.ref, body.old, body.new, body.git_env)
         return {"deployment_id": result.deployment_id, "note": result.note}
 
     @app.get("/api/deployments/{deployment_id}", dependencies=[api])
     def deployment(deployment_id: str) -> dict:
-        return ctl.deployment_info(deployment_id)
+        return ctl.environments.deployment(deployment_id)
 
     @app.get("/api/deployments/{deployment_id}/log", dependencies=[api])
     async def deployment_log(deployment_id: str, follow: bool = False, offset: int = 0):
-        text, offset, done = await run_in_threadpool(ctl.read_log, deployment_id, offset)
+        text, offset, done = await run_in_threadpool(ctl.environments.read_log, deployment_id, offset)
         if not follow:
             return StreamingResponse(iter([text]), media_type="text/plain")
 
@@ -272,12 +272,12 @@ def create_app(controller: Controller, token: str) -> FastAPI:
                     yield text
                 if done:
                     # one last read: lines written just before the status turned terminal
-                    text, offset, _ = await run_in_threadpool(ctl.read_log, deployment_id, offset)
+                    text, offset, _ = await run_in_threadpool(ctl.environments.read_log, deployment_id, offset)
                     if text:
                         yield text
                     return
                 await asyncio.sleep(0.05)
-                text, offset, done = await run_in_threadpool(ctl.read_log, deployment_id, offset)
+                text, offset, done = await run_in_threadpool(ctl.environments.read_log, deployment_id, offset)
 
         return StreamingResponse(stream(), media_type="text/plain")
 
@@ -307,12 +307,12 @@ def create_app(controller: Controller, token: str) -> FastAPI:
 
     @app.get("/api/projects/{project}/policy", dependencies=[api])
     def policy_facts(project: str) -> dict:
-        from ..controller.promotions import live_facts
+        from ..controller.policy_facts import live_facts
 
-        return live_facts(ctl, project)
+        return live_facts(ctl.store, ctl.data, ctl.guards, project)
 
     @app.get("/api/events", dependencies=[api])
     def events(project: str | None = None, environment: str | None = None, limit: int = 100) -> list[dict]:
-        return ctl.events(project, environment, limit)
+        return ctl.environments.events(project, environment, limit)
 
     return app

@@ -23,13 +23,17 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from branchyard import failpoints
 from branchyard.build.steps import requirement_files, split_build_command
 from branchyard.errors import BackendError, BuildFailed
+
+if TYPE_CHECKING:
+    from branchyard.backends.local.tasks import TaskRecords
 
 __all__ = [
     "DEPENDENCY_FILES",
@@ -120,8 +124,9 @@ def read_release_meta(dest: Path) -> dict[str, object] | None:
     return meta if isinstance(meta, dict) else None
 
 
-def remove_incomplete_releases(root: Path) -> list[Path]:
-    """Delete root's immediate subdirectories that lack the release marker (start-up cleanup)."""
+def remove_incomplete_releases(root: Path, *, keep: Collection[Path] = ()) -> list[Path]:
+    """Delete root's immediate subdirectories that lack the release marker (start-up cleanup), except `keep`
+    (the exported sources of deployments that will be resumed)."""
     root = Path(root)
     removed: list[Path] = []
     try:
@@ -131,7 +136,7 @@ def remove_incomplete_releases(root: Path) -> list[Path]:
     except OSError as exc:
         raise BackendError(f"cannot list {root}: {exc.strerror}") from None
     for child in children:
-        if child.is_symlink() or not child.is_dir() or release_complete(child):
+        if child.is_symlink() or not child.is_dir() or release_complete(child) or child in keep:
             continue
         try:
             shutil.rmtree(child)
@@ -222,11 +227,13 @@ def build(
     log: Callable[[str], None],
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    tasks: TaskRecords | None = None,
 ) -> BuildResult:
     """Build the release in `src`: cached venv for the install steps, then the other steps, every time.
 
     env: extra variables for the build steps (e.g. the service's variables). timeout: seconds for the
-    whole build; None waits forever. Output is passed to `log` line by line as it arrives.
+    whole build; None waits forever. Output is passed to `log` line by line as it arrives. tasks: where
+    each step's process group is recorded while it runs (killed by the next start if the control plane dies).
     """
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
@@ -258,17 +265,17 @@ def build(
                     shutil.rmtree(venv)
                 log(f"creating virtualenv {digest[:12]} with Python {identity.split()[0]}")
                 argv = [python, "-m", "venv", str(venv)]
-                _run(argv, f"{python} -m venv", cwd=src, env=step_env, log=log, deadline=deadline)
+                _run(argv, f"{python} -m venv", cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
                 for step in install:
                     log(f"$ {step}")
-                    _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline)
+                    _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
                 _write_atomic(venv / VENV_MARKER, json.dumps({"python": identity, "install_steps": install}) + "\n")
             except BaseException:
                 shutil.rmtree(venv, ignore_errors=True)
                 raise
     for step in other:
         log(f"$ {step}")
-        _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline)
+        _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
     return BuildResult(venv=venv, cached=cached, seconds=time.monotonic() - started)
 
 
@@ -457,6 +464,7 @@ def _run(
     env: dict[str, str],
     log: Callable[[str], None],
     deadline: float | None,
+    tasks: TaskRecords | None = None,
 ) -> None:
     """Run argv in its own process group, passing its output to `log` line by line as it arrives.
 
@@ -475,6 +483,14 @@ def _run(
         )
     except OSError as exc:
         raise BuildFailed(f"build failed: cannot run `{label}`: {exc.strerror}") from None
+    with tasks.running(proc.pid, label) if tasks is not None else contextlib.nullcontext():
+        if tasks is not None:
+            failpoints.hit("deploy.during_build")
+        _follow(proc, label, log=log, deadline=deadline)
+
+
+def _follow(proc: subprocess.Popen[bytes], label: str, *, log: Callable[[str], None], deadline: float | None) -> None:
+    """Pass proc's output to `log` until it exits (killing its group at the deadline); BuildFailed unless it exits 0."""
     assert proc.stdout is not None
     lines: queue.Queue[bytes | None] = queue.Queue()
     reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)

@@ -127,6 +127,7 @@ def server_stop(state: State, everything: bool) -> None:
     ui.info("control plane stopped" if stopped else "control plane was not running")
     if everything:
         from ..backends.local.caddy import Router
+        from ..backends.local.tasks import TaskRecords
         from ..controller.core import Controller
         from ..store.db import Store
 
@@ -135,7 +136,8 @@ def server_stop(state: State, everything: bool) -> None:
         s = state.settings
         store = Store(s.state_db)
         try:
-            Controller(s, store, Router(home=s.home / "caddy", http_port=s.http_port, admin_port=s.admin_port)).stop_everything()
+            router = Router(home=s.home / "caddy", http_port=s.http_port, admin_port=s.admin_port)
+            Controller(s, store, router, TaskRecords(s.home / "tasks")).stop_everything()
         finally:
             store.close()
         ui.info("app processes and router stopped")

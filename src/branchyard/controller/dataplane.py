@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..secrets import Redactor, SecretBox
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
+from .variables import environment_variables
 
 DEFAULT_NAMES = {"postgres": "Postgres", "redis": "Redis"}
 PLUGINS = {"postgresql": "postgres", "postgres": "postgres", "redis": "redis"}
@@ -109,6 +111,12 @@ class DataPlane:
                 else:
                     plain[row.key] = row.value
         return plain, secret
+
+    def layered_variables(self, env_id: int, spec_variables: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Mapping[str, str]]]:
+        """The environment's raw variables (spec, then `variables set`, then secrets) and the namespaces they resolve
+        in (its services, `secrets`): the one layering every reader uses (see variables.environment_variables)."""
+        plain, secrets = self.stored_variables(env_id)
+        return environment_variables(spec_variables, plain, secrets, self.service_variables(env_id))
 
     def redactor(self, env_id: int) -> Redactor:
         """Masks every secret value and service password of one environment."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,13 +10,18 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import failpoints
+from ..backends.local.tasks import TaskRecords
 from ..errors import DeployFailed
 
 HOOK_TIMEOUT = 600  # seconds
 
 
-def run_hook(command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float) -> None:
-    """Run `command` with the environment's variables; DeployFailed (naming it and its exit code) unless it exits 0."""
+def run_hook(command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float,
+             tasks: TaskRecords | None = None) -> None:
+    """Run `command` with the environment's variables; DeployFailed (naming it and its exit code) unless it exits 0.
+
+    `tasks` records the hook's process group while it runs (the next start kills it if the control plane dies)."""
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -24,9 +30,11 @@ def run_hook(command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str
     timer = threading.Timer(timeout, lambda: _kill(proc))
     timer.start()
     try:
-        for raw in proc.stdout:
-            out("       " + raw.decode(errors="replace").rstrip())
-        code = proc.wait()
+        with tasks.running(proc.pid, command) if tasks is not None else contextlib.nullcontext():
+            failpoints.hit("deploy.during_hook")
+            for raw in proc.stdout:
+                out("       " + raw.decode(errors="replace").rstrip())
+            code = proc.wait()
     finally:
         timer.cancel()
     if code != 0:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -37,6 +38,13 @@ from ..spec.model import PR_TEMPLATE, PreviewDecl
 from ..store import models as m
 from ..triggers import github_webhook as gh
 from ..triggers.gitremote import fetch_commit
+from .projects import remember_spec
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..store.db import Store
+    from .deployer import Deployer
+    from .teardown import Teardown
 
 log = logging.getLogger("branchyard.previews")
 
@@ -161,9 +169,13 @@ def policy_from_json(text: str | None) -> PreviewDecl | None:
 
 
 class Previews:
-    def __init__(self, controller) -> None:  # noqa: ANN001 - Controller (import cycle)
-        self.ctl = controller
-        self.store = controller.store
+    def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, teardown: Teardown,
+                 stop: threading.Event) -> None:
+        self.settings = settings
+        self.store = store
+        self.deployer = deployer
+        self.teardown = teardown
+        self.stop = stop  # the control plane is stopping: nothing waits any longer
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="preview")
         self._busy: set[tuple[str, str]] = set()  # (project, environment) with an action in flight
         self._guard = threading.Lock()
@@ -336,10 +348,8 @@ class Previews:
                 if env is not None:
                     dep = s.scalar(select(m.Deployment).where(m.Deployment.environment_id == env.id)
                                    .order_by(m.Deployment.created_at.desc()))
-                    # a build the control plane's own stop interrupted is tried again; a failed build is not
-                    interrupted = dep is not None and dep.status == m.FAILED and (dep.error or "").startswith(
-                        "the control plane stopped")
-                    latest = None if dep is None or interrupted else dep.commit_sha
+                    # an unfinished build is the deployer's to resume (deploy_plan); a failed one is not tried again
+                    latest = None if dep is None else dep.commit_sha
                 out.append(PreviewObs(environment=r.environment, open=r.open, decision=r.decision, head_sha=r.head_sha,
                                       last_activity=_epoch(r.last_activity_at), env_exists=env is not None,
                                       latest_sha=latest, waiting_since=since.get(r.environment)))
@@ -408,7 +418,7 @@ class Previews:
             try:
                 spec = self._spec_at(project, repo, upstream, base_sha)
                 policy, persistent = spec.preview, [d.branch for d in spec.environments.values() if d.branch]
-                self.ctl.remember_spec(project, spec)
+                remember_spec(self.store, project, spec)
             except BranchyardError as err:
                 log.warning("%s/%s: base commit %s unreadable (%s); using the stored policy", project, env_name,
                             base_sha[:12], err)
@@ -465,7 +475,7 @@ class Previews:
 
     def _read_spec(self, repo: Path, upstream: str | None, project: str, sha: str):  # noqa: ANN202 - ProjectSpec
         fetch_commit(repo, upstream, sha)
-        tmp = names.safe_join(self.ctl.settings.releases_dir, project, f".spec-{sha[:40]}-{time.monotonic_ns()}")
+        tmp = names.safe_join(self.settings.releases_dir, project, f".spec-{sha[:40]}-{time.monotonic_ns()}")
         try:
             release.export_commit(repo, sha, tmp)
             return load_project(tmp)
@@ -495,7 +505,7 @@ class Previews:
                       policy: PreviewDecl | None, repo: Path, git_env: dict[str, str] | None = None) -> str | None:
         """Export `sha`, check its spec has a preview template, create the environment (secrets copied when
         allowed) and queue the build. The deployment id, or None when refused (recorded)."""
-        incoming = names.safe_join(self.ctl.settings.releases_dir, project, f".incoming-{sha[:40]}-{time.monotonic_ns()}")
+        incoming = names.safe_join(self.settings.releases_dir, project, f".incoming-{sha[:40]}-{time.monotonic_ns()}")
         try:
             release.export_commit(repo, sha, incoming, git_env=git_env)
             spec = load_project(incoming)
@@ -504,8 +514,8 @@ class Previews:
                              "[environments.pr] template to build a preview from", "preview.refused")
                 return None
             self._create_environment(project, env_name, branch, fork=fork, policy=policy or spec.preview)
-            return self.ctl._queue_build(project, env_name, sha, branch, "webhook" if branch is None or
-                                         env_name.startswith("pr-") else "push", incoming, spec)
+            return self.deployer.queue_build(project, env_name, sha, branch, "webhook" if branch is None or
+                                             env_name.startswith("pr-") else "push", incoming, spec)
         except BranchyardError as err:
             self._decide(project, env_name, m.PREVIEW_REFUSED, str(err), "preview.refused")
             return None
@@ -541,27 +551,21 @@ class Previews:
             self.store.record(s, project, "preview.created", f"preview {env_name} created ({note})", environment=env_name)
 
     def _wait(self, dep_id: str, timeout: float = 3600) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.ctl._stop.is_set():  # a stopping server does not wait
-            with self.store.session() as s:
-                dep = s.get(m.Deployment, dep_id)
-                if dep is None or dep.status in m.TERMINAL:
-                    return
-            time.sleep(0.2)
+        self.deployer.wait(dep_id, timeout=timeout, stop=self.stop)  # a stopping server does not wait
 
     def _destroy(self, project: str, action: Destroy) -> None:
         """Cancel the environment's builds, then free everything it holds (processes, route, database, files)."""
         env_name = action.environment
         deadline = time.monotonic() + DESTROY_WAIT
         while True:
-            running = self.ctl.cancel_deployments(project, env_name)
+            running = self.deployer.cancel(project, env_name)
             if not running:
                 break
             if time.monotonic() > deadline:
                 raise Conflict(f"{env_name}: builds {', '.join(running)} did not stop; destroy retried later")
             time.sleep(0.1)
         try:
-            self.ctl.delete_environment(project, env_name)
+            self.teardown.delete_environment(project, env_name)
         except NotFound:
             return
         with self.store.session() as s:

@@ -15,28 +15,33 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from .. import names, policy
+from .. import names
 from .. import promotion as pm
 from ..build import release
-from ..errors import BadInput, BranchyardError, Conflict, NotFound
+from ..errors import BadInput, Conflict, NotFound
+from ..settings import Settings
 from ..spec import load_project
-from ..spec.model import ProjectSpec, PromotionSpec
+from ..spec.model import PromotionSpec
 from ..store import models as m
+from ..store.db import Store
+from . import guards
+from .dataplane import DataPlane
+from .deployer import Deployer
+from .environments import Environments
+from .guards import Guards
 from .replicas import PORT_PLACEHOLDER
+from .routes import Routes
+from .snapshot import web_of
 from .variables import resolve
-
-if TYPE_CHECKING:
-    from .core import Controller
 
 log = logging.getLogger("branchyard.promotions")
 
@@ -47,9 +52,15 @@ POLL = 0.2
 class Promotions:
     """Plans, confirmations, approvals and the promotion driver of one controller."""
 
-    def __init__(self, ctl: Controller) -> None:
-        self.ctl = ctl
-        self.store = ctl.store
+    def __init__(self, settings: Settings, store: Store, *, data: DataPlane, deployer: Deployer,
+                 environments: Environments, guards: Guards, routes: Routes) -> None:
+        self.settings = settings
+        self.store = store
+        self.data = data
+        self.deployer = deployer
+        self.environments = environments
+        self.guards = guards
+        self.routes = routes
         self._guard = threading.Lock()  # one state change of a promotion at a time
 
     # --- reading -------------------------------------------------------------------------------------
@@ -113,7 +124,7 @@ class Promotions:
             source_dep_id = src_dep.id
         if not release.release_complete(release_dir):
             raise NotFound(f"promote: {source}'s current release ({source_dep_id[:8]}) is not retained")
-        gate_spec = self.gate_spec(project, target, load_project(release_dir))
+        gate_spec = self.guards.gate_spec(project, target, load_project(release_dir))
         pm.check_route(source, target, source_production=source_production, target_production=target_production,
                        spec=gate_spec)
         with self._guard:
@@ -143,26 +154,9 @@ class Promotions:
                     self._end(s, row, m.PROMOTION_FAILED, _refusal(plan), kind="promotion.refused", actor=actor)
                 return self._dict(s, row)
 
-    def gate_spec(self, project: str, target: str, fallback: ProjectSpec) -> PromotionSpec | None:
-        """The gates of TARGET: from the release TARGET runs now (a commit cannot loosen the gates that let it in),
-        else from the incoming release."""
-        with self.store.session() as s:
-            env = self.store.environment(s, self.store.project(s, project), target)
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
-            release_dir = Path(current.release_dir) if current is not None and current.release_dir else None
-        spec = fallback
-        if release_dir is not None and release.release_complete(release_dir):
-            try:
-                spec = load_project(release_dir)
-            except BranchyardError:
-                spec = fallback
-        decl = spec.environments.get(target)
-        return decl.promotion if decl is not None else None
-
     def _plan(self, project: str, source: str, target: str, spec: PromotionSpec | None, approvers: list[str], *,
               run_smoke: bool, previous_smoke: pm.SmokeResult | None = None) -> pm.Plan:
         """Observe both environments and compute the plan (gates included)."""
-        ctl = self.ctl
         with self.store.session() as s:
             p = self.store.project(s, project)
             src_env, dst_env = self.store.environment(s, p, source), self.store.environment(s, p, target)
@@ -170,13 +164,13 @@ class Promotions:
             dst_dep = s.get(m.Deployment, dst_env.current_deployment_id) if dst_env.current_deployment_id else None
             source_facts = _facts(src_dep)
             target_facts = _facts(dst_dep) if dst_dep is not None else None
-            before = json.loads(ctl.data.box.decrypt(dst_dep.variables_json)) if dst_dep and dst_dep.variables_json else {}
+            before = json.loads(self.data.box.decrypt(dst_dep.variables_json)) if dst_dep and dst_dep.variables_json else {}
             release_dir, repo = Path(src_dep.release_dir), p.repo_path
-            source_url = ctl.settings.public_url(ctl.hostname(p, src_env))
+            source_url = self.routes.url(p, src_env)
             dst_env_id, production, override = dst_env.id, dst_env.production, dst_env.replicas_override
-            successes = frozenset() if spec is None or spec.source is None else _successes(s, p, spec.source)
+            successes = frozenset() if spec is None or spec.source is None else guards.successes(s, p, spec.source)
         cfg = load_project(release_dir).environment(target)
-        raw, namespaces = ctl._variables_for(dst_env_id, cfg)
+        raw, namespaces = self.data.layered_variables(dst_env_id, cfg.variables)
         pending = {svc.name: "not provisioned yet" for svc in (cfg.postgres, cfg.redis)
                    if svc is not None and svc.name not in namespaces}
         after = resolve(raw, namespaces=namespaces, pending_namespaces=pending, port=PORT_PLACEHOLDER).values
@@ -191,12 +185,12 @@ class Promotions:
             commits=_commits(repo, target_facts.commit if target_facts else None, source_facts.commit),
             source_env_successes=successes, approvers=tuple(approvers), smoke=smoke,
         )
-        return pm.plan(observed, spec, target_production=production, mask=ctl.data.redactor(dst_env_id),
+        return pm.plan(observed, spec, target_production=production, mask=self.data.redactor(dst_env_id),
                        replicas_override=override)
 
     def _health(self, project: str, env_name: str) -> tuple[bool, str]:
         """Whether every replica of the environment's current deployment passes its health check right now."""
-        info = self.ctl.environment_info(project, env_name)
+        info = self.environments.info(project, env_name)
         replicas = info["replicas"]
         healthy = [r for r in replicas if r["alive"] and r["health"] == "healthy"]
         path = _health_path(self, project, env_name) or "/"
@@ -279,7 +273,7 @@ class Promotions:
             return self.get(pid)
         with self.store.session() as s:
             release_dir = Path(s.get(m.Deployment, source_dep_id).release_dir or "")
-        spec = self.gate_spec(project, target, load_project(release_dir))
+        spec = self.guards.gate_spec(project, target, load_project(release_dir))
         previous = _smoke_from(old_plan)
         plan = self._plan(project, source, target, spec, approvers, run_smoke=rerun_smoke or previous is None,
                           previous_smoke=previous)
@@ -300,35 +294,23 @@ class Promotions:
 
     def _start(self, pid: str, actor: str) -> None:
         """Copy the source's release (no rebuild) into a new deployment of the target and run it; then verify."""
-        ctl = self.ctl
         with self.store.session() as s:
             row = s.get(m.Promotion, pid)
-            project, target = row.project, row.target
-            src = s.get(m.Deployment, row.source_deployment_id)
-            source_release = Path(src.release_dir)
-        incoming = names.safe_join(ctl.settings.releases_dir, project, f".incoming-promote-{pid}-{time.monotonic_ns()}")
-        held = ctl._busy_lock(project, target)
-        try:
-            shutil.copytree(source_release, incoming, symlinks=True)  # the same bytes and the same virtualenv
-            with self.store.session() as s:
-                row = s.get(m.Promotion, pid)
-                p = self.store.project(s, project)
-                env = self.store.environment(s, p, target)
-                src = s.get(m.Deployment, row.source_deployment_id)
-                dep = ctl._new_deployment(s, p, env, sha=src.commit_sha, branch=src.branch, trigger="promote")
-                dep.release_dir = str(names.safe_join(ctl.settings.releases_dir, project, dep.id))
-                row.previous_deployment_id = env.current_deployment_id
-                row.target_deployment_id, row.state = dep.id, m.PROMOTION_PROMOTING
-                dep_id, release_dir = dep.id, Path(dep.release_dir)
-                self.store.record(s, project, "promotion.started", f"promotion {pid[:8]}: {row.source} → {target}, "
-                                  f"{src.commit_sha[:12]} (release of deployment {src.id[:8]}, not rebuilt)",
-                                  environment=target, deployment_id=dep_id, actor=actor)
-            incoming.rename(release_dir)
-        except BaseException:
-            shutil.rmtree(incoming, ignore_errors=True)
-            held.lock.release()
-            raise
-        ctl._start_worker(project, target, dep_id, ctl._promote_and_roll_out, holding_lock=True)
+            project, target, source_dep_id = row.project, row.target, row.source_deployment_id
+
+        def recorded(s: Session, dep: m.Deployment) -> None:
+            row = s.get(m.Promotion, pid)
+            env = s.get(m.Environment, dep.environment_id)
+            row.previous_deployment_id = env.current_deployment_id
+            row.target_deployment_id, row.state = dep.id, m.PROMOTION_PROMOTING
+            self.store.record(s, project, "promotion.started", f"promotion {pid[:8]}: {row.source} → {target}, "
+                              f"{dep.commit_sha[:12]} (release of deployment {source_dep_id[:8]}, not rebuilt)",
+                              environment=target, deployment_id=dep.id, actor=actor)
+
+        self.deployer.queue_promotion(project, target, source_dep_id, on_recorded=recorded)
+        self._drive_in_background(pid)
+
+    def _drive_in_background(self, pid: str) -> None:
         threading.Thread(target=self._drive, args=(pid,), name=f"promote-{pid[:8]}", daemon=True).start()
 
     def _drive(self, pid: str) -> None:
@@ -357,9 +339,9 @@ class Promotions:
             row.state = m.PROMOTION_VERIFYING
             p = self.store.project(s, project)
             env = self.store.environment(s, p, target)
-            url = self.ctl.settings.public_url(self.ctl.hostname(p, env))
+            url = self.routes.url(p, env)
             release_dir = Path(s.get(m.Deployment, dep_id).release_dir)
-        gates = self.gate_spec(project, target, load_project(release_dir))
+        gates = self.guards.gate_spec(project, target, load_project(release_dir))
         if gates is None or not gates.smoke_command:
             with self.store.session() as s:
                 self._end(s, s.get(m.Promotion, pid), m.PROMOTION_SUCCESS, None, kind="promotion.succeeded",
@@ -399,22 +381,14 @@ class Promotions:
         deadline = time.monotonic() + 60
         while True:
             try:
-                return self.ctl.redeploy(project, target, previous, trigger="rollback")
+                return self.deployer.redeploy(project, target, previous, trigger="rollback")
             except Conflict:
                 if time.monotonic() > deadline:
                     return None
                 time.sleep(0.5)  # the promoted deployment's worker is letting go of the environment
 
     def _wait(self, dep_id: str, timeout: float = 3600) -> tuple[str, str | None]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.store.session() as s:
-                dep = s.get(m.Deployment, dep_id)
-                status, error = dep.status, dep.error
-            if status in m.TERMINAL and dep_id not in self.ctl.in_progress():
-                return status, error
-            time.sleep(POLL)
-        return "FAILED", "timed out waiting for the deployment"
+        return self.deployer.wait(dep_id, timeout=timeout)
 
     def _end(self, s, row: m.Promotion, state: str, error: str | None, *, kind: str, actor: str,  # noqa: ANN001
              note: str | None = None) -> None:
@@ -424,76 +398,17 @@ class Promotions:
                           actor=actor)
 
     def recover(self) -> None:
-        """After a restart: open promotions stay open (approvals kept); one cut off mid-deploy is FAILED with why."""
+        """After a restart: open promotions stay open (approvals kept); one cut off while PROMOTING or VERIFYING is
+        driven again — the deployer resumes its deployment, then the smoke tests run against the target."""
         with self.store.session() as s:
-            for row in s.scalars(select(m.Promotion).where(m.Promotion.state.in_(m.PROMOTION_ACTIVE))).all():
-                dep = s.get(m.Deployment, row.target_deployment_id) if row.target_deployment_id else None
-                where = f"; {row.target}'s deployment {dep.id[:8]} is {dep.status}" if dep is not None else ""
-                self._end(s, row, m.PROMOTION_FAILED, f"the control plane restarted during {row.state}{where}; "
-                          "post-deploy verification did not run (check it, then roll back or promote again)",
-                          kind="promotion.failed", actor="system")
-
-
-# --- the same rules on the ordinary deploy path ------------------------------------------------------
-
-
-def require_source_first(ctl: Controller, project: str, env_name: str, spec: ProjectSpec, sha: str) -> None:
-    """`requireStaging`: a commit deployed to env_name (git push, `up`) must have succeeded in `from` first."""
-    gates = ctl.promotions.gate_spec(project, env_name, spec)
-    if gates is None or not gates.require_source or gates.source is None:
-        return
-    with ctl.store.session() as s:
-        p = ctl.store.project(s, project)
-        if sha in _successes(s, p, gates.source):
-            return
-        reason = (f"{sha[:12]} never ran successfully in {gates.source}; {env_name} requires it first "
-                  f"(environments.{env_name}.promotion.requireStaging): deploy it to {gates.source}, then "
-                  f"`branchyard promote {gates.source} {env_name}`")
-        ctl.store.record(s, project, "deploy.refused", reason, environment=env_name, actor="git push")
-    raise BadInput(reason)
-
-
-def production_facts(ctl: Controller, project: str) -> policy.ProductionFacts | None:
-    """Production's credentials and the addresses of its data, for the isolation guard (never leaves the server)."""
-    with ctl.store.session() as s:
-        p = ctl.store.project(s, project)
-        env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.production.is_(True)))
-        if env is None:
-            return None
-        current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
-        snapshot = current.variables_json if current is not None else None
-        env_id = env.id
-    _, secrets = ctl.data.stored_variables(env_id)
-    services = ctl.data.service_variables(env_id)
-    values = json.loads(ctl.data.box.decrypt(snapshot)) if snapshot else {}
-    return policy.production_facts(secrets=secrets, services=services, values=values)
-
-
-def isolation_refusal(ctl: Controller, project: str, env_name: str, values: dict[str, str], *,
-                      production: bool) -> str | None:
-    """The isolation guard's one-line refusal for these resolved variables of env_name, or None when they are isolated."""
-    if production:
-        return None
-    facts = production_facts(ctl, project)
-    if facts is None:
-        return None
-    found = policy.isolation_findings(env_name, values, facts)
-    if not found:
-        return None
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return f"isolation guard: {found[0]}{more}; a non-production environment must never reach production's data"
-
-
-def isolation_guard(ctl: Controller, project: str, env_name: str, values: dict[str, str], *, production: bool,
-                    kind: str = "deploy.refused") -> None:
-    """Refuse (BadInput, recorded as `kind`) variables of a non-production environment that equal or point at
-    production's data or credentials."""
-    reason = isolation_refusal(ctl, project, env_name, values, production=production)
-    if reason is None:
-        return
-    with ctl.store.session() as s:
-        ctl.store.record(s, project, kind, reason, environment=env_name, actor="isolation guard")
-    raise BadInput(reason)
+            active = list(s.scalars(select(m.Promotion.id).where(m.Promotion.state.in_(m.PROMOTION_ACTIVE))))
+            for pid in active:
+                row = s.get(m.Promotion, pid)
+                self.store.record(s, row.project, "promotion.resumed", f"promotion {pid[:8]} {row.source} → {row.target} "
+                                  f"resumed after a control plane restart ({row.state})", environment=row.target,
+                                  deployment_id=row.target_deployment_id, actor="system")
+        for pid in active:
+            self._drive_in_background(pid)
 
 
 # --- smoke tests ---------------------------------------------------------------------------------------
@@ -546,20 +461,12 @@ def _facts(dep: m.Deployment) -> pm.DeploymentFacts:
                               config=json.loads(dep.config_json) if dep.config_json else None)
 
 
-def _successes(s, p: m.Project, env_name: str) -> frozenset[str]:  # noqa: ANN001 - Session
-    """Commits that ran successfully (reached SUCCESS) in one environment of the project."""
-    env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
-    if env is None:
-        return frozenset()
-    return frozenset(s.scalars(select(m.Deployment.commit_sha).where(
-        m.Deployment.environment_id == env.id, m.Deployment.status.in_(pm.RAN_SUCCESSFULLY))))
-
-
 def _health_path(self: Promotions, project: str, env_name: str) -> str | None:
     with self.store.session() as s:
         env = self.store.environment(s, self.store.project(s, project), env_name)
         dep = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
-        return json.loads(dep.config_json)["web"].get("healthcheck_path") if dep and dep.config_json else None
+        web = web_of(dep.config_json) if dep is not None else None
+        return web.healthcheck_path if web is not None else None
 
 
 def _commits(repo: str, old: str | None, new: str, limit: int = 50) -> tuple[tuple[str, str], ...]:
@@ -589,78 +496,3 @@ def _refusal(plan: pm.Plan) -> str:
 
 
 
-# --- live facts for `branchyard check` ---------------------------------------------------------------------
-
-
-def live_facts(ctl: Controller, project: str) -> dict:
-    """What the live policy rules read. Secret values stay here: only findings and key names are returned."""
-    facts = production_facts(ctl, project)
-    envs, services, isolation, secrets_by_env = [], [], [], {}
-    production_row = None
-    with ctl.store.session() as s:
-        p = ctl.store.project(s, project)
-        repo = p.repo_path
-        rows = s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id)).all()
-        for env in rows:
-            latest = s.scalar(select(m.Deployment).where(m.Deployment.environment_id == env.id)
-                              .order_by(m.Deployment.created_at.desc()))
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
-            envs.append({"name": env.name, "production": env.production, "ephemeral": env.ephemeral,
-                         "state": env.state, "branch": env.branch, "id": env.id,
-                         "latest_status": latest.status if latest else None, "latest_id": latest.id if latest else "",
-                         "latest_error": latest.error if latest else None,
-                         "snapshot": current.variables_json if current is not None else None,
-                         "commit": current.commit_sha if current is not None else None})
-        persistent_heads = [e["branch"] for e in envs if not e["ephemeral"] and e["branch"]]
-        closed_previews = set(s.scalars(select(m.Preview.environment).where(  # pull requests known to be closed
-            m.Preview.project_id == p.id, m.Preview.open.is_(False))))
-        for e in envs:
-            if e["production"] and e["commit"] and e["snapshot"]:
-                release_dir = s.get(m.Deployment, s.get(m.Environment, e["id"]).current_deployment_id).release_dir
-                production_row = (e, release_dir)
-    for e in envs:
-        _, secrets = ctl.data.stored_variables(e["id"])
-        secrets_by_env[e["name"]] = secrets
-        for name, space in ctl.data.service_variables(e["id"]).items():
-            for key in ("DATABASE_URL", "REDIS_URL"):
-                address = policy.postgres_address(space.get(key, "")) or policy.redis_address(space.get(key, ""))
-                if address:
-                    kind = "database" if key == "DATABASE_URL" else "Redis"
-                    services.append({"environment": e["name"], "kind": kind, "location": ":".join(map(str, address))})
-        if not e["production"] and facts is not None and e["snapshot"]:
-            values = json.loads(ctl.data.box.decrypt(e["snapshot"]))
-            isolation += policy.isolation_findings(e["name"], values, facts)
-        if e["ephemeral"]:
-            e["merged"] = e["name"] in closed_previews or bool(
-                e["branch"] and any(_merged(repo, e["branch"], head) for head in persistent_heads))
-    out = {
-        "environments": [{k: v for k, v in e.items() if k not in ("snapshot", "id")} for e in envs],
-        "services": services,
-        "isolation": isolation,
-        "same_secrets": policy.same_secrets(secrets_by_env),
-        "production_commit": None,
-    }
-    if production_row is not None:
-        e, release_dir = production_row
-        gates = ctl.promotions.gate_spec(project, e["name"], load_project(Path(release_dir))) if release_dir else None
-        if gates is not None and gates.source:
-            with ctl.store.session() as s:
-                ran = e["commit"] in _successes(s, ctl.store.project(s, project), gates.source)
-            out["production_commit"] = {"environment": e["name"], "commit": e["commit"], "source": gates.source,
-                                        "ran_in_source": ran}
-    return out
-
-
-def _merged(repo: str, branch: str, into: str) -> bool:
-    """Whether `branch` has commits of its own and they are all contained in `into` (a branch just created from
-    `into`, still at its head, is not merged)."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "--git-dir", repo, *args], capture_output=True, text=True, timeout=30)
-
-    try:
-        heads = git("rev-parse", f"refs/heads/{branch}", f"refs/heads/{into}").stdout.split()
-        if len(heads) != 2 or heads[0] == heads[1]:
-            return False
-        return git("merge-base", "--is-ancestor", heads[0], heads[1]).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False

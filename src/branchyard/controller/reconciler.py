@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -13,8 +13,17 @@ from sqlalchemy import select
 from .. import failpoints, plan
 from ..backends.local import processes
 from ..backends.local.health import probe
+from ..backends.ports import RouterPort
 from ..errors import BranchyardError
+from ..spec.model import WebConfig
 from ..store import models as m
+from ..store.db import Store
+from .deployer import Deployer
+from .locks import EnvLocks
+from .previews import Previews
+from .replicas import Replicas
+from .routes import Routes
+from .snapshot import web_of
 
 log = logging.getLogger("branchyard.reconciler")
 
@@ -23,9 +32,19 @@ HOUSEKEEPING_EVERY = 60  # passes between scheduled-backup checks
 
 
 class Reconciler:
-    def __init__(self, controller) -> None:  # noqa: ANN001 - Controller (import cycle)
-        self.ctl = controller
-        self.store = controller.store
+    """Every pass: the router is up, each environment runs exactly its current deployment's replicas (healthy,
+    restarted per policy), each unfinished deployment is being worked on (deploy_plan), routes match."""
+
+    def __init__(self, store: Store, *, router: RouterPort, routes: Routes, replicas: Replicas, deployer: Deployer,
+                 locks: EnvLocks, previews: Previews, housekeeping: Callable[[], None]) -> None:
+        self.store = store
+        self.router = router
+        self.routes = routes
+        self.replicas = replicas
+        self.deployer = deployer
+        self.locks = locks
+        self.previews = previews
+        self.housekeeping = housekeeping  # scheduled backups, old deliveries: in a thread of its own
 
     def run_forever(self, stop: threading.Event) -> None:
         passes = 0
@@ -43,19 +62,18 @@ class Reconciler:
 
     def _housekeeping(self) -> None:
         try:
-            self.ctl.backups.scheduled(m.utcnow())
-            self.ctl.webhooks.prune(m.utcnow())
+            self.housekeeping()
         except Exception:
             log.exception("housekeeping (scheduled backups, old deliveries) failed")
 
     def run_once(self) -> None:
-        """One pass over every environment whose lock is free, then make the routes match."""
-        self.ctl.router.ensure_running()  # a router tier that died comes back (cheap when both answer)
-        self.ctl.previews.kick()  # previews: create missing ones, destroy closed and idle ones (its own thread)
+        """One pass over every environment whose lock is free, then its deployments, then make the routes match."""
+        self.router.ensure_running()  # a router tier that died comes back (cheap when both answer)
+        self.previews.kick()  # previews: create missing ones, destroy closed and idle ones (its own thread)
         with self.store.session() as s:
             envs = s.execute(select(m.Project.name, m.Environment.name).join(m.Environment)).all()
         for project, env_name in envs:
-            lock = self.ctl.lock(project, env_name)
+            lock = self.locks.lock(project, env_name)
             if not lock.acquire(blocking=False):
                 continue  # a deploy or an operation is working on it and will leave a consistent state
             try:
@@ -64,7 +82,8 @@ class Reconciler:
                 log.warning("reconcile %s/%s: %s", project, env_name, err)
             finally:
                 lock.release()
-        self.ctl.sync_routes()
+        self.deployer.converge_all()  # after the replicas: leftovers of an interrupted attempt are stopped first
+        self.routes.sync()
 
     def reconcile_env(self, project: str, env_name: str, *, wait_healthy: bool = False) -> None:
         """Observe, plan, apply for one environment; the caller holds its lock.
@@ -83,9 +102,9 @@ class Reconciler:
             if not isinstance(action, (plan.StopReplica, plan.StartReplica)):
                 self._apply(project, env_name, action, rows)
         if actions:
-            self.ctl.sync_routes()
+            self.routes.sync()
 
-    def _observe(self, project: str, env_name: str):  # noqa: ANN202
+    def _observe(self, project: str, env_name: str) -> tuple[plan.EnvObs | None, dict[int, m.Replica]]:
         with self.store.session() as s:
             p = self.store.project(s, project)
             env = self.store.environment(s, p, env_name)
@@ -99,32 +118,32 @@ class Reconciler:
                 )
             }
             current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
-            web = json.loads(current.config_json)["web"] if current is not None and current.config_json else {}
-            desired = (env.replicas_override or int(web.get("replicas") or 1)) if current is not None else None
+            web = (web_of(current.config_json) if current is not None else None) or WebConfig()
+            desired = (env.replicas_override or web.replicas) if current is not None else None
             state, current_id, current_status = env.state, env.current_deployment_id, current.status if current else None
-        in_progress = self.ctl.in_progress()
+        in_progress = self.deployer.running()
         observed = []
         for r in rows.values():
             h = processes.ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
             alive = processes.is_alive(h)  # reaps our own children, so exit_code() below knows their status
             healthy, overdue = None, False
             if alive and r.state == m.REPLICA_STARTING and r.deployment_id not in in_progress:
-                healthy = probe(r.port, web.get("healthcheck_path"), timeout=1.0).ok
-                timeout = int(web.get("healthcheck_timeout") or 300)
+                healthy = probe(r.port, web.healthcheck_path, timeout=1.0).ok
+                timeout = web.healthcheck_timeout
                 overdue = (m.utcnow() - r.started_at).total_seconds() > timeout
             observed.append(
                 plan.ReplicaObs(
                     id=r.id, deployment_id=r.deployment_id, slot=r.slot, alive=alive, state=r.state, restarts=r.restarts,
                     exit_code=None if alive else processes.exit_code(h), healthy=healthy, overdue=overdue,
                     restart_after=r.restart_after,
-                    standby_open=r.state == m.REPLICA_STANDBY and self.ctl.replicas.standby_left(r.id) > 0,
+                    standby_open=r.state == m.REPLICA_STANDBY and self.replicas.standby_left(r.id) > 0,
                 )
             )
         obs = plan.EnvObs(
             name=env_name, state=state, current_deployment_id=current_id, in_progress=in_progress,
             replicas=tuple(sorted(observed, key=lambda o: o.id)),
-            restart_policy=web.get("restart_policy_type", "ON_FAILURE"),
-            max_retries=int(web.get("restart_policy_max_retries", 10)),
+            restart_policy=web.restart_policy_type,
+            max_retries=web.restart_policy_max_retries,
             desired_replicas=desired, current_status=current_status,
         )
         return obs, rows
@@ -140,8 +159,8 @@ class Reconciler:
                 routed = routed or r.state == m.REPLICA_RUNNING
                 r.state = m.REPLICA_DRAINING
         if routed:
-            self.ctl.sync_routes()
-        self.ctl.replicas.stop(replica_ids, grace=10)
+            self.routes.sync()
+        self.replicas.stop(replica_ids, grace=10)
 
     def _start(self, project: str, env_name: str, slots: list[int], wait_healthy: bool) -> None:
         """Start missing slots of the current deployment; with `wait_healthy`, return once they serve."""
@@ -149,15 +168,15 @@ class Reconciler:
             return
         with self.store.session() as s:
             dep_id = self.store.environment(s, self.store.project(s, project), env_name).current_deployment_id
-        ctx = self.ctl.replicas.context(dep_id, self._host(project, env_name))
+        ctx = self.replicas.context(dep_id, self._host(project, env_name))
         if wait_healthy:
-            self.ctl.replicas.start(ctx, slots, lambda line: log.info("%s/%s %s", project, env_name, line.strip()))
+            self.replicas.start(ctx, slots, lambda line: log.info("%s/%s %s", project, env_name, line.strip()))
             failpoints.hit("scale.after_health")
         else:
             for slot in slots:
-                self.ctl.replicas.spawn(ctx, slot)  # the next passes health-check it, then route it
+                self.replicas.spawn(ctx, slot)  # the next passes health-check it, then route it
 
-    def _apply(self, project: str, env_name: str, action: plan.Action, rows: dict) -> None:
+    def _apply(self, project: str, env_name: str, action: plan.Action, rows: dict[int, m.Replica]) -> None:
         if isinstance(action, plan.KillUnhealthy):
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
@@ -190,17 +209,15 @@ class Reconciler:
                                   environment=env_name, deployment_id=r.deployment_id)
         elif isinstance(action, plan.RestartReplica):
             r = rows[action.replica_id]
-            ctx = self.ctl.replicas.context(r.deployment_id, self._host(project, env_name))
-            rid, _ = self.ctl.replicas.spawn(ctx, action.slot, replica_id=action.replica_id)
+            ctx = self.replicas.context(r.deployment_id, self._host(project, env_name))
+            rid, _ = self.replicas.spawn(ctx, action.slot, replica_id=action.replica_id)
             with self.store.session() as s:
                 s.get(m.Replica, rid).restart_after = None
                 self.store.record(s, project, "replica.restarted", f"web.{action.slot} {action.reason}",
                                   environment=env_name, deployment_id=r.deployment_id)
 
     def _host(self, project: str, env_name: str) -> str:
-        with self.store.session() as s:
-            p = self.store.project(s, project)
-            return self.ctl.hostname(p, self.store.environment(s, p, env_name))
+        return self.routes.host_of(project, env_name)
 
 
 def _last_exit(reason: str, log_path: str) -> str:

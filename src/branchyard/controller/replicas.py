@@ -34,6 +34,7 @@ from ..secrets import SecretBox
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
+from .snapshot import DeploymentConfig
 
 PORT_PLACEHOLDER = "${{PORT}}"
 
@@ -77,10 +78,9 @@ class Replicas:
             meta = release.read_release_meta(Path(dep.release_dir)) if dep.release_dir else None
             if meta is None or not dep.config_json or dep.variables_json is None:
                 raise BranchyardError(f"deployment {dep.id} has no retained release to run")
-            cfg = json.loads(dep.config_json)
+            web = DeploymentConfig.from_json(dep.config_json).web
             variables = json.loads(self.box.decrypt(dep.variables_json))
-            web = cfg["web"]
-            root = web.get("root_dir") or "."
+            root = web.root_dir or "."
             release_dir = Path(dep.release_dir)
             src = release_dir if root in ("", ".") else names.safe_join(release_dir, root)
             venv = Path(str(meta["venv"]))
@@ -94,15 +94,15 @@ class Replicas:
                 host=host,
                 src=src,
                 venv=venv,
-                start_command=web["start_command"],
+                start_command=web.start_command or "",
                 variables=variables,
                 sha=dep.commit_sha,
                 branch=dep.branch,
-                healthcheck_path=web.get("healthcheck_path"),
-                healthcheck_timeout=int(web.get("healthcheck_timeout") or 300),
-                draining_seconds=int(web.get("draining_seconds") or 0),
-                overlap_seconds=int(web.get("overlap_seconds") or 0),
-                replicas=env.replicas_override or int(web.get("replicas") or 1),
+                healthcheck_path=web.healthcheck_path,
+                healthcheck_timeout=web.healthcheck_timeout,
+                draining_seconds=web.draining_seconds,
+                overlap_seconds=web.overlap_seconds,
+                replicas=env.replicas_override or web.replicas,
             )
 
     def log_path(self, ctx: ReleaseCtx, slot: int) -> Path:

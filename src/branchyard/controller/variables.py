@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import BadInput
 
+SHARED = "shared"  # ${{shared.NAME}}: the environment's own variable NAME (a secret included, masked as one)
 REFERENCE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_-]*)(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
 
 
@@ -59,6 +60,10 @@ def resolve(
                 if ns not in raw:
                     raise BadInput(f"variables.{name}: {ref} refers to an undefined variable {ns!r}")
                 return value_of(ns, (*stack, name))
+            if ns.lower() == SHARED:  # another variable of this environment, resolved like ${{NAME}}
+                if key not in raw:
+                    raise BadInput(f"variables.{name}: {ref}: shared has no variable {key!r}")
+                return value_of(key, (*stack, name))
             if ns in pending_namespaces:
                 raise _Pending(pending_namespaces[ns])
             space = _namespace(namespaces, ns)
@@ -87,9 +92,12 @@ def resolve(
 
 def environment_variables(spec_variables: Mapping[str, str], plain: Mapping[str, str], secrets: Mapping[str, str],
                           services: Mapping[str, Mapping[str, str]]) -> tuple[dict[str, str], dict[str, Mapping[str, str]]]:
-    """An environment's raw variables (spec, then `variables set`, then secrets) and the namespaces they resolve in."""
+    """An environment's raw variables (spec, then `variables set`, then secrets) and the namespaces they resolve in.
+
+    The one layering: a deploy, `variables list`, the isolation guard and a promotion plan all call this.
+    `${{shared.NAME}}` is resolved by `resolve` against the raw variables themselves (see SHARED)."""
     raw = dict(spec_variables) | dict(plain) | {k: f"${{{{ secrets.{k} }}}}" for k in secrets}
-    return raw, dict(services) | {"secrets": dict(secrets), "shared": dict(spec_variables) | dict(plain)}
+    return raw, dict(services) | {"secrets": dict(secrets)}
 
 
 def after_set(plain: Mapping[str, str], secrets: Mapping[str, str], pairs: Mapping[str, str], *,

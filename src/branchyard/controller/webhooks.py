@@ -18,9 +18,13 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import names
 from ..errors import BadInput, BranchyardError, NotFound, Unauthorized
+from ..secrets import SecretBox
+from ..settings import Settings
 from ..store import models as m
+from ..store.db import Store
 from ..triggers import github_webhook as gh
-from .previews import policy_from_json
+from .previews import Previews, policy_from_json
+from .pushes import Pushes
 
 log = logging.getLogger("branchyard.webhooks")
 
@@ -28,18 +32,21 @@ KEEP_DELIVERIES_DAYS = 30  # replay protection window
 
 
 class Webhooks:
-    def __init__(self, controller) -> None:  # noqa: ANN001 - Controller (import cycle)
-        self.ctl = controller
-        self.store = controller.store
+    def __init__(self, settings: Settings, store: Store, *, box: SecretBox, pushes: Pushes, previews: Previews) -> None:
+        self.settings = settings
+        self.store = store
+        self.box = box  # projects' own webhook secrets are encrypted at rest
+        self.pushes = pushes
+        self.previews = previews
 
     def _secrets(self) -> dict[str, list[str]]:
         """Secret → the projects it verifies ("*" for the server-wide one: projects without their own)."""
         found: dict[str, list[str]] = {}
-        if self.ctl.settings.github_webhook_secret:
-            found.setdefault(self.ctl.settings.github_webhook_secret, []).append("*")
+        if self.settings.github_webhook_secret:
+            found.setdefault(self.settings.github_webhook_secret, []).append("*")
         with self.store.session() as s:
             for p in s.scalars(select(m.Project).where(m.Project.webhook_secret.is_not(None))):
-                found.setdefault(self.ctl.data.box.decrypt(p.webhook_secret), []).append(p.name)
+                found.setdefault(self.box.decrypt(p.webhook_secret), []).append(p.name)
         return found
 
     def receive(self, *, event: str | None, delivery: str | None, signature: str | None, content_type: str | None,
@@ -83,7 +90,7 @@ class Webhooks:
             log.info("delivery %s replayed: ignored", delivery)
             return 200, {"ok": True, "duplicate": True, "delivery": delivery}
         if event == "pull_request":
-            note = self.ctl.previews.want_pull_request(name, parsed)
+            note = self.previews.want_pull_request(name, parsed)
         else:
             note = f"push of {parsed.ref} at {parsed.after[:12]} queued"
             threading.Thread(target=self._push, args=(delivery[:64],), name=f"webhook-push-{delivery[:8]}",
@@ -141,12 +148,12 @@ class Webhooks:
             repo, upstream, policy = Path(p.repo_path), p.upstream, policy_from_json(p.preview_policy)
         if event.deleted:
             if policy is not None and policy.trigger == "branch":
-                return self.ctl.previews.want_branch(project, branch, None)[1]
+                return self.previews.want_branch(project, branch, None)[1]
             return f"branch {branch} deleted"
         from ..triggers.gitremote import fetch_commit
 
         fetch_commit(repo, upstream, event.after, refs=(event.ref,))
         # the same path as a push to the `branchyard` remote: mapped branch → its environment, else a branch preview
-        result = self.ctl.receive_push(project, event.ref, event.before, event.after, {})
+        result = self.pushes.receive(project, event.ref, event.before, event.after, {})
         return (f"deployment {result.deployment_id}" if result.deployment_id else "") + (
             f" ({result.note})" if result.note and result.deployment_id else result.note or "")

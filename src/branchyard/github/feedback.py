@@ -467,12 +467,13 @@ def _read_cursor(path: Path) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def start(settings: Settings, store: Store, controller) -> Feedback | None:  # noqa: ANN001 - Controller
+def start(settings: Settings, store: Store, *, hostname: Callable[[m.Project, m.Environment], str],
+          redactor: Callable[[int], Callable[[str], str]]) -> Feedback | None:
     """Listen to the store's events and give GitHub feedback, when a token is configured; else None."""
     if not settings.github_token:
         return None
     client = GitHubClient(settings.github_token, base_url=settings.github_api_url)
-    resolver = Resolver(store, settings, hostname=controller.hostname, redactor=controller.data.redactor)
+    resolver = Resolver(store, settings, hostname=hostname, redactor=redactor)
     feedback = Feedback(store, client, resolver, cursor=settings.home / "github-feedback.json")
     feedback.start()  # replays what a killed predecessor left unsent, before new events arrive
     store.listeners.append(feedback.notify)

@@ -22,6 +22,11 @@ REMOVED = "REMOVED"
 SKIPPED = "SKIPPED"
 SLEEPING = "SLEEPING"
 
+# What reaching a deployment takes (Deployment.work).
+WORK_BUILD = "build"  # build the exported commit, provision, run hooks, roll out
+WORK_ROLLOUT = "rollout"  # a retained release and its variables snapshot (redeploy, rollback, up, variables)
+WORK_PROMOTE = "promote"  # a copy of another environment's release, this environment's variables and data
+
 IN_PROGRESS = frozenset({QUEUED, BUILDING, DEPLOYING})
 TERMINAL = frozenset({SUCCESS, FAILED, CRASHED, REMOVED, SKIPPED, SLEEPING})
 
@@ -74,7 +79,8 @@ class Environment(Base):
     ephemeral: Mapped[bool] = mapped_column(default=False)
     production: Mapped[bool] = mapped_column(default=False)
     state: Mapped[str] = mapped_column(String(16), default=ENV_ACTIVE)
-    current_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    current_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # observed: what serves
+    target_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # desired: what should
     replicas_override: Mapped[int | None] = mapped_column(Integer, nullable=True)  # `branchyard scale web=N`
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -87,7 +93,10 @@ class Deployment(Base):
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     commit_sha: Mapped[str] = mapped_column(String(64))
     branch: Mapped[str | None] = mapped_column(Text, nullable=True)
-    trigger: Mapped[str] = mapped_column(String(32))  # push | up | redeploy | rollback | webhook
+    trigger: Mapped[str] = mapped_column(String(32))  # push | up | redeploy | rollback | webhook | promote | variables
+    work: Mapped[str] = mapped_column(String(16), default=WORK_BUILD)  # build | rollout | promote: what reaching it takes
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # workers started on it (a restart resumes it)
+    retry_at: Mapped[float | None] = mapped_column(nullable=True)  # epoch seconds: the next attempt, after a backoff
     release_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
     log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -46,24 +46,24 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ...errors import BackendError, BadInput
+from ..ports import ROUTE_ID_PREFIX, STATES, Route, route_id
 from . import pages
+
+__all__ = ["ROUTE_ID_PREFIX", "STATES", "Route", "Router", "route_id", "render_config", "render_edge_config", "parse_routes"]
 
 SERVER_NAME = "branchyard"
 MARKER_ID = "branchyard-server"  # @id of the routes tier's server: how we recognise a config as ours
 EDGE_MARKER_ID = "branchyard-edge"  # @id of the edge's server
-ROUTE_ID_PREFIX = "branchyard-route-"
 NOT_FOUND_ID = "branchyard-not-found"
 ERROR_ID = "branchyard-error"
 EDGE_ROUTE_ID = "branchyard-edge-proxy"
 EDGE_ERROR_ID = "branchyard-edge-error"
-STATES = ("serving", "sleeping", "unavailable")
 ENV_HEADER = "X-Branchyard-Environment"
 
 LB_TRY_DURATION = "5s"
@@ -88,55 +88,9 @@ WEDGED_AFTER = 5.0  # our process is alive but its admin API silent this long: k
 PROBE_EVERY = 5.0
 REVERIFY_EVERY = 30.0  # apply() re-reads the routes tier's config at least this often, to repair drift
 
-_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DIAL = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 
 
 # --------------------------------------------------------------------------------------------- routes
-
-
-@dataclass(frozen=True)
-class Route:
-    """One hostname served by the router, and where its requests go."""
-
-    host: str  # e.g. "yoto.localhost", "yoto-staging.localhost" (no port)
-    project: str
-    environment: str
-    upstreams: tuple[str, ...]  # ("127.0.0.1:41234", ...) when serving; () otherwise
-    state: str = "serving"  # "serving" | "sleeping" | "unavailable"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.upstreams, tuple):
-            object.__setattr__(self, "upstreams", tuple(self.upstreams))
-        where = f"route {self.host!r}"
-        if not _HOST.match(self.host):
-            raise BadInput(f"{where}: not a valid lowercase hostname (no port, no scheme)")
-        for label, value in (("project", self.project), ("environment", self.environment)):
-            if not _NAME.match(value):
-                raise BadInput(f"{where}: {label} {value!r} is not a slug (a-z, 0-9, '-')")
-        if self.state not in STATES:
-            raise BadInput(f"{where}: state must be one of {', '.join(STATES)}, got {self.state!r}")
-        if self.state == "serving" and not self.upstreams:
-            raise BadInput(f"{where}: a serving route needs at least one upstream")
-        if self.state != "serving" and self.upstreams:
-            raise BadInput(f"{where}: a {self.state} route has no upstreams, got {list(self.upstreams)}")
-        if len(set(self.upstreams)) != len(self.upstreams):
-            raise BadInput(f"{where}: duplicate upstreams {list(self.upstreams)}")
-        for dial in self.upstreams:
-            m = _DIAL.match(dial)
-            if not m or not 1 <= int(m.group(2)) <= 65535:
-                raise BadInput(f"{where}: upstream {dial!r} is not host:port")
-
-    @property
-    def id(self) -> str:
-        """The route's @id in Caddy's config."""
-        return route_id(self.project, self.environment)
-
-
-def route_id(project: str, environment: str) -> str:
-    """`branchyard-route-<project>.<environment>`; the dot cannot occur in a slug, so ids never clash."""
-    return f"{ROUTE_ID_PREFIX}{project}.{environment}"
 
 
 # --------------------------------------------------------------------------------------------- config

@@ -151,6 +151,11 @@ def is_alive(h: ProcessHandle) -> bool:
     return True
 
 
+def group_alive(h: ProcessHandle) -> bool:
+    """True if a process of the handle's group still runs (its leader may be gone)."""
+    return bool(_group_members(h))
+
+
 def exit_code(h: ProcessHandle) -> int | None:
     """Exit status of a child we spawned and reaped (negative: killed by that signal), else None."""
     _reap(h)
@@ -195,6 +200,12 @@ def tail(path: Path, lines: int = 20) -> list[str]:
     if pos > 0 and len(out) > lines:
         out = out[1:]  # the first line may be cut
     return out[-lines:]
+
+
+def start_time_of(pid: int) -> int | None:
+    """The process's start time (its identity with the pid, see ProcessHandle), or None when it is gone."""
+    stat = _read_stat(pid)
+    return None if stat is None or stat.state in ("Z", "X", "x") else stat.start_time
 
 
 def adopt(pid: int, start_time: int, port: int, log_path: str) -> ProcessHandle | None:

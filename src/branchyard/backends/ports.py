@@ -1,0 +1,110 @@
+"""What the controller needs from a machine, as small Protocols. The controller imports only these.
+
+The local backend (backends/local/) implements them with Caddy, PostgreSQL, Redis and plain processes;
+a Kubernetes backend implements the same ports with cluster objects (docs/architecture.md maps each one).
+Adapters convert third-party and subprocess errors into branchyard's own (errors.py) at this boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import BadInput
+
+ROUTE_ID_PREFIX = "branchyard-route-"
+STATES = ("serving", "sleeping", "unavailable")
+
+_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DIAL = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
+
+
+# --------------------------------------------------------------------------------------------- router
+
+@dataclass(frozen=True)
+class Route:
+    """One hostname served by the router, and where its requests go."""
+
+    host: str  # e.g. "yoto.localhost", "yoto-staging.localhost" (no port)
+    project: str
+    environment: str
+    upstreams: tuple[str, ...]  # ("127.0.0.1:41234", ...) when serving; () otherwise
+    state: str = "serving"  # "serving" | "sleeping" | "unavailable"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.upstreams, tuple):
+            object.__setattr__(self, "upstreams", tuple(self.upstreams))
+        where = f"route {self.host!r}"
+        if not _HOST.match(self.host):
+            raise BadInput(f"{where}: not a valid lowercase hostname (no port, no scheme)")
+        for label, value in (("project", self.project), ("environment", self.environment)):
+            if not _NAME.match(value):
+                raise BadInput(f"{where}: {label} {value!r} is not a slug (a-z, 0-9, '-')")
+        if self.state not in STATES:
+            raise BadInput(f"{where}: state must be one of {', '.join(STATES)}, got {self.state!r}")
+        if self.state == "serving" and not self.upstreams:
+            raise BadInput(f"{where}: a serving route needs at least one upstream")
+        if self.state != "serving" and self.upstreams:
+            raise BadInput(f"{where}: a {self.state} route has no upstreams, got {list(self.upstreams)}")
+        if len(set(self.upstreams)) != len(self.upstreams):
+            raise BadInput(f"{where}: duplicate upstreams {list(self.upstreams)}")
+        for dial in self.upstreams:
+            m = _DIAL.match(dial)
+            if not m or not 1 <= int(m.group(2)) <= 65535:
+                raise BadInput(f"{where}: upstream {dial!r} is not host:port")
+
+    @property
+    def id(self) -> str:
+        """The route's @id in Caddy's config."""
+        return route_id(self.project, self.environment)
+
+
+def route_id(project: str, environment: str) -> str:
+    """`branchyard-route-<project>.<environment>`; the dot cannot occur in a slug, so ids never clash."""
+    return f"{ROUTE_ID_PREFIX}{project}.{environment}"
+
+
+
+class RouterPort(Protocol):
+    """Public hosts → an environment's serving replicas (local: two Caddy tiers; Kubernetes: Ingress + Service)."""
+
+    def ensure_running(self) -> None:
+        """Bring the router up if it is not (cheap when it is)."""
+
+    def apply(self, routes: Sequence[Route]) -> None:
+        """Serve exactly these routes (one change for all of them; nothing when they are already served)."""
+
+    def stop(self) -> None:
+        """Stop serving (whole-machine teardown)."""
+
+
+# --------------------------------------------------------------------------------------------- tasks
+
+
+class TaskLedger(Protocol):
+    """Short-lived work run for a deployment (build steps, hooks), killed on the next start if the control plane
+    died under it (local: process groups recorded on disk; Kubernetes: Jobs labelled with the deployment)."""
+
+    def running(self, pid: int, label: str) -> AbstractContextManager[None]:
+        """Record the work led by `pid` while the block runs."""
+
+    def kill_leftovers(self) -> list[str]:
+        """Stop what a previous control plane left running; what was stopped, by label."""
+
+
+# --------------------------------------------------------------------------------------------- health
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    detail: str
+
+
+ProbeFn = Callable[[int, str | None, float], Probe]
+
+__all__ = ["ROUTE_ID_PREFIX", "STATES", "Route", "RouterPort", "TaskLedger", "Probe", "ProbeFn", "route_id"]

@@ -1,0 +1,73 @@
+"""An environment's data services as users reach them: add a plugin, connection details, a sanitized refresh."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ..data.sanitize import refresh
+from ..errors import BadInput, NotFound
+from ..settings import Settings
+from ..spec import load_project
+from ..store import models as m
+from ..store.db import Store
+from .dataplane import DataPlane, database_name
+from .deployer import Deployer
+
+
+class Databases:
+    def __init__(self, settings: Settings, store: Store, *, data: DataPlane, deployer: Deployer) -> None:
+        self.settings = settings
+        self.store = store
+        self.data = data
+        self.deployer = deployer
+
+    def add_plugin(self, project: str, env_name: str, plugin: str) -> dict[str, Any]:
+        """`branchyard add --plugin postgresql|redis -e ENV`: provision now; references can use it at the next deploy."""
+        with self.deployer.exclusive(project, env_name):
+            return {"plugin": plugin, "variables": self.data.add_plugin(project, env_name, plugin)}
+
+    def connection(self, project: str, env_name: str, kind: str) -> dict[str, str]:
+        """The connection variables of one environment's service (for `connect`)."""
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            rows = s.scalars(select(m.Service).where(m.Service.environment_id == env.id, m.Service.kind == kind)).all()
+            names_ = [r.name for r in rows]
+            env_id = env.id
+        spaces = self.data.service_variables(env_id)
+        if not names_:
+            raise NotFound(f"environment {env_name!r} has no {kind} (add one with `branchyard add --plugin "
+                           f"{'postgresql' if kind == 'postgres' else 'redis'} -e {env_name}`)")
+        return spaces[names_[0]]
+
+    def refresh(self, project: str, target: str, source: str) -> dict[str, Any]:
+        """Copy SOURCE's database into TARGET through the [sanitize] rules of SOURCE's running release.
+
+        Production is never a target, and nothing is copied without rules."""
+        if target == source:
+            raise BadInput(f"db refresh: {target} cannot be refreshed from itself")
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            src_env, dst_env = self.store.environment(s, p, source), self.store.environment(s, p, target)
+            if dst_env.production:
+                raise BadInput(f"db refresh: {target} is production; refreshing production from anything is refused")
+            current = s.get(m.Deployment, src_env.current_deployment_id) if src_env.current_deployment_id else None
+            release_dir = Path(current.release_dir) if current is not None and current.release_dir else None
+        if release_dir is None or not release_dir.is_dir():
+            raise NotFound(f"db refresh: {source} has no running release to read its [sanitize] rules from")
+        rules = load_project(release_dir).sanitize
+        if rules is None:
+            raise BadInput(f"db refresh: {source}'s branchyard.toml has no [sanitize] section; refusing to copy its data "
+                           "unsanitized (declare rules, `keep` where a column holds no personal data)")
+        with self.deployer.exclusive(project, target):
+            lines: list[str] = []
+            result = refresh(self.data.admin_for(project, source), database_name(project, source),
+                             self.data.admin_for(project, target), database_name(project, target),
+                             database_name(project, target), rules,
+                             workdir=self.settings.home / "backups" / ".refresh", log=lines.append)
+            with self.store.session() as s:
+                self.store.record(s, project, "database.refreshed", f"{target} refreshed from {source} (sanitized)",
+                                  environment=target)
+        return result | {"log": lines}

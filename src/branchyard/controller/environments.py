@@ -1,0 +1,267 @@
+"""Environments as users see and operate them: status, deployments, events, logs; add, down, up, scale."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import failpoints, names
+from ..backends.local import processes
+from ..backends.local.health import probe
+from ..errors import BadInput, Conflict, NotFound
+from ..settings import Settings
+from ..store import models as m
+from ..store.db import Store
+from .dataplane import DataPlane
+from .deployer import DEFAULT_DRAINING_SECONDS, Deployer, retained
+from .replicas import Replicas
+from .routes import Routes
+from .snapshot import web_of
+
+
+class Environments:
+    def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, replicas: Replicas, data: DataPlane,
+                 routes: Routes, reconcile_env: Callable[[str, str], None],
+                 preview_info: Callable[[str, str], dict[str, Any] | None]) -> None:
+        self.settings = settings
+        self.store = store
+        self.deployer = deployer
+        self.replicas = replicas
+        self.data = data
+        self.routes = routes
+        self.reconcile_env = reconcile_env  # converge one environment's replicas now, waiting until they serve
+        self.preview_info = preview_info  # an ephemeral environment's pull request or branch, and its decision
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def list(self, project: str) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            envs = s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id))
+            rows = [self._env_dict(s, p, e, probe_health=False) for e in envs]
+        for row in rows:
+            if row["ephemeral"]:
+                row["preview"] = self.preview_info(project, row["name"])
+        return rows
+
+    def info(self, project: str, name: str) -> dict[str, Any]:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            return self._env_dict(s, p, self.store.environment(s, p, name), probe_health=True)
+
+    def _env_dict(self, s: Session, p: m.Project, env: m.Environment, *, probe_health: bool) -> dict[str, Any]:
+        current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+        latest = s.scalar(
+            select(m.Deployment).where(m.Deployment.environment_id == env.id).order_by(m.Deployment.created_at.desc())
+        )
+        web = web_of(current.config_json) if current is not None else None
+        health_path = web.healthcheck_path if web is not None else None
+        replicas = []
+        if current is not None:
+            rows = s.scalars(
+                select(m.Replica)
+                .where(m.Replica.deployment_id == current.id, m.Replica.state != m.REPLICA_STOPPED)
+                .order_by(m.Replica.slot)
+            )
+            for r in rows:
+                h = processes.adopt(r.pid, r.start_time, r.port, r.log_path)
+                alive = h is not None and processes.is_alive(h)
+                health = None
+                if probe_health and alive:
+                    health = "healthy" if probe(r.port, health_path, timeout=1.0).ok else "unhealthy"
+                replicas.append(
+                    {
+                        "slot": r.slot,
+                        "name": f"{env.name}.web.{r.slot}",
+                        "pid": r.pid,
+                        "port": r.port,
+                        "state": r.state,
+                        "alive": alive,
+                        "health": health,
+                        "restarts": r.restarts,
+                        "uptime_seconds": round((m.utcnow() - r.started_at).total_seconds(), 1) if alive else 0,
+                        "last_exit": r.last_exit,
+                    }
+                )
+        standby = [
+            {"deployment_id": r.deployment_id, "slot": r.slot, "pid": r.pid, "port": r.port,
+             "seconds_left": round(self.replicas.standby_left(r.id), 1)}
+            for r in s.scalars(select(m.Replica).where(m.Replica.environment_id == env.id, m.Replica.state == m.REPLICA_STANDBY)
+                               .order_by(m.Replica.slot))
+        ]
+        target = s.get(m.Deployment, env.target_deployment_id) if env.target_deployment_id else None
+        status = current.status if current else (latest.status if latest else "NO DEPLOYMENTS")
+        if env.state == m.ENV_SLEEPING:
+            status = m.SLEEPING
+        return {
+            "project": p.name,
+            "name": env.name,
+            "branch": env.branch,
+            "production": env.production,
+            "ephemeral": env.ephemeral,
+            "state": env.state,
+            "url": self.routes.url(p, env),
+            "hostname": self.routes.hostname(p, env),
+            "status": status,
+            "replicas_override": env.replicas_override,
+            "current_deployment": deployment_dict(current) if current else None,
+            "latest_deployment": deployment_dict(latest) if latest else None,
+            # what the environment should run, when it does not yet: its progress, or why it failed to get there
+            "target_deployment": deployment_dict(target) | {"attempts": target.attempts}
+            if target is not None and target.id != env.current_deployment_id else None,
+            "replicas": replicas,
+            "standby": standby,  # the previous deployment's replicas kept warm for overlapSeconds
+        }
+
+    def deployments(self, project: str, env_name: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            env = self.store.environment(s, p, env_name)
+            rows = s.scalars(
+                select(m.Deployment)
+                .where(m.Deployment.environment_id == env.id)
+                .order_by(m.Deployment.created_at.desc())
+                .limit(limit)
+            )
+            return [
+                deployment_dict(d) | {"current": d.id == env.current_deployment_id, "can_rollback": retained(d)}
+                for d in rows
+            ]
+
+    def deployment(self, deployment_id: str) -> dict[str, Any]:
+        with self.store.session() as s:
+            return deployment_dict(self.store.deployment(s, deployment_id))
+
+    def events(self, project: str | None = None, env_name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            q = select(m.Event).order_by(m.Event.id.desc()).limit(limit)
+            if project:
+                q = q.where(m.Event.project == project)
+            if env_name:
+                q = q.where(m.Event.environment == env_name)
+            return [
+                {
+                    "at": e.at.isoformat() + "Z",
+                    "project": e.project,
+                    "environment": e.environment,
+                    "deployment_id": e.deployment_id,
+                    "kind": e.kind,
+                    "actor": e.actor,
+                    "message": e.message,
+                }
+                for e in s.scalars(q)
+            ]
+
+    def read_log(self, deployment_id: str, offset: int = 0) -> tuple[str, int, bool]:
+        """A chunk of a deployment's log from `offset`: (text, new offset, deployment finished)."""
+        with self.store.session() as s:
+            dep = self.store.deployment(s, deployment_id)
+            path, done = Path(dep.log_path or ""), dep.status in m.TERMINAL
+        try:
+            with path.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        return data.decode("utf-8", errors="replace"), offset + len(data), done and deployment_id not in self.deployer.running()
+
+    def logs(self, project: str, env_name: str, *, lines: int = 100, build: bool = False,
+             deployment_id: str | None = None) -> dict[str, Any]:
+        """Build/deploy log and runtime logs of a deployment (default: current, else latest)."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            env = self.store.environment(s, p, env_name)
+            if deployment_id:
+                dep = self.store.deployment(s, deployment_id, env)
+            else:
+                dep = (s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None) or s.scalar(
+                    select(m.Deployment).where(m.Deployment.environment_id == env.id).order_by(m.Deployment.created_at.desc())
+                )
+            if dep is None:
+                raise NotFound(f"environment {env_name!r} has no deployments yet")
+            replicas = s.scalars(select(m.Replica).where(m.Replica.deployment_id == dep.id).order_by(m.Replica.slot)).all()
+            deploy_log = Path(dep.log_path) if dep.log_path else None
+            runtime = {f"web.{r.slot}": Path(r.log_path) for r in replicas}
+            env_id, dep_id, status = env.id, dep.id, dep.status
+        redact = self.data.redactor(env_id)  # apps may print their secrets; the logs never show them
+        result: dict[str, Any] = {"deployment_id": dep_id, "status": status, "build": [], "runtime": {}}
+        if deploy_log is not None:
+            result["build"] = [redact(line) for line in processes.tail(deploy_log, lines if not build else 10_000)]
+        if not build:
+            result["runtime"] = {name: [redact(line) for line in processes.tail(path, lines)] for name, path in runtime.items()}
+        return result
+
+    # --- operating ---------------------------------------------------------------------------------
+
+    def add(self, project: str, name: str, *, branch: str | None = None) -> dict[str, Any]:
+        name = names.environment_name(name)
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            if s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == name)):
+                raise Conflict(f"environment {name!r} already exists in project {project!r}")
+            s.add(m.Environment(project_id=p.id, name=name, branch=branch, production=name == "production"))
+            self.store.record(s, project, "environment.created", f"environment {name} created", environment=name)
+        self.routes.sync()
+        return self.info(project, name)
+
+    def down(self, project: str, env_name: str) -> dict[str, Any]:
+        """Stop the app processes and route a clear 503 page; data, variables and releases are kept."""
+        with self.deployer.exclusive(project, env_name):
+            with self.store.session() as s:
+                env = self.store.environment(s, self.store.project(s, project), env_name)
+                if env.state == m.ENV_SLEEPING:
+                    raise Conflict(f"environment {env_name!r} is already down")
+                env.state = m.ENV_SLEEPING
+                if env.current_deployment_id:
+                    s.get(m.Deployment, env.current_deployment_id).status = m.SLEEPING
+                ids = list(s.scalars(select(m.Replica.id).where(m.Replica.environment_id == env.id,
+                                                                m.Replica.state != m.REPLICA_STOPPED)))
+                self.store.record(s, project, "environment.down", f"{env_name} stopped (sleeping)", environment=env_name)
+            self.routes.sync()  # first the 503 page, then stop: no request reaches a dying process
+            failpoints.hit("down.after_route")
+            self.replicas.stop(ids, grace=DEFAULT_DRAINING_SECONDS)
+        return self.info(project, env_name)
+
+    def wake(self, project: str, env_name: str) -> str:
+        """`up` for a sleeping environment: bring back its last successful deployment."""
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            if env.state != m.ENV_SLEEPING:
+                raise Conflict(f"environment {env_name!r} is not down")
+            if not env.current_deployment_id:
+                raise NotFound(f"environment {env_name!r} has no deployment to bring back")
+            current = env.current_deployment_id
+        return self.deployer.redeploy(project, env_name, current, trigger="up")
+
+    def scale(self, project: str, env_name: str, replicas: int) -> dict[str, Any]:
+        """Change the web replica count without a rebuild; returns when the new count is serving."""
+        if replicas < 1:
+            raise BadInput(f"scale: web={replicas}: expected at least 1 replica (use `branchyard down` to stop)")
+        with self.deployer.exclusive(project, env_name):
+            with self.store.session() as s:
+                env = self.store.environment(s, self.store.project(s, project), env_name)
+                if env.state == m.ENV_SLEEPING:
+                    raise Conflict(f"environment {env_name!r} is down; run `branchyard up -e {env_name}` first")
+                if not env.current_deployment_id:
+                    raise Conflict(f"environment {env_name!r} has no deployment to scale")
+                env.replicas_override = replicas
+                self.store.record(s, project, "environment.scaled", f"web scaled to {replicas}", environment=env_name)
+            self.reconcile_env(project, env_name)
+        return self.info(project, env_name)
+
+
+def deployment_dict(d: m.Deployment) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "status": d.status,
+        "commit": d.commit_sha,
+        "branch": d.branch,
+        "trigger": d.trigger,
+        "error": d.error,
+        "created_at": d.created_at.isoformat() + "Z",
+        "finished_at": d.finished_at.isoformat() + "Z" if d.finished_at else None,
+    }

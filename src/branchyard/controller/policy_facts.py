@@ -1,0 +1,92 @@
+"""What `branchyard check`'s live rules read from the running state. Secret values stay here: only findings and
+key names leave."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from .. import policy
+from ..spec import load_project
+from ..store import models as m
+from ..store.db import Store
+from .dataplane import DataPlane
+from .guards import Guards, successes
+
+
+def live_facts(store: Store, data: DataPlane, guards: Guards, project: str) -> dict[str, Any]:
+    """What the live policy rules read. Secret values stay here: only findings and key names are returned."""
+    facts = guards.production_facts(project)
+    envs, services, isolation, secrets_by_env = [], [], [], {}
+    production_row = None
+    with store.session() as s:
+        p = store.project(s, project)
+        repo = p.repo_path
+        rows = s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id)).all()
+        for env in rows:
+            latest = s.scalar(select(m.Deployment).where(m.Deployment.environment_id == env.id)
+                              .order_by(m.Deployment.created_at.desc()))
+            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            envs.append({"name": env.name, "production": env.production, "ephemeral": env.ephemeral,
+                         "state": env.state, "branch": env.branch, "id": env.id,
+                         "latest_status": latest.status if latest else None, "latest_id": latest.id if latest else "",
+                         "latest_error": latest.error if latest else None,
+                         "snapshot": current.variables_json if current is not None else None,
+                         "commit": current.commit_sha if current is not None else None})
+        persistent_heads = [e["branch"] for e in envs if not e["ephemeral"] and e["branch"]]
+        closed_previews = set(s.scalars(select(m.Preview.environment).where(  # pull requests known to be closed
+            m.Preview.project_id == p.id, m.Preview.open.is_(False))))
+        for e in envs:
+            if e["production"] and e["commit"] and e["snapshot"]:
+                release_dir = s.get(m.Deployment, s.get(m.Environment, e["id"]).current_deployment_id).release_dir
+                production_row = (e, release_dir)
+    for e in envs:
+        _, secrets = data.stored_variables(e["id"])
+        secrets_by_env[e["name"]] = secrets
+        for name, space in data.service_variables(e["id"]).items():
+            for key in ("DATABASE_URL", "REDIS_URL"):
+                address = policy.postgres_address(space.get(key, "")) or policy.redis_address(space.get(key, ""))
+                if address:
+                    kind = "database" if key == "DATABASE_URL" else "Redis"
+                    services.append({"environment": e["name"], "kind": kind, "location": ":".join(map(str, address))})
+        if not e["production"] and facts is not None and e["snapshot"]:
+            values = json.loads(data.box.decrypt(e["snapshot"]))
+            isolation += policy.isolation_findings(e["name"], values, facts)
+        if e["ephemeral"]:
+            e["merged"] = e["name"] in closed_previews or bool(
+                e["branch"] and any(_merged(repo, e["branch"], head) for head in persistent_heads))
+    out = {
+        "environments": [{k: v for k, v in e.items() if k not in ("snapshot", "id")} for e in envs],
+        "services": services,
+        "isolation": isolation,
+        "same_secrets": policy.same_secrets(secrets_by_env),
+        "production_commit": None,
+    }
+    if production_row is not None:
+        e, release_dir = production_row
+        gates = guards.gate_spec(project, e["name"], load_project(Path(release_dir))) if release_dir else None
+        if gates is not None and gates.source:
+            with store.session() as s:
+                ran = e["commit"] in successes(s, store.project(s, project), gates.source)
+            out["production_commit"] = {"environment": e["name"], "commit": e["commit"], "source": gates.source,
+                                        "ran_in_source": ran}
+    return out
+
+
+def _merged(repo: str, branch: str, into: str) -> bool:
+    """Whether `branch` has commits of its own and they are all contained in `into` (a branch just created from
+    `into`, still at its head, is not merged)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "--git-dir", repo, *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        heads = git("rev-parse", f"refs/heads/{branch}", f"refs/heads/{into}").stdout.split()
+        if len(heads) != 2 or heads[0] == heads[1]:
+            return False
+        return git("merge-base", "--is-ancestor", heads[0], heads[1]).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False

@@ -1,0 +1,90 @@
+"""Projects: the bare repository the `branchyard` remote points at, its upstream, GitHub settings."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from .. import names
+from ..errors import BadInput
+from ..secrets import SecretBox
+from ..settings import Settings
+from ..spec.model import ProjectSpec
+from ..store import models as m
+from ..store.db import Store
+from ..triggers.gitremote import create_bare_repo
+
+
+class Projects:
+    def __init__(self, settings: Settings, store: Store, box: SecretBox) -> None:
+        self.settings = settings
+        self.store = store
+        self.box = box  # webhook secrets are encrypted at rest
+
+    def create(self, name: str, upstream: str | None, github_repository: str | None = None) -> dict[str, Any]:
+        name = names.project_name(name)
+        repo = names.safe_join(self.settings.repos_dir, f"{name}.git")
+        with self.store.session() as s:
+            existing = s.scalar(select(m.Project).where(m.Project.name == name))
+            if existing is None:
+                create_bare_repo(repo, project=name, home=self.settings.home)
+                s.add(m.Project(name=name, repo_path=str(repo), upstream=upstream, github_repository=github_repository))
+                self.store.record(s, name, "project.created", f"project {name} created")
+            else:
+                create_bare_repo(Path(existing.repo_path), project=name, home=self.settings.home)
+                if upstream:
+                    existing.upstream = upstream
+                if github_repository:
+                    existing.github_repository = github_repository
+        return self.info(name)
+
+    def info(self, name: str) -> dict[str, Any]:
+        with self.store.session() as s:
+            p = self.store.project(s, name)
+            return {"name": p.name, "repo_path": p.repo_path, "upstream": shown_upstream(p.upstream),
+                    "github_repository": p.github_repository, "webhook_secret_set": p.webhook_secret is not None}
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            return [
+                {"name": p.name, "repo_path": p.repo_path, "upstream": shown_upstream(p.upstream)}
+                for p in s.scalars(select(m.Project).order_by(m.Project.name))
+            ]
+
+    def configure_github(self, project: str, *, webhook_secret: str | None, repository: str | None) -> dict[str, Any]:
+        """`branchyard github configure`: the project's own webhook secret (encrypted) and GitHub repository."""
+        if repository is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repository):
+            raise BadInput(f"github configure: --repository: expected \"owner/name\", got {repository!r}")
+        if webhook_secret is not None and len(webhook_secret) < 8:
+            raise BadInput("github configure: --webhook-secret: use at least 8 characters")
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            changed = []
+            if webhook_secret is not None:
+                p.webhook_secret = self.box.encrypt(webhook_secret)
+                changed.append("webhook secret")
+            if repository is not None:
+                p.github_repository = repository
+                changed.append(f"repository {repository}")
+            self.store.record(s, project, "github.configured", f"github: {', '.join(changed) or 'nothing'} set",
+                              actor="cli")
+        return self.info(project)
+
+
+def remember_spec(store: Store, project: str, spec: ProjectSpec) -> None:
+    """What a persistent branch's config says about GitHub and previews, kept for webhooks and the janitor."""
+    with store.session() as s:
+        p = store.project(s, project)
+        if spec.github_repository:
+            p.github_repository = spec.github_repository
+        p.preview_policy = json.dumps(asdict(spec.preview)) if spec.preview is not None else None
+
+
+def shown_upstream(upstream: str | None) -> str | None:
+    """The upstream URL as API answers show it: without the credentials it may carry (https://***@host/...)."""
+    return names.scrub_credentials(upstream) if upstream else upstream

@@ -1,0 +1,81 @@
+"""A ref pushed to a project's remote (git push, or GitHub's `push` delivery) → what should be deployed."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import names
+from ..build import release
+from ..settings import Settings
+from ..spec import load_project
+from ..spec.model import ProjectSpec
+from ..store.db import Store
+from .deployer import Deployer
+from .previews import Previews
+
+ZERO_SHA = "0" * 40
+UP_REF_PREFIX = "refs/branchyard/up/"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    deployment_id: str | None
+    note: str | None
+
+
+class Pushes:
+    def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, previews: Previews) -> None:
+        self.settings = settings
+        self.store = store
+        self.deployer = deployer
+        self.previews = previews
+
+    def receive(self, project: str, ref: str, old: str, new: str, git_env: dict[str, str]) -> PushResult:
+        """A ref was pushed to the project's remote: export it and queue a deployment if it maps to one."""
+        with self.store.session() as s:
+            repo = Path(self.store.project(s, project).repo_path)
+        if new == ZERO_SHA:
+            if ref.startswith("refs/heads/"):
+                _, note = self.previews.want_branch(project, names.branch_from_ref(ref), None)
+                return PushResult(None, note)
+            return PushResult(None, f"{ref} deleted")
+        if ref.startswith(UP_REF_PREFIX):
+            env_name, branch = names.environment_name(ref[len(UP_REF_PREFIX):]), None
+        elif ref.startswith("refs/heads/"):
+            env_name, branch = None, names.branch_from_ref(ref)
+        else:
+            return PushResult(None, f"{ref} stored (only branches deploy)")
+        incoming = names.safe_join(self.settings.releases_dir, project, f".incoming-{new[:40]}-{time.monotonic_ns()}")
+        release.export_commit(repo, new, incoming, git_env=git_env)
+        try:
+            spec = load_project(incoming)
+            if env_name is None:
+                assert branch is not None
+                env_name = spec.environment_for_branch(branch)
+                if env_name is None and spec.preview is not None and spec.preview.trigger == "branch" \
+                        and spec.preview_matches(branch):
+                    return self._branch_preview(project, repo, branch, new, git_env, spec)
+                if env_name is None:
+                    return PushResult(None, f"branch {branch!r} is not mapped to an environment; stored, not deployed")
+            dep_id = self.deployer.queue_build(project, env_name, new, branch, "up" if branch is None else "push",
+                                               incoming, spec)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+        return PushResult(dep_id, None)
+
+    def _branch_preview(self, project: str, repo: Path, branch: str, sha: str, git_env: dict[str, str],
+                        spec: ProjectSpec) -> PushResult:
+        """trigger = "branch": the pushed branch gets (or updates) its own preview, deployed now so the push streams it."""
+        env_name, note = self.previews.want_branch(project, branch, sha)
+        if env_name is None:
+            return PushResult(None, note)
+        with self.previews.busy(project, env_name):  # the preview loop leaves it alone while the push queues it
+            dep_id = self.previews.deploy_commit(project, env_name, sha, branch, fork=False, policy=spec.preview,
+                                                 repo=repo, git_env=git_env)
+        if dep_id is None:
+            info = self.previews.info(project, env_name) or {}
+            return PushResult(None, f"no preview for branch {branch!r}: {info.get('reason')}")
+        return PushResult(dep_id, f"preview {env_name} for branch {branch}")

@@ -1,0 +1,59 @@
+"""Deleting an environment: its processes, route, database, Redis, releases and logs (production: a final backup)."""
+
+from __future__ import annotations
+
+import shutil
+
+from sqlalchemy import select
+
+from .. import names
+from ..settings import Settings
+from ..store import models as m
+from ..store.db import Store
+from .backups import Backups
+from .dataplane import DataPlane
+from .deployer import Deployer
+from .replicas import Replicas
+from .routes import Routes
+
+
+class Teardown:
+    def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, replicas: Replicas, data: DataPlane,
+                 backups: Backups, routes: Routes) -> None:
+        self.settings = settings
+        self.store = store
+        self.deployer = deployer
+        self.replicas = replicas
+        self.data = data
+        self.backups = backups
+        self.routes = routes
+
+    def delete_environment(self, project: str, name: str) -> None:
+        """Stop the environment's processes, drop its route, database and Redis, and forget it (releases and logs too).
+
+        Production's database gets a final backup first."""
+        with self.deployer.exclusive(project, name):
+            with self.store.session() as s:
+                p = self.store.project(s, project)
+                env = self.store.environment(s, p, name)
+                replica_ids = list(s.scalars(select(m.Replica.id).where(m.Replica.environment_id == env.id)))
+                releases = list(s.scalars(select(m.Deployment.release_dir).where(m.Deployment.environment_id == env.id)))
+                production = env.production
+                has_database = s.scalar(select(m.Service.id).where(m.Service.environment_id == env.id,
+                                                                   m.Service.kind == "postgres")) is not None
+                env.state, env.target_deployment_id = m.ENV_SLEEPING, None
+            self.routes.sync()
+            self.replicas.stop(replica_ids, grace=5)
+            if production and has_database:
+                self.backups.create(project, name, kind="final")  # kept after the environment is gone
+            freed = self.data.destroy(project, name)  # its database and role, its Redis, their data directories
+            with self.store.session() as s:
+                env = self.store.environment(s, self.store.project(s, project), name)
+                s.delete(env)  # variables, secrets and service records go with it (ON DELETE CASCADE)
+                detail = f"; {', '.join(freed)}" if freed else ""
+                self.store.record(s, project, "environment.deleted", f"environment {name} deleted{detail}", environment=name)
+            self.routes.sync()
+            for path in releases:
+                if path:
+                    shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(names.safe_join(self.settings.logs_dir, project, name), ignore_errors=True)

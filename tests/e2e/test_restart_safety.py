@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
-from conftest import BRANCHYARD, new_home, start_plane, stop_plane, wait_for
+from conftest import BRANCHYARD, alive, new_home, start_plane, stop_plane, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,33 +53,95 @@ def wait_dead(plane) -> None:
     wait_for(lambda: plane.run("server", "status", check=False).returncode != 0)
 
 
-@pytest.mark.parametrize(
-    ("point", "outcome"),
-    [("deploy.after_build", "FAILED"), ("deploy.after_health", "FAILED"), ("deploy.after_switch", "SUCCESS")],
-)
-def test_sigkill_during_a_deploy_converges(fresh, tmp_path, point, outcome):
+class Load:
+    """GETs through the router, one after another in a thread, for as long as it runs: what every request got."""
+
+    def __init__(self, plane, host: str) -> None:
+        self.plane, self.host = plane, host
+        self.seen: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.plane.http_port}", headers={"Host": self.host},
+                          timeout=10, trust_env=False) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.get("/health")
+                    self.seen.append((r.status_code, r.json().get("commit") if r.status_code == 200 else None))
+                except httpx.HTTPError as err:
+                    self.seen.append((0, type(err).__name__))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+HOOK = """import os, pathlib, sys, time
+marker = pathlib.Path(os.environ["HOOK_MARKER"])
+if not marker.exists():  # the first run: record who it is, then take long enough to be cut off
+    marker.write_text(str(os.getpid()))
+    time.sleep(600)
+print("migrated")
+"""
+
+
+@pytest.mark.parametrize("point", ["deploy.during_build", "deploy.during_hook", "deploy.after_build",
+                                   "deploy.after_health", "deploy.after_switch"])
+def test_sigkill_during_a_production_deploy_resumes_it(fresh, tmp_path, point):
+    """Killed at any step of a production deploy, the control plane resumes it on restart: production ends
+    SUCCESS on the new release, in the same deployment, with no second copy of any process, and the old
+    release answers every request meanwhile."""
     plane = fresh
     repo = plane.app_repo(tmp_path, "app", project="ks")
     v1 = plane.git(repo, "rev-parse", "HEAD").stdout.strip()
     plane.git(repo, "push", "branchyard", "main")
-    restart_with(plane, point)
+    # v2: a build step that runs on every build (not a cached install) and a hook that is slow the first time
+    marker = tmp_path / "hook-ran"
+    (repo / "hook.py").write_text(HOOK)
+    railway = repo / "railway.toml"
+    railway.write_text(railway.read_text()
+                       .replace('buildCommand = "pip install -r requirements.txt"',
+                                'buildCommand = "pip install -r requirements.txt && python -c \'print(2)\'"')
+                       .replace('preDeployCommand = "python manage.py migrate"',
+                                'preDeployCommand = ["python manage.py migrate", "python hook.py"]'))
+    plane.run("variables", "set", "--skip-deploys", "-e", "production", f"HOOK_MARKER={marker}", cwd=repo)
+    if point != "deploy.during_hook":
+        marker.write_text("")  # the hook is quick unless it is the point under test
     v2 = plane.commit(repo, "v2")
-    push = plane.git(repo, "push", "branchyard", "main", check=False)
-    assert push.returncode != 0  # the control plane died under the push
-    wait_dead(plane)
-    assert plane.get("ks.localhost").status_code == 200  # apps and router kept serving meanwhile
-
-    restart_with(plane, None)
-    deployments = plane.json("deployments", "-e", "production", cwd=repo)
-    assert deployments[0]["commit"] == v2 and deployments[0]["status"] == outcome
-    serving = v2 if outcome == "SUCCESS" else v1
-    status = wait_for(lambda: (lambda s: s if len(s["replicas"]) == 2 and all(r["alive"] for r in s["replicas"]) else None)(
-        plane.json("status", "-e", "production", cwd=repo)))
-    assert status["current_deployment"]["commit"] == serving
-    assert {plane.get("ks.localhost").json()["commit"] for _ in range(10)} == {serving}
-    # no orphans: exactly the serving deployment's two replicas run
+    restart_with(plane, point)
+    with Load(plane, "ks.localhost") as load:
+        push = plane.git(repo, "push", "branchyard", "main", check=False)
+        assert push.returncode != 0  # the control plane died under the push
+        wait_dead(plane)
+        before_restart = len(load.seen)
+        if point == "deploy.during_hook":
+            hook_pid = int(marker.read_text())
+            assert alive(hook_pid)  # the hook outlived the control plane that started it
+        restart_with(plane, None)
+        deps = wait_for(lambda: (lambda d: d if d[0]["status"] == "SUCCESS" else None)(
+            plane.json("deployments", "-e", "production", cwd=repo)), timeout=180)
+        status = wait_for(lambda: (lambda s: s if len(s["replicas"]) == 2 and all(r["state"] == "RUNNING" for r in s["replicas"])
+                                   else None)(plane.json("status", "-e", "production", cwd=repo)))
+        wait_for(lambda: {commit for _, commit in load.seen[-5:]} == {v2} and len(load.seen) > before_restart + 5)
+    assert [(d["commit"], d["status"]) for d in deps[:2]] == [(v2, "SUCCESS"), (v1, "REMOVED")]  # the same deployment
+    assert status["current_deployment"]["commit"] == v2
+    # the old release served every request until the switch; nothing failed, ever
+    assert load.seen and all(code == 200 for code, _ in load.seen), [s for s in load.seen if s[0] != 200][:5]
+    assert {commit for _, commit in load.seen} == {v1, v2}
+    if point != "deploy.after_switch":
+        assert {commit for _, commit in load.seen[:before_restart]} == {v1}
+    # exactly the serving deployment's two replicas run: no copy left by the interrupted attempt
     wait_for(lambda: app_processes(plane.home) == {r["pid"] for r in status["replicas"]})
-    # no half-written releases
+    if point == "deploy.during_hook":
+        assert not alive(hook_pid)  # the cut-off hook was stopped before the deployment resumed
+    events = [e["kind"] for e in plane.json("events", "-e", "production", cwd=repo)]
+    if point != "deploy.after_switch":
+        assert "deploy.interrupted" in events and "deploy.resumed" in events
     releases = list((plane.home / "releases" / "ks").iterdir())
     assert releases and all((p / ".branchyard-release.json").exists() for p in releases)  # none half-written
 
@@ -98,14 +162,19 @@ def test_sigkill_while_a_rollback_re_adopts_standby_replicas_converges(fresh, tm
     wait_dead(plane)
     assert {plane.get("kw.localhost").json()["commit"] for _ in range(5)} == {v2}  # v2 kept serving
 
-    restart_with(plane, None)
-    deployments = plane.json("deployments", "-e", "production", cwd=repo)
-    assert (deployments[0]["trigger"], deployments[0]["status"]) == ("rollback", "FAILED")
-    status = plane.json("status", "-e", "production", cwd=repo)
-    assert status["current_deployment"]["commit"] == v2 and {r["pid"] for r in status["replicas"]} == v2_pids
-    # no orphans: the re-adopted replicas of the failed rollback are stopped, only v2's two run
-    wait_for(lambda: app_processes(plane.home) == v2_pids)
-    assert plane.json("status", "-e", "production", cwd=repo)["standby"] == []
+    restart_with(plane, None)  # the rollback was recorded as what production should run: it is resumed
+    deployments = wait_for(lambda: (lambda d: d if d[0]["status"] == "SUCCESS" else None)(
+        plane.json("deployments", "-e", "production", cwd=repo)))
+    assert deployments[0]["trigger"] == "rollback" and deployments[0]["commit"] == v1
+    status = wait_for(lambda: (lambda s: s if len(s["replicas"]) == 2 and all(r["state"] == "RUNNING" for r in s["replicas"])
+                               else None)(plane.json("status", "-e", "production", cwd=repo)))
+    assert status["current_deployment"]["commit"] == v1
+    assert {plane.get("kw.localhost").json()["commit"] for _ in range(5)} == {v1}
+    # no orphans: the replicas the interrupted attempt took back were stopped; v2's drained after the switch
+    serving = {r["pid"] for r in status["replicas"]}
+    wait_for(lambda: app_processes(plane.home) - {r["pid"] for r in plane.json("status", "-e", "production",
+                                                                            cwd=repo)["standby"]} == serving)
+    assert not serving & v2_pids
 
 
 def test_a_restart_ends_every_standby_window(fresh, tmp_path):

@@ -1,0 +1,83 @@
+"""The house rules that keep it livable, enforced: pure modules stay pure; the controller reaches the machine
+only through backends/ports.py. Read from the source with `ast`, so a lazy import inside a function counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "branchyard"
+
+# Pure: decisions from values, no I/O, no state. They may import each other, errors, and the standard library.
+PURE = ["plan.py", "deploy_plan.py", "policy.py", "promotion.py", "names.py", "spec"]
+IMPURE_PACKAGES = ("branchyard.controller", "branchyard.store", "branchyard.backends", "branchyard.api",
+                   "branchyard.cli", "branchyard.server", "branchyard.build", "branchyard.github", "branchyard.triggers")
+
+# The controller's remaining direct uses of the local backend, to be moved behind ports (docs/architecture.md,
+# "Ports still to carve"). This list may only shrink: a new direct import fails the test.
+CONTROLLER_BACKEND_DEBT = {
+    ("dataplane.py", "branchyard.backends.local.postgres"),
+    ("dataplane.py", "branchyard.backends.local.redis"),
+    ("environments.py", "branchyard.backends.local"),
+    ("environments.py", "branchyard.backends.local.processes"),
+    ("environments.py", "branchyard.backends.local.health"),
+    ("hooks.py", "branchyard.backends.local.tasks"),
+    ("replicas.py", "branchyard.backends.local"),
+    ("replicas.py", "branchyard.backends.local.processes"),
+    ("replicas.py", "branchyard.backends.local.health"),
+    ("reconciler.py", "branchyard.backends.local"),
+    ("reconciler.py", "branchyard.backends.local.processes"),
+    ("reconciler.py", "branchyard.backends.local.health"),
+}
+
+
+def _modules(entry: str) -> list[Path]:
+    path = SRC / entry
+    return sorted(path.rglob("*.py")) if path.is_dir() else [path]
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of the branchyard modules `path` imports (relative imports resolved)."""
+    package = ["branchyard", *path.relative_to(SRC).parent.parts]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("branchyard")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.startswith("branchyard"):
+                found.add(module)
+                where = SRC.parent / module.replace(".", "/")
+                found |= {f"{module}.{a.name}" for a in node.names  # `from .. import plan`: a module, not a name
+                          if (where / a.name).with_suffix(".py").exists() or (where / a.name).is_dir()}
+    return found
+
+
+@pytest.mark.parametrize("path", [p for entry in PURE for p in _modules(entry)], ids=lambda p: str(p.relative_to(SRC)))
+def test_pure_modules_import_no_controller_store_backend_api_or_cli(path):
+    bad = sorted(i for i in _imports(path) if i.startswith(IMPURE_PACKAGES))
+    assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+def test_the_controller_reaches_backends_only_through_the_ports():
+    direct = set()
+    for path in sorted((SRC / "controller").glob("*.py")):
+        for name in _imports(path):
+            if name.startswith("branchyard.backends") and name != "branchyard.backends.ports":
+                direct.add((path.name, name))
+    assert direct - CONTROLLER_BACKEND_DEBT == set(), "new direct backend imports in the controller"
+    assert CONTROLLER_BACKEND_DEBT - direct == set(), "debt paid: remove these from CONTROLLER_BACKEND_DEBT"
+
+
+def test_the_import_reader_sees_relative_and_lazy_imports(tmp_path):
+    """The reader itself: a test that could not fail would prove nothing."""
+    module = SRC / "controller" / "deployer.py"
+    names = _imports(module)
+    assert {"branchyard.deploy_plan", "branchyard.backends.ports", "branchyard.controller.guards"} <= names
+    assert "branchyard.backends.local.postgres" in _imports(SRC / "controller" / "dataplane.py")  # a lazy import

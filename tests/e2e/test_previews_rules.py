@@ -273,7 +273,9 @@ def test_sigkill_while_a_preview_builds_converges_after_restart(plane, tmp_path)
     wait_for(lambda: plane.run("server", "status", check=False).returncode != 0, timeout=60)  # it SIGKILLed itself
     plane.run("server", "--detach")
     plane.api_url = plane.json("server", "status")["api_url"]
-    s = succeeded(plane, repo, "pr-1", sha)  # the interrupted build is tried again
+    s = succeeded(plane, repo, "pr-1", sha)  # the interrupted deployment is resumed, not replaced
     assert plane.get("kill-pr-1.localhost").status_code == 200
     deps = plane.json("deployments", "-e", "pr-1", cwd=repo)
-    assert [d["status"] for d in deps] == ["SUCCESS", "FAILED"] and s["current_deployment"]["id"] == deps[0]["id"]
+    assert [d["status"] for d in deps] == ["SUCCESS"] and s["current_deployment"]["id"] == deps[0]["id"]
+    kinds = [e["kind"] for e in plane.json("events", "-e", "pr-1", cwd=repo)]
+    assert "deploy.interrupted" in kinds and "deploy.resumed" in kinds

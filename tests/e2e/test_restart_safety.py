@@ -108,7 +108,7 @@ def test_sigkill_during_a_production_deploy_resumes_it(fresh, tmp_path, point):
                        .replace('buildCommand = "pip install -r requirements.txt"',
                                 'buildCommand = "pip install -r requirements.txt && python -c \'print(2)\'"')
                        .replace('preDeployCommand = "python manage.py migrate"',
-                                'preDeployCommand = ["python manage.py migrate", "python hook.py"]'))
+                                'preDeployCommand = ["python hook.py", "python manage.py migrate"]'))
     plane.run("variables", "set", "--skip-deploys", "-e", "production", f"HOOK_MARKER={marker}", cwd=repo)
     if point != "deploy.during_hook":
         marker.write_text("")  # the hook is quick unless it is the point under test
@@ -120,7 +120,7 @@ def test_sigkill_during_a_production_deploy_resumes_it(fresh, tmp_path, point):
         wait_dead(plane)
         before_restart = len(load.seen)
         if point == "deploy.during_hook":
-            hook_pid = int(marker.read_text())
+            hook_pid = int(wait_for(lambda: marker.exists() and marker.read_text()))
             assert alive(hook_pid)  # the hook outlived the control plane that started it
         restart_with(plane, None)
         deps = wait_for(lambda: (lambda d: d if d[0]["status"] == "SUCCESS" else None)(
@@ -150,7 +150,7 @@ def test_sigkill_while_a_rollback_re_adopts_standby_replicas_converges(fresh, tm
     plane = fresh
     repo = plane.app_repo(tmp_path, "app", project="kw")
     (repo / "railway.toml").write_text((repo / "railway.toml").read_text() + "overlapSeconds = 60\ndrainingSeconds = 2\n")
-    plane.commit(repo, "keep the previous deployment warm")
+    v1 = plane.commit(repo, "keep the previous deployment warm")
     restart_with(plane, "deploy.after_adopt")
     plane.git(repo, "push", "branchyard", "main")
     v2 = plane.commit(repo, "v2")

@@ -1,0 +1,57 @@
+"""Environments: list, add, status, delete, down, wake (`up`) and scale."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from ...controller.core import Controller
+from ...errors import BadInput
+
+
+class EnvironmentIn(BaseModel):
+    name: str
+    branch: str | None = None
+
+
+class ScaleIn(BaseModel):
+    service: str = "web"
+    replicas: int
+
+
+def router(ctl: Controller) -> APIRouter:
+    """The environment routes."""
+    r = APIRouter()
+
+    @r.get("/api/projects/{project}/environments")
+    def environments(project: str) -> list[dict]:
+        return ctl.environments.list(project)
+
+    @r.post("/api/projects/{project}/environments")
+    def add_environment(project: str, body: EnvironmentIn) -> dict:
+        return ctl.environments.add(project, body.name, branch=body.branch)
+
+    @r.get("/api/projects/{project}/environments/{env}")
+    def environment(project: str, env: str) -> dict:
+        return ctl.environments.info(project, env)
+
+    @r.delete("/api/projects/{project}/environments/{env}")
+    def delete_environment(project: str, env: str) -> dict:
+        ctl.teardown.delete_environment(project, env)
+        return {"deleted": env}
+
+    @r.post("/api/projects/{project}/environments/{env}/down")
+    def down(project: str, env: str) -> dict:
+        return ctl.environments.down(project, env)
+
+    @r.post("/api/projects/{project}/environments/{env}/wake")
+    def wake(project: str, env: str) -> dict:
+        return {"deployment_id": ctl.environments.wake(project, env)}
+
+    @r.post("/api/projects/{project}/environments/{env}/scale")
+    def scale(project: str, env: str, body: ScaleIn) -> dict:
+        if body.service != "web":
+            raise BadInput(f"scale: unknown service {body.service!r} (only web runs replicas)")
+        return ctl.environments.scale(project, env, body.replicas)
+
+    return r

@@ -1,0 +1,18 @@
+"""GET /api/events: the audit log, optionally for one project or environment."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ...controller.core import Controller
+
+
+def router(ctl: Controller) -> APIRouter:
+    """The audit-log route."""
+    r = APIRouter()
+
+    @r.get("/api/events")
+    def events(project: str | None = None, environment: str | None = None, limit: int = 100) -> list[dict]:
+        return ctl.environments.events(project, environment, limit)
+
+    return r

@@ -1,0 +1,42 @@
+"""Projects: list, create, show, and their GitHub settings (webhook secret, repository)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from ...controller.core import Controller
+
+
+class ProjectIn(BaseModel):
+    name: str
+    upstream: str | None = None
+    github_repository: str | None = None
+
+
+class GithubIn(BaseModel):
+    webhook_secret: str | None = None
+    repository: str | None = None
+
+
+def router(ctl: Controller) -> APIRouter:
+    """The project routes."""
+    r = APIRouter()
+
+    @r.get("/api/projects")
+    def projects() -> list[dict]:
+        return ctl.projects.list()
+
+    @r.post("/api/projects")
+    def create_project(body: ProjectIn) -> dict:
+        return ctl.projects.create(body.name, body.upstream, body.github_repository)
+
+    @r.post("/api/projects/{project}/github")
+    def configure_github(project: str, body: GithubIn) -> dict:
+        return ctl.projects.configure_github(project, webhook_secret=body.webhook_secret, repository=body.repository)
+
+    @r.get("/api/projects/{project}")
+    def project(project: str) -> dict:
+        return ctl.projects.info(project)
+
+    return r

@@ -1,0 +1,39 @@
+"""Variables: an environment's effective variables (masked, or revealed for `run`/`connect`), set and delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from ...controller.core import Controller
+
+
+class VariablesIn(BaseModel):
+    variables: dict[str, str]
+    secret: bool = False
+    skip_deploys: bool = False
+
+
+def router(ctl: Controller) -> APIRouter:
+    """The variable routes."""
+    r = APIRouter()
+
+    @r.get("/api/projects/{project}/environments/{env}/variables")
+    def variables(project: str, env: str) -> dict:
+        return ctl.variables.effective(project, env)
+
+    # before .../variables/{key}: a request to .../variables/reveal with neither method is answered by this route (405, Allow: POST)
+    @r.post("/api/projects/{project}/environments/{env}/variables/reveal")
+    def reveal_variables(project: str, env: str) -> dict:
+        """Plain values, for `branchyard run` and `connect` on this machine only: the one place secrets leave."""
+        return ctl.variables.effective(project, env, reveal=True)
+
+    @r.post("/api/projects/{project}/environments/{env}/variables")
+    def set_variables(project: str, env: str, body: VariablesIn) -> dict:
+        return ctl.variables.set(project, env, body.variables, secret=body.secret, deploy=not body.skip_deploys)
+
+    @r.delete("/api/projects/{project}/environments/{env}/variables/{key}")
+    def delete_variable(project: str, env: str, key: str, skip_deploys: bool = False) -> dict:
+        return ctl.variables.delete(project, env, key, deploy=not skip_deploys)
+
+    return r

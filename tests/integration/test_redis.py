@@ -337,3 +337,47 @@ def test_adopts_its_server_after_the_pid_records_are_lost(make: Callable[..., Re
     assert server.pid() is None
     assert make().ensure_running() == info
     assert server.pid() == pid and redis_pids_in(server.data_dir) == [pid]
+
+
+def kill_and_wait(server: RedisServer) -> int:
+    pid = server.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.pid() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return pid
+
+
+def test_a_killed_server_is_revived_as_it_was_with_its_data(make: Callable[..., RedisServer]) -> None:
+    server = make(persistence=True, maxmemory_mb=64)
+    info = server.ensure_running()
+    client(info).set("greeting", "hello")
+    dead = kill_and_wait(server)
+    assert (server.data_dir / "redis.pid").exists()  # what a kill -9 leaves behind
+
+    bare = RedisServer(data_dir=server.data_dir)  # knows nothing of the settings: redis.conf keeps them
+    assert bare.revive() == dead
+    pid = server.pid()
+    assert pid not in (None, dead) and redis_pids_in(server.data_dir) == [pid]
+    assert client(info).get("greeting") == "hello"  # same port, same password, the AOF read back
+    assert client(info).config_get("maxmemory") == {"maxmemory": str(64 * 1024 * 1024)}
+    assert bare.revive() is None and server.pid() == pid  # alive: nothing to do
+
+
+def test_a_server_shut_down_by_a_client_is_revived_but_not_one_we_stopped(make: Callable[..., RedisServer]) -> None:
+    server = make()
+    info = server.ensure_running()
+    dead = server.pid()
+    client(info).shutdown(nosave=True)  # e.g. SHUTDOWN typed in `branchyard connect redis`
+    deadline = time.monotonic() + 10
+    while server.pid() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert server.revive() == dead and client(info).ping() is True
+    server.stop()
+    assert server.revive() is None and server.pid() is None
+    assert make("never").revive() is None and not (server.data_dir.parent / "never").exists()
+    server.destroy()
+    assert server.revive() is None and not server.data_dir.exists()

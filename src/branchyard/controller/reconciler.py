@@ -51,6 +51,9 @@ class Reconciler:
     def run_once(self) -> None:
         """One pass over every environment whose lock is free, then make the routes match."""
         self.ctl.router.ensure_running()  # a router tier that died comes back (cheap when both answer)
+        for revived in self.ctl.data.revive_dead():  # so does a PostgreSQL or Redis (cheap while they live)
+            with self.store.session() as s:
+                self.store.record(s, revived.project, revived.event, revived.message, environment=revived.environment)
         self.ctl.previews.kick()  # previews: create missing ones, destroy closed and idle ones (its own thread)
         with self.store.session() as s:
             envs = s.execute(select(m.Project.name, m.Environment.name).join(m.Environment)).all()

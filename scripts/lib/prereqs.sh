@@ -13,14 +13,15 @@ _prereq_python() { printf '%s' "${PYTHON:-python3}"; }
 
 # One missing Debian package per line for the named needs; "!message" for what no package can fix.
 _prereq_missing() {
-  local python need have_python=1
+  local python need have_python=1 version
   python=$(_prereq_python)
   if ! command -v "$python" >/dev/null 2>&1; then
     [ "$python" = python3 ] || { echo "!PYTHON=$python: no such command"; return; }
     echo python3
     have_python=
   elif ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
-    echo "!branchyard needs Python 3.11 or newer; $python is $("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo unusable) (set PYTHON=/path/to/python3.11)"
+    version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || version=unusable
+    echo "!branchyard needs Python 3.11 or newer; $python is $version (set PYTHON=/path/to/python3.11)"
     return
   fi
   for need in "$@"; do

@@ -381,6 +381,19 @@ def test_revive_clears_a_stuck_child_and_a_lock_file_naming_a_live_pid(server, a
     assert query(server.admin_url(), "SELECT 1") == [(1,)]
 
 
+def test_a_revive_that_fails_is_tried_again_by_the_next_call(server):
+    dead = kill_postmaster(server)
+    with socket.socket() as taken:  # its port taken meanwhile
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", server.port))
+        taken.listen()
+        with pytest.raises(BackendError) as err:
+            server.revive()
+    assert f"port {server.port} on 127.0.0.1 is already in use" in str(err.value) and "\n" not in str(err.value)
+    assert server.revive() == dead  # still known to have died, not to have been stopped
+    assert postmasters(server) == [server.pid()]
+
+
 def test_revive_leaves_stopped_destroyed_and_unknown_servers_alone(server, base):
     server.stop()
     assert server.revive() is None and server.pid() is None  # stopped on purpose stays stopped

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -16,14 +17,20 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis as redis_py
 import redis.backoff
 import redis.retry
+from conftest import new_home
 
+from branchyard import settings as settings_mod
 from branchyard.backends.local.redis import RedisInfo, RedisServer, find_redis, render_config
+from branchyard.controller.dataplane import DataPlane, Revival
 from branchyard.errors import BackendError, BadInput
+from branchyard.store import models as m
+from branchyard.store.db import Store
 
 pytestmark = pytest.mark.integration
 
@@ -381,3 +388,45 @@ def test_a_server_shut_down_by_a_client_is_revived_but_not_one_we_stopped(make: 
     assert make("never").revive() is None and not (server.data_dir.parent / "never").exists()
     server.destroy()
     assert server.revive() is None and not server.data_dir.exists()
+
+
+def test_the_data_plane_revives_a_dead_redis_with_backoff_while_it_cannot_start() -> None:
+    home = new_home()
+    settings = settings_mod.load({"BRANCHYARD_HOME": str(home)})
+    store = Store(settings.state_db)
+    plane = DataPlane(settings, store)
+    try:
+        with store.session() as s:
+            p = m.Project(name="rv", repo_path="/nonexistent")
+            s.add(p)
+            s.flush()
+            s.add(m.Environment(project_id=p.id, name="staging", production=False))
+        cfg = SimpleNamespace(postgres=None, redis=SimpleNamespace(name="Cache", memory_mb=None, persistence=False))
+        plane.provision("rv", "staging", cfg)
+        server = RedisServer(data_dir=home / "redis" / "rv" / "staging")
+        assert plane.revive_dead() == []  # all alive: nothing to do
+
+        dead = kill_and_wait(server)
+        assert plane.revive_dead() == [
+            Revival("rv", "staging", "Cache", f"Cache: the environment's redis-server was found dead (pid {dead}) and restarted")
+        ]
+        assert plane.revive_dead() == [] and server.pid() not in (None, dead)
+
+        dead = kill_and_wait(server)
+        with socket.socket() as squatter:  # its port taken meanwhile: it cannot start
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", server.info().port))
+            squatter.listen()
+            [failed] = plane.revive_dead()
+            assert (failed.event, failed.environment, failed.service) == ("service.revive_failed", "staging", "Cache")
+            assert failed.message.startswith("Cache: the environment's redis-server could not be revived: redis: ")
+            assert failed.message.endswith("(next try in 1s)") and "Address already in use" in failed.message
+            assert plane.revive_dead() == []  # not again before the backoff has passed
+        time.sleep(1.1)
+        [revived] = plane.revive_dead()
+        assert revived.event == "service.revived" and f"(pid {dead})" in revived.message
+        assert server.pid() is not None
+    finally:
+        plane.stop_all()
+        store.close()
+        shutil.rmtree(home.parent, ignore_errors=True)

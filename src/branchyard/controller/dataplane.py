@@ -420,7 +420,11 @@ class DataPlane:
             if kind == "redis" and location:
                 server, what = RedisServer(data_dir=Path(location)), "the environment's redis-server"
             elif kind == "postgres":
-                server, key = self._pg_server(project, env_name, json.loads(settings or "{}"), location)
+                try:
+                    server, key = self._pg_server(project, env_name, json.loads(settings or "{}"), location)
+                except BranchyardError as err:  # settings it could never have started with: nothing to revive
+                    log.warning("%s/%s: %s", project, env_name, err)
+                    continue
                 if server is None:
                     continue  # the operator's server: not ours to restart
                 what = "the shared PostgreSQL server" if key == "shared" else "the environment's own PostgreSQL server"

@@ -352,7 +352,11 @@ class RedisServer:
                 dead = state.get("pid")
                 if not dead or "port" not in state or self._running(state) is not None:
                     return None
-                self._start(int(state["port"]), str(state["password"]), conf=not self.conf_file.is_file())
+                try:
+                    self._start(int(state["port"]), str(state["password"]), conf=not self.conf_file.is_file())
+                except BackendError:
+                    _write_private(self.state_file, json.dumps(state, indent=1) + "\n")  # still wanted: next try later
+                    raise
                 return int(dead)
         except Conflict:
             return None  # someone is starting, reconfiguring or stopping it: their result stands

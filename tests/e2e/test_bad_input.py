@@ -46,10 +46,14 @@ def test_config_check_reports_errors_without_a_server(plane, tmp_path):
     done = plane.run("config", "check", "--path", str(app), check=False)
     assert done.returncode != 0
     assert 'railway.toml: deploy.healthcheckTimeout: expected integer seconds, got "abc"' in done.stderr
-    (app / "railway.toml").write_text('[deploy]\nstartCommand = "x"\n[deploys]\n')
-    assert plane.run("config", "check", "--path", str(app)).returncode == 0
+    (app / "railway.toml").write_text('[deploy]\nstartCommand = "x"\nhealtcheckPath = "/h"\n')
+    assert plane.run("config", "check", "--path", str(app)).returncode == 0  # an unknown key: a warning
     strict = plane.run("config", "check", "--strict", "--path", str(app), check=False)
-    assert strict.returncode != 0 and 'unknown section "deploys" (did you mean "deploy"?)' in strict.stderr
+    assert strict.returncode != 0 and 'deploy.healtcheckPath: unknown key (did you mean "healthcheckPath"?)' in strict.stderr
+    (app / "railway.toml").write_text('[deploy]\nstartCommand = "x"\n[deploys]\n')  # an unknown section: an error
+    misspelt = plane.run("config", "check", "--path", str(app), check=False)
+    assert misspelt.returncode == 2
+    assert misspelt.stderr == "error: railway.toml: unknown section [deploys] (did you mean [deploy]?) (line 3)\n"
 
 
 def test_environment_delete_stops_processes_and_removes_the_route(plane, tmp_path):

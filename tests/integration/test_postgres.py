@@ -12,12 +12,14 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -321,6 +323,86 @@ def test_a_port_taken_behind_the_preflight_check_is_reported_from_the_log(server
         assert f"port {port} on 127.0.0.1 is already in use" in str(err.value)
         assert "\n" not in str(err.value)
         assert server.pid() is None and postmasters(server) == []
+
+
+def kill_postmaster(server: LocalServer) -> int:
+    """SIGKILL the postmaster, as the OOM killer would; return its pid once it is gone."""
+    pid = server.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.pid() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return pid
+
+
+def test_a_killed_server_is_revived_with_its_data_after_crash_recovery(server, admin):
+    db = admin.create_database("by_revive_env", "by_revive_env")
+    admin.psql(db, "CREATE TABLE kept(v text); INSERT INTO kept VALUES ('committed');")
+    port, log_size = server.port, server.log_path.stat().st_size
+    open_tx = psycopg.connect(db.url)  # a transaction in flight: crash recovery must roll it back
+    open_tx.execute("INSERT INTO kept VALUES ('never committed')")
+    dead = kill_postmaster(server)
+    open_tx.close()
+    assert (server.pgdata / "postmaster.pid").exists()  # what a kill -9 leaves behind
+
+    assert LocalServer(data_dir=server.data_dir).revive() == dead  # a new object, as the data plane makes them
+    pid = server.pid()
+    assert pid not in (None, dead) and postmasters(server) == [pid]
+    assert server.port == port
+    assert admin.psql(db, "SELECT v FROM kept").split() == ["committed"]
+    assert "automatic recovery in progress" in server.log_path.read_text()[log_size:]
+    assert server.revive() is None and server.pid() == pid  # alive: nothing to do
+    admin.drop_database("by_revive_env", "by_revive_env")
+
+
+def test_revive_clears_a_stuck_child_and_a_lock_file_naming_a_live_pid(server, admin, monkeypatch):
+    """A child that cannot notice its postmaster died (stopped here) is SIGKILLed; a postmaster.pid whose pid now
+    belongs to another process (PID reuse, or the dead postmaster still a zombie) would make PostgreSQL refuse."""
+    monkeypatch.setattr(postgres, "ORPHAN_WAIT", 0.5)
+    conn = psycopg.connect(server.admin_url(), autocommit=True)
+    backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    os.kill(backend, signal.SIGSTOP)
+    dead = kill_postmaster(server)
+    lock = server.pgdata / "postmaster.pid"
+    # A process of the server's own user (it takes another user's for no postmaster) that is not its parent or
+    # grandparent (it ignores those).
+    account = pgtools.service_account()
+    with subprocess.Popen(["sleep", "60"], user=account.uid if account else None) as other:
+        lock.write_text("\n".join([str(other.pid), *lock.read_text().splitlines()[1:]]) + "\n")
+        try:
+            assert LocalServer(data_dir=server.data_dir).revive() == dead
+        finally:
+            other.kill()
+    conn.close()
+    assert not alive(backend)
+    assert postmasters(server) == [server.pid()]
+    assert query(server.admin_url(), "SELECT 1") == [(1,)]
+
+
+def test_a_revive_that_fails_is_tried_again_by_the_next_call(server):
+    dead = kill_postmaster(server)
+    with socket.socket() as taken:  # its port taken meanwhile
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", server.port))
+        taken.listen()
+        with pytest.raises(BackendError) as err:
+            server.revive()
+    assert f"port {server.port} on 127.0.0.1 is already in use" in str(err.value) and "\n" not in str(err.value)
+    assert server.revive() == dead  # still known to have died, not to have been stopped
+    assert postmasters(server) == [server.pid()]
+
+
+def test_revive_leaves_stopped_destroyed_and_unknown_servers_alone(server, base):
+    server.stop()
+    assert server.revive() is None and server.pid() is None  # stopped on purpose stays stopped
+    assert LocalServer(data_dir=base / "never-made").revive() is None
+    assert not (base / "never-made").exists()
+    gone = LocalServer(data_dir=base / "destroyed")
+    gone.ensure_running()
+    gone.destroy()
+    assert gone.revive() is None and not gone.data_dir.exists()
 
 
 def test_admin_url_before_the_first_start_is_not_found(base):

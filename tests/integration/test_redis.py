@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -16,14 +17,20 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis as redis_py
 import redis.backoff
 import redis.retry
+from conftest import new_home
 
+from branchyard import settings as settings_mod
 from branchyard.backends.local.redis import RedisInfo, RedisServer, find_redis, render_config
+from branchyard.controller.dataplane import DataPlane, Revival
 from branchyard.errors import BackendError, BadInput
+from branchyard.store import models as m
+from branchyard.store.db import Store
 
 pytestmark = pytest.mark.integration
 
@@ -337,3 +344,89 @@ def test_adopts_its_server_after_the_pid_records_are_lost(make: Callable[..., Re
     assert server.pid() is None
     assert make().ensure_running() == info
     assert server.pid() == pid and redis_pids_in(server.data_dir) == [pid]
+
+
+def kill_and_wait(server: RedisServer) -> int:
+    pid = server.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.pid() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return pid
+
+
+def test_a_killed_server_is_revived_as_it_was_with_its_data(make: Callable[..., RedisServer]) -> None:
+    server = make(persistence=True, maxmemory_mb=64)
+    info = server.ensure_running()
+    client(info).set("greeting", "hello")
+    dead = kill_and_wait(server)
+    assert (server.data_dir / "redis.pid").exists()  # what a kill -9 leaves behind
+
+    bare = RedisServer(data_dir=server.data_dir)  # knows nothing of the settings: redis.conf keeps them
+    assert bare.revive() == dead
+    pid = server.pid()
+    assert pid not in (None, dead) and redis_pids_in(server.data_dir) == [pid]
+    assert client(info).get("greeting") == "hello"  # same port, same password, the AOF read back
+    assert client(info).config_get("maxmemory") == {"maxmemory": str(64 * 1024 * 1024)}
+    assert bare.revive() is None and server.pid() == pid  # alive: nothing to do
+
+
+def test_a_server_shut_down_by_a_client_is_revived_but_not_one_we_stopped(make: Callable[..., RedisServer]) -> None:
+    server = make()
+    info = server.ensure_running()
+    dead = server.pid()
+    client(info).shutdown(nosave=True)  # e.g. SHUTDOWN typed in `branchyard connect redis`
+    deadline = time.monotonic() + 10
+    while server.pid() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert server.revive() == dead and client(info).ping() is True
+    server.stop()
+    assert server.revive() is None and server.pid() is None
+    assert make("never").revive() is None and not (server.data_dir.parent / "never").exists()
+    server.destroy()
+    assert server.revive() is None and not server.data_dir.exists()
+
+
+def test_the_data_plane_revives_a_dead_redis_with_backoff_while_it_cannot_start() -> None:
+    home = new_home()
+    settings = settings_mod.load({"BRANCHYARD_HOME": str(home)})
+    store = Store(settings.state_db)
+    plane = DataPlane(settings, store)
+    try:
+        with store.session() as s:
+            p = m.Project(name="rv", repo_path="/nonexistent")
+            s.add(p)
+            s.flush()
+            s.add(m.Environment(project_id=p.id, name="staging", production=False))
+        cfg = SimpleNamespace(postgres=None, redis=SimpleNamespace(name="Cache", memory_mb=None, persistence=False))
+        plane.provision("rv", "staging", cfg)
+        server = RedisServer(data_dir=home / "redis" / "rv" / "staging")
+        assert plane.revive_dead() == []  # all alive: nothing to do
+
+        dead = kill_and_wait(server)
+        assert plane.revive_dead() == [
+            Revival("rv", "staging", "Cache", f"Cache: the environment's redis-server was found dead (pid {dead}) and restarted")
+        ]
+        assert plane.revive_dead() == [] and server.pid() not in (None, dead)
+
+        dead = kill_and_wait(server)
+        with socket.socket() as squatter:  # its port taken meanwhile: it cannot start
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", server.info().port))
+            squatter.listen()
+            [failed] = plane.revive_dead()
+            assert (failed.event, failed.environment, failed.service) == ("service.revive_failed", "staging", "Cache")
+            assert failed.message.startswith("Cache: the environment's redis-server could not be revived: redis: ")
+            assert failed.message.endswith("(next try in 1s)") and "Address already in use" in failed.message
+            assert plane.revive_dead() == []  # not again before the backoff has passed
+        time.sleep(1.1)
+        [revived] = plane.revive_dead()
+        assert revived.event == "service.revived" and f"(pid {dead})" in revived.message
+        assert server.pid() is not None
+    finally:
+        plane.stop_all()
+        store.close()
+        shutil.rmtree(home.parent, ignore_errors=True)

@@ -160,7 +160,7 @@ def test_unknown_keys_are_warnings_with_a_suggestion(tmp_path: Path) -> None:
 
 def test_a_misspelt_section_is_an_unknown_section(tmp_path: Path) -> None:
     spec = load(tmp_path, '[sanitise.tables.users]\nemail = "hash"\n')
-    assert spec.warnings == ('branchyard.toml: unknown section "sanitise" (did you mean "sanitize"?)',)
+    assert spec.warnings == ("branchyard.toml: unknown section [sanitise] (did you mean [sanitize]?)",)
     assert spec.sanitize is None
 
 

@@ -676,18 +676,11 @@ nixpacksPlan = { phases = { setup = { nixPkgs = ["python311", "postgresql", "gcc
 healtcheckPath = "/health"
 region = "us-west2"
 
-[deploys]
-startCommand = "x"
-
-[env]
-FOO = "bar"
-
 [environments.stagin.deploy]
 numReplicas = 1
 
 [environments.production]
 deploy = { startCommand = "y" }
-biuld = {}
 """
 
 
@@ -696,10 +689,7 @@ def test_unknown_keys_are_warnings_with_did_you_mean(tmp_path: Path) -> None:
     project(tmp_path, branchyard_toml=branchyard, railway_toml=RAILWAY_WITH_TYPOS)
     spec = load_project(tmp_path)
     assert spec.warnings == (
-        'railway.toml: unknown section "deploys" (did you mean "deploy"?)',
-        'railway.toml: unknown section "env"',
         'railway.toml: deploy.healtcheckPath: unknown key (did you mean "healthcheckPath"?)',
-        'railway.toml: environments.production.biuld: unknown key (did you mean "build"?)',
         'railway.toml: environments.stagin: unknown environment (did you mean "staging"?)',
     )
     assert spec.ignored == (
@@ -711,21 +701,57 @@ def test_unknown_keys_are_warnings_with_did_you_mean(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("how", ["argument", "file"])
 def test_strict_turns_the_first_warning_into_an_error(tmp_path: Path, how: str) -> None:
-    branchyard = MINIMAL + ("strict = true\n" if how == "file" else "")
+    envs = '[environments.production]\nbranch = "main"\n[environments.staging]\n'
+    branchyard = MINIMAL + ("strict = true\n" if how == "file" else "") + envs
     project(tmp_path, branchyard_toml=branchyard, railway_toml=RAILWAY_WITH_TYPOS)
     kwargs = {"strict": True} if how == "argument" else {}
-    assert load_error(tmp_path, **kwargs) == 'railway.toml: unknown section "deploys" (did you mean "deploy"?)'
-    assert check(tmp_path, strict=True if how == "argument" else None)[:2] == [
-        'railway.toml: unknown section "deploys" (did you mean "deploy"?)',
-        'railway.toml: unknown section "env"',
+    first = 'railway.toml: deploy.healtcheckPath: unknown key (did you mean "healthcheckPath"?)'
+    assert load_error(tmp_path, **kwargs) == first
+    assert check(tmp_path, strict=True if how == "argument" else None) == [
+        first,
+        'railway.toml: environments.stagin: unknown environment (did you mean "staging"?)',
+        "staging: no start command: set deploy.startCommand in railway.toml or a web: line in Procfile",
     ]
 
 
 def test_strict_false_argument_overrides_the_file(tmp_path: Path) -> None:
-    project(tmp_path, branchyard_toml=MINIMAL + "strict = true\n", railway_toml="[deploys]\n")
+    project(tmp_path, branchyard_toml=MINIMAL + "strict = true\n", railway_toml="[deploy]\nstartComand = 'x'\n")
     spec = load_project(tmp_path, strict=False)
     assert spec.strict is False
-    assert spec.warnings == ('railway.toml: unknown section "deploys" (did you mean "deploy"?)',)
+    assert spec.warnings == ('railway.toml: deploy.startComand: unknown key (did you mean "startCommand"?)',)
+
+
+# An unknown section of a Railway file is an error in every mode: every setting in it would be ignored.
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"railway.toml": '[deploys]\nstartCommand = "x"\n'},
+         "railway.toml: unknown section [deploys] (did you mean [deploy]?) (line 1)"),
+        ({"railway.toml": '[deploy]\nstartCommand = "x"\n\n[Build]\nbuildCommand = "y"\n'},
+         "railway.toml: unknown section [Build] (did you mean [build]?) (line 4)"),
+        ({"railway.toml": '[deploy]\nstartCommand = "x"\n[env]\nFOO = "bar"\n'},
+         "railway.toml: unknown section [env] (line 3)"),
+        ({"railway.toml": '[enviroments.production.deploy]\nstartCommand = "x"\n'},
+         "railway.toml: unknown section [enviroments] (did you mean [environments]?) (line 1)"),
+        ({"railway.toml": '[environments.production.deploys]\nnumReplicas = 2\n'},
+         "railway.toml: unknown section [environments.production.deploys] "
+         "(did you mean [environments.production.deploy]?) (line 1)"),
+        ({"railway.toml": '[environments.production]\ndeploy = { startCommand = "y" }\nbiuld = {}\n'},
+         "railway.toml: unknown section [environments.production.biuld] "
+         "(did you mean [environments.production.build]?) (line 3)"),
+        ({"railway.json": '{\n  "build": {},\n  "deploys": {"startCommand": "x"}\n}\n'},
+         'railway.json: unknown section "deploys" (did you mean "deploy"?) (line 3)'),
+        ({"railway.json": '{"environments": {"production": {\n  "deplyo": {"numReplicas": 2}}}}\n'},
+         'railway.json: unknown section "environments.production.deplyo" '
+         '(did you mean "environments.production.deploy"?) (line 2)'),
+    ],
+)
+@pytest.mark.parametrize("strict", [None, False, True])
+def test_an_unknown_railway_section_is_an_error_naming_it(tmp_path: Path, files: dict[str, str], message: str,
+                                                          strict: bool | None) -> None:
+    project(tmp_path, files, branchyard_toml=MINIMAL)
+    assert load_error(tmp_path, strict=strict) == message
+    assert check(tmp_path, strict=strict) == [message]
 
 
 def test_unknown_top_level_key_that_is_not_a_table(tmp_path: Path) -> None:
@@ -860,7 +886,7 @@ def test_branchyard_toml_unknown_keys_warn(tmp_path: Path) -> None:
         """,
     )
     assert load_project(tmp_path).warnings == (
-        'branchyard.toml: unknown section "servces" (did you mean "services"?)',
+        "branchyard.toml: unknown section [servces] (did you mean [services]?)",
         'branchyard.toml: project.nmae: unknown key (did you mean "name"?)',
         'branchyard.toml: services.web.memroy: unknown key (did you mean "memory"?)',
         'branchyard.toml: services.postgres.enable: unknown key (did you mean "enabled"?)',

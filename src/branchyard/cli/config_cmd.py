@@ -28,17 +28,24 @@ def config() -> None:
 @click.option("--path", default=None, help="The app's directory (default: the current one).")
 def config_check(strict: bool, path: str | None) -> None:
     """Validate the project's files; exit non-zero on any error."""
+    from ..errors import SpecError
     from ..spec import check, load_project  # here, not at import: every other command starts faster
 
     root = _root(path)
+    try:
+        spec = load_project(root, strict=True if strict else None)
+    except SpecError:
+        spec = None  # a load error, or (strict) a warning: either way it is among the problems below
+    # Warnings first, and also when there are errors: a misspelt key is often why an error happens
+    # ([deploy] startCommnd = … is "no start command").
+    for warning in spec.warnings if spec else ():
+        ui.warn(warning)
     problems = check(root, strict=True if strict else None)
     if problems:
         for problem in problems:
             ui.error(problem)
         sys.exit(2)
-    spec = load_project(root, strict=True if strict else None)
-    for warning in spec.warnings:
-        ui.warn(warning)
+    assert spec is not None  # no problems: it loaded
     for note in spec.ignored:
         ui.info(f"note: {note}")
     ui.success(f"{', '.join(spec.files)}: OK (project {spec.name}; environments: {', '.join(spec.declared_names())})")

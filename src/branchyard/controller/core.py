@@ -60,7 +60,7 @@ class Controller:
         self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews)
         self.webhooks = Webhooks(settings, store, box=self.data.box, pushes=self.pushes, previews=self.previews)
         self.reconciler = Reconciler(store, router=router, routes=self.routes, replicas=self.replicas,
-                                     deployer=self.deployer, locks=self.locks, previews=self.previews,
+                                     deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      housekeeping=self._housekeeping)
         self.environments = Environments(settings, store, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes,

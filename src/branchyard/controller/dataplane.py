@@ -4,7 +4,8 @@ Databases live on one shared local PostgreSQL server (or, with `dedicated = true
 own; or on an operator's server given by BRANCHYARD_POSTGRES_URL), each with its own role that no
 other environment's role can connect as. Every environment with Redis gets its own `redis-server`.
 Connection details and secrets are stored encrypted; they leave only as resolved variables for the
-environment's own processes.
+environment's own processes. A local server that dies (kill -9, the OOM killer) is restarted by the
+reconciler's next pass (`revive_dead`), and the apps' connection pools reconnect to the same address.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,24 @@ class Provisioned:
     cloned_from: str | None = None  # the template database the new database is a copy of (hooks already ran)
 
 
+@dataclass(frozen=True)
+class Revival:
+    """One environment's service whose server `revive_dead` found dead, and what became of it."""
+
+    project: str
+    environment: str
+    service: str  # its namespace: "Postgres", "Redis"
+    message: str  # "Postgres: the shared PostgreSQL server was found dead (pid 4242) and restarted"
+    ok: bool = True  # False: the restart failed, and is tried again later
+
+    @property
+    def event(self) -> str:
+        return "service.revived" if self.ok else "service.revive_failed"
+
+
+REVIVE_BACKOFF_MAX = 60.0  # seconds between attempts to restart a server that keeps failing to start
+
+
 def _settings(decl) -> dict:  # noqa: ANN001 - PostgresConfig | RedisConfig
     """What of a service's spec shapes its server: memory, persistence, a dedicated server."""
     keys = ("memory_mb", "persistence", "dedicated", "backups")
@@ -62,6 +82,7 @@ class DataPlane:
         self.store = store
         self.box = SecretBox(settings.home / "secret.key")
         self._templates = threading.Lock()  # making, cloning and dropping templates: one at a time
+        self._revive_retry: dict[Path, tuple[float, float]] = {}  # data dir → (next attempt, delay) after a failed restart
 
     # --- variables & secrets ------------------------------------------------------------------------
 
@@ -198,19 +219,25 @@ class DataPlane:
 
     def _pg_admin(self, project: str, env_name: str, settings: dict, location: str | None):  # noqa: ANN202
         """The server an environment's database lives on: external, dedicated, or the shared local one."""
-        from ..backends.local.postgres import Admin, LocalServer
+        from ..backends.local.postgres import Admin
 
-        if self.settings.postgres_url:
-            return Admin(self.settings.postgres_url), "external"
-        if settings.get("dedicated") or (location or "").startswith("dedicated:"):
-            key = f"dedicated:{project}-{env_name}"
-            server = LocalServer(data_dir=self.settings.home / "postgres" / f"{project}-{env_name}",
-                                 memory_mb=settings.get("memory_mb"))
-        else:
-            key = "shared"
-            server = LocalServer(data_dir=self.settings.home / "postgres" / "shared")
+        server, key = self._pg_server(project, env_name, settings, location)
+        if server is None:
+            return Admin(self.settings.postgres_url), key
         server.ensure_running()
         return Admin(server.admin_url()), key
+
+    def _pg_server(self, project: str, env_name: str, settings: dict, location: str | None):  # noqa: ANN202
+        """(the local server holding the environment's database, its location key); (None, "external") when the
+        operator's server (BRANCHYARD_POSTGRES_URL) holds it."""
+        from ..backends.local.postgres import LocalServer
+
+        if self.settings.postgres_url or location == "external":
+            return None, "external"
+        if settings.get("dedicated") or (location or "").startswith("dedicated:"):
+            return (LocalServer(data_dir=self.settings.home / "postgres" / f"{project}-{env_name}",
+                                memory_mb=settings.get("memory_mb")), f"dedicated:{project}-{env_name}")
+        return LocalServer(data_dir=self.settings.home / "postgres" / "shared"), "shared"
 
     def _ensure_postgres(self, project: str, env_name: str, settings: dict, known, location,  # noqa: ANN001, ANN202
                          template: tuple[str, str] | None = None):
@@ -381,6 +408,57 @@ class DataPlane:
                 .join(m.Service, m.Service.environment_id == m.Environment.id))]
         for project, env_name, env_id, kind in rows:
             self._ensure(project, env_name, env_id, kind, None, None)
+
+    def revive_dead(self) -> list[Revival]:
+        """Restart every local PostgreSQL server and Redis of an environment that died without being stopped
+        (kill -9, OOM killer, a client's SHUTDOWN): one Revival per environment's service on it (the shared
+        server serves several). Cheap while all live — pid files and /proc, no connection — as the reconciler
+        calls it every second. A restart that fails is tried again after 1, 2, 4 … 60 s."""
+        from ..backends.local.redis import RedisServer
+
+        with self.store.session() as s:
+            rows = s.execute(
+                select(m.Project.name, m.Environment.name, m.Service.kind, m.Service.name, m.Service.location,
+                       m.Service.settings)
+                .join(m.Environment, m.Environment.project_id == m.Project.id)
+                .join(m.Service, m.Service.environment_id == m.Environment.id)
+                .order_by(m.Project.name, m.Environment.name, m.Service.kind)).all()
+        servers: dict[Path, tuple[object, str, list[tuple[str, str, str]]]] = {}  # data dir → server, what, users
+        for project, env_name, kind, name, location, settings in rows:
+            if kind == "redis" and location:
+                server, what = RedisServer(data_dir=Path(location)), "the environment's redis-server"
+            elif kind == "postgres":
+                try:
+                    server, key = self._pg_server(project, env_name, json.loads(settings or "{}"), location)
+                except BranchyardError as err:  # settings it could never have started with: nothing to revive
+                    log.warning("%s/%s: %s", project, env_name, err)
+                    continue
+                if server is None:
+                    continue  # the operator's server: not ours to restart
+                what = "the shared PostgreSQL server" if key == "shared" else "the environment's own PostgreSQL server"
+            else:
+                continue
+            servers.setdefault(server.data_dir, (server, what, []))[2].append((project, env_name, name))
+        out: list[Revival] = []
+        now = time.monotonic()
+        for data_dir, (server, what, users) in servers.items():
+            next_at, delay = self._revive_retry.get(data_dir, (0.0, 0.0))
+            if now < next_at:
+                continue
+            try:
+                dead = server.revive()
+            except BranchyardError as err:
+                delay = min(max(delay * 2, 1.0), REVIVE_BACKOFF_MAX)
+                self._revive_retry[data_dir] = (now + delay, delay)
+                log.warning("%s in %s could not be revived: %s", what, data_dir, err)
+                out += [Revival(p, e, n, f"{n}: {what} could not be revived: {err} (next try in {delay:g}s)", ok=False)
+                        for p, e, n in users]
+                continue
+            self._revive_retry.pop(data_dir, None)
+            if dead is not None:
+                log.warning("%s in %s was found dead (pid %d) and restarted", what, data_dir, dead)
+                out += [Revival(p, e, n, f"{n}: {what} was found dead (pid {dead}) and restarted") for p, e, n in users]
+        return out
 
     def admin_for(self, project: str, env_name: str):  # noqa: ANN201 - postgres.Admin
         """The admin connection to the server holding the environment's database; NotFound if it has none."""

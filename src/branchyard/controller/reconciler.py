@@ -18,6 +18,7 @@ from ..errors import BranchyardError
 from ..spec.model import WebConfig
 from ..store import models as m
 from ..store.db import Store
+from .dataplane import DataPlane
 from .deployer import Deployer
 from .locks import EnvLocks
 from .previews import Previews
@@ -36,7 +37,7 @@ class Reconciler:
     restarted per policy), each unfinished deployment is being worked on (deploy_plan), routes match."""
 
     def __init__(self, store: Store, *, router: RouterPort, routes: Routes, replicas: Replicas, deployer: Deployer,
-                 locks: EnvLocks, previews: Previews, housekeeping: Callable[[], None]) -> None:
+                 locks: EnvLocks, previews: Previews, data: DataPlane, housekeeping: Callable[[], None]) -> None:
         self.store = store
         self.router = router
         self.routes = routes
@@ -44,6 +45,7 @@ class Reconciler:
         self.deployer = deployer
         self.locks = locks
         self.previews = previews
+        self.data = data  # its PostgreSQL and Redis servers: revived when found dead
         self.housekeeping = housekeeping  # scheduled backups, old deliveries: in a thread of its own
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -69,6 +71,9 @@ class Reconciler:
     def run_once(self) -> None:
         """One pass over every environment whose lock is free, then its deployments, then make the routes match."""
         self.router.ensure_running()  # a router tier that died comes back (cheap when both answer)
+        for revived in self.data.revive_dead():  # so does a PostgreSQL or Redis (cheap while they live)
+            with self.store.session() as s:
+                self.store.record(s, revived.project, revived.event, revived.message, environment=revived.environment)
         self.previews.kick()  # previews: create missing ones, destroy closed and idle ones (its own thread)
         with self.store.session() as s:
             envs = s.execute(select(m.Project.name, m.Environment.name).join(m.Environment)).all()

@@ -42,14 +42,19 @@ def dotted(path: Sequence[str]) -> str:
     return ".".join(path)
 
 
-def suggestion(key: str, known: Iterable[str]) -> str:
-    """` (did you mean "x"?)` for the closest known key, or ""."""
-    options = list(known)
-    lowered = {option.lower(): option for option in options}
+def closest(key: str, known: Iterable[str]) -> str | None:
+    """The known key `key` most likely misspells (same letters in another case first), or None."""
+    lowered = {option.lower(): option for option in known}
     match = lowered.get(key.lower())
     if match is None:
         close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)
         match = lowered[close[0]] if close else None
+    return match
+
+
+def suggestion(key: str, known: Iterable[str]) -> str:
+    """` (did you mean "x"?)` for the closest known key, or ""."""
+    match = closest(key, known)
     return f" (did you mean {json.dumps(match)}?)" if match else ""
 
 
@@ -86,13 +91,27 @@ class FileContext:
             raise self.fail(path, f"expected a table, got {show(value)}")
         return value
 
+    def section(self, path: Sequence[str]) -> str:
+        """A table as this file writes it: [environments.pr.deploy] in TOML, "environments.pr.deploy" in JSON."""
+        return f"[{dotted(path)}]" if self.syntax == "toml" else json.dumps(dotted(path))
+
     def unknown(self, path: Sequence[str], key: str, value: Any, known: Iterable[str]) -> None:
         """Warn about an unknown key (an unknown top-level table is called a section)."""
-        hint = suggestion(key, known)
         if not path and isinstance(value, dict):
-            self.warnings.append(f"{self.label}: unknown section {json.dumps(key)}{hint}")
+            match = closest(key, known)
+            hint = f" (did you mean {self.section([match])}?)" if match else ""
+            self.warnings.append(f"{self.label}: unknown section {self.section([key])}{hint}")
         else:
-            self.warnings.append(f"{self.label}: {dotted([*path, key])}: unknown key{hint}")
+            self.warnings.append(f"{self.label}: {dotted([*path, key])}: unknown key{suggestion(key, known)}")
+
+    def unknown_section(self, path: Sequence[str], key: str, known: Iterable[str]) -> SpecError:
+        """An unknown table where only known sections may be, as an error:
+        `railway.toml: unknown section [deploys] (did you mean [deploy]?) (line 4)`."""
+        match = closest(key, known)
+        hint = f" (did you mean {self.section([*path, match])}?)" if match else ""
+        line = find_line(self.text, self.syntax, [*path, key])
+        where = f" (line {line})" if line else ""
+        return SpecError(f"{self.label}: unknown section {self.section([*path, key])}{hint}{where}")
 
     def ignore(self, path: Sequence[str], value: Any, reason: str) -> None:
         """Note a known key that branchyard has no use for."""

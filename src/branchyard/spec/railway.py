@@ -68,9 +68,15 @@ class RailwayConfig:
 
 
 def parse_railway(ctx: FileContext, data: dict[str, Any]) -> RailwayConfig:
-    """Turn a parsed railway.toml/json into layers; unknown keys become warnings in ctx."""
+    """Turn a parsed railway.toml/json into layers; unknown keys become warnings in ctx.
+
+    An unknown section (a table where only build, deploy and environments belong) is an error in every
+    mode: each setting in it would be ignored — a misspelt [deploys] loses the start command, the
+    migrations (preDeployCommand) and the health check, and the deploy would still go ahead."""
     for key, value in data.items():
         if key not in TOP_KEYS:
+            if isinstance(value, dict):
+                raise ctx.unknown_section((), key, TOP_KEYS[1:])
             ctx.unknown((), key, value, TOP_KEYS[1:])
     base = _build_and_deploy(ctx, (), data)
     raw_envs = ctx.table(("environments",), data.get("environments", {}))
@@ -79,6 +85,8 @@ def parse_railway(ctx: FileContext, data: dict[str, Any]) -> RailwayConfig:
         table = ctx.table(("environments", name), raw)
         for key, value in table.items():
             if key not in SECTIONS:
+                if isinstance(value, dict):
+                    raise ctx.unknown_section(("environments", name), key, SECTIONS)
                 ctx.unknown(("environments", name), key, value, SECTIONS)
         environments[name] = _build_and_deploy(ctx, ("environments", name), table)
     return RailwayConfig(ctx.label, base, environments)

@@ -6,13 +6,19 @@ and adopted again by whoever calls `ensure_running` next. Layout of `data_dir`:
     pgdata/             the cluster (initdb --auth=scram-sha-256; listens on 127.0.0.1 only)
     postgresql.log      the server's log (pg_ctl -l)
     socket/             its unix socket (mode 0700; left out when the path would be too long)
-    server.json         port, superuser name and password (mode 0600)
+    server.json         port, superuser name and password (mode 0600); the postmaster's pid while it should run
     .lock               serialises ensure_running/stop/destroy between processes
 
 Settings branchyard owns are written to `pgdata/branchyard.conf` before every start (included from
 postgresql.conf): listen address, port, socket directory, and with `memory_mb` shared_buffers = 25 %
 and effective_cache_size = 75 % of it. Written before the start, they apply without a restart;
 an operator's ALTER SYSTEM still overrides them (postgresql.auto.conf is read last).
+
+A server that dies without `stop` (kill -9, the OOM killer) is brought back by `revive`, which the
+reconciler calls every second: server.json still names its pid, so it is known to have died rather than
+been stopped. What it left is cleared first — children still attached to its shared memory, and its
+postmaster.pid, whose pid may still exist as a zombie or be taken by another process (PostgreSQL would
+then refuse to start) — and PostgreSQL's own crash recovery replays the WAL.
 
 As root, the server runs as the system user `branchyard` (see pgtools): the cluster, log and socket
 directories are given to it, data_dir stays root's with mode 0711, and its parents get o+x only.
@@ -33,6 +39,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import string
 import subprocess
@@ -57,6 +64,7 @@ __all__ = ["Admin", "Database", "LocalServer", "pg_bin"]
 SUPERUSER = "postgres"
 START_TIMEOUT = 60.0  # seconds for pg_ctl start -w, and again for the first successful connection
 STOP_TIMEOUT = 60.0
+ORPHAN_WAIT = 5.0  # seconds for a killed postmaster's children to notice and exit before SIGKILL
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RESERVED_DATABASES = {"postgres", "template0", "template1"}
 _RESERVED_ROLES = {"public", "none", "current_user", "session_user", "current_role"}
@@ -142,6 +150,31 @@ class LocalServer:
             return
         with self._locked():
             self._stop()
+            state = self._read_state()
+            if state is not None and state.get("pid") is not None:
+                self._write_state({**state, "pid": None})  # stopped on purpose: not for `revive`
+
+    def revive(self) -> int | None:
+        """Start the server again if it died without `stop` (kill -9, OOM killer, crash), as it was: same port,
+        same branchyard.conf; PostgreSQL's crash recovery replays the WAL. The dead postmaster's pid, or None
+        when there was nothing to do: it runs, it was stopped, it never ran, or another caller holds the cluster.
+
+        Cheap while it runs — the pid file and /proc, no connection: the reconciler calls it every second."""
+        if self.pid() is not None or not self._recorded_pid():
+            return None
+        with self._locked(wait=False) as mine:
+            if not mine:
+                return None  # someone is starting, stopping or destroying it: their result stands
+            state = self._read_state()
+            dead = (state or {}).get("pid")
+            if state is None or not dead or self.pid() is not None or not (self.pgdata / "PG_VERSION").is_file():
+                return None
+            account = _owner_account(self.pgdata)
+            self._clear_crash()
+            self._prepare_dirs(account)
+            self._start(account, int(state["port"]))
+            self._write_state({**state, "pid": self.pid()})
+            return int(dead)
 
     def pid(self) -> int | None:
         """The postmaster's pid if it is running for this data directory, else None."""
@@ -191,8 +224,8 @@ class LocalServer:
                 raise BackendError(f"a PostgreSQL server runs on {self.pgdata} but {self.state_path} is missing")
             info = self._postmaster_file()
             running_port = int(info[3]) if len(info) > 3 and info[3].isdigit() else int(state["port"])
-            if running_port != state["port"]:
-                self._write_state({**state, "port": running_port})
+            if (running_port, self.pid()) != (state["port"], state.get("pid")):
+                self._write_state({**state, "port": running_port, "pid": self.pid()})
             self._wait_answering(time.monotonic() + START_TIMEOUT)
             return
 
@@ -201,6 +234,8 @@ class LocalServer:
         initialised = (self.pgdata / "PG_VERSION").is_file()
         if initialised and state is None:
             raise BackendError(f"{self.pgdata} holds a cluster but {self.state_path} (its superuser password) is missing")
+        if initialised:
+            self._clear_crash()  # killed without a shutdown: what it left would stop the start
         port = self._port or (int(state["port"]) if initialised and state else 0) or _free_port()
         if _port_in_use(port):
             raise BackendError(f"cannot start PostgreSQL for {self.data_dir}: port {port} on 127.0.0.1 is already in use")
@@ -211,6 +246,7 @@ class LocalServer:
             self._write_state(state)
         self._write_conf(account, port)
         self._start(account, port)
+        self._write_state({**state, "port": port, "pid": self.pid()})
         self._harden()
 
     def _prepare_dirs(self, account: ServiceAccount | None) -> None:
@@ -357,17 +393,59 @@ class LocalServer:
     # -- files ------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, *, wait: bool = True) -> Iterator[bool]:
+        """Exclusive use of the cluster across processes. Without `wait`: True if taken, False if busy or gone
+        (never creating data_dir: a destroyed cluster stays destroyed)."""
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            if wait:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.data_dir / ".lock", os.O_RDWR | (os.O_CREAT if wait else 0), 0o600)
+        except FileNotFoundError:
+            if wait:
+                raise BackendError(f"cannot lock {self.data_dir}: it does not exist") from None
+            yield False
+            return
         except OSError as exc:
             raise BackendError(f"cannot lock {self.data_dir}: {exc}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
         finally:
             os.close(fd)
+
+    def _recorded_pid(self) -> int | None:
+        """The postmaster pid server.json names: set at start, cleared by `stop` (cheap: no lock, no error)."""
+        try:
+            return json.loads(self.state_path.read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _clear_crash(self) -> None:
+        """After a postmaster died without shutting down: wait for its children (still attached to its shared
+        memory, which PostgreSQL refuses to start next to) to exit, SIGKILL them after ORPHAN_WAIT, then remove
+        the lock files naming the dead pid. Nothing to do, and quick, after a clean shutdown."""
+        deadline = time.monotonic() + ORPHAN_WAIT
+        killed = False
+        while left := _cluster_processes(self.pgdata):
+            if time.monotonic() > deadline:
+                if killed:
+                    raise BackendError(f"PostgreSQL processes {left} of {self.pgdata} survive SIGKILL; not starting another server")
+                for pid in left:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                killed, deadline = True, time.monotonic() + 10
+            time.sleep(0.05)
+        # Their pid may live on as a zombie or in another process: PostgreSQL would then refuse the files.
+        try:
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            for lock in self.socket_dir.glob(".s.PGSQL.*.lock"):
+                lock.unlink(missing_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot remove the lock files of a crashed PostgreSQL in {self.pgdata}: {exc}") from exc
 
     def _postmaster_file(self) -> list[str]:
         try:
@@ -436,6 +514,26 @@ def _is_postmaster(pid: int, pgdata: Path) -> bool:
         return Path(os.readlink(proc / "cwd")) == pgdata
     except OSError:
         return False
+
+
+def _cluster_processes(pgdata: Path) -> list[int]:
+    """Live (not zombie) postgres processes working in `pgdata`: the postmaster and its children."""
+    found = []
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:  # no procfs (macOS): nothing to wait for
+        return []
+    for name in entries:
+        proc = Path("/proc", name)
+        try:
+            if Path(os.readlink(proc / "cwd")) != pgdata or Path(os.readlink(proc / "exe")).name != "postgres":
+                continue
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                continue
+        except (OSError, IndexError):
+            continue
+        found.append(int(name))
+    return found
 
 
 def _port_in_use(port: int) -> bool:

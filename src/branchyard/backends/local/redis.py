@@ -14,6 +14,11 @@ The server is started detached (own session, stdin /dev/null, output to redis.lo
 against PID reuse. A later RedisServer for the same directory adopts it when the pid file's process
 is alive and answers PING with our password on our port (and INFO says it is that pid).
 
+A server that dies without `stop` (kill -9, the OOM killer, a client's SHUTDOWN) is brought back by
+`revive`, which the reconciler calls every second: server.json still holds the pid we started (`stop`
+clears it), so it is known to have died rather than been stopped. It starts again from its own redis.conf,
+on the same port with the same password; with persistence the AOF brings its keys back.
+
 Config changes on a running server (maxmemory, persistence, password) are applied live with
 CONFIG SET — no restart, no lost keys — and redis.conf is re-rendered by us so the next start agrees.
 CONFIG REWRITE is not used: Redis replaces the file itself (Redis 7 writes it 0644 & ~umask), which
@@ -330,6 +335,36 @@ class RedisServer:
             except OSError as exc:
                 raise BackendError(f"redis: cannot delete {self.data_dir}: {exc.strerror}") from None
 
+    def revive(self) -> int | None:
+        """Start our redis-server again if it died without `stop`, as it was: its redis.conf (port, password,
+        maxmemory, persistence) is not rewritten. The dead server's pid, or None when there was nothing to do:
+        it runs, it was stopped, it never ran, or another caller holds the directory.
+
+        Cheap while it runs — two small files and /proc, no connection: the reconciler calls it every second."""
+        if not self.state_file.is_file():
+            return None
+        state = self._load_state()
+        if not state.get("pid") or "port" not in state or self._running(state) is not None:
+            return None
+        try:
+            with self._locked(create=False, timeout=0.0):
+                state = self._load_state()
+                dead = state.get("pid")
+                if not dead or "port" not in state or self._running(state) is not None:
+                    return None
+                try:
+                    self._start(int(state["port"]), str(state["password"]), conf=not self.conf_file.is_file())
+                except BackendError:
+                    _write_private(self.state_file, json.dumps(state, indent=1) + "\n")  # still wanted: next try later
+                    raise
+                return int(dead)
+        except Conflict:
+            return None  # someone is starting, reconfiguring or stopping it: their result stands
+        except BackendError:
+            if self.data_dir.is_dir():
+                raise
+            return None  # destroyed meanwhile (environment deleted)
+
     def pid(self) -> int | None:
         """The pid of our live redis-server, if any."""
         if not self.data_dir.is_dir():
@@ -387,9 +422,10 @@ class RedisServer:
                 return probe
             time.sleep(_POLL)
 
-    def _start(self, port: int, password: str) -> None:
+    def _start(self, port: int, password: str, *, conf: bool = True) -> None:
         binary = find_redis("redis-server")
-        self._write_conf(port, password)
+        if conf:
+            self._write_conf(port, password)
         self._save_state(port, password, None)
         self.pid_file.unlink(missing_ok=True)
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -500,8 +536,8 @@ class RedisServer:
         _write_private(self.state_file, json.dumps(state, indent=1) + "\n")
 
     @contextmanager
-    def _locked(self, *, create: bool) -> Iterator[None]:
-        """Exclusive use of data_dir across threads and processes (flock on data_dir/lock)."""
+    def _locked(self, *, create: bool, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+        """Exclusive use of data_dir across threads and processes (flock on data_dir/lock); Conflict after `timeout`."""
         try:
             if create:
                 self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -509,14 +545,14 @@ class RedisServer:
         except OSError as exc:
             raise BackendError(f"redis: cannot use {self.data_dir}: {exc.strerror}") from None
         try:
-            deadline = time.monotonic() + LOCK_TIMEOUT
+            deadline = time.monotonic() + timeout
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise Conflict(f"redis: {self.data_dir} is busy (locked for more than {LOCK_TIMEOUT:g}s)") from None
+                        raise Conflict(f"redis: {self.data_dir} is busy (locked for more than {timeout:g}s)") from None
                     time.sleep(0.05)
             yield
         finally:

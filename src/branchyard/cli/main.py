@@ -11,80 +11,19 @@ from pathlib import Path
 import click
 
 from .. import errors, names
-from .. import settings as settings_mod
 from . import ui
-
-ENV_HELP = "Environment (default: the linked one, else production)."
-
-
-class State:
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
-        self._settings: settings_mod.Settings | None = None
-
-    @property
-    def settings(self) -> settings_mod.Settings:
-        if self._settings is None:
-            self._settings = settings_mod.load()
-        return self._settings
-
-    def client(self):  # noqa: ANN201
-        from .client import Client
-
-        return Client(self.settings)
-
-
-pass_state = click.make_pass_decorator(State)
-
-
-def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
-    except FileNotFoundError:
-        raise errors.BadInput("git is not installed") from None
-    except subprocess.CalledProcessError as err:
-        raise errors.BadInput(f"git {' '.join(args)}: {(err.stderr or err.stdout).strip()}") from None
-    return done.stdout.strip()
-
-
-def _repo_root() -> Path:
-    done = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise errors.BadInput("not inside a git repository (run this in your app's repository)")
-    return Path(done.stdout.strip())
-
-
-def _git_config(key: str) -> str | None:
-    done = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True)
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def _project(explicit: str | None) -> str:
-    """The project: --project, else the linked one (git config branchyard.project), else branchyard.toml's name."""
-    if explicit:
-        return names.project_name(explicit)
-    linked = _git_config("branchyard.project")
-    if linked:
-        return linked
-    toml = Path.cwd() / "branchyard.toml"
-    if toml.exists():
-        from ..spec import load_project
-
-        return load_project(Path.cwd()).name
-    raise errors.BadInput("no project linked here: run `branchyard init` or `branchyard link PROJECT`, or pass --project")
-
-
-def _environment(explicit: str | None) -> str:
-    return names.environment_name(explicit or _git_config("branchyard.environment") or "production")
-
-
-def env_option(f):  # noqa: ANN001, ANN201
-    f = click.option("-e", "--environment", "environment", default=None, help=ENV_HELP)(f)
-    return click.option("-p", "--project", "project", default=None, help="Project (default: the linked one).")(f)
-
-
-def json_option(f):  # noqa: ANN001, ANN201
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+from .context import (
+    State,
+    env_option,
+    follow_deployment,
+    git_config,
+    json_option,
+    pass_state,
+    repo_root,
+    resolve_environment,
+    resolve_project,
+    typed_confirmation,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -162,6 +101,16 @@ def server_status(state: State, as_json: bool) -> None:
 # --- projects ----------------------------------------------------------------------------------------
 
 
+def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+    except FileNotFoundError:
+        raise errors.BadInput("git is not installed") from None
+    except subprocess.CalledProcessError as err:
+        raise errors.BadInput(f"git {' '.join(args)}: {(err.stderr or err.stdout).strip()}") from None
+    return done.stdout.strip()
+
+
 def _set_remote(repo_path: str) -> None:
     remotes = _git("remote").split()
     if "branchyard" in remotes:
@@ -176,7 +125,7 @@ def _set_remote(repo_path: str) -> None:
 @pass_state
 def init(state: State, upstream: str | None, name: str | None) -> None:
     """Register this repository as a project and add the `branchyard` git remote."""
-    root = _repo_root()
+    root = repo_root()
     github_repository = None
     if (root / "branchyard.toml").exists():
         from ..spec import load_project
@@ -199,7 +148,7 @@ def init(state: State, upstream: str | None, name: str | None) -> None:
 @pass_state
 def link(state: State, project: str, environment: str | None) -> None:
     """Link this repository to an existing project (and optionally a default environment)."""
-    _repo_root()
+    repo_root()
     info = state.client().get(f"/api/projects/{names.project_name(project)}")
     _set_remote(info["repo_path"])
     _git("config", "branchyard.project", info["name"])
@@ -223,7 +172,7 @@ def environment() -> None:
 @pass_state
 def environment_list(state: State, project: str | None, ephemeral: bool, as_json: bool) -> None:
     """List the project's environments."""
-    envs = state.client().get(f"/api/projects/{_project(project)}/environments")
+    envs = state.client().get(f"/api/projects/{resolve_project(project)}/environments")
     if ephemeral:
         envs = [e for e in envs if e["ephemeral"]]
     if as_json:
@@ -242,7 +191,7 @@ def environment_list(state: State, project: str | None, ephemeral: bool, as_json
 @pass_state
 def environment_add(state: State, name: str, branch: str | None, project: str | None) -> None:
     """Create an environment (Railway: `railway environment add NAME`)."""
-    env = state.client().post(f"/api/projects/{_project(project)}/environments", {"name": name, "branch": branch})
+    env = state.client().post(f"/api/projects/{resolve_project(project)}/environments", {"name": name, "branch": branch})
     ui.success(f"environment {env['name']} created: {env['url']}")
 
 
@@ -255,11 +204,11 @@ def environment_add(state: State, name: str, branch: str | None, project: str | 
 def environment_delete(state: State, name: str, yes: bool, confirm: str | None, project: str | None) -> None:
     """Delete an environment: stop its processes, remove its route, releases and logs."""
     name = names.environment_name(name)
-    project = _project(project)
+    project = resolve_project(project)
     if name == "production":
         if confirm != "production":
             if sys.stdin.isatty() and confirm is None:
-                _typed_confirmation("production", "Deleting production drops its database (after a final backup).")
+                typed_confirmation("production", "Deleting production drops its database (after a final backup).")
             else:
                 raise errors.BadInput("deleting production needs typed confirmation: pass --confirm production")
     elif not yes:
@@ -287,7 +236,7 @@ def github_configure(state: State, webhook_secret: str | None, repository: str |
     """Set the project's webhook secret (stored encrypted) and/or GitHub repository."""
     if webhook_secret is None and repository is None:
         raise errors.BadInput("github configure: give --webhook-secret and/or --repository")
-    info = state.client().post(f"/api/projects/{_project(project)}/github",
+    info = state.client().post(f"/api/projects/{resolve_project(project)}/github",
                                {"webhook_secret": webhook_secret, "repository": repository})
     secret = "set" if info["webhook_secret_set"] else "not set (BRANCHYARD_GITHUB_WEBHOOK_SECRET is used)"
     ui.success(f"github: repository {info['github_repository'] or '(none)'}, webhook secret {secret}")
@@ -304,7 +253,7 @@ def previews() -> None:
 @pass_state
 def previews_approve(state: State, number: int, project: str | None) -> None:
     """Let a fork's pull request get its preview (at its current head commit)."""
-    info = state.client().post(f"/api/projects/{_project(project)}/previews/{number}/approve", {})
+    info = state.client().post(f"/api/projects/{resolve_project(project)}/previews/{number}/approve", {})
     ui.success(f"pull request #{number} approved at {info['approved_sha'][:12]}; {info['environment']} will be deployed")
 
 
@@ -314,7 +263,7 @@ def previews_approve(state: State, number: int, project: str | None) -> None:
 @pass_state
 def previews_list(state: State, project: str | None, as_json: bool) -> None:
     """The previews the control plane knows: open pull requests and branches, and what was decided for each."""
-    rows = state.client().get(f"/api/projects/{_project(project)}/previews")
+    rows = state.client().get(f"/api/projects/{resolve_project(project)}/previews")
     if as_json:
         ui.print_json(rows)
         return
@@ -327,31 +276,22 @@ def previews_list(state: State, project: str | None, as_json: bool) -> None:
 # --- deploy, status, logs ----------------------------------------------------------------------------
 
 
-def _follow(client, deployment_id: str) -> None:  # noqa: ANN001 - Client
-    """Stream a deployment's log until it ends; non-zero exit unless it is SUCCESS."""
-    for chunk in client.follow_log(deployment_id):
-        ui.raw(chunk)
-    dep = client.get(f"/api/deployments/{deployment_id}")
-    if dep["status"] != "SUCCESS":
-        raise errors.DeployFailed(f"deployment {deployment_id} ended {dep['status']}: {dep['error'] or 'see the log above'}")
-
-
 @cli.command()
 @env_option
 @pass_state
 def up(state: State, environment: str | None, project: str | None) -> None:
     """Bring a sleeping environment back (its last deployment), else deploy the current HEAD to it."""
-    project = _project(project)
-    env = _environment(environment)
+    project = resolve_project(project)
+    env = resolve_environment(environment)
     client = state.client()
     try:
         info = client.get(f"/api/projects/{project}/environments/{env}")
     except errors.NotFound:
         info = None
     if info and info["state"] == "SLEEPING":
-        _follow(client, client.post(f"/api/projects/{project}/environments/{env}/wake", {})["deployment_id"])
+        follow_deployment(client, client.post(f"/api/projects/{project}/environments/{env}/wake", {})["deployment_id"])
         return
-    _repo_root()
+    repo_root()
     client.get(f"/api/projects/{project}")  # fail fast, with a clear message, if unknown
     done = subprocess.run(["git", "push", "--force", "--quiet", "branchyard", f"HEAD:refs/branchyard/up/{env}"])
     if done.returncode != 0:
@@ -363,8 +303,8 @@ def up(state: State, environment: str | None, project: str | None) -> None:
 @pass_state
 def down(state: State, environment: str | None, project: str | None) -> None:
     """Stop the environment's app processes and route a 503 page; data, variables and releases are kept."""
-    env = _environment(environment)
-    state.client().post(f"/api/projects/{_project(project)}/environments/{env}/down", {})
+    env = resolve_environment(environment)
+    state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/down", {})
     ui.success(f"{env} is down (SLEEPING); `branchyard up -e {env}` brings it back")
 
 
@@ -375,9 +315,9 @@ def down(state: State, environment: str | None, project: str | None) -> None:
 def redeploy(state: State, deployment_id: str | None, environment: str | None, project: str | None) -> None:
     """Redeploy a deployment's release and variables without rebuilding (default: the current one)."""
     client = state.client()
-    env = _environment(environment)
-    dep = client.post(f"/api/projects/{_project(project)}/environments/{env}/redeploy", {"deployment_id": deployment_id})
-    _follow(client, dep["deployment_id"])
+    env = resolve_environment(environment)
+    dep = client.post(f"/api/projects/{resolve_project(project)}/environments/{env}/redeploy", {"deployment_id": deployment_id})
+    follow_deployment(client, dep["deployment_id"])
 
 
 @cli.command()
@@ -386,9 +326,9 @@ def redeploy(state: State, deployment_id: str | None, environment: str | None, p
 def rollback(state: State, environment: str | None, project: str | None) -> None:
     """Bring back the previous successful deployment (release and variables; the database is not reverted)."""
     client = state.client()
-    env = _environment(environment)
-    dep = client.post(f"/api/projects/{_project(project)}/environments/{env}/rollback", {})
-    _follow(client, dep["deployment_id"])
+    env = resolve_environment(environment)
+    dep = client.post(f"/api/projects/{resolve_project(project)}/environments/{env}/rollback", {})
+    follow_deployment(client, dep["deployment_id"])
 
 
 @cli.command()
@@ -407,8 +347,8 @@ def scale(state: State, assignment: str, environment: str | None, project: str |
         raise errors.BadInput(f"scale: expected SERVICE=N (e.g. web=3), got {assignment!r}")
     if replicas < 1:
         raise errors.BadInput(f"scale: {assignment}: expected at least 1 replica (use `branchyard down` to stop)")
-    env = _environment(environment)
-    info = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/scale",
+    env = resolve_environment(environment)
+    info = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/scale",
                                {"service": service, "replicas": replicas})
     if as_json:
         ui.print_json(info)
@@ -422,7 +362,7 @@ def scale(state: State, assignment: str, environment: str | None, project: str |
 @pass_state
 def status(state: State, environment: str | None, project: str | None, as_json: bool) -> None:
     """The environment's current deployment, replicas and URL."""
-    info = state.client().get(f"/api/projects/{_project(project)}/environments/{_environment(environment)}")
+    info = state.client().get(f"/api/projects/{resolve_project(project)}/environments/{resolve_environment(environment)}")
     if as_json:
         ui.print_json(info)
         return
@@ -452,7 +392,7 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
 @pass_state
 def deployments(state: State, environment: str | None, project: str | None, as_json: bool) -> None:
     """The environment's deployments, newest first."""
-    rows = state.client().get(f"/api/projects/{_project(project)}/environments/{_environment(environment)}/deployments")
+    rows = state.client().get(f"/api/projects/{resolve_project(project)}/environments/{resolve_environment(environment)}/deployments")
     if as_json:
         ui.print_json(rows)
         return
@@ -475,7 +415,7 @@ def logs(state: State, environment: str | None, project: str | None, build: bool
          as_json: bool) -> None:
     """Build and runtime logs of an environment's deployment."""
     data = state.client().get(
-        f"/api/projects/{_project(project)}/environments/{_environment(environment)}/logs",
+        f"/api/projects/{resolve_project(project)}/environments/{resolve_environment(environment)}/logs",
         lines=lines, build=str(build).lower(), deployment=deployment,
     )
     if as_json:
@@ -498,7 +438,7 @@ def logs(state: State, environment: str | None, project: str | None, build: bool
 @pass_state
 def events(state: State, environment: str | None, project: str | None, limit: int, as_json: bool) -> None:
     """The audit log: deploys, failures, environment changes, with who/what triggered them."""
-    rows = state.client().get("/api/events", project=_project(project), environment=environment, limit=limit)
+    rows = state.client().get("/api/events", project=resolve_project(project), environment=environment, limit=limit)
     if as_json:
         ui.print_json(rows)
         return
@@ -533,13 +473,13 @@ def _pairs(assignments: tuple[str, ...]) -> dict[str, str]:
 def variables_set(state: State, assignments: tuple[str, ...], environment: str | None, project: str | None, secret: bool,
                   skip_deploys: bool) -> None:
     """Set variables (Railway: `railway variables set K=V -e ENV`); redeploys unless --skip-deploys."""
-    env = _environment(environment)
+    env = resolve_environment(environment)
     client = state.client()
-    done = client.post(f"/api/projects/{_project(project)}/environments/{env}/variables",
+    done = client.post(f"/api/projects/{resolve_project(project)}/environments/{env}/variables",
                        {"variables": _pairs(assignments), "secret": secret, "skip_deploys": skip_deploys})
     ui.success(f"{'secrets' if secret else 'variables'} set in {env}: {', '.join(done['set'])}")
     if done["deployment_id"]:
-        _follow(client, done["deployment_id"])
+        follow_deployment(client, done["deployment_id"])
 
 
 @variables.command("list")
@@ -549,7 +489,7 @@ def variables_set(state: State, assignments: tuple[str, ...], environment: str |
 @pass_state
 def variables_list(state: State, environment: str | None, project: str | None, kv: bool, as_json: bool) -> None:
     """The environment's variables as its processes see them (secret values masked)."""
-    data = state.client().get(f"/api/projects/{_project(project)}/environments/{_environment(environment)}/variables")
+    data = state.client().get(f"/api/projects/{resolve_project(project)}/environments/{resolve_environment(environment)}/variables")
     if as_json:
         ui.print_json(data)
     elif kv:
@@ -568,13 +508,13 @@ def variables_list(state: State, environment: str | None, project: str | None, k
 @pass_state
 def variables_delete(state: State, key: str, environment: str | None, project: str | None, skip_deploys: bool) -> None:
     """Delete a variable or secret set with `variables set`."""
-    env = _environment(environment)
+    env = resolve_environment(environment)
     client = state.client()
-    done = client.request("DELETE", f"/api/projects/{_project(project)}/environments/{env}/variables/{key}",
+    done = client.request("DELETE", f"/api/projects/{resolve_project(project)}/environments/{env}/variables/{key}",
                           params={"skip_deploys": str(skip_deploys).lower()})
     ui.success(f"{key} deleted from {env}")
     if done["deployment_id"]:
-        _follow(client, done["deployment_id"])
+        follow_deployment(client, done["deployment_id"])
 
 
 @cli.command()
@@ -583,8 +523,8 @@ def variables_delete(state: State, key: str, environment: str | None, project: s
 @pass_state
 def add(state: State, plugin: str, environment: str | None, project: str | None) -> None:
     """Add a database to an environment (Railway: `railway add --plugin postgresql -e ENV`)."""
-    env = _environment(environment)
-    done = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/plugins", {"plugin": plugin})
+    env = resolve_environment(environment)
+    done = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/plugins", {"plugin": plugin})
     ui.success(f"{plugin} ready in {env}; reference it as ${{{{{'Postgres' if 'post' in plugin else 'Redis'}.…}}}}")
     for key, value in done["variables"].items():
         ui.info(f"  {key}={value}")
@@ -596,8 +536,8 @@ def add(state: State, plugin: str, environment: str | None, project: str | None)
 @pass_state
 def run(state: State, environment: str | None, project: str | None, command: tuple[str, ...]) -> None:
     """Run a command with the environment's variables (Railway: `railway run -e ENV -- CMD`)."""
-    env = _environment(environment)
-    data = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/variables/reveal", {})
+    env = resolve_environment(environment)
+    data = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/variables/reveal", {})
     values = {k: v for k, v in data["variables"].items() if "${{PORT}}" not in v}
     _exec(list(command), os.environ | values)
 
@@ -608,8 +548,8 @@ def run(state: State, environment: str | None, project: str | None, command: tup
 @pass_state
 def connect(state: State, service: str, environment: str | None, project: str | None) -> None:
     """Open psql / redis-cli on the environment's own database (stdin works: `echo 'select 1' | … connect postgres`)."""
-    env = _environment(environment)
-    conn = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/connection/{service}", {})
+    env = resolve_environment(environment)
+    conn = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/connection/{service}", {})
     if service == "postgres":
         from ..backends.local.postgres import pg_bin
 
@@ -641,8 +581,8 @@ def backup(ctx: click.Context, state: State, environment: str | None, project: s
     """Back up the environment's database now (pg_dump, sha256 recorded); `backup list` shows them."""
     if ctx.invoked_subcommand is not None:
         return
-    env = _environment(environment)
-    b = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/backups", {})
+    env = resolve_environment(environment)
+    b = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/backups", {})
     ui.success(f"backup {b['id']} of {env}: {b['size']} bytes, sha256 {b['sha256']}")
 
 
@@ -652,7 +592,7 @@ def backup(ctx: click.Context, state: State, environment: str | None, project: s
 @pass_state
 def backup_list(state: State, environment: str | None, project: str | None, as_json: bool) -> None:
     """The environment's backups, newest first."""
-    rows = state.client().get(f"/api/projects/{_project(project)}/environments/{_environment(environment)}/backups")
+    rows = state.client().get(f"/api/projects/{resolve_project(project)}/environments/{resolve_environment(environment)}/backups")
     if as_json:
         ui.print_json(rows)
         return
@@ -667,10 +607,10 @@ def backup_list(state: State, environment: str | None, project: str | None, as_j
 @pass_state
 def restore(state: State, backup_id: str, environment: str | None, project: str | None, yes: bool) -> None:
     """Replace the environment's database with one of its backups (production asks for typed confirmation)."""
-    env = _environment(environment)
+    env = resolve_environment(environment)
     if env == "production" and not yes:
-        _typed_confirmation(env, f"Restoring backup {backup_id} replaces production's database.")
-    b = state.client().post(f"/api/projects/{_project(project)}/environments/{env}/restore", {"backup_id": backup_id})
+        typed_confirmation(env, f"Restoring backup {backup_id} replaces production's database.")
+    b = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/restore", {"backup_id": backup_id})
     ui.success(f"backup {b['id']} ({b['created_at'][:19]}) restored into {env}")
 
 
@@ -693,7 +633,7 @@ def db_refresh(state: State, target: str, source: str, project: str | None, yes:
         if not sys.stdin.isatty():
             raise errors.BadInput(f"db refresh replaces {target}'s database; refusing without confirmation: pass --yes")
         click.confirm(f"Replace {target}'s database with a sanitized copy of {source}'s?", abort=True)
-    result = state.client().post(f"/api/projects/{_project(project)}/environments/{target}/refresh", {"source": source})
+    result = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{target}/refresh", {"source": source})
     if as_json:
         ui.print_json(result)
         return
@@ -712,7 +652,7 @@ def db_templates(ctx: click.Context, state: State, project: str | None, as_json:
     """The project's database templates (postgres.templateFiles): key, database, who made it, last use."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = state.client().get(f"/api/projects/{_project(project)}/templates")
+    rows = state.client().get(f"/api/projects/{resolve_project(project)}/templates")
     if as_json:
         ui.print_json(rows)
         return
@@ -732,7 +672,7 @@ def db_templates_drop(state: State, key: str | None, drop_all: bool, project: st
         raise errors.BadInput("db templates drop: give a KEY (its first characters will do) or --all, not both")
     if key is not None and not re.fullmatch(r"[0-9a-f]{1,64}", key):
         raise errors.BadInput(f"db templates drop: {key!r} is not a template key (hex digits, see `branchyard db templates`)")
-    path = f"/api/projects/{_project(project)}/templates" + (f"?key={key}" if key else "")
+    path = f"/api/projects/{resolve_project(project)}/templates" + (f"?key={key}" if key else "")
     result = state.client().delete(path)
     if as_json:
         ui.print_json(result)
@@ -836,7 +776,7 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
     source, target = names.environment_name(source), names.environment_name(target)
     client = state.client()
     actor = actor or _whoami()
-    promo = client.request("POST", f"/api/projects/{_project(project)}/promotions", timeout=PROMOTION_TIMEOUT,
+    promo = client.request("POST", f"/api/projects/{resolve_project(project)}/promotions", timeout=PROMOTION_TIMEOUT,
                            json={"source": source, "target": target, "actor": actor})
     if not as_json:
         _show_plan(promo)
@@ -900,7 +840,7 @@ def check(state: State, project: str | None, as_json: bool) -> None:
     spec = load_project(root)
     live, why = None, None
     try:
-        live = state.client().get(f"/api/projects/{project or _git_config('branchyard.project') or spec.name}/policy")
+        live = state.client().get(f"/api/projects/{project or git_config('branchyard.project') or spec.name}/policy")
     except errors.ServerUnavailable:
         why = "the control plane is not running"
     except errors.NotFound as err:
@@ -919,14 +859,6 @@ def check(state: State, project: str | None, as_json: bool) -> None:
     if report.errors:
         raise errors.BranchyardError(f"check: {len(report.errors)} policy error{'s' if len(report.errors) != 1 else ''} "
                                      f"({', '.join(sorted({f.rule for f in report.errors}))})")
-
-
-def _typed_confirmation(word: str, what: str) -> None:
-    if not sys.stdin.isatty():
-        raise errors.BadInput(f"{what} Refusing without confirmation: pass --yes")
-    typed = click.prompt(f"{what}\nType {word} to confirm", default="", show_default=False)
-    if typed != word:
-        raise errors.BadInput(f"confirmation did not match {word!r}; nothing changed")
 
 
 # --- config (no server needed) -----------------------------------------------------------------------

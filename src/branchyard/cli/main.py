@@ -24,6 +24,9 @@ from .context import (
     resolve_project,
     typed_confirmation,
 )
+from .environment_cmd import environment
+from .project_cmd import init, link
+from .server_cmd import server
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,188 +38,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = State(verbose)
 
 
-# --- server ------------------------------------------------------------------------------------------
-
-
-@cli.group(invoke_without_command=True)
-@click.option("--detach", is_flag=True, help="Run in the background and return when the API answers.")
-@pass_state
-@click.pass_context
-def server(ctx: click.Context, state: State, detach: bool) -> None:
-    """Run the control plane (API, git remote, reconciler, router)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from .. import server as srv
-
-    if detach:
-        info = srv.detach(state.settings)
-        ui.success(f"control plane running (pid {info['pid']}) at {info['url']}; router on :{info['router_port']}")
-        return
-    srv.run(state.settings)
-
-
-@server.command("stop")
-@click.option("--all", "everything", is_flag=True, help="Also stop every app process and the router.")
-@pass_state
-def server_stop(state: State, everything: bool) -> None:
-    """Stop the control plane. Apps and the router keep serving unless --all."""
-    from .. import server as srv
-
-    stopped = srv.stop(state.settings)
-    ui.info("control plane stopped" if stopped else "control plane was not running")
-    if everything:
-        from ..backends.local.caddy import Router
-        from ..controller.core import Controller
-        from ..store.db import Store
-
-        if not state.settings.state_db.exists():
-            return
-        s = state.settings
-        store = Store(s.state_db)
-        try:
-            Controller(s, store, Router(home=s.home / "caddy", http_port=s.http_port, admin_port=s.admin_port)).stop_everything()
-        finally:
-            store.close()
-        ui.info("app processes and router stopped")
-
-
-@server.command("status")
-@json_option
-@pass_state
-def server_status(state: State, as_json: bool) -> None:
-    """Whether the control plane runs, its API URL and pid."""
-    from .. import server as srv
-
-    info = srv.status(state.settings)
-    if as_json:
-        ui.print_json(info)
-    elif info["running"]:
-        ui.info(f"running: pid {info['pid']}, API {info['url']}, router :{info['router_port']}, home {info['home']}")
-    else:
-        ui.info(f"not running (home {info['home']})")
-    if not info["running"]:
-        sys.exit(1)
-
-
-# --- projects ----------------------------------------------------------------------------------------
-
-
-def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
-    except FileNotFoundError:
-        raise errors.BadInput("git is not installed") from None
-    except subprocess.CalledProcessError as err:
-        raise errors.BadInput(f"git {' '.join(args)}: {(err.stderr or err.stdout).strip()}") from None
-    return done.stdout.strip()
-
-
-def _set_remote(repo_path: str) -> None:
-    remotes = _git("remote").split()
-    if "branchyard" in remotes:
-        _git("remote", "set-url", "branchyard", repo_path)
-    else:
-        _git("remote", "add", "branchyard", repo_path)
-
-
-@cli.command()
-@click.option("--repo", "upstream", default=None, help="Upstream git URL (a local path works) the server fetches from.")
-@click.option("--name", default=None, help="Project name (default: branchyard.toml's, else the directory's).")
-@pass_state
-def init(state: State, upstream: str | None, name: str | None) -> None:
-    """Register this repository as a project and add the `branchyard` git remote."""
-    root = repo_root()
-    github_repository = None
-    if (root / "branchyard.toml").exists():
-        from ..spec import load_project
-
-        spec = load_project(root)
-        name, github_repository = name or spec.name, spec.github_repository
-    name = names.project_name(name or names.slug(root.name, what="directory name"))
-    if upstream and Path(upstream).exists():
-        upstream = str(Path(upstream).resolve())  # a local path, made absolute: the server runs elsewhere
-    info = state.client().post("/api/projects", {"name": name, "upstream": upstream,
-                                                 "github_repository": github_repository})
-    _set_remote(info["repo_path"])
-    _git("config", "branchyard.project", name)
-    ui.success(f"project {name} ready; deploy with `git push branchyard main` (remote: {info['repo_path']})")
-
-
-@cli.command()
-@click.argument("project")
-@click.option("-e", "--environment", default=None, help="Environment to use by default in this repository.")
-@pass_state
-def link(state: State, project: str, environment: str | None) -> None:
-    """Link this repository to an existing project (and optionally a default environment)."""
-    repo_root()
-    info = state.client().get(f"/api/projects/{names.project_name(project)}")
-    _set_remote(info["repo_path"])
-    _git("config", "branchyard.project", info["name"])
-    if environment:
-        _git("config", "branchyard.environment", names.environment_name(environment))
-    ui.success(f"linked to {info['name']}" + (f" ({environment})" if environment else ""))
-
-
-# --- environments ------------------------------------------------------------------------------------
-
-
-@cli.group()
-def environment() -> None:
-    """List, add and delete environments."""
-
-
-@environment.command("list")
-@click.option("-p", "--project", default=None)
-@click.option("--ephemeral", is_flag=True, help="Only ephemeral (preview) environments.")
-@json_option
-@pass_state
-def environment_list(state: State, project: str | None, ephemeral: bool, as_json: bool) -> None:
-    """List the project's environments."""
-    envs = state.client().get(f"/api/projects/{resolve_project(project)}/environments")
-    if ephemeral:
-        envs = [e for e in envs if e["ephemeral"]]
-    if as_json:
-        ui.print_json(envs)
-        return
-    ui.table(
-        ["ENVIRONMENT", "BRANCH", "STATUS", "URL"],
-        [(e["name"], e["branch"] or "", ui.status_word(e["status"]), e["url"]) for e in envs],
-    )
-
-
-@environment.command("add")
-@click.argument("name")
-@click.option("--branch", default=None, help="Branch that deploys to it.")
-@click.option("-p", "--project", default=None)
-@pass_state
-def environment_add(state: State, name: str, branch: str | None, project: str | None) -> None:
-    """Create an environment (Railway: `railway environment add NAME`)."""
-    env = state.client().post(f"/api/projects/{resolve_project(project)}/environments", {"name": name, "branch": branch})
-    ui.success(f"environment {env['name']} created: {env['url']}")
-
-
-@environment.command("delete")
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--confirm", default=None, metavar="production", help="Typed confirmation, required to delete production.")
-@click.option("-p", "--project", default=None)
-@pass_state
-def environment_delete(state: State, name: str, yes: bool, confirm: str | None, project: str | None) -> None:
-    """Delete an environment: stop its processes, remove its route, releases and logs."""
-    name = names.environment_name(name)
-    project = resolve_project(project)
-    if name == "production":
-        if confirm != "production":
-            if sys.stdin.isatty() and confirm is None:
-                typed_confirmation("production", "Deleting production drops its database (after a final backup).")
-            else:
-                raise errors.BadInput("deleting production needs typed confirmation: pass --confirm production")
-    elif not yes:
-        if not sys.stdin.isatty():
-            raise errors.BadInput("refusing to delete without confirmation: pass --yes")
-        click.confirm(f"Delete environment {name} of {project}?", abort=True)
-    state.client().delete(f"/api/projects/{project}/environments/{name}")
-    ui.success(f"environment {name} deleted")
+cli.add_command(server)
+cli.add_command(init)
+cli.add_command(link)
+cli.add_command(environment)
 
 
 # --- GitHub and previews -----------------------------------------------------------------------------

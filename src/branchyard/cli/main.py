@@ -25,6 +25,8 @@ from .context import (
     typed_confirmation,
 )
 from .environment_cmd import environment
+from .github_cmd import github
+from .previews_cmd import previews
 from .project_cmd import init, link
 from .server_cmd import server
 
@@ -42,60 +44,8 @@ cli.add_command(server)
 cli.add_command(init)
 cli.add_command(link)
 cli.add_command(environment)
-
-
-# --- GitHub and previews -----------------------------------------------------------------------------
-
-
-@cli.group()
-def github() -> None:
-    """GitHub: the webhook's settings and branch protection as code."""
-
-
-@github.command("configure")
-@click.option("--webhook-secret", default=None, help="This project's webhook secret (else BRANCHYARD_GITHUB_WEBHOOK_SECRET).")
-@click.option("--repository", default=None, metavar="OWNER/NAME", help="The GitHub repository (else [github] repository).")
-@click.option("-p", "--project", default=None)
-@pass_state
-def github_configure(state: State, webhook_secret: str | None, repository: str | None, project: str | None) -> None:
-    """Set the project's webhook secret (stored encrypted) and/or GitHub repository."""
-    if webhook_secret is None and repository is None:
-        raise errors.BadInput("github configure: give --webhook-secret and/or --repository")
-    info = state.client().post(f"/api/projects/{resolve_project(project)}/github",
-                               {"webhook_secret": webhook_secret, "repository": repository})
-    secret = "set" if info["webhook_secret_set"] else "not set (BRANCHYARD_GITHUB_WEBHOOK_SECRET is used)"
-    ui.success(f"github: repository {info['github_repository'] or '(none)'}, webhook secret {secret}")
-
-
-@cli.group()
-def previews() -> None:
-    """Preview environments: one per pull request (or per branch)."""
-
-
-@previews.command("approve")
-@click.argument("number", type=int)
-@click.option("-p", "--project", default=None)
-@pass_state
-def previews_approve(state: State, number: int, project: str | None) -> None:
-    """Let a fork's pull request get its preview (at its current head commit)."""
-    info = state.client().post(f"/api/projects/{resolve_project(project)}/previews/{number}/approve", {})
-    ui.success(f"pull request #{number} approved at {info['approved_sha'][:12]}; {info['environment']} will be deployed")
-
-
-@previews.command("list")
-@click.option("-p", "--project", default=None)
-@json_option
-@pass_state
-def previews_list(state: State, project: str | None, as_json: bool) -> None:
-    """The previews the control plane knows: open pull requests and branches, and what was decided for each."""
-    rows = state.client().get(f"/api/projects/{resolve_project(project)}/previews")
-    if as_json:
-        ui.print_json(rows)
-        return
-    ui.table(["PREVIEW", "BRANCH", "OPEN", "DECISION", "REASON"],
-             [(r["environment"], r["branch"] or "", "yes" if r["open"] else "no", r["decision"] or "deciding",
-               (f"#{r['waiting_position']} in line; " if r.get("waiting_position") else "") + (r["reason"] or ""))
-              for r in rows])
+cli.add_command(github)
+cli.add_command(previews)
 
 
 # --- deploy, status, logs ----------------------------------------------------------------------------
@@ -693,9 +643,6 @@ from .config_cmd import config  # noqa: E402
 cli.add_command(config)
 
 
-from .github_cmd import protect  # noqa: E402
-
-github.add_command(protect)
 
 
 def main() -> None:

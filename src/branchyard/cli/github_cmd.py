@@ -10,7 +10,7 @@ import click
 from .. import errors
 from .. import settings as settings_mod
 from ..github.client import GitHubClient
-from ..github.protection import render
+from ..github.protection import BranchRule, render
 from ..spec import load_project
 from . import ui
 from .context import State, pass_state, resolve_project
@@ -83,7 +83,7 @@ def protect(apply_: bool, path: str | None, as_json: bool) -> None:
         ui.info("rendered only; `branchyard github protect --apply` sets it on GitHub")
 
 
-def _checks(rule) -> str:  # noqa: ANN001 - BranchRule
+def _checks(rule: BranchRule) -> str:
     if not rule.required_checks:
         return "none"
     return ", ".join(rule.required_checks) + (" (up to date)" if rule.strict else "")

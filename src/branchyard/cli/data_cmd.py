@@ -11,15 +11,7 @@ import click
 
 from .. import errors, names
 from . import ui
-from .context import (
-    State,
-    env_option,
-    json_option,
-    pass_state,
-    resolve_environment,
-    resolve_project,
-    typed_confirmation,
-)
+from .context import State, env_option, json_option, pass_state, resolve_environment, resolve_project, typed_confirmation
 
 
 @click.command()

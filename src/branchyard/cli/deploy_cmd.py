@@ -8,16 +8,7 @@ import click
 
 from .. import errors
 from . import ui
-from .context import (
-    State,
-    env_option,
-    follow_deployment,
-    json_option,
-    pass_state,
-    repo_root,
-    resolve_environment,
-    resolve_project,
-)
+from .context import State, env_option, follow_deployment, json_option, pass_state, repo_root, resolve_environment, resolve_project
 
 
 @click.command()

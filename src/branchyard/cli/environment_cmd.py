@@ -8,13 +8,7 @@ import click
 
 from .. import errors, names
 from . import ui
-from .context import (
-    State,
-    json_option,
-    pass_state,
-    resolve_project,
-    typed_confirmation,
-)
+from .context import State, json_option, pass_state, resolve_project, typed_confirmation
 
 
 @click.group()

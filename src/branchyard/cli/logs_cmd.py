@@ -5,14 +5,7 @@ from __future__ import annotations
 import click
 
 from . import ui
-from .context import (
-    State,
-    env_option,
-    json_option,
-    pass_state,
-    resolve_environment,
-    resolve_project,
-)
+from .context import State, env_option, json_option, pass_state, resolve_environment, resolve_project
 
 
 @click.command()

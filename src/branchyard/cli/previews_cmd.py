@@ -5,12 +5,7 @@ from __future__ import annotations
 import click
 
 from . import ui
-from .context import (
-    State,
-    json_option,
-    pass_state,
-    resolve_project,
-)
+from .context import State, json_option, pass_state, resolve_project
 
 
 @click.group()

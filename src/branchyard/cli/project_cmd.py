@@ -9,11 +9,7 @@ import click
 
 from .. import errors, names
 from . import ui
-from .context import (
-    State,
-    pass_state,
-    repo_root,
-)
+from .context import State, pass_state, repo_root
 
 
 def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:

@@ -7,11 +7,7 @@ import sys
 import click
 
 from . import ui
-from .context import (
-    State,
-    json_option,
-    pass_state,
-)
+from .context import State, json_option, pass_state
 
 
 @click.group(invoke_without_command=True)

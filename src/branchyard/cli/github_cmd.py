@@ -1,4 +1,5 @@
-"""`branchyard github protect`: branch protection as code, rendered from the project files (no server needed)."""
+"""`branchyard github configure|protect`: the project's webhook settings, and branch protection as code rendered
+from the project files (no server needed)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,33 @@ import click
 from .. import errors
 from .. import settings as settings_mod
 from ..github.client import GitHubClient
-from ..github.protection import render
+from ..github.protection import BranchRule, render
 from ..spec import load_project
 from . import ui
+from .context import State, pass_state, resolve_project
 
 
-@click.command("protect")
+@click.group()
+def github() -> None:
+    """GitHub: the webhook's settings and branch protection as code."""
+
+
+@github.command("configure")
+@click.option("--webhook-secret", default=None, help="This project's webhook secret (else BRANCHYARD_GITHUB_WEBHOOK_SECRET).")
+@click.option("--repository", default=None, metavar="OWNER/NAME", help="The GitHub repository (else [github] repository).")
+@click.option("-p", "--project", default=None)
+@pass_state
+def github_configure(state: State, webhook_secret: str | None, repository: str | None, project: str | None) -> None:
+    """Set the project's webhook secret (stored encrypted) and/or GitHub repository."""
+    if webhook_secret is None and repository is None:
+        raise errors.BadInput("github configure: give --webhook-secret and/or --repository")
+    info = state.client().post(f"/api/projects/{resolve_project(project)}/github",
+                               {"webhook_secret": webhook_secret, "repository": repository})
+    secret = "set" if info["webhook_secret_set"] else "not set (BRANCHYARD_GITHUB_WEBHOOK_SECRET is used)"
+    ui.success(f"github: repository {info['github_repository'] or '(none)'}, webhook secret {secret}")
+
+
+@github.command("protect")
 @click.option("--apply", "apply_", is_flag=True, help="PUT the rules on GitHub (needs BRANCHYARD_GITHUB_TOKEN).")
 @click.option("--path", default=None, help="The app's directory (default: the current one).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the rules and the exact requests).")
@@ -61,7 +83,7 @@ def protect(apply_: bool, path: str | None, as_json: bool) -> None:
         ui.info("rendered only; `branchyard github protect --apply` sets it on GitHub")
 
 
-def _checks(rule) -> str:  # noqa: ANN001 - BranchRule
+def _checks(rule: BranchRule) -> str:
     if not rule.required_checks:
         return "none"
     return ", ".join(rule.required_checks) + (" (up to date)" if rule.strict else "")

@@ -1,0 +1,139 @@
+"""`branchyard up|down|redeploy|rollback|scale|status|deployments`: what runs in an environment, and changing it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import click
+
+from .. import errors
+from . import ui
+from .context import State, env_option, follow_deployment, json_option, pass_state, repo_root, resolve_environment, resolve_project
+
+
+@click.command()
+@env_option
+@pass_state
+def up(state: State, environment: str | None, project: str | None) -> None:
+    """Bring a sleeping environment back (its last deployment), else deploy the current HEAD to it."""
+    project = resolve_project(project)
+    env = resolve_environment(environment)
+    client = state.client()
+    try:
+        info = client.get(f"/api/projects/{project}/environments/{env}")
+    except errors.NotFound:
+        info = None
+    if info and info["state"] == "SLEEPING":
+        follow_deployment(client, client.post(f"/api/projects/{project}/environments/{env}/wake", {})["deployment_id"])
+        return
+    repo_root()
+    client.get(f"/api/projects/{project}")  # fail fast, with a clear message, if unknown
+    done = subprocess.run(["git", "push", "--force", "--quiet", "branchyard", f"HEAD:refs/branchyard/up/{env}"])
+    if done.returncode != 0:
+        raise errors.DeployFailed(f"deployment of HEAD to {env} did not succeed (see the output above)")
+
+
+@click.command()
+@env_option
+@pass_state
+def down(state: State, environment: str | None, project: str | None) -> None:
+    """Stop the environment's app processes and route a 503 page; data, variables and releases are kept."""
+    env = resolve_environment(environment)
+    state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/down", {})
+    ui.success(f"{env} is down (SLEEPING); `branchyard up -e {env}` brings it back")
+
+
+@click.command()
+@click.argument("deployment_id", required=False)
+@env_option
+@pass_state
+def redeploy(state: State, deployment_id: str | None, environment: str | None, project: str | None) -> None:
+    """Redeploy a deployment's release and variables without rebuilding (default: the current one)."""
+    client = state.client()
+    env = resolve_environment(environment)
+    dep = client.post(f"/api/projects/{resolve_project(project)}/environments/{env}/redeploy", {"deployment_id": deployment_id})
+    follow_deployment(client, dep["deployment_id"])
+
+
+@click.command()
+@env_option
+@pass_state
+def rollback(state: State, environment: str | None, project: str | None) -> None:
+    """Bring back the previous successful deployment (release and variables; the database is not reverted)."""
+    client = state.client()
+    env = resolve_environment(environment)
+    dep = client.post(f"/api/projects/{resolve_project(project)}/environments/{env}/rollback", {})
+    follow_deployment(client, dep["deployment_id"])
+
+
+@click.command()
+@click.argument("assignment", metavar="web=N")
+@env_option
+@json_option
+@pass_state
+def scale(state: State, assignment: str, environment: str | None, project: str | None, as_json: bool) -> None:
+    """Change the number of web replicas without a rebuild; returns when they serve."""
+    service, sep, count = assignment.partition("=")
+    try:
+        replicas = int(count)
+    except ValueError:
+        replicas = None
+    if not sep or replicas is None:
+        raise errors.BadInput(f"scale: expected SERVICE=N (e.g. web=3), got {assignment!r}")
+    if replicas < 1:
+        raise errors.BadInput(f"scale: {assignment}: expected at least 1 replica (use `branchyard down` to stop)")
+    env = resolve_environment(environment)
+    info = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/scale",
+                               {"service": service, "replicas": replicas})
+    if as_json:
+        ui.print_json(info)
+    else:
+        ui.success(f"{env}: web runs {len(info['replicas'])} replica(s)")
+
+
+@click.command()
+@env_option
+@json_option
+@pass_state
+def status(state: State, environment: str | None, project: str | None, as_json: bool) -> None:
+    """The environment's current deployment, replicas and URL."""
+    info = state.client().get(f"/api/projects/{resolve_project(project)}/environments/{resolve_environment(environment)}")
+    if as_json:
+        ui.print_json(info)
+        return
+    from rich.text import Text
+
+    current = info["current_deployment"]
+    ui.out.print(Text.assemble((f"{info['project']} / {info['name']}", "bold"), "  ", ui.status_word(info["status"]), f"  {info['url']}"))
+    if current:
+        ui.info(f"deployment {current['id']}  commit {current['commit'][:12]}  {current['trigger']}  {current['created_at']}")
+    latest = info["latest_deployment"]
+    if latest and (not current or latest["id"] != current["id"]):
+        ui.out.print(Text.assemble(f"latest: {latest['id']} ", ui.status_word(latest["status"]), f" {latest['error'] or ''}"))
+    if info["replicas"]:
+        ui.table(
+            ["REPLICA", "PID", "PORT", "STATE", "RESTARTS", "UPTIME"],
+            [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", r["restarts"], f"{r['uptime_seconds']:.0f}s")
+             for r in info["replicas"]],
+        )
+    for r in info.get("standby") or []:
+        ui.info(f"standby: web.{r['slot']} pid {r['pid']} port {r['port']} of deployment {r['deployment_id'][:8]}"
+                f" (out of the route; stops in {r['seconds_left']:.0f}s unless a rollback re-adopts it)")
+
+
+@click.command()
+@env_option
+@json_option
+@pass_state
+def deployments(state: State, environment: str | None, project: str | None, as_json: bool) -> None:
+    """The environment's deployments, newest first."""
+    rows = state.client().get(f"/api/projects/{resolve_project(project)}/environments/{resolve_environment(environment)}/deployments")
+    if as_json:
+        ui.print_json(rows)
+        return
+    ui.table(
+        ["ID", "STATUS", "COMMIT", "TRIGGER", "CREATED", "ROLLBACK", ""],
+        [(d["id"], ui.status_word(d["status"]), d["commit"][:12], d["trigger"], d["created_at"][:19],
+          "yes" if d["can_rollback"] else "no", "current" if d["current"] else "")
+         for d in rows],
+    )

@@ -1,0 +1,68 @@
+"""`branchyard init` and `branchyard link`: tie this git repository to a project and add the `branchyard` git remote."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import click
+
+from .. import errors, names
+from . import ui
+from .context import State, pass_state, repo_root
+
+
+def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+    except FileNotFoundError:
+        raise errors.BadInput("git is not installed") from None
+    except subprocess.CalledProcessError as err:
+        raise errors.BadInput(f"git {' '.join(args)}: {(err.stderr or err.stdout).strip()}") from None
+    return done.stdout.strip()
+
+
+def _set_remote(repo_path: str) -> None:
+    remotes = _git("remote").split()
+    if "branchyard" in remotes:
+        _git("remote", "set-url", "branchyard", repo_path)
+    else:
+        _git("remote", "add", "branchyard", repo_path)
+
+
+@click.command()
+@click.option("--repo", "upstream", default=None, help="Upstream git URL (a local path works) the server fetches from.")
+@click.option("--name", default=None, help="Project name (default: branchyard.toml's, else the directory's).")
+@pass_state
+def init(state: State, upstream: str | None, name: str | None) -> None:
+    """Register this repository as a project and add the `branchyard` git remote."""
+    root = repo_root()
+    github_repository = None
+    if (root / "branchyard.toml").exists():
+        from ..spec import load_project
+
+        spec = load_project(root)
+        name, github_repository = name or spec.name, spec.github_repository
+    name = names.project_name(name or names.slug(root.name, what="directory name"))
+    if upstream and Path(upstream).exists():
+        upstream = str(Path(upstream).resolve())  # a local path, made absolute: the server runs elsewhere
+    info = state.client().post("/api/projects", {"name": name, "upstream": upstream,
+                                                 "github_repository": github_repository})
+    _set_remote(info["repo_path"])
+    _git("config", "branchyard.project", name)
+    ui.success(f"project {name} ready; deploy with `git push branchyard main` (remote: {info['repo_path']})")
+
+
+@click.command()
+@click.argument("project")
+@click.option("-e", "--environment", default=None, help="Environment to use by default in this repository.")
+@pass_state
+def link(state: State, project: str, environment: str | None) -> None:
+    """Link this repository to an existing project (and optionally a default environment)."""
+    repo_root()
+    info = state.client().get(f"/api/projects/{names.project_name(project)}")
+    _set_remote(info["repo_path"])
+    _git("config", "branchyard.project", info["name"])
+    if environment:
+        _git("config", "branchyard.environment", names.environment_name(environment))
+    ui.success(f"linked to {info['name']}" + (f" ({environment})" if environment else ""))

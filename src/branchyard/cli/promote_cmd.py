@@ -1,0 +1,193 @@
+"""`branchyard promote|approve|check`: promoting the release tested in one environment to another, its approvals,
+and the policy checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .. import errors, names
+from . import ui
+from .context import State, git_config, json_option, pass_state, resolve_project
+
+if TYPE_CHECKING:
+    from .client import Client
+
+PROMOTION_TIMEOUT = 1500  # seconds: planning and proceeding run the smoke tests (smokeTimeout ≤ 600) twice at most
+
+
+def _whoami() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _show_plan(promo: dict) -> None:
+    plan = promo["plan"]
+    ui.info(f"promotion {promo['id']}: {promo['source']} → {promo['target']} ({promo['state']})")
+    rng = plan["commit_range"]
+    commits = rng["commits"]
+    start = (rng["from"] or "nothing deployed")[:12]
+    ui.info(f"  commits     {start} → {rng['to'][:12]} ({len(commits)} commit{'s' if len(commits) != 1 else ''})")
+    for c in commits[:20]:
+        ui.info(f"                {c['sha'][:12]} {c['subject']}")
+    ui.info(f"  release     deployment {plan['source_deployment_id'][:8]} of {promo['source']}, as built (no rebuild)")
+    ui.info(f"  variables   {promo['target']} before → after (secrets masked):" if plan["variables"] else
+            f"  variables   no change in {promo['target']}")
+    for v in plan["variables"]:
+        ui.info(f"                {v['change']:<8} {v['key']}: {v['before'] if v['before'] is not None else '-'} → "
+                f"{v['after'] if v['after'] is not None else '-'}")
+    ui.info("  services    " + ("; ".join(f"{x['key']} {x['before']} → {x['after']}" for x in plan["services"])
+                              or "no change"))
+    mig = plan["migrations"]
+    ui.info("  migrations  " + (", ".join(mig["commands"]) + (" (backup first)" if mig["backup_first"] else "")
+                              if mig["will_run"] else "none (no preDeployCommand)"))
+    ui.info("  gates")
+    for g in plan["gates"]:
+        ui.info(f"    {'PASS' if g['passed'] else 'FAIL'}  {g['id']}: {g['detail']}")
+
+
+def _follow_promotion(client: Client, promo: dict, *, quiet: bool) -> dict:
+    """Stream the target's deployment (and an automatic rollback) until the promotion ends."""
+    import time
+
+    followed: set[str] = set()
+    while True:
+        promo = client.get(f"/api/promotions/{promo['id']}")
+        for key in ("target_deployment_id", "rollback_deployment_id"):
+            dep_id = promo.get(key)
+            if dep_id and dep_id not in followed:
+                followed.add(dep_id)
+                if not quiet:
+                    for chunk in client.follow_log(dep_id):
+                        ui.raw(chunk)
+        if promo["state"] in ("SUCCESS", "FAILED", "CANCELLED"):
+            return promo
+        time.sleep(0.3)
+
+
+def _promotion_outcome(promo: dict, *, as_json: bool) -> None:
+    """Print how the promotion stands; non-zero exit unless it succeeded."""
+    if as_json:
+        ui.print_json(promo)
+    state, pid = promo["state"], promo["id"]
+    if state == "SUCCESS":
+        if not as_json:
+            ui.success(f"promotion {pid[:8]}: {promo['target']} runs {promo['commit'][:12]} (the release tested in "
+                       f"{promo['source']})")
+        return
+    if state in ("PLANNED", "PENDING_APPROVAL"):
+        gate = next((g for g in promo["plan"]["gates"] if g["id"] == "approvals"), None)
+        raise errors.Conflict(f"promotion {pid} is {state} ({gate['detail'] if gate else 'waiting'}): approvers run "
+                              f"`branchyard approve {pid} --as NAME`; the approval that completes the count promotes")
+    raise errors.DeployFailed(f"promotion {pid[:8]} {state}: {promo['error'] or 'see the log above'}")
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+@click.option("--confirm", default=None, metavar="PROMOTE", help="Typed confirmation for scripts: PROMOTE.")
+@click.option("--as", "actor", default=None, help="Who is promoting (default: your user name).")
+@click.option("-p", "--project", default=None, help="Project (default: the linked one).")
+@json_option
+@pass_state
+def promote(state: State, source: str, target: str, confirm: str | None, actor: str | None, project: str | None,
+            as_json: bool) -> None:
+    """Promote the exact release running in SOURCE to TARGET: plan, gates, typed confirmation, approvals."""
+    from ..promotion import CONFIRM_WORD
+
+    if confirm is not None and confirm != CONFIRM_WORD:
+        raise errors.BadInput(f"--confirm: expected {CONFIRM_WORD}, got {confirm!r}; nothing planned, nothing deployed")
+    source, target = names.environment_name(source), names.environment_name(target)
+    client = state.client()
+    actor = actor or _whoami()
+    promo = client.request("POST", f"/api/projects/{resolve_project(project)}/promotions", timeout=PROMOTION_TIMEOUT,
+                           json={"source": source, "target": target, "actor": actor})
+    if not as_json:
+        _show_plan(promo)
+    if promo["state"] != "PLANNED" and promo["state"] != "PENDING_APPROVAL":
+        _promotion_outcome(promo, as_json=as_json)
+        return
+    if confirm is None and promo["state"] == "PLANNED":
+        if not sys.stdin.isatty():
+            client.post(f"/api/promotions/{promo['id']}/cancel", {"actor": actor, "reason": "no confirmation given"})
+            raise errors.BadInput(f"promotion {promo['id'][:8]} needs typed confirmation: pass --confirm {CONFIRM_WORD}; "
+                                  "cancelled, nothing deployed")
+        confirm = click.prompt(f"Type {CONFIRM_WORD} to promote {source} → {target}", default="", show_default=False)
+    promo = client.request("POST", f"/api/promotions/{promo['id']}/confirm", timeout=PROMOTION_TIMEOUT,
+                           json={"confirm": confirm or "", "actor": actor})
+    if promo["state"] in ("PROMOTING", "VERIFYING"):
+        promo = _follow_promotion(client, promo, quiet=as_json)
+    _promotion_outcome(promo, as_json=as_json)
+
+
+@click.command()
+@click.argument("promotion_id")
+@click.option("--as", "approver", required=True, help="The approver's name (each person counts once).")
+@json_option
+@pass_state
+def approve(state: State, promotion_id: str, approver: str, as_json: bool) -> None:
+    """Approve an open promotion; the approval that completes the required count starts it."""
+    client = state.client()
+    promo = client.request("POST", f"/api/promotions/{promotion_id}/approvals", timeout=PROMOTION_TIMEOUT,
+                           json={"approver": approver})
+    if promo["state"] in ("PROMOTING", "VERIFYING"):
+        if not as_json:
+            ui.info(f"approvals complete: promoting {promo['source']} → {promo['target']}")
+        promo = _follow_promotion(client, promo, quiet=as_json)
+        _promotion_outcome(promo, as_json=as_json)
+        return
+    if as_json:
+        ui.print_json(promo)
+    if promo["state"] in ("PLANNED", "PENDING_APPROVAL"):
+        if not as_json:
+            count = f"{len(promo['approvers'])} of {promo['plan'].get('approvals_required', 0)}"
+            waiting = ("; it proceeds when the count is met" if promo["state"] == "PENDING_APPROVAL"
+                       else f"; then `branchyard promote {promo['source']} {promo['target']} --confirm PROMOTE`")
+            ui.success(f"approved by {approver.strip().lower()}: {count} approvals{waiting}")
+        return
+    _promotion_outcome(promo, as_json=as_json)
+
+
+@click.command()
+@click.option("-p", "--project", default=None, help="Project (default: the linked one).")
+@json_option
+@pass_state
+def check(state: State, project: str | None, as_json: bool) -> None:
+    """Policy checks over the project files and, when the server runs, the live environments."""
+    from .. import policy
+    from ..spec import load_project
+
+    root = Path.cwd()
+    if not any((root / name).is_file() for name in ("branchyard.toml", "railway.toml", "railway.json")):
+        done = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+        root = Path(done.stdout.strip()) if done.returncode == 0 else root
+    spec = load_project(root)
+    live, why = None, None
+    try:
+        live = state.client().get(f"/api/projects/{project or git_config('branchyard.project') or spec.name}/policy")
+    except errors.ServerUnavailable:
+        why = "the control plane is not running"
+    except errors.NotFound as err:
+        why = str(err)
+    report = policy.evaluate(spec, live)
+    if as_json:
+        ui.print_json(report.to_dict() | {"skipped_reason": why})
+    else:
+        for f in report.findings:
+            ui.info(f"{f.severity:<7}  {f.rule}: {f.message}")
+            ui.info(f"         fix: {f.fix}")
+        ui.info(f"{len(report.checked)} rules checked, {len(report.errors)} errors, "
+                f"{len(report.findings) - len(report.errors)} warnings")
+        if report.skipped:
+            ui.info(f"skipped ({why}): {', '.join(report.skipped)}")
+    if report.errors:
+        raise errors.BranchyardError(f"check: {len(report.errors)} policy error{'s' if len(report.errors) != 1 else ''} "
+                                     f"({', '.join(sorted({f.rule for f in report.errors}))})")

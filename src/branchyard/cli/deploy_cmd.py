@@ -107,8 +107,12 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
     ui.out.print(Text.assemble((f"{info['project']} / {info['name']}", "bold"), "  ", ui.status_word(info["status"]), f"  {info['url']}"))
     if current:
         ui.info(f"deployment {current['id']}  commit {current['commit'][:12]}  {current['trigger']}  {current['created_at']}")
+    target = info.get("target_deployment")
+    if target:  # what the environment should run and does not yet: in progress, resumed, or given up (why)
+        ui.out.print(Text.assemble(f"target: {target['id']} ", ui.status_word(target["status"]),
+                                   f" attempt {target['attempts']}" + (f" {target['error']}" if target["error"] else "")))
     latest = info["latest_deployment"]
-    if latest and (not current or latest["id"] != current["id"]):
+    if latest and (not current or latest["id"] != current["id"]) and (not target or latest["id"] != target["id"]):
         ui.out.print(Text.assemble(f"latest: {latest['id']} ", ui.status_word(latest["status"]), f" {latest['error'] or ''}"))
     if info["replicas"]:
         ui.table(

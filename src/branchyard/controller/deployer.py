@@ -104,33 +104,40 @@ class Deployer:
         self.guards = guards
         self.locks = locks
         self.tasks = tasks
+        # Lock order: the store's write lock may be taken while holding _plan_lock, never the other way round;
+        # _running_lock and _finished are leaves (nothing else is acquired while holding them).
         self._running: set[str] = set()  # deployments a worker of this control plane has now
+        self._running_lock = threading.Lock()
         self._plan_lock = threading.Lock()  # one planner pass at a time: a deployment is never started twice
         self._finished = threading.Condition()  # notified whenever a deployment finishes
+        self._finishes = 0  # how many times it was notified (a waiter never misses one between look and wait)
 
     # --- observing ---------------------------------------------------------------------------------
 
     def running(self) -> frozenset[str]:
         """Deployments being worked on now (their replicas are theirs, not orphans)."""
-        with self._finished:
+        with self._running_lock:
             return frozenset(self._running)
 
     def wait(self, dep_id: str, *, timeout: float = 3600, stop: threading.Event | None = None) -> tuple[str, str | None]:
         """Block until the deployment has finished (status, error); woken when it does, not by polling."""
         deadline = time.monotonic() + timeout
-        with self._finished:
-            while True:
-                with self.store.session() as s:
-                    dep = s.get(m.Deployment, dep_id)
-                    if dep is None:
-                        return m.SKIPPED, "the environment was deleted"
-                    status, error = dep.status, dep.error
-                if status in m.TERMINAL and dep_id not in self._running:
-                    return status, error
-                left = deadline - time.monotonic()
-                if left <= 0 or (stop is not None and stop.is_set()):
-                    return m.FAILED, "timed out waiting for the deployment"
-                self._finished.wait(min(left, WAIT_SAFETY_NET))
+        while True:
+            with self._finished:
+                seen = self._finishes
+            with self.store.session() as s:  # never while holding _finished (see the lock order above)
+                dep = s.get(m.Deployment, dep_id)
+                if dep is None:
+                    return m.SKIPPED, "the environment was deleted"
+                status, error = dep.status, dep.error
+            if status in m.TERMINAL and dep_id not in self.running():
+                return status, error
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop.is_set()):
+                return m.FAILED, "timed out waiting for the deployment"
+            with self._finished:
+                if self._finishes == seen:
+                    self._finished.wait(min(left, WAIT_SAFETY_NET))
 
     def exclusive(self, project: str, env_name: str) -> Held:
         """The environment's lock, acquired. Conflict at once while a deployment of it is being worked on;
@@ -328,6 +335,7 @@ class Deployer:
                 held.release()
 
     def _observe(self, project: str, env_name: str) -> dp.EnvDeployObs | None:
+        running = self.running()
         with self.store.session() as s:
             p = self.store.project(s, project)
             env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
@@ -336,7 +344,6 @@ class Deployer:
             rows = s.scalars(select(m.Deployment).where(m.Deployment.environment_id == env.id,
                                                         m.Deployment.status.in_(m.IN_PROGRESS))
                              .order_by(m.Deployment.created_at)).all()
-            running = self.running()
             unfinished = tuple(dp.DeploymentObs(id=d.id, status=d.status, attempts=d.attempts, running=d.id in running,
                                                 retry_at=d.retry_at, interrupted=d.error) for d in rows)
             return dp.EnvDeployObs(environment=env_name, target_id=env.target_deployment_id,
@@ -365,7 +372,7 @@ class Deployer:
             self.routes.sync()
 
     def _start_worker(self, project: str, env_name: str, action: dp.StartDeployment, held: Held | None) -> None:
-        with self._finished:
+        with self._running_lock:
             self._running.add(action.deployment_id)
         with self.store.session() as s:
             dep = s.get(m.Deployment, action.deployment_id)
@@ -380,6 +387,7 @@ class Deployer:
 
     def _notify(self) -> None:
         with self._finished:
+            self._finishes += 1
             self._finished.notify_all()
 
     # --- a worker: one attempt at a deployment -----------------------------------------------------
@@ -411,9 +419,9 @@ class Deployer:
             log.exception("deployment %s crashed", dep_id)
             self._fail(project, env_name, dep_id, f"internal error: {type(err).__name__}: {err}", out)
         finally:
-            with self._finished:
+            with self._running_lock:
                 self._running.discard(dep_id)
-                self._finished.notify_all()
+            self._notify()
 
     def _check_wanted(self, dep_id: str) -> None:
         """Superseded unless this deployment is still its environment's target."""

@@ -233,7 +233,8 @@ def test_storm_of_50_pull_requests_converges_with_nothing_leaked(plane, tmp_path
     converged = time.monotonic() - started
     names = [f"pr-{i}" for i in range(1, n + 1)]
     assert wait_for(lambda: not leaks(plane.home, plane.http_port, "storm", names), timeout=30)
-    assert all(not p["open"] for p in plane.json("previews", "list", cwd=repo))
+    listed = plane.json("previews", "list", cwd=repo)
+    assert sorted(p["number"] for p in listed) == list(range(1, n + 1)) and all(not p["open"] for p in listed)
     print(f"storm of {n}: converged in {converged:.1f}s")
 
 

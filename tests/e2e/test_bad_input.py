@@ -60,7 +60,8 @@ def test_environment_delete_stops_processes_and_removes_the_route(plane, tmp_pat
     repo = plane.app_repo(tmp_path, "app", project="gone")
     plane.git(repo, "push", "branchyard", "main")
     pids = [r["pid"] for r in plane.json("status", "-e", "production", cwd=repo)["replicas"]]
-    assert plane.get("gone.localhost").status_code == 200
+    assert len(pids) == 2 and plane.get("gone.localhost").status_code == 200
+    assert len(list((plane.home / "releases" / "gone").glob("*"))) == 1  # the release that delete must remove
     refused = plane.run("environment", "delete", "production", "--yes", cwd=repo, check=False)
     assert refused.returncode == 2 and "--confirm production" in refused.stderr
     plane.run("environment", "delete", "production", "--confirm", "production", cwd=repo)

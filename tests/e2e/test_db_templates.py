@@ -4,6 +4,7 @@ their own roles; changing a template file builds a new template; closing preview
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import psycopg
@@ -53,6 +54,16 @@ def sql(plane, repo, env: str, query: str) -> str:
     return done.stdout
 
 
+def select_rows(plane, repo, env: str, query: str) -> list[list[str]]:
+    """The rows of one SELECT through `connect postgres` (psql's aligned table, parsed; every cell a string)."""
+    lines = sql(plane, repo, env, query).splitlines()
+    sep = next(i for i, line in enumerate(lines) if re.fullmatch(r"-+(\+-+)*", line))
+    end, count = next((i, int(m[1])) for i, line in enumerate(lines) if (m := re.fullmatch(r"\((\d+) rows?\)", line)))
+    found = [[cell.strip() for cell in line.split("|")] for line in lines[sep + 1:end]]
+    assert len(found) == count, lines
+    return found
+
+
 def admin(plane) -> Admin:
     return Admin(LocalServer(data_dir=plane.home / "postgres" / "shared").admin_url())
 
@@ -74,13 +85,15 @@ def test_preview_databases_are_copies_of_a_template_until_its_files_change(plane
     assert "cloned from template bytpl_" in log2
     assert "preDeployCommand:" not in log2 and "seedCommand (new database)" not in log2
     # the copy holds the seed data and the schema, and everything in it belongs to pr-2's own role
-    assert "5" in sql(plane, repo, "pr-2", "select count(*) from users;\n")
-    assert "t" in sql(plane, repo, "pr-2", "select version_num = '0001' from alembic_version;\n")
-    owners = sql(plane, repo, "pr-2", "select distinct tableowner from pg_tables where schemaname = 'public';\n")
-    assert "by_tpl_pr_2" in owners and "bytpl_" not in owners and "by_tpl_pr_1" not in owners
+    assert select_rows(plane, repo, "pr-2", "select count(*) from users;\n") == [["5"]]
+    assert select_rows(plane, repo, "pr-2", "select version_num from alembic_version;\n") == [["0001"]]
+    assert select_rows(plane, repo, "pr-2", "select distinct tableowner from pg_tables where schemaname = 'public';\n") == [
+        ["by_tpl_pr_2"]]
     # pr-2 writes to its copy; pr-1 and the template do not see it
     sql(plane, repo, "pr-2", "insert into users (email, name) values ('only@pr2.test', 'Only PR2');\n")
-    assert "0" in sql(plane, repo, "pr-1", "select count(*) from users where email = 'only@pr2.test';\n")
+    assert select_rows(plane, repo, "pr-2", "select count(*) from users where email = 'only@pr2.test';\n") == [["1"]]
+    assert select_rows(plane, repo, "pr-1", "select count(*) from users where email = 'only@pr2.test';\n") == [["0"]]
+    assert select_rows(plane, repo, "pr-1", "select count(*) from users;\n") == [["5"]]
 
     # a migration file changes: the key changes, the hooks run again and a second template is kept
     plane.git(repo, "checkout", "--quiet", "-b", "feature/t3")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 
 import pytest
 from conftest import wait_for, webhook_plane
@@ -50,10 +49,11 @@ def test_previews_refused_for_capacity_are_admitted_in_order_when_a_slot_frees(p
     assert "preview.waiting" in kinds(plane, repo, "pr-3")
     # a new head while waiting keeps the place in line
     b2 = branch_commit(plane, repo, "feature/2", "b2")
-    opened(plane, "capq", 2, b2, base, branch="feature/2", action="synchronize")
-    time.sleep(1.5)
-    assert preview(plane, repo, "pr-2")["decision"] == "waiting"
-    assert preview(plane, repo, "pr-2")["waiting_position"] == 2
+    synced = opened(plane, "capq", 2, b2, base, branch="feature/2", action="synchronize")
+    assert synced.json()["note"] == f"pr-2: synchronize at {b2[:12]}"
+    # decided with the delivery (no loop pass needed): the new head is recorded and the place in line kept
+    waiting = preview(plane, repo, "pr-2")
+    assert (waiting["head_sha"], waiting["decision"], waiting["waiting_position"]) == (b2, "waiting", 2)
     assert envs(plane, repo) == {"pr-1"}
 
     # pr-1 closes: the first refused (pr-3) gets the slot, with no delivery about pr-3
@@ -108,7 +108,12 @@ def test_an_upstream_password_never_shows_when_the_fetch_fails(plane, tmp_path):
         r = deliver(plane.api_url, "push", push("refs/heads/develop", after=head, repository="owner/creds"),
                     secret=SECRET)
         assert r.status_code == 202, r.text
-        time.sleep(2)  # the push delivery is acted on in the background
+        # the push delivery is acted on in the background: its refusal is the event that proves it was
+        [pushed] = wait_for(lambda: [e for e in plane.json("events", cwd=repo) if e["kind"] == "push.refused"],
+                            timeout=60)
+        assert pushed["message"].startswith(
+            f"push of refs/heads/develop at {head[:12]}: refused: commit {head[:12]} could not be fetched from the "
+            f"project's upstream http://***@127.0.0.1:{server.server_address[1]}/owner/creds.git"), pushed["message"]
         for args in (("previews", "list"), ("previews", "list", "--json"), ("events", "--json"), ("events",),
                      ("environment", "list", "--json"), ("status", "-e", "production"), ("link", "creds")):
             outputs.append(plane.run(*args, cwd=repo, check=False))

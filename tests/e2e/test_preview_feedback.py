@@ -55,4 +55,5 @@ def test_a_preview_reports_its_url_and_state_in_one_comment_and_its_statuses(pla
                         timeout=90, interval=0.3)
     assert after["id"] == comment["id"]  # the same comment, edited — never a second one
     assert fake.refused() == []
-    assert not [p for p in plane.home.rglob("*.log") if TOKEN in p.read_text(errors="replace")]
+    logs = list(plane.home.rglob("*.log"))
+    assert plane.home / "logs" / "server.log" in logs and not [p for p in logs if TOKEN in p.read_text(errors="replace")]

@@ -128,8 +128,7 @@ def test_fork_bot_and_draft_rules(plane, tmp_path):
     opened(plane, "rules", 2, fork, base, head_repository="stranger/rules")
     pending = decided(plane, repo, "pr-2", "pending_approval")
     assert pending["fork"] is True and "previews approve" in pending["reason"]
-    time.sleep(1.5)
-    assert "pr-2" not in envs(plane, repo)
+    assert "pr-2" not in envs(plane, repo)  # decided pending: the loop creates nothing for it
     kinds = [e["kind"] for e in plane.json("events", "-e", "pr-2", cwd=repo)]
     assert "preview.pending_approval" in kinds
     approve = plane.run("previews", "approve", "2", cwd=repo)
@@ -234,7 +233,8 @@ def test_storm_of_50_pull_requests_converges_with_nothing_leaked(plane, tmp_path
     converged = time.monotonic() - started
     names = [f"pr-{i}" for i in range(1, n + 1)]
     assert wait_for(lambda: not leaks(plane.home, plane.http_port, "storm", names), timeout=30)
-    assert all(not p["open"] for p in plane.json("previews", "list", cwd=repo))
+    listed = plane.json("previews", "list", cwd=repo)
+    assert sorted(p["number"] for p in listed) == list(range(1, n + 1)) and all(not p["open"] for p in listed)
     print(f"storm of {n}: converged in {converged:.1f}s")
 
 
@@ -250,14 +250,25 @@ def test_push_events_deploy_mapped_branches_from_the_upstream(plane, tmp_path):
     r = deliver(plane.api_url, "push", push("refs/heads/random", after=other, before=base, repository="owner/pushy"),
                 secret=SECRET)
     assert r.status_code == 202
-    time.sleep(2)
+    ignored = wait_for(lambda: pushes(plane, repo, "push.ignored"), timeout=60)
+    assert [e["message"] for e in ignored] == [
+        f"push of refs/heads/random at {other[:12]}: branch 'random' is not mapped to an environment; stored, not deployed"]
+    assert ignored[0]["actor"] == "github" and ignored[0]["environment"] is None
     assert {e["name"] for e in plane.json("environment", "list", cwd=repo)} == {"staging"}
     missing = "c" * 40  # not in the upstream: refused, nothing deployed
     r = deliver(plane.api_url, "push", push("refs/heads/develop", after=missing, before=sha, repository="owner/pushy"),
                 secret=SECRET)
     assert r.status_code == 202
-    time.sleep(2)
+    [refused] = wait_for(lambda: pushes(plane, repo, "push.refused"), timeout=60)
+    assert refused["message"].startswith(f"push of refs/heads/develop at {missing[:12]}: refused: commit {missing[:12]} "
+                                         "could not be fetched from the project's upstream"), refused["message"]
     assert plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["commit"] == sha
+    assert [d["commit"] for d in plane.json("deployments", "-e", "staging", cwd=repo)] == [sha]
+
+
+def pushes(plane, repo, kind: str) -> list[dict]:
+    """The project's audit events of this kind (push deliveries that deployed nothing), oldest first."""
+    return [e for e in reversed(plane.json("events", cwd=repo)) if e["kind"] == kind]
 
 
 def test_sigkill_while_a_preview_builds_converges_after_restart(plane, tmp_path):

@@ -202,7 +202,9 @@ def test_git_push_to_main_requires_staging_first(plane, tmp_path):
     assert f"{sha[:12]} never ran successfully in staging" in pushed.stderr + pushed.stdout
     deps = deployments(plane, repo)
     assert [d["status"] for d in deps] == ["FAILED"]
-    assert "building" not in plane.run("logs", "-e", "production", "--build", cwd=repo).stdout
+    log = plane.run("logs", "-e", "production", "--build", cwd=repo).stdout
+    assert f"!!! deployment FAILED: {sha[:12]} never ran successfully in staging" in log  # the log is this deployment's
+    assert "building" not in log
     assert len(processes_of(plane)) == before
 
     plane.git(repo, "push", "branchyard", "main:develop")  # staging runs it first…
@@ -228,7 +230,9 @@ def test_isolation_guard_refuses_a_staging_deploy_that_reaches_production(plane,
                         check=False)
     assert refused.returncode == 2 and "isolation guard: staging: PROD_DB " in \
         refused.stderr and prod not in refused.stderr
-    assert "PROD_DB" not in plane.run("variables", "list", "-e", "staging", "--kv", cwd=repo).stdout
+    stored = plane.json("variables", "list", "-e", "staging", cwd=repo)  # exactly the secrets set before, no PROD_DB
+    assert stored["secrets"] == ["SENTRY_DSN_STAGING", "YOTO_CLIENT_ID", "YOTO_CLIENT_SECRET"]
+    assert sorted(stored["variables"]) == ["SENTRY_DSN_STAGING", "YOTO_CLIENT_ID", "YOTO_CLIENT_SECRET"]
     # a commit can still say it: the deploy is refused
     toml = repo / "branchyard.toml"
     toml.write_text(toml.read_text().replace('ENVIRONMENT = "staging"',

@@ -53,7 +53,7 @@ def test_push_main_and_develop_give_routed_healthy_environments(plane, tmp_path)
     statuses = [d["status"] for d in plane.json("deployments", "-e", "production", cwd=repo)]
     assert statuses == ["SUCCESS", "REMOVED"]
     old_pids = {r["pid"] for r in status["replicas"]}
-    assert not any(alive(pid) for pid in old_pids), "the replaced deployment's processes must be stopped"
+    assert len(old_pids) == 2 and not any(alive(pid) for pid in old_pids), "the replaced deployment's processes must be stopped"
 
 
 def test_failing_health_check_keeps_the_previous_deployment_serving(plane, tmp_path):
@@ -117,7 +117,8 @@ def test_unmapped_branch_is_stored_with_a_note(plane, tmp_path):
     plane.git(repo, "checkout", "--quiet", "-b", "experiment")
     push = plane.git(repo, "push", "branchyard", "experiment")
     assert "not mapped to an environment" in push.stderr
-    assert all(e["status"] == "NO DEPLOYMENTS" for e in plane.json("environment", "list", cwd=repo))
+    listed = {e["name"]: e["status"] for e in plane.json("environment", "list", cwd=repo)}
+    assert listed == {"production": "NO DEPLOYMENTS", "staging": "NO DEPLOYMENTS"}
 
 
 def test_up_deploys_head_without_a_push(plane, tmp_path):
@@ -143,7 +144,7 @@ def test_restarting_the_control_plane_does_not_restart_apps(plane, tmp_path):
 
     after = plane.json("status", "-e", "production", cwd=repo)["replicas"]
     assert [(r["pid"], r["port"]) for r in after] == [(r["pid"], r["port"]) for r in before]
-    assert all(r["alive"] for r in after)
+    assert len(after) == 2 and all(r["alive"] for r in after)
     assert plane.get("keep.localhost").status_code == 200
 
 

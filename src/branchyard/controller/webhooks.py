@@ -123,37 +123,45 @@ class Webhooks:
             if row is None or row.state != "pending":
                 return
             project, event = row.project, gh.PushEvent(**json.loads(row.payload))
+        kind = None  # the audit event of a push that deploys nothing (a deploy has its own deploy.queued)
         try:
-            note = self._apply_push(project, event)
+            acted, note = self._apply_push(project, event)
+            kind = None if acted else "push.ignored"
         except BranchyardError as err:
-            note = f"refused: {err}"
+            note, kind = f"refused: {err}", "push.refused"
             log.warning("delivery %s: %s", delivery, err)
         except Exception as err:  # its text may quote a command line holding the upstream URL
-            note = f"internal error: {type(err).__name__}: {names.scrub_credentials(str(err))}"
+            note, kind = f"internal error: {type(err).__name__}: {names.scrub_credentials(str(err))}", "push.refused"
             log.exception("delivery %s failed", delivery)
         with self.store.session() as s:
             row = s.get(m.WebhookDelivery, delivery)
             row.state, row.note, row.payload = "done", note, None
+            if kind is not None:
+                self.store.record(s, project, kind, names.scrub_credentials(
+                    f"push of {event.ref} at {event.after[:12]}: {note}"), actor="github")
         log.info("delivery %s: %s", delivery, note)
 
-    def _apply_push(self, project: str, event: gh.PushEvent) -> str:
+    def _apply_push(self, project: str, event: gh.PushEvent) -> tuple[bool, str]:
+        """(whether it deployed or destroyed something, what was done)."""
         from .. import names
 
         branch = event.branch
         if branch is None:
-            return f"{event.ref} is not a branch"
+            return False, f"{event.ref} is not a branch"
         names.branch_from_ref(event.ref)  # NameRefused on an unsafe branch name
         with self.store.session() as s:
             p = self.store.project(s, project)
             repo, upstream, policy = Path(p.repo_path), p.upstream, policy_from_json(p.preview_policy)
         if event.deleted:
             if policy is not None and policy.trigger == "branch":
-                return self.previews.want_branch(project, branch, None)[1]
-            return f"branch {branch} deleted"
+                env_name, note = self.previews.want_branch(project, branch, None)
+                return env_name is not None, note  # a preview to destroy: preview.destroyed follows
+            return False, f"branch {branch} deleted"
         from ..triggers.gitremote import fetch_commit
 
         fetch_commit(repo, upstream, event.after, refs=(event.ref,))
         # the same path as a push to the `branchyard` remote: mapped branch → its environment, else a branch preview
         result = self.pushes.receive(project, event.ref, event.before, event.after, {})
-        return (f"deployment {result.deployment_id}" if result.deployment_id else "") + (
-            f" ({result.note})" if result.note and result.deployment_id else result.note or "")
+        if result.deployment_id is None:
+            return False, result.note or ""
+        return True, f"deployment {result.deployment_id}" + (f" ({result.note})" if result.note else "")

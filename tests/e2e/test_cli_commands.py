@@ -1,0 +1,228 @@
+"""Documented commands with no test of their own: `config show --json`, `environment add`, `link`, and runtime `logs`
+with `-d`, `-n` and `--json`. Real control plane, Caddy, git and processes, on the trivially fast app of
+test_previews_rules (python -m http.server, which logs every request on stderr)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import BRANCHYARD, EXAMPLE, wait_for
+from test_previews_rules import branch_commit, tiny_project
+
+pytestmark = pytest.mark.integration
+
+# `config show -e pr-42 --json` on the example app: the pr template over its base (staging) over the project's
+# defaults and railway.toml, with where each value came from.
+PR_42 = {
+    "environment": "pr-42",
+    "production": False,
+    "ephemeral": True,
+    "branch": None,
+    "base": "staging",
+    "web": {
+        "start_command": "uvicorn main:app --host 0.0.0.0 --port $PORT",
+        "build_command": "pip install -r requirements.txt",
+        "pre_deploy_command": ["python manage.py migrate"],
+        "seed_command": "python manage.py seed_data --test",
+        "healthcheck_path": "/health",
+        "healthcheck_timeout": 100,
+        "restart_policy_type": "ON_FAILURE",
+        "restart_policy_max_retries": 10,
+        "replicas": 1,
+        "overlap_seconds": 0,
+        "draining_seconds": 0,  # not set: the deploy then drains for DEFAULT_DRAINING_SECONDS (10)
+        "memory_mb": 512,
+        "cpu": 0.5,
+        "sleep_application": False,
+        "cron_schedule": None,
+        "watch_patterns": [],
+        "dockerfile_path": None,
+        "root_dir": ".",
+    },
+    "postgres": {
+        "name": "Postgres",
+        "memory_mb": 512,
+        "storage_mb": 1024,
+        "backups": None,
+        "ephemeral": True,
+        "dedicated": False,
+        "template_files": ["migrations", "alembic.ini", "manage.py", "db.py"],
+    },
+    "redis": None,  # [environments.pr.services.redis] enabled = false
+    "variables": {  # staging's, without unset_variables (REDIS_URL, SENTRY_DSN), with the pr template's own
+        "YOTO_CLIENT_ID": "${{ secrets.YOTO_CLIENT_ID }}",
+        "YOTO_CLIENT_SECRET": "${{ secrets.YOTO_CLIENT_SECRET }}",
+        "DATABASE_URL": "${{Postgres.DATABASE_URL}}",
+        "PORT": "${{PORT}}",
+        "ENVIRONMENT": "preview",
+        "DEBUG": "true",
+        "LOG_LEVEL": "debug",
+        "WORKERS": "1",
+    },
+    "sources": {
+        "web.start_command": "railway.toml [deploy]",
+        "web.build_command": "railway.toml [build]",
+        "web.pre_deploy_command": "railway.toml [deploy]",
+        "web.seed_command": "branchyard.toml [environments.pr.services.web]",
+        "web.healthcheck_path": "railway.toml [deploy]",
+        "web.healthcheck_timeout": "railway.toml [deploy]",
+        "web.restart_policy_type": "railway.toml [deploy]",
+        "web.restart_policy_max_retries": "default",
+        "web.replicas": "default",
+        "web.overlap_seconds": "default",
+        "web.draining_seconds": "default",
+        "web.memory_mb": "branchyard.toml [services.web]",
+        "web.cpu": "branchyard.toml [services.web]",
+        "web.sleep_application": "default",
+        "web.cron_schedule": "default",
+        "web.watch_patterns": "default",
+        "web.dockerfile_path": "default",
+        "web.root_dir": "default",
+        "postgres.name": "branchyard.toml [services.postgres]",
+        "postgres.memory_mb": "branchyard.toml [environments.pr.services.postgres]",
+        "postgres.storage_mb": "branchyard.toml [environments.pr.services.postgres]",
+        "postgres.backups": "branchyard.toml [environments.pr.services.postgres]",
+        "postgres.ephemeral": "branchyard.toml [environments.pr.services.postgres]",
+        "postgres.dedicated": "default",
+        "postgres.template_files": "branchyard.toml [environments.pr.services.postgres]",
+        "variables.YOTO_CLIENT_ID": "branchyard.toml [variables]",
+        "variables.YOTO_CLIENT_SECRET": "branchyard.toml [variables]",
+        "variables.DATABASE_URL": "branchyard.toml [variables]",
+        "variables.PORT": "branchyard.toml [variables]",
+        "variables.ENVIRONMENT": "branchyard.toml [environments.pr.variables]",
+        "variables.DEBUG": "branchyard.toml [environments.pr.variables]",
+        "variables.LOG_LEVEL": "branchyard.toml [environments.pr.variables]",
+        "variables.WORKERS": "branchyard.toml [environments.pr.variables]",
+    },
+}
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:  # noqa: ANN001
+    """The CLI with no server and no BRANCHYARD_* settings (config commands read only the files)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")}
+    return subprocess.run([*BRANCHYARD, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_config_show_json_prints_the_effective_config_and_its_sources(tmp_path):
+    done = cli("config", "show", "-e", "pr-42", "--json", "--path", str(EXAMPLE))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == PR_42
+    # the same in the app's directory, without --path; production's own values come through
+    prod = json.loads(cli("config", "show", "-e", "production", "--json", cwd=EXAMPLE).stdout)
+    assert (prod["production"], prod["branch"], prod["web"]["replicas"], prod["postgres"]["dedicated"]) == (
+        True, "main", 2, True)
+    assert prod["sources"]["web.replicas"] == "branchyard.toml [environments.production.services.web]"
+    assert prod["redis"] == {"name": "Redis", "memory_mb": 512, "persistence": True}
+    unknown = cli("config", "show", "-e", "qa", "--json", "--path", str(EXAMPLE))
+    assert (unknown.returncode, unknown.stdout) == (3, "")
+    assert unknown.stderr.strip() == "error: unknown environment 'qa' (declared: production, staging, pr-*)"
+
+
+def test_environment_add_creates_an_environment_listed_with_its_branch(plane, tmp_path):
+    repo, _ = tiny_project(plane, tmp_path, "envadd")
+    assert [e["name"] for e in plane.json("environment", "list", cwd=repo)] == ["staging"]  # (its secret was set)
+    added = plane.run("environment", "add", "qa", "--branch", "release/qa", cwd=repo)
+    assert f"environment qa created: http://envadd-qa.localhost:{plane.http_port}" in added.stdout + added.stderr
+    bad = plane.run("environment", "add", "Demo", cwd=repo, check=False)
+    assert (bad.returncode, bad.stderr.strip()) == (2, "error: environment name 'Demo' is not allowed: use 1-40 lowercase "
+                                                       "letters, digits and dashes, starting and ending with a letter or digit")
+    plane.run("environment", "add", "demo", cwd=repo)
+    listed = {e["name"]: e for e in plane.json("environment", "list", cwd=repo)}
+    assert list(listed) == ["staging", "qa", "demo"]
+    qa = listed["qa"]
+    assert (qa["project"], qa["branch"], qa["production"], qa["ephemeral"], qa["state"], qa["status"], qa["url"]) == (
+        "envadd", "release/qa", False, False, "ACTIVE", "NO DEPLOYMENTS", f"http://envadd-qa.localhost:{plane.http_port}")
+    assert listed["demo"]["branch"] is None
+    assert plane.json("environment", "list", "--ephemeral", cwd=repo) == []
+    created = [e["message"] for e in plane.json("events", cwd=repo) if e["kind"] == "environment.created"]
+    assert created == ["environment demo created", "environment qa created"]  # newest first
+    again = plane.run("environment", "add", "qa", "--branch", "other", cwd=repo, check=False)
+    assert again.returncode == 4 and "environment 'qa' already exists in project 'envadd'" in again.stderr
+    assert {e["name"]: e["branch"] for e in plane.json("environment", "list", cwd=repo)}["qa"] == "release/qa"
+
+
+def test_link_points_a_repository_at_a_project_and_a_default_environment(plane, tmp_path):
+    repo, _ = tiny_project(plane, tmp_path, "lnk")
+    v1 = branch_commit(plane, repo, "develop", "v1", remote="branchyard")  # staging deployed; returns when live
+    elsewhere = tmp_path / "elsewhere"  # a repository with no branchyard.toml: only the link names the project
+    elsewhere.mkdir()
+    plane.git(elsewhere, "init", "--quiet", "--initial-branch=main")
+    unlinked = plane.run("status", "--json", cwd=elsewhere, check=False)
+    assert unlinked.returncode == 2 and "no project linked here" in unlinked.stderr
+
+    plane.run("link", "lnk", "-e", "staging", cwd=elsewhere)
+    status = plane.json("status", cwd=elsewhere)  # no -p, no -e
+    assert (status["project"], status["name"], status["current_deployment"]["commit"]) == ("lnk", "staging", v1)
+    assert [d["commit"] for d in plane.json("deployments", cwd=elsewhere)] == [v1]
+    assert plane.git(elsewhere, "remote", "get-url", "branchyard").stdout == \
+        plane.git(repo, "remote", "get-url", "branchyard").stdout  # the project's own remote
+    # and a push through the linked remote deploys
+    plane.git(elsewhere, "fetch", "--quiet", str(repo), "develop")
+    plane.git(elsewhere, "checkout", "--quiet", "-B", "develop", "FETCH_HEAD")
+    (elsewhere / "VERSION").write_text("v2\n")
+    v2 = plane.commit(elsewhere, "v2 from the linked clone")
+    plane.git(elsewhere, "push", "branchyard", "develop")
+    assert plane.json("status", cwd=elsewhere)["current_deployment"]["commit"] == v2
+    assert plane.get("lnk-staging.localhost", "/VERSION").text == "v2\n"
+
+    # without -e the default environment stays production (which lnk does not have yet: nothing pushed to main)
+    third = tmp_path / "third"
+    third.mkdir()
+    plane.git(third, "init", "--quiet")
+    plane.run("link", "lnk", cwd=third)
+    default = plane.run("status", "--json", cwd=third, check=False)
+    assert default.returncode == 3
+    assert default.stderr.strip() == "error: unknown environment 'production' in project 'lnk' (known: staging)"
+    unknown = plane.run("link", "nosuch", cwd=third, check=False)
+    assert unknown.returncode == 3 and "unknown project 'nosuch'" in unknown.stderr
+
+
+def access_lines(lines: list[str]) -> list[str]:
+    """The markers of the requests http.server logged (`"GET /health?<marker> HTTP/1.1" 200`), in order."""
+    return [line.split("GET /health?", 1)[1].split(" ", 1)[0] for line in lines if "GET /health?" in line]
+
+
+def test_runtime_logs_with_deployment_lines_and_json(plane, tmp_path):
+    repo, _ = tiny_project(plane, tmp_path, "lg")
+    v1 = branch_commit(plane, repo, "develop", "v1", remote="branchyard")
+    first = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
+    for i in range(4):
+        assert plane.get("lg-staging.localhost", f"/health?v1-{i}").status_code == 200
+    v2 = branch_commit(plane, repo, "develop", "v2", remote="branchyard")
+    second = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
+    assert second != first
+    for i in range(6):
+        assert plane.get("lg-staging.localhost", f"/health?v2-{i}").status_code == 200
+
+    # default: the current deployment, its deploy log and each replica's runtime log
+    full = wait_for(lambda: (d := plane.json("logs", "-e", "staging", "-n", "1000", cwd=repo))
+                    and access_lines(d["runtime"].get("web.0", []))[-1:] == ["v2-5"] and d)
+    assert (full["deployment_id"], full["status"], list(full["runtime"])) == (second, "SUCCESS", ["web.0"])
+    assert access_lines(full["runtime"]["web.0"]) == [f"v2-{i}" for i in range(6)]  # this deployment's process only
+    assert full["build"][0].startswith(f"-----> push of {v2[:12]} (develop) to lg/staging (deployment {second})")
+
+    # -n N: the last N lines of each log
+    last = plane.json("logs", "-e", "staging", "-n", "3", cwd=repo)
+    assert last["runtime"]["web.0"] == full["runtime"]["web.0"][-3:] and len(last["runtime"]["web.0"]) == 3
+    assert access_lines(last["runtime"]["web.0"]) == ["v2-3", "v2-4", "v2-5"]
+    assert last["build"] == full["build"][-3:] and len(last["build"]) == 3
+
+    # -d ID (a unique prefix will do): that deployment's logs, although it no longer runs
+    old = plane.json("logs", "-e", "staging", "-d", first[:8], "-n", "1000", cwd=repo)
+    assert (old["deployment_id"], old["status"], list(old["runtime"])) == (first, "REMOVED", ["web.0"])
+    assert access_lines(old["runtime"]["web.0"]) == [f"v1-{i}" for i in range(4)]
+    assert old["build"][0].startswith(f"-----> push of {v1[:12]} (develop) to lg/staging (deployment {first})")
+    # --build: the deploy log only, whatever -n says
+    built = plane.json("logs", "-e", "staging", "-d", first, "--build", "-n", "1", cwd=repo)
+    assert built["runtime"] == {} and built["build"] == old["build"]
+    # the text form prints the same lines under a heading per log
+    text = plane.run("logs", "-e", "staging", "-n", "2", cwd=repo).stdout.splitlines()
+    assert text[0] == f"==> build/deploy log of {second} (SUCCESS)"
+    assert text[1:3] == [line.rstrip("\n") for line in full["build"][-2:]]
+    assert text[3:] == ["==> web.0", *[line.rstrip("\n") for line in full["runtime"]["web.0"][-2:]]]
+
+    unknown = plane.run("logs", "-e", "staging", "-d", "ffffffff", cwd=repo, check=False)
+    assert unknown.returncode == 3 and "unknown deployment 'ffffffff' in environment 'staging'" in unknown.stderr

@@ -43,7 +43,15 @@ COLUMN_SINCE = {
     ("projects", "github_repository"): "0006",
     ("projects", "webhook_secret"): "0006",
     ("projects", "preview_policy"): "0006",
+    ("environments", "target_deployment_id"): "0009",
+    ("deployments", "work"): "0009",
+    ("deployments", "attempts"): "0009",
+    ("deployments", "retry_at"): "0009",
 }
+# Columns whose upgrade fills in a value computed from the row (not NULL): the fixture holds that value.
+# 0009: an environment wants what it runs (no deployment of the fixture is unfinished); a deployment's work
+# follows its trigger (push, and `up` without a config snapshot, are builds); nothing was attempted yet.
+COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments", "work"), ("deployments", "attempts")}
 
 # Representative rows, every column given (values a control plane writes: None where it may, flags both ways).
 ROWS: dict[str, list[dict]] = {
@@ -56,22 +64,22 @@ ROWS: dict[str, list[dict]] = {
     ],
     "environments": [
         dict(id=1, project_id=1, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
-             current_deployment_id=DEP_OK, created_at=T0, replicas_override=3),
+             current_deployment_id=DEP_OK, created_at=T0, replicas_override=3, target_deployment_id=DEP_OK),
         dict(id=2, project_id=1, name="staging", branch="develop", ephemeral=False, production=False, state="SLEEPING",
-             current_deployment_id=None, created_at=T0, replicas_override=None),
+             current_deployment_id=None, created_at=T0, replicas_override=None, target_deployment_id=None),
         dict(id=3, project_id=1, name="pr-7", branch="feature/x", ephemeral=True, production=False, state="ACTIVE",
-             current_deployment_id=None, created_at=T1, replicas_override=None),
+             current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None),
         dict(id=4, project_id=2, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
-             current_deployment_id=None, created_at=T1, replicas_override=None),
+             current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None),
     ],
     "deployments": [
         dict(id=DEP_OK, project_id=1, environment_id=1, status="SUCCESS", commit_sha="a" * 40, branch="main",
              trigger="push", release_dir="/srv/branchyard/releases/yoto/" + DEP_OK, log_path="/srv/logs/deploy.log",
              error=None, config_json='{"web": {"replicas": 2}}', variables_json="gAAAAB-snapshot", created_at=T0,
-             finished_at=T1),
+             finished_at=T1, work="build", attempts=0, retry_at=None),
         dict(id=DEP_FAILED, project_id=1, environment_id=2, status="FAILED", commit_sha="b" * 40, branch=None,
              trigger="up", release_dir=None, log_path=None, error="preDeployCommand exited 3", config_json=None,
-             variables_json=None, created_at=T1, finished_at=None),
+             variables_json=None, created_at=T1, finished_at=None, work="build", attempts=0, retry_at=None),
     ],
     "replicas": [
         dict(id=1, deployment_id=DEP_OK, environment_id=1, slot=0, pid=4242, start_time=987654, port=40001,
@@ -187,6 +195,7 @@ KNOWN_DRIFT = {
     ("remove_index", "deployments", "ix_deployments_env"),
     ("remove_index", "promotions", "ix_promotions_project"),
     ("modify_type", "replicas", "restart_after"),
+    ("modify_type", "deployments", "retry_at"),
 }
 
 
@@ -214,7 +223,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 9)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 10)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name
@@ -243,10 +252,10 @@ def test_rows_survive_the_upgrade_to_head(tmp_path: Path, revision: str) -> None
         head = expected_at(HEAD)
         assert set(after) == set(head)
         for table, head_rows in head.items():
-            # rows of tables that existed keep every value; columns added since hold their default (NULL);
-            # tables created since are empty
-            want = [{k: row.get(k) for k in head_row} for row, head_row in zip(rows[table], head_rows)] \
-                if table in rows else []
+            # rows of tables that existed keep every value; columns added since hold their default (NULL) or
+            # the value their upgrade computes; tables created since are empty
+            want = [{k: row[k] if k in row else head_row[k] if (table, k) in COMPUTED_ON_UPGRADE else None
+                     for k in head_row} for row, head_row in zip(rows[table], head_rows)] if table in rows else []
             assert after[table] == want, table
 
         with store.engine.connect() as conn:  # the upgraded schema is the one the models describe

@@ -119,7 +119,7 @@ def production_facts(*, secrets: Mapping[str, str], services: Mapping[str, Mappi
                            databases=frozenset(databases), redis=frozenset(redis))
 
 
-def _collect(value: str, databases: set, redis: set) -> None:  # noqa: ANN001
+def _collect(value: str, databases: set[tuple[str, int, str]], redis: set[tuple[str, int]]) -> None:
     pg, rd = postgres_address(value), redis_address(value)
     if pg:
         databases.add(pg)

@@ -85,9 +85,8 @@ def run(settings: Settings) -> None:
 
     from . import __version__
     from .api.app import create_app
-    from .backends.local.caddy import Router
+    from .backends.local.machine import local_machine
     from .backends.local.processes import free_port
-    from .backends.local.tasks import TaskRecords
     from .controller.core import Controller
     from .store.db import Store
 
@@ -102,8 +101,7 @@ def run(settings: Settings) -> None:
         handler.setFormatter(ScrubbingFormatter(LOG_FORMAT))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Caddy admin call is noise
     store = Store(settings.state_db)
-    router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port)
-    controller = Controller(settings, store, router, TaskRecords(settings.home / "tasks"))
+    controller = Controller(settings, store, local_machine(settings))
     from .github import feedback as github_feedback
 
     # None without BRANCHYARD_GITHUB_TOKEN

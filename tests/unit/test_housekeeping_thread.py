@@ -19,7 +19,7 @@ def test_a_slow_scheduled_backup_does_not_hold_up_reconcile_passes(monkeypatch) 
         dumping.set()
         release.wait(10)
 
-    loop = reconciler.Reconciler(None, router=None, routes=None, replicas=None, deployer=None, locks=None,  # type: ignore[arg-type]
+    loop = reconciler.Reconciler(None, router=None, runtime=None, routes=None, replicas=None, deployer=None, locks=None,  # type: ignore[arg-type]
                                  previews=None, data=None, housekeeping=slow_backups)
     passes: list[float] = []
     monkeypatch.setattr(loop, "run_once", lambda: passes.append(time.monotonic()))

@@ -20,16 +20,6 @@ IMPURE_PACKAGES = ("branchyard.controller", "branchyard.store", "branchyard.back
 CONTROLLER_BACKEND_DEBT = {
     ("dataplane.py", "branchyard.backends.local.postgres"),
     ("dataplane.py", "branchyard.backends.local.redis"),
-    ("environments.py", "branchyard.backends.local"),
-    ("environments.py", "branchyard.backends.local.processes"),
-    ("environments.py", "branchyard.backends.local.health"),
-    ("hooks.py", "branchyard.backends.local.tasks"),
-    ("replicas.py", "branchyard.backends.local"),
-    ("replicas.py", "branchyard.backends.local.processes"),
-    ("replicas.py", "branchyard.backends.local.health"),
-    ("reconciler.py", "branchyard.backends.local"),
-    ("reconciler.py", "branchyard.backends.local.processes"),
-    ("reconciler.py", "branchyard.backends.local.health"),
 }
 
 

@@ -211,13 +211,20 @@ def test_unknown_promotion_key_is_a_warning(tmp_path) -> None:
 # --- running the smoke command (real processes, no server) -------------------------------------------------
 
 
+def _runtime(tmp_path):
+    from branchyard.backends.local.runtime import LocalRuntime
+    from branchyard.backends.local.tasks import TaskRecords
+
+    return LocalRuntime(TaskRecords(tmp_path / "tasks"))
+
+
 def test_a_hanging_smoke_command_is_killed_with_its_children(tmp_path) -> None:
     import time
 
     from branchyard.controller.promotions import run_smoke_command
 
     started = time.monotonic()
-    result = run_smoke_command("sh -c 'sleep 300 & sleep 300'", url="http://127.0.0.1:9", environment="staging",
+    result = run_smoke_command(_runtime(tmp_path), "sh -c 'sleep 300 & sleep 300'", url="http://127.0.0.1:9", environment="staging",
                                release_dir=tmp_path, cfg_root=".", timeout=1)
     assert not result.passed
     assert result.detail == "`sh -c 'sleep 300 & sleep 300'` against http://127.0.0.1:9 timed out after 1s (killed)"
@@ -252,12 +259,12 @@ def test_the_example_smoke_command_against_a_real_server(tmp_path) -> None:
     shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "yoto-smart-stream", app)
     url = f"http://app-staging.localhost:{server.server_port}"
     try:
-        ok = run_smoke_command("python3 manage.py smoke", url=url, environment="staging", release_dir=app, cfg_root=".",
+        ok = run_smoke_command(_runtime(tmp_path), "python3 manage.py smoke", url=url, environment="staging", release_dir=app, cfg_root=".",
                                timeout=30)
         assert ok.passed, ok.detail
         assert ok.detail.endswith(f"smoke staging: GET {url}/health → 200 ok")
         answers["/health"] = (503, b'{"status": "degraded"}')
-        bad = run_smoke_command("python3 manage.py smoke", url=url, environment="production", release_dir=app,
+        bad = run_smoke_command(_runtime(tmp_path), "python3 manage.py smoke", url=url, environment="production", release_dir=app,
                                 cfg_root=".", timeout=30)
         assert not bad.passed
         assert bad.detail.endswith(f"exited with code 1: manage.py: smoke production: GET {url}/health answered 503 "

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from ..errors import BadInput
@@ -96,15 +97,71 @@ class TaskLedger(Protocol):
         """Stop what a previous control plane left running; what was stopped, by label."""
 
 
-# --------------------------------------------------------------------------------------------- health
+# --------------------------------------------------------------------------------------------- runtime
 
 
 @dataclass(frozen=True)
-class Probe:
+class ProcessHandle:
+    """One replica as the runtime knows it; stored in the state so that a restarted control plane adopts it."""
+
+    pid: int
+    start_time: int  # local: field 22 of /proc/<pid>/stat, the identity guard against PID reuse
+    port: int
+    log_path: str
+
+
+@dataclass(frozen=True)
+class HealthResult:
     ok: bool
-    detail: str
+    detail: str  # "GET /health → 200 in 0.4s", "process exited with code 1", "timed out after 100s: connection refused"
 
 
-ProbeFn = Callable[[int, str | None, float], Probe]
+class RuntimePort(Protocol):
+    """App replicas and one-shot commands (local: process groups that outlive the control plane; Kubernetes:
+    pods of a Deployment, and Jobs for hooks)."""
 
-__all__ = ["ROUTE_ID_PREFIX", "STATES", "Route", "RouterPort", "TaskLedger", "Probe", "ProbeFn", "route_id"]
+    def free_port(self) -> int:
+        """A port a new replica can listen on."""
+
+    def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int) -> ProcessHandle:
+        """Start one replica of `command` (DeployFailed if it cannot start)."""
+
+    def adopt(self, pid: int, start_time: int, port: int, log_path: str) -> ProcessHandle | None:
+        """The replica recorded earlier (maybe by a previous control plane), or None when it is gone."""
+
+    def is_alive(self, h: ProcessHandle) -> bool: ...
+
+    def exit_code(self, h: ProcessHandle) -> int | None:
+        """How it ended, when known (negative: killed by that signal)."""
+
+    def stop(self, h: ProcessHandle, *, grace: float) -> None:
+        """Ask it to stop, kill it after `grace` seconds; return once it is gone."""
+
+    def tail(self, log_path: Path, lines: int) -> list[str]:
+        """The last lines of a replica's (or a deployment's) log."""
+
+    def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
+        """One health check (`GET path` → 200; without a path `GET /` → below 500)."""
+
+    def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float) -> HealthResult:
+        """Health-check until healthy, dead (failing fast with why) or `timeout` seconds."""
+
+    def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float) -> None:
+        """Run a lifecycle command to completion, output to `out`; DeployFailed naming it unless it exits 0."""
+
+    def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+        """Run a check (a smoke test) to completion: (exit code, output); (None, output so far) when it had to be
+        killed after `timeout` seconds, with everything it started. OSError when it cannot start."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Everything the controller needs from where it runs, one implementation per backend."""
+
+    router: RouterPort
+    runtime: RuntimePort
+    tasks: TaskLedger
+
+
+__all__ = ["ROUTE_ID_PREFIX", "STATES", "HealthResult", "Machine", "ProcessHandle", "Route", "RouterPort",
+           "RuntimePort", "TaskLedger", "route_id"]

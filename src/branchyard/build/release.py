@@ -17,7 +17,6 @@ import posixpath
 import queue
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from branchyard import failpoints
+from branchyard.backends.local.processes import kill_group
 from branchyard.build.steps import requirement_files, split_build_command
 from branchyard.errors import BackendError, BuildFailed
 
@@ -512,17 +512,17 @@ def _follow(proc: subprocess.Popen[bytes], label: str, *, log: Callable[[str], N
             if deadline is not None and now >= deadline and killed_at is None:
                 timed_out = True
                 killed_at = now
-                _kill_group(proc)
+                kill_group(proc.pid)
             if proc.poll() is not None:
                 exited_at = exited_at or now
                 if killed_at is None and now - exited_at > _LINGER:
                     killed_at = now
-                    _kill_group(proc)  # something it started still holds the output pipe
+                    kill_group(proc.pid)  # something it started still holds the output pipe
             if killed_at is not None and now - killed_at > _LINGER:
                 break  # a process outside the group holds the pipe: stop listening
         rc = proc.wait()
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc.pid)
         proc.wait()
         raise
     if timed_out:
@@ -541,8 +541,3 @@ def _pump(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
         lines.put(None)
         with contextlib.suppress(OSError):
             stream.close()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)

@@ -37,8 +37,7 @@ def server_stop(state: State, everything: bool) -> None:
     stopped = srv.stop(state.settings)
     ui.info("control plane stopped" if stopped else "control plane was not running")
     if everything:
-        from ..backends.local.caddy import Router
-        from ..backends.local.tasks import TaskRecords
+        from ..backends.local.machine import local_machine
         from ..controller.core import Controller
         from ..store.db import Store
 
@@ -47,8 +46,7 @@ def server_stop(state: State, everything: bool) -> None:
         s = state.settings
         store = Store(s.state_db)
         try:
-            router = Router(home=s.home / "caddy", http_port=s.http_port, admin_port=s.admin_port)
-            Controller(s, store, router, TaskRecords(s.home / "tasks")).stop_everything()
+            Controller(s, store, local_machine(s)).stop_everything()
         finally:
             store.close()
         ui.info("app processes and router stopped")

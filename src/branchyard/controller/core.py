@@ -14,7 +14,7 @@ import threading
 
 from sqlalchemy import select
 
-from ..backends.ports import RouterPort, TaskLedger
+from ..backends.ports import Machine
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
@@ -38,37 +38,38 @@ from .webhooks import Webhooks
 
 
 class Controller:
-    def __init__(self, settings: Settings, store: Store, router: RouterPort, tasks: TaskLedger) -> None:
+    def __init__(self, settings: Settings, store: Store, machine: Machine) -> None:
         self.settings = settings
         self.store = store
-        self.router = router
+        self.router = machine.router
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
         self.data = DataPlane(settings, store)
         self.backups = Backups(store, self.data, settings.home / "backups")
-        self.replicas = Replicas(settings, store, self.data.box)
-        self.routes = Routes(settings, store, router)
+        self.replicas = Replicas(settings, store, self.data.box, machine.runtime)
+        self.routes = Routes(settings, store, machine.router)
         self.guards = Guards(store, self.data)
         self.locks = EnvLocks()
         self.projects = Projects(settings, store, self.data.box)
         self.deployer = Deployer(settings, store, data=self.data, replicas=self.replicas, backups=self.backups,
-                                 routes=self.routes, guards=self.guards, locks=self.locks, tasks=tasks)
+                                 routes=self.routes, guards=self.guards, locks=self.locks, runtime=machine.runtime,
+                                 tasks=machine.tasks)
         self.teardown = Teardown(settings, store, deployer=self.deployer, replicas=self.replicas, data=self.data,
                                  backups=self.backups, routes=self.routes)
         self.previews = Previews(settings, store, deployer=self.deployer, teardown=self.teardown, stop=self._stop)
         self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews)
         self.webhooks = Webhooks(settings, store, box=self.data.box, pushes=self.pushes, previews=self.previews)
-        self.reconciler = Reconciler(store, router=router, routes=self.routes, replicas=self.replicas,
+        self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      housekeeping=self._housekeeping)
-        self.environments = Environments(settings, store, deployer=self.deployer, replicas=self.replicas,
+        self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
                                          preview_info=self.previews.info)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
-        self.promotions = Promotions(settings, store, data=self.data, deployer=self.deployer,
+        self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)
 
     # --- lifecycle ---------------------------------------------------------------------------------

@@ -18,17 +18,23 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from .. import names
 from ..data import templates
 from ..errors import BadInput, BranchyardError, NotFound
 from ..secrets import Redactor, SecretBox
 from ..settings import Settings
+from ..spec.model import EnvironmentConfig, PostgresConfig, RedisConfig
 from ..store import models as m
 from ..store.db import Store
 from .variables import environment_variables
+
+if TYPE_CHECKING:
+    from ..backends.local.postgres import Admin, LocalServer
 
 DEFAULT_NAMES = {"postgres": "Postgres", "redis": "Redis"}
 PLUGINS = {"postgresql": "postgres", "postgres": "postgres", "redis": "redis"}
@@ -65,7 +71,7 @@ class Revival:
 REVIVE_BACKOFF_MAX = 60.0  # seconds between attempts to restart a server that keeps failing to start
 
 
-def _settings(decl) -> dict:  # noqa: ANN001 - PostgresConfig | RedisConfig
+def _settings(decl: PostgresConfig | RedisConfig) -> dict[str, Any]:
     """What of a service's spec shapes its server: memory, persistence, a dedicated server."""
     keys = ("memory_mb", "persistence", "dedicated", "backups")
     return {k: getattr(decl, k) for k in keys if getattr(decl, k, None) is not None}
@@ -86,7 +92,7 @@ class DataPlane:
 
     # --- variables & secrets ------------------------------------------------------------------------
 
-    def _env(self, s, project: str, env_name: str) -> m.Environment:  # noqa: ANN001 - Session
+    def _env(self, s: Session, project: str, env_name: str) -> m.Environment:
         return self.store.environment(s, self.store.project(s, project), env_name)
 
     def set_variables(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool) -> list[str]:
@@ -155,7 +161,7 @@ class DataPlane:
 
     # --- provisioning ---------------------------------------------------------------------------------
 
-    def provision(self, project: str, env_name: str, cfg, *, template_key: str | None = None) -> Provisioned:  # noqa: ANN001
+    def provision(self, project: str, env_name: str, cfg: EnvironmentConfig, *, template_key: str | None = None) -> Provisioned:
         """Make sure the environment's declared (and `add --plugin`-ed) services exist and run.
 
         With `template_key`, a database created now is cloned from that key's template when there is one."""
@@ -190,7 +196,8 @@ class DataPlane:
         space, _, _ = self._ensure(project, env_name, env_id, kind, DEFAULT_NAMES[kind], None, source="plugin")
         return {k: ("••••••" if "PASSWORD" in k or k.endswith("_URL") else v) for k, v in space.items()}
 
-    def _ensure(self, project: str, env_name: str, env_id: int, kind: str, name: str | None, decl, *,  # noqa: ANN001
+    def _ensure(self, project: str, env_name: str, env_id: int, kind: str, name: str | None,
+                decl: PostgresConfig | RedisConfig | None, *,
                 source: str = "spec", template: tuple[str, str] | None = None) -> tuple[dict[str, str], bool, str | None]:
         """Create or adopt one service; `name` None keeps the recorded namespace. `template` (database,
         location) is what a database created now is cloned from; a clone that fails falls back to an empty one.
@@ -217,7 +224,7 @@ class DataPlane:
             row.settings = json.dumps(settings)
         return space, created, cloned
 
-    def _pg_admin(self, project: str, env_name: str, settings: dict, location: str | None):  # noqa: ANN202
+    def _pg_admin(self, project: str, env_name: str, settings: dict[str, Any], location: str | None) -> tuple[Admin, str]:
         """The server an environment's database lives on: external, dedicated, or the shared local one."""
         from ..backends.local.postgres import Admin
 
@@ -227,7 +234,7 @@ class DataPlane:
         server.ensure_running()
         return Admin(server.admin_url()), key
 
-    def _pg_server(self, project: str, env_name: str, settings: dict, location: str | None):  # noqa: ANN202
+    def _pg_server(self, project: str, env_name: str, settings: dict[str, Any], location: str | None) -> tuple[LocalServer, str]:
         """(the local server holding the environment's database, its location key); (None, "external") when the
         operator's server (BRANCHYARD_POSTGRES_URL) holds it."""
         from ..backends.local.postgres import LocalServer
@@ -239,8 +246,9 @@ class DataPlane:
                                 memory_mb=settings.get("memory_mb")), f"dedicated:{project}-{env_name}")
         return LocalServer(data_dir=self.settings.home / "postgres" / "shared"), "shared"
 
-    def _ensure_postgres(self, project: str, env_name: str, settings: dict, known, location,  # noqa: ANN001, ANN202
-                         template: tuple[str, str] | None = None):
+    def _ensure_postgres(self, project: str, env_name: str, settings: dict[str, Any], known: dict[str, str] | None,
+                         location: str | None, template: tuple[str, str] | None = None,
+                         ) -> tuple[dict[str, str], str, str | None]:
         admin, location = self._pg_admin(project, env_name, settings, location)
         name = database_name(project, env_name)
         password = (known or {}).get("PGPASSWORD")
@@ -265,7 +273,8 @@ class DataPlane:
         db = admin.create_database(name, name, password=password)
         return db.variables(), location, None
 
-    def _ensure_redis(self, project: str, env_name: str, settings: dict, known):  # noqa: ANN001, ANN202
+    def _ensure_redis(self, project: str, env_name: str, settings: dict[str, Any], known: dict[str, str] | None,
+                      ) -> tuple[dict[str, str], str]:
         from ..backends.local.redis import RedisServer
 
         data_dir = names.safe_join(self.settings.home / "redis", project, env_name)
@@ -460,7 +469,7 @@ class DataPlane:
                 out += [Revival(p, e, n, f"{n}: {what} was found dead (pid {dead}) and restarted") for p, e, n in users]
         return out
 
-    def admin_for(self, project: str, env_name: str):  # noqa: ANN201 - postgres.Admin
+    def admin_for(self, project: str, env_name: str) -> Admin:
         """The admin connection to the server holding the environment's database; NotFound if it has none."""
         admin, _ = self._pg_admin(project, env_name, *self._postgres_of(project, env_name))
         return admin

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from .. import deploy_plan as dp
 from .. import failpoints, names
-from ..backends.ports import TaskLedger
+from ..backends.ports import RuntimePort, TaskLedger
 from ..build import release
 from ..data import templates
 from ..errors import BadInput, BranchyardError, Conflict, NotFound
@@ -41,7 +41,6 @@ from ..store.db import Store
 from .backups import Backups
 from .dataplane import DataPlane
 from .guards import Guards
-from .hooks import HOOK_TIMEOUT, run_hook
 from .locks import EnvLocks, Held
 from .projects import remember_spec
 from .replicas import PORT_PLACEHOLDER, Replicas
@@ -52,6 +51,7 @@ from .variables import resolve
 log = logging.getLogger("branchyard.deployer")
 
 DEFAULT_DRAINING_SECONDS = 10
+HOOK_TIMEOUT = 600  # seconds a preDeployCommand or seedCommand may take
 LOCK_WAIT = 15.0  # seconds an operation waits for the reconciler to finish with an environment
 WAIT_SAFETY_NET = 1.0  # seconds between re-reads of a deployment's status while waiting for it to finish
 
@@ -94,7 +94,7 @@ class _Ready:
 
 class Deployer:
     def __init__(self, settings: Settings, store: Store, *, data: DataPlane, replicas: Replicas, backups: Backups,
-                 routes: Routes, guards: Guards, locks: EnvLocks, tasks: TaskLedger) -> None:
+                 routes: Routes, guards: Guards, locks: EnvLocks, runtime: RuntimePort, tasks: TaskLedger) -> None:
         self.settings = settings
         self.store = store
         self.data = data
@@ -103,6 +103,7 @@ class Deployer:
         self.routes = routes
         self.guards = guards
         self.locks = locks
+        self.runtime = runtime
         self.tasks = tasks
         # Lock order: the store's write lock may be taken while holding _plan_lock, never the other way round;
         # _running_lock and _finished are leaves (nothing else is acquired while holding them).
@@ -531,10 +532,10 @@ class Deployer:
         else:
             for command in cfg.web.pre_deploy_command:
                 out(f"-----> preDeployCommand: {command}")
-                run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT, tasks=self.tasks)
+                self.runtime.run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
             if cfg.web.seed_command and self.data.needs_seed(env_id):
                 out(f"-----> seedCommand (new database): {cfg.web.seed_command}")
-                run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT, tasks=self.tasks)
+                self.runtime.run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
                 self.data.mark_seeded(project, env_name)
             if key and provisioned.new_database:
                 try:

@@ -10,8 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import failpoints, names
-from ..backends.local import processes
-from ..backends.local.health import probe
+from ..backends.ports import RuntimePort
 from ..errors import BadInput, Conflict, NotFound
 from ..settings import Settings
 from ..store import models as m
@@ -24,11 +23,13 @@ from .snapshot import web_of
 
 
 class Environments:
-    def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, replicas: Replicas, data: DataPlane,
+    def __init__(self, settings: Settings, store: Store, *, runtime: RuntimePort, deployer: Deployer, replicas: Replicas,
+                 data: DataPlane,
                  routes: Routes, reconcile_env: Callable[[str, str], None],
                  preview_info: Callable[[str, str], dict[str, Any] | None]) -> None:
         self.settings = settings
         self.store = store
+        self.runtime = runtime
         self.deployer = deployer
         self.replicas = replicas
         self.data = data
@@ -68,11 +69,11 @@ class Environments:
                 .order_by(m.Replica.slot)
             )
             for r in rows:
-                h = processes.adopt(r.pid, r.start_time, r.port, r.log_path)
-                alive = h is not None and processes.is_alive(h)
+                h = self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path)
+                alive = h is not None and self.runtime.is_alive(h)
                 health = None
                 if probe_health and alive:
-                    health = "healthy" if probe(r.port, health_path, timeout=1.0).ok else "unhealthy"
+                    health = "healthy" if self.runtime.probe(r.port, health_path, timeout=1.0).ok else "unhealthy"
                 replicas.append(
                     {
                         "slot": r.slot,
@@ -190,9 +191,9 @@ class Environments:
         redact = self.data.redactor(env_id)  # apps may print their secrets; the logs never show them
         result: dict[str, Any] = {"deployment_id": dep_id, "status": status, "build": [], "runtime": {}}
         if deploy_log is not None:
-            result["build"] = [redact(line) for line in processes.tail(deploy_log, lines if not build else 10_000)]
+            result["build"] = [redact(line) for line in self.runtime.tail(deploy_log, lines if not build else 10_000)]
         if not build:
-            result["runtime"] = {name: [redact(line) for line in processes.tail(path, lines)] for name, path in runtime.items()}
+            result["runtime"] = {name: [redact(line) for line in self.runtime.tail(path, lines)] for name, path in runtime.items()}
         return result
 
     # --- operating ---------------------------------------------------------------------------------

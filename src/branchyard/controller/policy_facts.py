@@ -4,7 +4,6 @@ key names leave."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from .. import policy
 from ..spec import load_project
 from ..store import models as m
 from ..store.db import Store
+from ..triggers.gitremote import is_merged
 from .dataplane import DataPlane
 from .guards import Guards, successes
 
@@ -58,7 +58,7 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str) -> d
             isolation += policy.isolation_findings(e["name"], values, facts)
         if e["ephemeral"]:
             e["merged"] = e["name"] in closed_previews or bool(
-                e["branch"] and any(_merged(repo, e["branch"], head) for head in persistent_heads))
+                e["branch"] and any(is_merged(Path(repo), e["branch"], head) for head in persistent_heads))
     out = {
         "environments": [{k: v for k, v in e.items() if k not in ("snapshot", "id")} for e in envs],
         "services": services,
@@ -75,18 +75,3 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str) -> d
             out["production_commit"] = {"environment": e["name"], "commit": e["commit"], "source": gates.source,
                                         "ran_in_source": ran}
     return out
-
-
-def _merged(repo: str, branch: str, into: str) -> bool:
-    """Whether `branch` has commits of its own and they are all contained in `into` (a branch just created from
-    `into`, still at its head, is not merged)."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "--git-dir", repo, *args], capture_output=True, text=True, timeout=30)
-
-    try:
-        heads = git("rev-parse", f"refs/heads/{branch}", f"refs/heads/{into}").stdout.split()
-        if len(heads) != 2 or heads[0] == heads[1]:
-            return False
-        return git("merge-base", "--is-ancestor", heads[0], heads[1]).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False

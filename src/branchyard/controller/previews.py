@@ -17,6 +17,7 @@ never production's. A fork's preview gets none: a deploy that needs one fails na
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import shutil
@@ -26,25 +27,23 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from .. import names
 from ..build import release
 from ..errors import BranchyardError, Conflict, NameRefused, NotFound
+from ..settings import Settings
 from ..spec import load_project
-from ..spec.model import PR_TEMPLATE, PreviewDecl
+from ..spec.model import PR_TEMPLATE, PreviewDecl, ProjectSpec
 from ..store import models as m
+from ..store.db import Store
 from ..triggers import github_webhook as gh
 from ..triggers.gitremote import fetch_commit
+from .deployer import Deployer
 from .projects import remember_spec
-
-if TYPE_CHECKING:
-    from ..settings import Settings
-    from ..store.db import Store
-    from .deployer import Deployer
-    from .teardown import Teardown
+from .teardown import Teardown
 
 log = logging.getLogger("branchyard.previews")
 
@@ -386,7 +385,7 @@ class Previews:
 
     # --- actions -----------------------------------------------------------------------------------
 
-    def _row(self, s, project: str, env_name: str) -> m.Preview:  # noqa: ANN001 - Session
+    def _row(self, s: Session, project: str, env_name: str) -> m.Preview:
         p = self.store.project(s, project)
         row = s.scalar(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.environment == env_name))
         if row is None:
@@ -460,7 +459,7 @@ class Previews:
                 row.decision, row.reason = m.PREVIEW_DEPLOY, None
         self._deploy(project, env_name, sha)
 
-    def _spec_at(self, project: str, repo: Path, upstream: str | None, sha: str):  # noqa: ANN202 - ProjectSpec
+    def _spec_at(self, project: str, repo: Path, upstream: str | None, sha: str) -> ProjectSpec:
         """The spec of commit `sha` (a commit never changes: kept for the next pull requests on the same base)."""
         key = (project, sha)
         with self._admit:
@@ -473,7 +472,7 @@ class Previews:
                 self._specs.pop(next(iter(self._specs)))
         return spec
 
-    def _read_spec(self, repo: Path, upstream: str | None, project: str, sha: str):  # noqa: ANN202 - ProjectSpec
+    def _read_spec(self, repo: Path, upstream: str | None, project: str, sha: str) -> ProjectSpec:
         fetch_commit(repo, upstream, sha)
         tmp = names.safe_join(self.settings.releases_dir, project, f".spec-{sha[:40]}-{time.monotonic_ns()}")
         try:
@@ -580,7 +579,7 @@ class Previews:
 _UNDECIDED = (None, m.PREVIEW_WAITING)  # decisions the loop (re)evaluates
 
 
-def _waiting_since(s, project: str, rows: list[m.Preview]) -> dict[str, float | None]:  # noqa: ANN001 - Session
+def _waiting_since(s: Session, project: str, rows: list[m.Preview]) -> dict[str, float | None]:
     """Environment → when each waiting preview joined the line (its latest "preview.waiting" event)."""
     waiting = [r.environment for r in rows if r.open and r.decision == m.PREVIEW_WAITING]
     if not waiting:
@@ -593,7 +592,7 @@ def _waiting_since(s, project: str, rows: list[m.Preview]) -> dict[str, float | 
     return {env: _epoch(found[env]) if found.get(env) else None for env in waiting}
 
 
-def _epoch(when) -> float:  # noqa: ANN001 - naive UTC datetime
+def _epoch(when: dt.datetime) -> float:  # naive UTC
     import datetime as dt
 
     return when.replace(tzinfo=dt.timezone.utc).timestamp()

@@ -15,17 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import names
 from .. import promotion as pm
+from ..backends.ports import RuntimePort
 from ..build import release
 from ..errors import BadInput, Conflict, NotFound
 from ..settings import Settings
@@ -33,12 +33,13 @@ from ..spec import load_project
 from ..spec.model import PromotionSpec
 from ..store import models as m
 from ..store.db import Store
+from ..triggers.gitremote import commit_log
 from . import guards
 from .dataplane import DataPlane
 from .deployer import Deployer
 from .environments import Environments
 from .guards import Guards
-from .replicas import PORT_PLACEHOLDER
+from .replicas import PORT_PLACEHOLDER, base_env
 from .routes import Routes
 from .snapshot import web_of
 from .variables import resolve
@@ -52,10 +53,11 @@ POLL = 0.2
 class Promotions:
     """Plans, confirmations, approvals and the promotion driver of one controller."""
 
-    def __init__(self, settings: Settings, store: Store, *, data: DataPlane, deployer: Deployer,
+    def __init__(self, settings: Settings, store: Store, *, runtime: RuntimePort, data: DataPlane, deployer: Deployer,
                  environments: Environments, guards: Guards, routes: Routes) -> None:
         self.settings = settings
         self.store = store
+        self.runtime = runtime
         self.data = data
         self.deployer = deployer
         self.environments = environments
@@ -76,7 +78,7 @@ class Promotions:
                              .order_by(m.Promotion.created_at.desc()).limit(limit)).all()
             return [self._dict(s, r) for r in rows]
 
-    def _find(self, s, promotion_id: str) -> m.Promotion:  # noqa: ANN001 - Session
+    def _find(self, s: Session, promotion_id: str) -> m.Promotion:
         rows = []
         if len(promotion_id) >= 6:
             rows = s.scalars(select(m.Promotion).where(m.Promotion.id.startswith(promotion_id))).all()
@@ -86,7 +88,7 @@ class Promotions:
             raise NotFound(f"promotion id {promotion_id!r} is ambiguous; give more characters")
         raise NotFound(f"unknown promotion {promotion_id!r} (see `branchyard events`)")
 
-    def _dict(self, s, p: m.Promotion) -> dict:  # noqa: ANN001 - Session
+    def _dict(self, s: Session, p: m.Promotion) -> dict[str, Any]:
         approvers = [a.approver for a in s.scalars(select(m.Approval).where(m.Approval.promotion_id == p.id)
                                                     .order_by(m.Approval.id))]
         return {
@@ -176,13 +178,13 @@ class Promotions:
         after = resolve(raw, namespaces=namespaces, pending_namespaces=pending, port=PORT_PLACEHOLDER).values
         smoke = previous_smoke
         if run_smoke and spec is not None and spec.smoke_command:
-            smoke = run_smoke_command(spec.smoke_command, url=source_url, environment=source,
+            smoke = run_smoke_command(self.runtime, spec.smoke_command, url=source_url, environment=source,
                                       release_dir=release_dir, cfg_root=cfg.web.root_dir, timeout=spec.smoke_timeout)
         observed = pm.Observed(
             source=source, target=target, source_deployment=source_facts,
             source_health=self._health(project, source), target_deployment=target_facts,
             target_config_after=cfg.to_dict(), variables_before=before, variables_after=after,
-            commits=_commits(repo, target_facts.commit if target_facts else None, source_facts.commit),
+            commits=commit_log(Path(repo), target_facts.commit if target_facts else None, source_facts.commit),
             source_env_successes=successes, approvers=tuple(approvers), smoke=smoke,
         )
         return pm.plan(observed, spec, target_production=production, mask=self.data.redactor(dst_env_id),
@@ -348,7 +350,7 @@ class Promotions:
                           actor=VERIFIER, note=f"{target} runs {dep_id[:8]} (no smokeCommand to verify with)")
             return
         cfg = load_project(release_dir).environment(target)
-        smoke = run_smoke_command(gates.smoke_command, url=url, environment=target, release_dir=release_dir,
+        smoke = run_smoke_command(self.runtime, gates.smoke_command, url=url, environment=target, release_dir=release_dir,
                                   cfg_root=cfg.web.root_dir, timeout=gates.smoke_timeout)
         if smoke.passed:
             with self.store.session() as s:
@@ -390,7 +392,7 @@ class Promotions:
     def _wait(self, dep_id: str, timeout: float = 3600) -> tuple[str, str | None]:
         return self.deployer.wait(dep_id, timeout=timeout)
 
-    def _end(self, s, row: m.Promotion, state: str, error: str | None, *, kind: str, actor: str,  # noqa: ANN001
+    def _end(self, s: Session, row: m.Promotion, state: str, error: str | None, *, kind: str, actor: str,
              note: str | None = None) -> None:
         row.state, row.error, row.finished_at = state, error, m.utcnow()
         message = f"promotion {row.id[:8]} {row.source} → {row.target} {state}" + (f": {error or note}" if error or note else "")
@@ -414,43 +416,29 @@ class Promotions:
 # --- smoke tests ---------------------------------------------------------------------------------------
 
 
-def run_smoke_command(command: str, *, url: str, environment: str, release_dir: Path, cfg_root: str,
-                      timeout: int) -> pm.SmokeResult:
+def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environment: str, release_dir: Path,
+                      cfg_root: str, timeout: int) -> pm.SmokeResult:
     """Run the smokeCommand against `url` (BRANCHYARD_TARGET_URL, `--environment NAME`), killed after `timeout`."""
     meta = release.read_release_meta(release_dir) or {}
-    venv = Path(str(meta.get("venv", "")))
+    venv = Path(str(meta["venv"])) if meta.get("venv") else None
     cwd = release_dir if cfg_root in ("", ".") else names.safe_join(release_dir, cfg_root)
-    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-    base = {"PATH": f"{venv}/bin:{path}" if meta.get("venv") else path, "HOME": os.environ.get("HOME", "/"),
-            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
-    if meta.get("venv"):
-        base["VIRTUAL_ENV"] = str(venv)
+    base = base_env(venv)
+    if venv is None:  # a release without a virtualenv has nothing of its own to run with: the server's PATH
+        base["PATH"] = os.environ.get("PATH", base["PATH"])
     argv, env = pm.smoke_argv_env(command, url=url, environment=environment, base_env=base)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        code, output = runtime.run_check(argv, cwd=cwd, env=env, timeout=timeout)
     except OSError as err:
         return pm.SmokeResult(False, f"`{command}` could not start: {err.strerror}")
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
+    if code is None:
         return pm.SmokeResult(False, f"`{command}` against {url} timed out after {timeout}s (killed)")
-    lines = [line.strip() for line in output.decode(errors="replace").splitlines() if line.strip()]
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
     last = lines[-1][:200] if lines else "no output"
     took = time.monotonic() - started
-    if proc.returncode == 0:
+    if code == 0:
         return pm.SmokeResult(True, f"`{command}` against {url} passed in {took:.1f}s: {last}")
-    return pm.SmokeResult(False, f"`{command}` against {url} exited with code {proc.returncode}: {last}")
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    return pm.SmokeResult(False, f"`{command}` against {url} exited with code {code}: {last}")
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -467,21 +455,6 @@ def _health_path(self: Promotions, project: str, env_name: str) -> str | None:
         dep = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
         web = web_of(dep.config_json) if dep is not None else None
         return web.healthcheck_path if web is not None else None
-
-
-def _commits(repo: str, old: str | None, new: str, limit: int = 50) -> tuple[tuple[str, str], ...]:
-    """(sha, subject) of old..new in the project's repository, newest first (just `new` when old is unknown)."""
-    spec = [f"{old}..{new}"] if old and old != new else ([] if old == new else [new, "-1"])
-    if not spec:
-        return ()
-    try:
-        done = subprocess.run(["git", "--git-dir", repo, "log", f"--max-count={limit}", "--format=%H%x09%s", *spec],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return ()
-    if done.returncode != 0:
-        return ()
-    return tuple(tuple(line.split("\t", 1)) if "\t" in line else (line, "") for line in done.stdout.splitlines())  # type: ignore[misc]
 
 
 def _smoke_from(plan: dict) -> pm.SmokeResult | None:

@@ -11,9 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .. import failpoints, plan
-from ..backends.local import processes
-from ..backends.local.health import probe
-from ..backends.ports import RouterPort
+from ..backends.ports import ProcessHandle, RouterPort, RuntimePort
 from ..errors import BranchyardError
 from ..spec.model import WebConfig
 from ..store import models as m
@@ -36,10 +34,11 @@ class Reconciler:
     """Every pass: the router is up, each environment runs exactly its current deployment's replicas (healthy,
     restarted per policy), each unfinished deployment is being worked on (deploy_plan), routes match."""
 
-    def __init__(self, store: Store, *, router: RouterPort, routes: Routes, replicas: Replicas, deployer: Deployer,
+    def __init__(self, store: Store, *, router: RouterPort, runtime: RuntimePort, routes: Routes, replicas: Replicas, deployer: Deployer,
                  locks: EnvLocks, previews: Previews, data: DataPlane, housekeeping: Callable[[], None]) -> None:
         self.store = store
         self.router = router
+        self.runtime = runtime
         self.routes = routes
         self.replicas = replicas
         self.deployer = deployer
@@ -129,17 +128,17 @@ class Reconciler:
         in_progress = self.deployer.running()
         observed = []
         for r in rows.values():
-            h = processes.ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
-            alive = processes.is_alive(h)  # reaps our own children, so exit_code() below knows their status
+            h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
+            alive = self.runtime.is_alive(h)  # reaps our own children, so exit_code() below knows their status
             healthy, overdue = None, False
             if alive and r.state == m.REPLICA_STARTING and r.deployment_id not in in_progress:
-                healthy = probe(r.port, web.healthcheck_path, timeout=1.0).ok
+                healthy = self.runtime.probe(r.port, web.healthcheck_path, timeout=1.0).ok
                 timeout = web.healthcheck_timeout
                 overdue = (m.utcnow() - r.started_at).total_seconds() > timeout
             observed.append(
                 plan.ReplicaObs(
                     id=r.id, deployment_id=r.deployment_id, slot=r.slot, alive=alive, state=r.state, restarts=r.restarts,
-                    exit_code=None if alive else processes.exit_code(h), healthy=healthy, overdue=overdue,
+                    exit_code=None if alive else self.runtime.exit_code(h), healthy=healthy, overdue=overdue,
                     restart_after=r.restart_after,
                     standby_open=r.state == m.REPLICA_STANDBY and self.replicas.standby_left(r.id) > 0,
                 )
@@ -185,17 +184,17 @@ class Reconciler:
         if isinstance(action, plan.KillUnhealthy):
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
-                r.last_exit = _last_exit(action.reason, r.log_path)
+                r.last_exit = self._last_exit(action.reason, r.log_path)
                 self.store.record(s, project, "replica.unhealthy", f"web.{r.slot} {action.reason}",
                                   environment=env_name, deployment_id=r.deployment_id)
-                h = processes.ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
-            processes.stop(h, grace=5)  # it stays STARTING: the next pass sees it exited and applies the policy
+                h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
+            self.runtime.stop(h, grace=5)  # it stays STARTING: the next pass sees it exited and applies the policy
         elif isinstance(action, plan.MarkReplica):
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.state = action.state
                 if action.state in (m.REPLICA_CRASHED, m.REPLICA_EXITED):
-                    r.last_exit = _last_exit(action.reason, r.log_path)
+                    r.last_exit = self._last_exit(action.reason, r.log_path)
                     self.store.record(s, project, f"replica.{action.state.lower()}", f"web.{r.slot} {action.reason}",
                                       environment=env_name, deployment_id=r.deployment_id)
         elif isinstance(action, plan.MarkCrashed):
@@ -209,7 +208,7 @@ class Reconciler:
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.restart_after = action.at
-                r.last_exit = _last_exit(action.reason, r.log_path)
+                r.last_exit = self._last_exit(action.reason, r.log_path)
                 self.store.record(s, project, "replica.exited", f"web.{r.slot} {action.reason}",
                                   environment=env_name, deployment_id=r.deployment_id)
         elif isinstance(action, plan.RestartReplica):
@@ -221,12 +220,10 @@ class Reconciler:
                 self.store.record(s, project, "replica.restarted", f"web.{action.slot} {action.reason}",
                                   environment=env_name, deployment_id=r.deployment_id)
 
+    def _last_exit(self, reason: str, log_path: str) -> str:
+        """Why a replica stopped, with the last lines it printed (what `status` shows)."""
+        tail = [line.rstrip() for line in self.runtime.tail(Path(log_path), 5) if line.strip()]
+        return reason + (" — last output: " + " | ".join(tail)[-500:] if tail else "")
+
     def _host(self, project: str, env_name: str) -> str:
         return self.routes.host_of(project, env_name)
-
-
-def _last_exit(reason: str, log_path: str) -> str:
-    """Why a replica stopped, with the last lines it printed (what `status` shows)."""
-    tail = [line.rstrip() for line in processes.tail(Path(log_path), 5) if line.strip()]
-    return reason + (" — last output: " + " | ".join(tail)[-500:] if tail else "")
-

@@ -19,6 +19,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .. import failpoints, names
-from ..backends.local import processes
-from ..backends.local.health import HealthResult, wait_healthy
+from ..backends.ports import HealthResult, ProcessHandle, RuntimePort
 from ..build import release
 from ..errors import BranchyardError, DeployFailed
 from ..secrets import SecretBox
@@ -62,9 +62,10 @@ class ReleaseCtx:
 
 
 class Replicas:
-    def __init__(self, settings: Settings, store: Store, box: SecretBox) -> None:
+    def __init__(self, settings: Settings, store: Store, box: SecretBox, runtime: RuntimePort) -> None:
         self.settings = settings
         self.store = store
+        self.runtime = runtime
         self.box = box  # deployments' variable snapshots are encrypted
         self._standby: dict[int, float] = {}  # replica id → time.monotonic() at which its standby window ends
         self._standby_guard = threading.Lock()
@@ -108,11 +109,11 @@ class Replicas:
     def log_path(self, ctx: ReleaseCtx, slot: int) -> Path:
         return names.safe_join(self.settings.logs_dir, ctx.project, ctx.env_name, ctx.dep_id, f"web.{slot}.log")
 
-    def spawn(self, ctx: ReleaseCtx, slot: int, *, replica_id: int | None = None) -> tuple[int, processes.ProcessHandle]:
+    def spawn(self, ctx: ReleaseCtx, slot: int, *, replica_id: int | None = None) -> tuple[int, ProcessHandle]:
         """Start one replica and record it at once (so a crash right after cannot orphan it)."""
-        port = processes.free_port()
+        port = self.runtime.free_port()
         log_path = self.log_path(ctx, slot)
-        h = processes.spawn(ctx.start_command, cwd=ctx.src, env=self.process_env(ctx, slot, port), log_path=log_path, port=port)
+        h = self.runtime.spawn(ctx.start_command, cwd=ctx.src, env=self.process_env(ctx, slot, port), log_path=log_path, port=port)
         with self.store.session() as s:
             if replica_id is None:
                 r = m.Replica(deployment_id=ctx.dep_id, environment_id=ctx.env_id, slot=slot, pid=h.pid,
@@ -126,16 +127,15 @@ class Replicas:
                 r.state, r.restarts = m.REPLICA_STARTING, r.restarts + 1
         return replica_id, h
 
-    def wait_healthy(self, ctx: ReleaseCtx, handles: list[tuple[int, processes.ProcessHandle]]) -> list[HealthResult]:
+    def wait_healthy(self, ctx: ReleaseCtx, handles: list[tuple[int, ProcessHandle]]) -> list[HealthResult]:
         """Health-check every new replica in parallel."""
-        def one(h: processes.ProcessHandle) -> HealthResult:
-            return wait_healthy(h.port, ctx.healthcheck_path, timeout=ctx.healthcheck_timeout,
-                                alive=lambda: processes.is_alive(h), exit_code=lambda: processes.exit_code(h))
+        def one(h: ProcessHandle) -> HealthResult:
+            return self.runtime.wait_healthy(h, ctx.healthcheck_path, timeout=ctx.healthcheck_timeout)
 
         with ThreadPoolExecutor(max_workers=max(1, len(handles))) as pool:
             return list(pool.map(one, [h for _, h in handles]))
 
-    def start(self, ctx: ReleaseCtx, slots: list[int], out) -> list[tuple[int, processes.ProcessHandle]]:  # noqa: ANN001
+    def start(self, ctx: ReleaseCtx, slots: list[int], out: Callable[[str], None]) -> list[tuple[int, ProcessHandle]]:
         """Start `slots` (re-adopting identical standby replicas), wait until all are healthy and mark them
         RUNNING; on failure stop them all."""
         adopted = self.adopt_standby(ctx, slots)
@@ -148,7 +148,7 @@ class Replicas:
         failed = [(slot, res, h) for slot, (_, h), res in zip(slots, handles, results) if not res.ok]
         if failed:
             slot, res, h = failed[0]
-            tail = processes.tail(Path(h.log_path), 10)
+            tail = self.runtime.tail(Path(h.log_path), 10)
             for line in tail:
                 out(f"       web.{slot} | {line.rstrip()}")
             self.stop([rid for rid, _ in handles], grace=2)
@@ -187,7 +187,7 @@ class Replicas:
             until = self._standby.get(replica_id)
         return max(0.0, until - time.monotonic()) if until is not None else 0.0
 
-    def adopt_standby(self, ctx: ReleaseCtx, slots: list[int]) -> dict[int, tuple[int, processes.ProcessHandle]]:
+    def adopt_standby(self, ctx: ReleaseCtx, slots: list[int]) -> dict[int, tuple[int, ProcessHandle]]:
         """Hand live standby replicas whose deployment snapshot equals `ctx`'s over to `ctx`'s deployment.
 
         Only a replica of the same slot (its REPLICA_ID is part of its environment) and only while its
@@ -196,7 +196,7 @@ class Replicas:
             rows = [(r.id, r.deployment_id, r.slot, r.pid, r.start_time, r.port, r.log_path) for r in s.scalars(
                 select(m.Replica).where(m.Replica.environment_id == ctx.env_id, m.Replica.state == m.REPLICA_STANDBY))]
         same: dict[str, bool] = {}
-        found: dict[int, tuple[int, processes.ProcessHandle]] = {}
+        found: dict[int, tuple[int, ProcessHandle]] = {}
         for rid, dep_id, slot, pid, start_time, port, log_path in rows:
             if slot not in slots or slot in found or self.standby_left(rid) <= 0:
                 continue
@@ -207,8 +207,8 @@ class Replicas:
                     same[dep_id] = False
                 else:
                     same[dep_id] = dataclasses.replace(other, dep_id=ctx.dep_id, replicas=ctx.replicas) == ctx
-            h = processes.adopt(pid, start_time, port, log_path) if same[dep_id] else None
-            if h is not None and processes.is_alive(h):
+            h = self.runtime.adopt(pid, start_time, port, log_path) if same[dep_id] else None
+            if h is not None and self.runtime.is_alive(h):
                 found[slot] = (rid, h)
         with self._standby_guard:
             for rid, _ in found.values():
@@ -223,11 +223,11 @@ class Replicas:
         """SIGTERM, wait up to `grace`, SIGKILL; all replicas in parallel; mark them STOPPED."""
         with self.store.session() as s:
             rows = [s.get(m.Replica, rid) for rid in replica_ids]
-            handles = [processes.adopt(r.pid, r.start_time, r.port, r.log_path) for r in rows if r is not None]
+            handles = [self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path) for r in rows if r is not None]
         live = [h for h in handles if h is not None]
         if live:
             with ThreadPoolExecutor(max_workers=len(live)) as pool:
-                list(pool.map(lambda h: processes.stop(h, grace=grace), live))
+                list(pool.map(lambda h: self.runtime.stop(h, grace=grace), live))
         with self.store.session() as s:
             for rid in replica_ids:
                 r = s.get(m.Replica, rid)
@@ -237,24 +237,13 @@ class Replicas:
             for rid in replica_ids:
                 self._standby.pop(rid, None)
 
-    @staticmethod
-    def base_env(venv: Path) -> dict[str, str]:
-        """A clean base for app processes: nothing of the control plane's own environment leaks in."""
-        return {
-            "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "VIRTUAL_ENV": str(venv),
-            "PYTHONUNBUFFERED": "1",
-        }
-
     def hook_env(self, venv: Path, variables: dict[str, str]) -> dict[str, str]:
         """For preDeployCommand / seedCommand / `run`: the variables, without a PORT (no replica)."""
-        return self.base_env(venv) | {k: v for k, v in variables.items() if PORT_PLACEHOLDER not in v}
+        return base_env(venv) | {k: v for k, v in variables.items() if PORT_PLACEHOLDER not in v}
 
     def process_env(self, ctx: ReleaseCtx, slot: int, port: int) -> dict[str, str]:
         """A replica's environment: a clean base, the deployment's variables, then built-ins."""
-        base = self.base_env(ctx.venv)
+        base = base_env(ctx.venv)
         facts = {
             "ENVIRONMENT_NAME": ctx.env_name,
             "PUBLIC_DOMAIN": ctx.host,
@@ -270,3 +259,17 @@ class Replicas:
             "PORT": str(port),
         }
         return base | railway | variables | builtins
+
+
+def base_env(venv: Path | None) -> dict[str, str]:
+    """The one clean base for what runs a release (replicas, hooks, smoke tests): nothing of the control plane's
+    own environment leaks in but HOME and LANG; the release's virtualenv first on PATH when it has one."""
+    env = {
+        "PATH": (f"{venv / 'bin'}:" if venv is not None else "") + "/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if venv is not None:
+        env["VIRTUAL_ENV"] = str(venv)
+    return env

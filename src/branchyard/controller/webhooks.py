@@ -7,6 +7,7 @@ destroying happen in the background. Code is always fetched from the project's c
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -98,7 +99,7 @@ class Webhooks:
         log.info("delivery %s (%s) for %s: %s", delivery, event, name, note)
         return 202, {"ok": True, "project": name, "event": event, "note": note}
 
-    def prune(self, now, keep_days: int = KEEP_DELIVERIES_DAYS) -> int:  # noqa: ANN001 - naive UTC datetime
+    def prune(self, now: dt.datetime, keep_days: int = KEEP_DELIVERIES_DAYS) -> int:  # `now`: naive UTC
         """Forget deliveries acted on more than `keep_days` ago (GitHub redelivers for far less); how many."""
         import datetime as dt
 

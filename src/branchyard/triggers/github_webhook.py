@@ -12,9 +12,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, BranchyardError, Unauthorized
+
+if TYPE_CHECKING:
+    from ..spec.model import PreviewDecl
 
 MAX_BODY = 5 * 1024 * 1024  # bytes; GitHub caps payloads at 25 MB, but the events we act on are a few kB
 SIGNATURE_PREFIX = "sha256="
@@ -226,7 +229,7 @@ class Admission:
 
 
 def admit(*, branch: str, fork: bool, bot: bool, draft: bool, head_sha: str, approved_sha: str | None,
-          policy, persistent_branches: Iterable[str] = ()) -> Admission:  # noqa: ANN001 - PreviewDecl
+          policy: PreviewDecl | None, persistent_branches: Iterable[str] = ()) -> Admission:
     """Whether a pull request gets a preview under the base branch's policy (`[environments.pr]`).
 
     `policy` None: the base branch declares no preview template. Fork approval is for one commit: a new

@@ -93,6 +93,36 @@ def fetch_commit(repo: Path, upstream: str | None, sha: str, *, refs: tuple[str,
                        f"{names.scrub_credentials(upstream)}{detail}")
 
 
+def commit_log(repo: Path, old: str | None, new: str, limit: int = 50) -> tuple[tuple[str, str], ...]:
+    """(sha, subject) of old..new in the project's repository, newest first (just `new` when old is unknown)."""
+    spec = [f"{old}..{new}"] if old and old != new else ([] if old == new else [new, "-1"])
+    if not spec:
+        return ()
+    try:
+        done = subprocess.run(["git", "--git-dir", str(repo), "log", f"--max-count={limit}", "--format=%H%x09%s", *spec],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if done.returncode != 0:
+        return ()
+    return tuple(tuple(line.split("\t", 1)) if "\t" in line else (line, "") for line in done.stdout.splitlines())  # type: ignore[misc]
+
+
+def is_merged(repo: Path, branch: str, into: str) -> bool:
+    """Whether `branch` has commits of its own and they are all contained in `into` (a branch just created from
+    `into`, still at its head, is not merged)."""
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "--git-dir", str(repo), *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        heads = git("rev-parse", f"refs/heads/{branch}", f"refs/heads/{into}").stdout.split()
+        if len(heads) != 2 or heads[0] == heads[1]:
+            return False
+        return git("merge-base", "--is-ancestor", heads[0], heads[1]).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def _git_error(stderr: str) -> str:
     """The line of git's output that says what failed (its last `fatal:` line, else its last line), credentials
     scrubbed from any URL in it."""

@@ -12,17 +12,15 @@ from dataclasses import dataclass
 
 import httpx
 
+from ..ports import HealthResult
+
+__all__ = ["HealthResult", "probe", "wait_healthy"]
+
 _MAX_INTERVAL = 0.5
 _BACKOFF = 1.3
 # Apps usually come up within seconds: poll at the first interval that long, so that a replica is
 # routed within ~interval of becoming healthy (a refused connect costs next to nothing), then back off.
 _FAST_FOR = 5.0
-
-
-@dataclass(frozen=True)
-class HealthResult:
-    ok: bool
-    detail: str  # "GET /health → 200 in 0.4s", "process exited with code 1", "timed out after 100s: connection refused"
 
 
 @dataclass(frozen=True)

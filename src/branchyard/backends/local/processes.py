@@ -22,18 +22,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from branchyard.backends.ports import ProcessHandle
 from branchyard.errors import BackendError, DeployFailed
+
+__all__ = ["ProcessHandle", "adopt", "exit_code", "free_port", "group_alive", "is_alive", "kill_group", "spawn",
+           "start_time_of", "stop", "tail"]
 
 _KILL_WAIT = 10.0  # seconds to wait for the group to vanish after SIGKILL before giving up
 _POLL = 0.02
-
-
-@dataclass(frozen=True)
-class ProcessHandle:
-    pid: int
-    start_time: int  # field 22 of /proc/<pid>/stat (clock ticks since boot): identity guard against PID reuse
-    port: int
-    log_path: str
 
 
 @dataclass(frozen=True)
@@ -154,6 +150,14 @@ def is_alive(h: ProcessHandle) -> bool:
 def group_alive(h: ProcessHandle) -> bool:
     """True if a process of the handle's group still runs (its leader may be gone)."""
     return bool(_group_members(h))
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group led by `pid`, a child we started and still hold (so the pid cannot be reused)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def exit_code(h: ProcessHandle) -> int | None:

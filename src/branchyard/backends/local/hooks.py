@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import failpoints
-from ..backends.local.tasks import TaskRecords
-from ..errors import DeployFailed
+from ... import failpoints
+from ...errors import DeployFailed
+from .processes import kill_group
+from .tasks import TaskRecords
 
 HOOK_TIMEOUT = 600  # seconds
 
@@ -27,7 +27,7 @@ def run_hook(command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as err:
         raise DeployFailed(f"`{command}` could not start: {err.strerror}") from None
-    timer = threading.Timer(timeout, lambda: _kill(proc))
+    timer = threading.Timer(timeout, lambda: kill_group(proc.pid))
     timer.start()
     try:
         with tasks.running(proc.pid, command) if tasks is not None else contextlib.nullcontext():
@@ -40,10 +40,3 @@ def run_hook(command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str
     if code != 0:
         why = f"timed out after {timeout:.0f}s" if code == -signal.SIGKILL else f"exited with code {code}"
         raise DeployFailed(f"`{command}` {why}; the previous deployment keeps serving")
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

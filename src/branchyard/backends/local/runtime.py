@@ -1,0 +1,60 @@
+"""The local runtime: replicas as process groups on this machine, HTTP health checks, lifecycle hooks."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from ..ports import HealthResult, ProcessHandle
+from . import health, hooks, processes
+from .tasks import TaskRecords
+
+
+class LocalRuntime:
+    """RuntimePort on one machine (see processes.py for how a replica outlives the control plane)."""
+
+    def __init__(self, tasks: TaskRecords) -> None:
+        self.tasks = tasks  # hooks are recorded while they run: the next start kills one a crash left behind
+
+    def free_port(self) -> int:
+        return processes.free_port()
+
+    def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int) -> ProcessHandle:
+        return processes.spawn(command, cwd=cwd, env=env, log_path=log_path, port=port)
+
+    def adopt(self, pid: int, start_time: int, port: int, log_path: str) -> ProcessHandle | None:
+        return processes.adopt(pid, start_time, port, log_path)
+
+    def is_alive(self, h: ProcessHandle) -> bool:
+        return processes.is_alive(h)
+
+    def exit_code(self, h: ProcessHandle) -> int | None:
+        return processes.exit_code(h)
+
+    def stop(self, h: ProcessHandle, *, grace: float) -> None:
+        processes.stop(h, grace=grace)
+
+    def tail(self, log_path: Path, lines: int) -> list[str]:
+        return processes.tail(log_path, lines)
+
+    def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
+        return health.probe(port, path, timeout=timeout)
+
+    def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float) -> HealthResult:
+        return health.wait_healthy(h.port, path, timeout=timeout, alive=lambda: processes.is_alive(h),
+                                   exit_code=lambda: processes.exit_code(h))
+
+    def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            processes.kill_group(proc.pid)
+            output, _ = proc.communicate()
+            return None, output.decode(errors="replace")
+        return proc.returncode, output.decode(errors="replace")
+
+    def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float) -> None:
+        hooks.run_hook(command, cwd=cwd, env=env, out=out, timeout=timeout, tasks=self.tasks)

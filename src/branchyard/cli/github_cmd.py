@@ -4,16 +4,17 @@ from the project files (no server needed)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .. import errors
 from .. import settings as settings_mod
-from ..github.client import GitHubClient
-from ..github.protection import BranchRule, render
-from ..spec import load_project
 from . import ui
 from .context import State, pass_state, resolve_project
+
+if TYPE_CHECKING:  # imported where used: every CLI command pays for what this module imports (httpx: ~0.1–0.2 s)
+    from ..github.protection import BranchRule
 
 
 @click.group()
@@ -45,6 +46,9 @@ def protect(apply_: bool, path: str | None, as_json: bool) -> None:
     root = Path(path) if path else Path.cwd()
     if not root.is_dir():
         raise click.BadParameter(f"{root} is not a directory", param_hint="--path")
+    from ..github.protection import render
+    from ..spec import load_project
+
     spec = load_project(root)
     rules = render(spec)
     repository = spec.github_repository
@@ -60,6 +64,8 @@ def protect(apply_: bool, path: str | None, as_json: bool) -> None:
         if not settings.github_token:
             raise errors.BadInput(f"BRANCHYARD_GITHUB_TOKEN is not set: `github protect --apply` needs a token with "
                                   f"administration access to {repository} (nothing was changed)")
+        from ..github.client import GitHubClient
+
         with GitHubClient(settings.github_token, base_url=settings.github_api_url) as client:
             for rule in rules:
                 try:

@@ -53,7 +53,7 @@ class Databases:
             src_env, dst_env = self.store.environment(s, p, source), self.store.environment(s, p, target)
             if dst_env.production:
                 raise BadInput(f"db refresh: {target} is production; refreshing production from anything is refused")
-            current = s.get(m.Deployment, src_env.current_deployment_id) if src_env.current_deployment_id else None
+            current = self.store.current_deployment(s, src_env)
             release_dir = Path(current.release_dir) if current is not None and current.release_dir else None
         if release_dir is None or not release_dir.is_dir():
             raise NotFound(f"db refresh: {source} has no running release to read its [sanitize] rules from")

@@ -102,7 +102,7 @@ class DataPlane:
                 raise BadInput(f"variables: invalid name {key!r} (letters, digits and _; not starting with a digit)")
         with self.store.session() as s:
             p = self.store.project(s, project)
-            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            env = self.store.find_environment(s, p, env_name)
             if env is None:
                 env = m.Environment(project_id=p.id, name=names.environment_name(env_name), production=env_name == "production")
                 s.add(env)

@@ -182,7 +182,7 @@ class Deployer:
         """Create the environment if the spec declares it, record a build of the exported commit, converge."""
         with self.store.session() as s:
             p = self.store.project(s, project)
-            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            env = self.store.find_environment(s, p, env_name)
             if env is None:
                 cfg = spec.environment(env_name)  # NotFound names the declared environments
                 env = m.Environment(project_id=p.id, name=env_name, branch=cfg.branch, production=cfg.production,
@@ -270,7 +270,7 @@ class Deployer:
         with self.store.session() as s:
             p = self.store.project(s, project)
             env = self.store.environment(s, p, env_name)
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            current = self.store.current_deployment(s, env)
             if current is None:
                 raise NotFound(f"environment {env_name!r} has no current deployment to roll back from")
             candidates = s.scalars(
@@ -290,7 +290,7 @@ class Deployer:
         step. The ids still being worked on."""
         with self.store.session() as s:
             p = self.store.project(s, project)
-            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            env = self.store.find_environment(s, p, env_name)
             if env is None:
                 return []
             env.target_deployment_id = None
@@ -339,7 +339,7 @@ class Deployer:
         running = self.running()
         with self.store.session() as s:
             p = self.store.project(s, project)
-            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            env = self.store.find_environment(s, p, env_name)
             if env is None:
                 return None
             rows = s.scalars(select(m.Deployment).where(m.Deployment.environment_id == env.id,
@@ -565,11 +565,13 @@ class Deployer:
 
     def _roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         """Start the deployment's replicas, health-check them, switch the route in one call, drain the old ones."""
+        began = time.monotonic()
         self._set_status(dep_id, m.DEPLOYING)
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
             env = s.get(m.Environment, dep.environment_id)
             host = self.routes.hostname(s.get(m.Project, dep.project_id), env)
+            queued = (m.utcnow() - dep.created_at).total_seconds()
             leftovers = list(s.scalars(select(m.Replica.id).where(m.Replica.deployment_id == dep_id,
                                                                   m.Replica.state != m.REPLICA_STOPPED)))
         if leftovers:  # started by an attempt a restart cut off before its switch: never two copies of a slot
@@ -581,6 +583,7 @@ class Deployer:
         path = ctx.healthcheck_path
         out(f"-----> health check: {'GET ' + path + ' → 200' if path else 'GET / → status < 500'} within {ctx.healthcheck_timeout}s")
         handles = self.replicas.start(ctx, list(range(n)), out)
+        healthy = time.monotonic()
         failpoints.hit("deploy.after_health")
         self._check_wanted(dep_id)
         with self.store.session() as s:
@@ -593,7 +596,10 @@ class Deployer:
                     old.status = m.REMOVED
         failpoints.hit("deploy.after_switch")
         self.routes.sync()
-        out(f"-----> routed {self.settings.public_url(host)} → {', '.join(str(h.port) for _, h in handles)}")
+        routed = time.monotonic()
+        out(f"-----> routed {self.settings.public_url(host)} → {', '.join(str(h.port) for _, h in handles)} "
+            f"({_ms(queued + routed - began)} after it was queued: roll-out began at +{_ms(queued)}, replicas healthy "
+            f"in {_ms(healthy - began)}, switch and route in {_ms(routed - healthy)})")
         if old_id:
             self._drain(ctx.env_id, old_id, ctx.overlap_seconds, ctx.draining_seconds, out)
         self._prune_releases(ctx.env_id)
@@ -669,6 +675,10 @@ class Deployer:
             if project_dir.is_dir():
                 for path in release.remove_incomplete_releases(project_dir, keep=keep):
                     log.info("removed half-written release %s", path)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
 
 
 def retained(d: m.Deployment) -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from .. import names
 from ..errors import BranchyardError
 from ..spec import load_project
@@ -34,7 +32,7 @@ class EnvVariables:
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
             env_id = env.id
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            current = self.store.current_deployment(s, env)
             release_dir = Path(current.release_dir) if current is not None and current.release_dir else None
         cfg = None
         if release_dir is not None and release_dir.is_dir():
@@ -71,13 +69,13 @@ class EnvVariables:
         resolved as a deploy would (BadInput)."""
         with self.store.session() as s:
             p = self.store.project(s, project)
-            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            env = self.store.find_environment(s, p, env_name)
             production, env_id, release_dir = env_name == "production", None, None
             if env is None:
                 names.environment_name(env_name)  # NameRefused before a refusal could be recorded under it
             else:
                 production, env_id = env.production, env.id
-                current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+                current = self.store.current_deployment(s, env)
                 if current is not None and retained(current):
                     release_dir = Path(current.release_dir or "")
         cfg: EnvironmentConfig | None = None

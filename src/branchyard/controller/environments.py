@@ -55,7 +55,7 @@ class Environments:
             return self._env_dict(s, p, self.store.environment(s, p, name), probe_health=True)
 
     def _env_dict(self, s: Session, p: m.Project, env: m.Environment, *, probe_health: bool) -> dict[str, Any]:
-        current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+        current = self.store.current_deployment(s, env)
         latest = s.scalar(
             select(m.Deployment).where(m.Deployment.environment_id == env.id).order_by(m.Deployment.created_at.desc())
         )
@@ -179,7 +179,7 @@ class Environments:
             if deployment_id:
                 dep = self.store.deployment(s, deployment_id, env)
             else:
-                dep = (s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None) or s.scalar(
+                dep = (self.store.current_deployment(s, env)) or s.scalar(
                     select(m.Deployment).where(m.Deployment.environment_id == env.id).order_by(m.Deployment.created_at.desc())
                 )
             if dep is None:
@@ -202,7 +202,7 @@ class Environments:
         name = names.environment_name(name)
         with self.store.session() as s:
             p = self.store.project(s, project)
-            if s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == name)):
+            if self.store.find_environment(s, p, name):
                 raise Conflict(f"environment {name!r} already exists in project {project!r}")
             s.add(m.Environment(project_id=p.id, name=name, branch=branch, production=name == "production"))
             self.store.record(s, project, "environment.created", f"environment {name} created", environment=name)

@@ -34,7 +34,7 @@ class Guards:
         else from the incoming release."""
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), target)
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            current = self.store.current_deployment(s, env)
             release_dir = Path(current.release_dir) if current is not None and current.release_dir else None
         spec = fallback
         if release_dir is not None and release.release_complete(release_dir):
@@ -68,7 +68,7 @@ class Guards:
                                                        m.Environment.production.is_(True)))
             if env is None:
                 return None
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            current = self.store.current_deployment(s, env)
             snapshot = current.variables_json if current is not None else None
             env_id = env.id
         _, secrets = self.data.stored_variables(env_id)
@@ -103,7 +103,7 @@ class Guards:
 
 def successes(s: Session, p: m.Project, env_name: str) -> frozenset[str]:
     """Commits that ran successfully (reached SUCCESS) in one environment of the project."""
-    env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+    env = Store.find_environment(s, p, env_name)
     if env is None:
         return frozenset()
     return frozenset(s.scalars(select(m.Deployment.commit_sha).where(

@@ -30,7 +30,7 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str) -> d
         for env in rows:
             latest = s.scalar(select(m.Deployment).where(m.Deployment.environment_id == env.id)
                               .order_by(m.Deployment.created_at.desc()))
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            current = store.current_deployment(s, env)
             envs.append({"name": env.name, "production": env.production, "ephemeral": env.ephemeral,
                          "state": env.state, "branch": env.branch, "id": env.id,
                          "latest_status": latest.status if latest else None, "latest_id": latest.id if latest else "",

@@ -526,7 +526,7 @@ class Previews:
         """The preview's environment, ephemeral; same-repository previews get the base's non-production variables."""
         with self.store.session() as s:
             p = self.store.project(s, project)
-            env = s.scalar(select(m.Environment).where(m.Environment.project_id == p.id, m.Environment.name == env_name))
+            env = self.store.find_environment(s, p, env_name)
             if env is not None:
                 return
             env = m.Environment(project_id=p.id, name=env_name, branch=branch, ephemeral=True, production=False)

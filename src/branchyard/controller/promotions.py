@@ -163,7 +163,7 @@ class Promotions:
             p = self.store.project(s, project)
             src_env, dst_env = self.store.environment(s, p, source), self.store.environment(s, p, target)
             src_dep = s.get(m.Deployment, src_env.current_deployment_id)
-            dst_dep = s.get(m.Deployment, dst_env.current_deployment_id) if dst_env.current_deployment_id else None
+            dst_dep = self.store.current_deployment(s, dst_env)
             source_facts = _facts(src_dep)
             target_facts = _facts(dst_dep) if dst_dep is not None else None
             before = json.loads(self.data.box.decrypt(dst_dep.variables_json)) if dst_dep and dst_dep.variables_json else {}
@@ -452,7 +452,7 @@ def _facts(dep: m.Deployment) -> pm.DeploymentFacts:
 def _health_path(self: Promotions, project: str, env_name: str) -> str | None:
     with self.store.session() as s:
         env = self.store.environment(s, self.store.project(s, project), env_name)
-        dep = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+        dep = self.store.current_deployment(s, env)
         web = web_of(dep.config_json) if dep is not None else None
         return web.healthcheck_path if web is not None else None
 

@@ -121,7 +121,7 @@ class Reconciler:
                     )
                 )
             }
-            current = s.get(m.Deployment, env.current_deployment_id) if env.current_deployment_id else None
+            current = self.store.current_deployment(s, env)
             web = (web_of(current.config_json) if current is not None else None) or WebConfig()
             desired = (env.replicas_override or web.replicas) if current is not None else None
             state, current_id, current_status = env.state, env.current_deployment_id, current.status if current else None

@@ -108,13 +108,23 @@ class Store:
         return project
 
     def environment(self, s: Session, project: Project, name: str) -> Environment:
-        env = s.scalar(select(Environment).where(Environment.project_id == project.id, Environment.name == name))
+        env = self.find_environment(s, project, name)
         if env is None:
             known = ", ".join(
                 s.scalars(select(Environment.name).where(Environment.project_id == project.id).order_by(Environment.name))
             )
             raise NotFound(f"unknown environment {name!r} in project {project.name!r} (known: {known or 'none'})")
         return env
+
+    @staticmethod
+    def find_environment(s: Session, project: Project, name: str) -> Environment | None:
+        """The project's environment `name`, or None (see `environment` for the one that raises NotFound)."""
+        return s.scalar(select(Environment).where(Environment.project_id == project.id, Environment.name == name))
+
+    @staticmethod
+    def current_deployment(s: Session, env: Environment) -> Deployment | None:
+        """The deployment the environment runs now, if any."""
+        return s.get(Deployment, env.current_deployment_id) if env.current_deployment_id else None
 
     def deployment(self, s: Session, deployment_id: str, env: Environment | None = None) -> Deployment:
         """Find a deployment by full id or unique prefix (≥ 6 characters), optionally within one environment."""

@@ -277,3 +277,33 @@ def test_rollback_to_a_release_no_longer_retained_is_refused(tmp_path, venv_cach
         assert plane.json("deployments", "-e", "production", cwd=repo)[0]["trigger"] == "rollback"
     finally:
         stop_plane(plane)
+
+
+def test_a_promotion_cut_off_mid_deploy_is_driven_again(fresh, tmp_path):
+    """The control plane dies while promoting staging's release to production: on restart the promotion's
+    deployment is resumed, post-deploy verification runs, the promotion ends SUCCESS."""
+    plane = fresh
+    repo = plane.app_repo(tmp_path, "app", project="kp")
+    toml = repo / "branchyard.toml"
+    body = toml.read_text()
+    start = body.index("[environments.production.promotion]")
+    end = body.index("\n\n", start)
+    toml.write_text(body[:start] + '[environments.production.promotion]\nfrom = "staging"\nsmokeCommand = '
+                    '"python manage.py smoke"' + body[end:])
+    plane.commit(repo, "no approvals needed")
+    plane.git(repo, "push", "branchyard", "main")
+    plane.git(repo, "checkout", "--quiet", "-b", "develop")
+    sha = plane.commit(repo, "v2 on develop")
+    plane.git(repo, "push", "branchyard", "develop")
+    restart_with(plane, "deploy.after_build")
+    done = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
+    assert done.returncode != 0  # the control plane died under it
+    wait_dead(plane)
+    restart_with(plane, None)
+    events = wait_for(lambda: (lambda ev: ev if any(e["kind"] == "promotion.succeeded" for e in ev) else None)(
+        plane.json("events", "-e", "production", cwd=repo)), timeout=180)
+    kinds = [e["kind"] for e in events]
+    assert "promotion.resumed" in kinds and "deploy.resumed" in kinds and "promotion.failed" not in kinds
+    status = plane.json("status", "-e", "production", cwd=repo)
+    assert status["current_deployment"]["commit"] == sha and status["current_deployment"]["trigger"] == "promote"
+    assert [d["status"] for d in plane.json("deployments", "-e", "production", cwd=repo)][:2] == ["SUCCESS", "REMOVED"]

@@ -151,7 +151,7 @@ class RuntimePort(Protocol):
 
     def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
         """Run a check (a smoke test) to completion: (exit code, output); (None, output so far) when it had to be
-        killed after `timeout` seconds, with everything it started. OSError when it cannot start."""
+        killed after `timeout` seconds, with everything it started. BackendError (why) when it cannot start."""
 
 
 @dataclass(frozen=True)

@@ -429,8 +429,8 @@ def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environme
     started = time.monotonic()
     try:
         code, output = runtime.run_check(argv, cwd=cwd, env=env, timeout=timeout)
-    except OSError as err:
-        return pm.SmokeResult(False, f"`{command}` could not start: {err.strerror}")
+    except BranchyardError as err:
+        return pm.SmokeResult(False, f"`{command}` could not start: {err}")
     if code is None:
         return pm.SmokeResult(False, f"`{command}` against {url} timed out after {timeout}s (killed)")
     lines = [line.strip() for line in output.splitlines() if line.strip()]

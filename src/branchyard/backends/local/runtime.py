@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from ...errors import BackendError
 from ..ports import HealthResult, ProcessHandle
 from . import health, hooks, processes
 from .tasks import TaskRecords
@@ -46,8 +47,11 @@ class LocalRuntime:
                                    exit_code=lambda: processes.exit_code(h))
 
     def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as err:
+            raise BackendError(err.strerror or type(err).__name__) from None
         try:
             output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

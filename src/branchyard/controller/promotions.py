@@ -27,7 +27,7 @@ from .. import names
 from .. import promotion as pm
 from ..backends.ports import RuntimePort
 from ..build import release
-from ..errors import BadInput, Conflict, NotFound
+from ..errors import BadInput, BranchyardError, Conflict, NotFound
 from ..settings import Settings
 from ..spec import load_project
 from ..spec.model import PromotionSpec

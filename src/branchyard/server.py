@@ -125,6 +125,9 @@ def run(settings: Settings) -> None:
         },
     )
     log.info("branchyard control plane on %s; router on :%d", url, settings.http_port)
+    # uvicorn handles SIGTERM while it serves, then raises it again with the handler it found: make that handler
+    # end the process through the `finally` below (without it the default action kills it before any clean-up).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.run()
     finally:
@@ -135,6 +138,11 @@ def run(settings: Settings) -> None:
         if info and info.get("pid") == os.getpid():
             settings.server_file.unlink(missing_ok=True)
         store.close()
+        log.info("control plane stopped cleanly")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def detach(settings: Settings, *, timeout: float = 60.0) -> dict:

@@ -134,6 +134,9 @@ def test_restarting_the_control_plane_does_not_restart_apps(plane, tmp_path):
     before = plane.json("status", "-e", "production", cwd=repo)["replicas"]
 
     plane.run("server", "stop")
+    # a clean stop: the control plane ran its clean-up (uvicorn re-raises SIGTERM once it has stopped serving)
+    assert not (plane.home / "server.json").exists()
+    assert "control plane stopped cleanly" in (plane.home / "logs" / "server.log").read_text()
     assert plane.get("keep.localhost").status_code == 200  # apps and router serve without the control plane
     plane.run("server", "--detach")
     info = plane.json("server", "status")

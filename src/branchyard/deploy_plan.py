@@ -36,7 +36,7 @@ class DeploymentObs:
 @dataclass(frozen=True)
 class EnvDeployObs:
     environment: str
-    target_id: str | None  # the deployment the environment should reach (None: nothing asked yet)
+    target_id: str | None  # the deployment the environment should reach (None: nothing is wanted of it)
     current_id: str | None  # the deployment serving now
     unfinished: tuple[DeploymentObs, ...]  # oldest first
 
@@ -91,15 +91,14 @@ def retry_delay(attempts: int) -> float:
 
 def plan_deployments(obs: EnvDeployObs, now: float) -> list[DeployAction]:
     """What one environment's unfinished deployments need so that its target is reached, and only it."""
-    target = obs.target_id
-    if target is None and obs.unfinished:
-        target = obs.unfinished[-1].id  # recorded before targets existed: the newest wins
+    target = obs.target_id  # None: nothing is wanted (the environment is being destroyed)
     actions: list[DeployAction] = []
     for d in obs.unfinished:
         if d.id == target:
             actions.extend(_reach(d, now))
         elif d.running:
-            actions.append(CancelDeployment(d.id, f"superseded by newer deployment {target}"))
+            actions.append(CancelDeployment(d.id, f"superseded by newer deployment {target}" if target
+                                            else "cancelled: no longer wanted"))
         else:
             actions.append(SkipDeployment(d.id, f"superseded by newer deployment {target}" if target
                                           else "cancelled: no longer wanted"))

@@ -51,9 +51,9 @@ def d(id_, status="QUEUED", attempts=0, running=False, retry_at=None, interrupte
          [SkipDeployment("b", "superseded by newer deployment c")]),
         # the target already finished (e.g. FAILED): stragglers are skipped, nothing is started
         ("c", "a", (d("b", "QUEUED"),), [SkipDeployment("b", "superseded by newer deployment c")]),
-        # rows recorded before targets existed: the newest unfinished one is the target
-        (None, "a", (d("b", "BUILDING", 1), d("c")),
-         [SkipDeployment("b", "superseded by newer deployment c"), StartDeployment("c", 1, "queued")]),
+        # nothing is wanted (the environment is being destroyed): nothing starts, what runs stops, the rest is skipped
+        (None, "a", (d("b", "BUILDING", 1, running=True), d("c")),
+         [CancelDeployment("b", "cancelled: no longer wanted"), SkipDeployment("c", "cancelled: no longer wanted")]),
     ],
 )
 def test_plan_deployments(target, current, unfinished, expected):

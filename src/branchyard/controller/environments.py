@@ -15,8 +15,9 @@ from ..errors import BadInput, Conflict, NotFound
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
+from .attempt import DEFAULT_DRAINING_SECONDS
 from .dataplane import DataPlane
-from .deployer import DEFAULT_DRAINING_SECONDS, Deployer, retained
+from .deployer import Deployer, retained
 from .replicas import Replicas
 from .routes import Routes
 from .snapshot import web_of

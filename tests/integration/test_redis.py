@@ -413,15 +413,14 @@ def test_the_data_plane_revives_a_dead_redis_with_backoff_while_it_cannot_start(
         assert plane.revive_dead() == [] and server.pid() not in (None, dead)
 
         dead = kill_and_wait(server)
-        with socket.socket() as squatter:  # its port taken meanwhile: it cannot start
-            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            squatter.bind(("127.0.0.1", server.info().port))
-            squatter.listen()
-            [failed] = plane.revive_dead()
-            assert (failed.event, failed.environment, failed.service) == ("service.revive_failed", "staging", "Cache")
-            assert failed.message.startswith("Cache: the environment's redis-server could not be revived: redis: ")
-            assert failed.message.endswith("(next try in 1s)") and "Address already in use" in failed.message
-            assert plane.revive_dead() == []  # not again before the backoff has passed
+        conf = server.conf_file.read_text()
+        server.conf_file.write_text(conf + "not-a-redis-directive yes\n")  # it cannot start meanwhile
+        [failed] = plane.revive_dead()
+        assert (failed.event, failed.environment, failed.service) == ("service.revive_failed", "staging", "Cache")
+        assert failed.message.startswith("Cache: the environment's redis-server could not be revived: redis: ")
+        assert failed.message.endswith("(next try in 1s)") and "Bad directive" in failed.message
+        assert plane.revive_dead() == []  # not again before the backoff has passed
+        server.conf_file.write_text(conf)
         time.sleep(1.1)
         [revived] = plane.revive_dead()
         assert revived.event == "service.revived" and f"(pid {dead})" in revived.message

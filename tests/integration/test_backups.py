@@ -10,6 +10,7 @@ import pytest
 from conftest import new_home
 
 from branchyard import settings as settings_mod
+from branchyard.backends.local.data import LocalDataServers
 from branchyard.controller.backups import Backups
 from branchyard.controller.dataplane import DataPlane
 from branchyard.store import models as m
@@ -21,7 +22,7 @@ def data():
     home = new_home()
     settings = settings_mod.load({"BRANCHYARD_HOME": str(home)})
     store = Store(settings.state_db)
-    plane = DataPlane(settings, store)
+    plane = DataPlane(settings, store, LocalDataServers(settings))
     try:
         yield store, plane, home
     finally:

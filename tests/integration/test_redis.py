@@ -26,6 +26,7 @@ import redis.retry
 from conftest import new_home
 
 from branchyard import settings as settings_mod
+from branchyard.backends.local.data import LocalDataServers
 from branchyard.backends.local.redis import RedisInfo, RedisServer, find_redis, render_config
 from branchyard.controller.dataplane import DataPlane, Revival
 from branchyard.errors import BackendError, BadInput
@@ -394,7 +395,7 @@ def test_the_data_plane_revives_a_dead_redis_with_backoff_while_it_cannot_start(
     home = new_home()
     settings = settings_mod.load({"BRANCHYARD_HOME": str(home)})
     store = Store(settings.state_db)
-    plane = DataPlane(settings, store)
+    plane = DataPlane(settings, store, LocalDataServers(settings))
     try:
         with store.session() as s:
             p = m.Project(name="rv", repo_path="/nonexistent")

@@ -8,11 +8,11 @@ Adapters convert third-party and subprocess errors into branchyard's own (errors
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import BadInput
 
@@ -154,6 +154,88 @@ class RuntimePort(Protocol):
         killed after `timeout` seconds, with everything it started. BackendError (why) when it cannot start."""
 
 
+# --------------------------------------------------------------------------------------------- data services
+
+
+class Credentials(Protocol):
+    """How an environment's processes reach one service of theirs."""
+
+    def variables(self) -> dict[str, str]:
+        """Railway's variable set: DATABASE_URL, PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE for PostgreSQL."""
+
+
+class DatabaseAdmin(Protocol):
+    """One PostgreSQL server as the controller administers it: a database and a role of its own per environment,
+    template copies, dumps (local: the embedded server, or the operator's; Kubernetes: a StatefulSet's, or a
+    managed server)."""
+
+    def create_database(self, name: str, owner: str, *, password: str | None = None,
+                        template: str | None = None) -> Credentials:
+        """Create (or adopt, when it exists) database `name` owned by role `owner`; a copy of `template` if given."""
+
+    def adopt_database(self, spare: str, from_owner: str, name: str, owner: str, *,
+                       password: str | None = None) -> Credentials | None:
+        """Rename a ready spare copy to `name` for `owner`; None when there is no spare or `name` exists."""
+
+    def copy_database(self, template: str, name: str) -> None: ...
+
+    def drop_copy(self, name: str) -> None: ...
+
+    def seal_template(self, name: str) -> None:
+        """Nobody connects to it any more: it is only copied from."""
+
+    def drop_database(self, name: str, owner: str) -> None: ...
+
+    def databases(self) -> list[str]: ...
+
+    def dump(self, db: str, path: Path) -> str:
+        """Write a dump of `db` to `path`; its checksum."""
+
+    def restore(self, path: Path, db_name: str, owner: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DataServer:
+    """A server of environments' data services that the backend runs itself, and so must bring back if it dies."""
+
+    kind: str  # "postgres" | "redis"
+    key: str  # its identity: the data directory (local), the StatefulSet (Kubernetes)
+    description: str  # "the shared PostgreSQL server", "the environment's redis-server"
+
+
+class DataServers(Protocol):
+    """Where environments' PostgreSQL databases and Redis servers live (local: embedded PostgreSQL clusters and
+    redis-server processes under the home; Kubernetes: StatefulSets with a Service and a PersistentVolumeClaim).
+    `settings` are the service's spec (memory_mb, persistence, dedicated); `location` is what an earlier call
+    returned and the controller recorded."""
+
+    def database(self, project: str, environment: str, settings: Mapping[str, Any],
+                 location: str | None) -> tuple[DatabaseAdmin, str]:
+        """The running server the environment's database lives on (started if need be), and its location:
+        "shared", "dedicated:<project>-<environment>" or "external" (the operator's server)."""
+
+    def cache(self, project: str, environment: str, settings: Mapping[str, Any],
+              password: str | None) -> tuple[dict[str, str], str]:
+        """The environment's own Redis, running with these settings (same password when given): its variables
+        (REDIS_URL, REDISHOST …) and its location."""
+
+    def server_of(self, kind: str, project: str, environment: str, settings: Mapping[str, Any],
+                  location: str | None) -> DataServer | None:
+        """The server holding one environment's service, when the backend runs it; None when it is not ours
+        to run (the operator's PostgreSQL). BadInput for settings it could never have started with."""
+
+    def revive(self, server: DataServer) -> int | None:
+        """Start `server` again if it died without being stopped: the dead process's pid, or None when there was
+        nothing to do. Cheap while it runs (the reconciler asks every second). BackendError when it cannot start."""
+
+    def destroy(self, kind: str, project: str, environment: str, location: str) -> None:
+        """Delete what the environment's service had of its own: its Redis and that data, a dedicated PostgreSQL
+        server (a database on a shared server is dropped through its DatabaseAdmin)."""
+
+    def stop_all(self) -> None:
+        """Stop every server (their data stays): whole-machine teardown."""
+
+
 @dataclass(frozen=True)
 class Machine:
     """Everything the controller needs from where it runs, one implementation per backend."""
@@ -161,7 +243,8 @@ class Machine:
     router: RouterPort
     runtime: RuntimePort
     tasks: TaskLedger
+    data: DataServers
 
 
-__all__ = ["ROUTE_ID_PREFIX", "STATES", "HealthResult", "Machine", "ProcessHandle", "Route", "RouterPort",
-           "RuntimePort", "TaskLedger", "route_id"]
+__all__ = ["ROUTE_ID_PREFIX", "STATES", "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult",
+           "Machine", "ProcessHandle", "Route", "RouterPort", "RuntimePort", "TaskLedger", "route_id"]

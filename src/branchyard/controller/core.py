@@ -45,7 +45,7 @@ class Controller:
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
-        self.data = DataPlane(settings, store)
+        self.data = DataPlane(settings, store, machine.data)
         self.backups = Backups(store, self.data, settings.home / "backups")
         self.replicas = Replicas(settings, store, self.data.box, machine.runtime)
         self.routes = Routes(settings, store, machine.router)

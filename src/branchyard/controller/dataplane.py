@@ -1,29 +1,28 @@
 """Each environment's own PostgreSQL database, Redis server, variables and secrets.
 
-Databases live on one shared local PostgreSQL server (or, with `dedicated = true`, a server of their
-own; or on an operator's server given by BRANCHYARD_POSTGRES_URL), each with its own role that no
-other environment's role can connect as. Every environment with Redis gets its own `redis-server`.
-Connection details and secrets are stored encrypted; they leave only as resolved variables for the
-environment's own processes. A local server that dies (kill -9, the OOM killer) is restarted by the
-reconciler's next pass (`revive_dead`), and the apps' connection pools reconnect to the same address.
-"""
+Where the servers live is the backend's business (the DataServers port; locally: one shared PostgreSQL server,
+a server of its own with `dedicated = true`, or an operator's server given by BRANCHYARD_POSTGRES_URL; a
+redis-server per environment). Here: which services an environment has, one database and one role per
+environment (no other environment's role can connect as it), template copies, and the records. Connection
+details and secrets are stored encrypted; they leave only as resolved variables for the environment's own
+processes. A server that dies (kill -9, the OOM killer) is restarted by the reconciler's next pass
+(`revive_dead`), and the apps' connection pools reconnect to the same address."""
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import names
+from ..backends.ports import DatabaseAdmin, DataServer, DataServers
 from ..data import templates
 from ..errors import BadInput, BranchyardError, NotFound
 from ..secrets import Redactor, SecretBox
@@ -32,9 +31,6 @@ from ..spec.model import EnvironmentConfig, PostgresConfig, RedisConfig
 from ..store import models as m
 from ..store.db import Store
 from .variables import environment_variables
-
-if TYPE_CHECKING:
-    from ..backends.local.postgres import Admin, LocalServer
 
 DEFAULT_NAMES = {"postgres": "Postgres", "redis": "Redis"}
 PLUGINS = {"postgresql": "postgres", "postgres": "postgres", "redis": "redis"}
@@ -83,12 +79,13 @@ def database_name(project: str, env_name: str) -> str:
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, servers: DataServers) -> None:
         self.settings = settings
         self.store = store
+        self.servers = servers
         self.box = SecretBox(settings.home / "secret.key")
         self._templates = threading.Lock()  # making, cloning and dropping templates: one at a time
-        self._revive_retry: dict[Path, tuple[float, float]] = {}  # data dir → (next attempt, delay) after a failed restart
+        self._revive_retry: dict[str, tuple[float, float]] = {}  # server key → (next attempt, delay) after a failed restart
 
     # --- variables & secrets ------------------------------------------------------------------------
 
@@ -224,27 +221,9 @@ class DataPlane:
             row.settings = json.dumps(settings)
         return space, created, cloned
 
-    def _pg_admin(self, project: str, env_name: str, settings: dict[str, Any], location: str | None) -> tuple[Admin, str]:
-        """The server an environment's database lives on: external, dedicated, or the shared local one."""
-        from ..backends.local.postgres import Admin
-
-        server, key = self._pg_server(project, env_name, settings, location)
-        if server is None:
-            return Admin(self.settings.postgres_url), key
-        server.ensure_running()
-        return Admin(server.admin_url()), key
-
-    def _pg_server(self, project: str, env_name: str, settings: dict[str, Any], location: str | None) -> tuple[LocalServer, str]:
-        """(the local server holding the environment's database, its location key); (None, "external") when the
-        operator's server (BRANCHYARD_POSTGRES_URL) holds it."""
-        from ..backends.local.postgres import LocalServer
-
-        if self.settings.postgres_url or location == "external":
-            return None, "external"
-        if settings.get("dedicated") or (location or "").startswith("dedicated:"):
-            return (LocalServer(data_dir=self.settings.home / "postgres" / f"{project}-{env_name}",
-                                memory_mb=settings.get("memory_mb")), f"dedicated:{project}-{env_name}")
-        return LocalServer(data_dir=self.settings.home / "postgres" / "shared"), "shared"
+    def _pg_admin(self, project: str, env_name: str, settings: dict[str, Any], location: str | None) -> tuple[DatabaseAdmin, str]:
+        """The server an environment's database lives on (external, dedicated, or the shared local one), running."""
+        return self.servers.database(project, env_name, settings, location)
 
     def _ensure_postgres(self, project: str, env_name: str, settings: dict[str, Any], known: dict[str, str] | None,
                          location: str | None, template: tuple[str, str] | None = None,
@@ -275,16 +254,7 @@ class DataPlane:
 
     def _ensure_redis(self, project: str, env_name: str, settings: dict[str, Any], known: dict[str, str] | None,
                       ) -> tuple[dict[str, str], str]:
-        from ..backends.local.redis import RedisServer
-
-        data_dir = names.safe_join(self.settings.home / "redis", project, env_name)
-        server = RedisServer(
-            data_dir=data_dir,
-            password=(known or {}).get("REDISPASSWORD"),
-            maxmemory_mb=settings.get("memory_mb"),
-            persistence=bool(settings.get("persistence")),
-        )
-        return server.ensure_running().variables(), str(data_dir)
+        return self.servers.cache(project, env_name, settings, (known or {}).get("REDISPASSWORD"))
 
     # --- templates (postgres.templateFiles) ------------------------------------------------------------
 
@@ -423,8 +393,6 @@ class DataPlane:
         (kill -9, OOM killer, a client's SHUTDOWN): one Revival per environment's service on it (the shared
         server serves several). Cheap while all live — pid files and /proc, no connection — as the reconciler
         calls it every second. A restart that fails is tried again after 1, 2, 4 … 60 s."""
-        from ..backends.local.redis import RedisServer
-
         with self.store.session() as s:
             rows = s.execute(
                 select(m.Project.name, m.Environment.name, m.Service.kind, m.Service.name, m.Service.location,
@@ -432,44 +400,38 @@ class DataPlane:
                 .join(m.Environment, m.Environment.project_id == m.Project.id)
                 .join(m.Service, m.Service.environment_id == m.Environment.id)
                 .order_by(m.Project.name, m.Environment.name, m.Service.kind)).all()
-        servers: dict[Path, tuple[object, str, list[tuple[str, str, str]]]] = {}  # data dir → server, what, users
+        servers: dict[str, tuple[DataServer, list[tuple[str, str, str]]]] = {}  # server key → server, its users
         for project, env_name, kind, name, location, settings in rows:
-            if kind == "redis" and location:
-                server, what = RedisServer(data_dir=Path(location)), "the environment's redis-server"
-            elif kind == "postgres":
-                try:
-                    server, key = self._pg_server(project, env_name, json.loads(settings or "{}"), location)
-                except BranchyardError as err:  # settings it could never have started with: nothing to revive
-                    log.warning("%s/%s: %s", project, env_name, err)
-                    continue
-                if server is None:
-                    continue  # the operator's server: not ours to restart
-                what = "the shared PostgreSQL server" if key == "shared" else "the environment's own PostgreSQL server"
-            else:
+            try:
+                server = self.servers.server_of(kind, project, env_name, json.loads(settings or "{}"), location)
+            except BranchyardError as err:  # settings it could never have started with: nothing to revive
+                log.warning("%s/%s: %s", project, env_name, err)
                 continue
-            servers.setdefault(server.data_dir, (server, what, []))[2].append((project, env_name, name))
+            if server is not None:
+                servers.setdefault(server.key, (server, []))[1].append((project, env_name, name))
         out: list[Revival] = []
         now = time.monotonic()
-        for data_dir, (server, what, users) in servers.items():
-            next_at, delay = self._revive_retry.get(data_dir, (0.0, 0.0))
+        for key, (server, users) in servers.items():
+            what = server.description
+            next_at, delay = self._revive_retry.get(key, (0.0, 0.0))
             if now < next_at:
                 continue
             try:
-                dead = server.revive()
+                dead = self.servers.revive(server)
             except BranchyardError as err:
                 delay = min(max(delay * 2, 1.0), REVIVE_BACKOFF_MAX)
-                self._revive_retry[data_dir] = (now + delay, delay)
-                log.warning("%s in %s could not be revived: %s", what, data_dir, err)
+                self._revive_retry[key] = (now + delay, delay)
+                log.warning("%s in %s could not be revived: %s", what, key, err)
                 out += [Revival(p, e, n, f"{n}: {what} could not be revived: {err} (next try in {delay:g}s)", ok=False)
                         for p, e, n in users]
                 continue
-            self._revive_retry.pop(data_dir, None)
+            self._revive_retry.pop(key, None)
             if dead is not None:
-                log.warning("%s in %s was found dead (pid %d) and restarted", what, data_dir, dead)
+                log.warning("%s in %s was found dead (pid %d) and restarted", what, key, dead)
                 out += [Revival(p, e, n, f"{n}: {what} was found dead (pid {dead}) and restarted") for p, e, n in users]
         return out
 
-    def admin_for(self, project: str, env_name: str) -> Admin:
+    def admin_for(self, project: str, env_name: str) -> DatabaseAdmin:
         """The admin connection to the server holding the environment's database; NotFound if it has none."""
         admin, _ = self._pg_admin(project, env_name, *self._postgres_of(project, env_name))
         return admin
@@ -492,15 +454,7 @@ class DataPlane:
 
     def stop_all(self) -> None:
         """Stop every Redis and every local PostgreSQL server of this home (their data stays)."""
-        from ..backends.local.postgres import LocalServer
-        from ..backends.local.redis import RedisServer
-
-        for data_dir in sorted((self.settings.home / "redis").glob("*/*")):
-            if data_dir.is_dir():
-                RedisServer(data_dir=data_dir).stop()
-        for data_dir in sorted((self.settings.home / "postgres").glob("*")):
-            if (data_dir / "server.json").exists():
-                LocalServer(data_dir=data_dir).stop()
+        self.servers.stop_all()
 
     # --- teardown -------------------------------------------------------------------------------------
 
@@ -515,15 +469,9 @@ class DataPlane:
                 admin, _ = self._pg_admin(project, env_name, {}, location)
                 name = database_name(project, env_name)
                 admin.drop_database(name, name)
-                if location.startswith("dedicated:"):
-                    from ..backends.local.postgres import LocalServer
-
-                    LocalServer(data_dir=self.settings.home / "postgres" / f"{project}-{env_name}").destroy()
+                self.servers.destroy(kind, project, env_name, location)
                 done.append(f"database {name} dropped")
             else:
-                from ..backends.local.redis import RedisServer
-
-                RedisServer(data_dir=Path(location)).destroy()
-                shutil.rmtree(location, ignore_errors=True)
+                self.servers.destroy(kind, project, env_name, location)
                 done.append("redis stopped and deleted")
         return done

@@ -1,10 +1,11 @@
-"""This machine as the controller sees it: the Caddy router, process replicas, task records."""
+"""This machine as the controller sees it: the Caddy router, process replicas, task records, data servers."""
 
 from __future__ import annotations
 
 from ...settings import Settings
 from ..ports import Machine
 from .caddy import Router
+from .data import LocalDataServers
 from .runtime import LocalRuntime
 from .tasks import TaskRecords
 
@@ -12,4 +13,4 @@ from .tasks import TaskRecords
 def local_machine(settings: Settings) -> Machine:
     tasks = TaskRecords(settings.home / "tasks")
     router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port)
-    return Machine(router=router, runtime=LocalRuntime(tasks), tasks=tasks)
+    return Machine(router=router, runtime=LocalRuntime(tasks), tasks=tasks, data=LocalDataServers(settings))

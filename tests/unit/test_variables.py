@@ -2,7 +2,7 @@
 
 import pytest
 
-from branchyard.controller.variables import after_set, environment_variables, resolve
+from branchyard.controller.variables import after_set, attached_variables, environment_variables, resolve
 from branchyard.errors import BadInput
 
 PG = {"Postgres": {"DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db", "PGPORT": "5432"}}
@@ -102,3 +102,49 @@ def test_shared_reference_cycle_is_refused():
     with pytest.raises(BadInput) as err:
         resolve({"A": "${{shared.B}}", "B": "${{shared.A}}"}, namespaces={})
     assert str(err.value) == "variables.A: reference cycle A → B → A"
+
+
+PG_ATTACHED = {n: f"${{{{Postgres.{n}}}}}" for n in ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD",
+                                                       "PGDATABASE")}
+REDIS_ATTACHED = {n: f"${{{{Cache.{n}}}}}" for n in ("REDIS_URL", "REDISHOST", "REDISPORT", "REDISUSER",
+                                                     "REDISPASSWORD")}
+
+
+@pytest.mark.parametrize(
+    ("defined", "services", "expected"),
+    [
+        ([], {}, {}),  # no service: nothing attached
+        ([], {"postgres": "Postgres"}, PG_ATTACHED),
+        (["APP_MODE"], {"postgres": "Postgres", "redis": "Cache"}, PG_ATTACHED | REDIS_ATTACHED),
+        (["DATABASE_URL"], {"postgres": "Postgres"}, {}),  # the user wires it: all or nothing
+        (["PGSSLMODE"], {"postgres": "Postgres"}, {}),  # any PG* name is libpq's: the user wires it
+        (["PGHOST"], {"postgres": "Postgres", "redis": "Cache"}, REDIS_ATTACHED),
+        (["REDIS_URL"], {"postgres": "Postgres", "redis": "Cache"}, PG_ATTACHED),
+        (["REDISPASSWORD"], {"redis": "Cache"}, {}),
+        (["REDIS_KEY_PREFIX"], {"redis": "Cache"}, REDIS_ATTACHED),  # an app's own REDIS_* setting is not wiring
+        (["DATABASE_URL_REPLICA", "XPGHOST"], {"postgres": "Postgres"}, PG_ATTACHED),
+        ([], {"mongo": "Mongo"}, {}),  # kinds without attach rules
+    ],
+)
+def test_attached_variables(defined, services, expected):
+    assert attached_variables(defined, services) == expected
+
+
+def test_attached_variables_are_the_lowest_layer_and_resolve_in_their_service():
+    services = {"Postgres": {n: f"pg-{n}" for n in PG_ATTACHED}}
+    raw, spaces = environment_variables({"A": "spec"}, {}, {}, services, {"postgres": "Postgres"})
+    assert raw == PG_ATTACHED | {"A": "spec"}
+    assert resolve(raw, namespaces=spaces).values == {n: f"pg-{n}" for n in PG_ATTACHED} | {"A": "spec"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "plain", "secrets"),
+    [
+        ({"DATABASE_URL": "postgresql://own"}, {}, {}),
+        ({}, {"PGHOST": "db.example"}, {}),
+        ({}, {}, {"PGPASSWORD": "x"}),  # a secret claims it too
+    ],
+)
+def test_any_user_layer_that_defines_a_postgres_name_turns_the_attach_off(spec, plain, secrets):
+    raw, _ = environment_variables(spec, plain, secrets, {}, {"postgres": "Postgres"})
+    assert not set(raw) & (set(PG_ATTACHED) - set(spec) - set(plain) - set(secrets))

@@ -22,7 +22,9 @@ def add(state: State, plugin: str, environment: str | None, project: str | None)
     """Add a database to an environment (Railway: `railway add --plugin postgresql -e ENV`)."""
     env = resolve_environment(environment)
     done = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/plugins", {"plugin": plugin})
-    ui.success(f"{plugin} ready in {env}; reference it as ${{{{{'Postgres' if 'post' in plugin else 'Redis'}.…}}}}")
+    namespace, wired = ("Postgres", "DATABASE_URL, PG*") if "post" in plugin else ("Redis", "REDIS_URL, REDIS*")
+    ui.success(f"{plugin} ready in {env}; the app gets {wired} at its next deploy unless its variables set any of "
+               f"them (then reference ${{{{{namespace}.…}}}})")
     for key, value in done["variables"].items():
         ui.info(f"  {key}={value}")
 

@@ -56,9 +56,16 @@ def variables_list(state: State, environment: str | None, project: str | None, k
         for key, value in data["variables"].items():
             ui.info(f"{key}={value}")
     else:
-        ui.table(["VARIABLE", "VALUE"], data["variables"].items())
+        sources = data.get("sources", {})
+        ui.table(["VARIABLE", "VALUE", "SOURCE"], [(k, v, _source(sources.get(k))) for k, v in data["variables"].items()])
     for key, why in data["pending"].items():
         ui.warn(f"{key}: {why}")
+
+
+def _source(source: str | None) -> str:
+    """Where a listed variable comes from, in words: a service's attached variables say which service."""
+    return {"spec": "project files", "set": "variables set", "secret": "secret", None: ""}.get(
+        source, f"provided by {source}")
 
 
 @variables.command("delete")

@@ -165,7 +165,7 @@ class Attempts:
             env = self.store.environment(s, self.store.project(s, project), env_name)
             env_id = env.id
             env.branch, env.production, env.ephemeral = cfg.branch or env.branch, cfg.production, cfg.ephemeral
-        raw, namespaces = self.data.layered_variables(env_id, cfg.variables)
+        raw, namespaces = self.data.layered_variables(env_id, cfg)
         out.redact = self.data.redactor(env_id)
         _check_references(raw, namespaces, cfg)  # refuse a bad reference before anything is built or created
         return _Ready(release_dir=release_dir, sha=sha, spec=spec, cfg=cfg, src=src, env_id=env_id, raw=raw,

@@ -136,11 +136,24 @@ class DataPlane:
                     plain[row.key] = row.value
         return plain, secret
 
-    def layered_variables(self, env_id: int, spec_variables: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Mapping[str, str]]]:
-        """The environment's raw variables (spec, then `variables set`, then secrets) and the namespaces they resolve
-        in (its services, `secrets`): the one layering every reader uses (see variables.environment_variables)."""
+    def layered_variables(self, env_id: int, cfg: EnvironmentConfig | None) -> tuple[dict[str, str], dict[str, Mapping[str, str]]]:
+        """The environment's raw variables (its services' attached ones, the spec's, `variables set`, secrets) and the
+        namespaces they resolve in: the one layering every reader uses (see variables.environment_variables)."""
         plain, secrets = self.stored_variables(env_id)
-        return environment_variables(spec_variables, plain, secrets, self.service_variables(env_id))
+        return environment_variables(cfg.variables if cfg is not None else {}, plain, secrets,
+                                     self.service_variables(env_id), self.attached_services(env_id, cfg))
+
+    def attached_services(self, env_id: int | None, cfg: EnvironmentConfig | None) -> dict[str, str]:
+        """Kind → namespace of the services the environment has (provisioned, or declared by `cfg` and provisioned at
+        its deploy): what `attached_variables` wires into its app."""
+        kinds: dict[str, str] = {}
+        if env_id is not None:
+            with self.store.session() as s:
+                kinds = {r.kind: r.name for r in s.scalars(select(m.Service).where(m.Service.environment_id == env_id))}
+        for kind, decl in (("postgres", cfg.postgres if cfg else None), ("redis", cfg.redis if cfg else None)):
+            if decl is not None:
+                kinds[kind] = decl.name  # a deploy provisions it under the spec's name
+        return kinds
 
     def redactor(self, env_id: int) -> Redactor:
         """Masks every secret value and service password of one environment."""

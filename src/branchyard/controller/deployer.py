@@ -200,7 +200,7 @@ class Deployer:
             variables_json = None
             if resolve_again:
                 cfg = load_project(release_dir).environment(env_name)
-                raw, namespaces = self.data.layered_variables(env_id, cfg.variables)
+                raw, namespaces = self.data.layered_variables(env_id, cfg)
                 values = resolve(raw, namespaces=namespaces, port=PORT_PLACEHOLDER).values  # BadInput before any change
                 self.guards.isolation_guard(project, env_name, values, production=cfg.production)
                 variables_json = self.data.box.encrypt(json.dumps(values))

@@ -15,7 +15,7 @@ from .dataplane import DataPlane
 from .deployer import Deployer, retained
 from .guards import Guards
 from .replicas import PORT_PLACEHOLDER
-from .variables import after_set, environment_variables, resolve
+from .variables import after_set, attached_variables, environment_variables, references, resolve
 
 
 class EnvVariables:
@@ -37,16 +37,21 @@ class EnvVariables:
         cfg = None
         if release_dir is not None and release_dir.is_dir():
             cfg = load_project(release_dir).environment(env_name)
-        _, secrets = self.data.stored_variables(env_id)
-        raw, namespaces = self.data.layered_variables(env_id, cfg.variables if cfg else {})
+        plain, secrets = self.data.stored_variables(env_id)
+        raw, namespaces = self.data.layered_variables(env_id, cfg)
         pending = {} if cfg is None else {svc.name: "not provisioned yet" for svc in (cfg.postgres, cfg.redis)
                                             if svc is not None and svc.name not in namespaces}
         resolved = resolve(raw, namespaces=namespaces, pending_namespaces=pending, port=PORT_PLACEHOLDER)
         redact = (lambda v: v) if reveal else self.data.redactor(env_id)
+        spec = cfg.variables if cfg is not None else {}
+        provided = attached_variables([*spec, *plain, *secrets], self.data.attached_services(env_id, cfg))
+        sources = {k: "secret" if k in secrets else "set" if k in plain else "spec" if k in spec
+                   else references(provided[k])[0] for k in raw}
         return {
             "variables": {k: redact(v) for k, v in sorted(resolved.values.items())},
             "secrets": sorted(secrets),
             "pending": resolved.pending,
+            "sources": dict(sorted(sources.items())),  # spec, set, secret, or the service that provides it
         }
 
     def set(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool, deploy: bool) -> dict[str, Any]:
@@ -91,7 +96,8 @@ class EnvVariables:
         if deleted is not None:  # what the spec says for it (or nothing) shows through again
             plain, secrets = ({k: v for k, v in d.items() if k != deleted} for d in (plain, secrets))
         services = self.data.service_variables(env_id) if env_id is not None else {}
-        raw, namespaces = environment_variables(cfg.variables if cfg is not None else {}, plain, secrets, services)
+        raw, namespaces = environment_variables(cfg.variables if cfg is not None else {}, plain, secrets, services,
+                                                self.data.attached_services(env_id, cfg))
         values = resolve(raw, namespaces=namespaces, port=PORT_PLACEHOLDER, lenient=True).values
         self.guards.isolation_guard(project, env_name, values, production=False, kind="variables.refused")
 

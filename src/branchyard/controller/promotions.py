@@ -172,7 +172,7 @@ class Promotions:
             dst_env_id, production, override = dst_env.id, dst_env.production, dst_env.replicas_override
             successes = frozenset() if spec is None or spec.source is None else guards.successes(s, p, spec.source)
         cfg = load_project(release_dir).environment(target)
-        raw, namespaces = self.data.layered_variables(dst_env_id, cfg.variables)
+        raw, namespaces = self.data.layered_variables(dst_env_id, cfg)
         pending = {svc.name: "not provisioned yet" for svc in (cfg.postgres, cfg.redis)
                    if svc is not None and svc.name not in namespaces}
         after = resolve(raw, namespaces=namespaces, pending_namespaces=pending, port=PORT_PLACEHOLDER).values

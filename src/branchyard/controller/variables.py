@@ -8,7 +8,7 @@ as pending and the variable is left out (the caller decides whether that is fata
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import BadInput
@@ -90,14 +90,42 @@ def resolve(
     return result
 
 
+# Heroku-style attach: the variables an environment's own service gives its app when none of the environment's
+# variables claims them. A kind's names are all or nothing, so an app never mixes our host with its own password.
+ATTACHED: dict[str, tuple[str, ...]] = {
+    "postgres": ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"),
+    "redis": ("REDIS_URL", "REDISHOST", "REDISPORT", "REDISUSER", "REDISPASSWORD"),
+}
+
+
+def _claims(kind: str, name: str) -> bool:
+    """Whether a variable the user defined takes `kind`'s wiring over: its own names, and for PostgreSQL any `PG*`
+    (libpq reads them all: PGHOST from the user with PGPASSWORD from us would send our password elsewhere)."""
+    return name in ATTACHED[kind] or (kind == "postgres" and name.startswith("PG"))
+
+
+def attached_variables(defined: Iterable[str], services: Mapping[str, str]) -> dict[str, str]:
+    """Variable → reference for what the environment's services provide and none of `defined` claims.
+
+    `services`: kind ("postgres", "redis") → the namespace it is provisioned (or declared) under."""
+    defined = list(defined)
+    out: dict[str, str] = {}
+    for kind, namespace in sorted(services.items()):
+        if kind in ATTACHED and not any(_claims(kind, name) for name in defined):
+            out |= {name: f"${{{{{namespace}.{name}}}}}" for name in ATTACHED[kind]}
+    return out
+
+
 def environment_variables(spec_variables: Mapping[str, str], plain: Mapping[str, str], secrets: Mapping[str, str],
-                          services: Mapping[str, Mapping[str, str]]) -> tuple[dict[str, str], dict[str, Mapping[str, str]]]:
-    """An environment's raw variables (spec, then `variables set`, then secrets) and the namespaces they resolve in.
+                          services: Mapping[str, Mapping[str, str]], attached: Mapping[str, str] = {},
+                          ) -> tuple[dict[str, str], dict[str, Mapping[str, str]]]:
+    """An environment's raw variables and the namespaces they resolve in. Layers, lowest first: what its services
+    provide (`attached`: kind → namespace, see attached_variables), then the spec, then `variables set`, then secrets.
 
     The one layering: a deploy, `variables list`, the isolation guard and a promotion plan all call this.
     `${{shared.NAME}}` is resolved by `resolve` against the raw variables themselves (see SHARED)."""
-    raw = dict(spec_variables) | dict(plain) | {k: f"${{{{ secrets.{k} }}}}" for k in secrets}
-    return raw, dict(services) | {"secrets": dict(secrets)}
+    user = dict(spec_variables) | dict(plain) | {k: f"${{{{ secrets.{k} }}}}" for k in secrets}
+    return attached_variables(user, attached) | user, dict(services) | {"secrets": dict(secrets)}
 
 
 def after_set(plain: Mapping[str, str], secrets: Mapping[str, str], pairs: Mapping[str, str], *,

@@ -243,22 +243,38 @@ class Replicas:
 
     def process_env(self, ctx: ReleaseCtx, slot: int, port: int) -> dict[str, str]:
         """A replica's environment: a clean base, the deployment's variables, then built-ins."""
-        base = base_env(ctx.venv)
-        facts = {
-            "ENVIRONMENT_NAME": ctx.env_name,
-            "PUBLIC_DOMAIN": ctx.host,
-            "GIT_COMMIT_SHA": ctx.sha,
-            "GIT_BRANCH": ctx.branch or "",
-            "DEPLOYMENT_ID": ctx.dep_id,
-            "REPLICA_ID": f"{ctx.env_name}.web.{slot}",
-        }
         variables = {k: v.replace(PORT_PLACEHOLDER, str(port)) for k, v in ctx.variables.items()}
-        railway = {f"RAILWAY_{k}": v for k, v in facts.items()}  # apps written for Railway read these
-        builtins = {f"BRANCHYARD_{k}": v for k, v in facts.items()} | {
-            "BRANCHYARD_PROJECT_NAME": ctx.project,
-            "PORT": str(port),
-        }
-        return base | railway | variables | builtins
+        railway, builtins = builtin_variables(ctx, slot, port=port, router_port=self.settings.http_port)
+        return base_env(ctx.venv) | railway | variables | builtins
+
+
+def public_domain(host: str, router_port: int) -> str:
+    """The host apps build their links from: with the router's port unless it is a default one (80, 443)."""
+    return host if router_port in (80, 443) else f"{host}:{router_port}"
+
+
+def builtin_variables(ctx: ReleaseCtx, slot: int, *, port: int, router_port: int) -> tuple[dict[str, str], dict[str, str]]:
+    """(RAILWAY_* , BRANCHYARD_* + PORT) of one replica: the same facts under both names, as Railway documents them
+    (docs.railway.com/reference/variables) where branchyard has the fact. The app's own variables override the
+    RAILWAY_* ones (it may set them itself); nothing overrides BRANCHYARD_* and PORT."""
+    facts = {
+        "PROJECT_NAME": ctx.project,
+        "PROJECT_ID": ctx.project,  # names are unique and stable here: they serve as ids
+        "ENVIRONMENT_NAME": ctx.env_name,
+        "ENVIRONMENT_ID": f"{ctx.project}/{ctx.env_name}",
+        "SERVICE_NAME": "web",
+        "SERVICE_ID": f"{ctx.project}/{ctx.env_name}/web",
+        "PUBLIC_DOMAIN": public_domain(ctx.host, router_port),
+        "GIT_COMMIT_SHA": ctx.sha,
+        "GIT_BRANCH": ctx.branch or "",
+        "DEPLOYMENT_ID": ctx.dep_id,
+        "REPLICA_ID": f"{ctx.env_name}.web.{slot}",
+    }
+    railway = {f"RAILWAY_{k}": v for k, v in facts.items()} | {
+        "RAILWAY_ENVIRONMENT": ctx.env_name,  # the older name, still read by many apps
+        "RAILWAY_STATIC_URL": facts["PUBLIC_DOMAIN"],  # the older name of RAILWAY_PUBLIC_DOMAIN
+    }
+    return railway, {f"BRANCHYARD_{k}": v for k, v in facts.items()} | {"PORT": str(port)}
 
 
 def base_env(venv: Path | None) -> dict[str, str]:

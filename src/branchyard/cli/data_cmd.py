@@ -34,11 +34,15 @@ def add(state: State, plugin: str, environment: str | None, project: str | None)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_state
 def run(state: State, environment: str | None, project: str | None, command: tuple[str, ...]) -> None:
-    """Run a command with the environment's variables (Railway: `railway run -e ENV -- CMD`)."""
+    """Run a command in the environment's current release: its code as the working directory, its virtualenv first
+    on PATH, its variables (Railway: `railway run -e ENV -- CMD`)."""
     env = resolve_environment(environment)
-    data = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/variables/reveal", {})
-    values = {k: v for k, v in data["variables"].items() if "${{PORT}}" not in v}
-    _exec(list(command), os.environ | values)
+    ctx = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/run", {})
+    venv = ctx["venv"]
+    path = f"{venv}/bin" + (f":{os.environ['PATH']}" if os.environ.get("PATH") else "")
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}  # it would point python away from the venv
+    os.chdir(ctx["cwd"])
+    _exec(list(command), base | ctx["variables"] | {"PATH": path, "VIRTUAL_ENV": venv})
 
 
 @click.command()

@@ -3,7 +3,7 @@
 Who does what (docs/architecture.md has the picture):
 - `deployer` — deployments: triggers record a target, the deploy planner reaches it (build, hooks, roll-out);
 - `reconciler` — the loop: replicas, deployments, routes, data services, every second;
-- `environments`, `variables`, `databases`, `projects` — what users read and operate;
+- `environments`, `variables`, `databases`, `projects`, `oneoffs` — what users read and operate;
 - `pushes`, `webhooks`, `previews`, `promotions` — the triggers;
 - `routes`, `guards`, `backups`, `data`, `replicas` — what the others share.
 """
@@ -26,6 +26,7 @@ from .env_vars import EnvVariables
 from .environments import Environments
 from .guards import Guards
 from .locks import EnvLocks
+from .oneoff import OneOffs
 from .previews import Previews
 from .projects import Projects
 from .promotions import Promotions
@@ -68,6 +69,7 @@ class Controller:
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
                                          preview_info=self.previews.info)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
+        self.oneoffs = OneOffs(store, variables=self.variables)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
         self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)

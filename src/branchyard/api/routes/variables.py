@@ -28,6 +28,11 @@ def router(ctl: Controller) -> APIRouter:
         """Plain values, for `branchyard run` and `connect` on this machine only: the one place secrets leave."""
         return ctl.variables.effective(project, env, reveal=True)
 
+    @r.post("/api/projects/{project}/environments/{env}/run")
+    def run_context(project: str, env: str) -> dict:
+        """For `branchyard run`: the current release's directory and virtualenv, and the variables (revealed)."""
+        return ctl.oneoffs.context(project, env)
+
     @r.post("/api/projects/{project}/environments/{env}/variables")
     def set_variables(project: str, env: str, body: VariablesIn) -> dict:
         return ctl.variables.set(project, env, body.variables, secret=body.secret, deploy=not body.skip_deploys)

@@ -123,7 +123,7 @@ def test_config_show_json_prints_the_effective_config_and_its_sources(tmp_path):
 
 def test_environment_add_creates_an_environment_listed_with_its_branch(plane, tmp_path):
     repo, _ = tiny_project(plane, tmp_path, "envadd")
-    assert [e["name"] for e in plane.json("environment", "list", cwd=repo)] == ["staging"]  # (its secret was set)
+    assert [e["name"] for e in plane.json("environment", "list", cwd=repo)] == ["production", "staging"]  # from init
     added = plane.run("environment", "add", "qa", "--branch", "release/qa", cwd=repo)
     assert f"environment qa created: http://envadd-qa.localhost:{plane.http_port}" in added.stdout + added.stderr
     bad = plane.run("environment", "add", "Demo", cwd=repo, check=False)
@@ -131,14 +131,16 @@ def test_environment_add_creates_an_environment_listed_with_its_branch(plane, tm
                                                        "letters, digits and dashes, starting and ending with a letter or digit")
     plane.run("environment", "add", "demo", cwd=repo)
     listed = {e["name"]: e for e in plane.json("environment", "list", cwd=repo)}
-    assert list(listed) == ["staging", "qa", "demo"]
+    assert list(listed) == ["production", "staging", "qa", "demo"]
     qa = listed["qa"]
     assert (qa["project"], qa["branch"], qa["production"], qa["ephemeral"], qa["state"], qa["status"], qa["url"]) == (
         "envadd", "release/qa", False, False, "ACTIVE", "NO DEPLOYMENTS", f"http://envadd-qa.localhost:{plane.http_port}")
     assert listed["demo"]["branch"] is None
     assert plane.json("environment", "list", "--ephemeral", cwd=repo) == []
     created = [e["message"] for e in plane.json("events", cwd=repo) if e["kind"] == "environment.created"]
-    assert created == ["environment demo created", "environment qa created"]  # newest first
+    assert created == ["environment demo created", "environment qa created",  # newest first
+                       "environment staging created (declared by the project files)",
+                       "environment production created (declared by the project files)"]
     again = plane.run("environment", "add", "qa", "--branch", "other", cwd=repo, check=False)
     assert again.returncode == 4 and "environment 'qa' already exists in project 'envadd'" in again.stderr
     assert {e["name"]: e["branch"] for e in plane.json("environment", "list", cwd=repo)}["qa"] == "release/qa"

@@ -252,9 +252,11 @@ def test_push_events_deploy_mapped_branches_from_the_upstream(plane, tmp_path):
     assert r.status_code == 202
     ignored = wait_for(lambda: pushes(plane, repo, "push.ignored"), timeout=60)
     assert [e["message"] for e in ignored] == [
-        f"push of refs/heads/random at {other[:12]}: branch 'random' is not mapped to an environment; stored, not deployed"]
+        f"push of refs/heads/random at {other[:12]}: branch 'random' is not mapped to an environment; stored, not deployed. "
+        "Map it with `branchyard environment add random --branch random`, or in branchyard.toml `branch = \"random\"` "
+        "under [environments.random]"]
     assert ignored[0]["actor"] == "github" and ignored[0]["environment"] is None
-    assert {e["name"] for e in plane.json("environment", "list", cwd=repo)} == {"staging"}
+    assert {e["name"] for e in plane.json("environment", "list", cwd=repo)} == {"production", "staging"}  # from init
     missing = "c" * 40  # not in the upstream: refused, nothing deployed
     r = deliver(plane.api_url, "push", push("refs/heads/develop", after=missing, before=sha, repository="owner/pushy"),
                 secret=SECRET)

@@ -47,11 +47,14 @@ COLUMN_SINCE = {
     ("deployments", "work"): "0009",
     ("deployments", "attempts"): "0009",
     ("deployments", "retry_at"): "0009",
+    ("environments", "branch_pinned"): "0010",
 }
 # Columns whose upgrade fills in a value computed from the row (not NULL): the fixture holds that value.
 # 0009: an environment wants what it runs (no deployment of the fixture is unfinished); a deployment's work
 # follows its trigger (push, and `up` without a config snapshot, are builds); nothing was attempted yet.
-COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments", "work"), ("deployments", "attempts")}
+# 0010: no branch was set by the user before (an older `environment add --branch` was overwritten by the next deploy).
+COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments", "work"), ("deployments", "attempts"),
+                       ("environments", "branch_pinned")}
 
 # Representative rows, every column given (values a control plane writes: None where it may, flags both ways).
 ROWS: dict[str, list[dict]] = {
@@ -64,13 +67,17 @@ ROWS: dict[str, list[dict]] = {
     ],
     "environments": [
         dict(id=1, project_id=1, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
-             current_deployment_id=DEP_OK, created_at=T0, replicas_override=3, target_deployment_id=DEP_OK),
+             current_deployment_id=DEP_OK, created_at=T0, replicas_override=3, target_deployment_id=DEP_OK,
+             branch_pinned=False),
         dict(id=2, project_id=1, name="staging", branch="develop", ephemeral=False, production=False, state="SLEEPING",
-             current_deployment_id=None, created_at=T0, replicas_override=None, target_deployment_id=None),
+             current_deployment_id=None, created_at=T0, replicas_override=None, target_deployment_id=None,
+             branch_pinned=False),
         dict(id=3, project_id=1, name="pr-7", branch="feature/x", ephemeral=True, production=False, state="ACTIVE",
-             current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None),
+             current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None,
+             branch_pinned=False),
         dict(id=4, project_id=2, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
-             current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None),
+             current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None,
+             branch_pinned=False),
     ],
     "deployments": [
         dict(id=DEP_OK, project_id=1, environment_id=1, status="SUCCESS", commit_sha="a" * 40, branch="main",
@@ -223,7 +230,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 10)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 11)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

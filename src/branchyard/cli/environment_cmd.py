@@ -43,7 +43,11 @@ def environment_list(state: State, project: str | None, ephemeral: bool, as_json
 def environment_add(state: State, name: str, branch: str | None, project: str | None) -> None:
     """Create an environment (Railway: `railway environment add NAME`)."""
     env = state.client().post(f"/api/projects/{resolve_project(project)}/environments", {"name": name, "branch": branch})
-    ui.success(f"environment {env['name']} created: {env['url']}")
+    if env.get("created", True):
+        ui.success(f"environment {env['name']} created: {env['url']}")
+    else:  # it existed (declared by the project files): it now deploys the branch given
+        ui.success(f"environment {env['name']} now deploys branch {env['branch']} (never overwritten by a deploy): "
+                   f"`git push branchyard {env['branch']}`")
 
 
 @environment.command("delete")

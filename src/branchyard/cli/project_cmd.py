@@ -35,22 +35,36 @@ def _set_remote(repo_path: str) -> None:
 @click.option("--name", default=None, help="Project name (default: branchyard.toml's, else the directory's).")
 @pass_state
 def init(state: State, upstream: str | None, name: str | None) -> None:
-    """Register this repository as a project and add the `branchyard` git remote."""
-    root = repo_root()
-    github_repository = None
-    if (root / "branchyard.toml").exists():
-        from ..spec import load_project
+    """Register this repository as a project (and the environments its files declare) and add the `branchyard` remote."""
+    from ..spec import load_project
+    from ..spec.branches import push_hint
+    from ..spec.model import PR_TEMPLATE
 
-        spec = load_project(root)
-        name, github_repository = name or spec.name, spec.github_repository
-    name = names.project_name(name or names.slug(root.name, what="directory name"))
+    root = repo_root()
+    spec = load_project(root)  # without project files: production deploys main
+    github_repository = spec.github_repository
+    name = names.project_name(name or (spec.name if (root / "branchyard.toml").exists() else None)
+                              or names.slug(root.name, what="directory name"))
     if upstream and Path(upstream).exists():
         upstream = str(Path(upstream).resolve())  # a local path, made absolute: the server runs elsewhere
-    info = state.client().post("/api/projects", {"name": name, "upstream": upstream,
-                                                 "github_repository": github_repository})
+    declared = [{"name": d.name, "branch": d.branch, "production": d.production} for d in spec.environments.values()
+                if d.name != PR_TEMPLATE and not d.ephemeral]
+    client = state.client()
+    info = client.post("/api/projects", {"name": name, "upstream": upstream, "github_repository": github_repository,
+                                         "environments": declared})
     _set_remote(info["repo_path"])
     _git("config", "branchyard.project", name)
-    ui.success(f"project {name} ready; deploy with `git push branchyard main` (remote: {info['repo_path']})")
+    envs = client.get(f"/api/projects/{name}/environments")
+    pinned = {e["name"]: e["branch"] for e in envs if e.get("branch_pinned") and e["branch"]}
+    hint = push_hint(_current_branch(), spec, pinned)
+    ui.success(f"project {name} ready (remote: {info['repo_path']}; environments: "
+               f"{', '.join(e['name'] for e in envs) or 'none yet'}); {hint}")
+
+
+def _current_branch() -> str | None:
+    """The branch checked out here (also on a repository without commits yet), else git's default branch, else None."""
+    return _git("symbolic-ref", "--quiet", "--short", "HEAD", check=False) or _git(
+        "config", "--get", "init.defaultBranch", check=False) or None
 
 
 @click.command()

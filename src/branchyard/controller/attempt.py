@@ -164,7 +164,8 @@ class Attempts:
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
             env_id = env.id
-            env.branch, env.production, env.ephemeral = cfg.branch or env.branch, cfg.production, cfg.ephemeral
+            env.branch = env.branch if env.branch_pinned else cfg.branch or env.branch  # the user's choice stays
+            env.production, env.ephemeral = cfg.production, cfg.ephemeral
         raw, namespaces = self.data.layered_variables(env_id, cfg)
         out.redact = self.data.redactor(env_id)
         _check_references(raw, namespaces, cfg)  # refuse a bad reference before anything is built or created

@@ -100,10 +100,12 @@ class DataPlane:
         with self.store.session() as s:
             p = self.store.project(s, project)
             env = self.store.find_environment(s, p, env_name)
-            if env is None:
+            if env is None:  # as `environment add NAME` would (the project files usually declared it at `init`)
                 env = m.Environment(project_id=p.id, name=names.environment_name(env_name), production=env_name == "production")
                 s.add(env)
                 s.flush()
+                self.store.record(s, project, "environment.created", f"environment {env_name} created by `variables set`",
+                                  environment=env_name)
             for key, value in pairs.items():
                 row = s.scalar(select(m.Variable).where(m.Variable.environment_id == env.id, m.Variable.key == key))
                 if row is None:

@@ -149,6 +149,12 @@ class Deployer:
                                   environment=env_name)
             dep = self.new_deployment(s, p, env, sha=sha, branch=branch, trigger=trigger, work=m.WORK_BUILD)
             dep_id, release_dir = dep.id, Path(dep.release_dir or "")
+            decl = spec.environments.get(env_name)
+            if env.branch_pinned and decl is not None and decl.branch and decl.branch != env.branch:
+                note = (f"{env_name} deploys branch {env.branch} (set with `environment add`), not {decl.branch} as the "
+                        "project files say; the branch set by the user is kept")
+                self.store.record(s, project, "environment.branch_conflict", note, environment=env_name, deployment_id=dep_id)
+                DeployLog(Path(dep.log_path or ""))(f"       note: {note}")
             incoming.rename(release_dir)  # inside the transaction: a recorded build always has its files
         self.converge(project, env_name)
         self.routes.sync()  # a new environment answers at once ("no healthy deployment yet"), never 404

@@ -103,6 +103,7 @@ class Environments:
             "project": p.name,
             "name": env.name,
             "branch": env.branch,
+            "branch_pinned": env.branch_pinned,  # set by the user (`environment add --branch`): a deploy keeps it
             "production": env.production,
             "ephemeral": env.ephemeral,
             "state": env.state,
@@ -200,15 +201,30 @@ class Environments:
     # --- operating ---------------------------------------------------------------------------------
 
     def add(self, project: str, name: str, *, branch: str | None = None) -> dict[str, Any]:
+        """`environment add NAME [--branch B]`: a branch given here is the user's, never overwritten by a deploy.
+
+        An environment that exists with a branch the user never set (declared by the project files, or made by
+        `variables set`) takes the branch given; any other existing environment is a Conflict."""
         name = names.environment_name(name)
+        if branch is not None and not names.is_safe_git_ref(f"refs/heads/{branch}"):
+            raise BadInput(f"environment add: --branch {branch!r} is not a branch name")
         with self.store.session() as s:
             p = self.store.project(s, project)
-            if self.store.find_environment(s, p, name):
+            env = self.store.find_environment(s, p, name)
+            if env is not None and (branch is None or env.branch_pinned or env.ephemeral):
                 raise Conflict(f"environment {name!r} already exists in project {project!r}")
-            s.add(m.Environment(project_id=p.id, name=name, branch=branch, production=name == "production"))
-            self.store.record(s, project, "environment.created", f"environment {name} created", environment=name)
+            created = env is None
+            if env is not None:
+                was, env.branch, env.branch_pinned = env.branch, branch, True
+                self.store.record(s, project, "environment.branch_set", f"{name} deploys branch {branch}"
+                                  + (f" (instead of {was}, as the project files say)" if was and was != branch else ""),
+                                  environment=name, actor="cli")
+            else:
+                s.add(m.Environment(project_id=p.id, name=name, branch=branch, branch_pinned=branch is not None,
+                                    production=name == "production"))
+                self.store.record(s, project, "environment.created", f"environment {name} created", environment=name)
         self.routes.sync()
-        return self.info(project, name)
+        return self.info(project, name) | {"created": created}
 
     def down(self, project: str, env_name: str) -> dict[str, Any]:
         """Stop the app processes and route a clear 503 page; data, variables and releases are kept."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,28 @@ from ..store.db import Store
 from ..triggers.gitremote import create_bare_repo
 
 
+@dataclass(frozen=True)
+class Declared:
+    """A persistent environment as the project's files declare it (sent by `init`)."""
+
+    name: str
+    branch: str | None = None
+    production: bool = False
+
+
 class Projects:
     def __init__(self, settings: Settings, store: Store, box: SecretBox) -> None:
         self.settings = settings
         self.store = store
         self.box = box  # webhook secrets are encrypted at rest
 
-    def create(self, name: str, upstream: str | None, github_repository: str | None = None) -> dict[str, Any]:
+    def create(self, name: str, upstream: str | None, github_repository: str | None = None,
+               environments: Sequence[Declared] = ()) -> dict[str, Any]:
+        """`branchyard init`: the project, its bare repository, and the persistent environments its files declare
+        (so `status`, `variables` and `add --plugin` work before the first push). Existing ones are left as they are."""
         name = names.project_name(name)
         repo = names.safe_join(self.settings.repos_dir, f"{name}.git")
+        declared = [(names.environment_name(d.name), d) for d in environments]  # NameRefused before anything changes
         with self.store.session() as s:
             existing = s.scalar(select(m.Project).where(m.Project.name == name))
             if existing is None:
@@ -41,6 +55,13 @@ class Projects:
                     existing.upstream = upstream
                 if github_repository:
                     existing.github_repository = github_repository
+            s.flush()
+            p = self.store.project(s, name)
+            for env_name, d in declared:
+                if self.store.find_environment(s, p, env_name) is None:
+                    s.add(m.Environment(project_id=p.id, name=env_name, branch=d.branch, production=d.production))
+                    self.store.record(s, name, "environment.created",
+                                      f"environment {env_name} created (declared by the project files)", environment=env_name)
         return self.info(name)
 
     def info(self, name: str) -> dict[str, Any]:

@@ -7,11 +7,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+
 from .. import names
 from ..build import release
 from ..settings import Settings
 from ..spec import load_project
+from ..spec.branches import branch_target, unmapped_note
 from ..spec.model import ProjectSpec
+from ..store import models as m
 from ..store.db import Store
 from .deployer import Deployer
 from .previews import Previews
@@ -54,17 +58,25 @@ class Pushes:
             spec = load_project(incoming)
             if env_name is None:
                 assert branch is not None
-                env_name = spec.environment_for_branch(branch)
+                pinned = self.pinned_branches(project)
+                env_name = branch_target(branch, spec, pinned)
                 if env_name is None and spec.preview is not None and spec.preview.trigger == "branch" \
                         and spec.preview_matches(branch):
                     return self._branch_preview(project, repo, branch, new, git_env, spec)
                 if env_name is None:
-                    return PushResult(None, f"branch {branch!r} is not mapped to an environment; stored, not deployed")
+                    return PushResult(None, unmapped_note(branch, spec, pinned))
             dep_id = self.deployer.queue_build(project, env_name, new, branch, "up" if branch is None else "push",
                                                incoming, spec)
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         return PushResult(dep_id, None)
+
+    def pinned_branches(self, project: str) -> dict[str, str]:
+        """Environment → branch, for the project's environments whose branch the user set."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            return {e.name: e.branch for e in s.scalars(select(m.Environment).where(
+                m.Environment.project_id == p.id, m.Environment.branch_pinned.is_(True))) if e.branch and not e.ephemeral}
 
     def _branch_preview(self, project: str, repo: Path, branch: str, sha: str, git_env: dict[str, str],
                         spec: ProjectSpec) -> PushResult:

@@ -76,6 +76,7 @@ class Environment(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
     branch: Mapped[str | None] = mapped_column(Text, nullable=True)
+    branch_pinned: Mapped[bool] = mapped_column(default=False)  # set by the user: the spec's branch never overrides it
     ephemeral: Mapped[bool] = mapped_column(default=False)
     production: Mapped[bool] = mapped_column(default=False)
     state: Mapped[str] = mapped_column(String(16), default=ENV_ACTIVE)

@@ -6,12 +6,20 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from ...controller.core import Controller
+from ...controller.projects import Declared
+
+
+class DeclaredIn(BaseModel):
+    name: str
+    branch: str | None = None
+    production: bool = False
 
 
 class ProjectIn(BaseModel):
     name: str
     upstream: str | None = None
     github_repository: str | None = None
+    environments: list[DeclaredIn] = []  # the persistent environments the project's files declare
 
 
 class GithubIn(BaseModel):
@@ -29,7 +37,8 @@ def router(ctl: Controller) -> APIRouter:
 
     @r.post("/api/projects")
     def create_project(body: ProjectIn) -> dict:
-        return ctl.projects.create(body.name, body.upstream, body.github_repository)
+        declared = [Declared(e.name, e.branch, e.production) for e in body.environments]
+        return ctl.projects.create(body.name, body.upstream, body.github_repository, declared)
 
     @r.post("/api/projects/{project}/github")
     def configure_github(project: str, body: GithubIn) -> dict:

@@ -107,6 +107,9 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
     ui.out.print(Text.assemble((f"{info['project']} / {info['name']}", "bold"), "  ", ui.status_word(info["status"]), f"  {info['url']}"))
     if current:
         ui.info(f"deployment {current['id']}  commit {current['commit'][:12]}  {current['trigger']}  {current['created_at']}")
+    elif not info["latest_deployment"]:
+        push = f"`git push branchyard {info['branch']}`" if info["branch"] else f"`branchyard up -e {info['name']}`"
+        ui.info(f"no deployment yet: deploy with {push}")
     target = info.get("target_deployment")
     if target:  # what the environment should run and does not yet: in progress, resumed, or given up (why)
         ui.out.print(Text.assemble(f"target: {target['id']} ", ui.status_word(target["status"]),

@@ -60,6 +60,8 @@ def variables_list(state: State, environment: str | None, project: str | None, k
         ui.table(["VARIABLE", "VALUE", "SOURCE"], [(k, v, _source(sources.get(k))) for k, v in data["variables"].items()])
     for key, why in data["pending"].items():
         ui.warn(f"{key}: {why}")
+    if not data.get("deployed", True) and not as_json:
+        ui.info("(no deployment yet: the project files' variables and services are added by the first deploy)")
 
 
 def _source(source: str | None) -> str:

@@ -52,6 +52,7 @@ class EnvVariables:
             "secrets": sorted(secrets),
             "pending": resolved.pending,
             "sources": dict(sorted(sources.items())),  # spec, set, secret, or the service that provides it
+            "deployed": cfg is not None,  # False: no deployment yet, so the project files' own variables are not known
         }
 
     def set(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool, deploy: bool) -> dict[str, Any]:

@@ -215,9 +215,14 @@ def rule_branch_protection(spec: ProjectSpec, live: Any = None) -> list[tuple[st
              'add [github] repository = "owner/name", then run `branchyard github protect --apply`')]
 
 
+# Worded for an app that may have no such path yet: naming one that does not exist would fail every deploy.
+HEALTH_FIX = ("give the app a path that answers 200 only when it can serve (e.g. /health, checking its database), "
+              "then set deploy.healthcheckPath to it in railway.toml")
+
+
 def rule_health_checks(spec: ProjectSpec, live: Any = None) -> list[tuple[str, str]]:
     return [(f"{_label(n)} has no health check path: a deploy is switched to as soon as / answers below 500",
-             'set deploy.healthcheckPath = "/health" in railway.toml')
+             HEALTH_FIX)
             for n, cfg in _configs(spec).items() if not cfg.web.healthcheck_path]
 
 

@@ -141,7 +141,9 @@ def test_health_checks_rule(tmp_path) -> None:
     bad = spec_of(tmp_path, GOOD, railway='[deploy]\nstartCommand = "python app.py"\n')
     found = policy.evaluate(bad, None, [rule("health-checks")]).findings
     assert [f.message.split(" ")[0] for f in found] == ["production", "staging", "pr-*"]
-    assert found[0].severity == "error" and found[0].fix == 'set deploy.healthcheckPath = "/health" in railway.toml'
+    assert found[0].severity == "error" and found[0].fix == (
+        "give the app a path that answers 200 only when it can serve (e.g. /health, checking its database), then set "
+        "deploy.healthcheckPath to it in railway.toml")
 
 
 LIVE_OK: dict = {"environments": [], "services": [], "isolation": [], "same_secrets": [], "production_commit": None}

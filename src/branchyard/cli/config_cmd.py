@@ -40,6 +40,8 @@ def config_check(strict: bool, path: str | None) -> None:
     # ([deploy] startCommnd = … is "no start command").
     for warning in spec.warnings if spec else ():
         ui.warn(warning)
+    for notice in _notices(root):  # warnings in strict mode too: declared, not done yet (a Procfile's worker:)
+        ui.warn(notice)
     problems = check(root, strict=True if strict else None)
     if problems:
         for problem in problems:
@@ -49,6 +51,17 @@ def config_check(strict: bool, path: str | None) -> None:
     for note in spec.ignored:
         ui.info(f"note: {note}")
     ui.success(f"{', '.join(spec.files)}: OK (project {spec.name}; environments: {', '.join(spec.declared_names())})")
+
+
+def _notices(root: Path) -> tuple[str, ...]:
+    """What the project's files declare and branchyard does not do yet; () when they do not load."""
+    from ..errors import SpecError
+    from ..spec import load_project
+
+    try:
+        return load_project(root, strict=False).notices
+    except SpecError:
+        return ()
 
 
 @config.command("show")

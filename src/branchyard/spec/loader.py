@@ -14,6 +14,7 @@ from ..names import NAME_MAX, project_name, safe_join, slug
 from .branchyard import BranchyardConfig, default_config, parse_branchyard
 from .context import FileContext, Layer, suggestion
 from .model import PR_TEMPLATE, EnvironmentConfig, Layers, ProjectSpec
+from .procfile import not_run, parse_procfile
 from .railway import RailwayConfig, parse_railway
 from .textfile import decode, parse_json, parse_toml
 
@@ -21,7 +22,6 @@ BRANCHYARD_FILE = "branchyard.toml"
 RAILWAY_FILES = ("railway.toml", "railway.json")
 PROCFILE = "Procfile"
 NO_START_COMMAND = "no start command: set deploy.startCommand in railway.toml or a web: line in Procfile"
-_PROCFILE_LINE = re.compile(r"([A-Za-z0-9_-]+)\s*:\s*(.*)")
 _PR_INSTANCE = re.compile(r"pr-\d+")
 _REFERENCE = re.compile(r"\$\{\{\s*([A-Za-z][A-Za-z0-9_-]*)\.([A-Za-z0-9_]+)\s*\}\}")
 
@@ -86,12 +86,14 @@ def _load(root: Path, strict: bool | None) -> ProjectSpec:
     contexts: list[FileContext] = []
     project = _read_branchyard(root, files, contexts)
     railway = _read_railway(root, project.railway_path, files, contexts)
+    procfiles = _read_procfiles(root, _root_dirs(project, railway), files)
     layers = Layers(
         railway_base=railway.base if railway else {},
         railway_environments=railway.environments if railway else {},
         base=project.base,
         environments=project.layers,
-        procfiles=_read_procfiles(root, _root_dirs(project, railway), files),
+        procfiles={d: (p["web"], label) for d, (p, label) in procfiles.items() if "web" in p},
+        procfile_releases={d: (p["release"], label) for d, (p, label) in procfiles.items() if "release" in p},
     )
     warnings = [w for ctx in contexts for w in ctx.warnings]
     if railway:
@@ -104,6 +106,7 @@ def _load(root: Path, strict: bool | None) -> ProjectSpec:
         preview=project.preview,
         warnings=tuple(warnings),
         ignored=tuple(i for ctx in contexts for i in ctx.ignored),
+        notices=tuple(n for p, label in procfiles.values() if (n := not_run(label, p))),
         files=tuple(files),
         github_repository=project.github_repository,
         github_protection=project.github_protection,
@@ -193,9 +196,9 @@ def _root_dirs(project: BranchyardConfig, railway: RailwayConfig | None) -> set[
     return {"."} | {layer["web.root_dir"].value for layer in layers if "web.root_dir" in layer}
 
 
-def _read_procfiles(root: Path, root_dirs: set[str], files: list[str]) -> dict[str, tuple[str, str]]:
-    """root dir → (web command, label) for each root dir holding a Procfile with a web: line."""
-    found: dict[str, tuple[str, str]] = {}
+def _read_procfiles(root: Path, root_dirs: set[str], files: list[str]) -> dict[str, tuple[dict[str, str], str]]:
+    """root dir → (process type → command, label) for each root dir holding a Procfile."""
+    found: dict[str, tuple[dict[str, str], str]] = {}
     for root_dir in sorted(root_dirs):
         label = PROCFILE if root_dir == "." else f"{root_dir}/{PROCFILE}"
         try:
@@ -205,19 +208,13 @@ def _read_procfiles(root: Path, root_dirs: set[str], files: list[str]) -> dict[s
         if not exists:
             continue
         files.append(label)
-        command = procfile_web(_read(root, label))
-        if command:
-            found[root_dir] = (command, label)
+        found[root_dir] = (parse_procfile(_read(root, label)), label)
     return found
 
 
 def procfile_web(text: str) -> str | None:
     """The command of the first `web:` line of a Procfile."""
-    for line in text.splitlines():
-        match = _PROCFILE_LINE.fullmatch(line.strip())
-        if match and match.group(1) == "web" and match.group(2).strip():
-            return match.group(2).strip()
-    return None
+    return parse_procfile(text).get("web")
 
 
 def _undeclared(railway: RailwayConfig, project: BranchyardConfig) -> list[str]:

@@ -108,6 +108,9 @@ def _web(spec: ProjectSpec, merged: dict[str, Entry]) -> tuple[WebConfig, dict[s
     procfile = spec.layers.procfiles.get(values["root_dir"])
     if values["start_command"] is None and procfile is not None:
         values["start_command"], sources["web.start_command"] = procfile
+    release = spec.layers.procfile_releases.get(values["root_dir"])
+    if sources["web.pre_deploy_command"] == DEFAULT and release is not None:  # any preDeployCommand set wins
+        values["pre_deploy_command"], sources["web.pre_deploy_command"] = (release[0],), f"{release[1]} release:"
     return WebConfig(**values), sources
 
 

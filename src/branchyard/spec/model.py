@@ -188,6 +188,7 @@ class Layers:
     base: Layer = field(default_factory=dict)  # branchyard.toml [services.*] and [variables]
     environments: dict[str, Layer] = field(default_factory=dict)  # branchyard.toml [environments.X...]
     procfiles: dict[str, tuple[str, str]] = field(default_factory=dict)  # root dir → (web command, label)
+    procfile_releases: dict[str, tuple[str, str]] = field(default_factory=dict)  # root dir → (release command, label)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class ProjectSpec:
     preview: PreviewDecl | None
     warnings: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()  # declared but not done yet (a Procfile's worker:); warnings, never errors
     files: tuple[str, ...] = ()
     github_repository: str | None = None
     github_protection: dict[str, ProtectionDecl] = field(default_factory=dict)  # branch → [github.protection.<branch>]

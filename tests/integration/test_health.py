@@ -160,3 +160,15 @@ def test_proxies_from_the_environment_are_ignored(
     monkeypatch.setenv("NO_PROXY", "")
     h = server()
     assert wait(h, "/health").ok
+
+
+def test_a_long_failing_health_check_reports_what_the_last_probe_got(server):
+    """The deploy log hears, every `report_every` seconds, why a replica is not healthy yet (here: a 503)."""
+    h = server(health=503)
+    heard: list[str] = []
+    result = wait_healthy(h.port, "/health", timeout=1.5, alive=lambda: processes.is_alive(h), progress=heard.append,
+                          report_every=0.3)
+    assert not result.ok and result.detail == "GET /health → 503 after 1.5s"
+    assert heard and all(re.fullmatch(r"not healthy yet after [0-9.]+s of 1\.5s: last GET /health → 503", line)
+                         for line in heard), heard
+

@@ -143,8 +143,10 @@ class RuntimePort(Protocol):
     def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
         """One health check (`GET path` → 200; without a path `GET /` → below 500)."""
 
-    def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float) -> HealthResult:
-        """Health-check until healthy, dead (failing fast with why) or `timeout` seconds."""
+    def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float,
+                     progress: Callable[[str], None] | None = None) -> HealthResult:
+        """Health-check until healthy, dead (failing fast with why) or `timeout` seconds; `progress` hears every ~10 s
+        what the last probe got while it waits."""
 
     def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float) -> None:
         """Run a lifecycle command to completion, output to `out`; DeployFailed naming it unless it exits 0."""

@@ -127,13 +127,16 @@ class Replicas:
                 r.state, r.restarts = m.REPLICA_STARTING, r.restarts + 1
         return replica_id, h
 
-    def wait_healthy(self, ctx: ReleaseCtx, handles: list[tuple[int, ProcessHandle]]) -> list[HealthResult]:
-        """Health-check every new replica in parallel."""
-        def one(h: ProcessHandle) -> HealthResult:
-            return self.runtime.wait_healthy(h, ctx.healthcheck_path, timeout=ctx.healthcheck_timeout)
+    def wait_healthy(self, ctx: ReleaseCtx, handles: list[tuple[int, ProcessHandle]], slots: list[int] | None = None,
+                     out: Callable[[str], None] | None = None) -> list[HealthResult]:
+        """Health-check every new replica in parallel; `out` hears how each is doing while it waits."""
+        def one(slot: int, h: ProcessHandle) -> HealthResult:
+            progress = (lambda line: out(f"       web.{slot} {line}")) if out is not None else None
+            return self.runtime.wait_healthy(h, ctx.healthcheck_path, timeout=ctx.healthcheck_timeout, progress=progress)
 
+        slots = slots if slots is not None else list(range(len(handles)))
         with ThreadPoolExecutor(max_workers=max(1, len(handles))) as pool:
-            return list(pool.map(one, [h for _, h in handles]))
+            return list(pool.map(one, slots, [h for _, h in handles]))
 
     def start(self, ctx: ReleaseCtx, slots: list[int], out: Callable[[str], None]) -> list[tuple[int, ProcessHandle]]:
         """Start `slots` (re-adopting identical standby replicas), wait until all are healthy and mark them
@@ -144,7 +147,7 @@ class Replicas:
         if adopted:
             failpoints.hit("deploy.after_adopt")
         handles = [adopted[slot] if slot in adopted else self.spawn(ctx, slot) for slot in slots]
-        results = self.wait_healthy(ctx, handles)
+        results = self.wait_healthy(ctx, handles, slots, out)
         failed = [(slot, res, h) for slot, (_, h), res in zip(slots, handles, results) if not res.ok]
         if failed:
             slot, res, h = failed[0]

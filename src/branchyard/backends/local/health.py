@@ -21,6 +21,7 @@ _BACKOFF = 1.3
 # Apps usually come up within seconds: poll at the first interval that long, so that a replica is
 # routed within ~interval of becoming healthy (a refused connect costs next to nothing), then back off.
 _FAST_FOR = 5.0
+REPORT_EVERY = 10.0  # seconds between progress lines while a replica is not healthy yet (a long start, a failing check)
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,17 @@ def wait_healthy(
     interval: float = 0.05,
     exit_code: Callable[[], int | None] = lambda: None,
     host: str = "127.0.0.1",
+    progress: Callable[[str], None] | None = None,
+    report_every: float = REPORT_EVERY,
 ) -> HealthResult:
     """Poll until healthy, the process dies (fail fast with its exit code) or `timeout` seconds pass.
 
-    Every `interval` seconds for the first few seconds, then backing off to one poll every 0.5 s."""
+    Every `interval` seconds for the first few seconds, then backing off to one poll every 0.5 s. While it waits,
+    `progress` hears every `report_every` seconds what the last probe got."""
     url_path = _path(path)
     started = time.monotonic()
     deadline = started + timeout
+    next_report = started + report_every
     last: _Probe | None = None
     with _client(2.0) as client:
         while True:
@@ -70,7 +75,12 @@ def wait_healthy(
                 return HealthResult(True, f"GET {url_path} → {last.status} in {_secs(time.monotonic() - started)}")
             if not alive():
                 return _died(exit_code())
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if progress is not None and now >= next_report:
+                got = f"→ {last.status}" if last.status is not None else f": {last.error}"
+                progress(f"not healthy yet after {_secs(now - started)} of {_secs(timeout)}: last GET {url_path} {got}")
+                next_report = now + report_every
+            remaining = deadline - now
             if remaining <= 0:
                 break
             time.sleep(min(interval, remaining))

@@ -42,9 +42,10 @@ class LocalRuntime:
     def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
         return health.probe(port, path, timeout=timeout)
 
-    def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float) -> HealthResult:
+    def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float,
+                     progress: Callable[[str], None] | None = None) -> HealthResult:
         return health.wait_healthy(h.port, path, timeout=timeout, alive=lambda: processes.is_alive(h),
-                                   exit_code=lambda: processes.exit_code(h))
+                                   exit_code=lambda: processes.exit_code(h), progress=progress)
 
     def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
         try:

@@ -170,14 +170,17 @@ def test_link_points_a_repository_at_a_project_and_a_default_environment(plane, 
     assert plane.json("status", cwd=elsewhere)["current_deployment"]["commit"] == v2
     assert plane.get("lnk-staging.localhost", "/VERSION").text == "v2\n"
 
-    # without -e the default environment stays production (which lnk does not have yet: nothing pushed to main)
+    # without -e the default environment stays production (declared, registered by init; nothing pushed to main yet)
     third = tmp_path / "third"
     third.mkdir()
     plane.git(third, "init", "--quiet")
     plane.run("link", "lnk", cwd=third)
-    default = plane.run("status", "--json", cwd=third, check=False)
-    assert default.returncode == 3
-    assert default.stderr.strip() == "error: unknown environment 'production' in project 'lnk' (known: staging)"
+    default = plane.json("status", cwd=third)
+    assert (default["name"], default["status"], default["current_deployment"]) == ("production", "NO DEPLOYMENTS", None)
+    assert "no deployment yet: deploy with `git push branchyard main`" in plane.run("status", cwd=third).stdout
+    missing = plane.run("status", "-e", "qa", cwd=third, check=False)
+    assert missing.returncode == 3
+    assert missing.stderr.strip() == "error: unknown environment 'qa' in project 'lnk' (known: production, staging)"
     unknown = plane.run("link", "nosuch", cwd=third, check=False)
     assert unknown.returncode == 3 and "unknown project 'nosuch'" in unknown.stderr
 

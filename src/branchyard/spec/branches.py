@@ -18,8 +18,8 @@ def branch_target(branch: str, spec: ProjectSpec, pinned: Mapping[str, str]) -> 
     for env_name, pinned_branch in sorted(pinned.items()):
         if pinned_branch == branch:
             return env_name
-    env_name = spec.environment_for_branch(branch)
-    return None if env_name in pinned else env_name
+    declared = spec.environment_for_branch(branch)
+    return None if declared in pinned else declared
 
 
 def unmapped_note(branch: str, spec: ProjectSpec, pinned: Mapping[str, str]) -> str:

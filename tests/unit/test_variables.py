@@ -2,7 +2,13 @@
 
 import pytest
 
-from branchyard.controller.variables import after_set, attached_variables, environment_variables, resolve
+from branchyard.controller.variables import (
+    after_set,
+    attached_variables,
+    environment_variables,
+    resolve,
+    variable_sources,
+)
 from branchyard.errors import BadInput
 
 PG = {"Postgres": {"DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db", "PGPORT": "5432"}}
@@ -148,3 +154,12 @@ def test_attached_variables_are_the_lowest_layer_and_resolve_in_their_service():
 def test_any_user_layer_that_defines_a_postgres_name_turns_the_attach_off(spec, plain, secrets):
     raw, _ = environment_variables(spec, plain, secrets, {}, {"postgres": "Postgres"})
     assert not set(raw) & (set(PG_ATTACHED) - set(spec) - set(plain) - set(secrets))
+
+
+def test_variable_sources_follow_the_layers():
+    got = variable_sources({"A": "1", "B": "1"}, {"B": "2", "C": "2"}, {"C": "3"}, {"postgres": "DB", "redis": "Cache"})
+    assert got == {"A": "spec", "B": "set", "C": "secret"} | dict.fromkeys(PG_ATTACHED, "DB") | dict.fromkeys(
+        REDIS_ATTACHED, "Cache")
+    raw, _ = environment_variables({"A": "1", "B": "1"}, {"B": "2", "C": "2"}, {"C": "3"}, {}, {"postgres": "DB"})
+    assert set(variable_sources({"A": "1", "B": "1"}, {"B": "2", "C": "2"}, {"C": "3"}, {"postgres": "DB"})) == set(raw)
+    assert variable_sources({"PGHOST": "h"}, {}, {}, {"postgres": "DB"}) == {"PGHOST": "spec"}

@@ -15,7 +15,7 @@ from .dataplane import DataPlane
 from .deployer import Deployer, retained
 from .guards import Guards
 from .replicas import PORT_PLACEHOLDER
-from .variables import after_set, attached_variables, environment_variables, references, resolve
+from .variables import after_set, environment_variables, resolve, variable_sources
 
 
 class EnvVariables:
@@ -43,15 +43,13 @@ class EnvVariables:
                                             if svc is not None and svc.name not in namespaces}
         resolved = resolve(raw, namespaces=namespaces, pending_namespaces=pending, port=PORT_PLACEHOLDER)
         redact = (lambda v: v) if reveal else self.data.redactor(env_id)
-        spec = cfg.variables if cfg is not None else {}
-        provided = attached_variables([*spec, *plain, *secrets], self.data.attached_services(env_id, cfg))
-        sources = {k: "secret" if k in secrets else "set" if k in plain else "spec" if k in spec
-                   else references(provided[k])[0] for k in raw}
+        sources = variable_sources(cfg.variables if cfg is not None else {}, plain, secrets,
+                                   self.data.attached_services(env_id, cfg))
         return {
             "variables": {k: redact(v) for k, v in sorted(resolved.values.items())},
             "secrets": sorted(secrets),
             "pending": resolved.pending,
-            "sources": dict(sorted(sources.items())),  # spec, set, secret, or the service that provides it
+            "sources": sources,  # spec, set, secret, or the service that provides it
             "deployed": cfg is not None,  # False: no deployment yet, so the project files' own variables are not known
         }
 

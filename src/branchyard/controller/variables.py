@@ -128,6 +128,18 @@ def environment_variables(spec_variables: Mapping[str, str], plain: Mapping[str,
     return attached_variables(user, attached) | user, dict(services) | {"secrets": dict(secrets)}
 
 
+def variable_sources(spec_variables: Mapping[str, str], plain: Mapping[str, str], secrets: Mapping[str, str],
+                     attached: Mapping[str, str] = {}) -> dict[str, str]:
+    """Where each of environment_variables' raw variables comes from: "secret", "set", "spec", or the namespace of the
+    service that provides it (the same layers, the same order)."""
+    provided = attached_variables([*spec_variables, *plain, *secrets], attached)
+    layers = [(provided, None), (spec_variables, "spec"), (plain, "set"), (secrets, "secret")]
+    sources: dict[str, str] = {}
+    for layer, source in layers:
+        sources |= {k: source or references(layer[k])[0] for k in layer}
+    return dict(sorted(sources.items()))
+
+
 def after_set(plain: Mapping[str, str], secrets: Mapping[str, str], pairs: Mapping[str, str], *,
               secret: bool) -> tuple[dict[str, str], dict[str, str]]:
     """The stored (plain, secrets) once `variables set` stores `pairs`: a key is a variable or a secret, never both."""

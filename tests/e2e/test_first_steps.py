@@ -119,6 +119,11 @@ def test_status_variables_and_plugins_work_before_the_first_push(plane, repo):
     assert listed["variables"]["PGPASSWORD"] == "••••••" and listed["variables"]["PGDATABASE"] == f"by_{PROJECT}_production"
     table = plane.run("variables", "list", "-e", "production", cwd=repo).stdout
     assert "provided by Postgres" in table
+    plane.run("add", "--plugin", "redis", "-e", "production", cwd=repo)
+    listed = plane.json("variables", "list", "-e", "production", cwd=repo)
+    redis = ("REDIS_URL", "REDISHOST", "REDISPORT", "REDISUSER", "REDISPASSWORD")
+    assert {k: listed["sources"][k] for k in redis} == dict.fromkeys(redis, "Redis")
+    assert listed["variables"]["REDISPASSWORD"] == "••••••" and "••••••" in listed["variables"]["REDIS_URL"]
     refused = plane.run("run", "-e", "production", "--", "true", cwd=repo, check=False)
     assert refused.returncode == 3
     assert refused.stderr.strip() == ("error: run: environment 'production' has no deployment yet; commands run in its "

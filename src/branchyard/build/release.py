@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING
 
 from branchyard import failpoints
 from branchyard.backends.local.processes import kill_group
+from branchyard.build import detect, installers, interpreters, requirements
 from branchyard.build.steps import requirement_files, split_build_command
 from branchyard.errors import BackendError, BuildFailed
 
@@ -213,9 +214,12 @@ def _ask_identity(python: str) -> str:
 
 @dataclass(frozen=True)
 class BuildResult:
-    venv: Path
-    cached: bool
+    venv: Path  # what the app runs with: the release's own layer when it has one, else the shared virtualenv
+    cached: bool  # the shared virtualenv (the dependencies) was reused
     seconds: float
+    dependencies: Path | None = None  # the shared virtualenv
+    installer: str = ""
+    layered: bool = False  # the app was installed into a layer of its own
 
 
 def build(
@@ -228,31 +232,43 @@ def build(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     tasks: TaskRecords | None = None,
+    index_url: str | None = None,
+    layer_dir: Path | None = None,
 ) -> BuildResult:
-    """Build the release in `src`: cached venv for the install steps, then the other steps, every time.
+    """Build the release in `src`: the dependencies into a shared virtualenv cached by dependency hash + interpreter,
+    the app itself (when it is installed) into a layer of its own, then the build command's other steps, every time.
 
-    env: extra variables for the build steps (e.g. the service's variables). timeout: seconds for the
-    whole build; None waits forever. Output is passed to `log` line by line as it arrives. tasks: where
-    each step's process group is recorded while it runs (killed by the next start if the control plane dies).
+    env: extra variables for the build steps (e.g. the environment's variables). timeout: seconds for the whole
+    build; None waits forever. Output is passed to `log` line by line as it arrives. tasks: where each step's
+    process group is recorded while it runs (killed by the next start if the control plane dies). index_url: the
+    operator's package index (it wins over `-i` lines in the app's requirements files). layer_dir: where the
+    release's own layer goes (default: under cache_dir/layers).
     """
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     src = Path(src)
-    install, other = split_build_command(build_command, src)
+    installer = detect.detect_installer(src)
+    uv = interpreters.uv_binary() if installer.kind == detect.UV else None
+    steps = installers.plan(src, build_command, installer, uv=uv, python=python)
+    log(f"installer: {steps.installer} ({steps.source})")
+    for note in steps.notes:
+        log(f"note: {note}")
+    pip_steps = [*steps.dependencies, *steps.app]
+    req_files = _requirement_files(src, pip_steps)
+    if index_url:
+        requirements.override_index_lines(src, req_files, index_url, log)
     identity = python_identity(python)
-    digest = dependency_hash(src, python=identity, install_steps=install)
-    if _installs_into_venv(other):
-        # A step like `pip install .` puts this release's code into the venv: sharing that venv with
-        # other releases would let one release's install change another's running code.
-        digest = hashlib.sha256(f"{digest}\0{src.resolve()}".encode()).hexdigest()
-        log("build installs the app into the virtualenv: using a virtualenv private to this release")
+    digest = dependency_hash(src, python=identity, install_steps=[*steps.cache_key, *([index_url] if index_url else [])])
     venvs = Path(cache_dir) / "venvs"
     venv = venvs / digest
     try:
         venvs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildFailed(f"cannot create {venvs}: {exc.strerror}") from None
-    step_env = _build_env(venv, env)
+    run = functools.partial(_run_step, src=src, log=log, deadline=deadline, tasks=tasks, req_files=req_files)
+    extra = {"UV_CACHE_DIR": str(Path(cache_dir) / "uv"), **(env or {})}
+    if index_url:
+        extra |= {"PIP_INDEX_URL": index_url, "UV_DEFAULT_INDEX": index_url}
     waiting = functools.partial(log, f"waiting for another build of virtualenv {digest[:12]}")
     with _flock(venvs / f"{digest}.lock", deadline=deadline, on_wait=waiting):
         cached = (venv / VENV_MARKER).is_file()
@@ -264,19 +280,90 @@ def build(
                     log(f"removing incomplete virtualenv {digest[:12]}")
                     shutil.rmtree(venv)
                 log(f"creating virtualenv {digest[:12]} with Python {identity.split()[0]}")
+                step_env = _build_env(venv, extra)
                 argv = [python, "-m", "venv", str(venv)]
                 _run(argv, f"{python} -m venv", cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
-                for step in install:
-                    log(f"$ {step}")
-                    _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
-                _write_atomic(venv / VENV_MARKER, json.dumps({"python": identity, "install_steps": install}) + "\n")
+                for step in steps.dependencies:
+                    run(step, env=step_env)
+                _write_atomic(venv / VENV_MARKER, json.dumps({"python": identity, "install_steps": steps.cache_key}) + "\n")
             except BaseException:
                 shutil.rmtree(venv, ignore_errors=True)
                 raise
-    for step in other:
-        log(f"$ {step}")
-        _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
-    return BuildResult(venv=venv, cached=cached, seconds=time.monotonic() - started)
+    runtime = venv
+    layered = bool(steps.app) or _installs_into_venv([s.command for s in steps.other])
+    if layered:
+        # The app's own install goes into a layer of this release: the shared virtualenv stays as the cache made it.
+        layer = Path(layer_dir) if layer_dir else Path(cache_dir) / "layers" / hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:32]
+        log(f"installing the app into a layer of its own ({layer.name[:12]}) over virtualenv {digest[:12]}")
+        _make_layer(python, venv, layer, src=src, log=log, deadline=deadline, tasks=tasks)
+        runtime = layer
+    step_env = _build_env(runtime, extra)
+    for step in (*steps.app, *steps.other):
+        run(step, env=step_env)
+    return BuildResult(venv=runtime, cached=cached, seconds=time.monotonic() - started, dependencies=venv,
+                       installer=steps.installer, layered=layered)
+
+
+def _requirement_files(src: Path, steps: Sequence[installers.Step]) -> list[Path]:
+    found: dict[Path, None] = {}
+    for step in steps:
+        for path in requirement_files(step.command, src):
+            found[path] = None
+    for name in ("pyproject.toml",):
+        if (src / name).is_file():
+            found[(src / name).resolve()] = None
+    return list(found)
+
+
+def _run_step(step: installers.Step, *, env: dict[str, str], src: Path, log: Callable[[str], None],
+              deadline: float | None, tasks: TaskRecords | None, req_files: Sequence[Path]) -> None:
+    """One step through /bin/sh; a failed install names the requirements line at fault when pip or uv says which."""
+    log(f"$ {step.label}")
+    tail: list[str] = []
+
+    def keep(line: str) -> None:
+        tail.append(line)
+        del tail[:-200]
+        log(line)
+
+    try:
+        _run(["/bin/sh", "-c", step.command], step.label, cwd=src, env=env, log=keep, deadline=deadline, tasks=tasks)
+    except BuildFailed as err:
+        at_fault = requirements.blame(tail, src, req_files)
+        if at_fault:
+            raise BuildFailed(f"{err}: {at_fault}") from None
+        raise
+
+
+def _make_layer(python: str, base: Path, layer: Path, *, src: Path, log: Callable[[str], None],
+                deadline: float | None, tasks: TaskRecords | None) -> None:
+    """A virtualenv that sees `base`'s packages (a .pth file), with `base`'s scripts pointed at its own python."""
+    shutil.rmtree(layer, ignore_errors=True)
+    layer.parent.mkdir(parents=True, exist_ok=True)
+    env = _build_env(base, None)
+    _run([python, "-m", "venv", "--without-pip", str(layer)], f"{python} -m venv --without-pip", cwd=src, env=env,
+         log=log, deadline=deadline, tasks=tasks)
+    [layer_site] = list(layer.glob("lib/python*/site-packages")) or [None]
+    [base_site] = list(base.glob("lib/python*/site-packages")) or [None]
+    if layer_site is None or base_site is None:
+        raise BuildFailed(f"build failed: no site-packages in {layer if layer_site is None else base}")
+    # An `import` line in a .pth file runs at start-up: addsitedir also reads base's own .pth files.
+    _write_atomic(layer_site / "_branchyard_dependencies.pth", f"import site; site.addsitedir({str(base_site)!r})\n")
+    old, new = f"{base}/bin/".encode(), f"{layer}/bin/".encode()
+    for script in sorted((base / "bin").iterdir()):
+        target = layer / "bin" / script.name
+        if script.is_symlink() or not script.is_file() or target.exists() or target.is_symlink():
+            continue
+        try:
+            data = script.read_bytes()
+        except OSError:
+            continue
+        head, sep, rest = data.partition(b"\n")
+        second, sep2, rest2 = rest.partition(b"\n")
+        if not head.startswith(b"#!") or old not in head + second:
+            continue
+        target.write_bytes(head.replace(old, new) + sep + second.replace(old, new) + sep2 + rest2)
+        target.chmod(script.stat().st_mode & 0o777)
 
 
 # -- internals -------------------------------------------------------------------------------------
@@ -424,6 +511,8 @@ def _build_env(venv: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
     env["VIRTUAL_ENV"] = str(venv)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["UV_PROJECT_ENVIRONMENT"] = str(venv)  # uv sync installs into this virtualenv, never a .venv of the app
+    env["UV_PYTHON_DOWNLOADS"] = "never"  # the interpreter was chosen before the build
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONHOME", None)
     return env

@@ -340,3 +340,30 @@ def _toml(src: Path, name: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{name}: invalid TOML: {exc}") from None
+
+
+# -- what `config check` / `config show` tell --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build of `src` would use, each with its source, as `config check` and `config show` print it."""
+
+    python: str
+    python_source: str
+    installer: Installer
+    start: StartInference | None  # only when the project files give no start command
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        rows = [("build.python", self.python, self.python_source),
+                ("build.installer", self.installer.describe(), ", ".join(self.installer.files) or "detected: no files")]
+        return rows
+
+
+def build_report(src: Path, variables: Mapping[str, str], *, start_command: str | None) -> BuildReport:
+    """The build's reading of the app (BadInput on an unreadable version or pyproject.toml)."""
+    request = python_request(src, variables)
+    python, source = (request.spec, request.source) if request else (
+        "the server's default (BRANCHYARD_PYTHON)", "default: the app names no version")
+    start = None if start_command else infer_start_command(src)
+    return BuildReport(python, source, detect_installer(src), start)

@@ -196,7 +196,8 @@ class Attempts:
                build_meta: Mapping[str, object]) -> None:
         """Provision, resolve, guard isolation, back up and migrate, then roll out (health-checked, zero downtime)."""
         cfg, env_id, sha, release_dir, src = ready.cfg, ready.env_id, ready.sha, ready.release_dir, ready.src
-        key = self._template_key(ready, venv, out)
+        # The template key follows the shared dependencies, not the release's own layer (new with every push).
+        key = self._template_key(ready, Path(str(build_meta.get("dependencies") or venv)), out)
         provisioned = self.data.provision(project, env_name, cfg, template_key=key)
         for name in provisioned.namespaces:
             cloned = provisioned.cloned_from and cfg.postgres is not None and name == cfg.postgres.name

@@ -225,3 +225,55 @@ def test_a_python_the_machine_lacks_is_refused_before_building(corpus_plane, tmp
     assert "creating virtualenv" not in done.stderr and "$ pip install" not in done.stderr  # nothing was built
     events = plane.json("events", "-e", "production", cwd=repo)
     assert any(e["kind"] == "deploy.failed" and "Python 3.5" in e["message"] for e in events)
+
+
+def locked_with(tool: str, venv_cache: Path, repo: Path, *args: str) -> None:
+    """Lock `repo` with the real tool, the same one the build installs into its cache on first use."""
+    from branchyard.build import tools
+
+    def run(argv, label):
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{label}: {done.stderr[-2000:]}"
+
+    exe = tools.ensure(tool, venv_cache, run=run, log=lambda _: None)
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PIPENV_VENV_IN_PROJECT": "1", "PIPENV_VERBOSITY": "-1"}
+    done = subprocess.run([exe, *args], cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_poetry_lock_is_installed_with_poetry(corpus_plane, tmp_path, venv_cache):
+    plane = corpus_plane
+    pyproject = textwrap.dedent("""
+        [project]
+        name = "corpus-poetry"
+        version = "0.1.0"
+        requires-python = ">=3.10"
+        dependencies = ["uvicorn"]
+
+        [tool.poetry]
+        package-mode = false
+        """)
+    repo = make_app(plane, tmp_path, "corpus-poetry", {"pyproject.toml": pyproject, "main.py": ASGI, "railway.toml": START})
+    locked_with("poetry", venv_cache, repo, "lock", "--no-interaction")
+    plane.commit(repo, "poetry.lock")
+    log = push(plane, repo)
+    assert "installer: poetry (pyproject.toml + poetry.lock)" in log
+    assert "$ poetry install --no-root --only main" in log
+    assert plane.get("corpus-poetry.localhost", "/").json()["version"] == "v1"
+
+
+# As `pipenv install` writes it: with its [[source]] (without one, pipenv counts pip's configuration into the lock's
+# hash, and a build on another machine refuses the lock).
+PIPFILE = '[[source]]\nurl = "https://pypi.org/simple"\nverify_ssl = true\nname = "pypi"\n\n[packages]\nuvicorn = "*"\n'
+
+
+def test_pipfile_lock_is_installed_with_pipenv(corpus_plane, tmp_path, venv_cache):
+    plane = corpus_plane
+    repo = make_app(plane, tmp_path, "corpus-pipenv", {"Pipfile": PIPFILE, "main.py": ASGI,
+                                                       "railway.toml": START, ".gitignore": ".venv/\n"})
+    locked_with("pipenv", venv_cache, repo, "lock")
+    plane.commit(repo, "Pipfile.lock")
+    log = push(plane, repo)
+    assert "installer: pipenv (Pipfile + Pipfile.lock)" in log
+    assert "$ pipenv install --system --deploy" in log
+    assert plane.get("corpus-pipenv.localhost", "/").json()["version"] == "v1"

@@ -127,7 +127,7 @@ def test_pyproject_without_a_project_table_is_refused(tmp_path):
 
 def _plan(tmp_path, files, command=None):
     src = app(tmp_path, files)
-    return installers.plan(src, command, detect.detect_installer(src), uv="/opt/uv", python="/usr/bin/python3.12")
+    return installers.plan(src, command, detect.detect_installer(src), tool="/opt/uv", python="/usr/bin/python3.12")
 
 
 def test_plans(tmp_path):
@@ -153,9 +153,17 @@ def test_the_build_commands_own_install_replaces_the_detected_one(tmp_path):
     assert p.installer == detect.PIP and [s.label for s in p.other] == ["python manage.py collectstatic"]
 
 
-def test_poetry_says_what_to_do(tmp_path):
-    with pytest.raises(BuildFailed, match=r"^poetry.lock: poetry projects are not built yet: add a requirements.txt"):
-        _plan(tmp_path, {"pyproject.toml": UV_PROJECT, "poetry.lock": ""})
+def test_poetry_and_pipenv_plans(tmp_path):
+    p = _plan(tmp_path / "poetry", {"pyproject.toml": PACKAGE, "poetry.lock": ""})
+    assert [s.label for s in p.dependencies] == ["poetry install --no-root --only main"]
+    assert p.dependencies[0].command.startswith("POETRY_VIRTUALENVS_CREATE=false /opt/uv install --no-root")
+    assert [s.label for s in p.app] == ["pip install --no-deps ."]
+    p = _plan(tmp_path / "script", {"pyproject.toml": PACKAGE + "[tool.poetry]\npackage-mode = false\n", "poetry.lock": ""})
+    assert p.app == ()
+    p = _plan(tmp_path / "pipenv", {"Pipfile": "[packages]\n", "Pipfile.lock": "{}"})
+    assert [s.label for s in p.dependencies] == ["pipenv install --system --deploy"] and p.app == ()
+    with pytest.raises(BuildFailed, match=r"^Pipfile: no Pipfile.lock next to it: run `pipenv lock` and commit Pipfile.lock$"):
+        _plan(tmp_path / "nolock", {"Pipfile": "[packages]\n"})
 
 
 FASTAPI = "from fastapi import FastAPI\n\napp = FastAPI()\n"

@@ -56,10 +56,8 @@ def test_check_still_refuses_an_app_with_no_start_command_to_infer(tmp_path):
 def test_check_refuses_unreadable_build_files_in_one_line(tmp_path):
     done = cli(app(tmp_path, {"main.py": FASTAPI, "runtime.txt": "3.12\n", "requirements.txt": "fastapi\n"}), "check")
     assert (done.returncode, done.stderr) == (2, "error: runtime.txt: expected python-3.X or python-3.X.Y, got '3.12'\n")
-    done = cli(app(tmp_path / "p", {"main.py": FASTAPI, "poetry.lock": "",
-                                    "pyproject.toml": '[project]\nname = "a"\nversion = "1"\n'}), "check")
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: poetry.lock: poetry projects are not built yet: add a requirements.txt")
+    done = cli(app(tmp_path / "p", {"main.py": FASTAPI, "Pipfile": "[packages]\nfastapi = \"*\"\n"}), "check")
+    assert (done.returncode, done.stderr) == (2, "error: Pipfile: no Pipfile.lock next to it: run `pipenv lock` and commit Pipfile.lock\n")
 
 
 def test_show_gives_the_inferred_start_command_and_the_build_with_sources(tmp_path):

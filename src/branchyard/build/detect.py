@@ -209,11 +209,14 @@ def detect_installer(src: Path) -> Installer:
 
 
 def _is_package(project: Mapping[str, object]) -> bool:
-    """True if installing the project installs the app itself (uv: a build system, unless tool.uv.package = false)."""
-    tool = project.get("tool")
-    uv = tool.get("uv") if isinstance(tool, dict) else None
+    """True if installing the project installs the app itself: it has a build system, unless tool.uv.package = false
+    or tool.poetry.package-mode = false (poetry: a [tool.poetry] table alone makes a package too)."""
+    tool = project.get("tool") if isinstance(project.get("tool"), dict) else {}
+    uv, poetry = tool.get("uv"), tool.get("poetry")
     if isinstance(uv, dict) and isinstance(uv.get("package"), bool):
         return bool(uv["package"])
+    if isinstance(poetry, dict) and poetry.get("package-mode") is False:
+        return False
     return isinstance(project.get("build-system"), dict)
 
 

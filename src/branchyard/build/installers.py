@@ -42,18 +42,24 @@ def _step(command: str, label: str | None = None) -> Step:
     return Step(command, label or command)
 
 
-def plan(src: Path, build_command: str | None, installer: Installer, *, uv: str | None, python: str) -> InstallPlan:
+TOOLS = {UV: "uv", POETRY: "poetry", PIPENV: "pipenv"}  # installer kind → the executable it runs
+
+
+def plan(src: Path, build_command: str | None, installer: Installer, *, tool: str | None, python: str) -> InstallPlan:
     """The build's steps. The build command's leading pip installs, when it has some, replace the detected installer
-    (the app took the install in hand); its other steps run after the install, as Railway runs a buildCommand."""
+    (the app took the install in hand); its other steps run after the install, as Railway runs a buildCommand.
+
+    tool: the path of the installer's executable (uv, poetry, pipenv); None: its bare name (the labels, and so the
+    cache key, are the same either way)."""
     install, other = split_build_command(build_command, src) if build_command is not None else ([], [])
     others = tuple(_step(s) for s in other)
     if install:
         return InstallPlan("buildCommand", "buildCommand", tuple(_step(s) for s in install), (), others)
-    base = _detected(src, installer, uv=uv, python=python)
+    base = _detected(src, installer, tool=shlex.quote(tool or TOOLS.get(installer.kind, "")), python=python)
     return InstallPlan(base.source, base.installer, base.dependencies, base.app, others, base.notes)
 
 
-def _detected(src: Path, installer: Installer, *, uv: str | None, python: str) -> InstallPlan:
+def _detected(src: Path, installer: Installer, *, tool: str, python: str) -> InstallPlan:
     kind = installer.kind
     if kind == PIP:
         if is_install_step(IMPLICIT_INSTALL, src):
@@ -61,12 +67,9 @@ def _detected(src: Path, installer: Installer, *, uv: str | None, python: str) -
         note = "requirements.txt installs local code (-e . or a path): installed with the app, every build"
         return InstallPlan("requirements.txt", PIP, (), (_step(IMPLICIT_INSTALL),), notes=(note,))
     if kind == UV:
-        if uv is None:
-            raise BuildFailed("uv.lock: the uv executable is missing (it comes with branchyard's `uv` dependency)")
-        uvq = shlex.quote(uv)
-        sync = (f"{uvq} sync --frozen --no-dev --no-install-project --inexact --python {shlex.quote(python)}",
+        sync = (f"{tool} sync --frozen --no-dev --no-install-project --inexact --python {shlex.quote(python)}",
                 "uv sync --frozen --no-dev --no-install-project")
-        app = (_step(f"{uvq} pip install --no-deps .", "uv pip install --no-deps ."),) if installer.package else ()
+        app = (_step(f"{tool} pip install --no-deps .", "uv pip install --no-deps ."),) if installer.package else ()
         return InstallPlan("pyproject.toml + uv.lock", UV, (_step(*sync),), app)
     if kind == PROJECT:
         if installer.dynamic:
@@ -74,9 +77,17 @@ def _detected(src: Path, installer: Installer, *, uv: str | None, python: str) -
             return InstallPlan("pyproject.toml", PROJECT, (), (_step("pip install ."),), notes=(note,))
         deps = (_step("pip install " + " ".join(shlex.quote(d) for d in installer.dependencies)),) if installer.dependencies else ()
         return InstallPlan("pyproject.toml", PROJECT, deps, (_step("pip install --no-deps ."),))
-    if kind in (POETRY, PIPENV):
-        lock = "poetry.lock" if kind == POETRY else "Pipfile"
-        raise BuildFailed(f"{lock}: {kind} projects are not built yet: add a requirements.txt "
-                          f"({'poetry export -f requirements.txt -o requirements.txt' if kind == POETRY else 'pipenv requirements > requirements.txt'})")
+    if kind == POETRY:
+        # virtualenvs.create = false: poetry installs into the active virtualenv (VIRTUAL_ENV), the one being built.
+        label = "poetry install --no-root --only main"
+        deps = _step(f"POETRY_VIRTUALENVS_CREATE=false {tool} install --no-root --only main --no-interaction --no-ansi", label)
+        app = (_step("pip install --no-deps ."),) if installer.package else ()
+        return InstallPlan("pyproject.toml + poetry.lock", POETRY, (deps,), app)
+    if kind == PIPENV:
+        if "Pipfile.lock" not in installer.files:
+            raise BuildFailed("Pipfile: no Pipfile.lock next to it: run `pipenv lock` and commit Pipfile.lock")
+        # --system: the python on PATH, i.e. the active virtualenv's; --deploy: refuse a Pipfile.lock out of date.
+        deps = _step(f"PIPENV_VERBOSITY=-1 {tool} install --system --deploy", "pipenv install --system --deploy")
+        return InstallPlan("Pipfile + Pipfile.lock", PIPENV, (deps,))
     assert kind == NONE
     return InstallPlan("nothing", NONE, notes=(NO_INSTALLER,))

@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING
 
 from branchyard import failpoints
 from branchyard.backends.local.processes import kill_group
-from branchyard.build import detect, installers, interpreters, requirements
+from branchyard.build import detect, installers, interpreters, requirements, tools
 from branchyard.build.steps import requirement_files, split_build_command
 from branchyard.errors import BackendError, BuildFailed
 
@@ -248,8 +248,9 @@ def build(
     deadline = None if timeout is None else started + timeout
     src = Path(src)
     installer = detect.detect_installer(src)
-    uv = interpreters.uv_binary() if installer.kind == detect.UV else None
-    steps = installers.plan(src, build_command, installer, uv=uv, python=python)
+    # uv comes with branchyard (its app step needs it too); poetry and pipenv are installed only when needed, below.
+    uv = _tool(detect.UV, cache_dir, src=src, log=log, deadline=deadline, tasks=tasks) if installer.kind == detect.UV else None
+    steps = installers.plan(src, build_command, installer, tool=uv, python=python)
     log(f"installer: {steps.installer} ({steps.source})")
     for note in steps.notes:
         log(f"note: {note}")
@@ -266,7 +267,8 @@ def build(
     except OSError as exc:
         raise BuildFailed(f"cannot create {venvs}: {exc.strerror}") from None
     run = functools.partial(_run_step, src=src, log=log, deadline=deadline, tasks=tasks, req_files=req_files)
-    extra = {"UV_CACHE_DIR": str(Path(cache_dir) / "uv"), **(env or {})}
+    extra = {"UV_CACHE_DIR": str(Path(cache_dir) / "uv"), "POETRY_CACHE_DIR": str(Path(cache_dir) / "poetry"),
+             "PIPENV_CACHE_DIR": str(Path(cache_dir) / "pipenv"), **(env or {})}
     if index_url:
         extra |= {"PIP_INDEX_URL": index_url, "UV_DEFAULT_INDEX": index_url}
     waiting = functools.partial(log, f"waiting for another build of virtualenv {digest[:12]}")
@@ -283,6 +285,15 @@ def build(
                 step_env = _build_env(venv, extra)
                 argv = [python, "-m", "venv", str(venv)]
                 _run(argv, f"{python} -m venv", cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
+                if steps.installer in (detect.POETRY, detect.PIPENV):  # the same steps, with the tool's own executable
+                    tool = _tool(steps.installer, cache_dir, src=src, log=log, deadline=deadline, tasks=tasks)
+                    steps = installers.plan(src, build_command, installer, tool=tool, python=python)
+                if steps.installer == detect.PIPENV:
+                    # pipenv counts PIP_INDEX_URL into Pipfile.lock's hash (--deploy would refuse the lock): the
+                    # operator's index replaces pypi.org as pipenv's mirror instead.
+                    step_env.pop("PIP_INDEX_URL", None)
+                    if index_url:
+                        step_env["PIPENV_PYPI_MIRROR"] = index_url
                 for step in steps.dependencies:
                     run(step, env=step_env)
                 _write_atomic(venv / VENV_MARKER, json.dumps({"python": identity, "install_steps": steps.cache_key}) + "\n")
@@ -302,6 +313,23 @@ def build(
         run(step, env=step_env)
     return BuildResult(venv=runtime, cached=cached, seconds=time.monotonic() - started, dependencies=venv,
                        installer=steps.installer, layered=layered)
+
+
+def _tool(kind: str, cache_dir: Path, *, src: Path, log: Callable[[str], None], deadline: float | None,
+          tasks: TaskRecords | None) -> str:
+    """The executable of installer `kind`: uv comes with branchyard; poetry and pipenv are installed on first use."""
+    if kind == detect.UV:
+        found = interpreters.uv_binary()
+        if found is None:
+            raise BuildFailed("uv.lock: the uv executable is missing (it comes with branchyard's `uv` dependency)")
+        return found
+    env = _build_env(Path(cache_dir) / "tools" / kind, None)
+
+    def run(argv: Sequence[str], label: str) -> None:
+        _run(list(argv), label, cwd=src, env=env, log=log, deadline=deadline, tasks=tasks)
+
+    with _flock(Path(cache_dir) / f"tools-{kind}.lock", deadline=deadline, on_wait=lambda: log(f"waiting for {kind}")):
+        return tools.ensure(installers.TOOLS[kind], Path(cache_dir), run=run, log=log)
 
 
 def _requirement_files(src: Path, steps: Sequence[installers.Step]) -> list[Path]:

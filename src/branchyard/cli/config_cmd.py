@@ -82,7 +82,7 @@ def _build_reports(root: Path, spec) -> list[tuple[str, list[str]]]:
             report = detect.build_report(src, mine[0].variables, start_command=mine[0].web.start_command)
             lines.append(f"python: {report.python} ({report.python_source})")
             lines.append(f"installer: {report.installer.describe()}")
-            installers.plan(src, mine[0].web.build_command, report.installer, uv="uv", python="python3")
+            installers.plan(src, mine[0].web.build_command, report.installer, tool=None, python="python3")
             if report.installer.kind == detect.NONE:
                 lines.append(f"warning: {detect.NO_INSTALLER}")
             if report.start is not None:

@@ -277,3 +277,53 @@ def test_pipfile_lock_is_installed_with_pipenv(corpus_plane, tmp_path, venv_cach
     assert "installer: pipenv (Pipfile + Pipfile.lock)" in log
     assert "$ pipenv install --system --deploy" in log
     assert plane.get("corpus-pipenv.localhost", "/").json()["version"] == "v1"
+
+
+DJANGO = {
+    "manage.py": textwrap.dedent("""
+        import os, sys
+        if __name__ == "__main__":
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+            from django.core.management import execute_from_command_line
+            execute_from_command_line(sys.argv)
+        """),
+    "proj/__init__.py": "",
+    "proj/settings.py": 'SECRET_KEY = "corpus"\nDEBUG = False\nALLOWED_HOSTS = ["*"]\nROOT_URLCONF = "proj.urls"\n'
+                        "INSTALLED_APPS = []\nMIDDLEWARE = []\nDATABASES = {}\n",
+    "proj/urls.py": textwrap.dedent("""
+        import sys
+        from django.http import JsonResponse
+        from django.urls import path
+
+        VERSION = "v1"
+
+        def root(request):
+            return JsonResponse({"python": "%d.%d.%d" % sys.version_info[:3], "version": VERSION})
+
+        urlpatterns = [path("", root)]
+        """),
+    "proj/wsgi.py": 'import os\nfrom django.core.wsgi import get_wsgi_application\n'
+                    'os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")\napplication = get_wsgi_application()\n',
+    "pyproject.toml": '[project]\nname = "corpus-django"\nversion = "0.1.0"\n\n[build-system]\nrequires = ["setuptools>=61"]\n'
+                      'build-backend = "setuptools.build_meta"\n\n[tool.setuptools]\npackages = ["proj"]\n',
+    "requirements.txt": "django\ngunicorn\n-e .\n",
+}
+
+
+def test_django_installing_itself_gets_an_inferred_gunicorn_and_a_code_push_reinstalls_no_dependency(corpus_plane, tmp_path):
+    plane = corpus_plane
+    repo = make_app(plane, tmp_path, "corpus-django", DJANGO)
+    log = push(plane, repo)
+    assert "start command: gunicorn proj.wsgi --bind 0.0.0.0:$PORT (inferred: Django project proj (manage.py, " \
+           "proj/wsgi.py, gunicorn a dependency))" in log
+    assert "$ pip install -r requirements.txt (its dependency lines)" in log
+    assert "$ pip install --no-deps -r requirements.txt (its local lines: -e .)" in log
+    assert plane.get("corpus-django.localhost", "/").json()["version"] == "v1"
+
+    (repo / "proj" / "urls.py").write_text(DJANGO["proj/urls.py"].replace('VERSION = "v1"', 'VERSION = "v2"'))
+    plane.commit(repo, "v2")
+    log = push(plane, repo)
+    assert "(dependencies cached)" in log and "its dependency lines" not in log
+    installed = [line for line in log.splitlines() if "Successfully installed" in line]
+    assert len(installed) == 1 and "corpus-django" in installed[0] and "Django" not in installed[0]
+    assert plane.get("corpus-django.localhost", "/").json()["version"] == "v2"

@@ -133,7 +133,15 @@ def _plan(tmp_path, files, command=None):
 def test_plans(tmp_path):
     p = _plan(tmp_path / "req", {"requirements.txt": "fastapi\n"})
     assert [s.label for s in p.dependencies] == ["pip install -r requirements.txt"] and not p.app
-    p = _plan(tmp_path / "local", {"requirements.txt": "-e .\n"})  # installs the app: every build, in its layer
+    # requirements.txt that installs the app too: its dependency lines cached, its local lines in the release's layer
+    p = _plan(tmp_path / "local", {"requirements.txt": "-r base.txt\nfastapi  # web\n-e .\n", "base.txt": "click\n"})
+    assert [(s.label, s.command, s.writes) for s in p.dependencies] == [(
+        "pip install -r requirements.txt (its dependency lines)", "pip install -r .branchyard-dependencies.txt",
+        ((".branchyard-dependencies.txt", "-r base.txt\nfastapi\n"),))]
+    assert [(s.label, s.command, s.writes) for s in p.app] == [(
+        "pip install --no-deps -r requirements.txt (its local lines: -e .)", "pip install --no-deps -r .branchyard-local.txt",
+        ((".branchyard-local.txt", "-e .\n"),))]
+    p = _plan(tmp_path / "nested", {"requirements.txt": "-r base.txt\n", "base.txt": "fastapi\n-e .\n"})
     assert not p.dependencies and [s.label for s in p.app] == ["pip install -r requirements.txt"] and p.notes
     p = _plan(tmp_path / "uv", {"pyproject.toml": PACKAGE, "uv.lock": ""})
     assert [s.label for s in p.dependencies] == ["uv sync --frozen --no-dev --no-install-project"]

@@ -13,13 +13,18 @@ from pathlib import Path
 
 from ..errors import BuildFailed
 from .detect import NO_INSTALLER, NONE, PIP, PIPENV, POETRY, PROJECT, UV, Installer
-from .steps import IMPLICIT_INSTALL, is_install_step, split_build_command
+from .steps import IMPLICIT_INSTALL, is_install_step, split_build_command, split_local_lines
 
 
 @dataclass(frozen=True)
 class Step:
     command: str  # run with /bin/sh -c, the layer's virtualenv active
     label: str  # how the log shows it (`$ label`)
+    writes: tuple[tuple[str, str], ...] = ()  # (file under the app's directory, text) written before it runs
+
+# Requirements files made from the app's own, next to it (so that its relative -r includes still resolve).
+DEPENDENCY_LINES = ".branchyard-dependencies.txt"
+LOCAL_LINES = ".branchyard-local.txt"
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,8 @@ class InstallPlan:
         return [s.label for s in self.dependencies]
 
 
-def _step(command: str, label: str | None = None) -> Step:
-    return Step(command, label or command)
+def _step(command: str, label: str | None = None, writes: tuple[tuple[str, str], ...] = ()) -> Step:
+    return Step(command, label or command, writes)
 
 
 TOOLS = {UV: "uv", POETRY: "poetry", PIPENV: "pipenv"}  # installer kind → the executable it runs
@@ -64,8 +69,17 @@ def _detected(src: Path, installer: Installer, *, tool: str, python: str) -> Ins
     if kind == PIP:
         if is_install_step(IMPLICIT_INSTALL, src):
             return InstallPlan("requirements.txt", PIP, (_step(IMPLICIT_INSTALL),))
-        note = "requirements.txt installs local code (-e . or a path): installed with the app, every build"
-        return InstallPlan("requirements.txt", PIP, (), (_step(IMPLICIT_INSTALL),), notes=(note,))
+        split = split_local_lines(src)
+        if split is None:
+            note = "requirements.txt installs local code (-e . or a path) in a file it includes: all of it is installed with the app, every build"
+            return InstallPlan("requirements.txt", PIP, (), (_step(IMPLICIT_INSTALL),), notes=(note,))
+        # The dependencies in the shared cached virtualenv; the local lines (the app) in the release's own layer.
+        deps_text, local_text = split
+        deps = _step(f"pip install -r {DEPENDENCY_LINES}", "pip install -r requirements.txt (its dependency lines)",
+                     ((DEPENDENCY_LINES, deps_text),))
+        app = _step(f"pip install --no-deps -r {LOCAL_LINES}", "pip install --no-deps -r requirements.txt (its local lines: "
+                    + ", ".join(local_text.splitlines()) + ")", ((LOCAL_LINES, local_text),))
+        return InstallPlan("requirements.txt", PIP, (deps,) if deps_text else (), (app,))
     if kind == UV:
         sync = (f"{tool} sync --frozen --no-dev --no-install-project --inexact --python {shlex.quote(python)}",
                 "uv sync --frozen --no-dev --no-install-project")

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING
 from branchyard import failpoints
 from branchyard.backends.local.processes import kill_group
 from branchyard.build import detect, installers, interpreters, requirements, tools
-from branchyard.build.steps import requirement_files, split_build_command
+from branchyard.build.steps import IMPLICIT_INSTALL, requirement_files, split_build_command, split_top_level
 from branchyard.errors import BackendError, BuildFailed
 
 if TYPE_CHECKING:
@@ -248,16 +248,16 @@ def build(
     deadline = None if timeout is None else started + timeout
     src = Path(src)
     installer = detect.detect_installer(src)
+    # The requirements files the install reads: the operator's index replaces their -i lines before anything reads them.
+    req_files = _requirement_files(src, build_command)
+    if index_url:
+        requirements.override_index_lines(src, req_files, index_url, log)
     # uv comes with branchyard (its app step needs it too); poetry and pipenv are installed only when needed, below.
     uv = _tool(detect.UV, cache_dir, src=src, log=log, deadline=deadline, tasks=tasks) if installer.kind == detect.UV else None
     steps = installers.plan(src, build_command, installer, tool=uv, python=python)
     log(f"installer: {steps.installer} ({steps.source})")
     for note in steps.notes:
         log(f"note: {note}")
-    pip_steps = [*steps.dependencies, *steps.app]
-    req_files = _requirement_files(src, pip_steps)
-    if index_url:
-        requirements.override_index_lines(src, req_files, index_url, log)
     identity = python_identity(python)
     digest = dependency_hash(src, python=identity, install_steps=[*steps.cache_key, *([index_url] if index_url else [])])
     venvs = Path(cache_dir) / "venvs"
@@ -332,14 +332,15 @@ def _tool(kind: str, cache_dir: Path, *, src: Path, log: Callable[[str], None], 
         return tools.ensure(installers.TOOLS[kind], Path(cache_dir), run=run, log=log)
 
 
-def _requirement_files(src: Path, steps: Sequence[installers.Step]) -> list[Path]:
+def _requirement_files(src: Path, build_command: str | None) -> list[Path]:
+    """The app's requirements files an install may read (requirements.txt, those the build command names, what they
+    include), and pyproject.toml: where a failed install's culprit is looked for."""
     found: dict[Path, None] = {}
-    for step in steps:
-        for path in requirement_files(step.command, src):
+    for step in [IMPLICIT_INSTALL, *split_top_level(build_command or "")]:
+        for path in requirement_files(step, src):
             found[path] = None
-    for name in ("pyproject.toml",):
-        if (src / name).is_file():
-            found[(src / name).resolve()] = None
+    if (src / "pyproject.toml").is_file():
+        found[(src / "pyproject.toml").resolve()] = None
     return list(found)
 
 
@@ -347,6 +348,11 @@ def _run_step(step: installers.Step, *, env: dict[str, str], src: Path, log: Cal
               deadline: float | None, tasks: TaskRecords | None, req_files: Sequence[Path]) -> None:
     """One step through /bin/sh; a failed install names the requirements line at fault when pip or uv says which."""
     log(f"$ {step.label}")
+    for name, text in step.writes:
+        try:
+            (src / name).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise BuildFailed(f"build failed: cannot write {name}: {exc.strerror}") from None
     tail: list[str] = []
 
     def keep(line: str) -> None:

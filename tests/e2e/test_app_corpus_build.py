@@ -3,6 +3,7 @@ build reads each one's Python version, installer and start command as Railpack w
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import textwrap
@@ -117,6 +118,10 @@ def test_fastapi_with_uv_lock_and_python_version_312(corpus_plane, tmp_path):
     assert "start command: uvicorn main:app --host 0.0.0.0 --port $PORT (inferred: FastAPI app in main.py)" in log
     answer = plane.get("corpus-uv.localhost", "/").json()
     assert answer["python"].startswith("3.12.") and answer["version"] == "v1"
+    [dep] = plane.json("deployments", "-e", "production", cwd=repo)
+    meta = json.loads((plane.home / "releases" / "corpus-uv" / dep["id"] / ".branchyard-release.json").read_text())
+    assert meta["python_version"].startswith("3.12.") and meta["python_source"] == ".python-version"
+    assert os.path.realpath(meta["python"]) == os.path.realpath(py312) and meta["installer"] == "uv" and meta["venv"] != meta["dependencies"]
 
     # A code-only push: the app's own layer is rebuilt, no dependency is installed again.
     (repo / "main.py").write_text(FASTAPI.replace('VERSION = "v1"', 'VERSION = "v2"'))

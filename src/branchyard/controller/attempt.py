@@ -132,16 +132,9 @@ class Attempts:
 
     def _build_and_roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         ready = self._prepare(project, env_name, dep_id, out)
-        # Build steps get the environment's variables, as on Railway: those not resolvable yet (a service about to be
-        # provisioned, PORT) are left out. Secrets are masked in the log by `out`.
-        build_vars = {k: v for k, v in resolve(ready.raw, namespaces=ready.namespaces, port=PORT_PLACEHOLDER,
-                                               lenient=True).values.items() if PORT_PLACEHOLDER not in v}
-        request = detect.python_request(ready.src, build_vars)
+        build_vars = _build_variables(ready)
         log = lambda line: out(f"       {line}")  # noqa: E731
-        python = interpreters.choose(request, default=self.settings.python, allow_downloads=self.settings.python_downloads,
-                                     uv=interpreters.uv_binary(), log=log)
-        asked = f"asked by {request.source}: {request.spec}" if request else "the app names none: BRANCHYARD_PYTHON's default"
-        out(f"-----> python: {python.describe()}; {asked}")
+        python, request = self._choose_python(ready, build_vars, out)  # refused here, before anything is built
         out(f"-----> building {ready.sha[:12]} (python virtualenv)")
         started = time.monotonic()
         built = release.build(ready.src, ready.cfg.web.build_command, cache_dir=self.settings.cache_dir,
@@ -149,9 +142,20 @@ class Attempts:
                               index_url=requirements.operator_index(self.settings.pip_index_url),
                               layer_dir=self.settings.cache_dir / "layers" / dep_id)
         out(f"-----> build done in {time.monotonic() - started:.1f}s" + (" (dependencies cached)" if built.cached else ""))
-        meta = {"python": python.path, "python_version": python.version_text, "python_source": request.source if request else "default",
-                "installer": built.installer, "dependencies": str(built.dependencies or built.venv)}
+        meta = {"python": python.path, "python_version": python.version_text,
+                "python_source": request.source if request else "default", "installer": built.installer,
+                "dependencies": str(built.dependencies or built.venv)}
         self._apply(project, env_name, dep_id, out, ready, built.venv, meta)
+
+    def _choose_python(self, ready: _Ready, build_vars: Mapping[str, str],
+                       out: DeployLog) -> tuple[interpreters.Interpreter, detect.PythonRequest | None]:
+        """The interpreter the app asks for (BadInput, one line, when this machine has none), and the request."""
+        request = detect.python_request(ready.src, build_vars)
+        python = interpreters.choose(request, default=self.settings.python, allow_downloads=self.settings.python_downloads,
+                                     uv=interpreters.uv_binary(), log=lambda line: out(f"       {line}"))
+        asked = f"asked by {request.source}: {request.spec}" if request else "the app names none: BRANCHYARD_PYTHON's default"
+        out(f"-----> python: {python.describe()}; {asked}")
+        return python, request
 
     def _promote_and_roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         """A promotion: the source's release as it is (no rebuild), with this environment's own variables and data."""
@@ -341,6 +345,13 @@ class Attempts:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
+
+
+def _build_variables(ready: _Ready) -> dict[str, str]:
+    """What build steps get, as on Railway: the environment's variables, except those not resolvable yet (a service
+    about to be provisioned) or per replica (PORT). Secrets among them are masked in the log by DeployLog."""
+    values = resolve(ready.raw, namespaces=ready.namespaces, port=PORT_PLACEHOLDER, lenient=True).values
+    return {k: v for k, v in values.items() if PORT_PLACEHOLDER not in v}
 
 
 class _AnyKey(dict[str, str]):

@@ -70,3 +70,10 @@ def test_show_gives_the_inferred_start_command_and_the_build_with_sources(tmp_pa
                              "installer": {"value": "pip (requirements.txt)", "from": "requirements.txt"}}
     table = cli(root, "show", "-e", "production").stdout
     assert "build.python" in table and "runtime.txt" in table and "inferred: Flask app in app.py" in table
+
+
+def test_a_build_command_that_installs_is_named_as_the_installer(tmp_path):
+    root = app(tmp_path, {"main.py": FASTAPI, "requirements.txt": "fastapi\n",
+                          "railway.toml": '[build]\nbuildCommand = "pip install -r requirements.txt && echo done"\n'})
+    done = cli(root, "check")
+    assert "installer: pip install -r requirements.txt (buildCommand)" in done.stdout.splitlines()

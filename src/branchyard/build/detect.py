@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from ..errors import BadInput
 from ..spec.model import EnvironmentConfig
+from .steps import split_build_command
 
 # Where the Python version comes from, first match wins (Railpack's order, then PEP 621 as the loosest hint).
 VERSION_VARIABLES = ("RAILPACK_PYTHON_VERSION", "NIXPACKS_PYTHON_VERSION")
@@ -355,18 +356,25 @@ class BuildReport:
     python: str
     python_source: str
     installer: Installer
+    install: str  # how the dependencies get installed, in words
+    install_source: str
     start: StartInference | None  # only when the project files give no start command
 
     def rows(self) -> list[tuple[str, str, str]]:
-        rows = [("build.python", self.python, self.python_source),
-                ("build.installer", self.installer.describe(), ", ".join(self.installer.files) or "detected: no files")]
-        return rows
+        return [("build.python", self.python, self.python_source), ("build.installer", self.install, self.install_source)]
 
 
-def build_report(src: Path, variables: Mapping[str, str], *, start_command: str | None) -> BuildReport:
+def build_report(src: Path, variables: Mapping[str, str], *, start_command: str | None,
+                 build_command: str | None = None) -> BuildReport:
     """The build's reading of the app (BadInput on an unreadable version or pyproject.toml)."""
     request = python_request(src, variables)
     python, source = (request.spec, request.source) if request else (
         "the server's default (BRANCHYARD_PYTHON)", "default: the app names no version")
     start = None if start_command else infer_start_command(src)
-    return BuildReport(python, source, detect_installer(src), start)
+    installer = detect_installer(src)
+    own = split_build_command(build_command, src)[0] if build_command is not None else []
+    if own:  # the build command installs the dependencies itself: the detected installer does not run
+        install, install_source = " && ".join(own), "buildCommand"
+    else:
+        install, install_source = installer.describe(), ", ".join(installer.files) or "detected: no files"
+    return BuildReport(python, source, installer, install, install_source, start)

@@ -79,11 +79,12 @@ def _build_reports(root: Path, spec) -> list[tuple[str, list[str]]]:
         lines: list[str] = []
         try:
             mine = [c for c in configs if c.web.root_dir == root_dir]
-            report = detect.build_report(src, mine[0].variables, start_command=mine[0].web.start_command)
+            report = detect.build_report(src, mine[0].variables, start_command=mine[0].web.start_command,
+                                         build_command=mine[0].web.build_command)
             lines.append(f"python: {report.python} ({report.python_source})")
-            lines.append(f"installer: {report.installer.describe()}")
+            lines.append(f"installer: {report.install}" + (" (buildCommand)" if report.install_source == "buildCommand" else ""))
             installers.plan(src, mine[0].web.build_command, report.installer, tool=None, python="python3")
-            if report.installer.kind == detect.NONE:
+            if report.installer.kind == detect.NONE and report.install_source != "buildCommand":
                 lines.append(f"warning: {detect.NO_INSTALLER}")
             if report.start is not None:
                 lines.append(f"start command: {report.start.command} (inferred: {report.start.reason})")
@@ -106,7 +107,8 @@ def config_show(environment: str, path: str | None, as_json: bool) -> None:
     root = _root(path)
     spec = load_project(root)
     cfg = spec.environment(names.environment_name(environment))
-    report = detect.build_report(_source(root, cfg.web.root_dir), cfg.variables, start_command=cfg.web.start_command)
+    report = detect.build_report(_source(root, cfg.web.root_dir), cfg.variables, start_command=cfg.web.start_command,
+                                 build_command=cfg.web.build_command)
     if report.start is not None:
         cfg = detect.with_inferred_start(cfg, report.start)
     if as_json:

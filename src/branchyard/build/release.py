@@ -2,7 +2,9 @@
 
 A release directory is complete once `.branchyard-release.json` exists in it; that marker is written
 last, atomically. Virtualenvs live in `<cache>/venvs/<hash>` where the hash covers the interpreter,
-the install steps and the dependency files: a code-only push reuses the venv and skips pip.
+the install steps and the dependency files: a code-only push reuses the venv and skips the install.
+A build that installs the app itself does so into a layer of the release (`<cache>/layers/<deployment>`):
+a virtualenv that sees the shared one through a .pth file, so the shared one is never changed by a release.
 """
 
 from __future__ import annotations

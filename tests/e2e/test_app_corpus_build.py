@@ -194,7 +194,7 @@ def test_pyproject_only_app_installs_itself_in_a_layer_and_a_code_push_reinstall
     repo = make_app(plane, tmp_path, "corpus-project", {"pyproject.toml": pyproject, "main.py": ASGI, "railway.toml": START})
     log = push(plane, repo)
     assert "installer: pip-project (pyproject.toml)" in log
-    assert "$ pip install uvicorn" in log and "$ pip install --no-deps ." in log
+    assert "$ pip install uvicorn" in log and "$ uv pip install --no-deps ." in log
     assert "installing the app into a layer of its own" in log and "private to this release" not in log
     assert plane.get("corpus-project.localhost", "/").json()["version"] == "v1"
 
@@ -202,9 +202,9 @@ def test_pyproject_only_app_installs_itself_in_a_layer_and_a_code_push_reinstall
     plane.commit(repo, "v2")
     log = push(plane, repo)
     assert "(dependencies cached)" in log and "$ pip install uvicorn" not in log
-    installed = [line for line in log.splitlines() if "Successfully installed" in line]
-    assert len(installed) == 1 and "corpus-project" in installed[0] and "uvicorn" not in installed[0]
-    assert "Collecting uvicorn" not in log
+    installed = [line.split("remote:", 1)[1].strip() for line in log.splitlines() if " + " in line]
+    assert len(installed) == 1 and installed[0].startswith("+ corpus-project==0.1.0")  # the app only
+    assert "Collecting uvicorn" not in log and "Successfully installed" not in log
     assert plane.get("corpus-project.localhost", "/").json()["version"] == "v2"
 
 
@@ -322,13 +322,14 @@ def test_django_installing_itself_gets_an_inferred_gunicorn_and_a_code_push_rein
     assert "start command: gunicorn proj.wsgi --bind 0.0.0.0:$PORT (inferred: Django project proj (manage.py, " \
            "proj/wsgi.py, gunicorn a dependency))" in log
     assert "$ pip install -r requirements.txt (its dependency lines)" in log
-    assert "$ pip install --no-deps -r requirements.txt (its local lines: -e .)" in log
+    assert "$ uv pip install --no-deps -r requirements.txt (its local lines: -e .)" in log
     assert plane.get("corpus-django.localhost", "/").json()["version"] == "v1"
 
     (repo / "proj" / "urls.py").write_text(DJANGO["proj/urls.py"].replace('VERSION = "v1"', 'VERSION = "v2"'))
     plane.commit(repo, "v2")
     log = push(plane, repo)
     assert "(dependencies cached)" in log and "its dependency lines" not in log
-    installed = [line for line in log.splitlines() if "Successfully installed" in line]
-    assert len(installed) == 1 and "corpus-django" in installed[0] and "Django" not in installed[0]
+    installed = [line.split("remote:", 1)[1].strip() for line in log.splitlines() if " + " in line]
+    assert len(installed) == 1 and installed[0].startswith("+ corpus-django==0.1.0")  # the app only
+    assert "Successfully installed" not in log
     assert plane.get("corpus-django.localhost", "/").json()["version"] == "v2"

@@ -396,7 +396,7 @@ def test_installing_the_app_goes_into_a_layer_of_its_own_over_the_cached_depende
 
     first, log1 = run_build(src("r1", "VERSION = 1\n"), None, cache)
     assert not first.cached and first.layered and first.installer == "pip-project"
-    assert "$ pip install idna" in log1.text and "$ pip install --no-deps ." in log1.text
+    assert "$ pip install idna" in log1.text and "$ uv pip install --no-deps ." in log1.text
     second, log2 = run_build(src("r2", "VERSION = 2\n"), None, cache)
     assert second.cached and second.dependencies == first.dependencies
     assert second.venv != first.venv and second.venv.parent == first.venv.parent
@@ -411,7 +411,7 @@ def test_installing_the_app_goes_into_a_layer_of_its_own_over_the_cached_depende
         done = run(result.venv / "bin" / "python", "import idna, layered_app; print(layered_app.VERSION)")
         assert done.stdout.strip() == str(version), done.stderr
     assert run(first.dependencies / "bin" / "python", "import layered_app").returncode != 0  # the shared venv has no app
-    pip = (second.venv / "bin" / "pip").read_text().splitlines()[0]
+    pip = (second.venv / "bin" / "pip").read_text().splitlines()[0]  # the shared venv's pip, re-pointed
     assert pip.startswith(f"#!{second.venv}/bin/python")  # the shared venv's scripts run with the layer's python
 
 

@@ -139,7 +139,7 @@ def test_plans(tmp_path):
         "pip install -r requirements.txt (its dependency lines)", "pip install -r .branchyard-dependencies.txt",
         ((".branchyard-dependencies.txt", "-r base.txt\nfastapi\n"),))]
     assert [(s.label, s.command, s.writes) for s in p.app] == [(
-        "pip install --no-deps -r requirements.txt (its local lines: -e .)", "pip install --no-deps -r .branchyard-local.txt",
+        "uv pip install --no-deps -r requirements.txt (its local lines: -e .)", "uv pip install --no-deps -r .branchyard-local.txt",
         ((".branchyard-local.txt", "-e .\n"),))]
     p = _plan(tmp_path / "nested", {"requirements.txt": "-r base.txt\n", "base.txt": "fastapi\n-e .\n"})
     assert not p.dependencies and [s.label for s in p.app] == ["pip install -r requirements.txt"] and p.notes
@@ -149,7 +149,7 @@ def test_plans(tmp_path):
     assert [s.label for s in p.app] == ["uv pip install --no-deps ."]
     p = _plan(tmp_path / "proj", {"pyproject.toml": UV_PROJECT.replace('["fastapi"]', '["fastapi>=0.110", "uvicorn[standard]"]')})
     assert [s.label for s in p.dependencies] == ["pip install 'fastapi>=0.110' 'uvicorn[standard]'"]
-    assert [s.label for s in p.app] == ["pip install --no-deps ."]
+    assert [s.label for s in p.app] == ["uv pip install --no-deps ."]
     p = _plan(tmp_path / "none", {"main.py": ""})
     assert p.installer == detect.NONE and p.notes == (detect.NO_INSTALLER,)
 
@@ -165,7 +165,7 @@ def test_poetry_and_pipenv_plans(tmp_path):
     p = _plan(tmp_path / "poetry", {"pyproject.toml": PACKAGE, "poetry.lock": ""})
     assert [s.label for s in p.dependencies] == ["poetry install --no-root --only main"]
     assert p.dependencies[0].command.startswith("POETRY_VIRTUALENVS_CREATE=false /opt/uv install --no-root")
-    assert [s.label for s in p.app] == ["pip install --no-deps ."]
+    assert [s.label for s in p.app] == ["uv pip install --no-deps ."]
     p = _plan(tmp_path / "script", {"pyproject.toml": PACKAGE + "[tool.poetry]\npackage-mode = false\n", "poetry.lock": ""})
     assert p.app == ()
     p = _plan(tmp_path / "pipenv", {"Pipfile": "[packages]\n", "Pipfile.lock": "{}"})

@@ -50,21 +50,29 @@ def _step(command: str, label: str | None = None, writes: tuple[tuple[str, str],
 TOOLS = {UV: "uv", POETRY: "poetry", PIPENV: "pipenv"}  # installer kind → the executable it runs
 
 
-def plan(src: Path, build_command: str | None, installer: Installer, *, tool: str | None, python: str) -> InstallPlan:
+def plan(src: Path, build_command: str | None, installer: Installer, *, tool: str | None, python: str,
+         uv: str | None = None) -> InstallPlan:
     """The build's steps. The build command's leading pip installs, when it has some, replace the detected installer
     (the app took the install in hand); its other steps run after the install, as Railway runs a buildCommand.
 
     tool: the path of the installer's executable (uv, poetry, pipenv); None: its bare name (the labels, and so the
-    cache key, are the same either way)."""
+    cache key, are the same either way). uv: the uv executable, which installs the app itself into its layer
+    (`uv pip install --no-deps`: its build environments are cached, where pip builds a fresh one every push)."""
     install, other = split_build_command(build_command, src) if build_command is not None else ([], [])
     others = tuple(_step(s) for s in other)
     if install:
         return InstallPlan("buildCommand", "buildCommand", tuple(_step(s) for s in install), (), others)
-    base = _detected(src, installer, tool=shlex.quote(tool or TOOLS.get(installer.kind, "")), python=python)
+    base = _detected(src, installer, tool=shlex.quote(tool or TOOLS.get(installer.kind, "")), python=python,
+                     uv=shlex.quote(uv or "uv"))
     return InstallPlan(base.source, base.installer, base.dependencies, base.app, others, base.notes)
 
 
-def _detected(src: Path, installer: Installer, *, tool: str, python: str) -> InstallPlan:
+def _app_step(uv: str, args: str, label_args: str | None = None, writes: tuple[tuple[str, str], ...] = ()) -> Step:
+    """Installs the app (only) into the release's layer, the active virtualenv."""
+    return _step(f"{uv} pip install --no-deps {args}", f"uv pip install --no-deps {label_args or args}", writes)
+
+
+def _detected(src: Path, installer: Installer, *, tool: str, python: str, uv: str) -> InstallPlan:
     kind = installer.kind
     if kind == PIP:
         if is_install_step(IMPLICIT_INSTALL, src):
@@ -77,25 +85,25 @@ def _detected(src: Path, installer: Installer, *, tool: str, python: str) -> Ins
         deps_text, local_text = split
         deps = _step(f"pip install -r {DEPENDENCY_LINES}", "pip install -r requirements.txt (its dependency lines)",
                      ((DEPENDENCY_LINES, deps_text),))
-        app = _step(f"pip install --no-deps -r {LOCAL_LINES}", "pip install --no-deps -r requirements.txt (its local lines: "
-                    + ", ".join(local_text.splitlines()) + ")", ((LOCAL_LINES, local_text),))
+        app = _app_step(uv, f"-r {LOCAL_LINES}", "-r requirements.txt (its local lines: " + ", ".join(local_text.splitlines())
+                        + ")", ((LOCAL_LINES, local_text),))
         return InstallPlan("requirements.txt", PIP, (deps,) if deps_text else (), (app,))
     if kind == UV:
         sync = (f"{tool} sync --frozen --no-dev --no-install-project --inexact --python {shlex.quote(python)}",
                 "uv sync --frozen --no-dev --no-install-project")
-        app = (_step(f"{tool} pip install --no-deps .", "uv pip install --no-deps ."),) if installer.package else ()
+        app = (_app_step(uv, "."),) if installer.package else ()
         return InstallPlan("pyproject.toml + uv.lock", UV, (_step(*sync),), app)
     if kind == PROJECT:
         if installer.dynamic:
             note = "pyproject.toml: its dependencies are dynamic (computed by its build backend): installed with the app, every build"
             return InstallPlan("pyproject.toml", PROJECT, (), (_step("pip install ."),), notes=(note,))
         deps = (_step("pip install " + " ".join(shlex.quote(d) for d in installer.dependencies)),) if installer.dependencies else ()
-        return InstallPlan("pyproject.toml", PROJECT, deps, (_step("pip install --no-deps ."),))
+        return InstallPlan("pyproject.toml", PROJECT, deps, (_app_step(uv, "."),))
     if kind == POETRY:
         # virtualenvs.create = false: poetry installs into the active virtualenv (VIRTUAL_ENV), the one being built.
         label = "poetry install --no-root --only main"
         deps = _step(f"POETRY_VIRTUALENVS_CREATE=false {tool} install --no-root --only main --no-interaction --no-ansi", label)
-        app = (_step("pip install --no-deps ."),) if installer.package else ()
+        app = (_app_step(uv, "."),) if installer.package else ()
         return InstallPlan("pyproject.toml + poetry.lock", POETRY, (deps,), app)
     if kind == PIPENV:
         if "Pipfile.lock" not in installer.files:

@@ -255,8 +255,10 @@ def build(
     if index_url:
         requirements.override_index_lines(src, req_files, index_url, log)
     # uv comes with branchyard (its app step needs it too); poetry and pipenv are installed only when needed, below.
-    uv = _tool(detect.UV, cache_dir, src=src, log=log, deadline=deadline, tasks=tasks) if installer.kind == detect.UV else None
-    steps = installers.plan(src, build_command, installer, tool=uv, python=python)
+    uv = interpreters.uv_binary()
+    steps = installers.plan(src, build_command, installer, python=python, uv=uv,
+                            tool=_tool(detect.UV, cache_dir, src=src, log=log, deadline=deadline, tasks=tasks)
+                            if installer.kind == detect.UV else None)
     log(f"installer: {steps.installer} ({steps.source})")
     for note in steps.notes:
         log(f"note: {note}")
@@ -289,7 +291,7 @@ def build(
                 _run(argv, f"{python} -m venv", cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
                 if steps.installer in (detect.POETRY, detect.PIPENV):  # the same steps, with the tool's own executable
                     tool = _tool(steps.installer, cache_dir, src=src, log=log, deadline=deadline, tasks=tasks)
-                    steps = installers.plan(src, build_command, installer, tool=tool, python=python)
+                    steps = installers.plan(src, build_command, installer, tool=tool, python=python, uv=uv)
                 if steps.installer == detect.PIPENV:
                     # pipenv counts PIP_INDEX_URL into Pipfile.lock's hash (--deploy would refuse the lock): the
                     # operator's index replaces pypi.org as pipenv's mirror instead.

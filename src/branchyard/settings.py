@@ -20,12 +20,14 @@ class Settings:
     admin_port: int  # Caddy's admin API on loopback
     domain: str
     cache_dir: Path
-    python: str  # interpreter used to create app virtualenvs
+    python: str  # interpreter for apps that name no Python version (BRANCHYARD_PYTHON; default: the control plane's)
     releases_retained: int = 10  # per environment, for rollback
     postgres_url: str | None = None  # an existing server's admin URL; None: branchyard runs PostgreSQL itself
     github_token: str | None = field(default=None, repr=False)  # GitHub feedback; never printed or logged
     github_api_url: str = "https://api.github.com"
     github_webhook_secret: str | None = None  # BRANCHYARD_GITHUB_WEBHOOK_SECRET: verifies GitHub deliveries
+    python_downloads: bool = False  # BRANCHYARD_PYTHON_DOWNLOADS: `uv python install` a Python the machine lacks
+    pip_index_url: str | None = None  # BRANCHYARD_PIP_INDEX_URL: the package index builds use, over the app's `-i` lines
 
     @property
     def state_db(self) -> Path:
@@ -107,7 +109,27 @@ def load(env: dict[str, str] | None = None) -> Settings:
         github_token=_github_token(env.get("BRANCHYARD_GITHUB_TOKEN")),
         github_api_url=_github_api_url(env.get("BRANCHYARD_GITHUB_API_URL")),
         github_webhook_secret=env.get("BRANCHYARD_GITHUB_WEBHOOK_SECRET") or None,
+        python_downloads=_flag(env, "BRANCHYARD_PYTHON_DOWNLOADS"),
+        pip_index_url=_index_url(env.get("BRANCHYARD_PIP_INDEX_URL")),
     )
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise BadInput(f"{name}: expected 1/true/yes or 0/false/no, got {env.get(name)!r}")
+
+
+def _index_url(raw: str | None) -> str | None:
+    url = (raw or "").strip()
+    if not url:
+        return None
+    if not re.fullmatch(r"(https?|file)://\S+", url):
+        raise BadInput(f"BRANCHYARD_PIP_INDEX_URL: expected an http(s):// or file:// URL of a simple index, got {raw!r}")
+    return url
 
 
 def _postgres_url(raw: str | None) -> str | None:

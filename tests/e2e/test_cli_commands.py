@@ -97,6 +97,11 @@ PR_42 = {
         "variables.LOG_LEVEL": "branchyard.toml [environments.pr.variables]",
         "variables.WORKERS": "branchyard.toml [environments.pr.variables]",
     },
+    # what the build will use (issue 13), each with its source
+    "build": {
+        "python": {"value": "the server's default (BRANCHYARD_PYTHON)", "from": "default: the app names no version"},
+        "installer": {"value": "pip install -r requirements.txt", "from": "buildCommand"},
+    },
 }
 
 

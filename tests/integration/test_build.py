@@ -373,13 +373,46 @@ def test_concurrent_builds_of_the_same_dependencies(tmp_path: Path, cache: Path)
     assert "$ pip install -r requirements.txt" not in log2.text
 
 
-def test_installing_the_app_gets_a_venv_private_to_the_release(tmp_path: Path, cache: Path) -> None:
-    token = f"# {tmp_path.name}\n"
-    cmd = "pip install -r requirements.txt && pip install --no-index --no-deps nothing-to-install || true"
-    a, log = run_build(make_src(tmp_path, "r1", token), cmd, cache)
-    b, _ = run_build(make_src(tmp_path, "r2", token), cmd, cache)
-    assert a.venv != b.venv
-    assert any("private to this release" in line for line in log.text)
+def test_installing_the_app_goes_into_a_layer_of_its_own_over_the_cached_dependencies(tmp_path: Path, cache: Path) -> None:
+    """`pip install .` (pyproject only): the dependencies in the shared cached virtualenv, the app in the release's
+    own layer; a code-only change reinstalls no dependency."""
+    token = tmp_path.name.replace("_", "-")[-20:]
+    pyproject = textwrap.dedent(f"""
+        [project]
+        name = "layered-{token}"
+        version = "0.1"
+        dependencies = ["idna"]
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        [tool.setuptools]
+        py-modules = ["layered_app"]
+        """)
+
+    def src(name: str, code: str) -> Path:
+        root = tmp_path / name
+        write(root, {"pyproject.toml": pyproject, "layered_app.py": code})
+        return root
+
+    first, log1 = run_build(src("r1", "VERSION = 1\n"), None, cache)
+    assert not first.cached and first.layered and first.installer == "pip-project"
+    assert "$ pip install idna" in log1.text and "$ uv pip install --no-deps ." in log1.text
+    second, log2 = run_build(src("r2", "VERSION = 2\n"), None, cache)
+    assert second.cached and second.dependencies == first.dependencies
+    assert second.venv != first.venv and second.venv.parent == first.venv.parent
+    assert "$ pip install idna" not in log2.text
+    assert not [line for line in log2.text if "idna" in line and ("Collecting" in line or "Successfully" in line)]
+    assert not any("private to this release" in line for line in log1.text + log2.text)
+
+    def run(python: Path, code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path)
+
+    for result, version in ((first, 1), (second, 2)):  # each layer has its own app, both see the shared idna
+        done = run(result.venv / "bin" / "python", "import idna, layered_app; print(layered_app.VERSION)")
+        assert done.stdout.strip() == str(version), done.stderr
+    assert run(first.dependencies / "bin" / "python", "import layered_app").returncode != 0  # the shared venv has no app
+    pip = (second.venv / "bin" / "pip").read_text().splitlines()[0]  # the shared venv's pip, re-pointed
+    assert pip.startswith(f"#!{second.venv}/bin/python")  # the shared venv's scripts run with the layer's python
 
 
 def test_build_timeout_kills_the_step(tmp_path: Path, cache: Path) -> None:

@@ -54,6 +54,7 @@ def test_railway_pre_deploy_command_wins_over_the_release_line(tmp_path: Path):
 @pytest.mark.parametrize("strict", [(), ("--strict",)])
 def test_config_check_names_the_process_types_not_run_yet(tmp_path: Path, strict: tuple[str, ...]):
     (tmp_path / "Procfile").write_text(PROCFILE)
+    (tmp_path / "requirements.txt").write_text("flask\ngunicorn\n")  # an installer: no warning about it
     done = config_check(tmp_path, *strict)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [

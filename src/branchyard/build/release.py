@@ -2,7 +2,9 @@
 
 A release directory is complete once `.branchyard-release.json` exists in it; that marker is written
 last, atomically. Virtualenvs live in `<cache>/venvs/<hash>` where the hash covers the interpreter,
-the install steps and the dependency files: a code-only push reuses the venv and skips pip.
+the install steps and the dependency files: a code-only push reuses the venv and skips the install.
+A build that installs the app itself does so into a layer of the release (`<cache>/layers/<deployment>`):
+a virtualenv that sees the shared one through a .pth file, so the shared one is never changed by a release.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import IO, TYPE_CHECKING
 
 from branchyard import failpoints
 from branchyard.backends.local.processes import kill_group
-from branchyard.build.steps import requirement_files, split_build_command
+from branchyard.build import detect, installers, interpreters, requirements, tools
+from branchyard.build.steps import IMPLICIT_INSTALL, requirement_files, split_build_command, split_top_level
 from branchyard.errors import BackendError, BuildFailed
 
 if TYPE_CHECKING:
@@ -213,9 +216,12 @@ def _ask_identity(python: str) -> str:
 
 @dataclass(frozen=True)
 class BuildResult:
-    venv: Path
-    cached: bool
+    venv: Path  # what the app runs with: the release's own layer when it has one, else the shared virtualenv
+    cached: bool  # the shared virtualenv (the dependencies) was reused
     seconds: float
+    dependencies: Path | None = None  # the shared virtualenv
+    installer: str = ""
+    layered: bool = False  # the app was installed into a layer of its own
 
 
 def build(
@@ -228,31 +234,47 @@ def build(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     tasks: TaskRecords | None = None,
+    index_url: str | None = None,
+    layer_dir: Path | None = None,
 ) -> BuildResult:
-    """Build the release in `src`: cached venv for the install steps, then the other steps, every time.
+    """Build the release in `src`: the dependencies into a shared virtualenv cached by dependency hash + interpreter,
+    the app itself (when it is installed) into a layer of its own, then the build command's other steps, every time.
 
-    env: extra variables for the build steps (e.g. the service's variables). timeout: seconds for the
-    whole build; None waits forever. Output is passed to `log` line by line as it arrives. tasks: where
-    each step's process group is recorded while it runs (killed by the next start if the control plane dies).
+    env: extra variables for the build steps (e.g. the environment's variables). timeout: seconds for the whole
+    build; None waits forever. Output is passed to `log` line by line as it arrives. tasks: where each step's
+    process group is recorded while it runs (killed by the next start if the control plane dies). index_url: the
+    operator's package index (it wins over `-i` lines in the app's requirements files). layer_dir: where the
+    release's own layer goes (default: under cache_dir/layers).
     """
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     src = Path(src)
-    install, other = split_build_command(build_command, src)
+    installer = detect.detect_installer(src)
+    # The requirements files the install reads: the operator's index replaces their -i lines before anything reads them.
+    req_files = _requirement_files(src, build_command)
+    if index_url:
+        requirements.override_index_lines(src, req_files, index_url, log)
+    # uv comes with branchyard (its app step needs it too); poetry and pipenv are installed only when needed, below.
+    uv = interpreters.uv_binary()
+    steps = installers.plan(src, build_command, installer, python=python, uv=uv,
+                            tool=_tool(detect.UV, cache_dir, src=src, log=log, deadline=deadline, tasks=tasks)
+                            if installer.kind == detect.UV else None)
+    log(f"installer: {steps.installer} ({steps.source})")
+    for note in steps.notes:
+        log(f"note: {note}")
     identity = python_identity(python)
-    digest = dependency_hash(src, python=identity, install_steps=install)
-    if _installs_into_venv(other):
-        # A step like `pip install .` puts this release's code into the venv: sharing that venv with
-        # other releases would let one release's install change another's running code.
-        digest = hashlib.sha256(f"{digest}\0{src.resolve()}".encode()).hexdigest()
-        log("build installs the app into the virtualenv: using a virtualenv private to this release")
+    digest = dependency_hash(src, python=identity, install_steps=[*steps.cache_key, *([index_url] if index_url else [])])
     venvs = Path(cache_dir) / "venvs"
     venv = venvs / digest
     try:
         venvs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildFailed(f"cannot create {venvs}: {exc.strerror}") from None
-    step_env = _build_env(venv, env)
+    run = functools.partial(_run_step, src=src, log=log, deadline=deadline, tasks=tasks, req_files=req_files)
+    extra = {"UV_CACHE_DIR": str(Path(cache_dir) / "uv"), "POETRY_CACHE_DIR": str(Path(cache_dir) / "poetry"),
+             "PIPENV_CACHE_DIR": str(Path(cache_dir) / "pipenv"), **(env or {})}
+    if index_url:
+        extra |= {"PIP_INDEX_URL": index_url, "UV_DEFAULT_INDEX": index_url}
     waiting = functools.partial(log, f"waiting for another build of virtualenv {digest[:12]}")
     with _flock(venvs / f"{digest}.lock", deadline=deadline, on_wait=waiting):
         cached = (venv / VENV_MARKER).is_file()
@@ -264,19 +286,122 @@ def build(
                     log(f"removing incomplete virtualenv {digest[:12]}")
                     shutil.rmtree(venv)
                 log(f"creating virtualenv {digest[:12]} with Python {identity.split()[0]}")
+                step_env = _build_env(venv, extra)
                 argv = [python, "-m", "venv", str(venv)]
                 _run(argv, f"{python} -m venv", cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
-                for step in install:
-                    log(f"$ {step}")
-                    _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
-                _write_atomic(venv / VENV_MARKER, json.dumps({"python": identity, "install_steps": install}) + "\n")
+                if steps.installer in (detect.POETRY, detect.PIPENV):  # the same steps, with the tool's own executable
+                    tool = _tool(steps.installer, cache_dir, src=src, log=log, deadline=deadline, tasks=tasks)
+                    steps = installers.plan(src, build_command, installer, tool=tool, python=python, uv=uv)
+                if steps.installer == detect.PIPENV:
+                    # pipenv counts PIP_INDEX_URL into Pipfile.lock's hash (--deploy would refuse the lock): the
+                    # operator's index replaces pypi.org as pipenv's mirror instead.
+                    step_env.pop("PIP_INDEX_URL", None)
+                    if index_url:
+                        step_env["PIPENV_PYPI_MIRROR"] = index_url
+                for step in steps.dependencies:
+                    run(step, env=step_env)
+                _write_atomic(venv / VENV_MARKER, json.dumps({"python": identity, "install_steps": steps.cache_key}) + "\n")
             except BaseException:
                 shutil.rmtree(venv, ignore_errors=True)
                 raise
-    for step in other:
-        log(f"$ {step}")
-        _run(["/bin/sh", "-c", step], step, cwd=src, env=step_env, log=log, deadline=deadline, tasks=tasks)
-    return BuildResult(venv=venv, cached=cached, seconds=time.monotonic() - started)
+    runtime = venv
+    layered = bool(steps.app) or _installs_into_venv([s.command for s in steps.other])
+    if layered:
+        # The app's own install goes into a layer of this release: the shared virtualenv stays as the cache made it.
+        layer = Path(layer_dir) if layer_dir else Path(cache_dir) / "layers" / hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:32]
+        log(f"installing the app into a layer of its own ({layer.name[:12]}) over virtualenv {digest[:12]}")
+        _make_layer(python, venv, layer, src=src, log=log, deadline=deadline, tasks=tasks)
+        runtime = layer
+    step_env = _build_env(runtime, extra)
+    for step in (*steps.app, *steps.other):
+        run(step, env=step_env)
+    return BuildResult(venv=runtime, cached=cached, seconds=time.monotonic() - started, dependencies=venv,
+                       installer=steps.installer, layered=layered)
+
+
+def _tool(kind: str, cache_dir: Path, *, src: Path, log: Callable[[str], None], deadline: float | None,
+          tasks: TaskRecords | None) -> str:
+    """The executable of installer `kind`: uv comes with branchyard; poetry and pipenv are installed on first use."""
+    if kind == detect.UV:
+        found = interpreters.uv_binary()
+        if found is None:
+            raise BuildFailed("uv.lock: the uv executable is missing (it comes with branchyard's `uv` dependency)")
+        return found
+    env = _build_env(Path(cache_dir) / "tools" / kind, None)
+
+    def run(argv: Sequence[str], label: str) -> None:
+        _run(list(argv), label, cwd=src, env=env, log=log, deadline=deadline, tasks=tasks)
+
+    with _flock(Path(cache_dir) / f"tools-{kind}.lock", deadline=deadline, on_wait=lambda: log(f"waiting for {kind}")):
+        return tools.ensure(installers.TOOLS[kind], Path(cache_dir), run=run, log=log)
+
+
+def _requirement_files(src: Path, build_command: str | None) -> list[Path]:
+    """The app's requirements files an install may read (requirements.txt, those the build command names, what they
+    include), and pyproject.toml: where a failed install's culprit is looked for."""
+    found: dict[Path, None] = {}
+    for step in [IMPLICIT_INSTALL, *split_top_level(build_command or "")]:
+        for path in requirement_files(step, src):
+            found[path] = None
+    if (src / "pyproject.toml").is_file():
+        found[(src / "pyproject.toml").resolve()] = None
+    return list(found)
+
+
+def _run_step(step: installers.Step, *, env: dict[str, str], src: Path, log: Callable[[str], None],
+              deadline: float | None, tasks: TaskRecords | None, req_files: Sequence[Path]) -> None:
+    """One step through /bin/sh; a failed install names the requirements line at fault when pip or uv says which."""
+    log(f"$ {step.label}")
+    for name, text in step.writes:
+        try:
+            (src / name).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise BuildFailed(f"build failed: cannot write {name}: {exc.strerror}") from None
+    tail: list[str] = []
+
+    def keep(line: str) -> None:
+        tail.append(line)
+        del tail[:-200]
+        log(line)
+
+    try:
+        _run(["/bin/sh", "-c", step.command], step.label, cwd=src, env=env, log=keep, deadline=deadline, tasks=tasks)
+    except BuildFailed as err:
+        at_fault = requirements.blame(tail, src, req_files)
+        if at_fault:
+            raise BuildFailed(f"{err}: {at_fault}") from None
+        raise
+
+
+def _make_layer(python: str, base: Path, layer: Path, *, src: Path, log: Callable[[str], None],
+                deadline: float | None, tasks: TaskRecords | None) -> None:
+    """A virtualenv that sees `base`'s packages (a .pth file), with `base`'s scripts pointed at its own python."""
+    shutil.rmtree(layer, ignore_errors=True)
+    layer.parent.mkdir(parents=True, exist_ok=True)
+    env = _build_env(base, None)
+    _run([python, "-m", "venv", "--without-pip", str(layer)], f"{python} -m venv --without-pip", cwd=src, env=env,
+         log=log, deadline=deadline, tasks=tasks)
+    [layer_site] = list(layer.glob("lib/python*/site-packages")) or [None]
+    [base_site] = list(base.glob("lib/python*/site-packages")) or [None]
+    if layer_site is None or base_site is None:
+        raise BuildFailed(f"build failed: no site-packages in {layer if layer_site is None else base}")
+    # An `import` line in a .pth file runs at start-up: addsitedir also reads base's own .pth files.
+    _write_atomic(layer_site / "_branchyard_dependencies.pth", f"import site; site.addsitedir({str(base_site)!r})\n")
+    old, new = f"{base}/bin/".encode(), f"{layer}/bin/".encode()
+    for script in sorted((base / "bin").iterdir()):
+        target = layer / "bin" / script.name
+        if script.is_symlink() or not script.is_file() or target.exists() or target.is_symlink():
+            continue
+        try:
+            data = script.read_bytes()
+        except OSError:
+            continue
+        head, sep, rest = data.partition(b"\n")
+        second, sep2, rest2 = rest.partition(b"\n")
+        if not head.startswith(b"#!") or old not in head + second:
+            continue
+        target.write_bytes(head.replace(old, new) + sep + second.replace(old, new) + sep2 + rest2)
+        target.chmod(script.stat().st_mode & 0o777)
 
 
 # -- internals -------------------------------------------------------------------------------------
@@ -424,6 +549,8 @@ def _build_env(venv: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
     env["VIRTUAL_ENV"] = str(venv)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["UV_PROJECT_ENVIRONMENT"] = str(venv)  # uv sync installs into this virtualenv, never a .venv of the app
+    env["UV_PYTHON_DOWNLOADS"] = "never"  # the interpreter was chosen before the build
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PYTHONHOME", None)
     return env

@@ -155,6 +155,28 @@ def requirement_files(step: str, src: Path) -> list[Path]:
     return found
 
 
+def split_local_lines(src: Path, rel: str = "requirements.txt") -> tuple[str, str] | None:
+    """(dependencies, local) texts of a requirements file whose own lines install local code (`-e .`, `./pkg`) while
+    the files it includes install only dependencies; None when that split is not possible or not needed."""
+    path = _inside(src, rel)
+    if path is None or not path.is_file():
+        return None
+    deps, local = [], []
+    for line in _lines(path):
+        m = _REQ_FILE_LINE.match(line)
+        if m:
+            if not _requirements_are_deps(src, str(path.parent / m["file"])):
+                return None
+            deps.append(line)
+            continue
+        first = line.split()[0]
+        is_local = first in ("-e", "--editable") or first.startswith(("--editable=", "-e")) or _is_local_path(first)
+        (local if is_local else deps).append(line)
+    if not local:
+        return None
+    return "".join(f"{line}\n" for line in deps), "".join(f"{line}\n" for line in local)
+
+
 # -- internals -------------------------------------------------------------------------------------
 
 

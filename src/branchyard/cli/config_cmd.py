@@ -28,6 +28,7 @@ def config() -> None:
 @click.option("--path", default=None, help="The app's directory (default: the current one).")
 def config_check(strict: bool, path: str | None) -> None:
     """Validate the project's files; exit non-zero on any error."""
+    from ..build import detect
     from ..errors import SpecError
     from ..spec import check, load_project  # here, not at import: every other command starts faster
 
@@ -42,7 +43,8 @@ def config_check(strict: bool, path: str | None) -> None:
         ui.warn(warning)
     for notice in _notices(root):  # warnings in strict mode too: declared, not done yet (a Procfile's worker:)
         ui.warn(notice)
-    problems = check(root, strict=True if strict else None)
+    problems = check(root, strict=True if strict else None,
+                     infers_start=lambda root_dir: detect.infer_start_command(_source(root, root_dir)) is not None)
     if problems:
         for problem in problems:
             ui.error(problem)
@@ -50,7 +52,48 @@ def config_check(strict: bool, path: str | None) -> None:
     assert spec is not None  # no problems: it loaded
     for note in spec.ignored:
         ui.info(f"note: {note}")
-    ui.success(f"{', '.join(spec.files)}: OK (project {spec.name}; environments: {', '.join(spec.declared_names())})")
+    reports = _build_reports(root, spec)
+    for line in (line for _, report in reports for line in report if line.startswith("error: ")):
+        ui.error(line.removeprefix("error: "))
+    if any(line.startswith("error: ") for _, report in reports for line in report):
+        sys.exit(2)
+    files = list(spec.files) or ["no branchyard.toml or railway.toml (defaults)"]
+    ui.success(f"{', '.join(files)}: OK (project {spec.name}; environments: {', '.join(spec.declared_names())})")
+    for root_dir, report in reports:
+        where = "" if root_dir in ("", ".") else f"{root_dir}: "
+        for line in report:
+            (ui.warn if line.startswith("warning: ") else ui.info)(where + line.removeprefix("warning: "))
+
+
+def _source(root: Path, root_dir: str) -> Path:
+    return root if root_dir in ("", ".") else names.safe_join(root, root_dir)
+
+
+def _build_reports(root: Path, spec) -> list[tuple[str, list[str]]]:
+    """Per source root of the project's environments: what the build will use (python, installer, start command)."""
+    from ..build import detect, installers
+    from ..errors import BranchyardError
+
+    out: list[tuple[str, list[str]]] = []
+    configs = [spec.environment(name) for name in spec.environments]
+    for root_dir in sorted({c.web.root_dir for c in configs}):
+        src = _source(root, root_dir)
+        lines: list[str] = []
+        try:
+            mine = [c for c in configs if c.web.root_dir == root_dir]
+            report = detect.build_report(src, mine[0].variables, start_command=mine[0].web.start_command,
+                                         build_command=mine[0].web.build_command)
+            lines.append(f"python: {report.python} ({report.python_source})")
+            lines.append(f"installer: {report.install}" + (" (buildCommand)" if report.install_source == "buildCommand" else ""))
+            installers.plan(src, mine[0].web.build_command, report.installer, tool=None, python="python3")
+            if report.installer.kind == detect.NONE and report.install_source != "buildCommand":
+                lines.append(f"warning: {detect.NO_INSTALLER}")
+            if report.start is not None:
+                lines.append(f"start command: {report.start.command} (inferred: {report.start.reason})")
+        except BranchyardError as err:
+            lines.append(f"error: {err}")
+        out.append((root_dir, lines))
+    return out
 
 
 def _notices(root: Path) -> tuple[str, ...]:
@@ -70,11 +113,19 @@ def _notices(root: Path) -> tuple[str, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def config_show(environment: str, path: str | None, as_json: bool) -> None:
     """The effective, merged configuration of one environment, with where each value came from."""
+    from ..build import detect
     from ..spec import explain, load_project
 
-    spec = load_project(_root(path))
+    root = _root(path)
+    spec = load_project(root)
     cfg = spec.environment(names.environment_name(environment))
+    report = detect.build_report(_source(root, cfg.web.root_dir), cfg.variables, start_command=cfg.web.start_command,
+                                 build_command=cfg.web.build_command)
+    if report.start is not None:
+        cfg = detect.with_inferred_start(cfg, report.start)
     if as_json:
-        ui.print_json(cfg.to_dict())
+        ui.print_json(cfg.to_dict() | {"build": {key.removeprefix("build."): {"value": value, "from": source}
+                                                 for key, value, source in report.rows()}})
         return
-    ui.table(["KEY", "VALUE", "FROM"], [(k, v, src) for k, v, src in explain(cfg)], title=f"{spec.name} / {cfg.name}")
+    rows = [(k, v, src) for k, v, src in explain(cfg)] + report.rows()
+    ui.table(["KEY", "VALUE", "FROM"], rows, title=f"{spec.name} / {cfg.name}")

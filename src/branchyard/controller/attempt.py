@@ -21,11 +21,13 @@ from sqlalchemy import select
 
 from .. import failpoints, names
 from ..backends.ports import RuntimePort, TaskLedger
-from ..build import release
+from ..build import detect, interpreters, release, requirements
+from ..build.detect import with_inferred_start
 from ..data import templates
 from ..errors import BadInput, BranchyardError
 from ..settings import Settings
 from ..spec import load_project
+from ..spec.loader import NO_START_COMMAND
 from ..spec.model import EnvironmentConfig, ProjectSpec
 from ..store import models as m
 from ..store.db import Store
@@ -40,6 +42,7 @@ from .variables import resolve
 
 DEFAULT_DRAINING_SECONDS = 10
 HOOK_TIMEOUT = 600  # seconds a preDeployCommand or seedCommand may take
+_BUILD_META = ("python", "python_version", "python_source", "installer", "dependencies")  # kept by a promotion
 
 
 class Superseded(BranchyardError):
@@ -129,12 +132,30 @@ class Attempts:
 
     def _build_and_roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         ready = self._prepare(project, env_name, dep_id, out)
+        build_vars = _build_variables(ready)
+        log = lambda line: out(f"       {line}")  # noqa: E731
+        python, request = self._choose_python(ready, build_vars, out)  # refused here, before anything is built
         out(f"-----> building {ready.sha[:12]} (python virtualenv)")
         started = time.monotonic()
         built = release.build(ready.src, ready.cfg.web.build_command, cache_dir=self.settings.cache_dir,
-                              python=self.settings.python, log=lambda line: out(f"       {line}"), tasks=self.tasks)
+                              python=python.path, log=log, tasks=self.tasks, env=build_vars,
+                              index_url=requirements.operator_index(self.settings.pip_index_url),
+                              layer_dir=self.settings.cache_dir / "layers" / dep_id)
         out(f"-----> build done in {time.monotonic() - started:.1f}s" + (" (dependencies cached)" if built.cached else ""))
-        self._apply(project, env_name, dep_id, out, ready, built.venv)
+        meta = {"python": python.path, "python_version": python.version_text,
+                "python_source": request.source if request else "default", "installer": built.installer,
+                "dependencies": str(built.dependencies or built.venv)}
+        self._apply(project, env_name, dep_id, out, ready, built.venv, meta)
+
+    def _choose_python(self, ready: _Ready, build_vars: Mapping[str, str],
+                       out: DeployLog) -> tuple[interpreters.Interpreter, detect.PythonRequest | None]:
+        """The interpreter the app asks for (BadInput, one line, when this machine has none), and the request."""
+        request = detect.python_request(ready.src, build_vars)
+        python = interpreters.choose(request, default=self.settings.python, allow_downloads=self.settings.python_downloads,
+                                     uv=interpreters.uv_binary(), log=lambda line: out(f"       {line}"))
+        asked = f"asked by {request.source}: {request.spec}" if request else "the app names none: BRANCHYARD_PYTHON's default"
+        out(f"-----> python: {python.describe()}; {asked}")
+        return python, request
 
     def _promote_and_roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         """A promotion: the source's release as it is (no rebuild), with this environment's own variables and data."""
@@ -144,7 +165,7 @@ class Attempts:
         if not meta.get("venv") or not (venv / "bin").is_dir():
             raise BranchyardError(f"the promoted release's virtualenv {venv} is gone; push the commit again to rebuild")
         out(f"-----> promoted release of {ready.sha[:12]} (built once, not rebuilt; virtualenv {venv.name[:12]})")
-        self._apply(project, env_name, dep_id, out, ready, venv)
+        self._apply(project, env_name, dep_id, out, ready, venv, {k: v for k, v in meta.items() if k in _BUILD_META})
 
     def _prepare(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> _Ready:
         """Read the release's spec for this environment and check it before anything is built or changed."""
@@ -156,11 +177,15 @@ class Attempts:
         for note in (*spec.warnings, *spec.ignored):
             out(f"       note: {note}")
         cfg = spec.environment(env_name)
+        src = release_dir if cfg.web.root_dir in ("", ".") else names.safe_join(release_dir, cfg.web.root_dir)
         if not cfg.web.start_command:
-            raise BadInput("no start command: set deploy.startCommand in railway.toml or a web: line in Procfile")
+            inferred = detect.infer_start_command(src)
+            if inferred is None:
+                raise BadInput(f"{NO_START_COMMAND} (none could be inferred: {detect.INFERENCE_HINT})")
+            cfg = with_inferred_start(cfg, inferred)
+            out(f"       start command: {inferred.command} (inferred: {inferred.reason})")
         if trigger in ("push", "up", "webhook"):
             self.guards.require_source_first(project, env_name, spec, sha)  # the git path keeps the gates
-        src = release_dir if cfg.web.root_dir in ("", ".") else names.safe_join(release_dir, cfg.web.root_dir)
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
             env_id = env.id
@@ -172,10 +197,12 @@ class Attempts:
         return _Ready(release_dir=release_dir, sha=sha, spec=spec, cfg=cfg, src=src, env_id=env_id, raw=raw,
                       namespaces=namespaces)
 
-    def _apply(self, project: str, env_name: str, dep_id: str, out: DeployLog, ready: _Ready, venv: Path) -> None:
+    def _apply(self, project: str, env_name: str, dep_id: str, out: DeployLog, ready: _Ready, venv: Path,
+               build_meta: Mapping[str, object]) -> None:
         """Provision, resolve, guard isolation, back up and migrate, then roll out (health-checked, zero downtime)."""
         cfg, env_id, sha, release_dir, src = ready.cfg, ready.env_id, ready.sha, ready.release_dir, ready.src
-        key = self._template_key(ready, venv, out)
+        # The template key follows the shared dependencies, not the release's own layer (new with every push).
+        key = self._template_key(ready, Path(str(build_meta.get("dependencies") or venv)), out)
         provisioned = self.data.provision(project, env_name, cfg, template_key=key)
         for name in provisioned.namespaces:
             cloned = provisioned.cloned_from and cfg.postgres is not None and name == cfg.postgres.name
@@ -183,7 +210,7 @@ class Attempts:
         out.redact = self.data.redactor(env_id)  # now including the service passwords
         values = resolve(ready.raw, namespaces=ready.namespaces | provisioned.namespaces, port=PORT_PLACEHOLDER).values
         self.guards.isolation_guard(project, env_name, values, production=cfg.production)  # before any hook
-        release.mark_release_complete(release_dir, {"deployment": dep_id, "commit": sha, "venv": str(venv)})
+        release.mark_release_complete(release_dir, {**build_meta, "deployment": dep_id, "commit": sha, "venv": str(venv)})
         with self.store.session() as s:
             dep = s.get(m.Deployment, dep_id)
             dep.config_json = DeploymentConfig.from_environment(cfg).to_json()
@@ -319,6 +346,13 @@ class Attempts:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
+
+
+def _build_variables(ready: _Ready) -> dict[str, str]:
+    """What build steps get, as on Railway: the environment's variables, except those not resolvable yet (a service
+    about to be provisioned) or per replica (PORT). Secrets among them are masked in the log by DeployLog."""
+    values = resolve(ready.raw, namespaces=ready.namespaces, port=PORT_PLACEHOLDER, lenient=True).values
+    return {k: v for k, v in values.items() if PORT_PLACEHOLDER not in v}
 
 
 class _AnyKey(dict[str, str]):

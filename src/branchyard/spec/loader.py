@@ -34,8 +34,11 @@ def load_project(root: Path, *, strict: bool | None = None) -> ProjectSpec:
     return spec
 
 
-def check(root: Path, strict: bool | None = None) -> list[str]:
-    """Every problem `config check` reports, one line each; empty when the project is fine."""
+def check(root: Path, strict: bool | None = None, *, infers_start: Callable[[str], bool] | None = None) -> list[str]:
+    """Every problem `config check` reports, one line each; empty when the project is fine.
+
+    infers_start(root_dir): True when the build can infer a start command for that source root (build/detect.py),
+    so that having none in the project files is no problem."""
     try:
         spec = _load(Path(root), strict)
     except SpecError as err:
@@ -44,13 +47,17 @@ def check(root: Path, strict: bool | None = None) -> list[str]:
     services = _service_names(spec)
     for name in spec.environments:
         label = f"{name}-*" if name == PR_TEMPLATE else name
-        problems += [f"{label}: {p}" for p in environment_problems(spec.environment(name), services)]
+        config = spec.environment(name)
+        inferred = infers_start is not None and not config.web.start_command and infers_start(config.web.root_dir)
+        problems += [f"{label}: {p}" for p in environment_problems(config, services, inferred_start=inferred)]
     return problems
 
 
-def environment_problems(config: EnvironmentConfig, service_names: Iterable[str] = ("Postgres", "Redis")) -> list[str]:
-    """Problems of one effective config: no start command, references to services it does not have."""
-    problems = [] if config.web.start_command else [NO_START_COMMAND]
+def environment_problems(config: EnvironmentConfig, service_names: Iterable[str] = ("Postgres", "Redis"), *,
+                         inferred_start: bool = False) -> list[str]:
+    """Problems of one effective config: no start command (unless the build infers one), references to services it
+    does not have."""
+    problems = [] if config.web.start_command or inferred_start else [NO_START_COMMAND]
     present = {s.name for s in (config.postgres, config.redis) if s is not None}
     missing = set(service_names) - present
     for variable, value in config.variables.items():

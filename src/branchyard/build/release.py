@@ -51,6 +51,8 @@ __all__ = [
     "read_release_meta",
     "release_complete",
     "remove_incomplete_releases",
+    "release_layers",
+    "remove_unused_layers",
     "split_build_command",
 ]
 
@@ -125,6 +127,27 @@ def read_release_meta(dest: Path) -> dict[str, object] | None:
     except (OSError, ValueError) as exc:
         raise BackendError(f"cannot read release marker in {dest}: {exc}") from None
     return meta if isinstance(meta, dict) else None
+
+
+def release_layers(layers_root: Path) -> list[Path]:
+    """The release layers there are (`<layers_root>/<deployment>`)."""
+    root = Path(layers_root)
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def remove_unused_layers(layers: Collection[Path], *, in_use: Collection[Path], building: Collection[str]) -> list[Path]:
+    """Delete those of `layers` (listed before `in_use` and `building` were read, so that a layer made meanwhile is
+    not among them) that no release uses any more: named by no kept release's marker (`in_use`: its `venv`, a
+    promoted copy's included) and not being built (`building`: ids of deployments in progress, whose marker is not
+    written yet). The layers deleted."""
+    used = {Path(p).resolve() for p in in_use}
+    removed = []
+    for layer in layers:
+        if layer.name in building or layer.resolve() in used or not layer.is_dir():
+            continue
+        shutil.rmtree(layer, ignore_errors=True)
+        removed.append(layer)
+    return removed
 
 
 def remove_incomplete_releases(root: Path, *, keep: Collection[Path] = ()) -> list[Path]:

@@ -99,6 +99,7 @@ class Controller:
     def _housekeeping(self) -> None:
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
+        self.deployer.prune_layers()
 
     def stop_everything(self) -> None:
         """Stop every app process this control plane knows about, the router, every Redis and PostgreSQL server.

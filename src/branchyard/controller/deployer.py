@@ -390,6 +390,28 @@ class Deployer:
             self.store.record(s, project, "deploy.failed", reason, environment=env_name, deployment_id=dep_id)
         self.routes.sync()
 
+    def prune_layers(self) -> list[Path]:
+        """Delete the release layers (an app's own install, `<cache>/layers/<deployment>`) that no kept release
+        uses and no deployment in progress is making. Listed first: a layer made while this runs is not touched."""
+        layers = release.release_layers(self.settings.cache_dir / "layers")
+        if not layers:
+            return []
+        with self.store.session() as s:
+            building = set(s.scalars(select(m.Deployment.id).where(m.Deployment.status.in_(m.IN_PROGRESS))))
+        in_use = []
+        for release_dir in self.settings.releases_dir.glob("*/*"):
+            try:
+                meta = release.read_release_meta(release_dir) if release_dir.is_dir() else None
+            except BranchyardError as err:  # which layer it uses is unknown: delete none this time
+                log.warning("release layers not pruned: %s", err)
+                return []
+            if meta and meta.get("venv"):
+                in_use.append(Path(str(meta["venv"])))
+        removed = release.remove_unused_layers(layers, in_use=in_use, building=building)
+        for layer in removed:
+            log.info("removed release layer %s (no kept release uses it)", layer.name)
+        return removed
+
     # --- start-up ----------------------------------------------------------------------------------
 
     def recover(self) -> None:

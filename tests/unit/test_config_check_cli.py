@@ -34,3 +34,28 @@ def test_warnings_are_shown_next_to_the_errors_they_explain(tmp_path: Path) -> N
         'warning: railway.toml: deploy.startCommnd: unknown key (did you mean "startCommand"?)',
         "error: production: no start command: set deploy.startCommand in railway.toml or a web: line in Procfile",
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["status", "-e", "staging"], (["status", "-e", "staging"], False)),
+        (["--verbose", "status"], (["--verbose", "status"], True)),
+        (["status", "--verbose", "-e", "staging"], (["--verbose", "status", "-e", "staging"], True)),
+        (["run", "-e", "pr-1", "--", "pytest", "--verbose"], (["run", "-e", "pr-1", "--", "pytest", "--verbose"], False)),
+        (["run", "--verbose", "-e", "pr-1", "--", "pytest", "--verbose"],
+         (["--verbose", "run", "-e", "pr-1", "--", "pytest", "--verbose"], True)),
+    ],
+)
+def test_verbose_is_taken_anywhere_before_a_double_dash(argv: list[str], expected: tuple[list[str], bool]) -> None:
+    from branchyard.cli.main import verbose_anywhere
+
+    assert verbose_anywhere(argv) == expected
+
+
+def test_verbose_after_the_subcommand_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "railway.toml").write_text('[deploy]\nstartCommand = "python app.py"\n')
+    (tmp_path / "requirements.txt").write_text("flask\n")
+    done = config_check(tmp_path, "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("✓ railway.toml: OK (project ")  # the same as without --verbose

@@ -51,11 +51,20 @@ for command in (
     cli.add_command(command)
 
 
+def verbose_anywhere(argv: list[str]) -> tuple[list[str], bool]:
+    """`--verbose` is the root group's option, but users put it anywhere (`branchyard status --verbose`): it is
+    moved to the front. After `--` everything is the command's own (`run -e pr-1 -- pytest --verbose`)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    if "--verbose" not in argv[:cut]:
+        return argv, False
+    return ["--verbose", *(a for a in argv[:cut] if a != "--verbose"), *argv[cut:]], True
+
+
 def main() -> None:
     """Entry point: one top-level rescue, one-line errors, tracebacks only with --verbose."""
-    verbose = "--verbose" in sys.argv[1:]
+    args, verbose = verbose_anywhere(sys.argv[1:])
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=args, standalone_mode=False)
     except click.exceptions.Abort:
         ui.error("aborted")
         sys.exit(1)

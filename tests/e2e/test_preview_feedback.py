@@ -45,8 +45,10 @@ def test_a_preview_reports_its_url_and_state_in_one_comment_and_its_statuses(pla
     assert [(s["state"], s["context"]) for s in statuses] == [("pending", "branchyard/preview"),
                                                               ("success", "branchyard/preview")]
     assert statuses[-1]["target_url"] == url
-    (comment,) = wait_for(lambda: (c := fake.comments_on("owner/fbk", 11)) and url in c[-1]["body"] and c, timeout=30)
-    assert "live" in comment["body"].lower()
+    # The comment is edited after the status is sent (building → live): wait for the edit, not the first version.
+    (comment,) = wait_for(lambda: (c := fake.comments_on("owner/fbk", 11)) and "live" in c[-1]["body"].lower() and c,
+                          timeout=30)
+    assert url in comment["body"]
 
     closed = pull_request("closed", 11, head_sha=v1, head_ref="feature/feedback", merged=True, base_sha=base,
                           repository="owner/fbk")

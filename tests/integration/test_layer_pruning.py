@@ -1,5 +1,6 @@
 """Deployer.prune_layers against a real store and real release directories: a layer goes once no kept release's
-marker names it and no deployment in progress is making it (tests/unit/test_release_layers.py: the deletion rule; a distinct file name, as pytest imports test modules by basename)."""
+marker names it and no deployment in progress is making it (the deletion rule:
+tests/unit/test_release_layers.py; a name of its own, as pytest imports test modules by basename)."""
 
 from __future__ import annotations
 

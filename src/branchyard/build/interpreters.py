@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +41,12 @@ def choose(request: PythonRequest | None, *, default: str, allow_downloads: bool
         return default_interp
     if default_interp is not None and request.matches(default_interp.version):
         return default_interp
-    found = [i for i in _candidates(request, uv) if request.matches(i.version)]
-    if found:
-        return max(found, key=lambda i: i.version)
+    found = _newest(request, _local_candidates(request))
+    if found is None and uv:  # `uv python find` probes every interpreter it knows of (~0.5 s): only when needed
+        path = _uv_find(request, uv)
+        found = _newest(request, [_once(path, "uv", set())] if path else [])
+    if found is not None:
+        return found
     if allow_downloads and uv:
         installed = _uv_install(request, uv, log)
         if installed is not None and request.matches(installed.version):
@@ -59,18 +62,20 @@ def _plain(spec: str) -> bool:
     return all(part.isdigit() for part in spec.split("."))
 
 
-def _candidates(request: PythonRequest, uv: str | None) -> Iterator[Interpreter]:
+def _newest(request: PythonRequest, candidates: Iterable[Iterable[Interpreter]]) -> Interpreter | None:
+    found = [i for group in candidates for i in group if request.matches(i.version)]
+    return max(found, key=lambda i: i.version) if found else None
+
+
+def _local_candidates(request: PythonRequest) -> Iterator[Iterator[Interpreter]]:
+    """`python3.X` on PATH, then pyenv's versions (each real file once)."""
     seen: set[str] = set()
     for minor in minor_candidates(request.spec):
         found = shutil.which(f"python{minor}")
         if found:
-            yield from _once(found, "PATH", seen)
+            yield _once(found, "PATH", seen)
     for path in _pyenv_pythons():
-        yield from _once(str(path), "pyenv", seen)
-    if uv:
-        found = _uv_find(request, uv)
-        if found:
-            yield from _once(found, "uv", seen)
+        yield _once(str(path), "pyenv", seen)
 
 
 def _once(path: str, origin: str, seen: set[str]) -> Iterator[Interpreter]:

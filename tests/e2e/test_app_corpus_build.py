@@ -130,8 +130,8 @@ def test_fastapi_with_uv_lock_and_python_version_312(corpus_plane, tmp_path):
     log = push(plane, repo)
     assert "using cached virtualenv" in log and "(dependencies cached)" in log
     assert "$ uv sync" not in log
-    assert "$ uv pip install --no-deps ." in log
-    assert "fastapi" not in log.split("$ uv pip install --no-deps .", 1)[1].split("-----> build done", 1)[0].lower()
+    assert "$ uv pip install --no-deps -e ." in log
+    assert "fastapi" not in log.split("$ uv pip install --no-deps -e .", 1)[1].split("-----> build done", 1)[0].lower()
     assert plane.get("corpus-uv.localhost", "/").json()["version"] == "v2"
     meta = plane.json("deployments", "-e", "production", cwd=repo)
     assert meta[0]["status"] == "SUCCESS"
@@ -195,7 +195,7 @@ def test_pyproject_only_app_installs_itself_in_a_layer_and_a_code_push_reinstall
     repo = make_app(plane, tmp_path, "corpus-project", {"pyproject.toml": pyproject, "main.py": ASGI, "railway.toml": START})
     log = push(plane, repo)
     assert "installer: pip-project (pyproject.toml)" in log
-    assert "$ pip install uvicorn" in log and "$ uv pip install --no-deps ." in log
+    assert "$ pip install uvicorn" in log and "$ uv pip install --no-deps -e ." in log
     assert "installing the app into a layer of its own" in log and "private to this release" not in log
     assert plane.get("corpus-project.localhost", "/").json()["version"] == "v1"
 

@@ -396,7 +396,7 @@ def test_installing_the_app_goes_into_a_layer_of_its_own_over_the_cached_depende
 
     first, log1 = run_build(src("r1", "VERSION = 1\n"), None, cache)
     assert not first.cached and first.layered and first.installer == "pip-project"
-    assert "$ pip install idna" in log1.text and "$ uv pip install --no-deps ." in log1.text
+    assert "$ pip install idna" in log1.text and "$ uv pip install --no-deps -e ." in log1.text
     second, log2 = run_build(src("r2", "VERSION = 2\n"), None, cache)
     assert second.cached and second.dependencies == first.dependencies
     assert second.venv != first.venv and second.venv.parent == first.venv.parent

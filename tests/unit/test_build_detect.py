@@ -146,10 +146,10 @@ def test_plans(tmp_path):
     p = _plan(tmp_path / "uv", {"pyproject.toml": PACKAGE, "uv.lock": ""})
     assert [s.label for s in p.dependencies] == ["uv sync --frozen --no-dev --no-install-project"]
     assert p.dependencies[0].command.startswith("/opt/uv sync --frozen") and "--python /usr/bin/python3.12" in p.dependencies[0].command
-    assert [s.label for s in p.app] == ["uv pip install --no-deps ."]
+    assert [s.label for s in p.app] == ["uv pip install --no-deps -e ."]
     p = _plan(tmp_path / "proj", {"pyproject.toml": UV_PROJECT.replace('["fastapi"]', '["fastapi>=0.110", "uvicorn[standard]"]')})
     assert [s.label for s in p.dependencies] == ["pip install 'fastapi>=0.110' 'uvicorn[standard]'"]
-    assert [s.label for s in p.app] == ["uv pip install --no-deps ."]
+    assert [s.label for s in p.app] == ["uv pip install --no-deps -e ."]
     p = _plan(tmp_path / "none", {"main.py": ""})
     assert p.installer == detect.NONE and p.notes == (detect.NO_INSTALLER,)
 
@@ -165,7 +165,7 @@ def test_poetry_and_pipenv_plans(tmp_path):
     p = _plan(tmp_path / "poetry", {"pyproject.toml": PACKAGE, "poetry.lock": ""})
     assert [s.label for s in p.dependencies] == ["poetry install --no-root --only main"]
     assert p.dependencies[0].command.startswith("POETRY_VIRTUALENVS_CREATE=false /opt/uv install --no-root")
-    assert [s.label for s in p.app] == ["uv pip install --no-deps ."]
+    assert [s.label for s in p.app] == ["uv pip install --no-deps -e ."]
     p = _plan(tmp_path / "script", {"pyproject.toml": PACKAGE + "[tool.poetry]\npackage-mode = false\n", "poetry.lock": ""})
     assert p.app == ()
     p = _plan(tmp_path / "pipenv", {"Pipfile": "[packages]\n", "Pipfile.lock": "{}"})

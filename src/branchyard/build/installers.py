@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import BuildFailed
 from .detect import NO_INSTALLER, NONE, PIP, PIPENV, POETRY, PROJECT, UV, Installer
-from .steps import IMPLICIT_INSTALL, is_install_step, split_build_command, split_local_lines
+from .steps import IMPLICIT_INSTALL, editable_projects, is_install_step, split_build_command, split_local_lines
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class Step:
     command: str  # run with /bin/sh -c, the layer's virtualenv active
     label: str  # how the log shows it (`$ label`)
     writes: tuple[tuple[str, str], ...] = ()  # (file under the app's directory, text) written before it runs
+    # run instead when this step fails because the build backend cannot install editable (no PEP 660 hook)
+    not_editable: Step | None = None
 
 # Requirements files made from the app's own, next to it (so that its relative -r includes still resolve).
 DEPENDENCY_LINES = ".branchyard-dependencies.txt"
@@ -35,6 +37,7 @@ class InstallPlan:
     app: tuple[Step, ...] = ()
     other: tuple[Step, ...] = ()
     notes: tuple[str, ...] = ()
+    editable: tuple[str, ...] = ()  # the directories `app` installs editable: its layer may be reused (app_layer)
 
     @property
     def cache_key(self) -> list[str]:
@@ -64,12 +67,19 @@ def plan(src: Path, build_command: str | None, installer: Installer, *, tool: st
         return InstallPlan("buildCommand", "buildCommand", tuple(_step(s) for s in install), (), others)
     base = _detected(src, installer, tool=shlex.quote(tool or TOOLS.get(installer.kind, "")), python=python,
                      uv=shlex.quote(uv or "uv"))
-    return InstallPlan(base.source, base.installer, base.dependencies, base.app, others, base.notes)
+    return InstallPlan(base.source, base.installer, base.dependencies, base.app, others, base.notes, base.editable)
 
 
 def _app_step(uv: str, args: str, label_args: str | None = None, writes: tuple[tuple[str, str], ...] = ()) -> Step:
     """Installs the app (only) into the release's layer, the active virtualenv."""
     return _step(f"{uv} pip install --no-deps {args}", f"uv pip install --no-deps {label_args or args}", writes)
+
+
+def _editable_app_step(uv: str) -> Step:
+    """Installs the app editable into the release's layer (its code stays in the release's directory, which never
+    changes), so that a code-only push can reuse the layer; a copy when the build backend cannot do editable."""
+    editable = _app_step(uv, "-e .")
+    return Step(editable.command, editable.label, not_editable=_app_step(uv, "."))
 
 
 def _detected(src: Path, installer: Installer, *, tool: str, python: str, uv: str) -> InstallPlan:
@@ -88,24 +98,25 @@ def _detected(src: Path, installer: Installer, *, tool: str, python: str, uv: st
                      ((DEPENDENCY_LINES, deps_text),))
         app = _app_step(uv, f"-r {LOCAL_LINES}", "-r requirements.txt (its local lines: " + ", ".join(local_text.splitlines())
                         + ")", ((LOCAL_LINES, local_text),))
-        return InstallPlan("requirements.txt", PIP, (deps,) if deps_text else (), (app,))
+        return InstallPlan("requirements.txt", PIP, (deps,) if deps_text else (), (app,),
+                           editable=tuple(editable_projects(local_text) or ()))
     if kind == UV:
         sync = (f"{tool} sync --frozen --no-dev --no-install-project --inexact --python {shlex.quote(python)}",
                 "uv sync --frozen --no-dev --no-install-project")
-        app = (_app_step(uv, "."),) if installer.package else ()
-        return InstallPlan("pyproject.toml + uv.lock", UV, (_step(*sync),), app)
+        app = (_editable_app_step(uv),) if installer.package else ()
+        return InstallPlan("pyproject.toml + uv.lock", UV, (_step(*sync),), app, editable=(".",) if app else ())
     if kind == PROJECT:
         if installer.dynamic:
             note = "pyproject.toml: its dependencies are dynamic (computed by its build backend): installed with the app, every build"
             return InstallPlan("pyproject.toml", PROJECT, (), (_step("pip install ."),), notes=(note,))
         deps = (_step("pip install " + " ".join(shlex.quote(d) for d in installer.dependencies)),) if installer.dependencies else ()
-        return InstallPlan("pyproject.toml", PROJECT, deps, (_app_step(uv, "."),))
+        return InstallPlan("pyproject.toml", PROJECT, deps, (_editable_app_step(uv),), editable=(".",))
     if kind == POETRY:
         # virtualenvs.create = false: poetry installs into the active virtualenv (VIRTUAL_ENV), the one being built.
         label = "poetry install --no-root --only main"
         deps = _step(f"POETRY_VIRTUALENVS_CREATE=false {tool} install --no-root --only main --no-interaction --no-ansi", label)
-        app = (_app_step(uv, "."),) if installer.package else ()
-        return InstallPlan("pyproject.toml + poetry.lock", POETRY, (deps,), app)
+        app = (_editable_app_step(uv),) if installer.package else ()
+        return InstallPlan("pyproject.toml + poetry.lock", POETRY, (deps,), app, editable=(".",) if app else ())
     if kind == PIPENV:
         if "Pipfile.lock" not in installer.files:
             raise BuildFailed("Pipfile: no Pipfile.lock next to it: run `pipenv lock` and commit Pipfile.lock")

@@ -5,6 +5,8 @@ last, atomically. Virtualenvs live in `<cache>/venvs/<hash>` where the hash cove
 the install steps and the dependency files: a code-only push reuses the venv and skips the install.
 A build that installs the app itself does so into a layer of the release (`<cache>/layers/<deployment>`):
 a virtualenv that sees the shared one through a .pth file, so the shared one is never changed by a release.
+When the app is installed editable and its packaging files and file list are those of an earlier release, that
+release's layer is copied and relocated instead of running the build backend again (app_layer.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import IO, TYPE_CHECKING
 
 from branchyard import failpoints
 from branchyard.backends.local.processes import kill_group
-from branchyard.build import detect, installers, interpreters, requirements, tools
+from branchyard.build import app_layer, detect, installers, interpreters, requirements, tools
 from branchyard.build.steps import IMPLICIT_INSTALL, requirement_files, split_build_command, split_top_level
 from branchyard.errors import BackendError, BuildFailed
 
@@ -328,15 +330,30 @@ def build(
                 shutil.rmtree(venv, ignore_errors=True)
                 raise
     runtime = venv
-    layered = bool(steps.app) or _installs_into_venv([s.command for s in steps.other])
+    other_installs = _installs_into_venv([s.command for s in steps.other])
+    layered = bool(steps.app) or other_installs
+    app_steps: Sequence[installers.Step] = steps.app
+    reuse = None
     if layered:
         # The app's own install goes into a layer of this release: the shared virtualenv stays as the cache made it.
         layer = Path(layer_dir) if layer_dir else Path(cache_dir) / "layers" / hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:32]
-        log(f"installing the app into a layer of its own ({layer.name[:12]}) over virtualenv {digest[:12]}")
-        _make_layer(python, venv, layer, src=src, log=log, deadline=deadline, tasks=tasks)
+        if steps.editable and not other_installs:
+            reuse = app_layer.reuse_key(src, projects=steps.editable, base=digest, tools=_identity_of(uv),
+                                        steps=[s.label for s in steps.app])
+        if reuse is not None and reuse.key is not None and _reuse_layer(layer, reuse.key, src, log):
+            app_steps = ()
+        else:
+            if reuse is not None and reuse.key is None:
+                log(f"note: {reuse.reason}")
+            log(f"installing the app into a layer of its own ({layer.name[:12]}) over virtualenv {digest[:12]}")
+            _make_layer(python, venv, layer, src=src, log=log, deadline=deadline, tasks=tasks)
         runtime = layer
     step_env = _build_env(runtime, extra)
-    for step in (*steps.app, *steps.other):
+    for step in app_steps:
+        run(step, env=step_env)
+    if app_steps and reuse is not None and reuse.key is not None:
+        app_layer.write_marker(runtime, key=reuse.key, src=src.resolve())
+    for step in steps.other:
         run(step, env=step_env)
     return BuildResult(venv=runtime, cached=cached, seconds=time.monotonic() - started, dependencies=venv,
                        installer=steps.installer, layered=layered)
@@ -390,10 +407,44 @@ def _run_step(step: installers.Step, *, env: dict[str, str], src: Path, log: Cal
     try:
         _run(["/bin/sh", "-c", step.command], step.label, cwd=src, env=env, log=keep, deadline=deadline, tasks=tasks)
     except BuildFailed as err:
+        if step.not_editable is not None and any("build_editable" in line for line in tail):
+            log("note: the app's build backend cannot install it editable (no PEP 660 `build_editable`): "
+                "installing a copy instead, every build")
+            return _run_step(step.not_editable, env=env, src=src, log=log, deadline=deadline, tasks=tasks,
+                             req_files=req_files)
         at_fault = requirements.blame(tail, src, req_files)
         if at_fault:
             raise BuildFailed(f"{err}: {at_fault}") from None
         raise
+
+
+def _reuse_layer(layer: Path, key: str, src: Path, log: Callable[[str], None]) -> bool:
+    """Copy the layer of an earlier release with the same packaging and file list (app_layer); False if none fits."""
+    found = app_layer.find_source(layer.parent, key, exclude=layer)
+    if found is None:
+        return False
+    source, marker = found
+    started = time.monotonic()
+    try:
+        rewritten = app_layer.relocate(source, marker, layer, src.resolve())
+    except app_layer.CannotRelocate as exc:
+        log(f"note: the app's layer of {source.name[:12]} cannot be reused ({exc}): installing the app")
+        return False
+    app_layer.write_marker(layer, key=key, src=src.resolve())
+    log(f"reusing the app's layer of {source.name[:12]} (packaging files and file list unchanged; "
+        f"{rewritten} files relocated in {(time.monotonic() - started) * 1000:.0f} ms)")
+    return True
+
+
+def _identity_of(tool: str | None) -> str:
+    """What identifies an installer's executable for a cache key: its path, size and modification time."""
+    if not tool:
+        return ""
+    try:
+        st = os.stat(tool)
+    except OSError:
+        return tool
+    return f"{tool} {st.st_size} {st.st_mtime_ns}"
 
 
 def _make_layer(python: str, base: Path, layer: Path, *, src: Path, log: Callable[[str], None],
@@ -402,7 +453,7 @@ def _make_layer(python: str, base: Path, layer: Path, *, src: Path, log: Callabl
     shutil.rmtree(layer, ignore_errors=True)
     layer.parent.mkdir(parents=True, exist_ok=True)
     env = _build_env(base, None)
-    _run([python, "-m", "venv", "--without-pip", str(layer)], f"{python} -m venv --without-pip", cwd=src, env=env,
+    _run([python, "-m", "venv", "--without-pip", "--prompt", "app", str(layer)], f"{python} -m venv --without-pip", cwd=src, env=env,
          log=log, deadline=deadline, tasks=tasks)
     [layer_site] = list(layer.glob("lib/python*/site-packages")) or [None]
     [base_site] = list(base.glob("lib/python*/site-packages")) or [None]

@@ -177,6 +177,29 @@ def split_local_lines(src: Path, rel: str = "requirements.txt") -> tuple[str, st
     return "".join(f"{line}\n" for line in deps), "".join(f"{line}\n" for line in local)
 
 
+def editable_projects(local_text: str) -> list[str] | None:
+    """The directories a requirements file's local lines install editable (`-e .`, `--editable=./lib[extra]`), or
+    None when one of them installs otherwise (a copy: `./pkg`, a wheel; a URL)."""
+    dirs: list[str] = []
+    for line in local_text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("-e", "--editable") and len(words) == 2:
+            target = words[1]
+        elif words[0].startswith("--editable=") and len(words) == 1:
+            target = words[0][len("--editable="):]
+        elif words[0].startswith("-e") and words[0] != "-e" and len(words) == 1:
+            target = words[0][2:]
+        else:
+            return None
+        target = target.split("[", 1)[0]
+        if not (target in (".", "..") or target.startswith(("./", "../"))) or target.startswith("../"):
+            return None
+        dirs.append(target)
+    return dirs or None
+
+
 # -- internals -------------------------------------------------------------------------------------
 
 

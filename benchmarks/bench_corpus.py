@@ -2,7 +2,7 @@
 the new code, against a bare start of the same app with the same virtualenv, in the same run. Goal (issue 13): the
 second push within 2× the bare start (none of these apps has a release command).
 
-    .venv/bin/python benchmarks/bench_corpus.py
+    .venv/bin/python benchmarks/bench_corpus.py          # ROUNDS=3 for three rounds
 """
 
 from __future__ import annotations
@@ -77,9 +77,13 @@ def one(name: str, files: dict[str, str], code_file: str, bare_cmd: str) -> dict
         code.write_text(code.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
         sh(["git", "commit", "-qam", "v2"], cwd=repo, env=env)
         started = time.monotonic()
-        sh(["git", "push", "-q", "branchyard", "main"], cwd=repo, env=env)
-        serving(url, host, "v2")
+        push = subprocess.Popen(["git", "push", "-q", "branchyard", "main"], cwd=repo, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        serving(url, host, "v2")  # while the push still streams the old deployment's drain
         second = time.monotonic() - started
+        if push.wait() != 0:
+            raise SystemExit(f"{name}: the second push failed")
+        returned = time.monotonic() - started
         deps = json.loads(sh(BY + ["deployments", "-e", "production", "--json"], cwd=repo, env=env))
         release = tmp / "home" / "releases" / name / deps[0]["id"]
         venv = Path(json.loads((release / ".branchyard-release.json").read_text())["venv"])
@@ -94,17 +98,22 @@ def one(name: str, files: dict[str, str], code_file: str, bare_cmd: str) -> dict
         finally:
             os.killpg(proc.pid, 15)
             proc.wait()
-        return {"first": first, "second": second, "bare": bare}
+        return {"first": first, "second": second, "returned": returned, "bare": bare}
     finally:
         subprocess.run(BY + ["server", "stop", "--all"], env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
-    print(f"{'app':16} {'first push':>11} {'code push':>10} {'bare start':>11} {'code/bare':>10}")
-    for name, (files, code_file, bare_cmd) in APPS.items():
-        r = one(name, files, code_file, bare_cmd)
-        print(f"{name:16} {r['first']:10.2f}s {r['second']:9.2f}s {r['bare']:10.2f}s {r['second'] / r['bare']:9.1f}×")
+    rounds = int(os.environ.get("ROUNDS", "1"))
+    print("code push: `git push` of a code-only commit → the router serves the new code (the push itself returns")
+    print("once the old deployment is told to drain: 'push returns'). bare start: the same release started by hand.")
+    print(f"{'app':16} {'first push':>11} {'code push':>10} {'push returns':>13} {'bare start':>11} {'code/bare':>10}")
+    for _ in range(rounds):
+        for name, (files, code_file, bare_cmd) in APPS.items():
+            r = one(name, files, code_file, bare_cmd)
+            print(f"{name:16} {r['first']:10.2f}s {r['second']:9.2f}s {r['returned']:12.2f}s {r['bare']:10.2f}s "
+                  f"{r['second'] / r['bare']:9.1f}×")
 
 
 if __name__ == "__main__":

@@ -124,15 +124,20 @@ def test_fastapi_with_uv_lock_and_python_version_312(corpus_plane, tmp_path):
     assert os.path.realpath(meta["python"]) == os.path.realpath(py312)
     assert meta["installer"] == "uv" and meta["venv"] != meta["dependencies"]
 
-    # A code-only push: the app's own layer is rebuilt, no dependency is installed again.
+    # A code-only push: no dependency is installed again, and the app's own layer is the first release's, relocated.
     (repo / "main.py").write_text(FASTAPI.replace('VERSION = "v1"', 'VERSION = "v2"'))
     plane.commit(repo, "v2")
     log = push(plane, repo)
     assert "using cached virtualenv" in log and "(dependencies cached)" in log
-    assert "$ uv sync" not in log
-    assert "$ uv pip install --no-deps -e ." in log
-    assert "fastapi" not in log.split("$ uv pip install --no-deps -e .", 1)[1].split("-----> build done", 1)[0].lower()
+    assert "$ uv sync" not in log and "$ uv pip install" not in log
+    assert f"reusing the app's layer of {dep['id'][:12]} (packaging files and file list unchanged;" in log
     assert plane.get("corpus-uv.localhost", "/").json()["version"] == "v2"
+    # A push adding a file: the layer is made again (the build backend runs).
+    (repo / "extra.py").write_text("")
+    plane.commit(repo, "v3")
+    log = push(plane, repo)
+    assert "$ uv pip install --no-deps -e ." in log and "reusing the app's layer" not in log
+    assert "fastapi" not in log.split("$ uv pip install --no-deps -e .", 1)[1].split("-----> build done", 1)[0].lower()
     meta = plane.json("deployments", "-e", "production", cwd=repo)
     assert meta[0]["status"] == "SUCCESS"
 
@@ -203,8 +208,8 @@ def test_pyproject_only_app_installs_itself_in_a_layer_and_a_code_push_reinstall
     plane.commit(repo, "v2")
     log = push(plane, repo)
     assert "(dependencies cached)" in log and "$ pip install uvicorn" not in log
-    installed = [line.split("remote:", 1)[1].strip() for line in log.splitlines() if " + " in line]
-    assert len(installed) == 1 and installed[0].startswith("+ corpus-project==0.1.0")  # the app only
+    assert not [line for line in log.splitlines() if " + " in line]  # nothing installed: the app's layer is reused
+    assert "reusing the app's layer of" in log and "$ uv pip install" not in log
     assert "Collecting uvicorn" not in log and "Successfully installed" not in log
     assert plane.get("corpus-project.localhost", "/").json()["version"] == "v2"
 
@@ -331,7 +336,7 @@ def test_django_installing_itself_gets_an_inferred_gunicorn_and_a_code_push_rein
     plane.commit(repo, "v2")
     log = push(plane, repo)
     assert "(dependencies cached)" in log and "its dependency lines" not in log
-    installed = [line.split("remote:", 1)[1].strip() for line in log.splitlines() if " + " in line]
-    assert len(installed) == 1 and installed[0].startswith("+ corpus-django==0.1.0")  # the app only
+    assert not [line for line in log.splitlines() if " + " in line]  # nothing installed: the app's layer is reused
+    assert "reusing the app's layer of" in log and "$ uv pip install" not in log
     assert "Successfully installed" not in log
     assert plane.get("corpus-django.localhost", "/").json()["version"] == "v2"

@@ -54,3 +54,47 @@ def test_prune_layers_keeps_what_releases_use_and_builds_make() -> None:
     finally:
         store.close()
         shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def test_prune_virtualenvs_keeps_what_releases_name_and_waits_for_builds() -> None:
+    home = new_home()
+    settings = settings_mod.load({"BRANCHYARD_HOME": str(home)})
+    store = Store(settings.state_db)
+    none = cast(Any, None)  # prune_virtualenvs reads the settings and the store only
+    deployer = Deployer(settings, store, data=none, replicas=none, backups=none, routes=none, guards=none,
+                        locks=none, runtime=none, tasks=none)
+    venvs = settings.cache_dir / "venvs"
+    for name in ("layered", "plain", "old", "older"):
+        (venvs / name / "bin").mkdir(parents=True)
+    try:
+        with store.session() as s:
+            p = m.Project(name="app", repo_path="/nonexistent")
+            s.add(p)
+            s.flush()
+            env = m.Environment(project_id=p.id, name="production", production=True)
+            s.add(env)
+            s.flush()
+
+            def deployment(dep_id: str, status: str, marker: dict[str, str] | None) -> None:
+                release_dir = settings.releases_dir / "app" / dep_id
+                release_dir.mkdir(parents=True)
+                if marker is not None:
+                    release.mark_release_complete(release_dir, {"deployment": dep_id, **marker})
+                s.add(m.Deployment(id=dep_id, project_id=p.id, environment_id=env.id, status=status,
+                                   commit_sha="c0ffee", trigger="push", release_dir=str(release_dir)))
+
+            # A release with its own layer names the shared virtualenv as `dependencies`; one without, as `venv`.
+            deployment("d1", m.SUCCESS, {"venv": str(settings.cache_dir / "layers" / "d1"),
+                                         "dependencies": str(venvs / "layered")})
+            deployment("d2", m.SUCCESS, {"venv": str(venvs / "plain")})
+            deployment("d3", m.BUILDING, None)
+        assert deployer.prune_virtualenvs() == []  # a build in progress: nothing this time
+        assert sorted(p.name for p in venvs.iterdir()) == ["layered", "old", "older", "plain"]
+        with store.session() as s:
+            s.get(m.Deployment, "d3").status = m.FAILED
+        removed = deployer.prune_virtualenvs()
+        assert sorted(p.name for p in removed) == ["old", "older"]
+        assert sorted(p.name for p in venvs.iterdir() if p.is_dir()) == ["layered", "plain"]
+    finally:
+        store.close()
+        shutil.rmtree(home.parent, ignore_errors=True)

@@ -55,6 +55,8 @@ __all__ = [
     "remove_incomplete_releases",
     "release_layers",
     "remove_unused_layers",
+    "remove_unused_virtualenvs",
+    "shared_virtualenvs",
     "split_build_command",
 ]
 
@@ -145,10 +147,49 @@ def remove_unused_layers(layers: Collection[Path], *, in_use: Collection[Path], 
     used = {Path(p).resolve() for p in in_use}
     removed = []
     for layer in layers:
-        if layer.name in building or layer.resolve() in used or not layer.is_dir():
+        owner = layer.name.removeprefix(".").removesuffix(".relocating")  # app_layer.relocate's copy in progress
+        if owner in building or layer.resolve() in used or not layer.is_dir():
             continue
         shutil.rmtree(layer, ignore_errors=True)
         removed.append(layer)
+    return removed
+
+
+def shared_virtualenvs(venvs_root: Path) -> list[Path]:
+    """The shared virtualenvs there are (`<venvs_root>/<dependency hash>`)."""
+    root = Path(venvs_root)
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def remove_unused_virtualenvs(venvs: Collection[Path], *, in_use: Collection[Path],
+                              still_idle: Callable[[], bool]) -> list[Path]:
+    """Delete those of `venvs` that no kept release names (`in_use`: a marker's `dependencies` and `venv`), each
+    under its build lock, taken without waiting (one a build holds is left alone), and only while `still_idle()`
+    says, under that lock, that no build started since `in_use` was read (a build's release marker, naming its
+    virtualenv, is written last; a build that takes the lock after us finds no virtualenv and makes it again).
+    The virtualenvs deleted. The lock files stay: deleting one could let two builds of the same virtualenv lock
+    different files."""
+    used = {Path(p).resolve() for p in in_use}
+    removed = []
+    for venv in venvs:
+        if venv.resolve() in used or not venv.is_dir():
+            continue
+        try:
+            fd = os.open(venv.parent / f"{venv.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            if not still_idle():
+                break
+            shutil.rmtree(venv, ignore_errors=True)
+            removed.append(venv)
+        finally:
+            os.close(fd)
     return removed
 
 

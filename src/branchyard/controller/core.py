@@ -100,6 +100,7 @@ class Controller:
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()
+        self.deployer.prune_virtualenvs()
 
     def stop_everything(self) -> None:
         """Stop every app process this control plane knows about, the router, every Redis and PostgreSQL server.

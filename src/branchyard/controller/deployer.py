@@ -396,21 +396,55 @@ class Deployer:
         layers = release.release_layers(self.settings.cache_dir / "layers")
         if not layers:
             return []
-        with self.store.session() as s:
-            building = set(s.scalars(select(m.Deployment.id).where(m.Deployment.status.in_(m.IN_PROGRESS))))
-        in_use = []
-        for release_dir in self.settings.releases_dir.glob("*/*"):
-            try:
-                meta = release.read_release_meta(release_dir) if release_dir.is_dir() else None
-            except BranchyardError as err:  # which layer it uses is unknown: delete none this time
-                log.warning("release layers not pruned: %s", err)
-                return []
-            if meta and meta.get("venv"):
-                in_use.append(Path(str(meta["venv"])))
+        building = self._building()
+        in_use = self._release_paths("venv", what="release layers")
+        if in_use is None:
+            return []
         removed = release.remove_unused_layers(layers, in_use=in_use, building=building)
         for layer in removed:
             log.info("removed release layer %s (no kept release uses it)", layer.name)
         return removed
+
+    def prune_virtualenvs(self) -> list[Path]:
+        """Delete the shared virtualenvs (`<cache>/venvs/<dependency hash>`) that no kept release uses, when no
+        deployment is in progress (one being built names its virtualenv only in its marker, written last)."""
+        venvs = release.shared_virtualenvs(self.settings.cache_dir / "venvs")
+        if not venvs:
+            return []
+        before = self._newest_deployment()
+        if before is None or self._building():
+            return []
+        in_use = self._release_paths("dependencies", "venv", what="shared virtualenvs")
+        if in_use is None:
+            return []
+
+        def still_idle() -> bool:  # no deployment created since the markers were read, none in progress
+            return self._newest_deployment() == before and not self._building()
+
+        removed = release.remove_unused_virtualenvs(venvs, in_use=in_use, still_idle=still_idle)
+        for venv in removed:
+            log.info("removed shared virtualenv %s (no kept release uses it)", venv.name[:12])
+        return removed
+
+    def _newest_deployment(self) -> str | None:
+        with self.store.session() as s:
+            return s.scalars(select(m.Deployment.id).order_by(m.Deployment.created_at.desc()).limit(1)).first()
+
+    def _building(self) -> set[str]:
+        with self.store.session() as s:
+            return set(s.scalars(select(m.Deployment.id).where(m.Deployment.status.in_(m.IN_PROGRESS))))
+
+    def _release_paths(self, *keys: str, what: str) -> list[Path] | None:
+        """The paths kept releases' markers name under `keys`; None if a marker cannot be read (prune nothing)."""
+        found = []
+        for release_dir in self.settings.releases_dir.glob("*/*"):
+            try:
+                meta = release.read_release_meta(release_dir) if release_dir.is_dir() else None
+            except BranchyardError as err:  # which paths it uses is unknown: delete none this time
+                log.warning("%s not pruned: %s", what, err)
+                return None
+            found += [Path(str(meta[k])) for k in keys if meta and meta.get(k)]
+        return found
 
     # --- start-up ----------------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ def wait_healthy(
     *,
     timeout: float,
     alive: Callable[[], bool],
-    interval: float = 0.05,
+    interval: float = 0.02,
     exit_code: Callable[[], int | None] = lambda: None,
     host: str = "127.0.0.1",
     progress: Callable[[str], None] | None = None,

@@ -16,8 +16,7 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..controller.core import Controller
 from ..errors import BranchyardError, Unauthorized
-from .routes import data, deployments, environments, events, git, health, previews, projects, promotions, variables, webhooks
-from .routes import domains, tls
+from .routes import data, deployments, domains, environments, events, git, health, previews, projects, promotions, tls, variables, webhooks
 
 # Order matters only between routes whose paths can match one URL (the first answers a method neither has:
 # 405 and its Allow header); such routes share a module, which keeps their order.

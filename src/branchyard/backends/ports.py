@@ -272,5 +272,6 @@ class Machine:
     certificates: Certificates | None = None
 
 
-__all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates", "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult",
+__all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates",
+           "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult",
            "Machine", "ProcessHandle", "Route", "RouterPort", "RuntimePort", "TaskLedger", "route_id"]

@@ -33,8 +33,8 @@ from ..store import models as m
 from ..store.db import Store
 from .backups import Backups
 from .dataplane import DataPlane
-from .guards import Guards
 from .domains import reconcile_declared
+from .guards import Guards
 from .projects import remember_spec
 from .replicas import PORT_PLACEHOLDER, Replicas
 from .routes import Routes

@@ -127,6 +127,20 @@ def test_custom_domains_route_refuse_free_and_gate_certificates(plane, tmp_path)
     assert unknown.stderr.strip() == ("error: nope.shop.test is not a domain of project shop, environment production "
                                       "(its domains: www.shop.test)")
 
+    # declared in the files while another environment holds it: that deployment fails naming the owner, before
+    # anything is built; staging keeps its domains and keeps serving its previous deployment
+    (repo / "branchyard.toml").write_text(TOML.format(staging_domains='domains = ["staging.shop.test", "www.shop.test"]'))
+    plane.commit(repo, "staging wants production's domain")
+    push = plane.git(repo, "push", "branchyard", "HEAD:develop", check=False)
+    assert push.returncode != 0
+    owner = ("branchyard.toml: environments.staging.domains: www.shop.test is already a domain of project shop, "
+             "environment production")
+    assert owner in push.stdout + push.stderr
+    latest = plane.json("deployments", "-e", "staging", cwd=repo)[0]
+    assert latest["status"] == "FAILED" and owner in latest["error"]
+    assert [d["host"] for d in listed(plane, repo, "staging")] == ["staging.shop.test"]
+    assert served_by(plane, "staging.shop.test") == "staging" and served_by(plane, "www.shop.test") == "production"
+
     # domain delete: the host falls back to the router's not-found page, and no certificate may be ordered for it
     plane.run("domain", "delete", "www.shop.test", "-e", "production", cwd=repo)
     assert served_by(plane, "www.shop.test") is None

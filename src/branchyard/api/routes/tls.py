@@ -5,6 +5,10 @@ other status refuses. It answers 200 only for a host the router serves (a genera
 previews included, or a custom domain attached to one), 404 otherwise. Open (Caddy sends no token), so it says
 nothing else: an empty body either way, and the same answer for a malformed name as for an unknown one. Cheap: it
 reads the host set the last route sync computed (at most HOSTS_FRESH seconds old), never the store per call.
+
+Caddy reaches it on the API's loopback listener: `http://127.0.0.1:<api port>/internal/tls/ask` as the `endpoint`
+of `apps.tls.automation.on_demand.permission` (module `http`). It is meant for the edge only: when the control
+plane is published through the edge, route `/api`, `/webhooks` and `/git` there, not `/internal`.
 """
 
 from __future__ import annotations

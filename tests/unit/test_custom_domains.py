@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from branchyard.backends.local.certificates import CaddyCertificates, not_after_of
+from branchyard.backends.local.certificates import CaddyCertificates, CaddyLogErrors, ca_errors, not_after_of
 from branchyard.backends.ports import Route
 from branchyard.domains import CertificateState, asked_host, certificate_state, may_issue
 from branchyard.errors import NameRefused, SpecError
@@ -324,3 +324,47 @@ def test_the_pr_template_takes_no_domains(tmp_path: Path) -> None:
     """)
     assert message == ("branchyard.toml: environments.pr.domains: previews get generated hosts only: a custom domain "
                        "belongs to one persistent environment (line 7)")
+
+
+# --- the CA's errors, from Caddy's log ---------------------------------------------------------------------------
+
+# Two lines Caddy 2.11 wrote when a CA refused an on-demand order for www.shop.test (captured from a real run).
+REFUSED = [
+    ('{"level":"error","ts":1796278288.4706397,"logger":"tls.obtain","msg":"could not get certificate from issuer","'
+     'identifier":"www.shop.test","issuer":"127.0.0.1:18915-directory","error":"HTTP 400 urn:ietf:params:acme:error:'
+     'rejectedIdentifier - Error creating new order :: Cannot issue for \\"www.shop.test\\": Domain name does not end '
+     'with a valid public suffix (TLD)"}'),
+    ('{"level":"error","ts":1796278288.4706662,"logger":"tls.obtain","msg":"will retry","error":"[www.shop.test] Obt'
+     'ain: registering account [] with server: provisioning client: HTTP 400 urn:ietf:params:acme:error:rejectedIden'
+     'tifier - Error creating new order :: Cannot issue for \\"www.shop.test\\": Domain name does not end with a valid'
+     ' public suffix (TLD)","attempt":1,"retrying_in":60,"elapsed":0.003441417,"max_duration":2592000}'),
+]
+REFUSAL = ('HTTP 400 urn:ietf:params:acme:error:rejectedIdentifier - Error creating new order :: Cannot issue for '
+           '"www.shop.test": Domain name does not end with a valid public suffix (TLD)')
+OBTAINED = ('{"level":"info","ts":1796278390.1,"logger":"tls.obtain","msg":"certificate obtained successfully",'
+            '"identifier":"www.shop.test","issuer":"acme-v02.api.letsencrypt.org-directory"}')
+
+
+def test_ca_errors_takes_the_cas_words_from_caddys_log() -> None:
+    assert ca_errors(REFUSED) == {"www.shop.test": REFUSAL}
+    assert ca_errors([*REFUSED, OBTAINED]) == {}  # a later success clears it
+    assert ca_errors([OBTAINED, *REFUSED]) == {"www.shop.test": REFUSAL}
+    noise = ['{"level":"info","msg":"server running"}', "cut line: could not get certificate from issuer",
+             '{"msg":"could not get certificate from issuer","identifier":42,"error":"x"}', ""]
+    assert ca_errors(noise) == {}
+
+
+def test_caddy_log_errors_reads_every_tiers_log_and_sees_new_lines(tmp_path: Path) -> None:
+    edge, routes = tmp_path / "edge.log", tmp_path / "caddy.log"
+    edge.write_text("\n".join(REFUSED) + "\n")
+    hook = CaddyLogErrors([edge, routes, tmp_path / "absent.log"])
+    assert hook("www.shop.test") == REFUSAL
+    assert hook("other.test") is None
+    with edge.open("a") as f:
+        f.write(OBTAINED + "\n")
+    assert hook("www.shop.test") is None
+    certs = CaddyCertificates([tmp_path / "storage"], errors=CaddyLogErrors([edge]))
+    edge.write_text(REFUSED[0] + "\n")
+    status = certs.certificate("www.shop.test")
+    assert status is not None and (status.not_after, status.error) == (None, REFUSAL)
+    assert certificate_state(status.not_after, status.error, NOW).text() == f"failed: {REFUSAL}"

@@ -1,14 +1,15 @@
 """Custom domains end to end, on a trivially fast app (python -m http.server) with real processes, Caddy and git:
 `domain add` routes a host to the environment, a taken domain is refused naming its owner, `domain delete` and
 deleting the environment stop the routing, domains declared in branchyard.toml follow the deployed files, and the
-TLS `ask` endpoint of the real control plane answers yes exactly for the hosts the router serves."""
+TLS `ask` endpoint of the real control plane answers yes exactly for the hosts the router serves; a preview torn down
+when its pull request closes frees its domain."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import new_home, start_plane, stop_plane
-from test_previews_rules import succeeded
+from conftest import wait_for, webhook_plane
+from test_previews_rules import SECRET, branch_commit, envs, opened, succeeded, tiny_project
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +35,8 @@ drainingSeconds = 1
 
 @pytest.fixture(scope="module")
 def plane(venv_cache):
-    p = start_plane(new_home(), venv_cache)
-    try:
-        p.api_url = p.json("server", "status")["api_url"]
+    with webhook_plane(venv_cache, SECRET) as p:  # GitHub deliveries too: previews open and close
         yield p
-    finally:
-        stop_plane(p)
 
 
 def ask(plane, domain: str | None) -> httpx.Response:
@@ -169,3 +166,20 @@ def test_custom_domains_route_refuse_free_and_gate_certificates(plane, tmp_path)
     assert "domain staging.shop.test added (declared in branchyard.toml)" in events
     assert "domain staging.shop.test removed (no longer in branchyard.toml)" in events
     assert "www.shop.test added to production" in events and "www.shop.test deleted from production" in events
+
+
+def test_a_preview_torn_down_with_its_pull_request_frees_its_domain(plane, tmp_path):
+    repo, base = tiny_project(plane, tmp_path, "pv")
+    sha = branch_commit(plane, repo, "feature/1", "one")
+    opened(plane, "pv", 1, sha, base)
+    succeeded(plane, repo, "pr-1", sha)
+    plane.run("domain", "add", "demo.pv.test", "-e", "pr-1", cwd=repo)
+    assert served_by(plane, "demo.pv.test") == "pr-1"
+    assert ask(plane, "demo.pv.test").status_code == 200 and ask(plane, "pv-pr-1.localhost").status_code == 200
+
+    opened(plane, "pv", 1, sha, base, action="closed")  # the pull request closes: its preview is torn down
+    wait_for(lambda: "pr-1" not in envs(plane, repo), timeout=120)
+    assert served_by(plane, "demo.pv.test") is None
+    assert ask(plane, "demo.pv.test").status_code == 404 and ask(plane, "pv-pr-1.localhost").status_code == 404
+    plane.run("domain", "add", "demo.pv.test", "-e", "staging", cwd=repo)  # free for another environment
+    assert [d["host"] for d in listed(plane, repo, "staging")] == ["demo.pv.test"]

@@ -26,7 +26,7 @@ from conftest import free_port, new_home, wait_for
 
 from branchyard import settings as settings_mod
 from branchyard.api.app import create_app
-from branchyard.api.routes.tls import ASK_PATH
+from branchyard.api.routes import tls
 from branchyard.backends.local.caddy import find_caddy
 from branchyard.backends.local.certificates import OBTAINED, CaddyCertificates, CaddyLogErrors, ca_errors
 from branchyard.backends.ports import Route
@@ -124,7 +124,7 @@ def plane_api() -> Iterator[dict[str, Any]]:
             s.flush()
             s.add(m.Environment(project_id=p.id, name="production", production=True))
         yield {"settings": settings, "store": store, "routes": routes,
-               "ask_url": f"http://127.0.0.1:{api_port}{ASK_PATH}"}
+               "ask_url": tls.ask_url(api_port)}
     finally:
         server.should_exit = True
         thread.join(timeout=10)

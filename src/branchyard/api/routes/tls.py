@@ -21,6 +21,11 @@ from ...controller.core import Controller
 ASK_PATH = "/internal/tls/ask"
 
 
+def ask_url(api_port: int) -> str:
+    """The URL the edge asks (its on-demand TLS `permission` endpoint): the API on loopback. Caddy adds `?domain=`."""
+    return f"http://127.0.0.1:{api_port}{ASK_PATH}"
+
+
 def router(ctl: Controller) -> APIRouter:
     """The ask route (open: see api/app.py)."""
     r = APIRouter()

@@ -6,6 +6,7 @@ Nothing else in branchyard builds a path or a hostname out of user input; it cal
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import unicodedata
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,8 @@ _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
 _NAME_RULE = "use 1-40 lowercase letters, digits and dashes, starting and ending with a letter or digit"
 _DOMAIN = re.compile(r"(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+HOST_MAX = 253  # a whole DNS name, dots included, without the trailing dot
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _REF_BAD_CHARS = frozenset(" ~^:?*[\\")
 _REF_MAX = 255
 # scheme://userinfo@ — userinfo runs to the last "@" before the host (a password may hold a raw "@")
@@ -97,6 +100,92 @@ def hostname(project: str, environment: str, domain: str, *, production: bool) -
     """Public hostname: {project}.{domain} for production, {project}-{environment}.{domain} otherwise."""
     label = project if production else f"{project}-{environment}"
     return f"{slug(label, what='hostname label')}.{domain_name(domain)}"
+
+
+def custom_domain(value: object, *, generated_base: str | None = None) -> str:
+    """Validate a custom domain (`domain add`, a spec's `domains`): an RFC 1123 host name, lowercased, without its
+    trailing dot. Refused with a one-line reason: non-ASCII (IDN is given as punycode: the message shows it),
+    wildcards, IP addresses, localhost, single labels, and hosts under `generated_base` (BRANCHYARD_DOMAIN, where
+    branchyard's own generated hosts live)."""
+    shown = value if isinstance(value, str) else repr(value)
+    if not isinstance(value, str) or not value.strip():
+        raise NameRefused(f"domain {shown!r}: give a host name such as www.example.com")
+    text = value.strip()
+    if not text.isascii():
+        raise NameRefused(f"domain {text!r}: internationalised names are given in punycode{_punycode_hint(text)}")
+    host = text.lower()
+    host = host[:-1] if host.endswith(".") else host
+
+    def refuse(reason: str) -> NameRefused:
+        return NameRefused(f"domain {text!r}: {reason}")
+
+    if "*" in host:
+        raise refuse("wildcard domains are not supported (certificates are issued on demand per host name, through "
+                     "an HTTP-01 challenge, which cannot issue wildcards): add each host, e.g. www.example.com")
+    if _is_ip(host):
+        raise refuse("an IP address is not a domain: point a host name at this machine and add that")
+    if "://" in host or any(c in host for c in "/:@?#[] "):
+        raise refuse("give a bare host name, without scheme, port or path (e.g. www.example.com)")
+    if host == "localhost" or host.endswith(".localhost"):
+        raise refuse("localhost names only ever reach this machine itself; add a public host name")
+    if len(host) > HOST_MAX:
+        raise refuse(f"longer than {HOST_MAX} characters")
+    labels = host.split(".")
+    if "" in labels:
+        raise refuse("an empty label (two dots in a row, or a leading dot)")
+    for label in labels:
+        if len(label) > LABEL_MAX:
+            raise refuse(f"a label is {len(label)} characters long (at most {LABEL_MAX})")
+        if not _LABEL.fullmatch(label):
+            raise refuse(f"label {label!r}: use letters, digits and dashes, starting and ending with a letter or digit")
+        if label.startswith("xn--") and not _valid_a_label(label):
+            raise refuse(f"label {label!r} is not valid punycode")
+    if len(labels) < 2:
+        raise refuse("a single label is not a public host name: give the full name, e.g. www.example.com")
+    if labels[-1].isdigit():
+        raise refuse("the last label cannot be all digits")
+    if generated_base and (host == generated_base or host.endswith(f".{generated_base}")):
+        raise refuse(f"hosts under {generated_base} are branchyard's generated ones (BRANCHYARD_DOMAIN)")
+    return host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _punycode_hint(text: str) -> str:
+    """`: xn--bcher-kva.example` for "bücher.example" (IDNA 2008 with UTS 46 mapping, else Python's IDNA 2003 codec)."""
+    candidate = text.lower().rstrip(".")
+    try:
+        import idna  # httpx's dependency: always installed with branchyard
+
+        encoded = idna.encode(candidate, uts46=True).decode("ascii")
+    except Exception:  # noqa: BLE001 - idna raises several kinds; any of them means "no punycode form"
+        try:
+            encoded = candidate.encode("idna").decode("ascii")
+        except UnicodeError:
+            return " (xn--...), and this name has no valid punycode form"
+    return f": {encoded}"
+
+
+def _valid_a_label(label: str) -> bool:
+    """An xn-- label that decodes to a Unicode label (IDNA 2008 when the idna package is there)."""
+    try:
+        import idna
+
+        idna.decode(label)
+    except ImportError:
+        try:
+            label.encode("ascii").decode("idna")
+        except UnicodeError:
+            return False
+    except Exception:  # noqa: BLE001 - idna.IDNAError and friends
+        return False
+    return True
 
 
 def is_safe_git_ref(ref: str) -> bool:

@@ -229,7 +229,7 @@ def test_render_config_for_two_routes() -> None:
 
     staging, production, not_found = server["routes"]  # sorted by host; catch-all last
     assert production == {
-        "@id": "branchyard-route-yoto.production",
+        "@id": "branchyard-route-yoto.production@yoto.localhost",
         "match": [{"host": ["yoto.localhost"]}],
         "handle": [
             {
@@ -254,7 +254,7 @@ def test_render_config_for_two_routes() -> None:
         ],
         "terminal": True,
     }
-    assert staging["@id"] == "branchyard-route-yoto.staging"
+    assert staging["@id"] == "branchyard-route-yoto.staging@yoto-staging.localhost"
     assert staging["match"] == [{"host": ["yoto-staging.localhost"]}]
     page = staging["handle"][1]
     assert page["handler"] == "static_response"

@@ -33,7 +33,7 @@ BACKUP = "b4c4c0de-0000-4000-8000-000000000004"
 TABLE_SINCE = {
     "projects": "0001", "environments": "0001", "deployments": "0001", "replicas": "0001", "events": "0001",
     "services": "0004", "variables": "0004", "backups": "0005", "webhook_deliveries": "0006", "previews": "0006",
-    "promotions": "0007", "approvals": "0007", "database_templates": "0008",
+    "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011",
 }
 COLUMN_SINCE = {
     ("projects", "domain"): "0002",
@@ -144,6 +144,13 @@ ROWS: dict[str, list[dict]] = {
         dict(id=1, project_id=1, key="f" * 64, database="bytpl_ffffffffffffffff_yoto", location="shared",
              source_environment="pr-7", created_at=T0, last_used_at=T1),
     ],
+    "domains": [
+        dict(id=1, environment_id=1, host="www.example.com", source="cli", cert_state="issued", cert_not_after=T1,
+             cert_error=None, cert_checked_at=T1, created_at=T0),
+        dict(id=2, environment_id=2, host="staging.example.com", source="spec", cert_state="failed",
+             cert_not_after=None, cert_error="acme: urn:ietf:params:acme:error:rejectedIdentifier", cert_checked_at=T0,
+             created_at=T1),
+    ],
 }
 
 
@@ -230,7 +237,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 11)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 12)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

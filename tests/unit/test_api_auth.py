@@ -20,6 +20,7 @@ UNAUTHORIZED = {"detail": "missing or wrong API token", "error": "Unauthorized"}
 OPEN = {
     ("POST", "/webhooks/github"),  # GitHub cannot send the token: each delivery's HMAC signature is checked instead
     ("GET", "/api/health"),  # `branchyard server status` asks whether the control plane answers, without the token
+    ("GET", "/internal/tls/ask"),  # Caddy's on-demand TLS permission check: yes/no for a host name, nothing else
     ("GET", "/openapi.json"),  # FastAPI's schema of the routes (which the source says anyway); no data
 }
 WRONG = {

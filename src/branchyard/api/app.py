@@ -2,7 +2,7 @@
 
 The routes live in `api/routes/`, one module per resource, each built by `router(ctl)`. Every resource
 router is included behind the token check here, in one place, so a route added to one of them cannot
-forget it; only the two routers below that say why (and FastAPI's /openapi.json) answer without it.
+forget it; only the three routers below that say why (and FastAPI's /openapi.json) answer without it.
 tests/unit/test_api_auth.py asks every route.
 """
 
@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..controller.core import Controller
 from ..errors import BranchyardError, Unauthorized
-from .routes import data, deployments, environments, events, git, health, previews, projects, promotions, variables, webhooks
+from .routes import data, deployments, domains, environments, events, git, health, previews, projects, promotions, tls, variables, webhooks
 
 # Order matters only between routes whose paths can match one URL (the first answers a method neither has:
 # 405 and its Allow header); such routes share a module, which keeps their order.
-RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events)
+RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains)
 
 
 def create_app(controller: Controller, token: str) -> FastAPI:
@@ -40,6 +40,8 @@ def create_app(controller: Controller, token: str) -> FastAPI:
     app.include_router(health.router())
     # open: GitHub cannot send the token; the route verifies each delivery's HMAC signature instead
     app.include_router(webhooks.router(controller))
+    # open: Caddy asks before ordering a certificate and cannot send the token; it answers yes/no and nothing else
+    app.include_router(tls.router(controller))
     checked = [Depends(auth)]
     for resource in RESOURCES:
         app.include_router(resource.router(controller), dependencies=checked)

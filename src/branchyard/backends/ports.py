@@ -7,6 +7,7 @@ Adapters convert third-party and subprocess errors into branchyard's own (errors
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -60,13 +61,14 @@ class Route:
 
     @property
     def id(self) -> str:
-        """The route's @id in Caddy's config."""
-        return route_id(self.project, self.environment)
+        """The route's @id in Caddy's config: unique per host, since an environment has several (its generated host
+        and its custom domains)."""
+        return route_id(self.project, self.environment, self.host)
 
 
-def route_id(project: str, environment: str) -> str:
-    """`branchyard-route-<project>.<environment>`; the dot cannot occur in a slug, so ids never clash."""
-    return f"{ROUTE_ID_PREFIX}{project}.{environment}"
+def route_id(project: str, environment: str, host: str) -> str:
+    """`branchyard-route-<project>.<environment>@<host>`: a slug has no dot and a host no "@", so ids never clash."""
+    return f"{ROUTE_ID_PREFIX}{project}.{environment}@{host}"
 
 
 
@@ -238,6 +240,27 @@ class DataServers(Protocol):
         """Stop every server (their data stays): whole-machine teardown."""
 
 
+# --------------------------------------------------------------------------------------------- certificates
+
+
+@dataclass(frozen=True)
+class CertificateStatus:
+    """What the edge holds for one host name: its certificate's expiry, and the CA's last error when it has one."""
+
+    host: str
+    not_after: dt.datetime | None  # naive UTC; None: no certificate stored yet
+    issuer: str | None = None  # local: the issuer's storage key ("acme-v02.api.letsencrypt.org-directory", "local")
+    error: str | None = None  # the CA's last refusal for the host (local: to come from the edge's log; see docs)
+
+
+class Certificates(Protocol):
+    """The edge's TLS certificates, read-only (local: Caddy's certificate storage; Kubernetes: cert-manager's
+    Certificate objects). Optional: a machine without TLS has none, and every domain stays "pending"."""
+
+    def certificate(self, host: str) -> CertificateStatus | None:
+        """The newest certificate the edge holds for `host` (or its last error), None when it knows nothing of it."""
+
+
 @dataclass(frozen=True)
 class Machine:
     """Everything the controller needs from where it runs, one implementation per backend."""
@@ -246,7 +269,9 @@ class Machine:
     runtime: RuntimePort
     tasks: TaskLedger
     data: DataServers
+    certificates: Certificates | None = None
 
 
-__all__ = ["ROUTE_ID_PREFIX", "STATES", "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult",
+__all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates",
+           "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult",
            "Machine", "ProcessHandle", "Route", "RouterPort", "RuntimePort", "TaskLedger", "route_id"]

@@ -105,6 +105,8 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
 
     current = info["current_deployment"]
     ui.out.print(Text.assemble((f"{info['project']} / {info['name']}", "bold"), "  ", ui.status_word(info["status"]), f"  {info['url']}"))
+    if info.get("domains"):
+        ui.info(f"domains: {', '.join(info['domains'])}")
     if current:
         ui.info(f"deployment {current['id']}  commit {current['commit'][:12]}  {current['trigger']}  {current['created_at']}")
     elif not info["latest_deployment"]:

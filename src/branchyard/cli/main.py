@@ -15,6 +15,7 @@ from .config_cmd import config
 from .context import State
 from .data_cmd import add, backup, connect, db, restore, run
 from .deploy_cmd import deployments, down, redeploy, rollback, scale, status, up
+from .domain_cmd import domain
 from .environment_cmd import environment
 from .github_cmd import github
 from .logs_cmd import events, logs
@@ -39,6 +40,7 @@ for command in (
     server,  # server_cmd
     init, link,  # project_cmd
     environment,  # environment_cmd
+    domain,  # domain_cmd
     up, down, redeploy, rollback, scale, status, deployments,  # deploy_cmd
     logs, events,  # logs_cmd
     variables,  # variables_cmd

@@ -33,6 +33,7 @@ from ..store import models as m
 from ..store.db import Store
 from .backups import Backups
 from .dataplane import DataPlane
+from .domains import reconcile_declared
 from .guards import Guards
 from .projects import remember_spec
 from .replicas import PORT_PLACEHOLDER, Replicas
@@ -191,6 +192,12 @@ class Attempts:
             env_id = env.id
             env.branch = env.branch if env.branch_pinned else cfg.branch or env.branch  # the user's choice stays
             env.production, env.ephemeral = cfg.production, cfg.ephemeral
+            decl = None if spec.is_preview_instance(env_name) else spec.environments.get(env_name)
+            # the domains this commit's files declare for the environment (one refused: the deployment fails here)
+            declared = reconcile_declared(self.store, s, self.store.project(s, project), env,
+                                          decl.domains if decl is not None else (), base_domain=self.settings.domain)
+        for line in declared:
+            out(f"       {line}")
         raw, namespaces = self.data.layered_variables(env_id, cfg)
         out.redact = self.data.redactor(env_id)
         _check_references(raw, namespaces, cfg)  # refuse a bad reference before anything is built or created

@@ -3,7 +3,7 @@
 Who does what (docs/architecture.md has the picture):
 - `deployer` — deployments: triggers record a target, the deploy planner reaches it (build, hooks, roll-out);
 - `reconciler` — the loop: replicas, deployments, routes, data services, every second;
-- `environments`, `variables`, `databases`, `projects`, `oneoffs` — what users read and operate;
+- `environments`, `variables`, `databases`, `projects`, `oneoffs`, `domains` — what users read and operate;
 - `pushes`, `webhooks`, `previews`, `promotions` — the triggers;
 - `routes`, `guards`, `backups`, `data`, `replicas` — what the others share.
 """
@@ -22,6 +22,7 @@ from .backups import Backups
 from .databases import Databases
 from .dataplane import DataPlane
 from .deployer import Deployer
+from .domains import Domains
 from .env_vars import EnvVariables
 from .environments import Environments
 from .guards import Guards
@@ -50,6 +51,7 @@ class Controller:
         self.backups = Backups(store, self.data, settings.home / "backups")
         self.replicas = Replicas(settings, store, self.data.box, machine.runtime)
         self.routes = Routes(settings, store, machine.router)
+        self.domains = Domains(settings, store, routes=self.routes, certificates=machine.certificates)
         self.guards = Guards(store, self.data)
         self.locks = EnvLocks()
         self.projects = Projects(settings, store, self.data.box)

@@ -18,6 +18,7 @@ from ..store.db import Store
 from .attempt import DEFAULT_DRAINING_SECONDS
 from .dataplane import DataPlane
 from .deployer import Deployer, retained
+from .domains import hosts_of
 from .replicas import Replicas
 from .routes import Routes
 from .snapshot import web_of
@@ -109,6 +110,7 @@ class Environments:
             "state": env.state,
             "url": self.routes.url(p, env),
             "hostname": self.routes.hostname(p, env),
+            "domains": hosts_of(s, env.id),  # custom domains, routed like the hostname (`domain list` has their certificates)
             "status": status,
             "replicas_override": env.replicas_override,
             "current_deployment": deployment_dict(current) if current else None,

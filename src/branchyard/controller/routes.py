@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select
 
 from .. import names
@@ -10,12 +12,15 @@ from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
 
+HOSTS_FRESH = 5.0  # seconds: how old the served host set may be when the TLS `ask` endpoint answers from it
+
 
 class Routes:
     def __init__(self, settings: Settings, store: Store, router: RouterPort) -> None:
         self.settings = settings
         self.store = store
         self.router = router
+        self._hosts: tuple[float, frozenset[str]] = (float("-inf"), frozenset())  # (monotonic time, hosts) of desired()
 
     def hostname(self, p: m.Project, env: m.Environment) -> str:
         return names.hostname(p.name, env.name, p.domain or self.settings.domain, production=env.production)
@@ -29,12 +34,13 @@ class Routes:
         return self.settings.public_url(self.hostname(p, env))
 
     def desired(self) -> list[Route]:
-        """Every environment's route: its current deployment's RUNNING replicas, a sleeping page, or "unavailable"."""
+        """Every environment's routes: its generated host and each custom domain, all to its current deployment's
+        RUNNING replicas, a sleeping page, or "unavailable"."""
         routes = []
-        with self.store.session() as s:  # two column queries: this runs on every reconcile pass
+        with self.store.session() as s:  # three column queries: this runs on every reconcile pass
             envs = s.execute(
                 select(m.Project.name, m.Project.domain, m.Environment.name, m.Environment.production,
-                       m.Environment.state, m.Environment.current_deployment_id)
+                       m.Environment.state, m.Environment.current_deployment_id, m.Environment.id)
                 .join(m.Environment).order_by(m.Project.name, m.Environment.id)
             ).all()
             ports: dict[str, list[int]] = {}
@@ -45,15 +51,33 @@ class Routes:
                 .order_by(m.Replica.slot)
             ):
                 ports.setdefault(deployment_id, []).append(port)
-        for project, domain, env_name, production, state, current in envs:
+            custom: dict[int, list[str]] = {}
+            for env_id, host in s.execute(select(m.Domain.environment_id, m.Domain.host).order_by(m.Domain.host)):
+                custom.setdefault(env_id, []).append(host)
+        generated = {names.hostname(project, env_name, domain or self.settings.domain, production=production)
+                     for project, domain, env_name, production, *_ in envs}
+        for project, domain, env_name, production, state, current, env_id in envs:
             host = names.hostname(project, env_name, domain or self.settings.domain, production=production)
+            # A generated host wins over a custom domain equal to it (`domain add` refuses that; a project's
+            # `domain` changed later can still make one): the router must never see one host twice.
+            hosts = [host, *(h for h in custom.get(env_id, ()) if h not in generated)]
             if state == m.ENV_SLEEPING:
-                routes.append(Route(host=host, project=project, environment=env_name, upstreams=(), state="sleeping"))
+                routes += [Route(host=h, project=project, environment=env_name, upstreams=(), state="sleeping")
+                           for h in hosts]
                 continue
             ups = tuple(f"127.0.0.1:{port}" for port in ports.get(current, ())) if current else ()
-            routes.append(Route(host=host, project=project, environment=env_name, upstreams=ups,
-                                state="serving" if ups else "unavailable"))
+            routes += [Route(host=h, project=project, environment=env_name, upstreams=ups,
+                             state="serving" if ups else "unavailable") for h in hosts]
+        self._hosts = (time.monotonic(), frozenset(r.host for r in routes))
         return routes
+
+    def hosts(self) -> frozenset[str]:
+        """Every host the router serves (generated and custom), as of the last route sync if it is recent (the
+        reconciler syncs every second; `domain add/delete` and environment changes sync at once), else read now."""
+        when, hosts = self._hosts
+        if time.monotonic() - when > HOSTS_FRESH:
+            hosts = frozenset(r.host for r in self.desired())
+        return hosts
 
     def sync(self) -> None:
         """Make the router serve exactly what the state says (one admin call, skipped when nothing changed)."""

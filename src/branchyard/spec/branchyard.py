@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NameRefused
-from ..names import domain_name, environment_name, is_safe_git_ref, project_name
+from ..names import custom_domain, domain_name, environment_name, is_safe_git_ref, project_name
 from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
 from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, PromotionSpec, ProtectionDecl, Rule, SanitizeSpec
@@ -36,7 +36,7 @@ PROTECTION_KEYS: dict[str, Parser] = {
 PREVIEW_KEYS = ("trigger", "forks", "bots", "drafts", "maxPreviews", "expireAfterDays", "evict")
 ENV_KEYS = (
     "branch", "branches", "base", "ephemeral", "production", "unset_variables", "services", "variables", "promotion",
-    *PREVIEW_KEYS,
+    "domains", *PREVIEW_KEYS,
 )  # fmt: skip
 PROMOTION_KEYS = ("from", "approvals", "smokeCommand", "smokeTimeout", "requireStaging")
 # Keys some other tools use to promote by themselves: named in the error, never honoured.
@@ -311,7 +311,28 @@ def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> Environm
         ephemeral=ctx.parse((*path, "ephemeral"), v.boolean, table.get("ephemeral", is_template)),
         production=ctx.parse((*path, "production"), v.boolean, table.get("production", name == "production")),
         promotion=None if "promotion" not in table else _promotion(ctx, name, table["promotion"]),
+        domains=_domains(ctx, name, table),
     )
+
+
+def _domains(ctx: FileContext, name: str, table: dict[str, Any]) -> tuple[str, ...]:
+    """domains = ["www.example.com", ...]: the environment's custom domains (not the pr template's: previews get
+    generated hosts only). Each is checked here; who else holds it is checked when the environment deploys."""
+    if "domains" not in table:
+        return ()
+    path = ("environments", name, "domains")
+    if name == PR_TEMPLATE:
+        raise ctx.fail(path, "previews get generated hosts only: a custom domain belongs to one persistent environment")
+    raw = table["domains"]
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise ctx.fail(path, str(v.expected('a list of host names, e.g. ["www.example.com"]', raw)))
+    hosts: list[str] = []
+    for item in raw:
+        host = _named(ctx, path, custom_domain, item)
+        if host in hosts:
+            raise ctx.fail(path, f"{host} is listed twice")
+        hosts.append(host)
+    return tuple(hosts)
 
 
 def _promotion(ctx: FileContext, name: str, raw: Any) -> PromotionSpec:
@@ -399,6 +420,18 @@ def _check_environments(ctx: FileContext, decls: dict[str, EnvironmentDecl]) -> 
         _check_base(ctx, decl, decls)
         _check_promotion(ctx, decl, decls)
     _check_branches(ctx, decls)
+    _check_domains(ctx, decls)
+
+
+def _check_domains(ctx: FileContext, decls: dict[str, EnvironmentDecl]) -> None:
+    """A domain belongs to at most one environment of the file."""
+    owners: dict[str, str] = {}
+    for decl in decls.values():
+        for host in decl.domains:
+            if host in owners:
+                raise ctx.fail(("environments", decl.name, "domains"),
+                               f"{host} is already a domain of environment {owners[host]!r}")
+            owners[host] = decl.name
 
 
 def _smoke_timeout(value: Any) -> int:

@@ -126,6 +126,7 @@ class EnvironmentDecl:
     ephemeral: bool = False
     production: bool = False
     promotion: PromotionSpec | None = None
+    domains: tuple[str, ...] = ()  # custom domains (lowercase, checked by names.custom_domain); never inherited via base
 
 
 @dataclass(frozen=True)

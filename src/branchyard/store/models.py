@@ -86,6 +86,21 @@ class Environment(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class Domain(Base):
+    """A custom domain of one environment: routed to it like its generated host; its certificate as last seen."""
+
+    __tablename__ = "domains"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"), index=True)
+    host: Mapped[str] = mapped_column(String(253), unique=True)  # names.custom_domain: lowercase, no trailing dot
+    source: Mapped[str] = mapped_column(String(8))  # cli (`domain add`) | spec (branchyard.toml `domains`)
+    cert_state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | issued | failed
+    cert_not_after: Mapped[dt.datetime | None] = mapped_column(nullable=True)  # issued: valid until (UTC)
+    cert_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # failed: the CA's error, as the edge said
+    cert_checked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)  # when the edge was last asked
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Deployment(Base):
     __tablename__ = "deployments"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -9,7 +9,22 @@ from pathlib import Path
 
 from .errors import BadInput
 
+TLS_MODES = ("off", "internal", "acme")
+HSTS_MODES = ("production", "all", "off")
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
 _DOMAIN = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class Acme:
+    """Where `acme` mode orders certificates (BRANCHYARD_ACME_*)."""
+
+    ca: str = LETS_ENCRYPT  # the CA's ACME directory URL
+    email: str | None = None  # the account's contact (the CA's expiry notices)
+    eab_key_id: str | None = None  # External Account Binding, for CAs that require it (ZeroSSL, Google, …)
+    eab_mac_key: str | None = field(default=None, repr=False)
+    ca_root: Path | None = None  # a PEM file the CA's own HTTPS is checked with (a private CA); None: the system's
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,10 @@ class Settings:
     github_webhook_secret: str | None = None  # BRANCHYARD_GITHUB_WEBHOOK_SECRET: verifies GitHub deliveries
     python_downloads: bool = False  # BRANCHYARD_PYTHON_DOWNLOADS: `uv python install` a Python the machine lacks
     pip_index_url: str | None = None  # BRANCHYARD_PIP_INDEX_URL: the package index builds use, over the app's `-i` lines
+    tls: str = "off"  # BRANCHYARD_TLS: off | internal (Caddy's local CA) | acme
+    https_port: int = 443  # BRANCHYARD_HTTPS_PORT: the router's TLS listener when tls is not off
+    acme: Acme = field(default_factory=Acme)
+    hsts: str = "production"  # BRANCHYARD_HSTS: which hosts answer with Strict-Transport-Security (TLS on only)
 
     @property
     def state_db(self) -> Path:
@@ -53,9 +72,15 @@ class Settings:
     def run_dir(self) -> Path:
         return self.home / "run"
 
+    @property
+    def public_port(self) -> int:
+        """The port apps' public URLs use: the HTTPS port with TLS on, else the HTTP port."""
+        return self.http_port if self.tls == "off" else self.https_port
+
     def public_url(self, hostname: str) -> str:
-        port = "" if self.http_port == 80 else f":{self.http_port}"
-        return f"http://{hostname}{port}"
+        if self.tls == "off":
+            return f"http://{hostname}" + ("" if self.http_port == 80 else f":{self.http_port}")
+        return f"https://{hostname}" + ("" if self.https_port == 443 else f":{self.https_port}")
 
 
 def _port(env: dict[str, str], name: str, default: int, *, allow_zero: bool = False) -> int:
@@ -96,6 +121,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
     if retained < 1:
         raise BadInput(f"BRANCHYARD_RELEASES_RETAINED: expected a whole number of releases (at least 1), got {retained_raw!r}")
     python = env.get("BRANCHYARD_PYTHON") or _default_python()
+    tls = _choice(env, "BRANCHYARD_TLS", TLS_MODES)
+    https_port = _port(env, "BRANCHYARD_HTTPS_PORT", 443)
+    if tls != "off" and https_port in (http_port, api_port, admin_port):
+        raise BadInput(f"BRANCHYARD_HTTPS_PORT: {https_port} is also used by another BRANCHYARD_*_PORT setting")
     return Settings(
         home=home,
         http_port=http_port,
@@ -111,7 +140,39 @@ def load(env: dict[str, str] | None = None) -> Settings:
         github_webhook_secret=env.get("BRANCHYARD_GITHUB_WEBHOOK_SECRET") or None,
         python_downloads=_flag(env, "BRANCHYARD_PYTHON_DOWNLOADS"),
         pip_index_url=_index_url(env.get("BRANCHYARD_PIP_INDEX_URL")),
+        tls=tls,
+        https_port=https_port,
+        acme=_acme(env),
+        hsts=_choice(env, "BRANCHYARD_HSTS", HSTS_MODES),
     )
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise BadInput(f"{name}: expected one of {', '.join(choices)}, got {env.get(name)!r}")
+    return raw
+
+
+def _acme(env: dict[str, str]) -> Acme:
+    ca = (env.get("BRANCHYARD_ACME_CA") or LETS_ENCRYPT).strip()
+    if not re.match(r"^https://[^\s/@]+(/\S*)?$", ca):
+        shown = "a URL with credentials (not shown)" if "@" in ca else repr(ca)
+        raise BadInput(f"BRANCHYARD_ACME_CA: expected the https:// URL of an ACME directory, got {shown}")
+    email = (env.get("BRANCHYARD_ACME_EMAIL") or "").strip() or None
+    if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", email):
+        raise BadInput(f"BRANCHYARD_ACME_EMAIL: not an e-mail address: {email!r}")
+    kid = (env.get("BRANCHYARD_ACME_EAB_KEY_ID") or "").strip() or None
+    mac = (env.get("BRANCHYARD_ACME_EAB_MAC_KEY") or "").strip() or None
+    if (kid is None) != (mac is None):
+        missing = "BRANCHYARD_ACME_EAB_MAC_KEY" if mac is None else "BRANCHYARD_ACME_EAB_KEY_ID"
+        raise BadInput(f"{missing}: External Account Binding needs both BRANCHYARD_ACME_EAB_KEY_ID and "
+                       "BRANCHYARD_ACME_EAB_MAC_KEY (value not shown)")
+    root_raw = (env.get("BRANCHYARD_ACME_CA_ROOT") or "").strip()
+    root = Path(root_raw).expanduser() if root_raw else None
+    if root is not None and not root.is_file():
+        raise BadInput(f"BRANCHYARD_ACME_CA_ROOT: no such file: {root_raw!r}")
+    return Acme(ca=ca, email=email, eab_key_id=kid, eab_mac_key=mac, ca_root=root)
 
 
 def _flag(env: dict[str, str], name: str) -> bool:

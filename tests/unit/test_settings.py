@@ -67,3 +67,45 @@ def test_bad_github_settings(tmp_path, env, message):
         load({"BRANCHYARD_HOME": str(tmp_path)} | env)
     assert str(err.value) == message
     assert "words" not in str(err.value) and "pw@" not in str(err.value)
+
+
+def test_tls_settings_and_public_urls(tmp_path):
+    base = {"BRANCHYARD_HOME": str(tmp_path)}
+    off = load(base)
+    assert (off.tls, off.https_port, off.hsts, off.acme.ca, off.public_port) == (
+        "off", 443, "production", "https://acme-v02.api.letsencrypt.org/directory", 8080)
+    on = load(base | {"BRANCHYARD_TLS": "ACME", "BRANCHYARD_ACME_EMAIL": "ops@example.com", "BRANCHYARD_HTTP_PORT": "80"})
+    assert (on.tls, on.acme.email, on.public_port, on.public_url("a.b")) == ("acme", "ops@example.com", 443, "https://a.b")
+    odd = load(base | {"BRANCHYARD_TLS": "internal", "BRANCHYARD_HTTPS_PORT": "8443", "BRANCHYARD_HSTS": "all"})
+    assert (odd.public_url("a.b"), odd.public_port, odd.hsts) == ("https://a.b:8443", 8443, "all")
+    root = tmp_path / "root.pem"
+    root.write_text("-----BEGIN CERTIFICATE-----\n")
+    eab = load(base | {"BRANCHYARD_ACME_EAB_KEY_ID": "kid", "BRANCHYARD_ACME_EAB_MAC_KEY": "s3cret",
+                       "BRANCHYARD_ACME_CA": "https://ca.example/dir", "BRANCHYARD_ACME_CA_ROOT": str(root)})
+    assert (eab.acme.eab_key_id, eab.acme.ca, eab.acme.ca_root) == ("kid", "https://ca.example/dir", root)
+    assert "s3cret" not in repr(eab)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BRANCHYARD_TLS": "on"}, "BRANCHYARD_TLS: expected one of off, internal, acme, got 'on'"),
+        ({"BRANCHYARD_HSTS": "yes"}, "BRANCHYARD_HSTS: expected one of production, all, off, got 'yes'"),
+        ({"BRANCHYARD_HTTPS_PORT": "99999"}, "BRANCHYARD_HTTPS_PORT: expected a TCP port number between 1 and 65535, got '99999'"),
+        ({"BRANCHYARD_TLS": "acme", "BRANCHYARD_HTTPS_PORT": "8080"},
+         "BRANCHYARD_HTTPS_PORT: 8080 is also used by another BRANCHYARD_*_PORT setting"),
+        ({"BRANCHYARD_ACME_CA": "http://ca.example/dir"},
+         "BRANCHYARD_ACME_CA: expected the https:// URL of an ACME directory, got 'http://ca.example/dir'"),
+        ({"BRANCHYARD_ACME_CA": "https://user:pw@ca.example/dir"},
+         "BRANCHYARD_ACME_CA: expected the https:// URL of an ACME directory, got a URL with credentials (not shown)"),
+        ({"BRANCHYARD_ACME_EMAIL": "ops"}, "BRANCHYARD_ACME_EMAIL: not an e-mail address: 'ops'"),
+        ({"BRANCHYARD_ACME_EAB_MAC_KEY": "s3cret"},
+         "BRANCHYARD_ACME_EAB_KEY_ID: External Account Binding needs both BRANCHYARD_ACME_EAB_KEY_ID and "
+         "BRANCHYARD_ACME_EAB_MAC_KEY (value not shown)"),
+        ({"BRANCHYARD_ACME_CA_ROOT": "/nonexistent/root.pem"}, "BRANCHYARD_ACME_CA_ROOT: no such file: '/nonexistent/root.pem'"),
+    ],
+)
+def test_bad_tls_settings_name_the_variable(tmp_path, env, message):
+    with pytest.raises(BadInput) as err:
+        load({"BRANCHYARD_HOME": str(tmp_path)} | env)
+    assert str(err.value) == message

@@ -247,7 +247,7 @@ class Replicas:
     def process_env(self, ctx: ReleaseCtx, slot: int, port: int) -> dict[str, str]:
         """A replica's environment: a clean base, the deployment's variables, then built-ins."""
         variables = {k: v.replace(PORT_PLACEHOLDER, str(port)) for k, v in ctx.variables.items()}
-        railway, builtins = builtin_variables(ctx, slot, port=port, router_port=self.settings.http_port)
+        railway, builtins = builtin_variables(ctx, slot, port=port, router_port=self.settings.public_port)
         return base_env(ctx.venv) | railway | variables | builtins
 
 

@@ -260,6 +260,10 @@ class Certificates(Protocol):
     def certificate(self, host: str) -> CertificateStatus | None:
         """The newest certificate the edge holds for `host` (or its last error), None when it knows nothing of it."""
 
+    def local_root(self) -> str | None:
+        """The PEM of the root certificate the edge's own CA signs with (BRANCHYARD_TLS=internal); None before it
+        exists."""
+
 
 @dataclass(frozen=True)
 class Machine:

@@ -23,6 +23,7 @@ from .previews_cmd import previews
 from .project_cmd import init, link
 from .promote_cmd import approve, check, promote
 from .server_cmd import server
+from .tls_cmd import tls
 from .variables_cmd import variables
 
 
@@ -41,6 +42,7 @@ for command in (
     init, link,  # project_cmd
     environment,  # environment_cmd
     domain,  # domain_cmd
+    tls,  # tls_cmd
     up, down, redeploy, rollback, scale, status, deployments,  # deploy_cmd
     logs, events,  # logs_cmd
     variables,  # variables_cmd

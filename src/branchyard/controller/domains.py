@@ -78,6 +78,17 @@ class Domains:
                 self._observe(row, now)
             return [domain_dict(row) | {"url": self.settings.public_url(row.host)} for row in rows]
 
+    def local_ca_root(self) -> str:
+        """The PEM of the root the router signs certificates with in `internal` mode (for browsers, curl --cacert)."""
+        if self.settings.tls != "internal":
+            raise NotFound(f"the router does not sign its own certificates: BRANCHYARD_TLS is {self.settings.tls!r} "
+                           "(`internal` makes a local CA)")
+        pem = self.certificates.local_root() if self.certificates is not None else None
+        if pem is None:
+            raise NotFound("the router's local CA does not exist yet: it is made when the router starts with "
+                           "BRANCHYARD_TLS=internal (see `branchyard server status`)")
+        return pem
+
     def _observe(self, row: m.Domain, now: Any) -> None:
         """Ask the edge about one domain's certificate; keep what it says (state, notAfter, the CA's error)."""
         if self.certificates is None:

@@ -1,4 +1,4 @@
-"""Custom domains of an environment: list (with certificate states), add, delete."""
+"""Custom domains of an environment: list (with certificate states), add, delete; the local CA's root."""
 
 from __future__ import annotations
 
@@ -27,5 +27,9 @@ def router(ctl: Controller) -> APIRouter:
     @r.delete("/api/projects/{project}/environments/{env}/domains/{host}")
     def delete_domain(project: str, env: str, host: str) -> dict:
         return ctl.domains.delete(project, env, host)
+
+    @r.get("/api/tls/root")
+    def tls_root() -> dict:
+        return {"pem": ctl.domains.local_ca_root()}
 
     return r

@@ -52,6 +52,16 @@ class CaddyCertificates:
                                  issuer=best.issuer if best else None, error=error)
 
 
+    def local_root(self) -> str | None:
+        """Caddy's local CA root (`<storage>/pki/authorities/local/root.crt`), from the first storage that has one."""
+        for root in self.storage_roots:
+            try:
+                return (root / "pki" / "authorities" / "local" / "root.crt").read_text()
+            except (OSError, UnicodeDecodeError):
+                continue
+        return None
+
+
 def not_after_of(pem_path: Path) -> dt.datetime | None:
     """notAfter (naive UTC) of the first certificate in a PEM file; None if the file is missing or unreadable."""
     from cryptography import x509  # a dependency of branchyard (secrets); imported on use: only `domain list` reads

@@ -28,6 +28,7 @@ class Settings:
     github_webhook_secret: str | None = None  # BRANCHYARD_GITHUB_WEBHOOK_SECRET: verifies GitHub deliveries
     python_downloads: bool = False  # BRANCHYARD_PYTHON_DOWNLOADS: `uv python install` a Python the machine lacks
     pip_index_url: str | None = None  # BRANCHYARD_PIP_INDEX_URL: the package index builds use, over the app's `-i` lines
+    control_url: str | None = None  # BRANCHYARD_PUBLIC_URL: the control plane's public URL (API, webhook, git)
 
     @property
     def state_db(self) -> Path:
@@ -111,6 +112,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         github_webhook_secret=env.get("BRANCHYARD_GITHUB_WEBHOOK_SECRET") or None,
         python_downloads=_flag(env, "BRANCHYARD_PYTHON_DOWNLOADS"),
         pip_index_url=_index_url(env.get("BRANCHYARD_PIP_INDEX_URL")),
+        control_url=_control_url(env.get("BRANCHYARD_PUBLIC_URL")),
     )
 
 
@@ -130,6 +132,18 @@ def _index_url(raw: str | None) -> str | None:
     if not re.fullmatch(r"(https?|file)://\S+", url):
         raise BadInput(f"BRANCHYARD_PIP_INDEX_URL: expected an http(s):// or file:// URL of a simple index, got {raw!r}")
     return url
+
+
+def _control_url(raw: str | None) -> str | None:
+    """BRANCHYARD_PUBLIC_URL: scheme and host (and port) only, e.g. https://deploy.example.com; None when unset."""
+    url = (raw or "").strip()
+    if not url:
+        return None
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?", url):
+        shown = "a URL with credentials (not shown)" if "@" in url else repr(raw)
+        raise BadInput(f"BRANCHYARD_PUBLIC_URL: expected the control plane's http(s):// URL without a path, like "
+                       f"https://deploy.example.com, got {shown}")
+    return url.rstrip("/").lower()
 
 
 def _postgres_url(raw: str | None) -> str | None:

@@ -17,6 +17,7 @@ from .data_cmd import add, backup, connect, db, restore, run
 from .deploy_cmd import deployments, down, redeploy, rollback, scale, status, up
 from .environment_cmd import environment
 from .github_cmd import github
+from .login_cmd import context, git_credential, login, logout
 from .logs_cmd import events, logs
 from .previews_cmd import previews
 from .project_cmd import init, link
@@ -27,11 +28,13 @@ from .variables_cmd import variables
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--context", "context_name", default=None, metavar="NAME",
+              help="The control plane to talk to: a context `login` stored, or `local` (this machine's).")
 @click.version_option(package_name="branchyard")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, context_name: str | None) -> None:
     """branchyard: Railway-style environments (production, staging, PR previews) on your own machines."""
-    ctx.obj = State(verbose)
+    ctx.obj = State(verbose, context_name)
 
 
 # One module per noun; `branchyard --help` lists them alphabetically whatever the order here.
@@ -47,6 +50,7 @@ for command in (
     github,  # github_cmd
     promote, approve, check,  # promote_cmd
     config,  # config_cmd (no server needed)
+    login, logout, context, git_credential,  # login_cmd (a control plane elsewhere)
 ):
     cli.add_command(command)
 

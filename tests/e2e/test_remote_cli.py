@@ -123,7 +123,8 @@ def test_the_cli_and_git_push_from_another_machine(plane: Plane, tmp_path: Path)
     laptop.by("init", cwd=repo)
     git_url = f"{api}/git/yoto.git"
     assert laptop.git(repo, "remote", "get-url", "branchyard").stdout.strip() == git_url
-    assert "git-credential" in laptop.git(repo, "config", "--get-all", f"credential.{api}.helper").stdout
+    assert laptop.git(repo, "config", "--get-all", f"credential.{api}.helper").stdout.splitlines() == [
+        "", credential_helper()]
     for env_name, dsn in (("production", "SENTRY_DSN"), ("staging", "SENTRY_DSN_STAGING")):
         laptop.by("variables", "set", "--secret", "--skip-deploys", "-e", env_name, f"YOTO_CLIENT_ID={env_name}-id",
                   f"YOTO_CLIENT_SECRET={env_name}-secret-value", f"{dsn}=https://{env_name}@sentry.example.invalid/1",

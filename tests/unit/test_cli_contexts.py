@@ -135,8 +135,9 @@ def test_contexts_for_a_url_match_scheme_host_and_port(tmp_path) -> None:
     assert store.for_url("https://other.example.com") == []
 
 
-def helper(action: str, asked: str, env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "branchyard.cli.main", "git-credential", action], input=asked,
+def helper(action: str, asked: str, env: dict[str, str], module: str = "branchyard.cli.credential") -> str:
+    args = [module, action] if module == "branchyard.cli.credential" else [module, "git-credential", action]
+    done = subprocess.run([sys.executable, "-m", *args], input=asked,
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -147,6 +148,7 @@ def test_the_git_credential_helper(tmp_path) -> None:
     ContextStore(tmp_path / "branchyard").add("prod", "https://deploy.example.com", "tok-prod")
     asked = "protocol=https\nhost=deploy.example.com\npath=git/yoto.git\n\n"
     assert helper("get", asked, env) == "username=branchyard\npassword=tok-prod\n"
+    assert helper("get", asked, env, module="branchyard.cli.main") == "username=branchyard\npassword=tok-prod\n"
     assert helper("get", asked.replace("deploy.", "other."), env) == ""  # no context for that host: git asks the user
     assert helper("get", asked.replace("https", "http"), env) == ""
     ci = env | {"BRANCHYARD_URL": "https://deploy.example.com", "BRANCHYARD_TOKEN": "tok-ci"}

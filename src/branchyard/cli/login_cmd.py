@@ -95,31 +95,7 @@ def context_use(state: State, name: str) -> None:
 @click.command("git-credential", hidden=True)
 @click.argument("action")
 def git_credential(action: str) -> None:
-    """git's credential helper protocol: answers `get` with the token of the context whose URL git asks about."""
-    if action != "get":
-        return  # `store` / `erase`: the token lives in the context store, git keeps nothing
-    asked = dict(line.split("=", 1) for line in sys.stdin.read().splitlines() if "=" in line)
-    if not asked.get("host") or asked.get("protocol") not in ("http", "https"):
-        return
-    url = f"{asked['protocol']}://{asked['host']}"
-    token = _token_for(url)
-    if token:
-        sys.stdout.write(f"username=branchyard\npassword={token}\n")
+    """git's credential helper protocol (`init`/`link` configure the lighter `python -m branchyard.cli.credential`)."""
+    from .credential import answer
 
-
-def _token_for(url: str) -> str | None:
-    """BRANCHYARD_URL's token when it is this URL's, else the stored context's (the current one first)."""
-    from .contexts import ContextStore, origin, config_dir
-
-    env_url, env_token = os.environ.get("BRANCHYARD_URL"), os.environ.get("BRANCHYARD_TOKEN")
-    if env_url and env_token:
-        try:
-            if origin(normalize_url(env_url)) == origin(url):
-                return env_token.strip()
-        except errors.BadInput:
-            pass
-    try:
-        found = ContextStore(config_dir(os.environ)).for_url(url)
-    except errors.BadInput:
-        return None
-    return found[0].token if found else None
+    sys.stdout.write(answer(action, sys.stdin.read(), os.environ))

@@ -44,8 +44,8 @@ def _set_remote(state: State, info: dict) -> str:
 
 
 def credential_helper() -> str:
-    """The git config value that runs `branchyard git-credential` with this very interpreter."""
-    return f"!{shlex.quote(sys.executable)} -m branchyard.cli.main git-credential"
+    """The git config value that runs branchyard's credential helper (cli/credential.py) with this very interpreter."""
+    return f"!{shlex.quote(sys.executable)} -m branchyard.cli.credential"
 
 
 @click.command()

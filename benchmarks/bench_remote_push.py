@@ -1,0 +1,59 @@
+"""Code-only `git push` over HTTP (git's smart protocol through the control plane's API, authenticated by
+branchyard's credential helper) → new code serving, against the same push to the local path remote, same run.
+
+Runs a real control plane in a temporary home, pushes the example app once to warm the virtualenv cache, then
+alternates code-only pushes to production through each remote (the order flips every round) and times each from
+`git push` until the router answers /health with the new commit. The HTTP remote goes to the API's loopback
+address (no TLS: that is the edge's part).
+
+    .venv/bin/python benchmarks/bench_remote_push.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from bench_push import wait_http
+from harness import bench_plane, sh
+
+from branchyard.cli.project_cmd import credential_helper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with bench_plane() as b:
+        api = json.loads(b.by("server", "status", "--json"))["api_url"]
+        token = (b.tmp / "home" / "token").read_text().strip()
+        # the helper reads the token from the environment (as in CI); it is never in .git/config or argv.
+        # A copy: the harness stops the plane with its own environment, which must stay local.
+        git_env = b.env | {"BRANCHYARD_URL": api, "BRANCHYARD_TOKEN": token}
+        b.git("remote", "add", "http", f"{api}/git/yoto.git")
+        b.git("config", f"credential.{api}.helper", credential_helper())  # what `init` configures remotely
+        b.git("push", "-q", "branchyard", "main")  # warms the virtualenv cache
+
+        results: dict[str, list[float]] = {"branchyard": [], "http": []}
+        for i in range(args.runs):
+            for remote in (("branchyard", "http") if i % 2 == 0 else ("http", "branchyard")):
+                (b.repo / "VERSION").write_text(f"{remote}-{i}\n")
+                b.git("add", "-A")
+                b.git("commit", "-qm", f"{remote} {i}")
+                sha = b.git("rev-parse", "HEAD").strip()
+                started = time.monotonic()
+                sh(["git", "push", "-q", remote, "HEAD:main"], cwd=b.repo, env=git_env)
+                wait_http(f"http://127.0.0.1:{b.http_port}/health", host="yoto.localhost", want_commit=sha)
+                results[remote].append(time.monotonic() - started)
+
+    local, http = statistics.median(results["branchyard"]), statistics.median(results["http"])
+    print(f"runs: {args.runs} per remote, alternating (medians; all values in seconds)")
+    for label, key in (("push to the local path remote → serving:", "branchyard"), ("push over HTTP → serving:          ", "http")):
+        print(f"{label} {statistics.median(results[key]):.3f}   (min {min(results[key]):.3f}, max {max(results[key]):.3f})")
+    print(f"ratio HTTP / local: {http / local:.2f}x   (goal ≤ 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -157,6 +157,18 @@ def test_the_cli_and_git_push_from_another_machine(plane: Plane, tmp_path: Path)
     laptop.git(laptop.root, "-c", helper, "clone", "--quiet", git_url, str(clone))
     assert laptop.git(clone, "rev-parse", "HEAD").stdout.strip() == v1
 
+    # --- a pack over git's 1 MiB post buffer goes chunked (no Content-Length) and streams through; a branch no
+    # environment maps to is stored without a deployment
+    laptop.git(repo, "checkout", "--quiet", "-b", "big-blob")
+    (repo / "blob.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    big_sha = laptop.commit(repo, "a big blob")
+    laptop.git(repo, "push", "branchyard", "big-blob")
+    assert laptop.git(repo, "ls-remote", "branchyard", "big-blob").stdout.split()[0] == big_sha
+    laptop.git(clone, "-c", helper, "fetch", "--quiet", "origin", "big-blob")
+    assert laptop.git(clone, "rev-parse", "FETCH_HEAD").stdout.strip() == big_sha
+    laptop.git(repo, "checkout", "--quiet", "main")
+    assert len(laptop.json("deployments", "-e", "production", cwd=repo)) == 1
+
     # --- variables: set (redeploys), list
     laptop.by("variables", "set", "GREETING=hello-from-afar", "-e", "production", cwd=repo)
     listed = laptop.json("variables", "list", "-e", "production", cwd=repo)

@@ -76,3 +76,16 @@ def test_over_limit_bodies_get_a_readable_413(port, path) -> None:
 def test_without_the_middleware_the_webhook_route_resets_the_client(bare_port) -> None:
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         post(bare_port, "/webhooks/github")
+
+
+def test_a_client_waiting_for_100_continue_gets_the_413_without_sending_the_body(port) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"POST /api/projects HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer token\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {SIZE}\r\nExpect: 100-continue\r\n\r\n".encode())
+        answer = b""
+        while b"PayloadTooLarge" not in answer:
+            chunk = conn.recv(65536)  # a "100 Continue" and a wait for the body would time out here
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"PayloadTooLarge" in answer

@@ -159,7 +159,8 @@ class BodyLimit:
         limit = self.limit(scope.get("path", ""))
         declared = next((v for k, v in scope.get("headers") or () if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _drain(receive, 0)
+            if not any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope.get("headers") or ()):
+                await _drain(receive, 0)  # (a client that waits for "100 Continue" never sends it: nothing to drain)
             await _refuse(send, limit)
             return
         state = {"seen": 0, "over": False, "started": False}

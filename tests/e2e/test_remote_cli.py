@@ -13,12 +13,13 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import BRANCHYARD, EXAMPLE, GIT_ENV, Plane, new_home, start_plane, stop_plane
+from conftest import BRANCHYARD, EXAMPLE, GIT_ENV, Plane, new_home, processes_mentioning, start_plane, stop_plane
 
 from branchyard.cli.project_cmd import credential_helper
 
@@ -144,7 +145,17 @@ def test_the_cli_and_git_push_from_another_machine(plane: Plane, tmp_path: Path)
 
     # --- git push over HTTP: deploys, streams the deploy lines as `remote:`, exits 0 on SUCCESS
     v1 = laptop.git(repo, "rev-parse", "HEAD").stdout.strip()
-    pushed = laptop.git(repo, "push", "branchyard", "main")
+    # while it runs, no process on the machine (git, the helper, http-backend, the hook) has the token in its argv
+    pushing = subprocess.Popen(["git", "push", "branchyard", "main"], cwd=repo, env=laptop.env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen_in_argv = []
+    while pushing.poll() is None:
+        seen_in_argv += processes_mentioning(token, cwd=False)
+        time.sleep(0.05)
+    out, err = pushing.communicate()
+    laptop.outputs += [out, err]
+    pushed = subprocess.CompletedProcess(pushing.args, pushing.returncode, out, err)
+    assert pushed.returncode == 0 and not seen_in_argv, (seen_in_argv, err)
     assert "remote: -----> deployment SUCCESS" in pushed.stderr, pushed.stderr
     assert plane.get("yoto.localhost").json()["commit"] == v1
     state = laptop.json("status", "-e", "production", cwd=repo)

@@ -155,3 +155,17 @@ def test_the_git_credential_helper(tmp_path) -> None:
     assert helper("get", asked, ci) == "username=branchyard\npassword=tok-ci\n"
     assert helper("store", asked + "username=x\npassword=y\n", env) == ""  # git keeps nothing
     assert json.loads((tmp_path / "branchyard" / "contexts.json").read_text())["contexts"]["prod"]["token"] == "tok-prod"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["status"], ["status"]),
+    (["status", "--context", "prod", "-e", "staging"], ["--context", "prod", "status", "-e", "staging"]),
+    (["--context", "prod", "status"], ["--context", "prod", "status"]),
+    (["status", "--context=prod"], ["--context=prod", "status"]),
+    (["run", "-e", "pr-1", "--", "tool", "--context", "x"], ["run", "-e", "pr-1", "--", "tool", "--context", "x"]),
+    (["status", "--context"], ["status", "--context"]),  # no name: click says so
+])
+def test_context_is_taken_anywhere_before_a_double_dash(argv, expected) -> None:
+    from branchyard.cli.main import context_anywhere
+
+    assert context_anywhere(argv) == expected

@@ -64,9 +64,29 @@ def verbose_anywhere(argv: list[str]) -> tuple[list[str], bool]:
     return ["--verbose", *(a for a in argv[:cut] if a != "--verbose"), *argv[cut:]], True
 
 
+def context_anywhere(argv: list[str]) -> list[str]:
+    """`--context NAME` (or `--context=NAME`) is the root group's option too, taken anywhere before a `--` and moved
+    to the front (`branchyard status -e staging --context prod`); a `--context` without a name is left for click."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    head, taken = [], []
+    i = 0
+    while i < cut:
+        arg = argv[i]
+        if arg == "--context" and i + 1 < cut:
+            taken += [arg, argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--context="):
+            taken.append(arg)
+        else:
+            head.append(arg)
+        i += 1
+    return [*taken, *head, *argv[cut:]]
+
+
 def main() -> None:
     """Entry point: one top-level rescue, one-line errors, tracebacks only with --verbose."""
-    args, verbose = verbose_anywhere(sys.argv[1:])
+    args, verbose = verbose_anywhere(context_anywhere(sys.argv[1:]))
     try:
         cli.main(args=args, standalone_mode=False)
     except click.exceptions.Abort:

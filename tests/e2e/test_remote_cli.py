@@ -240,6 +240,9 @@ def test_the_cli_and_git_push_from_another_machine(plane: Plane, tmp_path: Path)
     # --- BRANCHYARD_URL + BRANCHYARD_TOKEN (CI) come before the stored context
     ci = laptop.env | {"BRANCHYARD_URL": api, "BRANCHYARD_TOKEN": "wrong"}
     assert laptop.by("status", "-e", "production", cwd=repo, env=ci, check=False).returncode == 5
+    refused = laptop.by("variables", "set", "INTRUDER=1", "-e", "production", cwd=repo, env=ci, check=False)
+    assert refused.returncode == 5 and refused.stderr.strip() == "error: missing or wrong API token"
+    assert "INTRUDER" not in laptop.json("variables", "list", "-e", "production", cwd=repo)["variables"]
 
     # --- context use of an unknown name, logout
     unknown = laptop.by("context", "use", "nope", check=False)

@@ -175,7 +175,9 @@ def test_the_cli_and_git_push_from_another_machine(plane: Plane, tmp_path: Path)
     big_sha = laptop.commit(repo, "a big blob")
     laptop.git(repo, "push", "branchyard", "big-blob")
     assert laptop.git(repo, "ls-remote", "branchyard", "big-blob").stdout.split()[0] == big_sha
-    laptop.git(clone, "-c", helper, "fetch", "--quiet", "origin", "big-blob")
+    laptop.by("link", "yoto", "-e", "staging", cwd=clone)  # link, like init, sets the remote and its helper
+    assert laptop.git(clone, "remote", "get-url", "branchyard").stdout.strip() == git_url
+    laptop.git(clone, "fetch", "--quiet", "branchyard", "big-blob")
     assert laptop.git(clone, "rev-parse", "FETCH_HEAD").stdout.strip() == big_sha
     laptop.git(repo, "checkout", "--quiet", "main")
     assert len(laptop.json("deployments", "-e", "production", cwd=repo)) == 1

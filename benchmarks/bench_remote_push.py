@@ -3,7 +3,8 @@ branchyard's credential helper) → new code serving, against the same push to t
 
 Runs a real control plane in a temporary home, pushes the example app once to warm the virtualenv cache, then
 alternates code-only pushes to production through each remote (the order flips every round) and times each from
-`git push` until the router answers /health with the new commit. The HTTP remote goes to the API's loopback
+`git push` until the router answers /health with the new commit. It also times the transport alone (`git ls-remote`
+through each remote), which is what HTTP adds to a push. The HTTP remote goes to the API's loopback
 address (no TLS: that is the edge's part).
 
     .venv/bin/python benchmarks/bench_remote_push.py [--runs 5]
@@ -36,6 +37,14 @@ def main() -> None:
         b.git("config", f"credential.{api}.helper", credential_helper())  # what `init` configures remotely
         b.git("push", "-q", "branchyard", "main")  # warms the virtualenv cache
 
+        # the transport alone: ref advertisement through each remote (for HTTP: the 401, the helper, the retry)
+        transport: dict[str, list[float]] = {"branchyard": [], "http": []}
+        for _ in range(10):
+            for remote in transport:
+                started = time.monotonic()
+                sh(["git", "ls-remote", remote], cwd=b.repo, env=git_env)
+                transport[remote].append(time.monotonic() - started)
+
         results: dict[str, list[float]] = {"branchyard": [], "http": []}
         for i in range(args.runs):
             for remote in (("branchyard", "http") if i % 2 == 0 else ("http", "branchyard")):
@@ -53,6 +62,9 @@ def main() -> None:
     for label, key in (("push to the local path remote → serving:", "branchyard"), ("push over HTTP → serving:          ", "http")):
         print(f"{label} {statistics.median(results[key]):.3f}   (min {min(results[key]):.3f}, max {max(results[key]):.3f})")
     print(f"ratio HTTP / local: {http / local:.2f}x   (goal ≤ 1.2x)")
+    t_local, t_http = statistics.median(transport["branchyard"]), statistics.median(transport["http"])
+    print(f"transport alone (git ls-remote, median of 10): local {t_local * 1000:.0f} ms, HTTP {t_http * 1000:.0f} ms "
+          f"(+{(t_http - t_local) * 1000:.0f} ms per push)")
 
 
 if __name__ == "__main__":

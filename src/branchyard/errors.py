@@ -57,6 +57,24 @@ class Unauthorized(BranchyardError):
     http_status = 401
 
 
+class TooManyRequests(BranchyardError):
+    """Too many wrong tokens from one client address: it waits `retry_after` seconds before trying again."""
+
+    exit_code = 5
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PayloadTooLarge(BranchyardError):
+    """A request body over the API's size limit."""
+
+    exit_code = 2
+    http_status = 413
+
+
 class ServerUnavailable(BranchyardError):
     """The control plane is not running or cannot be reached."""
 

@@ -76,7 +76,7 @@ def status(settings: Settings) -> dict:
         "domain": info.get("domain"),
         "home": str(settings.home),
         "version": info.get("version"),
-    }
+    } | ({"public_url": info["public_url"]} if info.get("public_url") else {})
 
 
 def run(settings: Settings) -> None:
@@ -122,7 +122,7 @@ def run(settings: Settings) -> None:
             "router_port": settings.http_port,
             "domain": settings.domain,
             "version": __version__,
-        },
+        } | ({"public_url": settings.control_url} if settings.control_url else {}),
     )
     log.info("branchyard control plane on %s; router on :%d", url, settings.http_port)
     # uvicorn handles SIGTERM while it serves, then raises it again with the handler it found: make that handler

@@ -47,6 +47,7 @@ class Settings:
     https_port: int = 443  # BRANCHYARD_HTTPS_PORT: the router's TLS listener when tls is not off
     acme: Acme = field(default_factory=Acme)
     hsts: str = "production"  # BRANCHYARD_HSTS: which hosts answer with Strict-Transport-Security (TLS on only)
+    control_url: str | None = None  # BRANCHYARD_PUBLIC_URL: the control plane's public URL (API, webhook, git)
 
     @property
     def state_db(self) -> Path:
@@ -144,6 +145,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         https_port=https_port,
         acme=_acme(env),
         hsts=_choice(env, "BRANCHYARD_HSTS", HSTS_MODES),
+        control_url=_control_url(env.get("BRANCHYARD_PUBLIC_URL")),
     )
 
 
@@ -191,6 +193,18 @@ def _index_url(raw: str | None) -> str | None:
     if not re.fullmatch(r"(https?|file)://\S+", url):
         raise BadInput(f"BRANCHYARD_PIP_INDEX_URL: expected an http(s):// or file:// URL of a simple index, got {raw!r}")
     return url
+
+
+def _control_url(raw: str | None) -> str | None:
+    """BRANCHYARD_PUBLIC_URL: scheme and host (and port) only, e.g. https://deploy.example.com; None when unset."""
+    url = (raw or "").strip()
+    if not url:
+        return None
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?", url):
+        shown = "a URL with credentials (not shown)" if "@" in url else repr(raw)
+        raise BadInput(f"BRANCHYARD_PUBLIC_URL: expected the control plane's http(s):// URL without a path, like "
+                       f"https://deploy.example.com, got {shown}")
+    return url.rstrip("/").lower()
 
 
 def _postgres_url(raw: str | None) -> str | None:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from branchyard.api.app import create_app
+from branchyard.api.guard import Throttle
 
 TOKEN = "the-right-token"
 UNAUTHORIZED = {"detail": "missing or wrong API token", "error": "Unauthorized"}
@@ -73,7 +74,7 @@ def url(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "1", path)  # "1" fits every parameter, the int ones included
 
 
-APP = create_app(Trap(), TOKEN)
+APP = create_app(Trap(), TOKEN, throttle=Throttle(failures=10**9))  # the slowdown: test_api_limits.py
 ROUTES = routes(APP)
 GUARDED = [r for r in ROUTES if r not in OPEN]
 

@@ -108,4 +108,24 @@ def test_tls_settings_and_public_urls(tmp_path):
 def test_bad_tls_settings_name_the_variable(tmp_path, env, message):
     with pytest.raises(BadInput) as err:
         load({"BRANCHYARD_HOME": str(tmp_path)} | env)
+@pytest.mark.parametrize(("raw", "expected"), [
+    (None, None), ("", None), ("https://Deploy.Example.com/", "https://deploy.example.com"),
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+])
+def test_public_url(tmp_path, raw, expected):
+    env = {"BRANCHYARD_HOME": str(tmp_path)} | ({"BRANCHYARD_PUBLIC_URL": raw} if raw is not None else {})
+    assert load(env).control_url == expected
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("deploy.example.com", "BRANCHYARD_PUBLIC_URL: expected the control plane's http(s):// URL without a path, like "
+                           "https://deploy.example.com, got 'deploy.example.com'"),
+    ("https://deploy.example.com/api", "BRANCHYARD_PUBLIC_URL: expected the control plane's http(s):// URL without a "
+                                       "path, like https://deploy.example.com, got 'https://deploy.example.com/api'"),
+    ("https://u:pw@deploy.example.com", "BRANCHYARD_PUBLIC_URL: expected the control plane's http(s):// URL without a "
+                                        "path, like https://deploy.example.com, got a URL with credentials (not shown)"),
+])
+def test_a_bad_public_url_names_the_variable(tmp_path, raw, message):
+    with pytest.raises(BadInput) as err:
+        load({"BRANCHYARD_HOME": str(tmp_path), "BRANCHYARD_PUBLIC_URL": raw})
     assert str(err.value) == message

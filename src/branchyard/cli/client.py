@@ -1,4 +1,5 @@
-"""A small client for the control plane's API, found through BRANCHYARD_HOME/server.json.
+"""A small client for the control plane's API: the machine's own (found through BRANCHYARD_HOME/server.json) or a
+remote one (a `Target` of cli/contexts.py, over http or https).
 
 Standard library only (http.client, one loopback connection per call): every CLI command pays for
 its imports before it does anything, and on a busy machine importing httpx took longer than the
@@ -10,32 +11,41 @@ from __future__ import annotations
 import codecs
 import http.client
 import json
+import ssl
 from collections.abc import Iterator
 from urllib.parse import urlencode, urlsplit
 
 from .. import errors
 from ..server import read_server_file
 from ..settings import Settings
+from .contexts import Target
 
-_BY_STATUS = {400: errors.BadInput, 401: errors.Unauthorized, 404: errors.NotFound, 409: errors.Conflict, 422: errors.DeployFailed}
+_BY_STATUS = {400: errors.BadInput, 401: errors.Unauthorized, 404: errors.NotFound, 409: errors.Conflict,
+              413: errors.PayloadTooLarge, 422: errors.DeployFailed, 429: errors.TooManyRequests}
 TIMEOUT = 120.0  # seconds for one API call (a log that is followed has none)
 
 
 class Client:
-    def __init__(self, settings: Settings) -> None:
-        info = read_server_file(settings)
-        if not info:
-            raise errors.ServerUnavailable(
-                f"the control plane is not running for {settings.home}; start it with `branchyard server --detach`"
-            )
-        self.url = info["url"]
+    def __init__(self, where: Settings | Target) -> None:
+        if isinstance(where, Target):
+            self.url, token = where.url, where.token
+        else:
+            info = read_server_file(where)
+            if not info:
+                raise errors.ServerUnavailable(
+                    f"the control plane is not running for {where.home}; start it with `branchyard server --detach`"
+                )
+            self.url, token = info["url"], info["token"]
         parts = urlsplit(self.url)
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
-        self._headers = {"Authorization": f"Bearer {info['token']}"}
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")  # a control plane served under a path
+        self._headers = {"Authorization": f"Bearer {token}"}
 
     def _send(self, method: str, path: str, *, params: dict | None = None, json_body: object = None,
               timeout: float | None = TIMEOUT) -> http.client.HTTPResponse:
         """Send one request; the response (status and headers read) or ServerUnavailable."""
+        path = self._prefix + path
         if params:
             path += "?" + urlencode(params)
         headers = {**self._headers, "Connection": "close"}
@@ -43,7 +53,11 @@ class Client:
         if json_body is not None:
             body = json.dumps(json_body).encode()
             headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        if self._https:  # the system's CAs (SSL_CERT_FILE, when set, names another bundle)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -87,6 +101,21 @@ class Client:
 
     def delete(self, path: str) -> object:
         return self.request("DELETE", path)
+
+    def stream_json(self, path: str, body: dict) -> Iterator[dict]:
+        """POST `body`; the answer's JSON lines as they arrive (no timeout: a command may run long)."""
+        resp = self._send("POST", path, json_body=body, timeout=None)
+        try:
+            self._check(resp)
+            while line := resp.readline():
+                if line.strip():
+                    yield _json_loads(line)
+        except (OSError, http.client.HTTPException) as err:
+            raise errors.ServerUnavailable(f"lost the control plane at {self.url}: {err or type(err).__name__}") from None
+        except ValueError:
+            raise errors.BranchyardError(f"the control plane at {self.url} sent something else than JSON lines") from None
+        finally:
+            resp.close()
 
     def follow_log(self, deployment_id: str) -> Iterator[str]:
         resp = self._send("GET", f"/api/deployments/{deployment_id}/log", params={"follow": "true"}, timeout=None)

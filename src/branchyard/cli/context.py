@@ -3,6 +3,7 @@ environment a command is about, and following a deployment until it ends."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from . import ui
 
 if TYPE_CHECKING:
     from .client import Client
+    from .contexts import ContextStore, Target
 
 ENV_HELP = "Environment (default: the linked one, else production)."
 
@@ -24,9 +26,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class State:
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, context: str | None = None) -> None:
         self.verbose = verbose
+        self.context = context  # --context NAME
         self._settings: settings_mod.Settings | None = None
+        self._target: tuple[Target | None] | None = None
 
     @property
     def settings(self) -> settings_mod.Settings:
@@ -34,10 +38,31 @@ class State:
             self._settings = settings_mod.load()
         return self._settings
 
+    def contexts(self) -> ContextStore:
+        from .contexts import ContextStore, config_dir
+
+        return ContextStore(config_dir(os.environ))
+
+    @property
+    def target(self) -> Target | None:
+        """The remote control plane this command talks to, or None for the machine's own (cli/contexts.py)."""
+        if self._target is None:
+            from .contexts import choose
+
+            self._target = (choose(self.context, os.environ, self.contexts().load()),)
+        return self._target[0]
+
     def client(self) -> Client:
         from .client import Client
 
-        return Client(self.settings)
+        return Client(self.target or self.settings)
+
+    def require_local(self, what: str) -> None:
+        """BadInput, in one line, when `what` needs the control plane's own machine and a remote one is active."""
+        target = self.target
+        if target is not None:
+            raise errors.BadInput(f"{what} runs on the control plane's own machine, but the active control plane is "
+                                  f"remote ({target.name}: {target.url}); run it there, or use --context local")
 
 
 pass_state = click.make_pass_decorator(State)

@@ -37,6 +37,9 @@ def run(state: State, environment: str | None, project: str | None, command: tup
     """Run a command in the environment's current release: its code as the working directory, its virtualenv first
     on PATH, its variables (Railway: `railway run -e ENV -- CMD`)."""
     env = resolve_environment(environment)
+    if state.target is not None:
+        _run_remote(state, f"/api/projects/{resolve_project(project)}/environments/{env}/exec", list(command))
+        return
     ctx = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/run", {})
     venv = ctx["venv"]
     path = f"{venv}/bin" + (f":{os.environ['PATH']}" if os.environ.get("PATH") else "")
@@ -45,12 +48,30 @@ def run(state: State, environment: str | None, project: str | None, command: tup
     _exec(list(command), base | ctx["variables"] | {"PATH": path, "VIRTUAL_ENV": venv})
 
 
+def _run_remote(state: State, path: str, command: list[str]) -> None:
+    """`run` against a control plane elsewhere: the command runs there (stdin closed), its output streams here, and
+    its exit code is ours."""
+    code = 1
+    for message in state.client().stream_json(path, {"command": command}):
+        if "output" in message:
+            ui.raw(message["output"])
+        elif "exit" in message:
+            code = int(message["exit"])
+    sys.stdout.flush()
+    if code:
+        sys.exit(code if 0 < code < 256 else 1)
+
+
 @click.command()
 @click.argument("service", type=click.Choice(["postgres", "redis"]))
 @env_option
 @pass_state
 def connect(state: State, service: str, environment: str | None, project: str | None) -> None:
     """Open psql / redis-cli on the environment's own database (stdin works: `echo 'select 1' | … connect postgres`)."""
+    if state.target is not None:  # the servers listen on the control plane's loopback; no tunnel (yet)
+        raise errors.BadInput(f"connect: the databases listen on the control plane's own machine and are not exposed; "
+                              f"the active control plane is remote ({state.target.url}): run `branchyard connect` "
+                              f"there, or `branchyard run -e ENV -- python …` here")
     env = resolve_environment(environment)
     conn = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/connection/{service}", {})
     if service == "postgres":

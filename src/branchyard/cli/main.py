@@ -18,6 +18,7 @@ from .deploy_cmd import deployments, down, redeploy, rollback, scale, status, up
 from .domain_cmd import domain
 from .environment_cmd import environment
 from .github_cmd import github
+from .login_cmd import context, git_credential, login, logout
 from .logs_cmd import events, logs
 from .previews_cmd import previews
 from .project_cmd import init, link
@@ -29,11 +30,13 @@ from .variables_cmd import variables
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--context", "context_name", default=None, metavar="NAME",
+              help="The control plane to talk to: a context `login` stored, or `local` (this machine's).")
 @click.version_option(package_name="branchyard")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, context_name: str | None) -> None:
     """branchyard: Railway-style environments (production, staging, PR previews) on your own machines."""
-    ctx.obj = State(verbose)
+    ctx.obj = State(verbose, context_name)
 
 
 # One module per noun; `branchyard --help` lists them alphabetically whatever the order here.
@@ -51,6 +54,7 @@ for command in (
     github,  # github_cmd
     promote, approve, check,  # promote_cmd
     config,  # config_cmd (no server needed)
+    login, logout, context, git_credential,  # login_cmd (a control plane elsewhere)
 ):
     cli.add_command(command)
 
@@ -64,9 +68,29 @@ def verbose_anywhere(argv: list[str]) -> tuple[list[str], bool]:
     return ["--verbose", *(a for a in argv[:cut] if a != "--verbose"), *argv[cut:]], True
 
 
+def context_anywhere(argv: list[str]) -> list[str]:
+    """`--context NAME` (or `--context=NAME`) is the root group's option too, taken anywhere before a `--` and moved
+    to the front (`branchyard status -e staging --context prod`); a `--context` without a name is left for click."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    head, taken = [], []
+    i = 0
+    while i < cut:
+        arg = argv[i]
+        if arg == "--context" and i + 1 < cut:
+            taken += [arg, argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--context="):
+            taken.append(arg)
+        else:
+            head.append(arg)
+        i += 1
+    return [*taken, *head, *argv[cut:]]
+
+
 def main() -> None:
     """Entry point: one top-level rescue, one-line errors, tracebacks only with --verbose."""
-    args, verbose = verbose_anywhere(sys.argv[1:])
+    args, verbose = verbose_anywhere(context_anywhere(sys.argv[1:]))
     try:
         cli.main(args=args, standalone_mode=False)
     except click.exceptions.Abort:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -22,12 +24,28 @@ def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str:
     return done.stdout.strip()
 
 
-def _set_remote(repo_path: str) -> None:
+def _set_remote(state: State, info: dict) -> str:
+    """Point the `branchyard` remote at the project: its bare repository on this machine, or, against a remote
+    control plane, its git-over-HTTP URL with branchyard's credential helper for that URL (the token stays in the
+    context store, never in .git/config). Returns the remote's URL."""
+    target = state.target
+    url = info["repo_path"] if target is None else f"{target.url}/git/{info['name']}.git"
     remotes = _git("remote").split()
     if "branchyard" in remotes:
-        _git("remote", "set-url", "branchyard", repo_path)
+        _git("remote", "set-url", "branchyard", url)
     else:
-        _git("remote", "add", "branchyard", repo_path)
+        _git("remote", "add", "branchyard", url)
+    if target is not None:
+        key = f"credential.{target.url}.helper"
+        _git("config", "--unset-all", key, check=False)
+        _git("config", "--add", key, "")  # an empty helper clears those of the user's other configs for this URL
+        _git("config", "--add", key, credential_helper())
+    return url
+
+
+def credential_helper() -> str:
+    """The git config value that runs branchyard's credential helper (cli/credential.py) with this very interpreter."""
+    return f"!{shlex.quote(sys.executable)} -m branchyard.cli.credential"
 
 
 @click.command()
@@ -46,18 +64,21 @@ def init(state: State, upstream: str | None, name: str | None) -> None:
     name = names.project_name(name or (spec.name if (root / "branchyard.toml").exists() else None)
                               or names.slug(root.name, what="directory name"))
     if upstream and Path(upstream).exists():
+        if state.target is not None:
+            raise errors.BadInput(f"init --repo {upstream}: a path on this machine, but the control plane is remote "
+                                  f"({state.target.url}); give a git URL it can fetch from")
         upstream = str(Path(upstream).resolve())  # a local path, made absolute: the server runs elsewhere
     declared = [{"name": d.name, "branch": d.branch, "production": d.production} for d in spec.environments.values()
                 if d.name != PR_TEMPLATE and not d.ephemeral]
     client = state.client()
     info = client.post("/api/projects", {"name": name, "upstream": upstream, "github_repository": github_repository,
                                          "environments": declared})
-    _set_remote(info["repo_path"])
+    remote = _set_remote(state, info)
     _git("config", "branchyard.project", name)
     envs = client.get(f"/api/projects/{name}/environments")
     pinned = {e["name"]: e["branch"] for e in envs if e.get("branch_pinned") and e["branch"]}
     hint = push_hint(_current_branch(), spec, pinned)
-    ui.success(f"project {name} ready (remote: {info['repo_path']}; environments: "
+    ui.success(f"project {name} ready (remote: {remote}; environments: "
                f"{', '.join(e['name'] for e in envs) or 'none yet'}); {hint}")
 
 
@@ -75,7 +96,7 @@ def link(state: State, project: str, environment: str | None) -> None:
     """Link this repository to an existing project (and optionally a default environment)."""
     repo_root()
     info = state.client().get(f"/api/projects/{names.project_name(project)}")
-    _set_remote(info["repo_path"])
+    _set_remote(state, info)
     _git("config", "branchyard.project", info["name"])
     if environment:
         _git("config", "branchyard.environment", names.environment_name(environment))

@@ -16,6 +16,7 @@ from .context import State, json_option, pass_state
 @click.pass_context
 def server(ctx: click.Context, state: State, detach: bool) -> None:
     """Run the control plane (API, git remote, reconciler, router)."""
+    state.require_local("branchyard server")
     if ctx.invoked_subcommand is not None:
         return
     from .. import server as srv

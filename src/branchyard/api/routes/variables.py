@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
+from ...controller import oneoff
 from ...controller.core import Controller
+
+
+class ExecIn(BaseModel):
+    command: list[str] = Field(min_length=1)
 
 
 class VariablesIn(BaseModel):
@@ -32,6 +39,13 @@ def router(ctl: Controller) -> APIRouter:
     def run_context(project: str, env: str) -> dict:
         """For `branchyard run`: the current release's directory and virtualenv, and the variables (revealed)."""
         return ctl.oneoffs.context(project, env)
+
+    @r.post("/api/projects/{project}/environments/{env}/exec")
+    async def exec_command(project: str, env: str, body: ExecIn) -> StreamingResponse:
+        """`branchyard run` against a control plane elsewhere: the command runs here, in the same place a local
+        `run` would, its output streamed as JSON lines ({"output": …} …, then {"exit": N})."""
+        where = await run_in_threadpool(ctl.oneoffs.context, project, env)
+        return StreamingResponse(oneoff.execute(where, body.command), media_type="application/x-ndjson")
 
     @r.post("/api/projects/{project}/environments/{env}/variables")
     def set_variables(project: str, env: str, body: VariablesIn) -> dict:

@@ -100,7 +100,7 @@ class TestCA:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {h}\n" for h in self.hosts))
         (self.dir / "ca.json").write_text(json.dumps(self.config()))
-        script = f'mount --bind "$1" /etc/hosts && exec "$2" run --config "$3"'
+        script = 'mount --bind "$1" /etc/hosts && exec "$2" run --config "$3"'
         env = os.environ | {"XDG_DATA_HOME": str(self.dir / "data"), "XDG_CONFIG_HOME": str(self.dir / "config")}
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "ca",

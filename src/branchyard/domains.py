@@ -66,3 +66,11 @@ def certificate_state(not_after: dt.datetime | None, error: str | None, now: dt.
                                                                     "and was not renewed")
     return CertificateState(PENDING)
 
+
+def wants_hsts(hsts: str, *, tls: str, production: bool) -> bool:
+    """Whether a host's responses carry Strict-Transport-Security: TLS on, and BRANCHYARD_HSTS `all`, or
+    `production` (the default) for a production environment's hosts."""
+    return tls != "off" and (hsts == "all" or (hsts == "production" and production))
+
+
+ASK_PATH = "/internal/tls/ask"  # the control plane's on-demand TLS permission endpoint (api/routes/tls.py)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .backends.local.processes import pid_exists
@@ -101,13 +104,13 @@ def run(settings: Settings) -> None:
         handler.setFormatter(ScrubbingFormatter(LOG_FORMAT))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Caddy admin call is noise
     store = Store(settings.state_db)
-    controller = Controller(settings, store, local_machine(settings))
+    port = _api_port(settings, free_port)  # before the router starts: its edge asks the API (TLS) and publishes it
+    controller = Controller(settings, store, local_machine(settings, api_port=port))
     from .github import feedback as github_feedback
 
     # None without BRANCHYARD_GITHUB_TOKEN
     feedback = github_feedback.start(settings, store, hostname=controller.routes.hostname, redactor=controller.data.redactor)
     controller.start()
-    port = settings.api_port or free_port()
     token = _token(settings)
     url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
@@ -139,6 +142,24 @@ def run(settings: Settings) -> None:
             settings.server_file.unlink(missing_ok=True)
         store.close()
         log.info("control plane stopped cleanly")
+
+
+def _api_port(settings: Settings, free_port: Callable[[], int]) -> int:
+    """BRANCHYARD_API_PORT, else the port the last start used when it is still free, else a free one (remembered):
+    the router's edge names it (the TLS `ask` endpoint, BRANCHYARD_PUBLIC_URL), and a port that changes at every
+    start would make the edge reload its config at every start."""
+    if settings.api_port:
+        return settings.api_port
+    remembered = settings.home / "api_port"
+    try:
+        port = int(remembered.read_text().strip())
+        with socket.create_server(("127.0.0.1", port)):
+            pass
+    except (OSError, ValueError):
+        port = free_port()
+        with contextlib.suppress(OSError):
+            remembered.write_text(f"{port}\n")
+    return port
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -841,7 +841,7 @@ def test_a_single_caddy_from_before_the_two_tiers_is_replaced(make_router, home:
             log_file=tier.log_file,
             listen="fd/3",
         )
-        legacy_pid = tier.start(find_caddy(), config, listener)
+        legacy_pid = tier.start(find_caddy(), config, [listener])
     finally:
         listener.close()
     (home / "admin.json").write_text(json.dumps({"admin_port": old.admin_port}))

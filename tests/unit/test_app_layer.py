@@ -12,7 +12,8 @@ import pytest
 from branchyard.build import app_layer
 from branchyard.build.steps import editable_projects
 
-STATIC = '[project]\nname = "shop"\nversion = "1.0"\n[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
+STATIC = ('[project]\nname = "shop"\nversion = "1.0"\n'
+          '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n')
 
 
 def app(root: Path, files: dict[str, str]) -> Path:

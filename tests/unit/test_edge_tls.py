@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from branchyard.backends.local import edge_tls
+from branchyard.domains import wants_hsts
 from branchyard.settings import Acme
 
 ASK = "http://127.0.0.1:5000/internal/tls/ask"
@@ -53,5 +54,5 @@ def test_plain_http_is_redirected_keeping_host_uri_and_method(port, location):
     ("off", "acme", True, False),
 ])
 def test_hsts_on_production_hosts_only_by_default(hsts, tls, production, expected):
-    assert edge_tls.wants_hsts(hsts, tls=tls, production=production) is expected
+    assert wants_hsts(hsts, tls=tls, production=production) is expected
     assert edge_tls.hsts_handler()["response"]["set"] == {"Strict-Transport-Security": ["max-age=31536000"]}

@@ -108,6 +108,9 @@ def test_tls_settings_and_public_urls(tmp_path):
 def test_bad_tls_settings_name_the_variable(tmp_path, env, message):
     with pytest.raises(BadInput) as err:
         load({"BRANCHYARD_HOME": str(tmp_path)} | env)
+    assert str(err.value) == message
+
+
 @pytest.mark.parametrize(("raw", "expected"), [
     (None, None), ("", None), ("https://Deploy.Example.com/", "https://deploy.example.com"),
     ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),

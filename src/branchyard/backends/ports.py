@@ -36,6 +36,7 @@ class Route:
     environment: str
     upstreams: tuple[str, ...]  # ("127.0.0.1:41234", ...) when serving; () otherwise
     state: str = "serving"  # "serving" | "sleeping" | "unavailable"
+    hsts: bool = False  # its responses carry Strict-Transport-Security (TLS on; production hosts by default)
 
     def __post_init__(self) -> None:
         if not isinstance(self.upstreams, tuple):
@@ -263,6 +264,9 @@ class Certificates(Protocol):
     def local_root(self) -> str | None:
         """The PEM of the root certificate the edge's own CA signs with (BRANCHYARD_TLS=internal); None before it
         exists."""
+
+    def forget(self, host: str) -> None:
+        """Delete what the edge stores for `host` (its certificates and keys): a deleted domain keeps none."""
 
 
 @dataclass(frozen=True)

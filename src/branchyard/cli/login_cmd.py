@@ -13,8 +13,8 @@ import click
 
 from .. import errors
 from . import ui
-from .contexts import ENV_TARGET, LOCAL, Target, check_name, default_name, normalize_url
 from .context import State, json_option, pass_state
+from .contexts import ENV_TARGET, LOCAL, Target, check_name, default_name, normalize_url
 
 
 @click.command()

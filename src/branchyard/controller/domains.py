@@ -66,6 +66,8 @@ class Domains:
             self.store.record(s, project, "domain.deleted", f"{wanted} deleted from {env_name}", environment=env_name,
                               actor="cli")
         self.routes.sync()
+        if self.certificates is not None:
+            self.certificates.forget(wanted)
         return {"deleted": wanted}
 
     def list(self, project: str, env_name: str) -> list[dict[str, Any]]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
 
 from sqlalchemy import select
 
 from .. import names
 from ..backends.ports import Route, RouterPort
+from ..domains import wants_hsts
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
@@ -61,22 +63,28 @@ class Routes:
             # A generated host wins over a custom domain equal to it (`domain add` refuses that; a project's
             # `domain` changed later can still make one): the router must never see one host twice.
             hosts = [host, *(h for h in custom.get(env_id, ()) if h not in generated)]
+            hsts = wants_hsts(self.settings.hsts, tls=self.settings.tls, production=production)
             if state == m.ENV_SLEEPING:
-                routes += [Route(host=h, project=project, environment=env_name, upstreams=(), state="sleeping")
+                routes += [Route(host=h, project=project, environment=env_name, upstreams=(), state="sleeping", hsts=hsts)
                            for h in hosts]
                 continue
             ups = tuple(f"127.0.0.1:{port}" for port in ports.get(current, ())) if current else ()
             routes += [Route(host=h, project=project, environment=env_name, upstreams=ups,
-                             state="serving" if ups else "unavailable") for h in hosts]
-        self._hosts = (time.monotonic(), frozenset(r.host for r in routes))
+                             state="serving" if ups else "unavailable", hsts=hsts) for h in hosts]
+        self._hosts = (time.monotonic(), frozenset(r.host for r in routes) | self._control_host())
         return routes
+
+    def _control_host(self) -> frozenset[str]:
+        """The control plane's public host (BRANCHYARD_PUBLIC_URL), which the edge serves too (and certifies)."""
+        host = urllib.parse.urlsplit(self.settings.control_url).hostname if self.settings.control_url else None
+        return frozenset([host.lower()]) if host else frozenset()
 
     def hosts(self) -> frozenset[str]:
         """Every host the router serves (generated and custom), as of the last route sync if it is recent (the
         reconciler syncs every second; `domain add/delete` and environment changes sync at once), else read now."""
         when, hosts = self._hosts
         if time.monotonic() - when > HOSTS_FRESH:
-            hosts = frozenset(r.host for r in self.desired())
+            hosts = frozenset(r.host for r in self.desired()) | self._control_host()
         return hosts
 
     def sync(self) -> None:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Response
 from ... import domains
 from ...controller.core import Controller
 
-ASK_PATH = "/internal/tls/ask"
+ASK_PATH = domains.ASK_PATH
 
 
 def ask_url(api_port: int) -> str:

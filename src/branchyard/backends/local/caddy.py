@@ -46,14 +46,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ...errors import BackendError, BadInput
+from ...settings import Acme
 from ..ports import ROUTE_ID_PREFIX, STATES, Route, route_id
-from . import pages
+from . import edge_tls, pages
 
 __all__ = ["ROUTE_ID_PREFIX", "STATES", "Route", "Router", "route_id", "render_config", "render_edge_config", "parse_routes"]
 
@@ -64,6 +66,9 @@ NOT_FOUND_ID = "branchyard-not-found"
 ERROR_ID = "branchyard-error"
 EDGE_ROUTE_ID = "branchyard-edge-proxy"
 EDGE_ERROR_ID = "branchyard-edge-error"
+EDGE_CONTROL_ID = "branchyard-edge-control-plane"
+EDGE_HTTP_SERVER = "branchyard-http"  # with TLS on: the edge's plain-HTTP server (ACME challenges, redirects)
+EDGE_READ_HEADER_TIMEOUT = "10s"  # a client that has not sent its request headers by then is cut off
 ENV_HEADER = "X-Branchyard-Environment"
 
 LB_TRY_DURATION = "5s"
@@ -115,6 +120,9 @@ def _route_json(route: Route) -> dict[str, Any]:
         "branchyard_state": route.state,
     }
     env_header = {ENV_HEADER: [route.environment]}
+    if route.hsts:
+        meta["branchyard_hsts"] = True
+        env_header["Strict-Transport-Security"] = [edge_tls.HSTS]
     if route.state == "serving":
         handler: dict[str, Any] = {
             "handler": "reverse_proxy",
@@ -239,6 +247,24 @@ def render_config(
     return _base_config(admin_port=admin_port, storage_dir=storage_dir, log_file=log_file, http=http)
 
 
+@dataclass(frozen=True)
+class EdgeTLS:
+    """What the edge needs for HTTPS (BRANCHYARD_TLS not off): see edge_tls.py."""
+
+    mode: str  # "internal" | "acme"
+    https_port: int
+    acme: Acme
+    ask_url: str  # the control plane's on-demand permission endpoint (api/routes/tls.py)
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """The control plane published through the edge (BRANCHYARD_PUBLIC_URL): its host and the API's loopback port."""
+
+    host: str
+    api_port: int
+
+
 def render_edge_config(
     *,
     http_port: int,
@@ -247,11 +273,18 @@ def render_edge_config(
     storage_dir: Path,
     log_file: Path | None = None,
     listen: str | None = None,
+    tls: EdgeTLS | None = None,
+    https_listen: str | None = None,
+    control: ControlPlane | None = None,
 ) -> dict[str, Any]:
-    """The edge's whole Caddy JSON config: everything on `http_port` goes to the routes tier (pure).
+    """The edge's whole Caddy JSON config: every request goes to the routes tier (pure).
 
     The edge keeps the Host header (Caddy's default) and replaces any X-Forwarded-For the client
     sent with the client's address (it trusts no proxy). `listen` defaults to `:http_port`.
+    With `tls`, the routes tier is reached over HTTPS on `https_listen` (default `:https_port`), certificates
+    come on demand (edge_tls.py), and plain HTTP answers only ACME's HTTP-01 challenges (Caddy, before any route)
+    and redirects everything else to HTTPS. With `control`, requests for the control plane's host go to the API
+    (`/api`, `/git`, `/webhooks` only).
     """
     proxy = {
         "@id": EDGE_ROUTE_ID,
@@ -278,15 +311,60 @@ def render_edge_config(
         ],
         "terminal": True,
     }
-    server = {
+    routes = ([_control_route(control)] if control is not None else []) + [proxy]
+    server: dict[str, Any] = {
         "@id": EDGE_MARKER_ID,
         "listen": [listen or f":{http_port}"],
         "automatic_https": {"disable": True},
-        "routes": [proxy],
+        "read_header_timeout": EDGE_READ_HEADER_TIMEOUT,
+        "routes": routes,
         "errors": {"routes": [_error_route(EDGE_ERROR_ID, pages.routes_tier_unavailable_page())]},
     }
-    http = {"http_port": http_port, "grace_period": GRACE_PERIOD, "servers": {SERVER_NAME: server}}
-    return _base_config(admin_port=admin_port, storage_dir=storage_dir, log_file=log_file, http=http)
+    http: dict[str, Any] = {"http_port": http_port, "grace_period": GRACE_PERIOD, "servers": {SERVER_NAME: server}}
+    if tls is None:
+        return _base_config(admin_port=admin_port, storage_dir=storage_dir, log_file=log_file, http=http)
+    server |= {
+        "listen": [https_listen or f":{tls.https_port}"],
+        # Certificates come on demand (apps.tls below); our own plain-HTTP server redirects.
+        "automatic_https": {"disable_redirects": True},
+        "tls_connection_policies": edge_tls.connection_policies(),
+        "protocols": ["h1", "h2"],  # HTTP/3 is QUIC over UDP: not on an inherited TCP socket
+    }
+    http["https_port"] = tls.https_port
+    http["servers"][EDGE_HTTP_SERVER] = {
+        "listen": [listen or f":{http_port}"],
+        "read_header_timeout": EDGE_READ_HEADER_TIMEOUT,
+        "routes": [edge_tls.redirect_to_https(tls.https_port)],
+    }
+    config = _base_config(admin_port=admin_port, storage_dir=storage_dir, log_file=log_file, http=http)
+    config["apps"]["tls"] = edge_tls.tls_app(tls.mode, acme=tls.acme, ask_url=tls.ask_url)
+    return config
+
+
+def _control_route(control: ControlPlane) -> dict[str, Any]:
+    """The control plane's host: its API, git and webhook paths to the API on loopback; anything else 404."""
+    api = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": f"127.0.0.1:{control.api_port}"}],
+        "flush_interval": -1,  # a followed deploy log and git's progress stream through as written
+    }
+    return {
+        "@id": EDGE_CONTROL_ID,
+        "match": [{"host": [control.host]}],
+        "handle": [{"handler": "subroute", "routes": [
+            {"match": [{"path": ["/api/*", "/git/*", "/webhooks/*"]}], "handle": [api], "terminal": True},
+            {"handle": [{"handler": "static_response", "status_code": 404, "body": "not found\n"}], "terminal": True},
+        ]}],
+        "terminal": True,
+    }
+
+
+def _https_port(config: Any) -> int | None:
+    """The edge's HTTPS port in `config`, None when it serves plain HTTP only."""
+    try:
+        return int(config["apps"]["http"]["https_port"]) if "tls" in config["apps"] else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _server(config: Any, marker: str = MARKER_ID) -> dict[str, Any] | None:
@@ -326,6 +404,7 @@ def parse_routes(config: Any) -> list[Route]:
                     environment=meta["branchyard_environment"],
                     upstreams=upstreams,
                     state=meta["branchyard_state"],
+                    hsts=meta.get("branchyard_hsts") is True,
                 )
             )
         except (KeyError, IndexError, TypeError, StopIteration, BadInput) as exc:
@@ -479,8 +558,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _bind_public(port: int) -> socket.socket:
-    """Listen on `port` on all interfaces (IPv6 dual-stack when available); BackendError naming the port."""
+def _bind_public(port: int, setting: str = "BRANCHYARD_HTTP_PORT") -> socket.socket:
+    """Listen on `port` on all interfaces (IPv6 dual-stack when available); BackendError naming the port and
+    the `setting` that chooses it."""
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -505,12 +585,12 @@ def _bind_public(port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise BackendError(
                 f"router: port {port} is already in use by another process; stop it or set "
-                "BRANCHYARD_HTTP_PORT to a free port"
+                f"{setting} to a free port"
             ) from None
         if exc.errno == errno.EACCES:
             raise BackendError(
                 f"router: not allowed to listen on port {port} (ports below 1024 need root or "
-                "CAP_NET_BIND_SERVICE); set BRANCHYARD_HTTP_PORT to a port above 1023"
+                f"CAP_NET_BIND_SERVICE); set {setting} to a port above 1023"
             ) from None
         raise BackendError(f"router: cannot listen on port {port}: {exc.strerror or exc}") from None
     return sock
@@ -538,14 +618,14 @@ def _bind_loopback(port: int) -> socket.socket:
 _SPAWNED: set[int] = set()
 
 
-def _spawn_detached(argv: list[str], *, env: dict[str, str], output: Path, listener: socket.socket) -> int:
+def _spawn_detached(argv: list[str], *, env: dict[str, str], output: Path, listeners: Sequence[socket.socket]) -> int:
     """Start argv in its own session, stdin /dev/null, stdout+stderr appended to `output`, and
-    `listener` as fd 3. Returns the pid. (posix_spawn: the only safe way to place an fd at a fixed
+    `listeners` as fds 3, 4, …. Returns the pid. (posix_spawn: the only safe way to place an fd at a fixed
     number from a threaded process; Popen cannot.)"""
     out_fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    # Park both sources above the target numbers so no dup2 below can clobber another's source.
+    # Park the sources above the target numbers so no dup2 below can clobber another's source.
     out_src = fcntl.fcntl(out_fd, fcntl.F_DUPFD_CLOEXEC, 10)
-    sock_src = fcntl.fcntl(listener.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
+    sock_srcs = [fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 10) for sock in listeners]
     os.close(out_fd)
     try:
         pid = os.posix_spawn(
@@ -556,7 +636,8 @@ def _spawn_detached(argv: list[str], *, env: dict[str, str], output: Path, liste
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, out_src, 1),
                 (os.POSIX_SPAWN_DUP2, out_src, 2),
-                (os.POSIX_SPAWN_DUP2, sock_src, LISTEN_FD),  # dup2 clears close-on-exec on the copy
+                # dup2 clears close-on-exec on the copy
+                *((os.POSIX_SPAWN_DUP2, src, LISTEN_FD + i) for i, src in enumerate(sock_srcs)),
             ],
             setsid=True,  # own session: survives the control plane, its Ctrl-C and its terminal
             setsigmask=(),
@@ -566,7 +647,8 @@ def _spawn_detached(argv: list[str], *, env: dict[str, str], output: Path, liste
         return pid
     finally:
         os.close(out_src)
-        os.close(sock_src)
+        for src in sock_srcs:
+            os.close(src)
 
 
 class _Caddy:
@@ -677,8 +759,8 @@ class _Caddy:
         except OSError as exc:
             raise BackendError(f"router: cannot write {self.config_file}: {exc}") from None
 
-    def start(self, caddy: str, config: dict[str, Any], listener: socket.socket) -> int:
-        """Start Caddy detached with `config` and `listener` as fd 3; wait until its admin API answers."""
+    def start(self, caddy: str, config: dict[str, Any], listeners: Sequence[socket.socket]) -> int:
+        """Start Caddy detached with `config` and `listeners` as fds 3, 4, …; wait until its admin API answers."""
         try:
             for sub in ("", "data", "config"):
                 (self.home / sub).mkdir(parents=True, exist_ok=True)
@@ -694,7 +776,7 @@ class _Caddy:
                 "XDG_CONFIG_HOME": str(self.home / "config"),
             }
             argv = [caddy, "run", "--config", str(self.config_file)]
-            pid = _spawn_detached(argv, env=env, output=self.output_file, listener=listener)
+            pid = _spawn_detached(argv, env=env, output=self.output_file, listeners=listeners)
             _write_atomic(self.pid_file, f"{pid}\n")
         except OSError as exc:
             raise BackendError(f"router: cannot start caddy ({caddy}): {exc}") from None
@@ -781,9 +863,12 @@ class Router:
     `apply` reconfigures. `admin_url` is the routes tier's admin API.
     """
 
-    def __init__(self, *, home: Path, http_port: int, admin_port: int, caddy_bin: str | None = None) -> None:
+    def __init__(self, *, home: Path, http_port: int, admin_port: int, caddy_bin: str | None = None,
+                 tls: EdgeTLS | None = None, control: ControlPlane | None = None) -> None:
         self.home = Path(home)
         self.http_port = http_port
+        self.tls = tls  # None: plain HTTP only
+        self.control = control  # the control plane's public host, served by the edge too
         self._fixed_admin_port = admin_port != 0
         remembered = self._remembered_ports()
         admin_port = admin_port or remembered.get("admin_port") or _free_port()
@@ -938,7 +1023,7 @@ class Router:
         """Stop both tiers (edge first) and wait until their ports are free."""
         with self._lock:
             self._checked, self._served = False, (0.0, None)
-            self._edge.stop(ports=(self.http_port,))
+            self._edge.stop(ports=(self.http_port, self.tls.https_port if self.tls is not None else None))
             self._routes.stop(ports=(self.routes_port,))
 
     def pid(self) -> int | None:
@@ -974,7 +1059,7 @@ class Router:
                 saved = parse_routes(json.loads(tier.config_file.read_text()))
             except (OSError, ValueError, BackendError):
                 saved = []
-            tier.start(self._caddy(), self._render(saved), listener)
+            tier.start(self._caddy(), self._render(saved), [listener])
         finally:
             listener.close()  # Caddy holds its own copy now
         self._remember_ports()
@@ -984,21 +1069,25 @@ class Router:
         """Adopt, re-point or (re)start the edge."""
         tier = self._edge
         state, config = self._settle(tier)
-        if state == "ours" and _http_port(config) == self.http_port:
+        https_port = self.tls.https_port if self.tls is not None else None
+        if state == "ours" and _http_port(config) == self.http_port and _https_port(config) == https_port:
             desired = self._render_edge()
-            if config != desired:  # e.g. the routes tier had to move to another port
+            if config != desired:  # e.g. the routes tier had to move to another port, or the ACME settings changed
                 tier.admin.load(desired)
                 tier.save(desired)
             return
         if state not in ("ours", "absent"):
             tier.admin_port = _free_port(avoid=(self._routes.admin_port,))
-        listener = _bind_public(self.http_port)  # fails fast and clearly if the port is taken
+        if state == "ours":  # started for other public ports (or TLS on/off): its inherited sockets cannot change
+            tier.stop(ports=(_http_port(config), _https_port(config)))
+        listeners = [_bind_public(self.http_port, "BRANCHYARD_HTTP_PORT")]  # fails fast and clearly if taken
         try:
-            if state == "ours":  # started for another public port: its inherited socket cannot move
-                tier.stop(ports=(_http_port(config),))
-            tier.start(self._caddy(), self._render_edge(), listener)
+            if https_port is not None:
+                listeners.append(_bind_public(https_port, "BRANCHYARD_HTTPS_PORT"))
+            tier.start(self._caddy(), self._render_edge(), listeners)
         finally:
-            listener.close()  # Caddy holds its own copy now
+            for listener in listeners:
+                listener.close()  # Caddy holds its own copies now
         self._remember_ports()
 
     @staticmethod
@@ -1042,6 +1131,9 @@ class Router:
             storage_dir=self._edge.storage_dir,
             log_file=self._edge.log_file,
             listen=f"fd/{LISTEN_FD}",
+            tls=self.tls,
+            https_listen=f"fd/{LISTEN_FD + 1}",
+            control=self.control,
         )
 
     def _remembered_ports(self) -> dict[str, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -60,6 +61,16 @@ class CaddyCertificates:
             except (OSError, UnicodeDecodeError):
                 continue
         return None
+
+
+    def forget(self, host: str) -> None:
+        """Remove `<storage>/certificates/<issuer>/<host>/` under every issuer and storage root (Caddy keeps serving
+        a certificate it holds in memory until it restarts; it loads none for `host` after that)."""
+        if not host or "/" in host or host in (".", ".."):
+            return
+        for root in self.storage_roots:
+            for issuer in (root / "certificates").glob("*"):
+                shutil.rmtree(issuer / host, ignore_errors=True)
 
 
 def not_after_of(pem_path: Path) -> dt.datetime | None:

@@ -60,8 +60,3 @@ def redirect_to_https(https_port: int) -> dict[str, Any]:
 def hsts_handler() -> dict[str, Any]:
     """Sets Strict-Transport-Security on the responses of the route it leads."""
     return {"handler": "headers", "response": {"set": {"Strict-Transport-Security": [HSTS]}}}
-
-
-def wants_hsts(hsts: str, *, tls: str, production: bool) -> bool:
-    """Whether a route's responses carry HSTS: TLS on, and BRANCHYARD_HSTS `all`, or `production` for production."""
-    return tls != "off" and (hsts == "all" or (hsts == "production" and production))

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
+from ...domains import ASK_PATH
 from ...settings import Settings
 from ..ports import Machine
-from .caddy import Router
+from .caddy import ControlPlane, EdgeTLS, Router
 from .certificates import CaddyCertificates, CaddyLogErrors
 from .data import LocalDataServers
 from .runtime import LocalRuntime
 from .tasks import TaskRecords
 
 
-def local_machine(settings: Settings) -> Machine:
+def local_machine(settings: Settings, *, api_port: int | None = None) -> Machine:
+    """api_port: the control plane's API on loopback, which the edge asks before ordering a certificate and
+    publishes at BRANCHYARD_PUBLIC_URL (None: neither, e.g. to stop everything)."""
     tasks = TaskRecords(settings.home / "tasks")
-    router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port)
+    tls = control = None
+    if api_port is not None:
+        if settings.tls != "off":
+            tls = EdgeTLS(mode=settings.tls, https_port=settings.https_port, acme=settings.acme,
+                          ask_url=f"http://127.0.0.1:{api_port}{ASK_PATH}")
+        host = urllib.parse.urlsplit(settings.control_url).hostname if settings.control_url else None
+        if host:
+            control = ControlPlane(host=host.lower(), api_port=api_port)
+    router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port,
+                    tls=tls, control=control)
     # Caddy's storage roots (its own layout under the router's home): the tier that terminates TLS keeps the
     # certificates there; both are read, so it does not matter here which tier that is.
     caddy = settings.home / "caddy"

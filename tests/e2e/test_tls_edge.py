@@ -1,6 +1,7 @@
 """HTTPS at the edge, for real: clients verify the chain with only the CA's root, each host gets its own certificate
 by SNI, an unknown name gets none (and causes no order), plain HTTP redirects, HSTS only on production, the control
-plane answers at its public host, and a restart reuses what was issued.
+plane answers at its public host (a laptop logs in, pushes over HTTPS and drives the CLI through it), and a restart
+reuses what was issued.
 
 `internal` mode (Caddy's local CA, `branchyard tls root`) runs anywhere. `acme` mode runs against a real ACME CA on
 loopback (tests/acme_ca.py: Caddy's acme_server validating HTTP-01), which needs root: skipped otherwise, saying why.
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from acme_ca import TestCA, requirements
 from conftest import free_port, new_home, start_plane, stop_plane, wait_for
+from test_remote_cli import Laptop
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +39,15 @@ DOMAIN = "apps.test"
 PROD, STAGING = f"shop.{DOMAIN}", f"shop-staging.{DOMAIN}"
 
 
-def https(port: int, host: str, path: str, *, root: Path, version: ssl.TLSVersion | None = None) -> httpx.Response:
-    """GET https://host:port/path with SNI `host`, to 127.0.0.1, trusting only `root`."""
+def https(port: int, host: str, path: str, *, root: Path, version: ssl.TLSVersion | None = None,
+          method: str = "GET", body: bytes | None = None) -> httpx.Response:
+    """A request to https://host:port/path with SNI `host`, to 127.0.0.1, trusting only `root`."""
     ctx = ssl.create_default_context(cafile=str(root))
     if version is not None:
         ctx.minimum_version = ctx.maximum_version = version
     with httpx.Client(verify=ctx, timeout=30, trust_env=False) as client:
-        request = client.build_request("GET", f"https://127.0.0.1:{port}{path}", headers={"Host": host},
-                                       extensions={"sni_hostname": host})
+        request = client.build_request(method, f"https://127.0.0.1:{port}{path}", headers={"Host": host},
+                                       content=body, extensions={"sni_hostname": host})
         return client.send(request)
 
 
@@ -77,8 +80,9 @@ def stored_certificate(home: Path, host: str) -> list[Path]:
 
 def test_internal_mode_serves_verified_https_per_host(venv_cache, tmp_path):
     https_port = free_port()
+    # The control plane's public host is `localhost`: the laptop below reaches it by name with no DNS of ours.
     env = {"BRANCHYARD_TLS": "internal", "BRANCHYARD_HTTPS_PORT": str(https_port), "BRANCHYARD_DOMAIN": DOMAIN,
-           "BRANCHYARD_PUBLIC_URL": f"https://deploy.{DOMAIN}:{https_port}"}
+           "BRANCHYARD_PUBLIC_URL": f"https://localhost:{https_port}"}
     plane = start_plane(new_home(), venv_cache, extra_env=env)
     try:
         repo = shop(plane, tmp_path)
@@ -108,12 +112,46 @@ def test_internal_mode_serves_verified_https_per_host(venv_cache, tmp_path):
         assert (plain.status_code, plain.headers["Location"]) == (308, f"https://{PROD}:{https_port}/form?a=1")
 
         # The control plane at its public host: the API (token and all), never /internal.
-        control = f"deploy.{DOMAIN}"
+        control = "localhost"
         assert https(https_port, control, "/api/health", root=root).json()["ok"] is True
         assert https(https_port, control, f"/internal/tls/ask?domain={PROD}", root=root).status_code == 404
         assert https(https_port, control, "/api/projects", root=root).status_code == 401
-        assert plane.json("server", "status")["public_url"] == f"https://deploy.{DOMAIN}:{https_port}"
+        # An over-limit webhook body through the edge: a 413 the client reads, not a reset.
+        big = https(https_port, control, "/webhooks/github", root=root, method="POST", body=b"x" * (6 << 20))
+        assert big.status_code == 413 and "detail" in big.json()
+        assert plane.json("server", "status")["public_url"] == f"https://localhost:{https_port}"
         assert f"https://{PROD}:{https_port}" in plane.run("status", "-e", "production", cwd=repo).stdout
+
+        # A laptop (its own HOME, no access to the plane's home) through the edge only, over HTTPS: login, init,
+        # git push (streams; exit 0 on SUCCESS), status, variables, logs, rollback.
+        laptop = Laptop(tmp_path / "laptop")
+        laptop.root.mkdir()
+        laptop.env |= {"SSL_CERT_FILE": str(root), "GIT_SSL_CAINFO": str(root)}
+        public = f"https://localhost:{https_port}"
+        token = (plane.home / "token").read_text().strip()
+        laptop.by("login", public, "--token-stdin", input=token + "\n")
+        kiosk = laptop.root / "kiosk"
+        kiosk.mkdir()
+        (kiosk / "branchyard.toml").write_text(TOML.replace('name = "shop"', 'name = "kiosk"'))
+        (kiosk / "railway.toml").write_text(RAILWAY)
+        (kiosk / "health").write_text("v1\n")
+        laptop.git(kiosk, "init", "--quiet", "--initial-branch=main")
+        laptop.commit(kiosk, "v1")
+        laptop.by("init", cwd=kiosk)
+        assert laptop.git(kiosk, "remote", "get-url", "branchyard").stdout.strip() == f"{public}/git/kiosk.git"
+        pushed = laptop.git(kiosk, "push", "branchyard", "main")
+        assert "remote: -----> deployment SUCCESS: https://kiosk.apps.test" in pushed.stderr, pushed.stderr
+        (kiosk / "health").write_text("v2\n")
+        laptop.commit(kiosk, "v2")
+        laptop.git(kiosk, "push", "branchyard", "main")
+        assert https(https_port, f"kiosk.{DOMAIN}", "/health", root=root).text == "v2\n"
+        assert laptop.json("status", "-e", "production", cwd=kiosk)["url"] == f"https://kiosk.{DOMAIN}:{https_port}"
+        laptop.by("variables", "set", "-e", "production", "--skip-deploys", "GREETING=hello", cwd=kiosk)
+        assert "GREETING" in laptop.by("variables", "list", "-e", "production", cwd=kiosk).stdout
+        assert "deployment SUCCESS" in laptop.by("logs", "-e", "production", "--build", cwd=kiosk).stdout
+        laptop.by("rollback", "-e", "production", cwd=kiosk)
+        assert https(https_port, f"kiosk.{DOMAIN}", "/health", root=root).text == "v1\n"
+        assert not any(token in out for out in laptop.outputs)
 
         # A restart of the control plane keeps the edge (same process) and its certificates (same one served).
         edge_pid = (plane.home / "caddy" / "edge.pid").read_text()

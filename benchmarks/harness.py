@@ -42,7 +42,7 @@ class Bench:
 
 
 @contextlib.contextmanager
-def bench_plane(*, branch: str = "main", railway_extra: str = "") -> Iterator[Bench]:
+def bench_plane(*, branch: str = "main", railway_extra: str = "", extra_env: dict[str, str] | None = None) -> Iterator[Bench]:
     """A running control plane and a registered copy of the example app (first commit made, not pushed).
 
     BENCH_KEEP=1 keeps the temporary directory (the plane's home, logs, repositories) for a look afterwards."""
@@ -52,7 +52,7 @@ def bench_plane(*, branch: str = "main", railway_extra: str = "") -> Iterator[Be
         "BRANCHYARD_HOME": str(tmp / "home"),
         "BRANCHYARD_HTTP_PORT": str(http_port),
         "HOME": str(tmp),
-    }
+    } | (extra_env or {})
     repo = tmp / "app"
     shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
     if railway_extra:

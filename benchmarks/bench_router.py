@@ -298,8 +298,9 @@ def main() -> None:
             for side in sides:
                 side.rates.append(rates[side.name])
 
-        client = ("wrk -t2" if use_wrk else "a Python client (2 processes × threads; wrk not installed:"
-                  " apt-get install -y wrk)")
+        client = "wrk -t2" if use_wrk else "a Python client (2 processes × threads)"
+        if not use_wrk and not args.python_client:
+            client += " because wrk is not installed (apt-get install -y wrk)"
         print(f"trivial ASGI app (uvicorn, 1 worker), {client}, {args.connections} keep-alive connections,"
               f" {args.rounds} alternating rounds of {args.seconds:g} s, {os.cpu_count()} CPUs")
         direct = sides[0]

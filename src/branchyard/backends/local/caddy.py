@@ -30,9 +30,9 @@ design within our rules drops requests or leaves the admin API:
   address has Caddy read a file per request (routing driven by files instead of the admin API, and a
   new host or a sleeping environment would still need a reload).
 Nor would one tier reach issue 14's 0.90 × direct on a trivial app on 2 CPUs: one static Caddy hop
-with no branchyard at all measures 0.55-0.65 × there (the app takes one CPU, the client and the kernel
-much of the other, and that Caddy needs ~170 µs per request), so the benchmark prints that floor
-beside the router's figure.
+with no branchyard at all measures 0.45-0.65 × there as the machine's other load varies (the app
+takes one CPU, the client and the kernel much of the other, and that Caddy needs ~170-200 µs per
+request), so the benchmark prints that floor beside the router's figure.
 
 Both tiers get their listening socket from us as an inherited fd (`fd/3`, as in systemd socket
 activation) instead of binding it themselves: a reload then re-uses the one socket rather than

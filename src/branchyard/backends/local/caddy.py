@@ -11,6 +11,28 @@ the edge's reverse proxy instead of a client, and it sends the request again (se
 for which: those it can resend exactly, i.e. without a body or with a Content-Length under 1 MiB),
 and keeps dialling for up to EDGE_TRY_DURATION while the routes tier restarts. Clients never see a
 reload. The price: if the routes tier dies after passing a request on, the edge may send it again.
+tests/integration/test_router_reload_safety.py pins the property: a reload closes the routes tier's
+own idle keep-alive connections, while an edge client keeps its connection and is answered by the new
+routes on it.
+
+Why not one tier (measured for issue 14 with benchmarks/bench_router.py, on 2 CPUs). Each tier
+costs 200-250 µs of Caddy CPU per request, and one Caddy would be cheaper; but every single-tier
+design within our rules drops requests or leaves the admin API:
+- reloads on the public Caddy: 9 failed requests in 20 reloads under 16 keep-alive clients;
+- the same plus `shutdown_delay`, the listener switched between two names of one socket (fd/3 ↔ fd/4,
+  so Caddy applies the delay on a reload) and `Connection: close` while `{http.shutting_down}`: the
+  new server serves at once and busy clients leave the old one cleanly, yet 6 runs of 7 still lost
+  requests (2 to 18 in 20 reloads), because the old server keeps accepting during its delay and closes the
+  connections it accepted unanswered when the delay ends (the second test of that file); and every
+  load then waits for the delay;
+- no reload for upstream changes: the shipped binary's dynamic upstream sources are `a`, `srv` and
+  `multi` (DNS: a resolver we would have to run outside Caddy), and a `{file.*}` placeholder in a dial
+  address has Caddy read a file per request (routing driven by files instead of the admin API, and a
+  new host or a sleeping environment would still need a reload).
+Nor would one tier reach issue 14's 0.90 × direct on a trivial app on 2 CPUs: one static Caddy hop
+with no branchyard at all measures 0.45-0.65 × there as the machine's other load varies (the app
+takes one CPU, the client and the kernel much of the other, and that Caddy needs ~170-200 µs per
+request), so the benchmark prints that floor beside the router's figure.
 
 Both tiers get their listening socket from us as an inherited fd (`fd/3`, as in systemd socket
 activation) instead of binding it themselves: a reload then re-uses the one socket rather than

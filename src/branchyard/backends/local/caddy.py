@@ -1,8 +1,12 @@
 """The router: two Caddy processes in a row, driven only through their admin JSON APIs.
 
-Clients connect to the **edge** Caddy, which owns the public port and whose config never changes:
-it reverse-proxies every request, Host and all, to the **routes** Caddy on a loopback port. The
-routes Caddy holds branchyard's host routes and takes every `POST /load`.
+Clients connect to the **edge** Caddy, which owns the public ports and whose config changes only when the
+operator's settings do: it reverse-proxies every request, Host and all, to the **routes** Caddy on a loopback
+port. The routes Caddy holds branchyard's host routes and takes every `POST /load`. With TLS on
+(BRANCHYARD_TLS), the edge also terminates HTTPS on a second inherited socket (`fd/4`), with certificates
+issued on demand (edge_tls.py: no host list in its config, so previews coming and going never reload it),
+and its plain-HTTP server answers ACME's challenges and redirects; with BRANCHYARD_PUBLIC_URL it sends the
+control plane's host to the API. HSTS is set per route by the routes tier (Route.hsts).
 
 Why two: Caddy rebuilds its HTTP server on every config load, and the old server closes the
 keep-alive and just-accepted connections it holds without a response (about one request per

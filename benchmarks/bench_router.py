@@ -8,6 +8,8 @@ is installed, else a Python client in two processes) is sent, in alternating rou
   free loopback ports, serving one route to the app;
 - **old router**: the `Router` of another checkout (`--old-src`, default /work/wt-old/src, else /work/main/src),
   run by that checkout's own interpreter when it has a .venv, so the two designs are compared in one run;
+- **router over HTTPS**: the same Router with TLS on (Caddy's local CA, on-demand certificate, TLS 1.3,
+  keep-alive), host `localhost` so that wrk's SNI resolves (`--no-https` skips it);
 - **one static Caddy** (`--floor`, on by default): a single Caddy with a fixed reverse_proxy config and
   GOMAXPROCS=1, no branchyard at all: what any design built on one Caddy hop could reach on this machine.
 
@@ -15,12 +17,13 @@ Prints req/s per side, each side's ratio to direct (mean of rounds and median of
 CPU µs per request of each Caddy process, of the app and of the load generator (it runs on the same
 cores: on a 2-CPU machine it takes CPU from the router and the app it measures).
 
-    .venv/bin/python benchmarks/bench_router.py [--seconds 3] [--rounds 8] [--old-src PATH] [--no-floor]
+    .venv/bin/python benchmarks/bench_router.py [--seconds 3] [--rounds 8] [--old-src PATH] [--no-floor] [--no-https]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import multiprocessing
 import os
@@ -29,12 +32,14 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -64,7 +69,12 @@ from pathlib import Path
 src, home, http_port, upstream, host = sys.argv[1:6]
 sys.path.insert(0, src)
 from branchyard.backends.local.caddy import Route, Router  # Route: re-exported there, old checkouts too
-router = Router(home=Path(home), http_port=int(http_port), admin_port=0)
+tls = None
+if len(sys.argv) > 6:  # HTTPS: <https port> <ask url> (Caddy's local CA; this checkout only)
+    from branchyard.backends.local.caddy import EdgeTLS
+    from branchyard.settings import Acme
+    tls = EdgeTLS(mode="internal", https_port=int(sys.argv[6]), acme=Acme(), ask_url=sys.argv[7])
+router = Router(home=Path(home), http_port=int(http_port), admin_port=0, **({"tls": tls} if tls else {}))
 try:
     router.ensure_running()
     router.apply([Route(host, "bench", "production", (upstream,))])
@@ -82,11 +92,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(port: int, host: str, timeout: float = 20.0) -> None:
+def _connect(port: int, host: str, tls: bool, timeout: float) -> socket.socket:
+    """A connection to 127.0.0.1:port; with `tls`, a TLS one with SNI `host` (not verified: this measures cost)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if not tls:
+        return sock
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx.wrap_socket(sock, server_hostname=host)
+
+
+def wait_http(port: int, host: str, timeout: float = 20.0, tls: bool = False) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            with _connect(port, host, tls, 5) as sock:
                 sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
                 if sock.recv(64).startswith(b"HTTP/1.1 200"):
                     return
@@ -114,10 +135,12 @@ def children_cpu() -> float:
 # --------------------------------------------------------------------------------------------- load
 
 
-def wrk_load(port: int, host: str, connections: int, seconds: float) -> tuple[int, int]:
-    """(requests answered 2xx/3xx, failed ones) with wrk, keep-alive connections."""
-    done = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "-H", f"Host: {host}",
-                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True)
+def wrk_load(port: int, host: str, connections: int, seconds: float, tls: bool = False) -> tuple[int, int]:
+    """(requests answered 2xx/3xx, failed ones) with wrk, keep-alive connections. With `tls`, the URL names
+    `host` (wrk sends it as SNI), which must then resolve to 127.0.0.1 (`localhost`)."""
+    url = f"https://{host}:{port}/" if tls else f"http://127.0.0.1:{port}/"
+    done = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "-H", f"Host: {host}", url],
+                          capture_output=True, text=True, check=True)
     total = int(re.search(r"(\d+) requests in", done.stdout).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", done.stdout)
@@ -125,7 +148,7 @@ def wrk_load(port: int, host: str, connections: int, seconds: float) -> tuple[in
     return total - (int(non_2xx.group(1)) if non_2xx else 0), failed
 
 
-def _python_worker(port: int, host: str, threads: int, seconds: float, out: multiprocessing.Queue) -> None:
+def _python_worker(port: int, host: str, threads: int, seconds: float, out: multiprocessing.Queue, tls: bool) -> None:
     """One load process: `threads` keep-alive connections on raw sockets, GET / in a loop."""
     request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     counts: Counter[str] = Counter()
@@ -138,7 +161,7 @@ def _python_worker(port: int, host: str, threads: int, seconds: float, out: mult
         while time.monotonic() < stop_at:
             try:
                 if sock is None:
-                    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                    sock = _connect(port, host, tls, 10)
                 sock.sendall(request)
                 data = b""
                 while b"\r\n\r\n" not in data:
@@ -179,11 +202,11 @@ def _python_worker(port: int, host: str, threads: int, seconds: float, out: mult
     out.put((counts["ok"], counts["failed"]))
 
 
-def python_load(port: int, host: str, connections: int, seconds: float) -> tuple[int, int]:
+def python_load(port: int, host: str, connections: int, seconds: float, tls: bool = False) -> tuple[int, int]:
     """(answered, failed) with a Python client: two processes of connections/2 threads each (no GIL contention
     between the two)."""
     out: multiprocessing.Queue = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_python_worker, args=(port, host, connections // 2, seconds, out))
+    procs = [multiprocessing.Process(target=_python_worker, args=(port, host, connections // 2, seconds, out, tls))
              for _ in range(2)]
     for p in procs:
         p.start()
@@ -199,25 +222,49 @@ def python_load(port: int, host: str, connections: int, seconds: float) -> tuple
 class Side:
     """One target of the load: a port, the Caddy pids behind it, and what it served."""
 
-    def __init__(self, name: str, port: int, caddy_pids: dict[str, int]) -> None:
+    def __init__(self, name: str, port: int, caddy_pids: dict[str, int], *, host: str = HOST, tls: bool = False) -> None:
         self.name, self.port, self.caddy_pids = name, port, caddy_pids
+        self.host, self.tls = host, tls  # the Host (and SNI) it is loaded with; HTTPS or not
         self.rates: list[float] = []
         self.served = 0
         self.ticks: Counter[str] = Counter()
         self.load_cpu = 0.0
 
 
-def start_router(python: str, src: Path, home: Path, upstream: str) -> tuple[subprocess.Popen, int, dict[str, int]]:
+def start_router(python: str, src: Path, home: Path, upstream: str, *, host: str = HOST,
+                 https: tuple[int, str] | None = None) -> tuple[subprocess.Popen, int, dict[str, int]]:
+    """The router of checkout `src` serving `host`; with `https` = (port, ask url), over HTTPS on that port
+    (the port returned)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")}
-    proc = subprocess.Popen([python, "-c", ROUTER_HELPER, str(src), str(home), str(port), upstream, HOST],
+    extra = [str(https[0]), https[1]] if https else []
+    proc = subprocess.Popen([python, "-c", ROUTER_HELPER, str(src), str(home), str(port), upstream, host, *extra],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if not line:
         raise SystemExit(f"the router from {src} did not start (run with {python})")
     pids = {k: v for k, v in json.loads(line)["pids"].items() if v}
-    wait_http(port, HOST)
+    if https:
+        wait_http(https[0], host, tls=True, timeout=60)  # the first handshake issues the certificate
+        return proc, https[0], pids
+    wait_http(port, host)
     return proc, port, pids
+
+
+def start_ask(host: str) -> tuple[http.server.HTTPServer, str]:
+    """The on-demand TLS permission endpoint the edge asks: yes for `host` only (the control plane's, in miniature)."""
+    class Ask(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            allowed = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("domain") == [host]
+            self.send_response(200 if allowed else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ask)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/ask"
 
 
 def start_floor(caddy: str, home: Path, upstream: str) -> tuple[subprocess.Popen, int, dict[str, int]]:
@@ -242,6 +289,7 @@ def main() -> None:
     default_old = next((p for p in (Path("/work/wt-old/src"), Path("/work/main/src")) if p.is_dir()), None)
     parser.add_argument("--old-src", type=Path, default=default_old, help="another checkout's src/ (the old design)")
     parser.add_argument("--no-floor", action="store_true", help="skip the single static Caddy")
+    parser.add_argument("--no-https", action="store_true", help="skip the router over HTTPS (keep-alive, TLS 1.3)")
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if wrk is installed")
     args = parser.parse_args()
 
@@ -266,6 +314,12 @@ def main() -> None:
         proc, port, pids = start_router(sys.executable, ROOT / "src", tmp / "router-home", upstream)
         procs.append(proc)
         sides.append(Side("router", port, pids))
+        if not args.no_https:
+            ask, ask_url = start_ask("localhost")  # `localhost`: wrk sends the URL's host as SNI, and it resolves
+            proc, port, pids = start_router(sys.executable, ROOT / "src", tmp / "tls-home", upstream, host="localhost",
+                                            https=(free_port(), ask_url))
+            procs.append(proc)
+            sides.append(Side("router over HTTPS", port, pids, host="localhost", tls=True))
         if args.old_src:
             venv_python = args.old_src.parent / ".venv" / "bin" / "python"
             python = str(venv_python) if venv_python.exists() else sys.executable
@@ -278,7 +332,7 @@ def main() -> None:
             sides.append(Side("one static Caddy", port, pids))
 
         for side in sides:  # warm-up: connections, pools, Go's and Python's caches
-            load(side.port, HOST, args.connections, 2.0)
+            load(side.port, side.host, args.connections, 2.0, tls=side.tls)
         hz = os.sysconf("SC_CLK_TCK")
         for i in range(args.rounds):
             order = sides[i % len(sides):] + sides[:i % len(sides)]  # every side goes first in turn
@@ -286,7 +340,7 @@ def main() -> None:
             for side in order:
                 before = {k: cpu_ticks(p) for k, p in side.caddy_pids.items()} | {"app": cpu_ticks(app.pid)}
                 load_before = children_cpu()
-                ok, failed = load(side.port, HOST, args.connections, args.seconds)
+                ok, failed = load(side.port, side.host, args.connections, args.seconds, tls=side.tls)
                 side.load_cpu += children_cpu() - load_before
                 for k, p in side.caddy_pids.items():
                     side.ticks[k] += cpu_ticks(p) - before[k]
@@ -316,7 +370,7 @@ def main() -> None:
             parts = [f"{k} {v:.0f} µs" for k, v in cpu.items()]
             parts.append(f"load generator {1e6 * side.load_cpu / max(1, side.served):.0f} µs")
             print(f"{'':>19}CPU per request: {', '.join(parts)}")
-        print("goal: router ≥ 0.90 × direct (issue 14)")
+        print("goals (issue 14): router ≥ 0.90 × direct over plain HTTP, ≥ 0.85 × over HTTPS (keep-alive)")
     finally:
         for proc in reversed(procs):
             if proc.stdin:

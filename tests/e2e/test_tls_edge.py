@@ -9,6 +9,7 @@ loopback (tests/acme_ca.py: Caddy's acme_server validating HTTP-01), which needs
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 
@@ -53,8 +54,6 @@ def https(port: int, host: str, path: str, *, root: Path, version: ssl.TLSVersio
 
 def peer_names(port: int, host: str, root: Path) -> list[str]:
     """The DNS names of the certificate the edge presents for SNI `host` (verified against `root`)."""
-    import socket
-
     ctx = ssl.create_default_context(cafile=str(root))
     with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
         return [value for kind, value in tls.getpeercert()["subjectAltName"] if kind == "DNS"]
@@ -116,6 +115,10 @@ def test_internal_mode_serves_verified_https_per_host(venv_cache, tmp_path):
         assert https(https_port, control, "/api/health", root=root).json()["ok"] is True
         assert https(https_port, control, f"/internal/tls/ask?domain={PROD}", root=root).status_code == 404
         assert https(https_port, control, "/api/projects", root=root).status_code == 401
+        # A client that never finishes its request headers is cut off by the edge (read_header_timeout).
+        with socket.create_connection(("127.0.0.1", plane.http_port), timeout=60) as slow:
+            slow.sendall(f"GET /health HTTP/1.1\r\nHost: {PROD}\r\n".encode())  # no blank line: never complete
+            assert slow.recv(4096) == b""  # the edge closed it
         # An over-limit webhook body through the edge: a 413 the client reads, not a reset.
         big = https(https_port, control, "/webhooks/github", root=root, method="POST", body=b"x" * (6 << 20))
         assert big.status_code == 413 and "detail" in big.json()

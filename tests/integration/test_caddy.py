@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import httpx
 import pytest
 
 from branchyard.backends.local.caddy import (
+    EdgeTLS,
     Route,
     Router,
     _bind_public,
@@ -33,6 +35,7 @@ from branchyard.backends.local.caddy import (
     render_edge_config,
 )
 from branchyard.errors import BackendError, BadInput
+from branchyard.settings import Acme
 
 pytestmark = pytest.mark.integration
 
@@ -971,3 +974,34 @@ def test_stop_by_another_router_object(make_router) -> None:
     assert first.pids() == {"edge": None, "routes": None}
     assert not listening(first.http_port)
     assert processes_mentioning(str(first.home)) == []
+
+
+def test_turning_tls_on_and_off_restarts_only_the_edge(make_router, home: Path, upstream) -> None:
+    """BRANCHYARD_TLS changed between two starts: the edge gets (or drops) its HTTPS socket; the routes tier and
+    its routes are untouched."""
+    route = Route("yoto.localhost", "yoto", "production", (upstream("alpha"),))
+    plain = make_router()
+    plain.ensure_running()
+    plain.apply([route])
+    before = plain.pids()
+    https_port = free_port()
+    ask = upstream("ask")  # answers 200 to anything: the permission endpoint says yes
+    secure = make_router(tls=EdgeTLS(mode="internal", https_port=https_port, acme=Acme(), ask_url=f"http://{ask}/ask"))
+    secure.ensure_running()
+    assert secure.pids()["routes"] == before["routes"]
+    assert secure.pids()["edge"] not in (None, before["edge"])
+    root = home / "data" / "caddy-edge" / "pki" / "authorities" / "local" / "root.crt"
+    assert wait_until(root.exists)
+    ctx = ssl.create_default_context(cafile=str(root))
+    with httpx.Client(verify=ctx, trust_env=False, timeout=30) as client:
+        answer = client.send(client.build_request("GET", f"https://127.0.0.1:{https_port}/", headers={"Host": "yoto.localhost"},
+                                                  extensions={"sni_hostname": "yoto.localhost"}))
+    assert answer.text == "alpha"
+    redirect = httpx.get(f"http://127.0.0.1:{secure.http_port}/a?b=1", headers={"Host": "yoto.localhost"}, trust_env=False)
+    assert (redirect.status_code, redirect.headers["Location"]) == (308, f"https://yoto.localhost:{https_port}/a?b=1")
+
+    off = make_router()
+    off.ensure_running()
+    assert off.pids()["routes"] == before["routes"]
+    assert not listening(https_port)
+    assert get(off.http_port, "yoto.localhost").text == "alpha"

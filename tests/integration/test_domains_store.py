@@ -40,9 +40,17 @@ class EdgeCertificates:
 
     def __init__(self) -> None:
         self.known: dict[str, CertificateStatus] = {}
+        self.forgotten: list[str] = []
 
     def certificate(self, host: str) -> CertificateStatus | None:
         return self.known.get(host)
+
+    def local_root(self) -> str | None:
+        return None
+
+    def forget(self, host: str) -> None:
+        self.forgotten.append(host)
+        self.known.pop(host, None)
 
 
 class World:
@@ -101,6 +109,7 @@ def test_a_domain_is_routed_with_its_environment_and_owned_once_across_projects(
                                        r"\(its domains: none\)$"):
         world.domains.delete("shop", "production", "www.yoto.test")
     world.domains.delete("yoto", "production", "WWW.yoto.test")
+    assert world.certs.forgotten == ["www.yoto.test"]  # its certificate goes with it
     assert "www.yoto.test" not in world.served() and "www.yoto.test" not in world.routes.hosts()
 
 

@@ -47,6 +47,7 @@ _lock = threading.Lock()
 _children: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
 _exit_codes: dict[tuple[int, int], int] = {}
 _MAX_EXIT_CODES = 4096
+_ZOMBIE_WAIT = 2.0  # seconds: a child /proc shows exited is collected by waitpid within this
 
 
 def pid_exists(pid: int) -> bool:
@@ -142,7 +143,7 @@ def is_alive(h: ProcessHandle) -> bool:
     if stat is None or stat.start_time != h.start_time:
         return False
     if stat.state in ("Z", "X", "x"):
-        _reap(h)
+        _reap(h, zombie=True)
         return False
     return True
 
@@ -237,8 +238,11 @@ def _read_stat(pid: int) -> _Stat | None:
         return None
 
 
-def _reap(h: ProcessHandle) -> bool:
-    """Reap the handle's process if it is our child and has exited; True if it is known to be dead."""
+def _reap(h: ProcessHandle, *, zombie: bool = False) -> bool:
+    """Reap the handle's process if it is our child and has exited; True if it is known to be dead.
+
+    zombie: the caller saw it exited (/proc says Z). The kernel may show that a moment before waitpid can
+    collect it (seen under gVisor): then wait for it briefly rather than lose its exit status."""
     key = (h.pid, h.start_time)
     with _lock:
         if key in _exit_codes:
@@ -248,6 +252,11 @@ def _reap(h: ProcessHandle) -> bool:
             return False
         proc = entry[1]
     rc = proc.poll()
+    if rc is None and zombie:
+        try:
+            rc = proc.wait(timeout=_ZOMBIE_WAIT)
+        except subprocess.TimeoutExpired:
+            rc = None
     if rc is None:
         return False
     with _lock:

@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from branchyard.backends.local.caddy import Route, Router, find_caddy
-
 # The fixtures (router, upstream, home) live in test_caddy.py; share them without a conftest of our own.
 from test_caddy import free_port, home, make_router, router, upstream  # noqa: F401
+
+from branchyard.backends.local.caddy import Route, Router, find_caddy
 
 pytestmark = pytest.mark.integration
 

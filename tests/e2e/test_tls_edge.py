@@ -126,7 +126,7 @@ def test_internal_mode_serves_verified_https_per_host(venv_cache, tmp_path):
         assert f"https://{PROD}:{https_port}" in plane.run("status", "-e", "production", cwd=repo).stdout
 
         # A laptop (its own HOME, no access to the plane's home) through the edge only, over HTTPS: login, init,
-        # git push (streams; exit 0 on SUCCESS), status, variables, logs, rollback.
+        # git push (streams; exit 0 on SUCCESS), status, variables, logs, rollback, promote.
         laptop = Laptop(tmp_path / "laptop")
         laptop.root.mkdir()
         laptop.env |= {"SSL_CERT_FILE": str(root), "GIT_SSL_CAINFO": str(root)}
@@ -135,7 +135,8 @@ def test_internal_mode_serves_verified_https_per_host(venv_cache, tmp_path):
         laptop.by("login", public, "--token-stdin", input=token + "\n")
         kiosk = laptop.root / "kiosk"
         kiosk.mkdir()
-        (kiosk / "branchyard.toml").write_text(TOML.replace('name = "shop"', 'name = "kiosk"'))
+        (kiosk / "branchyard.toml").write_text(TOML.replace('name = "shop"', 'name = "kiosk"')
+                                               + '\n[environments.production.promotion]\nfrom = "staging"\n')
         (kiosk / "railway.toml").write_text(RAILWAY)
         (kiosk / "health").write_text("v1\n")
         laptop.git(kiosk, "init", "--quiet", "--initial-branch=main")
@@ -154,6 +155,13 @@ def test_internal_mode_serves_verified_https_per_host(venv_cache, tmp_path):
         assert "deployment SUCCESS" in laptop.by("logs", "-e", "production", "--build", cwd=kiosk).stdout
         laptop.by("rollback", "-e", "production", cwd=kiosk)
         assert https(https_port, f"kiosk.{DOMAIN}", "/health", root=root).text == "v1\n"
+        laptop.git(kiosk, "checkout", "--quiet", "-b", "develop")
+        (kiosk / "health").write_text("v3\n")
+        laptop.commit(kiosk, "v3 on develop")
+        laptop.git(kiosk, "push", "branchyard", "develop")
+        assert https(https_port, f"kiosk-staging.{DOMAIN}", "/health", root=root).text == "v3\n"
+        laptop.by("promote", "staging", "production", "--confirm", "PROMOTE", cwd=kiosk)
+        assert https(https_port, f"kiosk.{DOMAIN}", "/health", root=root).text == "v3\n"
         assert not any(token in out for out in laptop.outputs)
 
         # A restart of the control plane keeps the edge (same process) and its certificates (same one served).

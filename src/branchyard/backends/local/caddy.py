@@ -307,7 +307,7 @@ def render_edge_config(
 
     The edge keeps the Host header (Caddy's default) and replaces any X-Forwarded-For the client
     sent with the client's address (it trusts no proxy). `listen` defaults to `:http_port`.
-    With `tls`, the routes tier is reached over HTTPS on `https_listen` (default `:https_port`), certificates
+    With `tls`, clients are served over HTTPS on `https_listen` (default `:https_port`), certificates
     come on demand (edge_tls.py), and plain HTTP answers only ACME's HTTP-01 challenges (Caddy, before any route)
     and redirects everything else to HTTPS. With `control`, requests for the control plane's host go to the API
     (`/api`, `/git`, `/webhooks` only).

@@ -57,6 +57,13 @@ class Unauthorized(BranchyardError):
     http_status = 401
 
 
+class Forbidden(BranchyardError):
+    """An authenticated user whose role does not hold the permission a request needs (the message names it)."""
+
+    exit_code = 5
+    http_status = 403
+
+
 class TooManyRequests(BranchyardError):
     """Too many wrong tokens from one client address: it waits `retry_after` seconds before trying again."""
 

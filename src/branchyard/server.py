@@ -33,7 +33,8 @@ class ScrubbingFormatter(logging.Formatter):
 
 
 def _token(settings: Settings) -> str:
-    """The API token, created once (mode 0600) and kept across restarts."""
+    """This machine's API token (an admin's: see controller/users.py), created once (mode 0600), kept across
+    restarts; deleting the file makes a new one for the same admin at the next start."""
     path = settings.home / "token"
     if path.exists():
         return path.read_text().strip()
@@ -110,11 +111,12 @@ def run(settings: Settings) -> None:
 
     # None without BRANCHYARD_GITHUB_TOKEN
     feedback = github_feedback.start(settings, store, hostname=controller.routes.hostname, redactor=controller.data.redactor)
-    controller.start()
     token = _token(settings)
+    admin = controller.users.bootstrap(token)  # the machine's own token is an admin's (controller/users.py)
+    controller.start()
     url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
-        uvicorn.Config(create_app(controller, token), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(create_app(controller), host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
     _write_json_atomic(
         settings.server_file,
@@ -127,7 +129,8 @@ def run(settings: Settings) -> None:
             "version": __version__,
         } | ({"public_url": settings.control_url} if settings.control_url else {}),
     )
-    log.info("branchyard control plane on %s; router on :%d", url, settings.http_port)
+    log.info("branchyard control plane on %s; router on :%d; this machine's token is %s's", url, settings.http_port,
+             admin.name)
     # uvicorn handles SIGTERM while it serves, then raises it again with the handler it found: make that handler
     # end the process through the `finally` below (without it the default action kills it before any clean-up).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

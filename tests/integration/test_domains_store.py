@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import pytest
+from api_users import single_token
 from conftest import new_home
 from fastapi.testclient import TestClient
 
@@ -196,7 +197,7 @@ def test_the_ask_endpoint_through_the_api_app(world: World) -> None:
     world.environment("yoto", "pr-12", ephemeral=True)
     world.domains.add("yoto", "production", "www.yoto.test")
     ctl = cast(Any, type("Ctl", (), {"routes": world.routes}))  # the ask route reads only ctl.routes
-    client = TestClient(create_app(ctl, "token"))
+    client = TestClient(create_app(ctl, gatekeeper=single_token("token")))
     for host, status in (("www.yoto.test", 200), ("yoto-pr-12.apps.example.com", 200), ("yoto.apps.example.com", 200),
                          ("yoto-pr-13.apps.example.com", 404), ("evil.test", 404), ("", 404)):
         response = client.get("/internal/tls/ask", params={"domain": host})

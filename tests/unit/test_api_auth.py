@@ -10,6 +10,7 @@ import re
 
 import fastapi.routing
 import pytest
+from api_users import single_token
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -74,7 +75,7 @@ def url(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "1", path)  # "1" fits every parameter, the int ones included
 
 
-APP = create_app(Trap(), TOKEN, throttle=Throttle(failures=10**9))  # the slowdown: test_api_limits.py
+APP = create_app(Trap(), gatekeeper=single_token(TOKEN, throttle=Throttle(failures=10**9)))  # the slowdown: test_api_limits.py
 ROUTES = routes(APP)
 GUARDED = [r for r in ROUTES if r not in OPEN]
 
@@ -102,7 +103,7 @@ def test_every_route_refuses_a_request_without_the_right_token(method: str, path
 def test_with_the_right_token_the_same_request_gets_past_the_check(method: str, path: str) -> None:
     # the control for the test above: the 401 there comes from the token check, not from the request's shape
     calls: list[str] = []
-    client = TestClient(create_app(Recorder(calls), TOKEN), raise_server_exceptions=False)
+    client = TestClient(create_app(Recorder(calls), gatekeeper=single_token(TOKEN)), raise_server_exceptions=False)
     response = client.request(method, url(path), headers={"authorization": f"Bearer {TOKEN}"})
     assert response.status_code != 401
     assert calls or response.status_code in (400, 422)  # reached the controller, or refused the (missing) input

@@ -7,12 +7,13 @@ import base64
 from pathlib import Path
 
 import pytest
+from api_users import single_token
 from fastapi.testclient import TestClient
 
 from branchyard.api import guard
 from branchyard.api.app import create_app
 from branchyard.api.git_http import cgi_environment, parse_cgi_headers, smart_request
-from branchyard.api.guard import Gate, Throttle, basic_password, bearer, client_address
+from branchyard.api.guard import Throttle, basic_password, bearer, client_address
 from branchyard.errors import TooManyRequests, Unauthorized
 
 TOKEN = "the-right-token"
@@ -43,7 +44,7 @@ def test_the_throttle_counts_failures_in_a_sliding_window() -> None:
 
 def test_the_gate() -> None:
     clock = Clock()
-    gate = Gate(TOKEN, Throttle(failures=2, window=60, clock=clock))
+    gate = single_token(TOKEN, throttle=Throttle(failures=2, window=60, clock=clock)).gate
     gate.check(TOKEN, "a")
     for _ in range(5):  # a missing token is not a guess (git asks without one first)
         with pytest.raises(Unauthorized):
@@ -93,7 +94,7 @@ class Projects:
     def list(self) -> list:
         return []
 
-    def create(self, *args: object) -> dict:
+    def create(self, *args: object, **kwargs: object) -> dict:
         return {"created": True}
 
 
@@ -102,7 +103,7 @@ class Controller:
 
 
 def test_wrong_token_bursts_get_429_over_http() -> None:
-    app = create_app(Controller(), TOKEN, throttle=Throttle(failures=3, window=60))
+    app = create_app(Controller(), gatekeeper=single_token(TOKEN, throttle=Throttle(failures=3, window=60)))
     attacker = TestClient(app, client=("203.0.113.9", 4000))
     answers = [attacker.get("/api/projects", headers={"authorization": f"Bearer wrong-{i}"}) for i in range(4)]
     assert [a.status_code for a in answers] == [401, 401, 401, 429]
@@ -122,7 +123,7 @@ def test_wrong_token_bursts_get_429_over_http() -> None:
 
 
 def test_git_without_a_token_asks_for_basic_credentials() -> None:
-    client = TestClient(create_app(Controller(), TOKEN))
+    client = TestClient(create_app(Controller(), gatekeeper=single_token(TOKEN)))
     answer = client.get("/git/yoto.git/info/refs?service=git-receive-pack")
     assert answer.status_code == 401 and answer.headers["www-authenticate"] == 'Basic realm="branchyard"'
     assert answer.json() == {"detail": "missing or wrong API token", "error": "Unauthorized"}
@@ -132,7 +133,7 @@ OVER = {"detail": f"request body over the limit of {guard.API_MAX_BODY} bytes", 
 
 
 def test_a_declared_over_limit_body_gets_413_before_the_route() -> None:
-    client = TestClient(create_app(Controller(), TOKEN))
+    client = TestClient(create_app(Controller(), gatekeeper=single_token(TOKEN)))
     body = b"{" + b" " * guard.API_MAX_BODY + b"}"
     answer = client.post("/api/projects", content=body, headers={"authorization": f"Bearer {TOKEN}",
                                                                  "content-type": "application/json"})
@@ -141,7 +142,7 @@ def test_a_declared_over_limit_body_gets_413_before_the_route() -> None:
 
 
 def test_a_chunked_over_limit_body_gets_413_instead_of_the_routes_answer() -> None:
-    client = TestClient(create_app(Controller(), TOKEN))
+    client = TestClient(create_app(Controller(), gatekeeper=single_token(TOKEN)))
 
     def chunks():
         yield b'{"name": "'
@@ -155,7 +156,7 @@ def test_a_chunked_over_limit_body_gets_413_instead_of_the_routes_answer() -> No
 
 
 def test_bodies_under_the_limit_pass() -> None:
-    client = TestClient(create_app(Controller(), TOKEN))
+    client = TestClient(create_app(Controller(), gatekeeper=single_token(TOKEN)))
     answer = client.post("/api/projects", json={"name": "yoto"}, headers={"authorization": f"Bearer {TOKEN}"})
     assert answer.json() == {"created": True}
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from branchyard.cli.contexts import ContextStore, Target, choose, config_dir, normalize_url
+from branchyard.cli.contexts import ContextStore, Target, choose, config_dir, local_token, normalize_url
 from branchyard.errors import BadInput
 
 STORED = {"current": "prod", "contexts": {"prod": {"url": "https://deploy.example.com", "token": "tok-prod"},
@@ -30,6 +30,8 @@ PRECEDENCE = [
     ("--context local: the machine's own", "local", CI, STORED, None),
     ("current 'local' means the machine's own", None, {}, {**STORED, "current": "local"}, None),
     ("no current context", None, {}, {**STORED, "current": None}, None),
+    ("a token alone: the machine's own control plane, as that token's user", None, {"BRANCHYARD_TOKEN": "t"}, STORED,
+     None),
     ("empty environment values count as unset", None, {"BRANCHYARD_URL": "", "BRANCHYARD_TOKEN": ""}, STORED,
      ("prod", "https://deploy.example.com")),
 ]
@@ -41,13 +43,16 @@ def test_precedence(flag, env, stored, expected) -> None:
     assert (None if target is None else (target.name, target.url)) == expected
 
 
+def test_the_machines_own_control_plane_takes_branchyard_token_when_set() -> None:
+    assert local_token({"BRANCHYARD_TOKEN": " tok-alice \n"}) == "tok-alice"
+    assert local_token({"BRANCHYARD_TOKEN": ""}) is None and local_token({}) is None  # then server.json's admin token
+
+
 REFUSED = [
     ("unknown --context", "nope", {}, STORED,
      "--context nope: no such context (known: local, lab, prod); `branchyard login URL` adds one"),
     ("URL without token", None, {"BRANCHYARD_URL": "https://ci.example.com"}, STORED,
-     "BRANCHYARD_TOKEN is not set: BRANCHYARD_URL and BRANCHYARD_TOKEN go together"),
-    ("token without URL", None, {"BRANCHYARD_TOKEN": "t"}, STORED,
-     "BRANCHYARD_URL is not set: BRANCHYARD_URL and BRANCHYARD_TOKEN go together"),
+     "BRANCHYARD_TOKEN is not set: BRANCHYARD_URL needs the token of a user there"),
     ("a bad URL", None, {"BRANCHYARD_URL": "deploy.example.com", "BRANCHYARD_TOKEN": "t"}, STORED,
      "BRANCHYARD_URL: expected the control plane's http(s):// URL like https://deploy.example.com, got 'deploy.example.com'"),
     ("a current context that is gone", None, {}, {**STORED, "current": "old"},

@@ -159,7 +159,8 @@ def load(tmp_path: Path, promotion: str):
 def test_promotion_keys(tmp_path) -> None:
     spec = load(tmp_path, 'from = "staging"\napprovals = 2\nsmokeCommand = "./smoke"\nsmokeTimeout = 9\n'
                           "requireStaging = true\nauto = false\n")
-    assert spec.environments["production"].promotion == PromotionSpec("staging", 2, "./smoke", 9, True)
+    assert spec.environments["production"].promotion == PromotionSpec("staging", 2, "./smoke", 9, True,
+                                                                      prevent_self_review=True)
     assert spec.environments["staging"].promotion is None
     assert spec.warnings == ()
 

@@ -113,9 +113,10 @@ def test_example_loads_without_warnings() -> None:
     assert spec.strict is False
     assert spec.github_repository == "owner/yoto-smart-stream"
     assert list(spec.environments) == ["production", "staging", "pr"]
-    promotion = PromotionSpec(source="staging", approvals=2, smoke_command="python manage.py smoke", smoke_timeout=60)
+    promotion = PromotionSpec(source="staging", approvals=2, smoke_command="python manage.py smoke", smoke_timeout=60,
+                              prevent_self_review=True)  # production's default
     assert spec.environments["production"] == EnvironmentDecl("production", branch="main", production=True,
-                                                              promotion=promotion)
+                                                              promotion=promotion, protected=True)
     assert spec.environments["staging"] == EnvironmentDecl("staging", branch="develop")
     assert spec.preview == PreviewDecl(patterns=("feature/*", "fix/*", "chore/*"), base="staging", trigger="pr")
     assert check(EXAMPLE) == []
@@ -811,7 +812,8 @@ def test_no_branchyard_toml_uses_the_directory_name_and_production_on_main(tmp_p
     root = project(tmp_path / "My_App", railway_toml='[deploy]\nstartCommand = "python app.py"\n')
     spec = load_project(root)
     assert spec.name == "my-app"
-    assert spec.environments == {"production": EnvironmentDecl("production", branch="main", production=True)}
+    assert spec.environments == {"production": EnvironmentDecl("production", branch="main", production=True,
+                                                               protected=True)}
     assert spec.preview is None
     assert spec.files == ("railway.toml",)
     assert spec.environment("production").web.start_command == "python app.py"

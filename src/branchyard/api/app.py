@@ -1,16 +1,19 @@
-"""The control plane's HTTP API (loopback, bearer token). Thin: every route calls the controller.
+"""The control plane's HTTP API (bearer tokens of users). Thin: every route calls the controller.
 
-The routes live in `api/routes/`, one module per resource, each built by `router(ctl)`. Every resource
-router is included behind the token check here, in one place, so a route added to one of them cannot
-forget it; only the three routers below that say why (and FastAPI's /openapi.json) answer without it.
-tests/unit/test_api_auth.py asks every route.
+The routes live in `api/routes/`, one module per resource, each built by `router(ctl)`. Every route of a resource
+router declares the permission it needs (`who: Actor = allow(Permission.X)`, api/permissions.py), which
+authenticates the request and checks the user's role; `create_app` refuses to build an app with a resource route
+that declares none, so a route added later cannot forget it. Only the three routers below that say why (and
+FastAPI's /openapi.json) answer without a token. tests/unit/test_api_auth.py and test_permission_matrix.py ask
+every route.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Header, Request
+import fastapi.routing
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
@@ -18,28 +21,45 @@ from .. import __version__, names
 from ..controller.core import Controller
 from ..errors import BranchyardError, TooManyRequests
 from .git_http import GitHttp
-from .guard import BodyLimit, Gate, Throttle, bearer, client_address
-from .routes import data, deployments, domains, environments, events, git, health, previews, projects, promotions, tls, variables, webhooks
+from .guard import BodyLimit, Gate, Throttle
+from .permissions import Gatekeeper, permission_of
+from .routes import (
+    data,
+    deployments,
+    domains,
+    environments,
+    events,
+    git,
+    health,
+    previews,
+    projects,
+    promotions,
+    tls,
+    users,
+    variables,
+    webhooks,
+)
 
 # Order matters only between routes whose paths can match one URL (the first answers a method neither has:
 # 405 and its Allow header); such routes share a module, which keeps their order.
-RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains)
+RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains, users)
 
 
-def create_app(controller: Controller, token: str, *, throttle: Throttle | None = None) -> FastAPI:
-    """The API app: every route behind `token` except the health check and GitHub's webhook; git over HTTP at
-    /git/{project}.git (the token as the Basic password); bodies over the limit get 413, wrong-token bursts 429."""
+def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,
+               throttle: Throttle | None = None) -> FastAPI:
+    """The API app: every route behind a user's token and a permission, except the health check, GitHub's webhook
+    and the TLS ask; git over HTTP at /git/{project}.git (the token as the Basic password); bodies over the limit
+    get 413, wrong-token bursts 429. `gatekeeper` defaults to the controller's users and environments."""
     app = FastAPI(title="branchyard", version=__version__, docs_url=None, redoc_url=None)
-    gate = Gate(token, throttle)
+    if gatekeeper is None:
+        gatekeeper = Gatekeeper(Gate(controller.users.authenticate, throttle), controller.environments.protected)
+    app.state.gatekeeper = gatekeeper
 
     @app.exception_handler(BranchyardError)
     async def _error(_request: Request, err: BranchyardError) -> JSONResponse:
         headers = {"Retry-After": str(err.retry_after)} if isinstance(err, TooManyRequests) else None
         return JSONResponse({"detail": str(err), "error": type(err).__name__}, status_code=err.http_status,
                             headers=headers)
-
-    def auth(request: Request, authorization: str | None = Header(default=None)) -> None:
-        gate.check(bearer(authorization), client_address(request.scope))
 
     def repo_of(project: str) -> Path:
         return Path(controller.projects.info(names.project_name(project))["repo_path"])
@@ -50,12 +70,22 @@ def create_app(controller: Controller, token: str, *, throttle: Throttle | None 
     app.include_router(webhooks.router(controller))
     # open: Caddy asks before ordering a certificate and cannot send the token; it answers yes/no and nothing else
     app.include_router(tls.router(controller))
-    checked = [Depends(auth)]
     for resource in RESOURCES:
-        app.include_router(resource.router(controller), dependencies=checked)
+        router = resource.router(controller)
+        _check_declared(router)
+        app.include_router(router)
     # checked inside (Basic auth, streamed bodies): an ASGI app of its own, see api/git_http.py
-    git = Route("/git/{project}.git/{rest:path}", GitHttp(gate, repo_of), methods=["GET", "POST"], include_in_schema=False)
+    git = Route("/git/{project}.git/{rest:path}", GitHttp(gatekeeper.gate, repo_of), methods=["GET", "POST"],
+                include_in_schema=False)
     git.methods.discard("HEAD")  # git never sends one
     app.router.routes.append(git)
     app.add_middleware(BodyLimit)
     return app
+
+
+def _check_declared(router: fastapi.APIRouter) -> None:
+    """Every route of a resource router declares its permission (a route that forgot would answer anyone)."""
+    for route in router.routes:
+        if isinstance(route, fastapi.routing.APIRoute) and permission_of(route.dependant.dependencies) is None:
+            raise RuntimeError(f"{sorted(route.methods)} {route.path} declares no permission: add "
+                               "`who: Actor = allow(Permission.X)` (api/permissions.py)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 import math
 import threading
@@ -18,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..access import Actor
 from ..errors import PayloadTooLarge, TooManyRequests, Unauthorized
 
 Scope = MutableMapping[str, Any]
@@ -92,22 +92,25 @@ class Throttle:
 
 
 class Gate:
-    """The API token check, shared by the JSON routes (Bearer) and git (HTTP Basic, the token as the password)."""
+    """The token check, shared by the JSON routes (Bearer) and git (HTTP Basic, the token as the password): the
+    token → the user it belongs to (`authenticate`, e.g. Users.authenticate), with wrong tokens slowed down."""
 
-    def __init__(self, token: str, throttle: Throttle | None = None) -> None:
-        self._token = token.encode()
+    def __init__(self, authenticate: Callable[[str], Actor], throttle: Throttle | None = None) -> None:
+        self.authenticate = authenticate
         self.throttle = throttle or Throttle()
 
-    def check(self, given: str | None, address: str) -> None:
-        """Pass, or raise TooManyRequests (address throttled) or Unauthorized (missing or wrong token)."""
+    def check(self, given: str | None, address: str) -> Actor:
+        """The user, or TooManyRequests (address throttled) or Unauthorized (missing, wrong, revoked, expired)."""
         wait = self.throttle.wait(address)
         if wait:
             raise TooManyRequests(f"too many wrong tokens from {address}: try again in {wait}s", retry_after=wait)
         if not given:
             raise Unauthorized("missing or wrong API token")
-        if not hmac.compare_digest(given.encode(), self._token):
+        try:
+            return self.authenticate(given)
+        except Unauthorized:
             self.throttle.failed(address)
-            raise Unauthorized("missing or wrong API token")
+            raise
 
 
 def bearer(authorization: str | None) -> str:

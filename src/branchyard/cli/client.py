@@ -20,13 +20,15 @@ from ..server import read_server_file
 from ..settings import Settings
 from .contexts import Target
 
-_BY_STATUS = {400: errors.BadInput, 401: errors.Unauthorized, 404: errors.NotFound, 409: errors.Conflict,
+_BY_STATUS = {400: errors.BadInput, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound, 409: errors.Conflict,
               413: errors.PayloadTooLarge, 422: errors.DeployFailed, 429: errors.TooManyRequests}
 TIMEOUT = 120.0  # seconds for one API call (a log that is followed has none)
 
 
 class Client:
-    def __init__(self, where: Settings | Target) -> None:
+    def __init__(self, where: Settings | Target, *, token: str | None = None) -> None:
+        """`where`: the machine's own control plane (its settings) or a remote one; `token` replaces the machine's
+        admin token for the machine's own (BRANCHYARD_TOKEN)."""
         if isinstance(where, Target):
             self.url, token = where.url, where.token
         else:
@@ -35,7 +37,7 @@ class Client:
                 raise errors.ServerUnavailable(
                     f"the control plane is not running for {where.home}; start it with `branchyard server --detach`"
                 )
-            self.url, token = info["url"], info["token"]
+            self.url, token = info["url"], token or info["token"]
         parts = urlsplit(self.url)
         self._https = parts.scheme == "https"
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or (443 if self._https else 80)

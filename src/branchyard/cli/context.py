@@ -54,8 +54,10 @@ class State:
 
     def client(self) -> Client:
         from .client import Client
+        from .contexts import local_token
 
-        return Client(self.target or self.settings)
+        target = self.target
+        return Client(target) if target is not None else Client(self.settings, token=local_token(os.environ))
 
     def require_local(self, what: str) -> None:
         """BadInput, in one line, when `what` needs the control plane's own machine and a remote one is active."""

@@ -2,7 +2,8 @@
 
 Precedence (`choose`, pure, table-tested in tests/unit/test_cli_contexts.py):
   1. `--context NAME` (`local` names the machine's own control plane);
-  2. `BRANCHYARD_URL` + `BRANCHYARD_TOKEN` (CI), both or neither;
+  2. `BRANCHYARD_URL` + `BRANCHYARD_TOKEN` (CI); `BRANCHYARD_TOKEN` alone is a token for the machine's own control
+     plane (another user's than the machine's admin token in server.json: `local_token`);
   3. the stored current context (`branchyard login`, `branchyard context use`);
   4. the machine's own control plane, as before contexts existed.
 
@@ -88,11 +89,12 @@ def choose(flag: str | None, env: Mapping[str, str], stored: Mapping[str, Any]) 
                                   "`branchyard login URL` adds one")
         return _target(flag, contexts[flag])
     url, token = env.get("BRANCHYARD_URL") or "", env.get("BRANCHYARD_TOKEN") or ""
-    if url or token:
-        if not (url and token):
-            missing = "BRANCHYARD_TOKEN" if url else "BRANCHYARD_URL"
-            raise errors.BadInput(f"{missing} is not set: BRANCHYARD_URL and BRANCHYARD_TOKEN go together")
+    if url and not token:
+        raise errors.BadInput("BRANCHYARD_TOKEN is not set: BRANCHYARD_URL needs the token of a user there")
+    if url:
         return Target(ENV_TARGET, normalize_url(url, what="BRANCHYARD_URL"), token.strip())
+    if token.strip():
+        return None  # this machine's control plane, as the token's user (local_token)
     current = stored.get("current")
     if current and current != LOCAL:
         if current not in contexts:
@@ -100,6 +102,12 @@ def choose(flag: str | None, env: Mapping[str, str], stored: Mapping[str, Any]) 
                                   f"`branchyard context use NAME` (known: {_known(contexts)})")
         return _target(current, contexts[current])
     return None
+
+
+def local_token(env: Mapping[str, str]) -> str | None:
+    """The token to use with the machine's own control plane: BRANCHYARD_TOKEN when set (a user's), else None
+    (the machine's admin token in BRANCHYARD_HOME/server.json)."""
+    return (env.get("BRANCHYARD_TOKEN") or "").strip() or None
 
 
 def _known(contexts: Mapping[str, Any]) -> str:

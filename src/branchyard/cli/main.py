@@ -25,6 +25,7 @@ from .project_cmd import init, link
 from .promote_cmd import approve, check, promote
 from .server_cmd import server
 from .tls_cmd import tls
+from .users_cmd import tokens, users, whoami
 from .variables_cmd import variables
 
 
@@ -55,6 +56,7 @@ for command in (
     promote, approve, check,  # promote_cmd
     config,  # config_cmd (no server needed)
     login, logout, context, git_credential,  # login_cmd (a control plane elsewhere)
+    users, tokens, whoami,  # users_cmd
 ):
     cli.add_command(command)
 

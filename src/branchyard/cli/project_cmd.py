@@ -68,7 +68,8 @@ def init(state: State, upstream: str | None, name: str | None) -> None:
             raise errors.BadInput(f"init --repo {upstream}: a path on this machine, but the control plane is remote "
                                   f"({state.target.url}); give a git URL it can fetch from")
         upstream = str(Path(upstream).resolve())  # a local path, made absolute: the server runs elsewhere
-    declared = [{"name": d.name, "branch": d.branch, "production": d.production} for d in spec.environments.values()
+    declared = [{"name": d.name, "branch": d.branch, "production": d.production, "protected": d.protected}
+                for d in spec.environments.values()
                 if d.name != PR_TEMPLATE and not d.ephemeral]
     client = state.client()
     info = client.post("/api/projects", {"name": name, "upstream": upstream, "github_repository": github_repository,

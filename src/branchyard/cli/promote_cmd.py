@@ -20,13 +20,14 @@ if TYPE_CHECKING:
 PROMOTION_TIMEOUT = 1500  # seconds: planning and proceeding run the smoke tests (smokeTimeout ≤ 600) twice at most
 
 
-def _whoami() -> str:
-    import getpass
+AS_GONE = ("{command}: --as is gone: the control plane records the user whose token makes the request (see "
+           "`branchyard whoami`); each person approves with their own token")
 
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
+
+def _no_as(command: str, value: str | None) -> None:
+    """An old script's `--as NAME`: one clear line, nothing sent."""
+    if value is not None:
+        raise errors.BadInput(AS_GONE.format(command=command))
 
 
 def _show_plan(promo: dict) -> None:
@@ -86,7 +87,7 @@ def _promotion_outcome(promo: dict, *, as_json: bool) -> None:
     if state in ("PLANNED", "PENDING_APPROVAL"):
         gate = next((g for g in promo["plan"]["gates"] if g["id"] == "approvals"), None)
         raise errors.Conflict(f"promotion {pid} is {state} ({gate['detail'] if gate else 'waiting'}): approvers run "
-                              f"`branchyard approve {pid} --as NAME`; the approval that completes the count promotes")
+                              f"`branchyard approve {pid}`; the approval that completes the count promotes")
     raise errors.DeployFailed(f"promotion {pid[:8]} {state}: {promo['error'] or 'see the log above'}")
 
 
@@ -94,7 +95,7 @@ def _promotion_outcome(promo: dict, *, as_json: bool) -> None:
 @click.argument("source")
 @click.argument("target")
 @click.option("--confirm", default=None, metavar="PROMOTE", help="Typed confirmation for scripts: PROMOTE.")
-@click.option("--as", "actor", default=None, help="Who is promoting (default: your user name).")
+@click.option("--as", "actor", default=None, hidden=True)  # gone: refused with a clear line
 @click.option("-p", "--project", default=None, help="Project (default: the linked one).")
 @json_option
 @pass_state
@@ -103,13 +104,13 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
     """Promote the exact release running in SOURCE to TARGET: plan, gates, typed confirmation, approvals."""
     from ..promotion import CONFIRM_WORD
 
+    _no_as("promote", actor)
     if confirm is not None and confirm != CONFIRM_WORD:
         raise errors.BadInput(f"--confirm: expected {CONFIRM_WORD}, got {confirm!r}; nothing planned, nothing deployed")
     source, target = names.environment_name(source), names.environment_name(target)
     client = state.client()
-    actor = actor or _whoami()
     promo = client.request("POST", f"/api/projects/{resolve_project(project)}/promotions", timeout=PROMOTION_TIMEOUT,
-                           json={"source": source, "target": target, "actor": actor})
+                           json={"source": source, "target": target})
     if not as_json:
         _show_plan(promo)
     if promo["state"] != "PLANNED" and promo["state"] != "PENDING_APPROVAL":
@@ -117,12 +118,12 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
         return
     if confirm is None and promo["state"] == "PLANNED":
         if not sys.stdin.isatty():
-            client.post(f"/api/promotions/{promo['id']}/cancel", {"actor": actor, "reason": "no confirmation given"})
+            client.post(f"/api/promotions/{promo['id']}/cancel", {"reason": "no confirmation given"})
             raise errors.BadInput(f"promotion {promo['id'][:8]} needs typed confirmation: pass --confirm {CONFIRM_WORD}; "
                                   "cancelled, nothing deployed")
         confirm = click.prompt(f"Type {CONFIRM_WORD} to promote {source} → {target}", default="", show_default=False)
     promo = client.request("POST", f"/api/promotions/{promo['id']}/confirm", timeout=PROMOTION_TIMEOUT,
-                           json={"confirm": confirm or "", "actor": actor})
+                           json={"confirm": confirm or ""})
     if promo["state"] in ("PROMOTING", "VERIFYING"):
         promo = _follow_promotion(client, promo, quiet=as_json)
     _promotion_outcome(promo, as_json=as_json)
@@ -130,14 +131,14 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
 
 @click.command()
 @click.argument("promotion_id")
-@click.option("--as", "approver", required=True, help="The approver's name (each person counts once).")
+@click.option("--as", "approver", default=None, hidden=True)  # gone: refused with a clear line
 @json_option
 @pass_state
-def approve(state: State, promotion_id: str, approver: str, as_json: bool) -> None:
-    """Approve an open promotion; the approval that completes the required count starts it."""
+def approve(state: State, promotion_id: str, approver: str | None, as_json: bool) -> None:
+    """Approve an open promotion as yourself (your token's user); the approval that completes the count starts it."""
+    _no_as("approve", approver)
     client = state.client()
-    promo = client.request("POST", f"/api/promotions/{promotion_id}/approvals", timeout=PROMOTION_TIMEOUT,
-                           json={"approver": approver})
+    promo = client.request("POST", f"/api/promotions/{promotion_id}/approvals", timeout=PROMOTION_TIMEOUT, json={})
     if promo["state"] in ("PROMOTING", "VERIFYING"):
         if not as_json:
             ui.info(f"approvals complete: promoting {promo['source']} → {promo['target']}")
@@ -151,7 +152,7 @@ def approve(state: State, promotion_id: str, approver: str, as_json: bool) -> No
             count = f"{len(promo['approvers'])} of {promo['plan'].get('approvals_required', 0)}"
             waiting = ("; it proceeds when the count is met" if promo["state"] == "PENDING_APPROVAL"
                        else f"; then `branchyard promote {promo['source']} {promo['target']} --confirm PROMOTE`")
-            ui.success(f"approved by {approver.strip().lower()}: {count} approvals{waiting}")
+            ui.success(f"approved by {promo['approvers'][-1] if promo['approvers'] else 'you'}: {count} approvals{waiting}")
         return
     _promotion_outcome(promo, as_json=as_json)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .. import names
+from ..access import SYSTEM, Actor
 from ..errors import BadInput, NotFound
 from ..store import models as m
 from ..store.db import Store
@@ -26,7 +27,7 @@ class Backups:
         self.data = data
         self.root = root
 
-    def create(self, project: str, env_name: str, *, kind: str = "manual") -> dict:
+    def create(self, project: str, env_name: str, *, kind: str = "manual", actor: Actor = SYSTEM) -> dict:
         """pg_dump the environment's database into BRANCHYARD_HOME/backups; record its sha256."""
         admin = self.data.admin_for(project, env_name)
         with self.store.session() as s:
@@ -45,7 +46,8 @@ class Backups:
         with self.store.session() as s:
             backup = s.get(m.Backup, backup_id)
             backup.path, backup.sha256, backup.size = str(path), digest, path.stat().st_size
-            self.store.record(s, project, "backup.created", f"{kind} backup {backup_id} ({backup.size} bytes)", environment=env_name)
+            self.store.record(s, project, "backup.created", f"{kind} backup {backup_id} ({backup.size} bytes)", environment=env_name,
+                              actor=actor)
             return _backup_dict(backup)
 
     def list(self, project: str, env_name: str) -> list[dict]:
@@ -54,7 +56,7 @@ class Backups:
                                                     m.Backup.sha256 != "").order_by(m.Backup.created_at.desc()))
             return [_backup_dict(b) for b in rows]
 
-    def restore(self, project: str, env_name: str, backup_id: str) -> dict:
+    def restore(self, project: str, env_name: str, backup_id: str, *, actor: Actor = SYSTEM) -> dict:
         """Replace the environment's database with one of ITS OWN backups, after checking the file's sha256."""
         with self.store.session() as s:
             matches = s.scalars(select(m.Backup).where(m.Backup.project == project, m.Backup.id.startswith(backup_id))).all()
@@ -73,7 +75,7 @@ class Backups:
         name = database_name(project, env_name)
         self.data.admin_for(project, env_name).restore(path, name, name)
         with self.store.session() as s:
-            self.store.record(s, project, "backup.restored", f"backup {backup.id} restored", environment=env_name)
+            self.store.record(s, project, "backup.restored", f"backup {backup.id} restored", environment=env_name, actor=actor)
         return _backup_dict(backup)
 
     def scheduled(self, now: dt.datetime) -> None:

@@ -36,6 +36,7 @@ from .reconciler import Reconciler
 from .replicas import Replicas
 from .routes import Routes
 from .teardown import Teardown
+from .users import Users
 from .webhooks import Webhooks
 
 
@@ -55,6 +56,7 @@ class Controller:
         self.guards = Guards(store, self.data)
         self.locks = EnvLocks()
         self.projects = Projects(settings, store, self.data.box)
+        self.users = Users(store)
         self.deployer = Deployer(settings, store, data=self.data, replicas=self.replicas, backups=self.backups,
                                  routes=self.routes, guards=self.guards, locks=self.locks, runtime=machine.runtime,
                                  tasks=machine.tasks)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..access import SYSTEM, Actor
 from ..data.sanitize import refresh
 from ..errors import BadInput, NotFound
 from ..settings import Settings
@@ -24,10 +25,13 @@ class Databases:
         self.data = data
         self.deployer = deployer
 
-    def add_plugin(self, project: str, env_name: str, plugin: str) -> dict[str, Any]:
+    def add_plugin(self, project: str, env_name: str, plugin: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """`branchyard add --plugin postgresql|redis -e ENV`: provision now; references can use it at the next deploy."""
         with self.deployer.exclusive(project, env_name):
-            return {"plugin": plugin, "variables": self.data.add_plugin(project, env_name, plugin)}
+            variables = self.data.add_plugin(project, env_name, plugin)
+        with self.store.session() as s:
+            self.store.record(s, project, "plugin.added", f"{plugin} added to {env_name}", environment=env_name, actor=actor)
+        return {"plugin": plugin, "variables": variables}
 
     def connection(self, project: str, env_name: str, kind: str) -> dict[str, str]:
         """The connection variables of one environment's service (for `connect`)."""
@@ -42,7 +46,7 @@ class Databases:
                            f"{'postgresql' if kind == 'postgres' else 'redis'} -e {env_name}`)")
         return spaces[names_[0]]
 
-    def refresh(self, project: str, target: str, source: str) -> dict[str, Any]:
+    def refresh(self, project: str, target: str, source: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """Copy SOURCE's database into TARGET through the [sanitize] rules of SOURCE's running release.
 
         Production is never a target, and nothing is copied without rules."""
@@ -69,5 +73,5 @@ class Databases:
                              workdir=self.settings.home / "backups" / ".refresh", log=lines.append)
             with self.store.session() as s:
                 self.store.record(s, project, "database.refreshed", f"{target} refreshed from {source} (sanitized)",
-                                  environment=target)
+                                  environment=target, actor=actor)
         return result | {"log": lines}

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import names
+from ..access import SYSTEM, Actor
 from ..backends.ports import DatabaseAdmin, DataServer, DataServers
 from ..data import templates
 from ..errors import BadInput, BranchyardError, NotFound
@@ -92,7 +93,8 @@ class DataPlane:
     def _env(self, s: Session, project: str, env_name: str) -> m.Environment:
         return self.store.environment(s, self.store.project(s, project), env_name)
 
-    def set_variables(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool) -> list[str]:
+    def set_variables(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool,
+                      actor: Actor = SYSTEM) -> list[str]:
         """Set variables (secrets encrypted). The environment is created if the spec will declare it later."""
         for key in pairs:
             if not _KEY.match(key):
@@ -101,11 +103,12 @@ class DataPlane:
             p = self.store.project(s, project)
             env = self.store.find_environment(s, p, env_name)
             if env is None:  # as `environment add NAME` would (the project files usually declared it at `init`)
-                env = m.Environment(project_id=p.id, name=names.environment_name(env_name), production=env_name == "production")
+                env = m.Environment(project_id=p.id, name=names.environment_name(env_name), production=env_name == "production",
+                                    protected=env_name == "production")
                 s.add(env)
                 s.flush()
                 self.store.record(s, project, "environment.created", f"environment {env_name} created by `variables set`",
-                                  environment=env_name)
+                                  environment=env_name, actor=actor)
             for key, value in pairs.items():
                 row = s.scalar(select(m.Variable).where(m.Variable.environment_id == env.id, m.Variable.key == key))
                 if row is None:
@@ -115,17 +118,18 @@ class DataPlane:
                 row.value = self.box.encrypt(value) if secret else value
                 row.updated_at = m.utcnow()
             kind = "secrets" if secret else "variables"
-            self.store.record(s, project, f"{kind}.set", f"{kind} set: {', '.join(sorted(pairs))}", environment=env_name)
+            self.store.record(s, project, f"{kind}.set", f"{kind} set: {', '.join(sorted(pairs))}", environment=env_name,
+                              actor=actor)
         return sorted(pairs)
 
-    def delete_variable(self, project: str, env_name: str, key: str) -> None:
+    def delete_variable(self, project: str, env_name: str, key: str, *, actor: Actor = SYSTEM) -> None:
         with self.store.session() as s:
             env = self._env(s, project, env_name)
             row = s.scalar(select(m.Variable).where(m.Variable.environment_id == env.id, m.Variable.key == key))
             if row is None:
                 raise NotFound(f"variable {key!r} is not set in environment {env_name!r}")
             s.delete(row)
-            self.store.record(s, project, "variables.deleted", f"variable deleted: {key}", environment=env_name)
+            self.store.record(s, project, "variables.deleted", f"variable deleted: {key}", environment=env_name, actor=actor)
 
     def stored_variables(self, env_id: int) -> tuple[dict[str, str], dict[str, str]]:
         """(plain variables, secrets) set with the CLI, decrypted."""

@@ -26,12 +26,13 @@ from sqlalchemy.orm import Session
 
 from .. import deploy_plan as dp
 from .. import names
+from ..access import SYSTEM, Actor
 from ..backends.ports import RuntimePort, TaskLedger
 from ..build import release
 from ..errors import BranchyardError, Conflict, NotFound
 from ..settings import Settings
 from ..spec import load_project
-from ..spec.model import ProjectSpec
+from ..spec.model import EnvironmentDecl, ProjectSpec
 from ..store import models as m
 from ..store.db import Store
 from .attempt import Attempts, DeployLog, Superseded
@@ -114,10 +115,11 @@ class Deployer:
     # --- triggers: record what should run ----------------------------------------------------------
 
     def new_deployment(self, s: Session, p: m.Project, env: m.Environment, *, sha: str, branch: str | None,
-                       trigger: str, work: str, source: m.Deployment | None = None) -> m.Deployment:
-        """Record a deployment and make it the environment's target unless a newer one already is."""
+                       trigger: str, work: str, source: m.Deployment | None = None,
+                       actor: Actor = SYSTEM) -> m.Deployment:
+        """Record a deployment (asked for by `actor`) and make it the environment's target unless a newer one is."""
         dep = m.Deployment(project_id=p.id, environment_id=env.id, commit_sha=sha, branch=branch, trigger=trigger,
-                           work=work, attempts=0)
+                           work=work, attempts=0, actor=actor.name)
         if source is not None:  # a redeploy: the same release and snapshot, no rebuild
             dep.release_dir, dep.config_json, dep.variables_json = source.release_dir, source.config_json, source.variables_json
         s.add(dep)
@@ -129,12 +131,12 @@ class Deployer:
         if target is None or target.created_at <= dep.created_at:  # newest wins, whichever commits first
             env.target_deployment_id = dep.id
         what = f"{trigger} of {sha[:12]}" + (f" ({branch})" if branch else "") + (f" from deployment {source.id}" if source else "")
-        self.store.record(s, p.name, "deploy.queued", what, environment=env.name, deployment_id=dep.id)
+        self.store.record(s, p.name, "deploy.queued", what, environment=env.name, deployment_id=dep.id, actor=actor)
         DeployLog(Path(dep.log_path))(f"-----> {what} to {p.name}/{env.name} (deployment {dep.id})")
         return dep
 
     def queue_build(self, project: str, env_name: str, sha: str, branch: str | None, trigger: str, incoming: Path,
-                    spec: ProjectSpec) -> str:
+                    spec: ProjectSpec, *, actor: Actor = SYSTEM) -> str:
         """Create the environment if the spec declares it, record a build of the exported commit, converge."""
         with self.store.session() as s:
             p = self.store.project(s, project)
@@ -146,10 +148,11 @@ class Deployer:
                 s.add(env)
                 s.flush()
                 self.store.record(s, project, "environment.created", f"environment {env_name} created on first push",
-                                  environment=env_name)
-            dep = self.new_deployment(s, p, env, sha=sha, branch=branch, trigger=trigger, work=m.WORK_BUILD)
+                                  environment=env_name, actor=actor)
+            dep = self.new_deployment(s, p, env, sha=sha, branch=branch, trigger=trigger, work=m.WORK_BUILD, actor=actor)
             dep_id, release_dir = dep.id, Path(dep.release_dir or "")
             decl = spec.environments.get(env_name)
+            _follow_protection(s, self.store, project, env, decl, actor)
             if env.branch_pinned and decl is not None and decl.branch and decl.branch != env.branch:
                 note = (f"{env_name} deploys branch {env.branch} (set with `environment add`), not {decl.branch} as the "
                         "project files say; the branch set by the user is kept")
@@ -161,7 +164,7 @@ class Deployer:
         return dep_id
 
     def queue_promotion(self, project: str, target: str, source_dep_id: str, *,
-                        on_recorded: Callable[[Session, m.Deployment], None]) -> str:
+                        on_recorded: Callable[[Session, m.Deployment], None], actor: Actor = SYSTEM) -> str:
         """A copy of SOURCE's release (the same bytes and virtualenv, no rebuild) as TARGET's next deployment.
 
         `on_recorded` runs in the deployment's own transaction (the promotion records which deployment it is)."""
@@ -176,7 +179,8 @@ class Deployer:
                 env = self.store.environment(s, p, target)
                 src = s.get(m.Deployment, source_dep_id)
                 dep = self.new_deployment(s, p, env, sha=src.commit_sha, branch=src.branch, trigger="promote",
-                                          work=m.WORK_PROMOTE)
+                                          work=m.WORK_PROMOTE, actor=actor)
+                _follow_protection(s, self.store, project, env, load_project(incoming).environments.get(target), actor)
                 on_recorded(s, dep)
                 dep_id = dep.id
                 incoming.rename(Path(dep.release_dir or ""))
@@ -188,7 +192,7 @@ class Deployer:
         return dep_id
 
     def redeploy(self, project: str, env_name: str, deployment_id: str, *, trigger: str = "redeploy",
-                 resolve_again: bool = False) -> str:
+                 resolve_again: bool = False, actor: Actor = SYSTEM) -> str:
         """Bring back a retained deployment's release and variables (no rebuild), health-checked, zero downtime.
 
         With `resolve_again` the variables are resolved again from the spec and what is set now (`variables set`)."""
@@ -215,7 +219,7 @@ class Deployer:
                 env = self.store.environment(s, p, env_name)
                 source = self.store.deployment(s, deployment_id, env)
                 dep = self.new_deployment(s, p, env, sha=source.commit_sha, branch=source.branch, trigger=trigger,
-                                          work=m.WORK_ROLLOUT, source=source)
+                                          work=m.WORK_ROLLOUT, source=source, actor=actor)
                 if variables_json is not None:
                     dep.variables_json = variables_json
                 dep_id, log_path = dep.id, Path(dep.log_path or "")
@@ -227,7 +231,7 @@ class Deployer:
         self.converge(project, env_name, held=held)
         return dep_id
 
-    def rollback(self, project: str, env_name: str) -> str:
+    def rollback(self, project: str, env_name: str, *, actor: Actor = SYSTEM) -> str:
         """Redeploy the previous successful deployment."""
         with self.store.session() as s:
             p = self.store.project(s, project)
@@ -245,7 +249,7 @@ class Deployer:
             if target is None:
                 raise NotFound(f"environment {env_name!r} has no earlier successful deployment still retained")
             target_id = target.id
-        return self.redeploy(project, env_name, target_id, trigger="rollback")
+        return self.redeploy(project, env_name, target_id, trigger="rollback", actor=actor)
 
     def cancel(self, project: str, env_name: str) -> list[str]:
         """Nothing is wanted of the environment any more (it is being destroyed): its workers stop at their next
@@ -482,3 +486,14 @@ class Deployer:
 def retained(d: m.Deployment) -> bool:
     """Whether a deployment can still be brought back: a finished build whose release is kept."""
     return bool(d.release_dir and d.config_json and release.release_complete(Path(d.release_dir)))
+
+
+def _follow_protection(s: Session, store: Store, project: str, env: m.Environment, decl: EnvironmentDecl | None,
+                       actor: Actor) -> None:
+    """The spec being deployed says whether the environment is protected (`protected`, default: production is);
+    an environment the spec does not declare keeps what it has. A change is an event."""
+    if decl is None or decl.protected == env.protected:
+        return
+    env.protected = decl.protected
+    store.record(s, project, "environment.protection", f"{env.name} is {'now' if decl.protected else 'no longer'} "
+                 "protected (the spec's `protected`)", environment=env.name, actor=actor)

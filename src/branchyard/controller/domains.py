@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from .. import domains as d
 from .. import names
+from ..access import SYSTEM, Actor
 from ..backends.ports import Certificates
 from ..errors import BadInput, Conflict, NotFound
 from ..settings import Settings
@@ -27,7 +28,7 @@ class Domains:
         self.routes = routes
         self.certificates = certificates  # None: this machine has no TLS edge (every certificate stays pending)
 
-    def add(self, project: str, env_name: str, host: str) -> dict[str, Any]:
+    def add(self, project: str, env_name: str, host: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """Attach `host` to the environment (routed at once); Conflict naming the owner when it is taken."""
         host = names.custom_domain(host, generated_base=self.settings.domain)
         with self.store.session() as s:
@@ -41,7 +42,7 @@ class Domains:
                     raise Conflict(problem)
                 row = m.Domain(environment_id=env.id, host=host, source=d.SOURCE_CLI)
                 s.add(row)
-                self.store.record(s, project, "domain.added", f"{host} added to {env_name}", environment=env_name, actor="cli")
+                self.store.record(s, project, "domain.added", f"{host} added to {env_name}", environment=env_name, actor=actor)
             elif row.environment_id != env.id:
                 raise Conflict(owned_by(s, row))
             s.flush()
@@ -49,7 +50,7 @@ class Domains:
         self.routes.sync()  # routed before the answer: `domain add` then a request works
         return result | {"created": created}
 
-    def delete(self, project: str, env_name: str, host: str) -> dict[str, Any]:
+    def delete(self, project: str, env_name: str, host: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """Detach `host` from the environment (no longer routed, no new certificate); NotFound if it is not one of its."""
         wanted = d.asked_host(host) or host
         with self.store.session() as s:
@@ -64,7 +65,7 @@ class Domains:
                                "there and deploy; the deploy detaches it")
             s.delete(row)
             self.store.record(s, project, "domain.deleted", f"{wanted} deleted from {env_name}", environment=env_name,
-                              actor="cli")
+                              actor=actor)
         self.routes.sync()
         if self.certificates is not None:
             self.certificates.forget(wanted)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import names
+from ..access import SYSTEM, Actor
 from ..errors import BranchyardError
 from ..spec import load_project
 from ..spec.model import EnvironmentConfig
@@ -53,19 +54,20 @@ class EnvVariables:
             "deployed": cfg is not None,  # False: no deployment yet, so the project files' own variables are not known
         }
 
-    def set(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool, deploy: bool) -> dict[str, Any]:
+    def set(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool, deploy: bool,
+            actor: Actor = SYSTEM) -> dict[str, Any]:
         """`variables set`: guard, store, then redeploy the current release with the new values (unless skipped).
 
         Refused whole (nothing stored) when the environment's variables would then reach production's data."""
         self._guard(project, env_name, pairs, secret=secret)
-        keys = self.data.set_variables(project, env_name, pairs, secret=secret)
-        return {"set": keys, "deployment_id": self._redeploy(project, env_name) if deploy else None}
+        keys = self.data.set_variables(project, env_name, pairs, secret=secret, actor=actor)
+        return {"set": keys, "deployment_id": self._redeploy(project, env_name, actor) if deploy else None}
 
-    def delete(self, project: str, env_name: str, key: str, *, deploy: bool) -> dict[str, Any]:
+    def delete(self, project: str, env_name: str, key: str, *, deploy: bool, actor: Actor = SYSTEM) -> dict[str, Any]:
         """`variables delete`: refused whole, like `set`, when what shows through would reach production's data."""
         self._guard(project, env_name, {}, secret=False, deleted=key)
-        self.data.delete_variable(project, env_name, key)
-        return {"deleted": key, "deployment_id": self._redeploy(project, env_name) if deploy else None}
+        self.data.delete_variable(project, env_name, key, actor=actor)
+        return {"deleted": key, "deployment_id": self._redeploy(project, env_name, actor) if deploy else None}
 
     def _guard(self, project: str, env_name: str, pairs: dict[str, str], *, secret: bool, deleted: str | None = None) -> None:
         """The isolation guard over env_name's variables as they would be after `variables set` of `pairs` (or
@@ -100,11 +102,12 @@ class EnvVariables:
         values = resolve(raw, namespaces=namespaces, port=PORT_PLACEHOLDER, lenient=True).values
         self.guards.isolation_guard(project, env_name, values, production=False, kind="variables.refused")
 
-    def _redeploy(self, project: str, env_name: str) -> str | None:
+    def _redeploy(self, project: str, env_name: str, actor: Actor) -> str | None:
         """A new deployment of the current release whose variables are resolved again (no rebuild)."""
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
             if not env.current_deployment_id or env.state == m.ENV_SLEEPING:
                 return None  # nothing running: the next deploy picks the values up
             current_id = env.current_deployment_id
-        return self.deployer.redeploy(project, env_name, current_id, trigger="variables", resolve_again=True)
+        return self.deployer.redeploy(project, env_name, current_id, trigger="variables", resolve_again=True,
+                                      actor=actor)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import failpoints, names
+from ..access import SYSTEM, Actor
 from ..backends.ports import RuntimePort
 from ..errors import BadInput, Conflict, NotFound
 from ..settings import Settings
@@ -137,6 +138,13 @@ class Environments:
                 for d in rows
             ]
 
+    def protected(self, project: str, env_name: str) -> bool:
+        """Whether the environment is protected (admins only deploy, configure or open a shell); False when unknown."""
+        with self.store.session() as s:
+            p = s.scalar(select(m.Project).where(m.Project.name == project))
+            env = self.store.find_environment(s, p, env_name) if p is not None else None
+            return bool(env is not None and env.protected)
+
     def deployment(self, deployment_id: str) -> dict[str, Any]:
         with self.store.session() as s:
             return deployment_dict(self.store.deployment(s, deployment_id))
@@ -156,6 +164,7 @@ class Environments:
                     "deployment_id": e.deployment_id,
                     "kind": e.kind,
                     "actor": e.actor,
+                    "actor_id": e.actor_id,
                     "message": e.message,
                 }
                 for e in s.scalars(q)
@@ -202,7 +211,7 @@ class Environments:
 
     # --- operating ---------------------------------------------------------------------------------
 
-    def add(self, project: str, name: str, *, branch: str | None = None) -> dict[str, Any]:
+    def add(self, project: str, name: str, *, branch: str | None = None, actor: Actor = SYSTEM) -> dict[str, Any]:
         """`environment add NAME [--branch B]`: a branch given here is the user's, never overwritten by a deploy.
 
         An environment that exists with a branch the user never set (declared by the project files, or made by
@@ -220,15 +229,16 @@ class Environments:
                 was, env.branch, env.branch_pinned = env.branch, branch, True
                 self.store.record(s, project, "environment.branch_set", f"{name} deploys branch {branch}"
                                   + (f" (instead of {was}, as the project files say)" if was and was != branch else ""),
-                                  environment=name, actor="cli")
+                                  environment=name, actor=actor)
             else:
                 s.add(m.Environment(project_id=p.id, name=name, branch=branch, branch_pinned=branch is not None,
-                                    production=name == "production"))
-                self.store.record(s, project, "environment.created", f"environment {name} created", environment=name)
+                                    production=name == "production", protected=name == "production"))
+                self.store.record(s, project, "environment.created", f"environment {name} created", environment=name,
+                                  actor=actor)
         self.routes.sync()
         return self.info(project, name) | {"created": created}
 
-    def down(self, project: str, env_name: str) -> dict[str, Any]:
+    def down(self, project: str, env_name: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """Stop the app processes and route a clear 503 page; data, variables and releases are kept."""
         with self.deployer.exclusive(project, env_name):
             with self.store.session() as s:
@@ -240,13 +250,14 @@ class Environments:
                     s.get(m.Deployment, env.current_deployment_id).status = m.SLEEPING
                 ids = list(s.scalars(select(m.Replica.id).where(m.Replica.environment_id == env.id,
                                                                 m.Replica.state != m.REPLICA_STOPPED)))
-                self.store.record(s, project, "environment.down", f"{env_name} stopped (sleeping)", environment=env_name)
+                self.store.record(s, project, "environment.down", f"{env_name} stopped (sleeping)", environment=env_name,
+                                  actor=actor)
             self.routes.sync()  # first the 503 page, then stop: no request reaches a dying process
             failpoints.hit("down.after_route")
             self.replicas.stop(ids, grace=DEFAULT_DRAINING_SECONDS)
         return self.info(project, env_name)
 
-    def wake(self, project: str, env_name: str) -> str:
+    def wake(self, project: str, env_name: str, *, actor: Actor = SYSTEM) -> str:
         """`up` for a sleeping environment: bring back its last successful deployment."""
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
@@ -255,9 +266,9 @@ class Environments:
             if not env.current_deployment_id:
                 raise NotFound(f"environment {env_name!r} has no deployment to bring back")
             current = env.current_deployment_id
-        return self.deployer.redeploy(project, env_name, current, trigger="up")
+        return self.deployer.redeploy(project, env_name, current, trigger="up", actor=actor)
 
-    def scale(self, project: str, env_name: str, replicas: int) -> dict[str, Any]:
+    def scale(self, project: str, env_name: str, replicas: int, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """Change the web replica count without a rebuild; returns when the new count is serving."""
         if replicas < 1:
             raise BadInput(f"scale: web={replicas}: expected at least 1 replica (use `branchyard down` to stop)")
@@ -269,7 +280,8 @@ class Environments:
                 if not env.current_deployment_id:
                     raise Conflict(f"environment {env_name!r} has no deployment to scale")
                 env.replicas_override = replicas
-                self.store.record(s, project, "environment.scaled", f"web scaled to {replicas}", environment=env_name)
+                self.store.record(s, project, "environment.scaled", f"web scaled to {replicas}", environment=env_name,
+                                  actor=actor)
             self.reconcile_env(project, env_name)
         return self.info(project, env_name)
 
@@ -281,6 +293,7 @@ def deployment_dict(d: m.Deployment) -> dict[str, Any]:
         "commit": d.commit_sha,
         "branch": d.branch,
         "trigger": d.trigger,
+        "actor": d.actor,
         "error": d.error,
         "created_at": d.created_at.isoformat() + "Z",
         "finished_at": d.finished_at.isoformat() + "Z" if d.finished_at else None,

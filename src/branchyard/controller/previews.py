@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import names
+from ..access import SYSTEM, Actor
 from ..build import release
 from ..errors import BranchyardError, Conflict, NameRefused, NotFound
 from ..settings import Settings
@@ -252,7 +253,7 @@ class Previews:
             row.decision, row.reason = m.PREVIEW_DEPLOY, None
         return env_name, ""
 
-    def approve(self, project: str, number: int) -> dict:
+    def approve(self, project: str, number: int, *, actor: Actor = SYSTEM) -> dict:
         """`branchyard previews approve NUMBER`: admit a fork's pull request at its current head commit."""
         env_name = names.pr_environment(number)
         with self.store.session() as s:
@@ -265,7 +266,7 @@ class Previews:
                 row.decision = None
             row.last_activity_at = m.utcnow()
             self.store.record(s, project, "preview.approved", f"pull request #{number} approved at {row.head_sha[:12]}",
-                              environment=env_name, actor="cli")
+                              environment=env_name, actor=actor)
             sha = row.head_sha
         self.kick()
         return {"environment": env_name, "approved_sha": sha}

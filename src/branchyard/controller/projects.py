@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from .. import names
+from ..access import SYSTEM, Actor, Permission, require
 from ..errors import BadInput
 from ..secrets import SecretBox
 from ..settings import Settings
@@ -28,6 +29,7 @@ class Declared:
     name: str
     branch: str | None = None
     production: bool = False
+    protected: bool | None = None  # None: as production
 
 
 class Projects:
@@ -37,19 +39,26 @@ class Projects:
         self.box = box  # webhook secrets are encrypted at rest
 
     def create(self, name: str, upstream: str | None, github_repository: str | None = None,
-               environments: Sequence[Declared] = ()) -> dict[str, Any]:
+               environments: Sequence[Declared] = (), *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """`branchyard init`: the project, its bare repository, and the persistent environments its files declare
-        (so `status`, `variables` and `add --plugin` work before the first push). Existing ones are left as they are."""
+        (so `status`, `variables` and `add --plugin` work before the first push). Existing ones are left as they are.
+
+        Creating a project, or changing its upstream or GitHub repository, is an admin's; a member may `init` an
+        existing project (linking a checkout, declaring environments it lacks)."""
         name = names.project_name(name)
         repo = names.safe_join(self.settings.repos_dir, f"{name}.git")
         declared = [(names.environment_name(d.name), d) for d in environments]  # NameRefused before anything changes
         with self.store.session() as s:
             existing = s.scalar(select(m.Project).where(m.Project.name == name))
             if existing is None:
+                require(actor, Permission.ADMIN, what=f"init: creating project {name}")
                 create_bare_repo(repo, project=name, home=self.settings.home)
                 s.add(m.Project(name=name, repo_path=str(repo), upstream=upstream, github_repository=github_repository))
-                self.store.record(s, name, "project.created", f"project {name} created")
+                self.store.record(s, name, "project.created", f"project {name} created", actor=actor)
             else:
+                if (upstream and upstream != existing.upstream) or (
+                        github_repository and github_repository != existing.github_repository):
+                    require(actor, Permission.ADMIN, what=f"init: changing project {name}'s repository")
                 create_bare_repo(Path(existing.repo_path), project=name, home=self.settings.home)
                 if upstream:
                     existing.upstream = upstream
@@ -59,9 +68,12 @@ class Projects:
             p = self.store.project(s, name)
             for env_name, d in declared:
                 if self.store.find_environment(s, p, env_name) is None:
-                    s.add(m.Environment(project_id=p.id, name=env_name, branch=d.branch, production=d.production))
+                    protected = d.production if d.protected is None else d.protected
+                    s.add(m.Environment(project_id=p.id, name=env_name, branch=d.branch, production=d.production,
+                                        protected=protected))
                     self.store.record(s, name, "environment.created",
-                                      f"environment {env_name} created (declared by the project files)", environment=env_name)
+                                      f"environment {env_name} created (declared by the project files)", environment=env_name,
+                                      actor=actor)
         return self.info(name)
 
     def info(self, name: str) -> dict[str, Any]:
@@ -77,7 +89,8 @@ class Projects:
                 for p in s.scalars(select(m.Project).order_by(m.Project.name))
             ]
 
-    def configure_github(self, project: str, *, webhook_secret: str | None, repository: str | None) -> dict[str, Any]:
+    def configure_github(self, project: str, *, webhook_secret: str | None, repository: str | None,
+                         actor: Actor = SYSTEM) -> dict[str, Any]:
         """`branchyard github configure`: the project's own webhook secret (encrypted) and GitHub repository."""
         if repository is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repository):
             raise BadInput(f"github configure: --repository: expected \"owner/name\", got {repository!r}")
@@ -93,7 +106,7 @@ class Projects:
                 p.github_repository = repository
                 changed.append(f"repository {repository}")
             self.store.record(s, project, "github.configured", f"github: {', '.join(changed) or 'nothing'} set",
-                              actor="cli")
+                              actor=actor)
         return self.info(project)
 
 

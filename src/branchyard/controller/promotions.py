@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from .. import names
 from .. import promotion as pm
+from ..access import Actor
 from ..backends.ports import RuntimePort
 from ..build import release
 from ..errors import BadInput, BranchyardError, Conflict, NotFound
@@ -112,9 +113,8 @@ class Promotions:
 
     # --- plan ----------------------------------------------------------------------------------------
 
-    def create(self, project: str, source: str, target: str, actor: str) -> dict:
+    def create(self, project: str, source: str, target: str, actor: Actor) -> dict:
         """Plan a promotion (running its gates now) and record it; reuses the open one for the same release."""
-        actor = pm.approver_name(actor)
         with self.store.session() as s:
             p = self.store.project(s, project)
             src_env, dst_env = self.store.environment(s, p, source), self.store.environment(s, p, target)
@@ -146,8 +146,8 @@ class Promotions:
                                       f"re-planned ({plan.commit[:12]})", environment=target, actor=actor)
                 else:
                     row = m.Promotion(project=project, source=source, target=target, source_deployment_id=source_dep_id,
-                                      commit_sha=plan.commit, previous_deployment_id=None, requested_by=actor,
-                                      plan_json=json.dumps(plan.to_dict()))
+                                      commit_sha=plan.commit, previous_deployment_id=None, requested_by=actor.name,
+                                      requested_by_id=actor.user_id, plan_json=json.dumps(plan.to_dict()))
                     s.add(row)
                     s.flush()
                     self.store.record(s, project, "promotion.planned", f"promotion {row.id[:8]} {source} → {target} of "
@@ -203,9 +203,8 @@ class Promotions:
 
     # --- confirm, approve, cancel --------------------------------------------------------------------
 
-    def confirm(self, promotion_id: str, word: str, actor: str) -> dict:
+    def confirm(self, promotion_id: str, word: str, actor: Actor) -> dict:
         """The typed confirmation: PROMOTE proceeds (or waits for approvals); anything else cancels the promotion."""
-        actor = pm.approver_name(actor)
         with self._guard:
             with self.store.session() as s:
                 row = self._find(s, promotion_id)
@@ -214,6 +213,7 @@ class Promotions:
                                    f"{row.source} {row.target}`")
                 pid, matched = row.id, word == pm.CONFIRM_WORD
                 if matched:
+                    row.confirmed_by, row.confirmed_at = actor.name, m.utcnow()
                     self.store.record(s, row.project, "promotion.confirmed", f"promotion {pid[:8]} confirmed",
                                       environment=row.target, actor=actor)
                 else:  # committed before the error is raised: the cancellation is recorded
@@ -224,9 +224,9 @@ class Promotions:
                                "nothing deployed")
             return self._proceed(pid, actor, rerun_smoke=False)
 
-    def approve(self, promotion_id: str, approver: str) -> dict:
+    def approve(self, promotion_id: str, approver: Actor) -> dict:
         """One approval by a distinct approver; the approval that completes the count lets a confirmed promotion go."""
-        name = pm.approver_name(approver)
+        name = approver.name
         with self._guard:
             with self.store.session() as s:
                 row = self._find(s, promotion_id)
@@ -237,18 +237,17 @@ class Promotions:
                 known = set(s.scalars(select(m.Approval.approver).where(m.Approval.promotion_id == pid)))
                 if name in known:
                     note = f"{name} already approved promotion {pid[:8]}; counted once"
-                    self.store.record(s, row.project, "promotion.approved", note, environment=row.target, actor=name)
+                    self.store.record(s, row.project, "promotion.approved", note, environment=row.target, actor=approver)
                 else:
-                    s.add(m.Approval(promotion_id=pid, approver=name))
+                    s.add(m.Approval(promotion_id=pid, approver=name, user_id=approver.user_id))
                     self.store.record(s, row.project, "promotion.approved",
                                       f"{name} approved promotion {pid[:8]} ({len(known) + 1} approvals)",
-                                      environment=row.target, actor=name)
+                                      environment=row.target, actor=approver)
             if state == m.PROMOTION_PENDING_APPROVAL:
-                return self._proceed(pid, name, rerun_smoke=True)
+                return self._proceed(pid, approver, rerun_smoke=True)
             return self.get(pid)
 
-    def cancel(self, promotion_id: str, actor: str, reason: str = "cancelled") -> dict:
-        actor = pm.approver_name(actor)
+    def cancel(self, promotion_id: str, actor: Actor, reason: str = "cancelled") -> dict:
         with self._guard, self.store.session() as s:
             row = self._find(s, promotion_id)
             if row.state not in m.PROMOTION_OPEN:
@@ -258,7 +257,7 @@ class Promotions:
 
     # --- proceeding ----------------------------------------------------------------------------------
 
-    def _proceed(self, pid: str, actor: str, *, rerun_smoke: bool) -> dict:
+    def _proceed(self, pid: str, actor: Actor, *, rerun_smoke: bool) -> dict:
         """Re-check the gates against the current state; refuse, wait for approvals, or start the deployment."""
         with self.store.session() as s:
             row = s.get(m.Promotion, pid)
@@ -294,7 +293,7 @@ class Promotions:
         self._start(pid, actor)
         return self.get(pid)
 
-    def _start(self, pid: str, actor: str) -> None:
+    def _start(self, pid: str, actor: Actor) -> None:
         """Copy the source's release (no rebuild) into a new deployment of the target and run it; then verify."""
         with self.store.session() as s:
             row = s.get(m.Promotion, pid)
@@ -309,7 +308,7 @@ class Promotions:
                               f"{dep.commit_sha[:12]} (release of deployment {source_dep_id[:8]}, not rebuilt)",
                               environment=target, deployment_id=dep.id, actor=actor)
 
-        self.deployer.queue_promotion(project, target, source_dep_id, on_recorded=recorded)
+        self.deployer.queue_promotion(project, target, source_dep_id, on_recorded=recorded, actor=actor)
         self._drive_in_background(pid)
 
     def _drive_in_background(self, pid: str) -> None:
@@ -392,7 +391,7 @@ class Promotions:
     def _wait(self, dep_id: str, timeout: float = 3600) -> tuple[str, str | None]:
         return self.deployer.wait(dep_id, timeout=timeout)
 
-    def _end(self, s: Session, row: m.Promotion, state: str, error: str | None, *, kind: str, actor: str,
+    def _end(self, s: Session, row: m.Promotion, state: str, error: str | None, *, kind: str, actor: Actor | str,
              note: str | None = None) -> None:
         row.state, row.error, row.finished_at = state, error, m.utcnow()
         message = f"promotion {row.id[:8]} {row.source} → {row.target} {state}" + (f": {error or note}" if error or note else "")

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .. import names
+from ..access import SYSTEM, Actor
 from ..build import release
 from ..settings import Settings
 from ..spec import load_project
@@ -37,8 +38,9 @@ class Pushes:
         self.deployer = deployer
         self.previews = previews
 
-    def receive(self, project: str, ref: str, old: str, new: str, git_env: dict[str, str]) -> PushResult:
-        """A ref was pushed to the project's remote: export it and queue a deployment if it maps to one."""
+    def receive(self, project: str, ref: str, old: str, new: str, git_env: dict[str, str], *, actor: Actor = SYSTEM,
+                push_options: tuple[str, ...] = ()) -> PushResult:
+        """A ref was pushed to the project's remote by `actor`: export it and queue a deployment if it maps to one."""
         with self.store.session() as s:
             repo = Path(self.store.project(s, project).repo_path)
         if new == ZERO_SHA:
@@ -66,7 +68,7 @@ class Pushes:
                 if env_name is None:
                     return PushResult(None, unmapped_note(branch, spec, pinned))
             dep_id = self.deployer.queue_build(project, env_name, new, branch, "up" if branch is None else "push",
-                                               incoming, spec)
+                                               incoming, spec, actor=actor)
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         return PushResult(dep_id, None)

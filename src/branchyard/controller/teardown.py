@@ -7,6 +7,7 @@ import shutil
 from sqlalchemy import select
 
 from .. import names
+from ..access import SYSTEM, Actor
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
@@ -28,7 +29,7 @@ class Teardown:
         self.backups = backups
         self.routes = routes
 
-    def delete_environment(self, project: str, name: str) -> None:
+    def delete_environment(self, project: str, name: str, *, actor: Actor = SYSTEM) -> None:
         """Stop the environment's processes, drop its route, database and Redis, and forget it (releases and logs too).
 
         Production's database gets a final backup first."""
@@ -51,7 +52,8 @@ class Teardown:
                 env = self.store.environment(s, self.store.project(s, project), name)
                 s.delete(env)  # variables, secrets and service records go with it (ON DELETE CASCADE)
                 detail = f"; {', '.join(freed)}" if freed else ""
-                self.store.record(s, project, "environment.deleted", f"environment {name} deleted{detail}", environment=name)
+                self.store.record(s, project, "environment.deleted", f"environment {name} deleted{detail}", environment=name,
+                                  actor=actor)
             self.routes.sync()
             for path in releases:
                 if path:

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import names
+from ..access import GITHUB
 from ..errors import BadInput, BranchyardError, NotFound, Unauthorized
 from ..secrets import SecretBox
 from ..settings import Settings
@@ -139,7 +140,7 @@ class Webhooks:
             row.state, row.note, row.payload = "done", note, None
             if kind is not None:
                 self.store.record(s, project, kind, names.scrub_credentials(
-                    f"push of {event.ref} at {event.after[:12]}: {note}"), actor="github")
+                    f"push of {event.ref} at {event.after[:12]}: {note}"), actor=GITHUB)
         log.info("delivery %s: %s", delivery, note)
 
     def _apply_push(self, project: str, event: gh.PushEvent) -> tuple[bool, str]:
@@ -162,7 +163,7 @@ class Webhooks:
 
         fetch_commit(repo, upstream, event.after, refs=(event.ref,))
         # the same path as a push to the `branchyard` remote: mapped branch → its environment, else a branch preview
-        result = self.pushes.receive(project, event.ref, event.before, event.after, {})
+        result = self.pushes.receive(project, event.ref, event.before, event.after, {}, actor=GITHUB)
         if result.deployment_id is None:
             return False, result.note or ""
         return True, f"deployment {result.deployment_id}" + (f" ({result.note})" if result.note else "")

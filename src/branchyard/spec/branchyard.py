@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NameRefused
+from ..access import check_user_name
+from ..errors import BadInput, NameRefused
 from ..names import custom_domain, domain_name, environment_name, is_safe_git_ref, project_name
 from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
@@ -35,10 +36,12 @@ PROTECTION_KEYS: dict[str, Parser] = {
 }
 PREVIEW_KEYS = ("trigger", "forks", "bots", "drafts", "maxPreviews", "expireAfterDays", "evict")
 ENV_KEYS = (
-    "branch", "branches", "base", "ephemeral", "production", "unset_variables", "services", "variables", "promotion",
-    "domains", *PREVIEW_KEYS,
+    "branch", "branches", "base", "ephemeral", "production", "protected", "unset_variables", "services", "variables",
+    "promotion", "domains", *PREVIEW_KEYS,
 )  # fmt: skip
-PROMOTION_KEYS = ("from", "approvals", "smokeCommand", "smokeTimeout", "requireStaging")
+PROMOTION_KEYS = ("from", "approvals", "smokeCommand", "smokeTimeout", "requireStaging", "preventSelfReview", "reviewers",
+                  "waitTimer")
+MAX_WAIT_TIMER = 43200  # minutes (30 days): GitHub Environments' limit for a wait timer
 # Keys some other tools use to promote by themselves: named in the error, never honoured.
 AUTOMATIC_KEYS = ("auto", "automatic", "autoPromote", "auto_promote")
 KINDS = ("web", "postgres", "redis")
@@ -88,7 +91,7 @@ class BranchyardConfig:
 
 def default_config(name: str) -> BranchyardConfig:
     """The config of a project without branchyard.toml: production deploys main."""
-    production = EnvironmentDecl("production", branch="main", production=True)
+    production = EnvironmentDecl("production", branch="main", production=True, protected=True)
     return BranchyardConfig(name=name, environments={"production": production})
 
 
@@ -303,14 +306,18 @@ def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> Environm
     is_template = name == PR_TEMPLATE
     _only_where_allowed(ctx, path, table, is_template)
     base = table.get("base")
+    production = ctx.parse((*path, "production"), v.boolean, table.get("production", name == "production"))
+    if is_template and "protected" in table:
+        raise ctx.fail((*path, "protected"), "previews are never protected (they are made and destroyed by pull requests)")
     return EnvironmentDecl(
         name=name,
         branch=_branch(ctx, (*path, "branch"), table.get("branch")),
         branches=ctx.parse((*path, "branches"), v.patterns, table.get("branches")),
         base=None if base is None else ctx.parse((*path, "base"), v.text, base),
         ephemeral=ctx.parse((*path, "ephemeral"), v.boolean, table.get("ephemeral", is_template)),
-        production=ctx.parse((*path, "production"), v.boolean, table.get("production", name == "production")),
-        promotion=None if "promotion" not in table else _promotion(ctx, name, table["promotion"]),
+        production=production,
+        protected=ctx.parse((*path, "protected"), v.boolean, table.get("protected", production)),
+        promotion=None if "promotion" not in table else _promotion(ctx, name, table["promotion"], production=production),
         domains=_domains(ctx, name, table),
     )
 
@@ -335,8 +342,9 @@ def _domains(ctx: FileContext, name: str, table: dict[str, Any]) -> tuple[str, .
     return tuple(hosts)
 
 
-def _promotion(ctx: FileContext, name: str, raw: Any) -> PromotionSpec:
-    """[environments.<name>.promotion]: from, approvals, smokeCommand, smokeTimeout, requireStaging (never auto)."""
+def _promotion(ctx: FileContext, name: str, raw: Any, *, production: bool) -> PromotionSpec:
+    """[environments.<name>.promotion]: from, approvals, smokeCommand, smokeTimeout, requireStaging, preventSelfReview,
+    reviewers, waitTimer (never automatic)."""
     path = ("environments", name, "promotion")
     if name == PR_TEMPLATE:
         raise ctx.fail(path, "previews are not promoted into (they deploy their pull request's branch)")
@@ -362,7 +370,33 @@ def _promotion(ctx: FileContext, name: str, raw: Any) -> PromotionSpec:
         smoke_command=smoke,
         smoke_timeout=ctx.parse((*path, "smokeTimeout"), _smoke_timeout, table.get("smokeTimeout", 120)),
         require_source=require,
+        prevent_self_review=ctx.parse((*path, "preventSelfReview"), v.boolean, table.get("preventSelfReview", production)),
+        reviewers=ctx.parse((*path, "reviewers"), _reviewers, table.get("reviewers", [])),
+        wait_timer=ctx.parse((*path, "waitTimer"), _wait_timer, table.get("waitTimer", 0)),
     )
+
+
+def _reviewers(value: Any) -> tuple[str, ...]:
+    """reviewers = ["alice", "bob"]: user names (as `branchyard users add` takes them), each once."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise v.expected('a list of user names, e.g. ["alice", "bob"]', value)
+    names: list[str] = []
+    for item in value:
+        try:
+            name = check_user_name(item)
+        except BadInput as err:
+            raise v.InvalidValue(str(err)) from None
+        if name in names:
+            raise v.InvalidValue(f"{name!r} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def _wait_timer(value: Any) -> float:
+    """waitTimer: minutes, 0 to 43200 (GitHub's limit); fractions allowed (0.5 = 30 seconds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_WAIT_TIMER:
+        raise v.expected(f"a number of minutes from 0 to {MAX_WAIT_TIMER}", value)
+    return float(value)
 
 
 def _only_where_allowed(ctx: FileContext, path: tuple[str, ...], table: dict[str, Any], is_template: bool) -> None:

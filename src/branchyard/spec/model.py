@@ -109,10 +109,14 @@ class PromotionSpec:
     """[environments.<env>.promotion]: the gates a promotion INTO this environment must pass (never automatic)."""
 
     source: str | None = None  # `from`: the only environment promotions come from (None: any but production)
-    approvals: int = 0  # distinct approvers needed (`branchyard approve ID --as NAME`)
+    approvals: int = 0  # distinct authenticated users needed (`branchyard approve ID`)
     smoke_command: str | None = None  # run against the source before, and against this environment after
     smoke_timeout: int = 120  # seconds; a command still running then is killed and the gate fails
     require_source: bool = False  # `requireStaging`: a commit must have succeeded in `source` first (git pushes too)
+    prevent_self_review: bool = False  # `preventSelfReview` (default: true for production): the promoter's approval
+    #                                    does not count
+    reviewers: tuple[str, ...] = ()  # `reviewers`: the only users whose approvals count (empty: any member or admin)
+    wait_timer: float = 0.0  # `waitTimer`: minutes between the last approval (or the confirmation) and the start
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class EnvironmentDecl:
     ephemeral: bool = False
     production: bool = False
     promotion: PromotionSpec | None = None
+    protected: bool = False  # `protected` (default: true for production): only admins change, deploy or shell into it
     domains: tuple[str, ...] = ()  # custom domains (lowercase, checked by names.custom_domain); never inherited via base
 
 

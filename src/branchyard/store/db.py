@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..access import SYSTEM, Actor
 from ..errors import NotFound
 from .models import Deployment, Environment, Event, Project
 
@@ -38,6 +39,7 @@ class RecordedEvent:
     deployment_id: str | None
     actor: str
     at: dt.datetime
+    actor_id: int | None = None
 
 
 EventListener = Callable[[RecordedEvent], None]
@@ -151,15 +153,18 @@ class Store:
         *,
         environment: str | None = None,
         deployment_id: str | None = None,
-        actor: str = "system",
+        actor: Actor | str = SYSTEM,
     ) -> None:
-        """Append an audit event; the listeners get it after the session commits."""
+        """Append an audit event; the listeners get it after the session commits. `actor` is who did it: an
+        authenticated user (name and id recorded), or a part of the platform named by a string or an Actor."""
+        who = actor if isinstance(actor, Actor) else Actor(actor)
         event = Event(
             project=project,
             environment=environment,
             deployment_id=deployment_id,
             kind=kind,
-            actor=actor,
+            actor=who.name,
+            actor_id=who.user_id,
             message=message,
         )
         s.add(event)
@@ -170,5 +175,5 @@ def snapshot(event: Event) -> RecordedEvent:
     """A committed Event row as a RecordedEvent."""
     return RecordedEvent(
         id=event.id, project=event.project, kind=event.kind, message=event.message, environment=event.environment,
-        deployment_id=event.deployment_id, actor=event.actor, at=event.at,
+        deployment_id=event.deployment_id, actor=event.actor, at=event.at, actor_id=event.actor_id,
     )  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deployment statuses (Railway's words).
@@ -79,6 +79,7 @@ class Environment(Base):
     branch_pinned: Mapped[bool] = mapped_column(default=False)  # set by the user: the spec's branch never overrides it
     ephemeral: Mapped[bool] = mapped_column(default=False)
     production: Mapped[bool] = mapped_column(default=False)
+    protected: Mapped[bool] = mapped_column(default=False)  # the spec's `protected`: admins only deploy, configure, shell
     state: Mapped[str] = mapped_column(String(16), default=ENV_ACTIVE)
     current_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # observed: what serves
     target_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # desired: what should
@@ -110,6 +111,7 @@ class Deployment(Base):
     commit_sha: Mapped[str] = mapped_column(String(64))
     branch: Mapped[str | None] = mapped_column(Text, nullable=True)
     trigger: Mapped[str] = mapped_column(String(32))  # push | up | redeploy | rollback | webhook | promote | variables
+    actor: Mapped[str | None] = mapped_column(String(64), nullable=True)  # who asked for it (a user, github, system)
     work: Mapped[str] = mapped_column(String(16), default=WORK_BUILD)  # build | rollout | promote: what reaching it takes
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # workers started on it (a restart resumes it)
     retry_at: Mapped[float | None] = mapped_column(nullable=True)  # epoch seconds: the next attempt, after a backoff
@@ -191,7 +193,8 @@ class Event(Base):
     environment: Mapped[str | None] = mapped_column(String(64), nullable=True)
     deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     kind: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(64), default="system")
+    actor: Mapped[str] = mapped_column(String(64), default="system")  # a user's name, or github / system
+    actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the user's id (None: not a user)
     message: Mapped[str] = mapped_column(Text)
 
 
@@ -271,7 +274,11 @@ class Promotion(Base):
     target_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     rollback_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     state: Mapped[str] = mapped_column(String(20), default=PROMOTION_PLANNED)
-    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(64))  # who planned it
+    requested_by_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # their user id
+    confirmed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # who typed PROMOTE
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    start_after: Mapped[dt.datetime | None] = mapped_column(nullable=True)  # waitTimer: not started before this (UTC)
     plan_json: Mapped[str] = mapped_column(Text)  # the plan as shown (secret values masked)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -285,8 +292,39 @@ class Approval(Base):
     __table_args__ = (UniqueConstraint("promotion_id", "approver"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     promotion_id: Mapped[str] = mapped_column(ForeignKey("promotions.id", ondelete="CASCADE"))
-    approver: Mapped[str] = mapped_column(String(64))  # normalised: stripped, lower case
+    approver: Mapped[str] = mapped_column(String(64))  # the user's name
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the authenticated user (None: before users)
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# User roles: see access.py.
+
+
+class User(Base):
+    """A person on this control plane. Removal is soft: their events keep naming them; their tokens stop working."""
+
+    __tablename__ = "users"
+    __table_args__ = (Index("ux_users_active_name", "name", unique=True, sqlite_where=text("removed_at IS NULL")),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(39))
+    role: Mapped[str] = mapped_column(String(8))  # admin | member | viewer
+    created_by: Mapped[str | None] = mapped_column(String(39), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class ApiToken(Base):
+    """One of a user's API tokens: only its SHA-256 is kept (the token is shown once, when created)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)  # public: `tokens list`, `tokens revoke ID`
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
 
 class DatabaseTemplate(Base):

@@ -10,8 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from ...access import Actor, Permission
 from ...controller.core import Controller
 from ...errors import NotFound
+from ..permissions import allow
 
 
 class RedeployIn(BaseModel):
@@ -23,32 +25,34 @@ def router(ctl: Controller) -> APIRouter:
     r = APIRouter()
 
     @r.get("/api/projects/{project}/environments/{env}/deployments")
-    def deployments(project: str, env: str, limit: int = 50) -> list[dict]:
+    def deployments(project: str, env: str, limit: int = 50, who: Actor = allow(Permission.READ)) -> list[dict]:
         return ctl.environments.deployments(project, env, limit)
 
     @r.get("/api/projects/{project}/environments/{env}/logs")
-    def logs(project: str, env: str, lines: int = 100, build: bool = False, deployment: str | None = None) -> dict:
+    def logs(project: str, env: str, lines: int = 100, build: bool = False, deployment: str | None = None,
+             who: Actor = allow(Permission.READ)) -> dict:
         return ctl.environments.logs(project, env, lines=lines, build=build, deployment_id=deployment)
 
     @r.post("/api/projects/{project}/environments/{env}/redeploy")
-    def redeploy(project: str, env: str, body: RedeployIn) -> dict:
+    def redeploy(project: str, env: str, body: RedeployIn, who: Actor = allow(Permission.DEPLOY)) -> dict:
         target = body.deployment_id or ctl.environments.info(project, env)["current_deployment"]
         if isinstance(target, dict):
             target = target["id"]
         if not target:
             raise NotFound(f"environment {env!r} has no deployment to redeploy")
-        return {"deployment_id": ctl.deployer.redeploy(project, env, target)}
+        return {"deployment_id": ctl.deployer.redeploy(project, env, target, actor=who)}
 
     @r.post("/api/projects/{project}/environments/{env}/rollback")
-    def rollback(project: str, env: str) -> dict:
-        return {"deployment_id": ctl.deployer.rollback(project, env)}
+    def rollback(project: str, env: str, who: Actor = allow(Permission.DEPLOY)) -> dict:
+        return {"deployment_id": ctl.deployer.rollback(project, env, actor=who)}
 
     @r.get("/api/deployments/{deployment_id}")
-    def deployment(deployment_id: str) -> dict:
+    def deployment(deployment_id: str, who: Actor = allow(Permission.READ)) -> dict:
         return ctl.environments.deployment(deployment_id)
 
     @r.get("/api/deployments/{deployment_id}/log")
-    async def deployment_log(deployment_id: str, follow: bool = False, offset: int = 0) -> StreamingResponse:
+    async def deployment_log(deployment_id: str, follow: bool = False, offset: int = 0,
+                             who: Actor = allow(Permission.READ)) -> StreamingResponse:
         text, offset, done = await run_in_threadpool(ctl.environments.read_log, deployment_id, offset)
         if not follow:
             return StreamingResponse(iter([text]), media_type="text/plain")

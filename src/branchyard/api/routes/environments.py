@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from ...access import Actor, Permission
 from ...controller.core import Controller
 from ...errors import BadInput
+from ..permissions import allow
 
 
 class EnvironmentIn(BaseModel):
@@ -24,34 +26,34 @@ def router(ctl: Controller) -> APIRouter:
     r = APIRouter()
 
     @r.get("/api/projects/{project}/environments")
-    def environments(project: str) -> list[dict]:
+    def environments(project: str, who: Actor = allow(Permission.READ)) -> list[dict]:
         return ctl.environments.list(project)
 
     @r.post("/api/projects/{project}/environments")
-    def add_environment(project: str, body: EnvironmentIn) -> dict:
-        return ctl.environments.add(project, body.name, branch=body.branch)
+    def add_environment(project: str, body: EnvironmentIn, who: Actor = allow(Permission.CONFIGURE)) -> dict:
+        return ctl.environments.add(project, body.name, branch=body.branch, actor=who)
 
     @r.get("/api/projects/{project}/environments/{env}")
-    def environment(project: str, env: str) -> dict:
+    def environment(project: str, env: str, who: Actor = allow(Permission.READ)) -> dict:
         return ctl.environments.info(project, env)
 
     @r.delete("/api/projects/{project}/environments/{env}")
-    def delete_environment(project: str, env: str) -> dict:
-        ctl.teardown.delete_environment(project, env)
+    def delete_environment(project: str, env: str, who: Actor = allow(Permission.CONFIGURE)) -> dict:
+        ctl.teardown.delete_environment(project, env, actor=who)
         return {"deleted": env}
 
     @r.post("/api/projects/{project}/environments/{env}/down")
-    def down(project: str, env: str) -> dict:
-        return ctl.environments.down(project, env)
+    def down(project: str, env: str, who: Actor = allow(Permission.CONFIGURE)) -> dict:
+        return ctl.environments.down(project, env, actor=who)
 
     @r.post("/api/projects/{project}/environments/{env}/wake")
-    def wake(project: str, env: str) -> dict:
-        return {"deployment_id": ctl.environments.wake(project, env)}
+    def wake(project: str, env: str, who: Actor = allow(Permission.DEPLOY)) -> dict:
+        return {"deployment_id": ctl.environments.wake(project, env, actor=who)}
 
     @r.post("/api/projects/{project}/environments/{env}/scale")
-    def scale(project: str, env: str, body: ScaleIn) -> dict:
+    def scale(project: str, env: str, body: ScaleIn, who: Actor = allow(Permission.CONFIGURE)) -> dict:
         if body.service != "web":
             raise BadInput(f"scale: unknown service {body.service!r} (only web runs replicas)")
-        return ctl.environments.scale(project, env, body.replicas)
+        return ctl.environments.scale(project, env, body.replicas, actor=who)
 
     return r

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ...access import Actor, Permission
 from ...controller.core import Controller
+from ..permissions import allow
 
 
 def router(ctl: Controller) -> APIRouter:
@@ -12,7 +14,8 @@ def router(ctl: Controller) -> APIRouter:
     r = APIRouter()
 
     @r.get("/api/events")
-    def events(project: str | None = None, environment: str | None = None, limit: int = 100) -> list[dict]:
+    def events(project: str | None = None, environment: str | None = None, limit: int = 100,
+               who: Actor = allow(Permission.READ)) -> list[dict]:
         return ctl.environments.events(project, environment, limit)
 
     return r

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ...access import Actor, Permission
 from ...controller.core import Controller
+from ..permissions import allow
 
 
 def router(ctl: Controller) -> APIRouter:
@@ -12,11 +14,11 @@ def router(ctl: Controller) -> APIRouter:
     r = APIRouter()
 
     @r.get("/api/projects/{project}/previews")
-    def previews(project: str) -> list[dict]:
+    def previews(project: str, who: Actor = allow(Permission.READ)) -> list[dict]:
         return ctl.previews.list(project)
 
     @r.post("/api/projects/{project}/previews/{number}/approve")
-    def approve_preview(project: str, number: int) -> dict:
-        return ctl.previews.approve(project, number)
+    def approve_preview(project: str, number: int, who: Actor = allow(Permission.APPROVE)) -> dict:
+        return ctl.previews.approve(project, number, actor=who)
 
     return r

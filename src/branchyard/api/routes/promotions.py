@@ -5,27 +5,27 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from ...access import Actor, Permission
 from ...controller.core import Controller
 from ...controller.policy_facts import live_facts
+from ...errors import BadInput
+from ..permissions import allow
 
 
 class PromotionIn(BaseModel):
     source: str
     target: str
-    actor: str = "cli"
 
 
 class ConfirmIn(BaseModel):
     confirm: str
-    actor: str = "cli"
 
 
 class ApprovalIn(BaseModel):
-    approver: str
+    approver: str | None = None  # gone: the approver is the authenticated user (refused when given)
 
 
 class CancelIn(BaseModel):
-    actor: str = "cli"
     reason: str = "cancelled"
 
 
@@ -34,31 +34,34 @@ def router(ctl: Controller) -> APIRouter:
     r = APIRouter()
 
     @r.post("/api/projects/{project}/promotions")
-    def plan_promotion(project: str, body: PromotionIn) -> dict:
-        return ctl.promotions.create(project, body.source, body.target, body.actor)
+    def plan_promotion(project: str, body: PromotionIn, who: Actor = allow(Permission.PROMOTE)) -> dict:
+        return ctl.promotions.create(project, body.source, body.target, who)
 
     @r.get("/api/projects/{project}/promotions")
-    def promotions(project: str, limit: int = 50) -> list[dict]:
+    def promotions(project: str, limit: int = 50, who: Actor = allow(Permission.READ)) -> list[dict]:
         return ctl.promotions.list(project, limit)
 
     @r.get("/api/promotions/{promotion_id}")
-    def promotion(promotion_id: str) -> dict:
+    def promotion(promotion_id: str, who: Actor = allow(Permission.READ)) -> dict:
         return ctl.promotions.get(promotion_id)
 
     @r.post("/api/promotions/{promotion_id}/confirm")
-    def confirm_promotion(promotion_id: str, body: ConfirmIn) -> dict:
-        return ctl.promotions.confirm(promotion_id, body.confirm, body.actor)
+    def confirm_promotion(promotion_id: str, body: ConfirmIn, who: Actor = allow(Permission.PROMOTE)) -> dict:
+        return ctl.promotions.confirm(promotion_id, body.confirm, who)
 
     @r.post("/api/promotions/{promotion_id}/approvals")
-    def approve_promotion(promotion_id: str, body: ApprovalIn) -> dict:
-        return ctl.promotions.approve(promotion_id, body.approver)
+    def approve_promotion(promotion_id: str, body: ApprovalIn | None = None, who: Actor = allow(Permission.APPROVE)) -> dict:
+        if body is not None and body.approver is not None:
+            raise BadInput("approve: an approver name is not accepted any more: the approval is recorded for the "
+                           "user whose token made the request")
+        return ctl.promotions.approve(promotion_id, who)
 
     @r.post("/api/promotions/{promotion_id}/cancel")
-    def cancel_promotion(promotion_id: str, body: CancelIn) -> dict:
-        return ctl.promotions.cancel(promotion_id, body.actor, body.reason)
+    def cancel_promotion(promotion_id: str, body: CancelIn, who: Actor = allow(Permission.PROMOTE)) -> dict:
+        return ctl.promotions.cancel(promotion_id, who, body.reason)
 
     @r.get("/api/projects/{project}/policy")
-    def policy_facts(project: str) -> dict:
+    def policy_facts(project: str, who: Actor = allow(Permission.READ)) -> dict:
         return live_facts(ctl.store, ctl.data, ctl.guards, project)
 
     return r

@@ -1,0 +1,22 @@
+"""A Gatekeeper for API tests that need no store: one token, one user, nothing protected (or what you say)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from branchyard.access import ADMIN, Actor
+from branchyard.api.guard import Gate, Throttle
+from branchyard.api.permissions import Gatekeeper
+from branchyard.errors import Unauthorized
+
+
+def single_token(token: str, *, role: str = ADMIN, throttle: Throttle | None = None,
+                 protected: Callable[[str, str], bool] = lambda project, env: False) -> Gatekeeper:
+    """`token` is user `tester` with `role`; any other token is wrong."""
+
+    def authenticate(given: str) -> Actor:
+        if given != token:
+            raise Unauthorized("missing or wrong API token")
+        return Actor("tester", 1, role)
+
+    return Gatekeeper(Gate(authenticate, throttle), protected)

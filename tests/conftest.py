@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -92,6 +93,16 @@ class Plane:
 
     def json(self, *args: str, cwd: Path | None = None):
         return json.loads(self.run(*args, "--json", cwd=cwd).stdout)
+
+    def add_user(self, name: str, role: str) -> Plane:
+        """A new user (added by the machine's admin) and this plane as seen by them: their token in BRANCHYARD_TOKEN,
+        for the CLI and for git pushes to the local path (the hook uses it)."""
+        token = self.json("users", "add", name, "--role", role)["token"]
+        return self.as_user(token)
+
+    def as_user(self, token: str) -> Plane:
+        """The same control plane, driven with `token` (BRANCHYARD_TOKEN)."""
+        return dataclasses.replace(self, env=self.env | {"BRANCHYARD_TOKEN": token})
 
     def git(self, repo: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         done = subprocess.run(["git", *args], cwd=repo, env=self.env, capture_output=True, text=True, timeout=timeout)

@@ -112,7 +112,7 @@ def require(actor: Actor, permission: Permission, *, environment: str | None = N
 def check_role(raw: str) -> str:
     role = (raw or "").strip().lower()
     if role not in ROLES:
-        raise BadInput(f"--role {raw!r}: expected one of {', '.join(ROLES)}")
+        raise BadInput(f"users add: --role {raw!r}: expected one of admin, member, viewer")
     return role
 
 

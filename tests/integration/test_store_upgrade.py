@@ -33,7 +33,8 @@ BACKUP = "b4c4c0de-0000-4000-8000-000000000004"
 TABLE_SINCE = {
     "projects": "0001", "environments": "0001", "deployments": "0001", "replicas": "0001", "events": "0001",
     "services": "0004", "variables": "0004", "backups": "0005", "webhook_deliveries": "0006", "previews": "0006",
-    "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011",
+    "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011", "users": "0012",
+    "api_tokens": "0012",
 }
 COLUMN_SINCE = {
     ("projects", "domain"): "0002",
@@ -48,13 +49,22 @@ COLUMN_SINCE = {
     ("deployments", "attempts"): "0009",
     ("deployments", "retry_at"): "0009",
     ("environments", "branch_pinned"): "0010",
+    ("environments", "protected"): "0012",
+    ("events", "actor_id"): "0012",
+    ("deployments", "actor"): "0012",
+    ("promotions", "requested_by_id"): "0012",
+    ("promotions", "confirmed_by"): "0012",
+    ("promotions", "confirmed_at"): "0012",
+    ("promotions", "start_after"): "0012",
+    ("approvals", "user_id"): "0012",
 }
 # Columns whose upgrade fills in a value computed from the row (not NULL): the fixture holds that value.
 # 0009: an environment wants what it runs (no deployment of the fixture is unfinished); a deployment's work
 # follows its trigger (push, and `up` without a config snapshot, are builds); nothing was attempted yet.
 # 0010: no branch was set by the user before (an older `environment add --branch` was overwritten by the next deploy).
+# 0012: production environments are protected (the spec's default), the others not.
 COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments", "work"), ("deployments", "attempts"),
-                       ("environments", "branch_pinned")}
+                       ("environments", "branch_pinned"), ("environments", "protected")}
 
 # Representative rows, every column given (values a control plane writes: None where it may, flags both ways).
 ROWS: dict[str, list[dict]] = {
@@ -68,25 +78,25 @@ ROWS: dict[str, list[dict]] = {
     "environments": [
         dict(id=1, project_id=1, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
              current_deployment_id=DEP_OK, created_at=T0, replicas_override=3, target_deployment_id=DEP_OK,
-             branch_pinned=False),
+             branch_pinned=False, protected=True),
         dict(id=2, project_id=1, name="staging", branch="develop", ephemeral=False, production=False, state="SLEEPING",
              current_deployment_id=None, created_at=T0, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False),
+             branch_pinned=False, protected=False),
         dict(id=3, project_id=1, name="pr-7", branch="feature/x", ephemeral=True, production=False, state="ACTIVE",
              current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False),
+             branch_pinned=False, protected=False),
         dict(id=4, project_id=2, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
              current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False),
+             branch_pinned=False, protected=True),
     ],
     "deployments": [
         dict(id=DEP_OK, project_id=1, environment_id=1, status="SUCCESS", commit_sha="a" * 40, branch="main",
              trigger="push", release_dir="/srv/branchyard/releases/yoto/" + DEP_OK, log_path="/srv/logs/deploy.log",
              error=None, config_json='{"web": {"replicas": 2}}', variables_json="gAAAAB-snapshot", created_at=T0,
-             finished_at=T1, work="build", attempts=0, retry_at=None),
+             finished_at=T1, work="build", attempts=0, retry_at=None, actor="alice"),
         dict(id=DEP_FAILED, project_id=1, environment_id=2, status="FAILED", commit_sha="b" * 40, branch=None,
              trigger="up", release_dir=None, log_path=None, error="preDeployCommand exited 3", config_json=None,
-             variables_json=None, created_at=T1, finished_at=None, work="build", attempts=0, retry_at=None),
+             variables_json=None, created_at=T1, finished_at=None, work="build", attempts=0, retry_at=None, actor=None),
     ],
     "replicas": [
         dict(id=1, deployment_id=DEP_OK, environment_id=1, slot=0, pid=4242, start_time=987654, port=40001,
@@ -98,9 +108,9 @@ ROWS: dict[str, list[dict]] = {
     ],
     "events": [
         dict(id=1, at=T0, project="yoto", environment="production", deployment_id=DEP_OK, kind="deploy.succeeded",
-             actor="system", message="aaaaaaaaaaaa is live"),
+             actor="system", message="aaaaaaaaaaaa is live", actor_id=None),
         dict(id=2, at=T1, project="yoto", environment=None, deployment_id=None, kind="project.created", actor="cli",
-             message="project yoto created — “quoted” ✓"),
+             message="project yoto created — “quoted” ✓", actor_id=2),
     ],
     "services": [
         dict(id=1, environment_id=1, kind="postgres", name="Postgres", source="spec", location="dedicated",
@@ -135,10 +145,10 @@ ROWS: dict[str, list[dict]] = {
         dict(id=PROMOTION, project="yoto", source="staging", target="production", source_deployment_id=DEP_FAILED,
              commit_sha="b" * 40, previous_deployment_id=DEP_OK, target_deployment_id=None, rollback_deployment_id=None,
              state="PENDING_APPROVAL", requested_by="dana", plan_json='{"gates": []}', error=None, created_at=T0,
-             finished_at=None),
+             finished_at=None, requested_by_id=None, confirmed_by="dana", confirmed_at=T1, start_after=T1),
     ],
     "approvals": [
-        dict(id=1, promotion_id=PROMOTION, approver="alice", at=T1),
+        dict(id=1, promotion_id=PROMOTION, approver="alice", at=T1, user_id=2),
     ],
     "database_templates": [
         dict(id=1, project_id=1, key="f" * 64, database="bytpl_ffffffffffffffff_yoto", location="shared",
@@ -150,6 +160,16 @@ ROWS: dict[str, list[dict]] = {
         dict(id=2, environment_id=2, host="staging.example.com", source="spec", cert_state="failed",
              cert_not_after=None, cert_error="acme: urn:ietf:params:acme:error:rejectedIdentifier", cert_checked_at=T0,
              created_at=T1),
+    ],
+    "users": [
+        dict(id=1, name="admin", role="admin", created_by="system", created_at=T0, removed_at=None),
+        dict(id=2, name="alice", role="member", created_by="admin", created_at=T1, removed_at=T1),
+    ],
+    "api_tokens": [
+        dict(id="0a1b2c3d", user_id=1, name="bootstrap", token_hash="9" * 64, created_at=T0, expires_at=None,
+             revoked_at=None, last_used_at=T1),
+        dict(id="4e5f6a7b", user_id=2, name="laptop", token_hash="8" * 64, created_at=T1, expires_at=T1,
+             revoked_at=T1, last_used_at=None),
     ],
 }
 
@@ -237,7 +257,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 12)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 13)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

@@ -37,8 +37,10 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime, nullable=True),
         sa.Column("last_used_at", sa.DateTime, nullable=True),
     )
+    # A constant default keeps this a plain ALTER TABLE ADD COLUMN (see 0010: an expression made batch mode recreate
+    # the table, and dropping the old one deleted every deployment through ON DELETE CASCADE).
     with op.batch_alter_table("environments") as batch:
-        batch.add_column(sa.Column("protected", sa.Boolean, nullable=False, server_default=sa.false()))
+        batch.add_column(sa.Column("protected", sa.Boolean, nullable=False, server_default="0"))
     op.execute("UPDATE environments SET protected = production")
     with op.batch_alter_table("events") as batch:
         batch.add_column(sa.Column("actor_id", sa.Integer, nullable=True))

@@ -106,10 +106,10 @@ def test_the_cli_and_git_push_from_another_machine(plane: Plane, tmp_path: Path)
     # --- login: a wrong token is refused in one line and nothing is saved; the right one is stored 0600
     wrong = laptop.by("login", api, "--token-stdin", input="not-the-token\n", check=False)
     assert wrong.returncode == 5 and wrong.stderr.strip().splitlines() == [
-        f"error: login: the control plane at {api} refused the token; nothing saved"]
+        f"error: login: the control plane at {api} refused the token (missing or wrong API token); nothing saved"]
     assert not contexts.exists()
     done = laptop.by("login", api, "--token-stdin", "--name", "plane", input=token + "\n")
-    assert "logged in" in done.stdout
+    assert "logged in" in done.stdout and "as admin (admin)" in done.stdout
     assert stat.S_IMODE(contexts.stat().st_mode) == 0o600
     assert [c["name"] for c in laptop.json("context", "list") if c["active"]] == ["plane"]
 

@@ -37,14 +37,14 @@ def login(state: State, url: str, token_stdin: bool, name: str | None) -> None:
     if not token:
         raise errors.BadInput("login: no token given; nothing saved")
     try:
-        Client(Target(name, url, token)).get("/api/projects")
-    except errors.Unauthorized:
-        raise errors.Unauthorized(f"login: the control plane at {url} refused the token; nothing saved") from None
+        me = Client(Target(name, url, token)).get("/api/whoami")
+    except errors.Unauthorized as err:
+        raise errors.Unauthorized(f"login: the control plane at {url} refused the token ({err}); nothing saved") from None
     except errors.ServerUnavailable as err:
         raise errors.ServerUnavailable(f"login: {err}; nothing saved") from None
     store = state.contexts()
     store.add(name, url, token)
-    ui.success(f"logged in to {url} as context {name} (now current; stored in {store.path})")
+    ui.success(f"logged in to {url} as {me['name']} ({me['role']}), context {name} (now current; stored in {store.path})")
 
 
 @click.command()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from .. import failpoints, names
@@ -139,11 +139,10 @@ class Environments:
             ]
 
     def protected(self, project: str, env_name: str) -> bool:
-        """Whether the environment is protected (admins only deploy, configure or open a shell); False when unknown."""
-        with self.store.session() as s:
-            p = s.scalar(select(m.Project).where(m.Project.name == project))
-            env = self.store.find_environment(s, p, env_name) if p is not None else None
-            return bool(env is not None and env.protected)
+        """Whether the environment is protected (admins only deploy, configure or open a shell); False when unknown.
+        Asked on the API's event loop for every environment-scoped request: one prepared read, no lock."""
+        with self.store.engine.connect() as connection:
+            return bool(connection.execute(_PROTECTED, {"project": project, "env": env_name}).scalar())
 
     def deployment(self, deployment_id: str) -> dict[str, Any]:
         with self.store.session() as s:
@@ -284,6 +283,10 @@ class Environments:
                                   actor=actor)
             self.reconcile_env(project, env_name)
         return self.info(project, env_name)
+
+
+_PROTECTED = (select(m.Environment.protected).join(m.Project, m.Project.id == m.Environment.project_id)
+              .where(m.Project.name == bindparam("project"), m.Environment.name == bindparam("env")))
 
 
 def deployment_dict(d: m.Deployment) -> dict[str, Any]:

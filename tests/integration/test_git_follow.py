@@ -179,3 +179,15 @@ def test_promotion_succeeded_moves_main_from_the_listener(repo, store):
         store.record(s, "app", "promotion.succeeded", "promotion … staging → production SUCCESS", environment="production")
     wait_for(lambda: events(store, MOVED), timeout=30)
     assert repo.head() == promoted
+
+
+def test_a_success_whose_move_a_crash_cut_off_is_followed_by_the_next_start(repo, store):
+    """promotion.succeeded went to no listener (the control plane died): start's converge_all makes the move."""
+    base = repo.commit("main", "base")
+    promoted = repo.commit("develop", "v2", start=base)
+    production_runs(store, repo, promoted)
+    with store.session() as s:
+        store.record(s, "app", "promotion.succeeded", "promotion … SUCCESS", environment="production")
+    assert repo.head() == base  # no listener heard it
+    GitFollow(store).converge_all()
+    assert repo.head() == promoted and len(events(store, MOVED)) == 1

@@ -44,8 +44,12 @@ class GitFollow:
 
     def converge_all(self) -> None:
         """Every project once (housekeeping, and at start: a move a crash cut off is made now)."""
-        with self.store.session() as s:
-            projects = list(s.scalars(select(m.Project.name).order_by(m.Project.name)))
+        try:
+            with self.store.session() as s:
+                projects = list(s.scalars(select(m.Project.name).order_by(m.Project.name)))
+        except Exception:  # at start it runs on a thread of its own: a store closing under it is logged, not raised
+            log.exception("git follow: cannot list the projects")
+            return
         for project in projects:
             self._converge_quietly(project)
 

@@ -102,8 +102,10 @@ def render(promotion: dict[str, Any], *, repository: str, head: str, base: str) 
         lines.append("None (no preDeployCommand).")
     lines += ["", "### Gates", ""]
     lines += [f"- {'✅' if g['passed'] else '❌'} **{g['id']}**: {_text(g['detail'])}" for g in plan["gates"]] or ["None."]
-    lines += ["", f"Promote with `branchyard promote {source} {target}`; branchyard moves `{base}` to the promoted commit "
-              "once the promotion succeeds (or reports why it cannot)."]
+    lines += ["", f"Deploying is `branchyard promote {source} {target}`'s job, not this merge's: {target} then runs the exact "
+              f"release {source} runs, and branchyard moves `{base}` in its own repository to the promoted commit (or "
+              f"reports why it cannot). Merge this pull request once the promotion has succeeded, so that `{base}` on "
+              f"GitHub holds what {target} runs too."]
     return PullRequest(repository, head, base, title(promotion), "\n".join(lines) + "\n")
 
 

@@ -91,8 +91,8 @@ class Controller:
         self.deployer.recover()
         self.data.ensure_running()
         self.reconciler.run_once()
-        self.promotions.recover()  # after the first pass: the deployments it waits for are being resumed
         self.store.listeners.append(self.git_follow.notify)  # production's branch follows each promotion that succeeds
+        self.promotions.recover()  # after the first pass: the deployments it waits for are being resumed
         # …and one that succeeded just before a crash is followed now, not at the first housekeeping a minute later
         threading.Thread(target=self.git_follow.converge_all, name="git-follow", daemon=True).start()
         self._loop = threading.Thread(target=self.reconciler.run_forever, args=(self._stop,), name="reconciler", daemon=True)

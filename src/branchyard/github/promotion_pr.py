@@ -74,7 +74,7 @@ def render(promotion: dict[str, Any], *, repository: str, head: str, base: str) 
         "variables and data.",
         "",
         f"- **Promotion**: `{promotion['id'][:8]}` ({promotion['state']}), planned by {_text(promotion['requested_by'])}",
-        f"- **Commits**: `{(rng['from'] or 'nothing deployed')[:12]}` → `{rng['to'][:12]}` ({len(commits)} "
+        f"- **Commits**: `{rng['from'][:12] if rng['from'] else 'nothing deployed'}` → `{rng['to'][:12]}` ({len(commits)} "
         f"commit{'s' if len(commits) != 1 else ''})",
         "",
         "### Commits",

@@ -364,6 +364,19 @@ def rule_live_staging_first(spec: ProjectSpec, live: Mapping[str, Any]) -> list[
              f"{row['environment']}`")]
 
 
+def rule_production_branch(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Production's branch must contain what production runs, or its next push deploys without it. Only a
+    divergence is reported: a branch merely behind is fast-forwarded by the control plane (controller/git_follow.py)."""
+    row = live.get("production_branch")
+    if not row or row.get("relation") != "diverged":
+        return []
+    env, branch, commit = row["environment"], row["branch"], row["commit"][:12]
+    return [(f"{env} runs {commit}, which its branch {branch} ({(row.get('head') or '')[:12]}) does not contain: "
+             f"{branch} has commits of its own, and its next push would deploy without {commit}",
+             f"merge {commit} into {branch} (`git fetch branchyard && git checkout {branch} && git merge {commit}`), "
+             f"then `git push branchyard {branch}`")]
+
+
 RULES: tuple[Rule, ...] = (
     Rule("separate-environments", WARNING, "spec", "DO use separate environments for dev/staging/prod", rule_separate),
     Rule("auto-deploy-staging", WARNING, "spec", "DO auto-deploy staging", rule_auto_deploy_staging),
@@ -391,6 +404,10 @@ RULES: tuple[Rule, ...] = (
          rule_previews_after_merge),
     Rule("production-ran-in-staging", WARNING, "live", "DON'T deploy directly to production without staging",
          rule_live_staging_first),
+    # A warning, not an error: production itself is sound (it runs a verified promotion), the repair is a merge
+    # only a person can make, and an error would fail every `check` in CI, for unrelated changes, until then.
+    Rule("production-branch-follows", WARNING, "live", "DO keep main what production runs (git follows promotion)",
+         rule_production_branch),
 )
 
 

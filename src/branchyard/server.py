@@ -108,9 +108,11 @@ def run(settings: Settings) -> None:
     port = _api_port(settings, free_port)  # before the router starts: its edge asks the API (TLS) and publishes it
     controller = Controller(settings, store, local_machine(settings, api_port=port))
     from .github import feedback as github_feedback
+    from .github import promotion_pr
 
     # None without BRANCHYARD_GITHUB_TOKEN
     feedback = github_feedback.start(settings, store, hostname=controller.routes.hostname, redactor=controller.data.redactor)
+    promotion_prs = promotion_pr.start(settings, store)
     token = _token(settings)
     admin = controller.users.bootstrap(token)  # the machine's own token is an admin's (controller/users.py)
     controller.start()
@@ -140,6 +142,8 @@ def run(settings: Settings) -> None:
         controller.shutdown()
         if feedback is not None:
             feedback.stop()
+        if promotion_prs is not None:
+            promotion_prs.stop()
         info = read_server_file(settings)
         if info and info.get("pid") == os.getpid():
             settings.server_file.unlink(missing_ok=True)

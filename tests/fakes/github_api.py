@@ -15,6 +15,8 @@ would ignore it silently).
     POST  /repos/{owner}/{repo}/deployments/{id}/statuses    GET
     GET   /repos/{owner}/{repo}/issues/{number}/comments     POST (?per_page ≤ 100, page)
     PATCH /repos/{owner}/{repo}/issues/comments/{id}
+    GET   /repos/{owner}/{repo}/pulls (?state, head=owner:branch, base, per_page, page)   POST
+    PATCH /repos/{owner}/{repo}/pulls/{number}
     PUT   /repos/{owner}/{repo}/branches/{branch}/protection GET
 """
 
@@ -93,6 +95,24 @@ DEPLOYMENT_STATUS_BODY = {
     "auto_inactive": _s("boolean"),
 }
 COMMENT_BODY = {"body": _s("string", required=True)}
+PULL_BODY = {  # POST .../pulls; `title` is required unless `issue` turns an issue into the pull request
+    "title": _s("string"),
+    "head": _s("string", required=True),
+    "head_repo": _s("string"),
+    "base": _s("string", required=True),
+    "body": _s("string"),
+    "maintainer_can_modify": _s("boolean"),
+    "draft": _s("boolean"),
+    "issue": _s("integer"),
+}
+PULL_UPDATE_BODY = {
+    "title": _s("string"),
+    "body": _s("string"),
+    "state": _s("string", enum=("open", "closed")),
+    "base": _s("string"),
+    "maintainer_can_modify": _s("boolean"),
+}
+PULL_STATES = ("open", "closed", "all")
 PROTECTION_BODY = {
     "required_status_checks": _s("object", "null", required=True, schema={
         "strict": _s("boolean", required=True),
@@ -201,6 +221,7 @@ class FakeGitHub:
     deployment_statuses: dict[int, list[dict]] = field(default_factory=dict)
     comments: dict[int, dict] = field(default_factory=dict)
     protections: dict[tuple[str, str], dict] = field(default_factory=dict)  # (repo, branch) → the PUT body
+    pulls: dict[tuple[str, int], dict] = field(default_factory=dict)  # (repo, number) → pull request
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -365,6 +386,12 @@ class FakeGitHub:
                 return 201, _public(self._new_comment(repo, self._issue(number), body["body"], self.login))
             case ("PATCH", ["issues", "comments", comment_id]):
                 return self._update_comment(repo, comment_id, body)
+            case ("GET", ["pulls"]):
+                return 200, self._list_pulls(repo, query)
+            case ("POST", ["pulls"]):
+                return self._create_pull(repo, body)
+            case ("PATCH", ["pulls", number]):
+                return self._update_pull(repo, self._issue(number), body)
             case ("PUT", ["branches", branch, "protection"]):
                 return self._protect(repo, branch, body)
             case ("GET", ["branches", branch, "protection"]):
@@ -488,6 +515,65 @@ class FakeGitHub:
         self._validate(body, COMMENT_BODY, "IssueComment")
         comment["body"], comment["updated_at"] = body["body"], _now()
         return 200, _public(comment)
+
+    def pulls_in(self, repository: str) -> list[dict]:
+        """The repository's pull requests, by number."""
+        with self.lock:
+            return [_public(pr) for (r, _), pr in sorted(self.pulls.items()) if r == repository]
+
+    def _list_pulls(self, repo: str, query: dict[str, str]) -> list[dict]:
+        state = query.get("state", "open")
+        if state not in PULL_STATES:
+            raise _error(422, "Validation Failed", errors=[{"resource": "PullRequest", "field": "state", "code": "invalid"}])
+        head = query.get("head")
+        if head is not None and ":" not in head:  # GitHub documents user:ref-name (it would match nothing otherwise)
+            raise _error(422, "Validation Failed", errors=[{"resource": "PullRequest", "field": "head", "code": "invalid"}])
+        found = [pr for (r, _), pr in sorted(self.pulls.items(), reverse=True) if r == repo  # newest first
+                 and (state == "all" or pr["state"] == state) and (head is None or pr["head"]["label"] == head)
+                 and ("base" not in query or pr["base"]["ref"] == query["base"])]
+        return [_public(pr) for pr in _page(found, query)]
+
+    def _create_pull(self, repo: str, body: dict[str, Any]) -> tuple[int, Any]:
+        self._validate(body, PULL_BODY, "PullRequest")
+        if "title" not in body and "issue" not in body:
+            raise _error(422, "Validation Failed", errors=[{"resource": "PullRequest", "field": "title", "code": "missing_field"}])
+        owner = repo.split("/")[0]
+        head, base = body["head"].split(":")[-1], body["base"]
+        if head == base:
+            raise _error(422, "Validation Failed", errors=[
+                {"resource": "PullRequest", "code": "custom", "message": f"No commits between {base} and {head}"}])
+        label = f"{owner}:{head}"
+        if any(r == repo and pr["state"] == "open" and pr["head"]["label"] == label and pr["base"]["ref"] == base
+               for (r, _), pr in self.pulls.items()):
+            raise _error(422, "Validation Failed", errors=[
+                {"resource": "PullRequest", "code": "custom", "message": f"A pull request already exists for {label}."}])
+        number = max([n for (r, n) in self.pulls if r == repo] + [c["_number"] for c in self.comments.values()
+                                                                   if c["_repo"] == repo] + [0]) + 1
+        pid, now = next(self._ids), _now()
+        side = lambda ref: {"label": f"{owner}:{ref}", "ref": ref, "sha": "0" * 40, "user": self._user()}  # noqa: E731
+        pr = {
+            "url": f"https://api.github.com/repos/{repo}/pulls/{number}", "id": pid, "node_id": f"PR_{pid}",
+            "html_url": f"https://github.com/{repo}/pull/{number}", "number": number, "state": "open", "locked": False,
+            "title": body.get("title", ""), "user": self._user(), "body": body.get("body"), "created_at": now,
+            "updated_at": now, "closed_at": None, "merged_at": None, "draft": body.get("draft", False),
+            "head": side(head), "base": side(base), "maintainer_can_modify": body.get("maintainer_can_modify", False),
+        }  # fmt: skip
+        self.pulls[(repo, number)] = pr
+        return 201, _public(pr)
+
+    def _update_pull(self, repo: str, number: int, body: dict[str, Any]) -> tuple[int, Any]:
+        pr = self.pulls.get((repo, number))
+        if pr is None:
+            raise _error(404, "Not Found")
+        self._validate(body, PULL_UPDATE_BODY, "PullRequest")
+        for key in ("title", "body", "state", "maintainer_can_modify"):
+            if key in body:
+                pr[key] = body[key]
+        if "base" in body:
+            pr["base"] = pr["base"] | {"ref": body["base"], "label": f"{repo.split('/')[0]}:{body['base']}"}
+        pr["updated_at"] = _now()
+        pr["closed_at"] = _now() if pr["state"] == "closed" else None
+        return 200, _public(pr)
 
     def _protect(self, repo: str, branch: str, body: dict[str, Any]) -> tuple[int, Any]:
         problems = validate(body, PROTECTION_BODY)

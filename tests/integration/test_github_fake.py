@@ -174,3 +174,25 @@ def test_branch_protection_is_stored_and_read_back(fake):
     assert fake.protections[(REPO, "release/1")] == PROTECTION
     assert call(fake, "GET", f"/repos/{REPO}/branches/release%2F1/protection").status_code == 200
     assert call(fake, "GET", f"/repos/{REPO}/branches/develop/protection").status_code == 404
+
+
+def test_pull_requests_are_created_listed_by_owner_and_branch_and_refused_twice(fake):
+    body = {"title": "Promote", "head": "develop", "base": "main", "body": "plan", "maintainer_can_modify": False}
+    r = call(fake, "POST", f"/repos/{REPO}/pulls", body)
+    assert r.status_code == 201 and (r.json()["number"], r.json()["head"]["label"]) == (1, "owner:develop")
+    again = call(fake, "POST", f"/repos/{REPO}/pulls", body)  # GitHub keeps one open pull request per head and base
+    assert again.status_code == 422 and again.json()["errors"][0]["message"] == "A pull request already exists for owner:develop."
+    same = call(fake, "POST", f"/repos/{REPO}/pulls", body | {"head": "main"})
+    assert same.status_code == 422 and same.json()["errors"][0]["message"] == "No commits between main and main"
+    assert call(fake, "POST", f"/repos/{REPO}/pulls", {"head": "x", "base": "main"}).status_code == 422  # no title
+    assert call(fake, "POST", f"/repos/{REPO}/pulls", body | {"labels": ["x"]}).status_code == 422  # undocumented
+
+    listed = call(fake, "GET", f"/repos/{REPO}/pulls", params={"head": "owner:develop", "base": "main", "state": "open"})
+    assert [p["number"] for p in listed.json()] == [1]
+    assert call(fake, "GET", f"/repos/{REPO}/pulls", params={"head": "other:develop"}).json() == []
+    assert call(fake, "GET", f"/repos/{REPO}/pulls", params={"head": "develop"}).status_code == 422  # owner:branch only
+
+    patched = call(fake, "PATCH", f"/repos/{REPO}/pulls/1", {"title": "Promote again", "body": "plan 2"})
+    assert patched.status_code == 200 and (patched.json()["title"], patched.json()["body"]) == ("Promote again", "plan 2")
+    assert call(fake, "PATCH", f"/repos/{REPO}/pulls/1", {"head": "x"}).status_code == 422  # head cannot change
+    assert call(fake, "PATCH", f"/repos/{REPO}/pulls/9", {"title": "x"}).status_code == 404

@@ -73,7 +73,7 @@ def messages(spec, live, rule_id):
 
 def test_every_rule_has_an_id_severity_and_summary() -> None:
     ids = [r.id for r in policy.RULES]
-    assert len(ids) == len(set(ids)) == 19  # the README's table
+    assert len(ids) == len(set(ids)) == 20  # the README's table
     assert all(r.severity in (policy.ERROR, policy.WARNING) and r.scope in ("spec", "live") and r.summary
                for r in policy.RULES)
 
@@ -146,7 +146,8 @@ def test_health_checks_rule(tmp_path) -> None:
         "deploy.healthcheckPath to it in railway.toml")
 
 
-LIVE_OK: dict = {"environments": [], "services": [], "isolation": [], "same_secrets": [], "production_commit": None}
+LIVE_OK: dict = {"environments": [], "services": [], "isolation": [], "same_secrets": [], "production_commit": None,
+                 "production_branch": None}
 
 LIVE_CASES = [
     ("isolation", {"isolation": ["staging: DATABASE_URL points at production's database by_app_production on loopback:5432"]},
@@ -169,7 +170,27 @@ LIVE_CASES = [
     ("production-ran-in-staging",
      {"production_commit": {"environment": "production", "commit": "a" * 40, "source": "staging", "ran_in_source": False}},
      [f"production runs {'a' * 12}, which never ran successfully in staging"]),
+    ("production-branch-follows",
+     {"production_branch": {"environment": "production", "branch": "main", "commit": "a" * 40, "head": "b" * 40,
+                            "relation": "diverged"}},
+     [f"production runs {'a' * 12}, which its branch main ({'b' * 12}) does not contain: main has commits of its own, "
+      f"and its next push would deploy without {'a' * 12}"]),
 ]
+
+
+@pytest.mark.parametrize("relation", ["contains", "behind", "missing", "unknown"])
+def test_a_production_branch_that_has_not_diverged_is_not_reported(tmp_path, relation) -> None:
+    """Behind is the control plane's to fix (git follows promotion), so only a divergence is the user's."""
+    row = {"environment": "production", "branch": "main", "commit": "a" * 40, "head": "b" * 40, "relation": relation}
+    assert messages(spec_of(tmp_path, GOOD), LIVE_OK | {"production_branch": row}, "production-branch-follows") == []
+
+
+def test_the_divergence_finding_says_how_to_merge(tmp_path) -> None:
+    row = {"environment": "production", "branch": "main", "commit": "a" * 40, "head": "b" * 40, "relation": "diverged"}
+    report = policy.evaluate(spec_of(tmp_path, GOOD), LIVE_OK | {"production_branch": row}, [rule("production-branch-follows")])
+    assert [(f.severity, f.fix) for f in report.findings] == [
+        ("warning", f"merge {'a' * 12} into main (`git fetch branchyard && git checkout main && git merge {'a' * 12}`), "
+                    "then `git push branchyard main`")]
 
 
 @pytest.mark.parametrize(("rule_id", "facts", "expected"), LIVE_CASES, ids=[c[0] for c in LIVE_CASES])

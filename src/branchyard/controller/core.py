@@ -5,6 +5,7 @@ Who does what (docs/architecture.md has the picture):
 - `reconciler` — the loop: replicas, deployments, routes, data services, every second;
 - `environments`, `variables`, `databases`, `projects`, `oneoffs`, `domains` — what users read and operate;
 - `pushes`, `webhooks`, `previews`, `promotions` — the triggers;
+- `git_follow` — production's branch follows promotions (a store listener, and housekeeping);
 - `routes`, `guards`, `backups`, `data`, `replicas` — what the others share.
 """
 
@@ -25,6 +26,7 @@ from .deployer import Deployer
 from .domains import Domains
 from .env_vars import EnvVariables
 from .environments import Environments
+from .git_follow import GitFollow
 from .guards import Guards
 from .locks import EnvLocks
 from .oneoff import OneOffs
@@ -77,6 +79,7 @@ class Controller:
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
         self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)
+        self.git_follow = GitFollow(store)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -88,7 +91,10 @@ class Controller:
         self.deployer.recover()
         self.data.ensure_running()
         self.reconciler.run_once()
+        self.store.listeners.append(self.git_follow.notify)  # production's branch follows each promotion that succeeds
         self.promotions.recover()  # after the first pass: the deployments it waits for are being resumed
+        # …and one that succeeded just before a crash is followed now, not at the first housekeeping a minute later
+        threading.Thread(target=self.git_follow.converge_all, name="git-follow", daemon=True).start()
         self._loop = threading.Thread(target=self.reconciler.run_forever, args=(self._stop,), name="reconciler", daemon=True)
         self._loop.start()
         threading.Thread(target=self.previews.run_forever, args=(self._stop,), name="previews", daemon=True).start()
@@ -101,6 +107,7 @@ class Controller:
             self._loop.join(timeout=wait)
 
     def _housekeeping(self) -> None:
+        self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()

@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import select
 
 from .. import policy
+from ..errors import BranchyardError
 from ..spec import load_project
 from ..store import models as m
 from ..store.db import Store
+from ..triggers import gitrefs
 from ..triggers.gitremote import is_merged
 from .dataplane import DataPlane
 from .guards import Guards, successes
@@ -65,6 +67,7 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str) -> d
         "isolation": isolation,
         "same_secrets": policy.same_secrets(secrets_by_env),
         "production_commit": None,
+        "production_branch": _production_branch(Path(repo), envs),
     }
     if production_row is not None:
         e, release_dir = production_row
@@ -75,3 +78,17 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str) -> d
             out["production_commit"] = {"environment": e["name"], "commit": e["commit"], "source": gates.source,
                                         "ran_in_source": ran}
     return out
+
+
+def _production_branch(repo: Path, envs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Production's branch head against the commit production runs (branch_follow's relations), or None when
+    production deploys no branch or runs nothing."""
+    prod = next((e for e in envs if e["production"]), None)
+    if prod is None or not prod["branch"] or not prod["commit"]:
+        return None
+    try:
+        relation, head = gitrefs.relation(repo, prod["branch"], prod["commit"])
+    except BranchyardError:
+        return None  # a repository git cannot read says nothing about divergence; the other rules still run
+    return {"environment": prod["name"], "branch": prod["branch"], "commit": prod["commit"], "head": head,
+            "relation": relation}

@@ -160,6 +160,25 @@ class GitHubClient:
                 return self._call("PATCH", path, {"body": body}), False
         return self._call("POST", f"{self._repo(repository)}/issues/{_number(number)}/comments", {"body": body}), True
 
+    # --- pull requests ----------------------------------------------------------------------------------
+
+    def list_pulls(self, repository: str, *, head: str, base: str, state: str = "open") -> list[dict[str, Any]]:
+        """GET /repos/{owner}/{repo}/pulls?head=owner:branch&base=…&state=…: the pull requests between two branches of
+        the repository itself (first 100; GitHub allows one open pull request per head and base)."""
+        owner, _ = split_repository(repository)
+        params = {"head": f"{owner}:{_branch(head)}", "base": _branch(base), "state": state, "per_page": "100"}
+        return self._call("GET", f"{self._repo(repository)}/pulls", params=params)
+
+    def create_pull(self, repository: str, *, head: str, base: str, title: str, body: str) -> dict[str, Any]:
+        """POST /repos/{owner}/{repo}/pulls: a pull request from branch `head` into `base` of the same repository."""
+        payload = {"title": title, "head": _branch(head), "base": _branch(base), "body": body,
+                   "maintainer_can_modify": False}
+        return self._call("POST", f"{self._repo(repository)}/pulls", payload)
+
+    def update_pull(self, repository: str, number: int, *, title: str, body: str) -> dict[str, Any]:
+        """PATCH /repos/{owner}/{repo}/pulls/{number}: a new title and body."""
+        return self._call("PATCH", f"{self._repo(repository)}/pulls/{_number(number)}", {"title": title, "body": body})
+
     # --- branch protection ----------------------------------------------------------------------------
 
     def update_branch_protection(self, repository: str, branch: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +217,12 @@ def _number(number: int) -> int:
     if not isinstance(number, int) or isinstance(number, bool) or number < 1:
         raise BadInput(f"pull request number: expected a positive integer, got {number!r}")
     return number
+
+
+def _branch(name: str) -> str:
+    if not isinstance(name, str) or not name or name.startswith("-") or any(c in name for c in " :~^?*[\\"):
+        raise BadInput(f"pull request: expected a branch name, got {name!r}")
+    return name
 
 
 def _error(what: str, response: httpx.Response) -> BranchyardError:

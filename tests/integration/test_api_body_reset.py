@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
+from api_users import single_token
 
 from branchyard.api.app import create_app
 
@@ -46,12 +47,12 @@ def serve(app) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def port():
-    yield from serve(create_app(Controller(), "token"))
+    yield from serve(create_app(Controller(), gatekeeper=single_token("token")))
 
 
 @pytest.fixture(scope="module")
 def bare_port():
-    app = create_app(Controller(), "token")
+    app = create_app(Controller(), gatekeeper=single_token("token"))
     assert [m.cls.__name__ for m in app.user_middleware] == ["BodyLimit"]
     app.user_middleware.clear()  # the app as it was before the limit
     yield from serve(app)

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import pytest
 import uvicorn
+from api_users import single_token
 from conftest import free_port, new_home, wait_for
 
 from branchyard import settings as settings_mod
@@ -113,7 +114,8 @@ def plane_api() -> Iterator[dict[str, Any]]:
     routes = Routes(settings, store, NullRouter())
     api_port = free_port()
     ctl = cast(Any, type("Ctl", (), {"routes": routes}))  # the ask route reads only ctl.routes
-    server = uvicorn.Server(uvicorn.Config(create_app(ctl, "token"), host="127.0.0.1", port=api_port, log_level="warning"))
+    app = create_app(ctl, gatekeeper=single_token("token"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -270,9 +270,8 @@ class Promotions:
                 if spec is not None and spec.approvals > 0:
                     # the stored plan shows the count as of now, also while PLANNED (no re-plan before confirmation)
                     _replace_gate(row, pm.approvals_gate(approvals, spec, promoters))
-            if state == m.PROMOTION_PENDING_APPROVAL:
-                return self._proceed(pid, approver, rerun_smoke=True)
-            return self.get(pid)
+            promo = self._proceed(pid, approver, rerun_smoke=True) if state == m.PROMOTION_PENDING_APPROVAL else self.get(pid)
+        return promo | {"approved_by": name}
 
     def cancel(self, promotion_id: str, actor: Actor, reason: str = "cancelled") -> dict:
         with self._guard, self.store.session() as s:

@@ -159,35 +159,36 @@ def at(iso):
 def test_approvals_are_bound_to_identity_and_the_wait_timer_holds_the_start(plane, tmp_path):
     def edit(repo):
         set_promotion(repo, 'from = "staging"\napprovals = 2\npreventSelfReview = true\n'
-                            'reviewers = ["alice", "bob", "dana"]\nwaitTimer = 0.25')
+                            'reviewers = ["ann", "ben", "dora"]\nwaitTimer = 0.25')
 
     repo, sha = pipeline(plane, tmp_path, "rules", edit=edit)
-    dana, alice, bob, carol = (plane.add_user(name, "member") for name in ("dana", "alice", "bob", "carol"))
-    victor = plane.add_user("victor", "viewer")
+    # users of their own: the control plane (and its users) is shared by this module's tests
+    dora, ann, ben, cole = (plane.add_user(name, "member") for name in ("dora", "ann", "ben", "cole"))
+    vic = plane.add_user("vic", "viewer")
     before = deployments(plane, repo)
 
-    planned = dana.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
+    planned = dora.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
     assert planned.returncode == 4 and "PENDING_APPROVAL (0 of 2 approvals)" in planned.stderr, planned.stderr
-    assert "planned by    dana" in planned.stdout and "confirmed by  dana at " in planned.stdout
+    assert "planned by    dora" in planned.stdout and "confirmed by  dora at " in planned.stdout
     assert "FAIL  wait-timer: waitTimer 0.25 min after the confirmation and the last approval needed" in planned.stdout
     pid = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.planned"][0]["message"].split()[1]
 
-    own = dana.run("approve", pid, cwd=repo, check=False)  # dana is a reviewer, but she planned it
-    one_line_refusal(own, "approve: dana planned this promotion (preventSelfReview: the promoter's approval does not count)")
-    outsider = carol.run("approve", pid, cwd=repo, check=False)
-    one_line_refusal(outsider, "approve: carol is not one of the reviewers (alice, bob, dana)")
-    viewer = victor.run("approve", pid, cwd=repo, check=False)
-    one_line_refusal(viewer, "permission 'approve' needs role member; victor is viewer")
+    own = dora.run("approve", pid, cwd=repo, check=False)  # dora is a reviewer, but she planned it
+    one_line_refusal(own, "approve: dora planned this promotion (preventSelfReview: the promoter's approval does not count)")
+    outsider = cole.run("approve", pid, cwd=repo, check=False)
+    one_line_refusal(outsider, "approve: cole is not one of the reviewers (ann, ben, dora)")
+    viewer = vic.run("approve", pid, cwd=repo, check=False)
+    one_line_refusal(viewer, "permission 'approve' needs role member; vic is viewer")
 
-    first = json.loads(alice.run("approve", pid, "--json", cwd=repo).stdout)
-    assert first["approvers"] == ["alice"] and first["state"] == "PENDING_APPROVAL"  # the refused ones left nothing
-    assert alice.run("approve", pid, cwd=repo).stdout.count("1 of 2 approvals (alice)") == 1  # twice counts once
+    first = json.loads(ann.run("approve", pid, "--json", cwd=repo).stdout)
+    assert first["approvers"] == ["ann"] and first["state"] == "PENDING_APPROVAL"  # the refused ones left nothing
+    assert ann.run("approve", pid, cwd=repo).stdout.count("1 of 2 approvals (ann)") == 1  # twice counts once
     assert not [e for e in plane.json("events", "-e", "production", cwd=repo)
-                if e["kind"] == "promotion.approved" and e["actor"] in ("dana", "carol", "victor")]
+                if e["kind"] == "promotion.approved" and e["actor"] in ("dora", "cole", "vic")]
 
-    waiting = json.loads(bob.run("approve", pid, "--json", cwd=repo).stdout)  # completes the count: the timer runs
-    assert waiting["state"] == "WAITING" and waiting["approvers"] == ["alice", "bob"]
-    assert (waiting["requested_by"], waiting["confirmed_by"], waiting["approved_by"]) == ("dana", "dana", "bob")
+    waiting = json.loads(ben.run("approve", pid, "--json", cwd=repo).stdout)  # completes the count: the timer runs
+    assert waiting["state"] == "WAITING" and waiting["approvers"] == ["ann", "ben"]
+    assert (waiting["requested_by"], waiting["confirmed_by"], waiting["approved_by"]) == ("dora", "dora", "ben")
     last_approval = at(waiting["approvals"][-1]["at"])
     assert at(waiting["start_after"]) == last_approval + dt.timedelta(seconds=15)
     assert deployments(plane, repo) == before
@@ -202,11 +203,11 @@ def test_approvals_are_bound_to_identity_and_the_wait_timer_holds_the_start(plan
     kinds = [(e["kind"], e["actor"]) for e in events]
     assert ("promotion.succeeded", "post-deploy verification") in kinds, kinds
     waited = [e for e in events if e["kind"] == "promotion.waiting"]
-    assert len(waited) == 1 and waited[0]["actor"] == "bob" and "starts after" in waited[0]["message"]
+    assert len(waited) == 1 and waited[0]["actor"] == "ben" and "starts after" in waited[0]["message"]
     started = [e for e in events if e["kind"] == "promotion.started"]
     assert [e["actor"] for e in started] == ["wait timer"]
     assert at(started[0]["at"]) >= at(waiting["start_after"])  # the timer held it: no earlier start
-    assert ("promotion.planned", "dana") in kinds and ("promotion.confirmed", "dana") in kinds
+    assert ("promotion.planned", "dora") in kinds and ("promotion.confirmed", "dora") in kinds
     assert plane.json("status", "-e", "production", cwd=repo)["current_deployment"]["commit"] == sha
 
 

@@ -53,7 +53,7 @@ def _show_plan(promo: dict) -> None:
     ui.info("  gates")
     for g in plan["gates"]:
         ui.info(f"    {'PASS' if g['passed'] else 'FAIL'}  {g['id']}: {g['detail']}")
-    _show_people(promo)
+    ui.info(f"  planned by    {promo.get('requested_by') or '-'}")
 
 
 def _clock(iso: str | None) -> str:
@@ -62,8 +62,7 @@ def _clock(iso: str | None) -> str:
 
 
 def _show_people(promo: dict) -> None:
-    """Who planned, confirmed and approved it, and when a wait timer lets it start."""
-    ui.info(f"  planned by    {promo.get('requested_by') or '-'}")
+    """After the confirmation: who confirmed and approved it, and when a wait timer lets it start."""
     if promo.get("confirmed_by"):
         ui.info(f"  confirmed by  {promo['confirmed_by']} at {_clock(promo.get('confirmed_at'))}")
     approvers = promo.get("approvers") or []
@@ -153,8 +152,8 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
         confirm = click.prompt(f"Type {CONFIRM_WORD} to promote {source} → {target}", default="", show_default=False)
     promo = client.request("POST", f"/api/promotions/{promo['id']}/confirm", timeout=PROMOTION_TIMEOUT,
                            json={"confirm": confirm or ""})
-    if not as_json and promo.get("confirmed_by"):
-        ui.info(f"  confirmed by  {promo['confirmed_by']} at {_clock(promo.get('confirmed_at'))}")
+    if not as_json:
+        _show_people(promo)
     if promo["state"] in ("PROMOTING", "VERIFYING"):
         promo = _follow_promotion(client, promo, quiet=as_json)
     _promotion_outcome(promo, as_json=as_json)

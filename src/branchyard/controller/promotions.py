@@ -307,6 +307,7 @@ class Promotions:
         with self.store.session() as s:
             row = s.get(m.Promotion, pid)
             row.plan_json = json.dumps(plan.to_dict())
+            moved_on = row.start_after != plan.start_after  # a new confirmation moves the timer: said again
             row.start_after = plan.start_after
             step = plan.next_step
             if step == pm.REFUSE:
@@ -319,7 +320,7 @@ class Promotions:
                                   environment=target, actor=actor)
                 return self._dict(s, row)
             if step == pm.WAIT:
-                if row.state != m.PROMOTION_WAITING:  # said once; the timer's check comes back here every second
+                if row.state != m.PROMOTION_WAITING or moved_on:  # said once per start_after
                     row.state = m.PROMOTION_WAITING
                     gate = next(g for g in plan.gates if g.id == pm.GATE_WAIT_TIMER)
                     self.store.record(s, project, "promotion.waiting", f"promotion {pid[:8]} {source} → {target} "

@@ -211,6 +211,26 @@ def test_approvals_are_bound_to_identity_and_the_wait_timer_holds_the_start(plan
     assert plane.json("status", "-e", "production", cwd=repo)["current_deployment"]["commit"] == sha
 
 
+def test_without_approvals_the_wait_timer_runs_from_the_confirmation(plane, tmp_path):
+    def edit(repo):
+        set_promotion(repo, 'from = "staging"\nwaitTimer = 0.05')
+
+    repo, sha = pipeline(plane, tmp_path, "timer", edit=edit)
+    done = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "is WAITING: approved, starts after " in done.stderr and "(waitTimer 0.05 min); it starts by itself" in done.stderr
+    assert "  starts after  " in done.stdout
+
+    events = events_until(plane, repo, ("promotion.succeeded", "promotion.failed"))
+    confirmed = [e for e in events if e["kind"] == "promotion.confirmed"][-1]
+    started = [e for e in events if e["kind"] == "promotion.started"]
+    assert [e["actor"] for e in started] == ["wait timer"], [(e["kind"], e["actor"]) for e in events]
+    # start_after = the confirmation + 3 s; the confirmation is recorded just after confirmed_at, so allow its delay
+    assert at(started[0]["at"]) >= at(confirmed["at"]) + dt.timedelta(seconds=2.5)
+    assert any(e["kind"] == "promotion.succeeded" for e in events)
+    assert plane.json("status", "-e", "production", cwd=repo)["current_deployment"]["commit"] == sha
+
+
 def test_failing_post_deploy_smoke_tests_roll_production_back(plane, tmp_path):
     def edit(repo):
         (repo / "smoke.py").write_text(

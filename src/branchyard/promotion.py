@@ -3,26 +3,41 @@
 The controller observes (deployments, health probes, smoke-test runs, approvals, variables) and hands the
 facts in; nothing here does I/O. A promotion deploys the exact release running in SOURCE — no rebuild —
 with TARGET's own variables.
+
+Approvals are bound to identity: an approval is an authenticated user's, and users are counted once each by
+user id. With `preventSelfReview` the promoters' approvals do not count and are refused at the door: the user
+who planned the promotion *and* the one who typed PROMOTE (the confirmation is what lets it deploy, so that
+person is as much "the promoter" as the planner; GitHub's rule is the same: who triggered the run cannot
+approve it). With `reviewers`, only those users' approvals count. The counting is done again from the stored
+approvals every time the gates run, so an approval given before its author confirmed, or before `reviewers`
+changed, stops counting by itself.
+
+`waitTimer` holds a ready promotion: it starts `waitTimer` minutes after the later of the confirmation and the
+approval that completed the count (approvals beyond the count do not move it; an early approval cannot skip it).
 """
 
 from __future__ import annotations
 
-import re
+import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadInput
+from .errors import BadInput, Forbidden
 from .spec.model import PromotionSpec
 
 CONFIRM_WORD = "PROMOTE"
-_APPROVER = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 
 # Gate ids, in the order the plan shows them.
 GATE_SOURCE_HEALTHY = "source-healthy"
 GATE_SMOKE = "smoke-tests"
 GATE_APPROVALS = "approvals"
 GATE_SOURCE_FIRST = "ran-in-source"
+GATE_WAIT_TIMER = "wait-timer"
+# Gates that hold a promotion open instead of refusing it.
+_HOLDING = frozenset({GATE_APPROVALS, GATE_WAIT_TIMER})
+# What the controller does next with a confirmed promotion (`Plan.next_step`).
+REFUSE, AWAIT_APPROVALS, WAIT, START = "refuse", "await-approvals", "wait", "start"
 # Statuses of a deployment that reached SUCCESS at some point (REMOVED: replaced after it served).
 RAN_SUCCESSFULLY = frozenset({"SUCCESS", "REMOVED", "SLEEPING"})
 
@@ -46,6 +61,25 @@ class SmokeResult:
 
 
 @dataclass(frozen=True)
+class ApprovalFact:
+    """One stored approval: the user's name and id (None: recorded before users existed) and when (naive UTC)."""
+
+    name: str
+    user_id: int | None
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Promoters:
+    """Who planned the promotion (name, user id) and who confirmed it (name: the schema keeps only the name, and
+    user names are unique)."""
+
+    planned_by: str
+    planned_by_id: int | None = None
+    confirmed_by: str | None = None
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything the plan is computed from."""
 
@@ -59,7 +93,10 @@ class Observed:
     variables_after: Mapping[str, str]  # TARGET's variables after the promotion
     commits: tuple[tuple[str, str], ...] = ()  # (sha, subject) of target's commit..source's commit, newest first
     source_env_successes: frozenset[str] = frozenset()  # commits that ran successfully in promotion.from
-    approvers: tuple[str, ...] = ()
+    approvals: tuple[ApprovalFact, ...] = ()  # in the order they were given
+    promoters: Promoters = Promoters("")
+    confirmed_at: dt.datetime | None = None  # None: not confirmed yet
+    now: dt.datetime | None = None  # naive UTC; None: the wait timer is not due
     smoke: SmokeResult | None = None  # None: no smokeCommand
 
 
@@ -86,15 +123,32 @@ class Plan:
     migrations: dict[str, Any]
     gates: tuple[Gate, ...] = field(default=())
     approvals_required: int = 0
+    start_after: dt.datetime | None = None  # waitTimer: not started before this (naive UTC)
+    wait_timer: float = 0.0  # minutes
 
     @property
     def blocking(self) -> tuple[Gate, ...]:
-        """Failed gates that approvals cannot fix: the promotion is refused."""
-        return tuple(g for g in self.gates if not g.passed and g.id != GATE_APPROVALS)
+        """Failed gates that neither approvals nor time can fix: the promotion is refused."""
+        return tuple(g for g in self.gates if not g.passed and g.id not in _HOLDING)
 
     @property
     def awaiting_approval(self) -> bool:
         return any(g.id == GATE_APPROVALS and not g.passed for g in self.gates)
+
+    @property
+    def waiting(self) -> bool:
+        return any(g.id == GATE_WAIT_TIMER and not g.passed for g in self.gates)
+
+    @property
+    def next_step(self) -> str:
+        """For a confirmed promotion: refuse (a gate failed), await approvals, wait for the timer, or start."""
+        if self.blocking:
+            return REFUSE
+        if self.awaiting_approval:
+            return AWAIT_APPROVALS
+        if self.waiting:
+            return WAIT
+        return START
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +162,8 @@ class Plan:
             "migrations": dict(self.migrations),
             "gates": [g.to_dict() for g in self.gates],
             "approvals_required": self.approvals_required,
+            "wait_timer": self.wait_timer,
+            "start_after": iso(self.start_after),
         }
 
 
@@ -126,20 +182,88 @@ def check_route(source: str, target: str, *, source_production: bool, target_pro
         return  # allowed, but `branchyard check` warns that production has no promotion gates
 
 
-def approver_name(raw: str) -> str:
-    """The approver as counted: stripped and lower-cased, so `Alice` and `alice ` are one person."""
-    name = (raw or "").strip().lower()
-    if not _APPROVER.fullmatch(name):
-        raise BadInput(f"approve: --as {raw!r}: expected a name of letters, digits and . _ @ + - (at most 64)")
-    return name
+def iso(at: dt.datetime | None) -> str | None:
+    """A naive UTC datetime as the API shows it (ISO 8601 with Z)."""
+    return at.isoformat() + "Z" if at is not None else None
 
 
-def distinct(approvers: Iterable[str]) -> tuple[str, ...]:
-    """Approvers counted once each, in first-approval order."""
-    seen: dict[str, None] = {}
-    for a in approvers:
-        seen.setdefault(approver_name(a), None)
-    return tuple(seen)
+def _same_user(a_name: str, a_id: int | None, b_name: str | None, b_id: int | None) -> bool:
+    """By user id when both have one (names of deleted users may be reused), else by name."""
+    if a_id is not None and b_id is not None:
+        return a_id == b_id
+    return b_name is not None and a_name == b_name
+
+
+def refusal(spec: PromotionSpec | None, name: str, user_id: int | None, promoters: Promoters) -> str | None:
+    """Why this user's approval cannot count (one phrase), or None when it counts."""
+    spec = spec or PromotionSpec()
+    if spec.prevent_self_review:
+        if _same_user(name, user_id, promoters.planned_by, promoters.planned_by_id):
+            return f"{name} planned this promotion (preventSelfReview: the promoter's approval does not count)"
+        if promoters.confirmed_by is not None and name == promoters.confirmed_by:
+            return f"{name} confirmed this promotion (preventSelfReview: the promoter's approval does not count)"
+    if spec.reviewers and name not in spec.reviewers:
+        return f"{name} is not one of the reviewers ({', '.join(spec.reviewers)})"
+    return None
+
+
+def check_approver(spec: PromotionSpec | None, name: str, user_id: int | None, promoters: Promoters, *,
+                   promotion: str) -> None:
+    """Forbidden (one line, nothing recorded) unless this user's approval would count."""
+    why = refusal(spec, name, user_id, promoters)
+    if why is not None:
+        raise Forbidden(f"approve: {why}; promotion {promotion} unchanged")
+
+
+def counted(approvals: Iterable[ApprovalFact], spec: PromotionSpec | None, promoters: Promoters) -> tuple[ApprovalFact, ...]:
+    """The approvals that count: one per user (their first), in time order, none refused by the rules."""
+    seen: set[object] = set()
+    out = []
+    for a in sorted(approvals, key=lambda a: a.at):
+        key = a.user_id if a.user_id is not None else a.name
+        if key in seen or refusal(spec, a.name, a.user_id, promoters) is not None:
+            continue
+        seen.add(key)
+        out.append(a)
+    return tuple(out)
+
+
+def approvals_gate(approvals: Iterable[ApprovalFact], spec: PromotionSpec, promoters: Promoters) -> Gate:
+    """`N of M approvals (who)`, and the approvals given that do not count, with why."""
+    approvals = tuple(approvals)
+    good = counted(approvals, spec, promoters)
+    counted_names = {a.name for a in good}
+    detail = f"{len(good)} of {spec.approvals} approvals" + (f" ({', '.join(a.name for a in good)})" if good else "")
+    ignored = {a.name: refusal(spec, a.name, a.user_id, promoters) for a in approvals if a.name not in counted_names}
+    notes = [why for why in ignored.values() if why]
+    if notes:
+        detail += "; not counted: " + "; ".join(notes)
+    return Gate(GATE_APPROVALS, len(good) >= spec.approvals, detail)
+
+
+def start_after(spec: PromotionSpec | None, approvals: Iterable[ApprovalFact], promoters: Promoters,
+                confirmed_at: dt.datetime | None) -> dt.datetime | None:
+    """When a confirmed promotion whose approvals are complete may start: `waitTimer` minutes after the later of the
+    confirmation and the approval that completed the count. None: no wait timer, not confirmed, or approvals short."""
+    spec = spec or PromotionSpec()
+    if spec.wait_timer <= 0 or confirmed_at is None:
+        return None
+    good = counted(approvals, spec, promoters)
+    if len(good) < spec.approvals:
+        return None
+    ready = max([confirmed_at] + ([good[spec.approvals - 1].at] if spec.approvals > 0 else []))
+    return ready + dt.timedelta(minutes=spec.wait_timer)
+
+
+def wait_gate(spec: PromotionSpec, at: dt.datetime | None, now: dt.datetime | None) -> Gate:
+    """Passed once `now` reaches `at` (start_after); the detail says until when."""
+    minutes = f"waitTimer {spec.wait_timer:g} min"
+    if at is None:
+        return Gate(GATE_WAIT_TIMER, False, f"{minutes} after the confirmation and the last approval needed")
+    clock = at.strftime("%H:%M:%S UTC")
+    if now is not None and now >= at:
+        return Gate(GATE_WAIT_TIMER, True, f"waited until {clock} ({minutes})")
+    return Gate(GATE_WAIT_TIMER, False, f"starts after {clock} ({minutes})")
 
 
 def gates(observed: Observed, spec: PromotionSpec | None) -> tuple[Gate, ...]:
@@ -159,9 +283,10 @@ def gates(observed: Observed, spec: PromotionSpec | None) -> tuple[Gate, ...]:
                   else f"{commit[:12] or 'no commit'} never ran successfully in {spec.source}")
         out.append(Gate(GATE_SOURCE_FIRST, ok, detail))
     if spec.approvals > 0:
-        have = distinct(observed.approvers)
-        detail = f"{len(have)} of {spec.approvals} approvals" + (f" ({', '.join(have)})" if have else "")
-        out.append(Gate(GATE_APPROVALS, len(have) >= spec.approvals, detail))
+        out.append(approvals_gate(observed.approvals, spec, observed.promoters))
+    if spec.wait_timer > 0:
+        at = start_after(spec, observed.approvals, observed.promoters, observed.confirmed_at)
+        out.append(wait_gate(spec, at, observed.now))
     return tuple(out)
 
 
@@ -245,6 +370,8 @@ def plan(observed: Observed, spec: PromotionSpec | None, *, target_production: b
         migrations=migrations(observed.target_config_after, target_production=target_production),
         gates=gates(observed, spec),
         approvals_required=spec.approvals if spec is not None else 0,
+        start_after=start_after(spec, observed.approvals, observed.promoters, observed.confirmed_at),
+        wait_timer=spec.wait_timer if spec is not None else 0.0,
     )
 
 

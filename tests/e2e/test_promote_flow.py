@@ -1,12 +1,16 @@
 """Promotion staging → production on the example app, with real processes, PostgreSQL, Redis and Caddy.
 
-Gates, typed confirmation, distinct approvers, post-deploy verification with automatic rollback, the git-path
-refusal (requireStaging), the isolation guard, and bad input that must deploy nothing.
+Gates, typed confirmation, approvals by distinct authenticated users (preventSelfReview, reviewers), the wait
+timer, post-deploy verification with automatic rollback, the git-path refusal (requireStaging), the isolation
+guard, and bad input that must deploy nothing.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sqlite3
+import time
 
 import pytest
 
@@ -61,6 +65,7 @@ def deployments(plane, repo, env="production"):
 
 def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
     repo, sha = pipeline(plane, tmp_path, "promo")
+    dana, alice, bob, carol = (plane.add_user(name, "member") for name in ("dana", "alice", "bob", "carol"))
     staging_dep = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
     before = deployments(plane, repo)
 
@@ -69,7 +74,7 @@ def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
     assert "cancelled, nothing deployed" in unconfirmed.stderr
     cancelled = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.cancelled"]
     assert cancelled and cancelled[0]["actor"] not in ("", "system")
-    typo = prompt(plane, repo, "PROMOT\n", "promote", "staging", "production", "--as", "dana")
+    typo = prompt(dana, repo, "PROMOT\n", "promote", "staging", "production")
     assert typo.returncode == 2, typo.stderr
     assert "Type PROMOTE to promote staging → production" in typo.stdout
     assert "confirmation did not match 'PROMOTE'; promotion" in typo.stderr and "cancelled, nothing deployed" in typo.stderr
@@ -83,6 +88,7 @@ def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
     assert "staging → production" in out
     assert f"→ {sha[:12]} (1 commit)" in out and "v2 on develop" in out
     assert "PASS  source-healthy" in out and "PASS  smoke-tests" in out and "FAIL  approvals: 0 of 2" in out
+    assert "planned by    admin" in out and "confirmed by  admin at " in out and "approved by   nobody yet" in out
     assert "changed  ENVIRONMENT" not in out  # production keeps its own variables
     assert "python manage.py migrate (backup first)" in out
     assert "production-client-secret-value" not in out and "staging-client-secret-value" not in out
@@ -95,15 +101,15 @@ def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
     assert full["id"].startswith(pid) and full["state"] == "PENDING_APPROVAL"  # the same promotion, re-planned
     pid = full["id"]
 
-    one = plane.run("approve", pid, "--as", "Alice", cwd=repo)
-    assert "1 of 2 approvals" in one.stdout
+    one = alice.run("approve", pid, cwd=repo)
+    assert "approved by alice: 1 of 2 approvals (alice)" in one.stdout
     plane.run("server", "stop")  # promotions and approvals are stored: a restart loses neither
     plane.run("server", "--detach", timeout=120)
-    again = plane.run("approve", pid, "--as", " alice ", cwd=repo)  # the same person counts once
-    assert "1 of 2 approvals" in again.stdout
+    again = alice.run("approve", pid, cwd=repo)  # the same person counts once
+    assert "1 of 2 approvals (alice)" in again.stdout
     assert deployments(plane, repo) == before
 
-    final = plane.run("approve", pid, "--as", "bob", cwd=repo, timeout=600)  # completes the count: promotes
+    final = bob.run("approve", pid, cwd=repo, timeout=600)  # completes the count: promotes
     assert "promoted release of" in final.stdout and "not rebuilt" in final.stdout
     assert "backup" in final.stdout and "preDeployCommand: python manage.py migrate" in final.stdout
     assert "building" not in final.stdout
@@ -115,17 +121,114 @@ def test_promote_plan_approvals_and_the_exact_release(plane, tmp_path):
     assert plane.get("promo.localhost", "/").json()["debug"] is False  # production's own variables
     assert len(state["replicas"]) == 2
 
-    late = plane.run("approve", pid, "--as", "carol", cwd=repo, check=False)
+    assert "approved by bob: 2 of 2 approvals (alice, bob)" in final.stdout
+    late = carol.run("approve", pid, cwd=repo, check=False)
     assert late.returncode == 4 and "is SUCCESS: only open promotions" in late.stderr
-    unknown = plane.run("approve", "ffffffff-0000", "--as", "carol", cwd=repo, check=False)
+    unknown = carol.run("approve", "ffffffff-0000", cwd=repo, check=False)
     assert unknown.returncode == 3 and "unknown promotion 'ffffffff-0000'" in unknown.stderr
 
     kinds = [(e["kind"], e["actor"]) for e in plane.json("events", "-e", "production", cwd=repo)]
+    assert ("promotion.planned", "admin") in kinds and ("promotion.confirmed", "admin") in kinds
     assert ("promotion.approved", "alice") in kinds and ("promotion.approved", "bob") in kinds
     assert ("promotion.succeeded", "post-deploy verification") in kinds
     assert any(k == "promotion.started" and a == "bob" for k, a in kinds)
     # staging's release directory was copied, not shared: staging pruning cannot remove production's release
     assert staging_dep != state["current_deployment"]["id"]
+
+
+def one_line_refusal(done, text):
+    """A refused approval: exit 5 (Forbidden), the reason on one line."""
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and text in done.stderr, done.stderr
+
+
+def events_until(plane, repo, kinds, timeout=300):
+    """production's events (oldest first) once one of `kinds` is among them (the promotion ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = list(reversed(plane.json("events", "-e", "production", cwd=repo)))
+        if any(e["kind"] in kinds for e in events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
+def at(iso):
+    return dt.datetime.fromisoformat(iso.removesuffix("Z"))
+
+
+def test_approvals_are_bound_to_identity_and_the_wait_timer_holds_the_start(plane, tmp_path):
+    def edit(repo):
+        set_promotion(repo, 'from = "staging"\napprovals = 2\npreventSelfReview = true\n'
+                            'reviewers = ["ann", "ben", "dora"]\nwaitTimer = 0.25')
+
+    repo, sha = pipeline(plane, tmp_path, "rules", edit=edit)
+    # users of their own: the control plane (and its users) is shared by this module's tests
+    dora, ann, ben, cole = (plane.add_user(name, "member") for name in ("dora", "ann", "ben", "cole"))
+    vic = plane.add_user("vic", "viewer")
+    before = deployments(plane, repo)
+
+    planned = dora.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
+    assert planned.returncode == 4 and "PENDING_APPROVAL (0 of 2 approvals)" in planned.stderr, planned.stderr
+    assert "planned by    dora" in planned.stdout and "confirmed by  dora at " in planned.stdout
+    assert "FAIL  wait-timer: waitTimer 0.25 min after the confirmation and the last approval needed" in planned.stdout
+    pid = [e for e in plane.json("events", "-e", "production", cwd=repo) if e["kind"] == "promotion.planned"][0]["message"].split()[1]
+
+    own = dora.run("approve", pid, cwd=repo, check=False)  # dora is a reviewer, but she planned it
+    one_line_refusal(own, "approve: dora planned this promotion (preventSelfReview: the promoter's approval does not count)")
+    outsider = cole.run("approve", pid, cwd=repo, check=False)
+    one_line_refusal(outsider, "approve: cole is not one of the reviewers (ann, ben, dora)")
+    viewer = vic.run("approve", pid, cwd=repo, check=False)
+    one_line_refusal(viewer, "permission 'approve' needs role member; vic is viewer")
+
+    first = json.loads(ann.run("approve", pid, "--json", cwd=repo).stdout)
+    assert first["approvers"] == ["ann"] and first["state"] == "PENDING_APPROVAL"  # the refused ones left nothing
+    assert ann.run("approve", pid, cwd=repo).stdout.count("1 of 2 approvals (ann)") == 1  # twice counts once
+    assert not [e for e in plane.json("events", "-e", "production", cwd=repo)
+                if e["kind"] == "promotion.approved" and e["actor"] in ("dora", "cole", "vic")]
+
+    waiting = json.loads(ben.run("approve", pid, "--json", cwd=repo).stdout)  # completes the count: the timer runs
+    assert waiting["state"] == "WAITING" and waiting["approvers"] == ["ann", "ben"]
+    assert (waiting["requested_by"], waiting["confirmed_by"], waiting["approved_by"]) == ("dora", "dora", "ben")
+    last_approval = at(waiting["approvals"][-1]["at"])
+    assert at(waiting["start_after"]) == last_approval + dt.timedelta(seconds=15)
+    assert deployments(plane, repo) == before
+
+    plane.run("server", "stop")  # the timer is in the store, not in a thread: a restart keeps it
+    with sqlite3.connect(plane.home / "state.db") as db:
+        held = db.execute("SELECT state FROM promotions WHERE id = ?", (waiting["id"],)).fetchone()
+    assert held == ("WAITING",)  # not started by the control plane that stopped
+    plane.run("server", "--detach", timeout=120)
+
+    events = events_until(plane, repo, ("promotion.succeeded", "promotion.failed"))
+    kinds = [(e["kind"], e["actor"]) for e in events]
+    assert ("promotion.succeeded", "post-deploy verification") in kinds, kinds
+    waited = [e for e in events if e["kind"] == "promotion.waiting"]
+    assert len(waited) == 1 and waited[0]["actor"] == "ben" and "starts after" in waited[0]["message"]
+    started = [e for e in events if e["kind"] == "promotion.started"]
+    assert [e["actor"] for e in started] == ["wait timer"]
+    assert at(started[0]["at"]) >= at(waiting["start_after"])  # the timer held it: no earlier start
+    assert ("promotion.planned", "dora") in kinds and ("promotion.confirmed", "dora") in kinds
+    assert plane.json("status", "-e", "production", cwd=repo)["current_deployment"]["commit"] == sha
+
+
+def test_without_approvals_the_wait_timer_runs_from_the_confirmation(plane, tmp_path):
+    def edit(repo):
+        set_promotion(repo, 'from = "staging"\nwaitTimer = 0.05')
+
+    repo, sha = pipeline(plane, tmp_path, "timer", edit=edit)
+    done = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "is WAITING: approved, starts after " in done.stderr and "(waitTimer 0.05 min); it starts by itself" in done.stderr
+    assert "  starts after  " in done.stdout
+
+    events = events_until(plane, repo, ("promotion.succeeded", "promotion.failed"))
+    confirmed = [e for e in events if e["kind"] == "promotion.confirmed"][-1]
+    started = [e for e in events if e["kind"] == "promotion.started"]
+    assert [e["actor"] for e in started] == ["wait timer"], [(e["kind"], e["actor"]) for e in events]
+    # start_after = the confirmation + 3 s; the confirmation is recorded just after confirmed_at, so allow its delay
+    assert at(started[0]["at"]) >= at(confirmed["at"]) + dt.timedelta(seconds=2.5)
+    assert any(e["kind"] == "promotion.succeeded" for e in events)
+    assert plane.json("status", "-e", "production", cwd=repo)["current_deployment"]["commit"] == sha
 
 
 def test_failing_post_deploy_smoke_tests_roll_production_back(plane, tmp_path):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from branchyard import promotion as pm
-from branchyard.errors import BadInput, SpecError
+from branchyard.errors import BadInput, Forbidden, SpecError
 from branchyard.secrets import MASK as SECRET_MASK
 from branchyard.secrets import Redactor
 from branchyard.spec import PromotionSpec, load_project
@@ -23,6 +24,20 @@ CONFIG_AFTER = {"web": {"replicas": 3, "memory_mb": 1024, "pre_deploy_command": 
                 "postgres": {"memory_mb": 2048}, "redis": None}
 SPEC = PromotionSpec(source="staging", approvals=2, smoke_command="python manage.py smoke", smoke_timeout=30,
                      require_source=True)
+T0 = dt.datetime(2026, 12, 3, 9, 0, 0)  # naive UTC, as stored
+PROMOTERS = pm.Promoters("dana", 4, confirmed_by="erin")
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def approval(name: str, user_id: int | None, seconds: float) -> pm.ApprovalFact:
+    return pm.ApprovalFact(name, user_id, at(seconds))
+
+
+ALICE, BOB, CAROL, DANA, ERIN = (approval("alice", 1, 10), approval("bob", 2, 20), approval("carol", 3, 30),
+                                 approval("dana", 4, 40), approval("erin", 5, 50))
 
 
 def observed(**overrides) -> pm.Observed:
@@ -36,7 +51,9 @@ def observed(**overrides) -> pm.Observed:
         variables_after={"LOG_LEVEL": "warning", "TOKEN": SECRET_AFTER, "NEW": "y"},
         commits=(("b" * 40, "v2"), ("c" * 40, "v1.5")),
         source_env_successes=frozenset({"b" * 40}),
-        approvers=("alice", "bob"),
+        approvals=(ALICE, BOB),
+        promoters=PROMOTERS,
+        confirmed_at=at(0),
         smoke=pm.SmokeResult(True, "passed"),
     )
     return pm.Observed(**(base | overrides))
@@ -83,7 +100,7 @@ def test_first_promotion_has_no_previous_commit_and_no_backup_without_production
     ({"smoke": pm.SmokeResult(False, "`x` timed out after 2s (killed)")}, "smoke-tests", "`x` timed out after 2s (killed)"),
     ({"smoke": None}, "smoke-tests", "smoke tests did not run"),
     ({"source_env_successes": frozenset()}, "ran-in-source", f"{'b' * 12} never ran successfully in staging"),
-    ({"approvers": ("alice", "Alice ", "ALICE")}, "approvals", "1 of 2 approvals (alice)"),
+    ({"approvals": (ALICE, approval("alice", 1, 15))}, "approvals", "1 of 2 approvals (alice)"),
 ])
 def test_each_gate_fails_on_its_own(overrides, gate, detail) -> None:
     plan = pm.plan(observed(**overrides), SPEC, target_production=True, mask=MASK)
@@ -99,12 +116,97 @@ def test_gates_not_configured_are_not_shown() -> None:
     assert [g.id for g in plan.gates] == ["source-healthy"]
 
 
-def test_distinct_approvers() -> None:
-    assert pm.distinct(["Alice", "bob", " alice", "BOB", "carol"]) == ("alice", "bob", "carol")
-    with pytest.raises(BadInput, match=r"approve: --as '': expected a name"):
-        pm.approver_name("")
-    with pytest.raises(BadInput, match=r"approve: --as 'a b'"):
-        pm.approver_name("a b")
+SELF = PromotionSpec(approvals=2, prevent_self_review=True)
+REVIEWERS = PromotionSpec(approvals=2, reviewers=("alice", "bob", "dana"))
+BOTH = PromotionSpec(approvals=2, prevent_self_review=True, reviewers=("alice", "bob", "dana"))
+
+
+@pytest.mark.parametrize(("spec", "who", "why"), [
+    (SELF, DANA, "dana planned this promotion (preventSelfReview: the promoter's approval does not count)"),
+    (SELF, ERIN, "erin confirmed this promotion (preventSelfReview: the promoter's approval does not count)"),
+    (SELF, approval("dana", 9, 0), None),  # another user now wears the planner's (deleted) name: ids decide
+    (SELF, approval("dana", None, 0), "dana planned this promotion (preventSelfReview: the promoter's approval does not count)"),
+    (SELF, ALICE, None),
+    (PromotionSpec(approvals=2), DANA, None),  # without preventSelfReview the promoter may approve
+    (REVIEWERS, CAROL, "carol is not one of the reviewers (alice, bob, dana)"),
+    (REVIEWERS, DANA, None),
+    (BOTH, DANA, "dana planned this promotion (preventSelfReview: the promoter's approval does not count)"),
+    (BOTH, CAROL, "carol is not one of the reviewers (alice, bob, dana)"),
+    (BOTH, BOB, None),
+    (None, DANA, None),
+])
+def test_who_may_approve(spec, who, why) -> None:
+    assert pm.refusal(spec, who.name, who.user_id, PROMOTERS) == why
+    if why is None:
+        pm.check_approver(spec, who.name, who.user_id, PROMOTERS, promotion="3f6c0a1b")
+    else:
+        with pytest.raises(Forbidden) as err:
+            pm.check_approver(spec, who.name, who.user_id, PROMOTERS, promotion="3f6c0a1b")
+        assert str(err.value) == f"approve: {why}; promotion 3f6c0a1b unchanged"
+
+
+@pytest.mark.parametrize(("spec", "approvals", "passed", "detail"), [
+    (SELF, (), False, "0 of 2 approvals"),
+    (SELF, (ALICE, approval("alice", 1, 12)), False, "1 of 2 approvals (alice)"),  # the same user twice counts once
+    (SELF, (ALICE, approval("alias", 1, 12)), False, "1 of 2 approvals (alice)"),  # by user id, not by name
+    (SELF, (ALICE, BOB), True, "2 of 2 approvals (alice, bob)"),
+    (SELF, (BOB, ALICE), True, "2 of 2 approvals (alice, bob)"),  # named in the order given
+    (SELF, (ALICE, DANA), False, "1 of 2 approvals (alice); not counted: dana planned this promotion "
+                                 "(preventSelfReview: the promoter's approval does not count)"),
+    (SELF, (ALICE, ERIN, BOB), True, "2 of 2 approvals (alice, bob); not counted: erin confirmed this promotion "
+                                     "(preventSelfReview: the promoter's approval does not count)"),
+    (BOTH, (ALICE, CAROL), False, "1 of 2 approvals (alice); not counted: carol is not one of the reviewers "
+                                  "(alice, bob, dana)"),
+    (PromotionSpec(approvals=2), (DANA, ERIN), True, "2 of 2 approvals (dana, erin)"),
+    (PromotionSpec(approvals=1), (approval("old", None, 5), approval("old", None, 6)), True, "1 of 1 approvals (old)"),
+])
+def test_approvals_are_counted_per_user(spec, approvals, passed, detail) -> None:
+    gate = pm.approvals_gate(approvals, spec, PROMOTERS)
+    assert (gate.id, gate.passed, gate.detail) == ("approvals", passed, detail)
+
+
+WAIT = PromotionSpec(approvals=2, prevent_self_review=True, wait_timer=0.5)
+
+
+@pytest.mark.parametrize(("spec", "approvals", "confirmed", "expected"), [
+    (WAIT, (ALICE, BOB), at(0), at(20 + 30)),  # 30 s after bob's approval completed the count
+    (WAIT, (ALICE, BOB, CAROL), at(0), at(20 + 30)),  # approvals beyond the count do not move it
+    (WAIT, (ALICE, DANA, CAROL), at(0), at(30 + 30)),  # dana's does not count: carol's completes it
+    (WAIT, (ALICE, BOB), at(100), at(100 + 30)),  # approved before the confirmation: from the confirmation
+    (WAIT, (ALICE,), at(0), None),  # approvals short
+    (WAIT, (ALICE, BOB), None, None),  # not confirmed
+    (PromotionSpec(wait_timer=2), (), at(0), at(120)),  # no approvals needed: from the confirmation
+    (PromotionSpec(approvals=2), (ALICE, BOB), at(0), None),  # no wait timer
+    (None, (), at(0), None),
+])
+def test_start_after(spec, approvals, confirmed, expected) -> None:
+    assert pm.start_after(spec, approvals, PROMOTERS, confirmed) == expected
+
+
+@pytest.mark.parametrize(("approvals", "confirmed", "now", "passed", "detail", "step"), [
+    ((ALICE,), at(0), at(1000), False, "waitTimer 0.5 min after the confirmation and the last approval needed",
+     pm.AWAIT_APPROVALS),
+    ((ALICE, BOB), at(0), at(49), False, "starts after 09:00:50 UTC (waitTimer 0.5 min)", pm.WAIT),
+    ((ALICE, BOB), at(0), at(50), True, "waited until 09:00:50 UTC (waitTimer 0.5 min)", pm.START),
+    ((ALICE, BOB), at(0), None, False, "starts after 09:00:50 UTC (waitTimer 0.5 min)", pm.WAIT),
+])
+def test_the_wait_timer_holds_the_start(approvals, confirmed, now, passed, detail, step) -> None:
+    spec = PromotionSpec(approvals=2, prevent_self_review=True, wait_timer=0.5)
+    plan = pm.plan(observed(approvals=approvals, confirmed_at=confirmed, now=now, smoke=None), spec,
+                   target_production=True, mask=MASK)
+    gate = plan.gates[-1]
+    assert (gate.id, gate.passed, gate.detail) == ("wait-timer", passed, detail)
+    assert plan.blocking == ()  # the timer holds the promotion; it never refuses it
+    assert plan.next_step == step
+    assert plan.to_dict()["start_after"] == (None if len(approvals) < 2 else "2026-12-03T09:00:50Z")
+    assert plan.to_dict()["wait_timer"] == 0.5
+
+
+def test_next_step_refuses_before_anything_else() -> None:
+    spec = PromotionSpec(approvals=2, smoke_command="x", wait_timer=1)
+    plan = pm.plan(observed(approvals=(), smoke=pm.SmokeResult(False, "exit 1")), spec, target_production=True, mask=MASK)
+    assert plan.next_step == pm.REFUSE
+    assert pm.plan(observed(), PromotionSpec(approvals=2), target_production=True, mask=MASK).next_step == pm.START
 
 
 @pytest.mark.parametrize(("source", "target", "kw", "message"), [

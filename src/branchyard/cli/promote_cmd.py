@@ -53,6 +53,23 @@ def _show_plan(promo: dict) -> None:
     ui.info("  gates")
     for g in plan["gates"]:
         ui.info(f"    {'PASS' if g['passed'] else 'FAIL'}  {g['id']}: {g['detail']}")
+    ui.info(f"  planned by    {promo.get('requested_by') or '-'}")
+
+
+def _clock(iso: str | None) -> str:
+    """`2026-12-03T09:00:50.123Z` → `09:00:50 UTC`."""
+    return f"{iso[11:19]} UTC" if iso else "-"
+
+
+def _show_people(promo: dict) -> None:
+    """After the confirmation: who confirmed and approved it, and when a wait timer lets it start."""
+    if promo.get("confirmed_by"):
+        ui.info(f"  confirmed by  {promo['confirmed_by']} at {_clock(promo.get('confirmed_at'))}")
+    approvers = promo.get("approvers") or []
+    if approvers or promo["plan"].get("approvals_required"):
+        ui.info(f"  approved by   {', '.join(approvers) if approvers else 'nobody yet'}")
+    if promo.get("start_after"):
+        ui.info(f"  starts after  {_clock(promo['start_after'])} (waitTimer {promo['plan'].get('wait_timer', 0):g} min)")
 
 
 def _follow_promotion(client: Client, promo: dict, *, quiet: bool) -> dict:
@@ -84,11 +101,22 @@ def _promotion_outcome(promo: dict, *, as_json: bool) -> None:
             ui.success(f"promotion {pid[:8]}: {promo['target']} runs {promo['commit'][:12]} (the release tested in "
                        f"{promo['source']})")
         return
+    if state == "WAITING":
+        raise errors.Conflict(f"promotion {pid} is WAITING: {_wait_detail(promo)}; it starts by itself")
     if state in ("PLANNED", "PENDING_APPROVAL"):
         gate = next((g for g in promo["plan"]["gates"] if g["id"] == "approvals"), None)
         raise errors.Conflict(f"promotion {pid} is {state} ({gate['detail'] if gate else 'waiting'}): approvers run "
                               f"`branchyard approve {pid}`; the approval that completes the count promotes")
     raise errors.DeployFailed(f"promotion {pid[:8]} {state}: {promo['error'] or 'see the log above'}")
+
+
+def _wait_detail(promo: dict) -> str:
+    return f"approved, starts after {_clock(promo.get('start_after'))} (waitTimer {promo['plan'].get('wait_timer', 0):g} min)"
+
+
+def _approvals_detail(promo: dict) -> str:
+    gate = next((g for g in promo["plan"]["gates"] if g["id"] == "approvals"), None)
+    return gate["detail"] if gate else f"{len(promo['approvers'])} approvals"
 
 
 @click.command()
@@ -113,7 +141,7 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
                            json={"source": source, "target": target})
     if not as_json:
         _show_plan(promo)
-    if promo["state"] != "PLANNED" and promo["state"] != "PENDING_APPROVAL":
+    if promo["state"] not in ("PLANNED", "PENDING_APPROVAL", "WAITING"):
         _promotion_outcome(promo, as_json=as_json)
         return
     if confirm is None and promo["state"] == "PLANNED":
@@ -124,6 +152,8 @@ def promote(state: State, source: str, target: str, confirm: str | None, actor: 
         confirm = click.prompt(f"Type {CONFIRM_WORD} to promote {source} → {target}", default="", show_default=False)
     promo = client.request("POST", f"/api/promotions/{promo['id']}/confirm", timeout=PROMOTION_TIMEOUT,
                            json={"confirm": confirm or ""})
+    if not as_json:
+        _show_people(promo)
     if promo["state"] in ("PROMOTING", "VERIFYING"):
         promo = _follow_promotion(client, promo, quiet=as_json)
     _promotion_outcome(promo, as_json=as_json)
@@ -139,20 +169,25 @@ def approve(state: State, promotion_id: str, approver: str | None, as_json: bool
     _no_as("approve", approver)
     client = state.client()
     promo = client.request("POST", f"/api/promotions/{promotion_id}/approvals", timeout=PROMOTION_TIMEOUT, json={})
+    who = promo.get("approved_by") or "you"
     if promo["state"] in ("PROMOTING", "VERIFYING"):
         if not as_json:
-            ui.info(f"approvals complete: promoting {promo['source']} → {promo['target']}")
+            ui.info(f"approved by {who}: {_approvals_detail(promo)}; approvals complete: promoting {promo['source']} → "
+                    f"{promo['target']}")
         promo = _follow_promotion(client, promo, quiet=as_json)
         _promotion_outcome(promo, as_json=as_json)
         return
     if as_json:
         ui.print_json(promo)
-    if promo["state"] in ("PLANNED", "PENDING_APPROVAL"):
+    if promo["state"] in ("PLANNED", "PENDING_APPROVAL", "WAITING"):
         if not as_json:
-            count = f"{len(promo['approvers'])} of {promo['plan'].get('approvals_required', 0)}"
-            waiting = ("; it proceeds when the count is met" if promo["state"] == "PENDING_APPROVAL"
-                       else f"; then `branchyard promote {promo['source']} {promo['target']} --confirm PROMOTE`")
-            ui.success(f"approved by {promo['approvers'][-1] if promo['approvers'] else 'you'}: {count} approvals{waiting}")
+            if promo["state"] == "WAITING":
+                then = f"; {_wait_detail(promo)}, by itself"
+            elif promo["state"] == "PENDING_APPROVAL":
+                then = "; it proceeds when the count is met"
+            else:
+                then = f"; then `branchyard promote {promo['source']} {promo['target']} --confirm PROMOTE`"
+            ui.success(f"approved by {who}: {_approvals_detail(promo)}{then}")
         return
     _promotion_outcome(promo, as_json=as_json)
 

@@ -98,6 +98,8 @@ class Controller:
         self._loop = threading.Thread(target=self.reconciler.run_forever, args=(self._stop,), name="reconciler", daemon=True)
         self._loop.start()
         threading.Thread(target=self.previews.run_forever, args=(self._stop,), name="previews", daemon=True).start()
+        # WAITING promotions start when their waitTimer ends: a loop of its own, as a start runs smoke tests
+        threading.Thread(target=self.promotions.run_forever, args=(self._stop,), name="promotions", daemon=True).start()
         self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
 
     def shutdown(self, *, wait: float = 5.0) -> None:

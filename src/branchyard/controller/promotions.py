@@ -1,9 +1,15 @@
 """Promotions: the exact release running in SOURCE deployed to TARGET, behind the gates TARGET's spec declares.
 
 States: PLANNED (plan shown, waiting for `--confirm PROMOTE`) → PENDING_APPROVAL (confirmed, approvals short)
-→ PROMOTING (TARGET's deployment running) → VERIFYING (smoke tests against TARGET) → SUCCESS; or FAILED (a gate,
-the deploy, or verification — then TARGET is rolled back) / CANCELLED (the confirmation did not match).
-Rows live in SQLite, so open promotions and their approvals survive a restart.
+→ WAITING (approved, held by the waitTimer until `start_after`) → PROMOTING (TARGET's deployment running) →
+VERIFYING (smoke tests against TARGET) → SUCCESS; or FAILED (a gate, the deploy, or verification — then TARGET is
+rolled back) / CANCELLED (the confirmation did not match, or someone cancelled it while open).
+Rows live in SQLite, so open promotions and their approvals survive a restart. Who may approve and what counts
+is decided in `promotion.py` (pure); the approver is always the authenticated Actor of the request.
+
+A WAITING promotion starts by itself: `run_forever` (a thread of the controller) asks the store every second for
+WAITING rows whose `start_after` has passed — level-triggered, so a restart or a missed tick only delays the start
+to the next check — and each start re-checks every gate (`_proceed`) with the source's smoke tests run again.
 
 Also here: the two checks the ordinary deploy path makes with the same rules — a commit must have succeeded in
 the source environment first (`requireStaging`), and a non-production environment must not reach production's
@@ -12,6 +18,7 @@ data (the isolation guard).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -48,7 +55,9 @@ from .variables import resolve
 log = logging.getLogger("branchyard.promotions")
 
 VERIFIER = "post-deploy verification"  # the actor of automatic rollbacks
+WAIT_TIMER = "wait timer"  # the actor of a start when the waitTimer ends
 POLL = 0.2
+DUE_EVERY = 1.0  # seconds between checks for WAITING promotions whose timer ended
 
 
 class Promotions:
@@ -65,6 +74,8 @@ class Promotions:
         self.guards = guards
         self.routes = routes
         self._guard = threading.Lock()  # one state change of a promotion at a time
+        self._starting: set[str] = set()  # WAITING promotions whose start runs in a thread now
+        self._starting_lock = threading.Lock()
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -90,8 +101,7 @@ class Promotions:
         raise NotFound(f"unknown promotion {promotion_id!r} (see `branchyard events`)")
 
     def _dict(self, s: Session, p: m.Promotion) -> dict[str, Any]:
-        approvers = [a.approver for a in s.scalars(select(m.Approval).where(m.Approval.promotion_id == p.id)
-                                                    .order_by(m.Approval.id))]
+        approvals = _approvals(s, p.id)
         return {
             "id": p.id,
             "project": p.project,
@@ -104,7 +114,12 @@ class Promotions:
             "target_deployment_id": p.target_deployment_id,
             "rollback_deployment_id": p.rollback_deployment_id,
             "requested_by": p.requested_by,
-            "approvers": approvers,
+            "requested_by_id": p.requested_by_id,
+            "confirmed_by": p.confirmed_by,
+            "confirmed_at": pm.iso(p.confirmed_at),
+            "approvers": [a.name for a in approvals],  # everyone who approved; the approvals gate says who counts
+            "approvals": [{"name": a.name, "user_id": a.user_id, "at": pm.iso(a.at)} for a in approvals],
+            "start_after": pm.iso(p.start_after),
             "error": p.error,
             "plan": json.loads(p.plan_json),
             "created_at": p.created_at.isoformat() + "Z",
@@ -135,9 +150,9 @@ class Promotions:
                     m.Promotion.project == project, m.Promotion.target == target,
                     m.Promotion.source_deployment_id == source_dep_id, m.Promotion.state.in_(m.PROMOTION_OPEN)))
                 existing_id = existing.id if existing else None
-                approvers = [] if existing is None else list(
-                    s.scalars(select(m.Approval.approver).where(m.Approval.promotion_id == existing.id)))
-            plan = self._plan(project, source, target, gate_spec, approvers, run_smoke=True)
+                facts = _who(s, existing) if existing is not None else (
+                    (), pm.Promoters(actor.name, actor.user_id), None)
+            plan = self._plan(project, source, target, gate_spec, facts, run_smoke=True)
             with self.store.session() as s:
                 if existing_id is not None:
                     row = s.get(m.Promotion, existing_id)
@@ -156,7 +171,7 @@ class Promotions:
                     self._end(s, row, m.PROMOTION_FAILED, _refusal(plan), kind="promotion.refused", actor=actor)
                 return self._dict(s, row)
 
-    def _plan(self, project: str, source: str, target: str, spec: PromotionSpec | None, approvers: list[str], *,
+    def _plan(self, project: str, source: str, target: str, spec: PromotionSpec | None, facts: Who, *,
               run_smoke: bool, previous_smoke: pm.SmokeResult | None = None) -> pm.Plan:
         """Observe both environments and compute the plan (gates included)."""
         with self.store.session() as s:
@@ -185,7 +200,8 @@ class Promotions:
             source_health=self._health(project, source), target_deployment=target_facts,
             target_config_after=cfg.to_dict(), variables_before=before, variables_after=after,
             commits=commit_log(Path(repo), target_facts.commit if target_facts else None, source_facts.commit),
-            source_env_successes=successes, approvers=tuple(approvers), smoke=smoke,
+            source_env_successes=successes, approvals=facts[0], promoters=facts[1], confirmed_at=facts[2],
+            now=m.utcnow(), smoke=smoke,
         )
         return pm.plan(observed, spec, target_production=production, mask=self.data.redactor(dst_env_id),
                        replicas_override=override)
@@ -225,27 +241,37 @@ class Promotions:
             return self._proceed(pid, actor, rerun_smoke=False)
 
     def approve(self, promotion_id: str, approver: Actor) -> dict:
-        """One approval by a distinct approver; the approval that completes the count lets a confirmed promotion go."""
+        """One approval by the authenticated user, if the target's rules let it count (else Forbidden, nothing
+        recorded); the approval that completes the count lets a confirmed promotion go (or starts its waitTimer)."""
         name = approver.name
+        with self.store.session() as s:
+            row = self._find(s, promotion_id)
+            pid, project, target, source_dep_id = row.id, row.project, row.target, row.source_deployment_id
+        spec = self._gate_spec(project, target, source_dep_id)
         with self._guard:
             with self.store.session() as s:
-                row = self._find(s, promotion_id)
+                row = s.get(m.Promotion, pid)
                 if row.state not in m.PROMOTION_OPEN:
                     raise Conflict(f"promotion {row.id[:8]} is {row.state}: only open promotions (PLANNED, "
-                                   "PENDING_APPROVAL) take approvals")
-                pid, state = row.id, row.state
-                known = set(s.scalars(select(m.Approval.approver).where(m.Approval.promotion_id == pid)))
-                if name in known:
+                                   "PENDING_APPROVAL, WAITING) take approvals")
+                state = row.state
+                approvals, promoters, _ = _who(s, row)
+                pm.check_approver(spec, name, approver.user_id, promoters, promotion=pid[:8])
+                if any(a.name == name or (a.user_id is not None and a.user_id == approver.user_id) for a in approvals):
                     note = f"{name} already approved promotion {pid[:8]}; counted once"
                     self.store.record(s, row.project, "promotion.approved", note, environment=row.target, actor=approver)
                 else:
                     s.add(m.Approval(promotion_id=pid, approver=name, user_id=approver.user_id))
-                    self.store.record(s, row.project, "promotion.approved",
-                                      f"{name} approved promotion {pid[:8]} ({len(known) + 1} approvals)",
-                                      environment=row.target, actor=approver)
-            if state == m.PROMOTION_PENDING_APPROVAL:
-                return self._proceed(pid, approver, rerun_smoke=True)
-            return self.get(pid)
+                    s.flush()
+                    approvals = _approvals(s, pid)
+                    gate = pm.approvals_gate(approvals, spec or PromotionSpec(), promoters)
+                    self.store.record(s, row.project, "promotion.approved", f"{name} approved promotion {pid[:8]}: "
+                                      f"{gate.detail}", environment=row.target, actor=approver)
+                if spec is not None and spec.approvals > 0:
+                    # the stored plan shows the count as of now, also while PLANNED (no re-plan before confirmation)
+                    _replace_gate(row, pm.approvals_gate(approvals, spec, promoters))
+            promo = self._proceed(pid, approver, rerun_smoke=True) if state == m.PROMOTION_PENDING_APPROVAL else self.get(pid)
+        return promo | {"approved_by": name}
 
     def cancel(self, promotion_id: str, actor: Actor, reason: str = "cancelled") -> dict:
         with self._guard, self.store.session() as s:
@@ -257,12 +283,12 @@ class Promotions:
 
     # --- proceeding ----------------------------------------------------------------------------------
 
-    def _proceed(self, pid: str, actor: Actor, *, rerun_smoke: bool) -> dict:
-        """Re-check the gates against the current state; refuse, wait for approvals, or start the deployment."""
+    def _proceed(self, pid: str, actor: Actor | str, *, rerun_smoke: bool) -> dict:
+        """Re-check the gates against the current state; refuse, wait for approvals or the timer, or start."""
         with self.store.session() as s:
             row = s.get(m.Promotion, pid)
             project, source, target, source_dep_id = row.project, row.source, row.target, row.source_deployment_id
-            approvers = list(s.scalars(select(m.Approval.approver).where(m.Approval.promotion_id == pid)))
+            facts = _who(s, row)
             env = self.store.environment(s, self.store.project(s, project), source)
             moved = env.current_deployment_id != source_dep_id
             old_plan = json.loads(row.plan_json)
@@ -272,28 +298,90 @@ class Promotions:
                           f"{source} no longer runs deployment {source_dep_id[:8]}; plan a new promotion",
                           kind="promotion.refused", actor=actor)
             return self.get(pid)
-        with self.store.session() as s:
-            release_dir = Path(s.get(m.Deployment, source_dep_id).release_dir or "")
-        spec = self.guards.gate_spec(project, target, load_project(release_dir))
+        spec = self._gate_spec(project, target, source_dep_id)
         previous = _smoke_from(old_plan)
-        plan = self._plan(project, source, target, spec, approvers, run_smoke=rerun_smoke or previous is None,
-                          previous_smoke=previous)
+        plan = self._plan(project, source, target, spec, facts, run_smoke=previous is None, previous_smoke=previous)
+        if plan.next_step == pm.START and rerun_smoke and previous is not None and spec is not None and spec.smoke_command:
+            # time passed since the plan (approvals, the timer): the source's smoke tests run again before deploying
+            plan = self._plan(project, source, target, spec, facts, run_smoke=True)
         with self.store.session() as s:
             row = s.get(m.Promotion, pid)
             row.plan_json = json.dumps(plan.to_dict())
-            if plan.blocking:
+            moved_on = row.start_after != plan.start_after  # a new confirmation moves the timer: said again
+            row.start_after = plan.start_after
+            step = plan.next_step
+            if step == pm.REFUSE:
                 self._end(s, row, m.PROMOTION_FAILED, _refusal(plan), kind="promotion.refused", actor=actor)
                 return self._dict(s, row)
-            if plan.awaiting_approval:
+            if step == pm.AWAIT_APPROVALS:
                 row.state = m.PROMOTION_PENDING_APPROVAL
                 gate = next(g for g in plan.gates if g.id == pm.GATE_APPROVALS)
                 self.store.record(s, project, "promotion.pending_approval", f"promotion {pid[:8]} waits: {gate.detail}",
                                   environment=target, actor=actor)
                 return self._dict(s, row)
+            if step == pm.WAIT:
+                if row.state != m.PROMOTION_WAITING or moved_on:  # said once per start_after
+                    row.state = m.PROMOTION_WAITING
+                    gate = next(g for g in plan.gates if g.id == pm.GATE_WAIT_TIMER)
+                    self.store.record(s, project, "promotion.waiting", f"promotion {pid[:8]} {source} → {target} "
+                                      f"approved; {gate.detail}", environment=target, actor=actor)
+                return self._dict(s, row)
         self._start(pid, actor)
         return self.get(pid)
 
-    def _start(self, pid: str, actor: Actor) -> None:
+    def _gate_spec(self, project: str, target: str, source_dep_id: str) -> PromotionSpec | None:
+        """TARGET's promotion rules (from the release it runs; the promoted one's when it runs nothing yet)."""
+        with self.store.session() as s:
+            release_dir = Path(s.get(m.Deployment, source_dep_id).release_dir or "")
+        return self.guards.gate_spec(project, target, load_project(release_dir))
+
+    # --- the wait timer ----------------------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Start WAITING promotions when their timer ends, until `stop`."""
+        while not stop.wait(DUE_EVERY):
+            try:
+                self.start_due()
+            except Exception:  # keep the loop alive; the next check starts from the store again
+                log.exception("checking promotions due to start failed")
+
+    def start_due(self) -> list[str]:
+        """Start each WAITING promotion whose start_after has passed, each in a thread of its own (the start re-runs
+        the smoke tests). One query on a small table, so checking every second costs next to nothing."""
+        now = m.utcnow()
+        with self.store.session() as s:
+            due = list(s.scalars(select(m.Promotion.id).where(m.Promotion.state == m.PROMOTION_WAITING,
+                                                              m.Promotion.start_after <= now)))
+        started = []
+        for pid in due:
+            with self._starting_lock:
+                if pid in self._starting:
+                    continue
+                self._starting.add(pid)
+            started.append(pid)
+            threading.Thread(target=self._start_due, args=(pid,), name=f"promote-due-{pid[:8]}", daemon=True).start()
+        return started
+
+    def _start_due(self, pid: str) -> None:
+        try:
+            with self._guard:
+                with self.store.session() as s:
+                    row = s.get(m.Promotion, pid)
+                    if row.state != m.PROMOTION_WAITING:  # cancelled or started meanwhile
+                        return
+                self._proceed(pid, WAIT_TIMER, rerun_smoke=True)
+        except Conflict as err:  # TARGET busy with another deployment: still WAITING, the next check tries again
+            log.info("promotion %s due but not started yet: %s", pid[:8], err)
+        except Exception as err:  # a bug must end the promotion, not retry it every second
+            log.exception("promotion %s could not start", pid)
+            with self.store.session() as s:
+                self._end(s, s.get(m.Promotion, pid), m.PROMOTION_FAILED, f"internal error: {type(err).__name__}: {err}",
+                          kind="promotion.failed", actor=WAIT_TIMER)
+        finally:
+            with self._starting_lock:
+                self._starting.discard(pid)
+
+    def _start(self, pid: str, actor: Actor | str) -> None:
         """Copy the source's release (no rebuild) into a new deployment of the target and run it; then verify."""
         with self.store.session() as s:
             row = s.get(m.Promotion, pid)
@@ -308,7 +396,8 @@ class Promotions:
                               f"{dep.commit_sha[:12]} (release of deployment {source_dep_id[:8]}, not rebuilt)",
                               environment=target, deployment_id=dep.id, actor=actor)
 
-        self.deployer.queue_promotion(project, target, source_dep_id, on_recorded=recorded, actor=actor)
+        who = actor if isinstance(actor, Actor) else Actor(actor)
+        self.deployer.queue_promotion(project, target, source_dep_id, on_recorded=recorded, actor=who)
         self._drive_in_background(pid)
 
     def _drive_in_background(self, pid: str) -> None:
@@ -399,8 +488,9 @@ class Promotions:
                           actor=actor)
 
     def recover(self) -> None:
-        """After a restart: open promotions stay open (approvals kept); one cut off while PROMOTING or VERIFYING is
-        driven again — the deployer resumes its deployment, then the smoke tests run against the target."""
+        """After a restart: open promotions stay open (approvals kept; a WAITING one starts at its next check once
+        due, `run_forever`); one cut off while PROMOTING or VERIFYING is driven again — the deployer resumes its
+        deployment, then the smoke tests run against the target."""
         with self.store.session() as s:
             active = list(s.scalars(select(m.Promotion.id).where(m.Promotion.state.in_(m.PROMOTION_ACTIVE))))
             for pid in active:
@@ -441,6 +531,25 @@ def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environme
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+Who = tuple[tuple[pm.ApprovalFact, ...], pm.Promoters, dt.datetime | None]  # approvals, promoters, confirmed_at
+
+
+def _approvals(s: Session, pid: str) -> tuple[pm.ApprovalFact, ...]:
+    rows = s.scalars(select(m.Approval).where(m.Approval.promotion_id == pid).order_by(m.Approval.id))
+    return tuple(pm.ApprovalFact(a.approver, a.user_id, a.at) for a in rows)
+
+
+def _who(s: Session, row: m.Promotion) -> Who:
+    """What the approval rules read from a stored promotion."""
+    return (_approvals(s, row.id), pm.Promoters(row.requested_by, row.requested_by_id, row.confirmed_by),
+            row.confirmed_at)
+
+
+def _replace_gate(row: m.Promotion, gate: pm.Gate) -> None:
+    plan = json.loads(row.plan_json)
+    plan["gates"] = [gate.to_dict() if g["id"] == gate.id else g for g in plan.get("gates", [])]
+    row.plan_json = json.dumps(plan)
 
 
 def _facts(dep: m.Deployment) -> pm.DeploymentFacts:

@@ -250,12 +250,13 @@ class Preview(Base):
 # Promotion states.
 PROMOTION_PLANNED = "PLANNED"  # plan shown, waiting for the typed confirmation
 PROMOTION_PENDING_APPROVAL = "PENDING_APPROVAL"  # confirmed, waiting for approvals
+PROMOTION_WAITING = "WAITING"  # confirmed and approved, held by the waitTimer until start_after
 PROMOTION_PROMOTING = "PROMOTING"  # the target's deployment is running
 PROMOTION_VERIFYING = "VERIFYING"  # post-deploy smoke tests against the target
 PROMOTION_SUCCESS = "SUCCESS"
 PROMOTION_FAILED = "FAILED"  # a gate failed, the deploy failed, or verification failed (then rolled back)
 PROMOTION_CANCELLED = "CANCELLED"  # the confirmation did not match
-PROMOTION_OPEN = frozenset({PROMOTION_PLANNED, PROMOTION_PENDING_APPROVAL})
+PROMOTION_OPEN = frozenset({PROMOTION_PLANNED, PROMOTION_PENDING_APPROVAL, PROMOTION_WAITING})
 PROMOTION_ACTIVE = frozenset({PROMOTION_PROMOTING, PROMOTION_VERIFYING})
 PROMOTION_FINISHED = frozenset({PROMOTION_SUCCESS, PROMOTION_FAILED, PROMOTION_CANCELLED})
 

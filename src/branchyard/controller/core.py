@@ -84,6 +84,7 @@ class Controller:
         """Stop what a crash left half-done, converge once (resuming cut-off deployments), then keep reconciling."""
         for d in (self.settings.repos_dir, self.settings.releases_dir, self.settings.logs_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self.projects.repair_repositories()
         self.router.ensure_running()
         self.deployer.recover()
         self.data.ensure_running()

@@ -31,6 +31,7 @@ from .oneoff import OneOffs
 from .previews import Previews
 from .projects import Projects
 from .promotions import Promotions
+from .push_rules import PushRules
 from .pushes import Pushes
 from .reconciler import Reconciler
 from .replicas import Replicas
@@ -63,7 +64,7 @@ class Controller:
         self.teardown = Teardown(settings, store, deployer=self.deployer, replicas=self.replicas, data=self.data,
                                  backups=self.backups, routes=self.routes)
         self.previews = Previews(settings, store, deployer=self.deployer, teardown=self.teardown, stop=self._stop)
-        self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews)
+        self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews, rules=PushRules(store))
         self.webhooks = Webhooks(settings, store, box=self.data.box, pushes=self.pushes, previews=self.previews)
         self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,

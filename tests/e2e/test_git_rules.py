@@ -38,9 +38,20 @@ def test_members_admins_force_pushes_and_productions_commit_on_a_local_remote(pl
             "production needs role admin; alice is member: reach production through `branchyard promote`, or ask an "
             "admin") in refused.stderr, refused.stderr
     assert "pre-receive hook declined" in refused.stderr
-    assert remote_head(plane, repo, "main") == v1
+    # …nor through another branch whose own branchyard.toml says production deploys it
+    plane.git(repo, "checkout", "--quiet", "-b", "sneaky")
+    toml = repo / "branchyard.toml"
+    toml.write_text(toml.read_text().replace('[environments.production]\nbranch = "main"',
+                                             '[environments.production]\nbranch = "sneaky"', 1))
+    plane.commit(repo, "production deploys sneaky")
+    sneaky = alice.git(repo, "push", "branchyard", "sneaky", check=False)
+    assert sneaky.returncode != 0
+    assert ("remote: branchyard: refs/heads/sneaky: pushing sneaky: permission 'deploy' in protected environment "
+            "production needs role admin; alice is member") in sneaky.stderr, sneaky.stderr
+    plane.git(repo, "checkout", "--quiet", "develop")
+    assert remote_head(plane, repo, "main") == v1 and remote_head(plane, repo, "sneaky") is None
     assert commits(plane, repo, "production") == [(v1, "admin")]
-    assert [actor for actor, _ in refusals(plane, repo, "production")] == ["alice"]
+    assert [actor for actor, _ in refusals(plane, repo, "production")] == ["alice", "alice"]
 
     # --- develop (staging, not protected): the member's push deploys, and the deployment is the member's
     alice.git(repo, "push", "branchyard", "develop")

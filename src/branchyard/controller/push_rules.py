@@ -6,7 +6,8 @@ commit's branchyard.toml, so it cannot say which environment its branch deploys,
 protected, or that force pushes are allowed. Those come from the environments' rows (their branch and
 `protected`, as deployed) and from the branchyard.toml of the release each environment runs now; a change to
 them takes a deploy that passes these rules first. Likewise the ref's old value is read from the repository,
-not taken from the request.
+not taken from the request. The one thing the pushed files do decide, the environment an unknown branch maps to,
+is checked again once known (`check_mapped`): deploying there needs the permission as any push would.
 """
 
 from __future__ import annotations
@@ -40,11 +41,29 @@ class PushRules:
         if not actor.is_user:  # GitHub's deliveries: GitHub's branch protection governs them
             return
         facts = self.facts(project, repo, ref, new, git_env, actor=actor, push_options=push_options)
-        refusal = git_rules.check(facts) if facts is not None else None
+        if facts is not None:
+            self._refuse(project, facts, git_rules.check(facts), actor)
+
+    def check_mapped(self, project: str, ref: str, new: str, env_name: str, *, actor: Actor) -> None:
+        """The environment the pushed commit's own files map the ref to (`check` knows the one the control plane
+        runs): a commit that declares `branch = "x"` for production must not make a member's push of x deploy
+        production. Forbidden unless the pusher may deploy there; an environment that does not exist yet is not
+        protected (nothing runs there to protect)."""
+        if not actor.is_user:
+            return
+        with self.store.session() as s:
+            env = self.store.find_environment(s, self.store.project(s, project), env_name)
+            protected = bool(env is not None and env.protected)
+        branch = names.branch_from_ref(ref) if ref.startswith("refs/heads/") else None
+        facts = git_rules.RefPush(ref=ref, branch=branch, old=None, new=new, fast_forward=True, environment=env_name,
+                                  protected=protected, production=False, actor=actor.name, role=actor.role)
+        self._refuse(project, facts, git_rules.check(facts), actor)
+
+    def _refuse(self, project: str, facts: git_rules.RefPush, refusal: git_rules.Refusal | None, actor: Actor) -> None:
         if refusal is None:
             return
         with self.store.session() as s:
-            self.store.record(s, project, "push.refused", f"{ref}: {refusal.reason}", environment=facts.environment,
+            self.store.record(s, project, "push.refused", f"{facts.ref}: {refusal.reason}", environment=facts.environment,
                               actor=actor)
         raise (Forbidden if refusal.forbidden else Conflict)(refusal.reason)
 

@@ -42,8 +42,9 @@ class Pushes:
                 push_options: tuple[str, ...] = ()) -> PushResult:
         """A ref was pushed to the project's remote by `actor`: export it and queue a deployment if it maps to one.
 
-        The remote's rules (push_rules.py) come first: a refused push changes nothing (the hook then rejects it,
-        so git does not move the ref either)."""
+        The remote's rules (push_rules.py) come first, and again for the environment the pushed files map the branch
+        to, before anything is queued: a refused push changes nothing (the hook then rejects it, so git does not
+        move the ref either)."""
         with self.store.session() as s:
             repo = Path(self.store.project(s, project).repo_path)
         self.rules.check(project, repo, ref, new, git_env, actor=actor, push_options=push_options)
@@ -71,6 +72,7 @@ class Pushes:
                     return self._branch_preview(project, repo, branch, new, git_env, spec)
                 if env_name is None:
                     return PushResult(None, unmapped_note(branch, spec, pinned))
+            self.rules.check_mapped(project, ref, new, env_name, actor=actor)  # what the pushed files map it to
             dep_id = self.deployer.queue_build(project, env_name, new, branch, "up" if branch is None else "push",
                                                incoming, spec, actor=actor)
         finally:

@@ -19,6 +19,11 @@ exec {python} -m branchyard.triggers.hook {project}
 """
 
 
+# Every project's bare repository is configured so: `git push -o force` (an admin's override of the remote's rules,
+# git_rules.py) needs the server to advertise push options, else git refuses `-o` before sending anything.
+REPO_CONFIG = (("receive.advertisePushOptions", "true"),)
+
+
 def create_bare_repo(path: Path, *, project: str, home: Path) -> None:
     """Create (or repair) the bare repository: its config and its pre-receive hook."""
     if not (path / "HEAD").exists():
@@ -33,8 +38,6 @@ def create_bare_repo(path: Path, *, project: str, home: Path) -> None:
         except (OSError, subprocess.CalledProcessError) as err:
             detail = getattr(err, "stderr", "") or str(err)
             raise BackendError(f"git: cannot create repository {path}: {detail.strip()}") from None
-    # `git push -o force` (an admin's override of the remote's rules, git_rules.py) needs the server to
-    # advertise push options; without it git refuses `-o` before sending anything.
     for key, value in REPO_CONFIG:
         _git(path, "config", key, value, what=f"cannot configure repository {path}")
     hook = path / "hooks" / "pre-receive"
@@ -46,9 +49,6 @@ def create_bare_repo(path: Path, *, project: str, home: Path) -> None:
         )
     )
     hook.chmod(0o755)
-
-
-REPO_CONFIG = (("receive.advertisePushOptions", "true"),)
 
 
 def _git(repo: Path, *args: str, what: str) -> None:
@@ -63,8 +63,11 @@ def _git(repo: Path, *args: str, what: str) -> None:
 def ref_value(repo: Path, ref: str) -> str | None:
     """The commit `ref` points at in the repository now (None: no such ref). In a pre-receive hook, the value
     before the push: git updates refs only after the hook accepts."""
-    done = subprocess.run(["git", f"--git-dir={repo}", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    try:
+        done = subprocess.run(["git", f"--git-dir={repo}", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BackendError(f"git: cannot read {ref} in {repo}: {err}") from None
     if done.returncode != 0:
         return None
     return done.stdout.strip() or None

@@ -201,7 +201,11 @@ def test_runtime_logs_with_deployment_lines_and_json(plane, tmp_path):
     first = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
     for i in range(4):
         assert plane.get("lg-staging.localhost", f"/health?v1-{i}").status_code == 200
-    v2 = branch_commit(plane, repo, "develop", "v2", remote="branchyard")
+    plane.git(repo, "checkout", "--quiet", "develop")  # v2 on top of v1: the remote refuses to rewrite develop
+    (repo / "VERSION").write_text("v2\n")
+    v2 = plane.commit(repo, "v2")
+    plane.git(repo, "push", "--quiet", "branchyard", "develop")
+    plane.git(repo, "checkout", "--quiet", "main")
     second = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
     assert second != first
     for i in range(6):

@@ -129,6 +129,36 @@ def test_git_without_a_token_asks_for_basic_credentials() -> None:
     assert answer.json() == {"detail": "missing or wrong API token", "error": "Unauthorized"}
 
 
+class ProjectsWithARepo(Projects):
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+
+    def info(self, name: str) -> dict:
+        return {"name": name, "repo_path": str(self.repo)}
+
+
+@pytest.mark.parametrize(("role", "fetch", "push"), [("viewer", 200, 403), ("member", 200, 200), ("admin", 200, 200)])
+def test_git_needs_read_to_fetch_and_deploy_to_push(tmp_path, role, fetch, push) -> None:
+    import subprocess
+
+    repo = tmp_path / "yoto.git"
+    subprocess.run(["git", "init", "--quiet", "--bare", str(repo)], check=True)
+    controller = type("C", (), {"projects": ProjectsWithARepo(repo)})()
+    client = TestClient(create_app(controller, gatekeeper=single_token(TOKEN, role=role)))
+    auth = {"authorization": "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()}
+    fetched = client.get("/git/yoto.git/info/refs?service=git-upload-pack", headers=auth)
+    assert fetched.status_code == fetch and b"# service=git-upload-pack" in fetched.content
+    pushed = client.get("/git/yoto.git/info/refs?service=git-receive-pack", headers=auth)
+    assert pushed.status_code == push
+    if push == 403:  # before git runs: nothing of the repository is advertised
+        assert pushed.json() == {"detail": "git: push to yoto: permission 'deploy' needs role member; tester is viewer",
+                                 "error": "Forbidden"}
+        refused = client.post("/git/yoto.git/git-receive-pack", headers=auth, content=b"0000")
+        assert refused.status_code == 403
+    else:
+        assert b"# service=git-receive-pack" in pushed.content
+
+
 OVER = {"detail": f"request body over the limit of {guard.API_MAX_BODY} bytes", "error": "PayloadTooLarge"}
 
 
@@ -196,6 +226,14 @@ def test_the_cgi_environment() -> None:
         "CONTENT_TYPE": "application/x-git-receive-pack-request", "HTTP_CONTENT_ENCODING": "gzip",
         "HTTP_GIT_PROTOCOL": "version=2",
     }  # neither the control plane's secrets nor the request's credentials reach git or the hook
+
+
+def test_the_hook_acts_as_the_requests_user_never_as_the_control_planes_own_token() -> None:
+    base = {"PATH": "/usr/bin", "BRANCHYARD_TOKEN": "the-control-planes-own", "BRANCHYARD_HOME": "/h"}
+    common = dict(repo=Path("/h/repos/yoto.git"), rest="git-receive-pack", method="POST", query="", headers={},
+                  address="198.51.100.7", base=base)
+    assert cgi_environment(**common, token="alices-token")["BRANCHYARD_TOKEN"] == "alices-token"
+    assert "BRANCHYARD_TOKEN" not in cgi_environment(**common)
 
 
 def test_cgi_headers() -> None:

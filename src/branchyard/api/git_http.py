@@ -5,6 +5,11 @@ and the CGI process (a pack is never held in memory), and nothing else reads the
 Authentication is the API token as the HTTP Basic password (any user name); without it, a 401 with
 `WWW-Authenticate: Basic` makes git ask its credential helpers, then the user. The project's bare repository and
 its pre-receive hook are the ones a local `git push` uses: the hook's deploy lines reach the pusher as `remote:`.
+
+Who may: `read` to fetch or clone (git-upload-pack), `deploy` to push (git-receive-pack), so a viewer clones but
+gets a 403 before sending any pack. Which environment a push deploys, and the remote's other rules, are decided
+per ref by the hook's call to the control plane (controller/push_rules.py), as the pushing user: the request's
+token is handed to the hook.
 """
 
 from __future__ import annotations
@@ -19,13 +24,16 @@ from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
 
-from ..errors import BranchyardError, TooManyRequests, Unauthorized
+from ..access import Permission, require
+from ..errors import BranchyardError, Forbidden, TooManyRequests, Unauthorized
 from ..names import scrub_credentials
 from .guard import Gate, Message, Receive, Scope, Send, basic_password, client_address, error_response
 
 log = logging.getLogger("branchyard.git")
 
 SERVICES = ("git-upload-pack", "git-receive-pack")
+# The permission each service needs (unscoped: which environment a pushed ref deploys is the hook's to decide).
+NEEDS = {"git-upload-pack": Permission.READ, "git-receive-pack": Permission.DEPLOY}
 CHUNK = 65536
 REALM = 'Basic realm="branchyard"'
 # What the CGI process inherits: what git and the hook need, nothing of the control plane's own secrets.
@@ -43,10 +51,15 @@ def smart_request(method: str, rest: str, query: str) -> str | None:
 
 
 def cgi_environment(*, repo: Path, rest: str, method: str, query: str, headers: dict[str, str], address: str,
-                    base: dict[str, str] | None = None) -> dict[str, str]:
+                    token: str | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
     """The CGI variables `git http-backend` reads for one request (pure)."""
     base = dict(os.environ) if base is None else base
     env = {k: base[k] for k in _KEPT_ENV if k in base}
+    if token:
+        # The pre-receive hook calls the control plane with BRANCHYARD_TOKEN when it is set, else with the machine's
+        # own (admin) token from server.json: without the pusher's token here, every push over HTTP would be the
+        # bootstrap admin's, past the rules that depend on who pushes. Only this request's token, never our own.
+        env["BRANCHYARD_TOKEN"] = token
     env |= {
         "GATEWAY_INTERFACE": "CGI/1.1",
         "SERVER_PROTOCOL": "HTTP/1.1",
@@ -89,8 +102,9 @@ class GitHttp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
         address = client_address(scope)
+        token = basic_password(headers.get("authorization"))
         try:
-            self.gate.check(basic_password(headers.get("authorization")), address)
+            actor = self.gate.check(token, address)
         except TooManyRequests as err:
             await _answer(send, err, {"retry-after": str(err.retry_after)})
             return
@@ -104,10 +118,17 @@ class GitHttp:
         except BranchyardError as err:
             await _answer(send, err)
             return
-        if smart_request(method, rest, query) is None:
+        service = smart_request(method, rest, query)
+        if service is None:
             await _answer(send, _NotServed(f"git: only git's smart HTTP protocol is served here ({method} {rest})"))
             return
-        env = cgi_environment(repo=repo, rest=rest, method=method, query=query, headers=headers, address=address)
+        try:
+            require(actor, NEEDS[service], what=f"git: {'push to' if service == 'git-receive-pack' else 'fetch'} {project}")
+        except Forbidden as err:
+            await _answer(send, err)
+            return
+        env = cgi_environment(repo=repo, rest=rest, method=method, query=query, headers=headers, address=address,
+                              token=token)
         try:
             await _run_backend(env, receive, send)
         except BackendGone as err:

@@ -33,6 +33,7 @@ from .oneoff import OneOffs
 from .previews import Previews
 from .projects import Projects
 from .promotions import Promotions
+from .push_rules import PushRules
 from .pushes import Pushes
 from .reconciler import Reconciler
 from .replicas import Replicas
@@ -65,7 +66,7 @@ class Controller:
         self.teardown = Teardown(settings, store, deployer=self.deployer, replicas=self.replicas, data=self.data,
                                  backups=self.backups, routes=self.routes)
         self.previews = Previews(settings, store, deployer=self.deployer, teardown=self.teardown, stop=self._stop)
-        self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews)
+        self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews, rules=PushRules(store))
         self.webhooks = Webhooks(settings, store, box=self.data.box, pushes=self.pushes, previews=self.previews)
         self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
@@ -87,6 +88,7 @@ class Controller:
         """Stop what a crash left half-done, converge once (resuming cut-off deployments), then keep reconciling."""
         for d in (self.settings.repos_dir, self.settings.releases_dir, self.settings.logs_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self.projects.repair_repositories()
         self.router.ensure_running()
         self.deployer.recover()
         self.data.ensure_running()

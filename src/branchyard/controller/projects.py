@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -13,13 +14,15 @@ from sqlalchemy import select
 
 from .. import names
 from ..access import SYSTEM, Actor, Permission, require
-from ..errors import BadInput
+from ..errors import BadInput, BranchyardError
 from ..secrets import SecretBox
 from ..settings import Settings
 from ..spec.model import ProjectSpec
 from ..store import models as m
 from ..store.db import Store
 from ..triggers.gitremote import create_bare_repo
+
+log = logging.getLogger("branchyard.projects")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,18 @@ class Projects:
                                       f"environment {env_name} created (declared by the project files)", environment=env_name,
                                       actor=actor)
         return self.info(name)
+
+    def repair_repositories(self) -> None:
+        """At start: every project's bare repository gets this version's config and hook (a repository made by an
+        older branchyard lacks `receive.advertisePushOptions`, and its hook may name another interpreter)."""
+        with self.store.session() as s:
+            repos = [(p.name, Path(p.repo_path)) for p in s.scalars(select(m.Project))]
+        for name, repo in repos:
+            if (repo / "HEAD").exists():  # a repository gone from disk is not re-created empty behind the user's back
+                try:
+                    create_bare_repo(repo, project=name, home=self.settings.home)
+                except BranchyardError as err:
+                    log.warning("project %s: %s", name, err)
 
     def info(self, name: str) -> dict[str, Any]:
         with self.store.session() as s:

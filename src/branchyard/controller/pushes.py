@@ -20,9 +20,7 @@ from ..store import models as m
 from ..store.db import Store
 from .deployer import Deployer
 from .previews import Previews
-
-ZERO_SHA = "0" * 40
-UP_REF_PREFIX = "refs/branchyard/up/"
+from .push_rules import UP_REF_PREFIX, ZERO_SHA, PushRules
 
 
 @dataclass(frozen=True)
@@ -32,17 +30,24 @@ class PushResult:
 
 
 class Pushes:
-    def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, previews: Previews) -> None:
+    def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, previews: Previews,
+                 rules: PushRules) -> None:
         self.settings = settings
         self.store = store
         self.deployer = deployer
         self.previews = previews
+        self.rules = rules
 
     def receive(self, project: str, ref: str, old: str, new: str, git_env: dict[str, str], *, actor: Actor = SYSTEM,
                 push_options: tuple[str, ...] = ()) -> PushResult:
-        """A ref was pushed to the project's remote by `actor`: export it and queue a deployment if it maps to one."""
+        """A ref was pushed to the project's remote by `actor`: export it and queue a deployment if it maps to one.
+
+        The remote's rules (push_rules.py) come first, and again for the environment the pushed files map the branch
+        to, before anything is queued: a refused push changes nothing (the hook then rejects it, so git does not
+        move the ref either)."""
         with self.store.session() as s:
             repo = Path(self.store.project(s, project).repo_path)
+        self.rules.check(project, repo, ref, new, git_env, actor=actor, push_options=push_options)
         if new == ZERO_SHA:
             if ref.startswith("refs/heads/"):
                 _, note = self.previews.want_branch(project, names.branch_from_ref(ref), None)
@@ -67,6 +72,7 @@ class Pushes:
                     return self._branch_preview(project, repo, branch, new, git_env, spec)
                 if env_name is None:
                     return PushResult(None, unmapped_note(branch, spec, pinned))
+            self.rules.check_mapped(project, ref, new, env_name, actor=actor)  # what the pushed files map it to
             dep_id = self.deployer.queue_build(project, env_name, new, branch, "up" if branch is None else "push",
                                                incoming, spec, actor=actor)
         finally:

@@ -19,8 +19,13 @@ exec {python} -m branchyard.triggers.hook {project}
 """
 
 
+# Every project's bare repository is configured so: `git push -o force` (an admin's override of the remote's rules,
+# git_rules.py) needs the server to advertise push options, else git refuses `-o` before sending anything.
+REPO_CONFIG = (("receive.advertisePushOptions", "true"),)
+
+
 def create_bare_repo(path: Path, *, project: str, home: Path) -> None:
-    """Create (or repair) the bare repository and install its pre-receive hook."""
+    """Create (or repair) the bare repository: its config and its pre-receive hook."""
     if not (path / "HEAD").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -33,6 +38,8 @@ def create_bare_repo(path: Path, *, project: str, home: Path) -> None:
         except (OSError, subprocess.CalledProcessError) as err:
             detail = getattr(err, "stderr", "") or str(err)
             raise BackendError(f"git: cannot create repository {path}: {detail.strip()}") from None
+    for key, value in REPO_CONFIG:
+        _git(path, "config", key, value, what=f"cannot configure repository {path}")
     hook = path / "hooks" / "pre-receive"
     hook.write_text(
         HOOK.format(
@@ -42,6 +49,46 @@ def create_bare_repo(path: Path, *, project: str, home: Path) -> None:
         )
     )
     hook.chmod(0o755)
+
+
+def _git(repo: Path, *args: str, what: str) -> None:
+    try:
+        subprocess.run(["git", f"--git-dir={repo}", *args], check=True, capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", "") or str(err)
+        raise BackendError(f"git: {what}: {_git_error(detail) or err}") from None
+
+
+def ref_value(repo: Path, ref: str) -> str | None:
+    """The commit `ref` points at in the repository now (None: no such ref). In a pre-receive hook, the value
+    before the push: git updates refs only after the hook accepts."""
+    try:
+        done = subprocess.run(["git", f"--git-dir={repo}", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BackendError(f"git: cannot read {ref} in {repo}: {err}") from None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def contains(repo: Path, new: str, ancestor: str, *, git_env: dict[str, str] | None = None) -> bool:
+    """Whether commit `new` contains `ancestor` (`git merge-base --is-ancestor`). `git_env`: a pre-receive hook's
+    quarantine variables, so the pushed objects are seen. An `ancestor` the repository lacks is not contained."""
+    env = {**os.environ, **(git_env or {})}
+    try:
+        done = subprocess.run(["git", f"--git-dir={repo}", "merge-base", "--is-ancestor", ancestor, new],
+                              capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BackendError(f"git: cannot compare {new[:12]} with {ancestor[:12]}: {err}") from None
+    if done.returncode in (0, 1):
+        return done.returncode == 0
+    missing = subprocess.run(["git", f"--git-dir={repo}", "cat-file", "-e", f"{ancestor}^{{commit}}"],
+                             capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=60).returncode != 0
+    if missing:  # never pushed here (e.g. deployed from an upstream's webhook): `new` cannot hold it
+        return False
+    raise BackendError(f"git: cannot compare {new[:12]} with {ancestor[:12]}: {_git_error(done.stderr)}")
 
 
 def quarantine_env() -> dict[str, str]:

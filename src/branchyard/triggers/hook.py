@@ -17,12 +17,24 @@ ZERO = "0" * 40
 
 
 def _server() -> tuple[str, str]:
+    """The control plane's URL, and the token the push is made with: the pusher's own (`BRANCHYARD_TOKEN`: a push
+    to a local path inherits the pusher's environment; git over HTTP puts the request's token there), else the
+    machine's (server.json: its bootstrap admin). The control plane applies the remote's rules to that user."""
     home = Path(os.environ.get("BRANCHYARD_HOME") or Path.home() / ".branchyard")
     try:
         info = json.loads((home / "server.json").read_text())
-        return info["url"], info["token"]
+        return info["url"], os.environ.get("BRANCHYARD_TOKEN") or info["token"]
     except (OSError, ValueError, KeyError):
         raise SystemExit("branchyard: the control plane is not running (start it with `branchyard server --detach`)")
+
+
+def push_options(environ: dict[str, str]) -> list[str]:
+    """`git push -o …` as git hands them to the hook (GIT_PUSH_OPTION_COUNT, GIT_PUSH_OPTION_<n>)."""
+    try:
+        count = int(environ.get("GIT_PUSH_OPTION_COUNT") or 0)
+    except ValueError:
+        return []
+    return [environ[f"GIT_PUSH_OPTION_{i}"] for i in range(count) if f"GIT_PUSH_OPTION_{i}" in environ]
 
 
 def _request(url: str, token: str, method: str = "GET", body: dict | None = None, timeout: float = 60):
@@ -59,13 +71,15 @@ def main(argv: list[str]) -> int:
         for k in ("GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH")
         if k in os.environ
     }
+    options = push_options(dict(os.environ))
     failed = False
     for line in sys.stdin:
         try:
             old, new, ref = line.split()
         except ValueError:
             continue
-        body = {"ref": ref, "old": old, "new": new, "git_env": git_env, "git_dir": os.path.abspath(".")}
+        body = {"ref": ref, "old": old, "new": new, "git_env": git_env, "git_dir": os.path.abspath("."),
+                "push_options": options}
         try:
             with _request(f"{base}/api/projects/{project}/push", token, "POST", body) as resp:
                 answer = json.loads(resp.read())

@@ -18,6 +18,7 @@ from ..spec.branches import branch_target, unmapped_note
 from ..spec.model import ProjectSpec
 from ..store import models as m
 from ..store.db import Store
+from ..triggers import gitremote
 from .deployer import Deployer
 from .previews import Previews
 from .push_rules import UP_REF_PREFIX, ZERO_SHA, PushRules
@@ -47,6 +48,7 @@ class Pushes:
         move the ref either)."""
         with self.store.session() as s:
             repo = Path(self.store.project(s, project).repo_path)
+        git_env = gitremote.checked_quarantine_env(repo, git_env)  # before any git command sees it
         self.rules.check(project, repo, ref, new, git_env, actor=actor, push_options=push_options)
         if new == ZERO_SHA:
             if ref.startswith("refs/heads/"):

@@ -6,10 +6,11 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from .. import names
-from ..errors import BackendError
+from ..errors import BackendError, BadInput
 
 HOOK = """#!/bin/sh
 # Installed by branchyard: deploys pushed branches and streams progress back to `git push`.
@@ -91,10 +92,31 @@ def contains(repo: Path, new: str, ancestor: str, *, git_env: dict[str, str] | N
     raise BackendError(f"git: cannot compare {new[:12]} with {ancestor[:12]}: {_git_error(done.stderr)}")
 
 
+QUARANTINE_KEYS = ("GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH")
+
+
 def quarantine_env() -> dict[str, str]:
     """The variables git gives a pre-receive hook so the pushed (still quarantined) objects can be read."""
-    keys = ("GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH")
-    return {k: os.environ[k] for k in keys if k in os.environ}
+    return {k: os.environ[k] for k in QUARANTINE_KEYS if k in os.environ}
+
+
+def checked_quarantine_env(repo: Path, git_env: Mapping[str, str]) -> dict[str, str]:
+    """The hook's quarantine variables as the push API received them, or BadInput. They reach the environment of the
+    git commands that read the pushed commit, and anyone with `deploy` can call the push API: any other variable
+    (LD_PRELOAD, GIT_CONFIG_*, GIT_DIR…) would run code or read another repository as the control plane. So only
+    QUARANTINE_KEYS, each naming the project's own objects directory or a directory inside it (git sets absolute
+    paths: `<repo>/./objects/tmp_objdir-incoming-…`)."""
+    objects = os.path.realpath(repo / "objects")
+    checked = {}
+    for key, value in git_env.items():
+        if key not in QUARANTINE_KEYS:
+            raise BadInput(f"push: git_env: {key} is not one of git's quarantine variables ({', '.join(QUARANTINE_KEYS)})")
+        for part in value.split(os.pathsep):
+            real = os.path.realpath(part) if os.path.isabs(part) else ""
+            if real != objects and not real.startswith(objects + os.sep):
+                raise BadInput(f"push: git_env: {key} must name the project repository's objects directory")
+        checked[key] = value
+    return checked
 
 
 def has_commit(repo: Path, sha: str) -> bool:

@@ -80,6 +80,11 @@ def test_roles_and_protected_environments(plane, tmp_path):
     assert admin_set and admin_set[0]["actor"] == "admin"
     assert not [e for e in events if e["kind"] == "variables.set" and e["actor"] == "vic"]  # the refusal changed nothing
 
+    # the push API (the hook's door) takes no environment of the caller's choosing for git
+    forged = api(plane, member.env["BRANCHYARD_TOKEN"], "POST", "/api/projects/roles/push",
+                 json={"ref": "refs/heads/develop", "old": "0" * 40, "new": "f" * 40, "git_env": {"LD_PRELOAD": "/x.so"}})
+    assert forged.status_code == 400 and "LD_PRELOAD is not one of git's quarantine variables" in forged.json()["detail"]
+
     # `approve --as` is gone, with a clear line
     refused(plane.run("approve", "0123456789", "--as", "dana", check=False), "--as is gone")
 

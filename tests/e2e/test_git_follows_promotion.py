@@ -64,6 +64,7 @@ def test_main_follows_the_promotion_and_a_divergence_is_reported(plane, fake, tm
 
     done = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, timeout=600)
     assert "SUCCESS" in done.stdout + done.stderr
+    assert f"git: main fast-forwarded {first[:12]} → {v2[:12]}" in done.stdout  # `promote` itself says so
     [moved] = wait_for(lambda: events(plane, repo, "git.branch_moved"), timeout=60)
     assert moved["actor"] == "system"
     assert moved["message"].startswith(f"main fast-forwarded {first[:12]} → {v2[:12]} to follow promotion")
@@ -85,8 +86,9 @@ def test_main_follows_the_promotion_and_a_divergence_is_reported(plane, fake, tm
     v3 = plane.commit(repo, "v3 on develop")
     plane.git(repo, "push", "branchyard", "develop")
 
-    plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, timeout=600)
+    again = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, timeout=600)
     assert plane.json("status", "-e", "production", cwd=repo)["current_deployment"]["commit"] == v3  # deployed anyway
+    assert f"git: production runs {v3[:12]}" in again.stderr + again.stdout and "does not contain" in again.stderr + again.stdout
     [diverged] = wait_for(lambda: events(plane, repo, "git.branch_diverged"), timeout=60)
     assert f"production runs {v3[:12]}" in diverged["message"] and f"which main ({hotfix[:12]}) does not contain" in diverged["message"]
     assert ls_remote_main(plane, repo) == hotfix  # never rewritten

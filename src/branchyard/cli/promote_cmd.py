@@ -87,8 +87,23 @@ def _follow_promotion(client: Client, promo: dict, *, quiet: bool) -> dict:
                     for chunk in client.follow_log(dep_id):
                         ui.raw(chunk)
         if promo["state"] in ("SUCCESS", "FAILED", "CANCELLED"):
-            return promo
+            return _with_git(client, promo)
         time.sleep(0.3)
+
+
+GIT_WAIT = 10.0  # seconds to wait for what happened to the production branch (one git call, right after success)
+
+
+def _with_git(client: Client, promo: dict) -> dict:
+    """A succeeded promotion once its `git` note is known: the production branch moved, or has diverged (the
+    promotion still deployed). Recorded by the control plane right after the success; the wait is short."""
+    import time
+
+    deadline = time.monotonic() + GIT_WAIT
+    while promo["state"] == "SUCCESS" and promo.get("git") is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        promo = client.get(f"/api/promotions/{promo['id']}")
+    return promo
 
 
 def _promotion_outcome(promo: dict, *, as_json: bool) -> None:
@@ -100,6 +115,9 @@ def _promotion_outcome(promo: dict, *, as_json: bool) -> None:
         if not as_json:
             ui.success(f"promotion {pid[:8]}: {promo['target']} runs {promo['commit'][:12]} (the release tested in "
                        f"{promo['source']})")
+            note = promo.get("git")
+            if note:
+                (ui.warn if note["kind"] == "git.branch_diverged" else ui.info)(f"git: {note['message']}")
         return
     if state == "WAITING":
         raise errors.Conflict(f"promotion {pid} is WAITING: {_wait_detail(promo)}; it starts by itself")

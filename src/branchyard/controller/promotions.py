@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import names
+from .. import branch_follow, names
 from .. import promotion as pm
 from ..access import Actor
 from ..backends.ports import RuntimePort
@@ -41,8 +41,9 @@ from ..spec import load_project
 from ..spec.model import PromotionSpec
 from ..store import models as m
 from ..store.db import Store
+from ..triggers import gitrefs
 from ..triggers.gitremote import commit_log
-from . import guards
+from . import git_follow, guards
 from .dataplane import DataPlane
 from .deployer import Deployer
 from .environments import Environments
@@ -81,7 +82,11 @@ class Promotions:
 
     def get(self, promotion_id: str) -> dict:
         with self.store.session() as s:
-            return self._dict(s, self._find(s, promotion_id))
+            row = self._find(s, promotion_id)
+            out = self._dict(s, row)
+            if out["git"] is None and row.state == m.PROMOTION_SUCCESS:
+                out["git"] = _branch_already_there(s, self.store, row)
+            return out
 
     def list(self, project: str, limit: int = 50) -> list[dict]:
         with self.store.session() as s:
@@ -120,6 +125,7 @@ class Promotions:
             "approvers": [a.name for a in approvals],  # everyone who approved; the approvals gate says who counts
             "approvals": [{"name": a.name, "user_id": a.user_id, "at": pm.iso(a.at)} for a in approvals],
             "start_after": pm.iso(p.start_after),
+            "git": _git_note(s, p),  # after SUCCESS: the production branch moved, or has diverged (controller/git_follow.py)
             "error": p.error,
             "plan": json.loads(p.plan_json),
             "created_at": p.created_at.isoformat() + "Z",
@@ -563,6 +569,29 @@ def _health_path(self: Promotions, project: str, env_name: str) -> str | None:
         dep = self.store.current_deployment(s, env)
         web = web_of(dep.config_json) if dep is not None else None
         return web.healthcheck_path if web is not None else None
+
+
+def _git_note(s: Session, p: m.Promotion) -> dict[str, str] | None:
+    """What happened to the production branch once this promotion succeeded (None until GitFollow has acted)."""
+    if p.state != m.PROMOTION_SUCCESS or p.target_deployment_id is None:
+        return None
+    event = s.scalar(select(m.Event).where(m.Event.deployment_id == p.target_deployment_id,
+                                           m.Event.kind.in_((git_follow.MOVED, git_follow.DIVERGED)))
+                     .order_by(m.Event.id.desc()))
+    return None if event is None else {"kind": event.kind, "message": event.message}
+
+
+def _branch_already_there(s: Session, store: Store, p: m.Promotion) -> dict[str, str] | None:
+    """A succeeded promotion with no git event: when production's branch already contains the commit (nothing to
+    move, so GitFollow records nothing), say so; None while a move may still come. One git call: `get` only."""
+    project = store.project(s, p.project)
+    env = store.find_environment(s, project, p.target)
+    if env is None or not env.branch:
+        return None
+    relation, _ = gitrefs.relation(Path(project.repo_path), env.branch, p.commit_sha)
+    if relation != branch_follow.CONTAINS:
+        return None
+    return {"kind": "git.branch_current", "message": f"{env.branch} already contains {p.commit_sha[:12]}"}
 
 
 def _smoke_from(plan: dict) -> pm.SmokeResult | None:

@@ -200,18 +200,21 @@ class Reconciler:
                 r.state = m.REPLICA_STARTING
                 r.health_failures = 0
                 r.last_exit = self._last_exit(action.reason, r.log_path)
-                self.store.record(s, project, "replica.unhealthy", f"web.{r.slot} {action.reason}",
-                                  environment=env_name, deployment_id=r.deployment_id)
                 h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
+                slot, deployment_id = r.slot, r.deployment_id
             if routed:
                 self.routes.sync()  # out of the route before it is stopped: no new request reaches it
+            with self.store.session() as s:  # recorded once true: when the event is seen, the route no longer has it
+                self.store.record(s, project, "replica.unhealthy", f"web.{slot} {action.reason}",
+                                  environment=env_name, deployment_id=deployment_id)
             self.runtime.stop(h, grace=5)
         elif isinstance(action, plan.MarkReplica):
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.state = action.state
                 if action.state == m.REPLICA_RUNNING:
-                    r.health_failures = 0  # failures of the process it replaced (restarted in this row) are not its own
+                    # it just passed its check; failures of the process it replaced (restarted in this row) are not its own
+                    r.health_failures, r.health_checked_at = 0, time.time()
                 if action.state in (m.REPLICA_CRASHED, m.REPLICA_EXITED):
                     r.last_exit = self._last_exit(action.reason, r.log_path)
                     self.store.record(s, project, f"replica.{action.state.lower()}", f"web.{r.slot} {action.reason}",

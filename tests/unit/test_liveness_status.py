@@ -47,7 +47,7 @@ def test_probe_timeout(interval, timeout, expected):
     ],
 )
 def test_replica_health(state, alive, failures, checked, expected):
-    assert replica_health(state, alive=alive, failures=failures, checked=checked, path="/health") == expected
+    assert replica_health(state, alive=alive, failures=failures, checked=checked) == expected
 
 
 def rep(state="RUNNING", alive=True, health="healthy"):

@@ -28,7 +28,7 @@ DEGRADED = "DEGRADED"  # some replicas of the current deployment serve, not all
 DOWN = "DOWN"  # none does: the route answers "unavailable"
 
 
-def replica_health(state: str, *, alive: bool, failures: int, checked: bool, path: str | None) -> str:
+def replica_health(state: str, *, alive: bool, failures: int, checked: bool) -> str:
     """healthy | unhealthy | starting | unknown, from what the reconciler and the liveness probes recorded."""
     if not alive:
         return "unhealthy"
@@ -98,8 +98,7 @@ class Environments:
             for r in rows:
                 h = self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path)
                 alive = h is not None and self.runtime.is_alive(h)
-                health = replica_health(r.state, alive=alive, failures=r.health_failures, checked=r.health_checked_at is not None,
-                                        path=health_path)
+                health = replica_health(r.state, alive=alive, failures=r.health_failures, checked=r.health_checked_at is not None)
                 if health == "unknown" and probe_health and alive and r.state == m.REPLICA_RUNNING:
                     # not yet checked by the liveness probes (or no path: nothing records it): ask it now
                     health = "healthy" if self.runtime.probe(r.port, health_path, timeout=1.0).ok else "unhealthy"

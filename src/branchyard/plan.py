@@ -29,6 +29,10 @@ class ReplicaObs:
     overdue: bool = False  # STARTING for longer than the health-check timeout
     restart_after: float | None = None  # a restart is scheduled for this time
     standby_open: bool = False  # a STANDBY replica whose overlap window has not ended
+    # Liveness of a RUNNING replica (the observer probes it every healthcheckInterval; a success resets the count).
+    health_failures: int = 0  # failed health checks in a row
+    failure_threshold: int = 3  # healthcheckFailures: that many in a row and it is evicted
+    health_detail: str | None = None  # what the last failed check got ("GET /health: timed out after 2s")
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,9 @@ class StopReplica:
 
 @dataclass(frozen=True)
 class KillUnhealthy:
-    """Stop a replica that never became healthy; it then counts as exited (restart policy applies)."""
+    """Take a replica out of the route, then stop it; it then counts as exited (restart policy applies).
+
+    For one that never became healthy, and for a RUNNING one that failed healthcheckFailures checks in a row."""
 
     replica_id: int
     reason: str
@@ -125,6 +131,8 @@ def plan_environment(obs: EnvObs, now: float) -> list[Action]:
                 actions.append(MarkReplica(r.id, "RUNNING", "health check passed"))
             elif r.state == "STARTING" and r.overdue:
                 actions.append(KillUnhealthy(r.id, "did not pass its health check in time"))
+            elif r.state == "RUNNING" and r.health_failures >= r.failure_threshold:
+                actions.append(KillUnhealthy(r.id, _unhealthy(obs, r)))
             continue
         if r.state in LIVE_STATES:
             actions.extend(_after_exit(obs, r, now))
@@ -132,6 +140,13 @@ def plan_environment(obs: EnvObs, now: float) -> list[Action]:
         actions.extend(_count(obs))
         actions.extend(_crashed(obs, actions))
     return actions
+
+
+def _unhealthy(obs: EnvObs, r: ReplicaObs) -> str:
+    """Why a running replica is evicted, and what happens next under the restart policy."""
+    then = "stopped (restart policy NEVER)" if obs.restart_policy.upper() == "NEVER" else "restarted"
+    detail = f" ({r.health_detail})" if r.health_detail else ""
+    return f"failed {r.health_failures} health checks in a row{detail}; taken out of the route and {then}"
 
 
 def _after_exit(obs: EnvObs, r: ReplicaObs, now: float) -> list[Action]:

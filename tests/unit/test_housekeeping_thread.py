@@ -22,7 +22,7 @@ def test_a_slow_scheduled_backup_does_not_hold_up_reconcile_passes(monkeypatch) 
         release.wait(10)
 
     loop = reconciler.Reconciler(None, router=None, runtime=None, routes=None, replicas=None, deployer=None, locks=None,  # type: ignore[arg-type]
-                                 previews=None, data=None, housekeeping=slow_backups)
+                                 previews=None, data=None, liveness=None, housekeeping=slow_backups)
     passes: list[float] = []
     monkeypatch.setattr(loop, "run_once", lambda: passes.append(time.monotonic()))
     stop = threading.Event()

@@ -35,9 +35,10 @@ def env(replicas, *, state="ACTIVE", current="d2", in_progress=(), policy="ON_FA
 
 
 def r(id, dep="d2", *, alive=True, state="RUNNING", restarts=0, code=None, slot=0, healthy=None, after=None,
-      overdue=False, standby_open=False):
+      overdue=False, standby_open=False, failures=0, threshold=3, detail=None):
     return ReplicaObs(id=id, deployment_id=dep, slot=slot, alive=alive, state=state, restarts=restarts, exit_code=code,
-                      healthy=healthy, restart_after=after, overdue=overdue, standby_open=standby_open)
+                      healthy=healthy, restart_after=after, overdue=overdue, standby_open=standby_open,
+                      health_failures=failures, failure_threshold=threshold, health_detail=detail)
 
 
 def test_healthy_environment_needs_nothing():
@@ -91,6 +92,45 @@ def test_a_restarted_replica_that_never_gets_healthy_is_killed_and_counts_as_exi
     ]
     after = env([r(1, state="STARTING", alive=False, restarts=2)], desired=1)
     assert plan_environment(after, NOW) == [ScheduleRestart(1, NOW + 4, "exited (code unknown); restart 3/10 in 4s")]
+
+
+TIMED_OUT = "GET /health: timed out after 2s"
+
+
+@pytest.mark.parametrize(
+    ("replica", "policy", "expected"),
+    [
+        # below the threshold: it stays in the route (one slow answer is not a dead replica)
+        (r(1, failures=2, detail=TIMED_OUT), "ON_FAILURE", []),
+        (r(1, failures=2, threshold=3), "ALWAYS", []),
+        # at or over the threshold: out of the route, stopped; the restart policy then decides
+        (r(1, failures=3, detail=TIMED_OUT), "ON_FAILURE",
+         [KillUnhealthy(1, f"failed 3 health checks in a row ({TIMED_OUT}); taken out of the route and restarted")]),
+        (r(1, failures=4, threshold=1), "ALWAYS",
+         [KillUnhealthy(1, "failed 4 health checks in a row; taken out of the route and restarted")]),
+        (r(1, failures=3, detail=TIMED_OUT), "NEVER",
+         [KillUnhealthy(1, f"failed 3 health checks in a row ({TIMED_OUT}); taken out of the route and stopped "
+                           "(restart policy NEVER)")]),
+        # only RUNNING replicas are judged by their failures: a STARTING one has its own deadline (overdue)
+        (r(1, state="STARTING", failures=3), "ON_FAILURE", []),
+        # a replica of another deployment is stopped anyway, not evicted
+        (r(1, "d1", failures=3), "ON_FAILURE", [StopReplica(1, "not part of the current deployment")]),
+        # a dead one is handled as exited, whatever its failures
+        (r(1, alive=False, failures=3, code=-9), "ON_FAILURE",
+         [ScheduleRestart(1, NOW + 1, "exited (code -9); restart 1/10 in 1s")]),
+    ],
+)
+def test_a_running_replica_that_keeps_failing_its_health_check_is_evicted(replica, policy, expected):
+    assert plan_environment(env([replica], policy=policy), NOW) == expected
+
+
+def test_an_evicted_replica_under_never_is_not_restarted():
+    """The kill makes it exit; the next pass sees it gone and NEVER keeps it down (no restart, no new slot)."""
+    evicted = r(1, alive=False, state="STARTING", code=-15)  # KillUnhealthy left it out of the route, then stopped it
+    assert plan_environment(env([evicted], policy="NEVER", desired=1), NOW) == [
+        MarkReplica(1, "CRASHED", "exited (code -15); restart policy NEVER"),
+        MarkCrashed("d2", "every replica has crashed"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1043,6 +1043,19 @@ PROD = '[environments.production]\nbranch = "main"\n'
             'branchyard.toml: services.web.root: expected a directory inside the repository, got "../other" (line 4)',
         ),
         (
+            MINIMAL + '[services.web]\nhealthcheckInterval = 0\n',
+            "branchyard.toml: services.web.healthcheckInterval: expected integer seconds of at least 1, got 0 (line 4)",
+        ),
+        (
+            MINIMAL + PROD + '[environments.production.services.web]\nhealthcheckFailures = 0\n',
+            "branchyard.toml: environments.production.services.web.healthcheckFailures: expected a whole number of at "
+            "least 1, got 0 (line 6)",
+        ),
+        (
+            MINIMAL + '[services.web]\nhealthcheckFailures = "three"\n',
+            'branchyard.toml: services.web.healthcheckFailures: expected a whole number, got "three" (line 4)',
+        ),
+        (
             MINIMAL + '[variables]\n1BAD = "x"\n',
             'branchyard.toml: variables.1BAD: "1BAD" is not a variable name (use letters, digits and _, not starting '
             "with a digit) (line 4)",
@@ -1069,6 +1082,23 @@ PROD = '[environments.production]\nbranch = "main"\n'
 def test_branchyard_toml_errors(tmp_path: Path, branchyard: str, message: str) -> None:
     project(tmp_path, branchyard_toml=branchyard)
     assert load_error(tmp_path) == message
+
+
+@pytest.mark.parametrize(
+    ("branchyard", "interval", "failures"),
+    [
+        (MINIMAL + PROD, 5, 3),
+        (MINIMAL + PROD + "[services.web]\nhealthcheckInterval = 2\nhealthcheckFailures = 4\n", 2, 4),
+        (MINIMAL + "[services.web]\nhealthcheckInterval = 2\n" + PROD
+         + "[environments.production.services.web]\nhealthcheckFailures = 1\n", 2, 1),
+        (MINIMAL + "[services.web]\nhealthcheckInterval = 2\n" + PROD
+         + "[environments.production.services.web]\nhealthcheckInterval = 10\n", 10, 3),
+    ],
+)
+def test_liveness_keys_of_the_web_service(tmp_path: Path, branchyard: str, interval: int, failures: int) -> None:
+    project(tmp_path, branchyard_toml=branchyard)
+    web = load_project(tmp_path).environment("production").web
+    assert (web.healthcheck_interval, web.healthcheck_failures) == (interval, failures)
 
 
 # --- environments, branches, previews -------------------------------------------------------
@@ -1189,4 +1219,4 @@ def test_explain_lists_every_value_with_its_source() -> None:
     assert as_dict["postgres.template_files"] == (("migrations", "alembic.ini", "manage.py", "db.py"),
                                                   "branchyard.toml [environments.pr.services.postgres]")
     assert rows[0][0] == "web.start_command"
-    assert len(rows) == 18 + 7 + 8
+    assert len(rows) == 20 + 7 + 8  # web (with healthcheckInterval, healthcheckFailures), postgres, variables

@@ -121,13 +121,20 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
         ui.out.print(Text.assemble(f"latest: {latest['id']} ", ui.status_word(latest["status"]), f" {latest['error'] or ''}"))
     if info["replicas"]:
         ui.table(
-            ["REPLICA", "PID", "PORT", "STATE", "RESTARTS", "UPTIME"],
-            [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", r["restarts"], f"{r['uptime_seconds']:.0f}s")
-             for r in info["replicas"]],
+            ["REPLICA", "PID", "PORT", "STATE", "HEALTH", "RESTARTS", "UPTIME"],
+            [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", _health(r), r["restarts"],
+              f"{r['uptime_seconds']:.0f}s") for r in info["replicas"]],
         )
     for r in info.get("standby") or []:
         ui.info(f"standby: web.{r['slot']} pid {r['pid']} port {r['port']} of deployment {r['deployment_id'][:8]}"
                 f" (out of the route; stops in {r['seconds_left']:.0f}s unless a rollback re-adopts it)")
+
+
+def _health(replica: dict) -> str:
+    """`unhealthy (2 in a row)`: a replica still routed that failed its last checks shows how close it is to eviction."""
+    health = replica.get("health") or "unknown"
+    failures = replica.get("health_failures") or 0
+    return f"{health} ({failures} in a row)" if failures and health == "unhealthy" else health
 
 
 @click.command()

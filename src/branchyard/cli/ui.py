@@ -78,6 +78,8 @@ STATUS_COLOURS = {
     "SUCCESS": "green",
     "FAILED": "red",
     "CRASHED": "red",
+    "DEGRADED": "yellow",
+    "DOWN": "red",
     "BUILDING": "cyan",
     "DEPLOYING": "cyan",
     "QUEUED": "cyan",

@@ -28,6 +28,7 @@ from .env_vars import EnvVariables
 from .environments import Environments
 from .git_follow import GitFollow
 from .guards import Guards
+from .liveness import Liveness
 from .locks import EnvLocks
 from .oneoff import OneOffs
 from .previews import Previews
@@ -68,9 +69,10 @@ class Controller:
         self.previews = Previews(settings, store, deployer=self.deployer, teardown=self.teardown, stop=self._stop)
         self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews, rules=PushRules(store))
         self.webhooks = Webhooks(settings, store, box=self.data.box, pushes=self.pushes, previews=self.previews)
+        self.liveness = Liveness(store, machine.runtime)
         self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
-                                     housekeeping=self._housekeeping)
+                                     liveness=self.liveness, housekeeping=self._housekeeping)
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
@@ -109,6 +111,7 @@ class Controller:
         self.previews.shutdown()
         if self._loop:
             self._loop.join(timeout=wait)
+        self.liveness.shutdown()
 
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up

@@ -24,6 +24,30 @@ from .replicas import Replicas
 from .routes import Routes
 from .snapshot import web_of
 
+DEGRADED = "DEGRADED"  # some replicas of the current deployment serve, not all
+DOWN = "DOWN"  # none does: the route answers "unavailable"
+
+
+def replica_health(state: str, *, alive: bool, failures: int, checked: bool) -> str:
+    """healthy | unhealthy | starting | unknown, from what the reconciler and the liveness probes recorded."""
+    if not alive:
+        return "unhealthy"
+    if state == m.REPLICA_STARTING:
+        return "starting"  # out of the route until its health check passes
+    if state != m.REPLICA_RUNNING:
+        return "unknown"
+    if failures:
+        return "unhealthy"  # still routed until healthcheckFailures in a row
+    return "healthy" if checked else "unknown"
+
+
+def serving_status(replicas: list[dict[str, Any]], desired: int) -> str:
+    """SUCCESS while every wanted replica runs and passes its checks; DEGRADED when only some do; DOWN when none."""
+    serving = [r for r in replicas if r["alive"] and r["state"] == m.REPLICA_RUNNING and r["health"] != "unhealthy"]
+    if not serving:
+        return DOWN
+    return DEGRADED if len(serving) < max(desired, len(replicas)) else m.SUCCESS
+
 
 class Environments:
     def __init__(self, settings: Settings, store: Store, *, runtime: RuntimePort, deployer: Deployer, replicas: Replicas,
@@ -74,8 +98,9 @@ class Environments:
             for r in rows:
                 h = self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path)
                 alive = h is not None and self.runtime.is_alive(h)
-                health = None
-                if probe_health and alive:
+                health = replica_health(r.state, alive=alive, failures=r.health_failures, checked=r.health_checked_at is not None)
+                if health == "unknown" and probe_health and alive and r.state == m.REPLICA_RUNNING:
+                    # not yet checked by the liveness probes (or no path: nothing records it): ask it now
                     health = "healthy" if self.runtime.probe(r.port, health_path, timeout=1.0).ok else "unhealthy"
                 replicas.append(
                     {
@@ -85,7 +110,9 @@ class Environments:
                         "port": r.port,
                         "state": r.state,
                         "alive": alive,
-                        "health": health,
+                        "health": health,  # healthy | unhealthy | starting | unknown
+                        "health_failures": r.health_failures,  # failed liveness checks in a row (healthcheckFailures evicts)
+                        "health_detail": r.health_detail,  # what the last failed check got
                         "restarts": r.restarts,
                         "uptime_seconds": round((m.utcnow() - r.started_at).total_seconds(), 1) if alive else 0,
                         "last_exit": r.last_exit,
@@ -101,6 +128,8 @@ class Environments:
         status = current.status if current else (latest.status if latest else "NO DEPLOYMENTS")
         if env.state == m.ENV_SLEEPING:
             status = m.SLEEPING
+        elif current is not None and status == m.SUCCESS and web is not None:
+            status = serving_status(replicas, env.replicas_override or web.replicas)
         return {
             "project": p.name,
             "name": env.name,

@@ -18,6 +18,7 @@ from ..store import models as m
 from ..store.db import Store
 from .dataplane import DataPlane
 from .deployer import Deployer
+from .liveness import Liveness
 from .locks import EnvLocks
 from .previews import Previews
 from .replicas import Replicas
@@ -35,7 +36,7 @@ class Reconciler:
     restarted per policy), each unfinished deployment is being worked on (deploy_plan), routes match."""
 
     def __init__(self, store: Store, *, router: RouterPort, runtime: RuntimePort, routes: Routes, replicas: Replicas, deployer: Deployer,
-                 locks: EnvLocks, previews: Previews, data: DataPlane, housekeeping: Callable[[], None]) -> None:
+                 locks: EnvLocks, previews: Previews, data: DataPlane, liveness: Liveness, housekeeping: Callable[[], None]) -> None:
         self.store = store
         self.router = router
         self.runtime = runtime
@@ -45,6 +46,7 @@ class Reconciler:
         self.locks = locks
         self.previews = previews
         self.data = data  # its PostgreSQL and Redis servers: revived when found dead
+        self.liveness = liveness  # probes RUNNING replicas in its own threads; this loop reads the results
         self.housekeeping = housekeeping  # scheduled backups, old deliveries: in a thread of its own
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -126,6 +128,7 @@ class Reconciler:
             desired = (env.replicas_override or web.replicas) if current is not None else None
             state, current_id, current_status = env.state, env.current_deployment_id, current.status if current else None
         in_progress = self.deployer.running()
+        now = time.time()
         observed = []
         for r in rows.values():
             h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
@@ -135,12 +138,19 @@ class Reconciler:
                 healthy = self.runtime.probe(r.port, web.healthcheck_path, timeout=1.0).ok
                 timeout = web.healthcheck_timeout
                 overdue = (m.utcnow() - r.started_at).total_seconds() > timeout
+            # Liveness: only what the current deployment serves, once no deploy owns it; without a path, being alive is it.
+            watched = (alive and r.state == m.REPLICA_RUNNING and r.deployment_id == current_id and state == m.ENV_ACTIVE
+                       and r.deployment_id not in in_progress and bool(web.healthcheck_path))
+            if watched:
+                self.liveness.check(r, web, now)
             observed.append(
                 plan.ReplicaObs(
                     id=r.id, deployment_id=r.deployment_id, slot=r.slot, alive=alive, state=r.state, restarts=r.restarts,
                     exit_code=None if alive else self.runtime.exit_code(h), healthy=healthy, overdue=overdue,
                     restart_after=r.restart_after,
                     standby_open=r.state == m.REPLICA_STANDBY and self.replicas.standby_left(r.id) > 0,
+                    health_failures=r.health_failures if watched else 0, failure_threshold=web.healthcheck_failures,
+                    health_detail=r.health_detail,
                 )
             )
         obs = plan.EnvObs(
@@ -184,15 +194,27 @@ class Reconciler:
         if isinstance(action, plan.KillUnhealthy):
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
+                routed = r.state == m.REPLICA_RUNNING
+                # STARTING is out of the route (only RUNNING is routed) yet still live to the planner: once stopped, the
+                # next pass sees it exited and applies the restart policy; restarted, it is routed again once healthy.
+                r.state = m.REPLICA_STARTING
+                r.health_failures = 0
                 r.last_exit = self._last_exit(action.reason, r.log_path)
-                self.store.record(s, project, "replica.unhealthy", f"web.{r.slot} {action.reason}",
-                                  environment=env_name, deployment_id=r.deployment_id)
                 h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
-            self.runtime.stop(h, grace=5)  # it stays STARTING: the next pass sees it exited and applies the policy
+                slot, deployment_id = r.slot, r.deployment_id
+            if routed:
+                self.routes.sync()  # out of the route before it is stopped: no new request reaches it
+            with self.store.session() as s:  # recorded once true: when the event is seen, the route no longer has it
+                self.store.record(s, project, "replica.unhealthy", f"web.{slot} {action.reason}",
+                                  environment=env_name, deployment_id=deployment_id)
+            self.runtime.stop(h, grace=5)
         elif isinstance(action, plan.MarkReplica):
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.state = action.state
+                if action.state == m.REPLICA_RUNNING:
+                    # it just passed its check; failures of the process it replaced (restarted in this row) are not its own
+                    r.health_failures, r.health_checked_at = 0, time.time()
                 if action.state in (m.REPLICA_CRASHED, m.REPLICA_EXITED):
                     r.last_exit = self._last_exit(action.reason, r.log_path)
                     self.store.record(s, project, f"replica.{action.state.lower()}", f"web.{r.slot} {action.reason}",

@@ -53,6 +53,8 @@ WEB_KEYS: dict[str, tuple[str, Parser]] = {
     "cpu": ("cpu", v.parse_cpu),
     "seedCommand": ("seed_command", v.command),
     "root": ("root_dir", v.directory),
+    "healthcheckInterval": ("healthcheck_interval", v.positive_seconds),
+    "healthcheckFailures": ("healthcheck_failures", v.positive_count),
 }
 POSTGRES_KEYS: dict[str, tuple[str, Parser]] = {
     "name": ("name", v.service_name),

@@ -26,6 +26,10 @@ class WebConfig:
     seed_command: str | None = None
     healthcheck_path: str | None = None
     healthcheck_timeout: int = 300
+    # Liveness of RUNNING replicas (branchyard keys): probed every interval seconds; after `failures` in a row the
+    # replica leaves the route and is restarted under the restart policy.
+    healthcheck_interval: int = 5
+    healthcheck_failures: int = 3
     restart_policy_type: str = "ON_FAILURE"
     restart_policy_max_retries: int = 10
     replicas: int = 1

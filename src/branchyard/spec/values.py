@@ -95,6 +95,11 @@ def positive_days(value: object) -> float:
     return float(value)
 
 
+def positive_count(value: object) -> int:
+    """A whole number, at least 1."""
+    return count(value, minimum=1)
+
+
 def replicas(value: object) -> int:
     """A replica count, at least 1."""
     return count(value, minimum=1)

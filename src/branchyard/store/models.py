@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deployment statuses (Railway's words).
@@ -139,6 +139,10 @@ class Replica(Base):
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     restart_after: Mapped[float | None] = mapped_column(nullable=True)  # epoch seconds: restart backoff
     last_exit: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it last stopped (exit code, log tail)
+    # liveness of a RUNNING replica with a health-check path: failed checks in a row, when the last one ran, why it failed
+    health_failures: Mapped[int] = mapped_column(default=0)
+    health_checked_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # epoch seconds
+    health_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Service(Base):

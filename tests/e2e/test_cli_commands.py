@@ -29,6 +29,8 @@ PR_42 = {
         "seed_command": "python manage.py seed_data --test",
         "healthcheck_path": "/health",
         "healthcheck_timeout": 100,
+        "healthcheck_interval": 5,
+        "healthcheck_failures": 3,
         "restart_policy_type": "ON_FAILURE",
         "restart_policy_max_retries": 10,
         "replicas": 1,
@@ -69,6 +71,8 @@ PR_42 = {
         "web.seed_command": "branchyard.toml [environments.pr.services.web]",
         "web.healthcheck_path": "railway.toml [deploy]",
         "web.healthcheck_timeout": "railway.toml [deploy]",
+        "web.healthcheck_interval": "default",
+        "web.healthcheck_failures": "default",
         "web.restart_policy_type": "railway.toml [deploy]",
         "web.restart_policy_max_retries": "default",
         "web.replicas": "default",
@@ -196,7 +200,9 @@ def access_lines(lines: list[str]) -> list[str]:
 
 
 def test_runtime_logs_with_deployment_lines_and_json(plane, tmp_path):
-    repo, _ = tiny_project(plane, tmp_path, "lg")
+    # the liveness probes write to the access log too (GET /health every healthcheckInterval): this test reads the
+    # log's last lines twice and compares them, so it probes once an hour
+    repo, _ = tiny_project(plane, tmp_path, "lg", extra="\n[services.web]\nhealthcheckInterval = 3600\n")
     v1 = branch_commit(plane, repo, "develop", "v1", remote="branchyard")
     first = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
     for i in range(4):

@@ -201,8 +201,8 @@ def access_lines(lines: list[str]) -> list[str]:
 
 def test_runtime_logs_with_deployment_lines_and_json(plane, tmp_path):
     # the liveness probes write to the access log too (`GET /health` every healthcheckInterval, the first one soon
-    # after the replica runs): this test compares the log's last lines across reads, so it probes once an hour and
-    # sends its requests after that first probe
+    # after the replica runs; `status` probes a replica not checked yet): this test compares the log's last lines
+    # across reads, so it probes once an hour and sends its requests after that first liveness check
     repo, _ = tiny_project(plane, tmp_path, "lg", extra="\n[services.web]\nhealthcheckInterval = 3600\n")
     v1 = branch_commit(plane, repo, "develop", "v1", remote="branchyard")
     first = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
@@ -215,8 +215,8 @@ def test_runtime_logs_with_deployment_lines_and_json(plane, tmp_path):
     plane.git(repo, "checkout", "--quiet", "main")
     second = plane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["id"]
     assert second != first
-    wait_for(lambda: any('"GET /health HTTP' in line for line in
-                         plane.json("logs", "-e", "staging", "-n", "1000", cwd=repo)["runtime"].get("web.0", [])))
+    wait_for(lambda: [r["health"] for e in plane.json("environment", "list", cwd=repo) if e["name"] == "staging"
+                      for r in e["replicas"]] == ["healthy"])  # `environment list` never probes: this is the liveness check
     for i in range(6):
         assert plane.get("lg-staging.localhost", f"/health?v2-{i}").status_code == 200
 

@@ -1,4 +1,5 @@
-"""A Gatekeeper for API tests that need no store: one token, one user, nothing protected (or what you say)."""
+"""For API tests: a Gatekeeper that needs no store (one token, one user, nothing protected or what you say), and a
+stand-in controller that records which of its methods a request reached."""
 
 from __future__ import annotations
 
@@ -20,3 +21,17 @@ def single_token(token: str, *, role: str = ADMIN, throttle: Throttle | None = N
         return Actor("tester", 1, role)
 
     return Gatekeeper(Gate(authenticate, throttle), protected)
+
+
+class Recorder:
+    """A stand-in controller that records which of its methods a request reached."""
+
+    def __init__(self, calls: list[str], name: str = "controller") -> None:
+        self.calls, self.name = calls, name
+
+    def __getattr__(self, attr: str) -> Recorder:
+        return Recorder(self.calls, f"{self.name}.{attr}")
+
+    def __call__(self, *args: object, **kwargs: object) -> dict:
+        self.calls.append(self.name)
+        return {}

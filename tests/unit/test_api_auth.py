@@ -10,7 +10,7 @@ import re
 
 import fastapi.routing
 import pytest
-from api_users import single_token
+from api_users import Recorder, single_token
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -47,20 +47,6 @@ class Trap:
 
     def __call__(self, *args: object, **kwargs: object) -> None:
         raise AssertionError(f"a request without the right token reached {self.name}()")
-
-
-class Recorder:
-    """A stand-in controller that records which of its methods a request reached."""
-
-    def __init__(self, calls: list[str], name: str = "controller") -> None:
-        self.calls, self.name = calls, name
-
-    def __getattr__(self, attr: str) -> Recorder:
-        return Recorder(self.calls, f"{self.name}.{attr}")
-
-    def __call__(self, *args: object, **kwargs: object) -> dict:
-        self.calls.append(self.name)
-        return {}
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import fastapi.routing
 import pytest
+from api_users import Recorder
 from fastapi.testclient import TestClient
 
 from branchyard.access import Permission
@@ -102,20 +103,6 @@ WHO_MAY = {
     P.ADMIN: (ADMINS, ADMINS),
 }
 REFUSED_TOKENS = ("none", "wrong", "revoked", "expired", "removed user")
-
-
-class Recorder:
-    """A stand-in controller that records which of its methods a request reached (and returns {})."""
-
-    def __init__(self, calls: list[str], name: str = "controller") -> None:
-        self.calls, self.name = calls, name
-
-    def __getattr__(self, attr: str) -> Recorder:
-        return Recorder(self.calls, f"{self.name}.{attr}")
-
-    def __call__(self, *args: object, **kwargs: object) -> dict:
-        self.calls.append(self.name)
-        return {}
 
 
 class World:

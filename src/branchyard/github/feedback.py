@@ -16,9 +16,7 @@ import datetime as dt
 import json
 import logging
 import os
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from ..store import models as m
 from ..store.db import RecordedEvent, Store, snapshot
 from .client import GitHubClient, short
 from .protection import status_context
+from .worker import Worker
 
 log = logging.getLogger("branchyard.github")
 
@@ -298,31 +297,24 @@ class Feedback:
         self.attempts = attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._queue: queue.Queue[RecordedEvent | None] = queue.Queue(maxsize=max_queue)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._github_ids: dict[str, int] = {}  # branchyard deployment id → GitHub deployment id
-        self._idle = threading.Condition()
-        self._busy = 0
+        self._worker: Worker[RecordedEvent] = Worker(
+            "github-feedback", self.handle, describe=lambda e: e.kind, after=lambda e: self._save_cursor(e.id),
+            max_queue=max_queue)
+        self._stop = self._worker.stopping
 
     def notify(self, event: RecordedEvent) -> None:
         """Store listener: queue the event (never blocks; a full queue drops it with a log line)."""
         if event.kind not in HANDLED or self._stop.is_set() or event.id in self._replayed:
             return
-        try:
-            with self._idle:
-                self._busy += 1
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self._done()
+        if not self._worker.put(event):
             log.warning("GitHub feedback queue full: dropped %s for %s/%s", event.kind, event.project, event.environment)
 
     def start(self) -> None:
         """Queue what a previous run left unsent (with a cursor file), then start the thread."""
         if self.cursor_path is not None:
             self._replay()
-        self._thread = threading.Thread(target=self._run, name="github-feedback", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def _replay(self) -> None:
         saved = _read_cursor(self.cursor_path)
@@ -354,38 +346,12 @@ class Feedback:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish what is queued (up to `timeout` seconds), then stop the thread."""
-        self.wait_idle(timeout)
-        self._stop.set()
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
+        self._worker.stop(timeout)
         self.client.close()
 
     def wait_idle(self, timeout: float) -> bool:
         """True once every queued event has been handled."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
-
-    def _done(self) -> None:
-        with self._idle:
-            self._busy -= 1
-            self._idle.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                return
-            try:
-                self.handle(event)
-            except Exception:  # a bug here must not kill the thread: later events still get their feedback
-                log.exception("GitHub feedback crashed on %s", event.kind)
-            finally:
-                self._save_cursor(event.id)
-                self._done()
+        return self._worker.wait_idle(timeout)
 
     def handle(self, event: RecordedEvent) -> None:
         """Resolve one event, then apply each of its requests (each retried on its own)."""

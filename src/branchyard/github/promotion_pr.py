@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +23,7 @@ from ..store import models as m
 from ..store.db import RecordedEvent, Store
 from .client import GitHubClient, short
 from .feedback import FAILED_KIND
+from .worker import Worker
 
 log = logging.getLogger("branchyard.github")
 
@@ -122,11 +121,9 @@ class PromotionPullRequests:
         self.attempts = attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=1000)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._idle = threading.Condition()
-        self._busy = 0
+        self._worker: Worker[tuple[str, str]] = Worker(
+            "github-promotion-pr", lambda item: self.handle(*item), describe=lambda item: "/".join(item))
+        self._stop = self._worker.stopping
 
     def notify(self, event: RecordedEvent) -> None:
         """Store listener: queue (project, target) (never blocks; a full queue drops it with a log line)."""
@@ -134,12 +131,7 @@ class PromotionPullRequests:
             self._enqueue(event.project, event.environment)
 
     def _enqueue(self, project: str, target: str) -> None:
-        with self._idle:
-            self._busy += 1
-        try:
-            self._queue.put_nowait((project, target))
-        except queue.Full:
-            self._done()
+        if not self._worker.put((project, target)):
             log.warning("promotion pull requests: queue full, dropped %s/%s", project, target)
 
     def start(self) -> None:
@@ -149,41 +141,15 @@ class PromotionPullRequests:
                               .where(m.Promotion.state.in_(m.PROMOTION_OPEN)).distinct()).all()
         for project, target in open_:
             self._enqueue(project, target)
-        self._thread = threading.Thread(target=self._run, name="github-promotion-pr", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.wait_idle(timeout)
-        self._stop.set()
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
+        self._worker.stop(timeout)
         self.client.close()
 
     def wait_idle(self, timeout: float) -> bool:
         """True once everything queued has been handled."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout=timeout)
-
-    def _done(self) -> None:
-        with self._idle:
-            self._busy -= 1
-            self._idle.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self.handle(*item)
-            except Exception:  # a bug here must not kill the thread
-                log.exception("promotion pull request for %s/%s crashed", *item)
-            finally:
-                self._done()
+        return self._worker.wait_idle(timeout)
 
     def resolve(self, project: str, target: str) -> tuple[PullRequest, dict[str, Any]] | None:
         """The pull request the newest promotion into `target` calls for; None without a GitHub repository, a

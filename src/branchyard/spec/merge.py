@@ -47,6 +47,8 @@ def resolve(spec: ProjectSpec, name: str) -> EnvironmentConfig:
         redis=redis,
         variables={k: e.value for k, e in variables.items()},
         sources=sources,
+        alerts=decl.alerts,
+        uptime=decl.uptime,
     )
 
 
@@ -56,7 +58,8 @@ def _declaration(spec: ProjectSpec, name: str) -> EnvironmentDecl:
         return spec.environments[name]
     if spec.is_preview_instance(name):
         template = spec.environments[PR_TEMPLATE]
-        return EnvironmentDecl(name=name, base=template.base, ephemeral=template.ephemeral)
+        return EnvironmentDecl(name=name, base=template.base, ephemeral=template.ephemeral, alerts=template.alerts,
+                               uptime=template.uptime)
     declared = ", ".join(spec.declared_names())
     raise NotFound(f"unknown environment {name!r} (declared: {declared})")
 

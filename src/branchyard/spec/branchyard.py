@@ -94,8 +94,7 @@ class BranchyardConfig:
 
 def default_config(name: str) -> BranchyardConfig:
     """The config of a project without branchyard.toml: production deploys main."""
-    production = EnvironmentDecl("production", branch="main", production=True, protected=True,
-                                 alerts=al.default_alerts(al.TIER_PRODUCTION), uptime=True)
+    production = EnvironmentDecl("production", branch="main", production=True, protected=True)
     return BranchyardConfig(name=name, environments={"production": production})
 
 
@@ -325,15 +324,15 @@ def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> Environm
         promotion=None if "promotion" not in table else _promotion(ctx, name, table["promotion"], production=production),
         domains=_domains(ctx, name, table),
         alerts=_alerts(ctx, name, table, al.tier_of(production=production, ephemeral=ephemeral)),
-        uptime=ctx.parse((*path, "uptime"), v.boolean, table.get("uptime", production)),
+        uptime=None if "uptime" not in table else ctx.parse((*path, "uptime"), v.boolean, table["uptime"]),
     )
 
 
-def _alerts(ctx: FileContext, name: str, table: dict[str, Any], tier: str) -> al.AlertsSpec:
+def _alerts(ctx: FileContext, name: str, table: dict[str, Any], tier: str) -> al.AlertsSpec | None:
     """[environments.<name>.alerts]: rules over the tier's defaults, and webhooks (spec/alerts.py); absent: the
     tier's defaults (previews: none)."""
     if "alerts" not in table:
-        return al.default_alerts(tier)
+        return None
     path = ("environments", name, "alerts")
     raw = ctx.table(path, table["alerts"])
     defaults = {r.name: r for r in al.DEFAULTS[tier]}

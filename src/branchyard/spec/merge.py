@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import NotFound
+from .alerts import default_alerts, tier_of
 from .context import UNSET, Entry, Layer
 from .model import (
     PR_TEMPLATE,
@@ -47,8 +48,8 @@ def resolve(spec: ProjectSpec, name: str) -> EnvironmentConfig:
         redis=redis,
         variables={k: e.value for k, e in variables.items()},
         sources=sources,
-        alerts=decl.alerts,
-        uptime=decl.uptime,
+        alerts=decl.alerts or default_alerts(tier_of(production=decl.production, ephemeral=decl.ephemeral)),
+        uptime=decl.production if decl.uptime is None else decl.uptime,
     )
 
 

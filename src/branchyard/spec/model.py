@@ -137,8 +137,8 @@ class EnvironmentDecl:
     promotion: PromotionSpec | None = None
     protected: bool = False  # `protected` (default: true for production): only admins change, deploy or shell into it
     domains: tuple[str, ...] = ()  # custom domains (lowercase, checked by names.custom_domain); never inherited via base
-    alerts: AlertsSpec = field(default_factory=AlertsSpec)  # [environments.<env>.alerts] over the tier's defaults
-    uptime: bool = False  # `uptime` (default: true for production): the public URL probed through the router
+    alerts: AlertsSpec | None = None  # [environments.<env>.alerts] over the tier's defaults (None: the defaults)
+    uptime: bool | None = None  # `uptime`: the public URL probed through the router (None: production only)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from ..backends.ports import Machine
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
+from .alerts import Alerts, Notifier
 from .backups import Backups
 from .databases import Databases
 from .dataplane import DataPlane
@@ -40,6 +41,7 @@ from .reconciler import Reconciler
 from .replicas import Replicas
 from .routes import Routes
 from .teardown import Teardown
+from .uptime import Uptime
 from .users import Users
 from .webhooks import Webhooks
 
@@ -73,10 +75,13 @@ class Controller:
         self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      liveness=self.liveness, housekeeping=self._housekeeping)
+        self.uptime = Uptime(settings, store)
+        self.notifier = Notifier(store, lookup=self._webhook_variable)
+        self.alerts = Alerts(settings, store, uptime=self.uptime, notifier=self.notifier, url_of=self.routes.url)
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
-                                         preview_info=self.previews.info)
+                                         preview_info=self.previews.info, uptime=self.uptime.summary)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
         self.oneoffs = OneOffs(store, variables=self.variables)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
@@ -105,6 +110,9 @@ class Controller:
         # WAITING promotions start when their waitTimer ends: a loop of its own, as a start runs smoke tests
         threading.Thread(target=self.promotions.run_forever, args=(self._stop,), name="promotions", daemon=True).start()
         self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
+        # issue 16: public URLs probed through the router, alert rules evaluated (notifications on their own threads)
+        threading.Thread(target=self.uptime.run_forever, args=(self._stop,), name="uptime", daemon=True).start()
+        threading.Thread(target=self.alerts.run_forever, args=(self._stop,), name="alerts", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
@@ -112,6 +120,13 @@ class Controller:
         if self._loop:
             self._loop.join(timeout=wait)
         self.liveness.shutdown()
+        self.notifier.shutdown()
+        self.uptime.shutdown()
+
+    def _webhook_variable(self, env_id: int, name: str) -> str | None:
+        """An alert webhook's `${{NAME}}`: the environment's secret or variable of that name (never printed)."""
+        plain, secrets = self.data.stored_variables(env_id)
+        return secrets.get(name) or plain.get(name)
 
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up

@@ -1,0 +1,172 @@
+"""Uptime (issue 16): each monitored environment's public URL probed through the router, checks kept 30 days.
+
+Monitored: production, and any environment whose spec says `uptime = true` (the current deployment's snapshot),
+while ACTIVE with a current deployment. Every `uptime_interval` seconds (BRANCHYARD_UPTIME_INTERVAL, default 30) a
+thread sends `GET healthcheckPath` (or `/`) for the environment's generated host and each custom domain to the
+router's public port on loopback, so the check goes the way users' requests go (edge, routes tier, replica); up when
+every host answered below 500 within the timeout. One row per check (`uptime_checks`), pruned after 30 days;
+`availability.summary` turns them into `status`'s `uptime`. `current()` is the `up` series (monitoring.UP) that
+`down` alerts read first and the metrics store may pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from .. import names
+from ..availability import RETENTION, Check, summary
+from ..settings import Settings
+from ..store import models as m
+from ..store.db import Store
+from .snapshot import web_of
+
+log = logging.getLogger("branchyard.uptime")
+TIMEOUT = 5.0  # seconds per host: a probe slower than this is a failed check
+PRUNE_EVERY = 3600.0
+
+
+@dataclass(frozen=True)
+class Target:
+    env_id: int
+    project: str
+    environment: str
+    hosts: tuple[str, ...]
+    path: str
+
+
+def monitored(config_json: str | None, *, production: bool) -> bool:
+    """The snapshot's `uptime` (absent in snapshots older than issue 16: production only)."""
+    if not config_json:
+        return False
+    try:
+        value = json.loads(config_json).get("uptime")
+    except (ValueError, AttributeError):
+        return production
+    return production if value is None else bool(value)
+
+
+class Uptime:
+    def __init__(self, settings: Settings, store: Store, *, timeout: float = TIMEOUT) -> None:
+        self.settings = settings
+        self.store = store
+        self.interval = settings.uptime_interval
+        self.timeout = timeout
+        self._last: dict[tuple[str, str], tuple[float, float]] = {}  # (project, env) → (at, 1.0 up / 0.0 down)
+        self._pruned = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="uptime")
+
+    # --- the `up` series -----------------------------------------------------------------------
+
+    def current(self, project: str, environment: str) -> float | None:
+        """1.0 when the last check of the environment's public URL answered, 0.0 when it failed; None when it is not
+        monitored or its last check is older than three intervals (no data is not zero)."""
+        now = time.time()
+        last = self._last.get((project, environment))
+        if last is None:  # after a restart: the last stored check
+            with self.store.session() as s:
+                row = s.execute(
+                    select(m.UptimeCheck.at, m.UptimeCheck.ok).join(m.Environment).join(m.Project)
+                    .where(m.Project.name == project, m.Environment.name == environment)
+                    .order_by(m.UptimeCheck.at.desc()).limit(1)
+                ).first()
+            if row is None:
+                return None
+            last = (row.at, 1.0 if row.ok else 0.0)
+        at, up = last
+        return up if now - at <= max(3 * self.interval, 10.0) else None
+
+    # --- probing -------------------------------------------------------------------------------
+
+    def targets(self) -> list[Target]:
+        with self.store.session() as s:
+            rows = s.execute(
+                select(m.Environment, m.Project, m.Deployment.config_json).join(m.Project)
+                .join(m.Deployment, m.Deployment.id == m.Environment.current_deployment_id)
+                .where(m.Environment.state == m.ENV_ACTIVE)
+            ).all()
+            custom: dict[int, list[str]] = {}
+            for env_id, host in s.execute(select(m.Domain.environment_id, m.Domain.host).order_by(m.Domain.host)):
+                custom.setdefault(env_id, []).append(host)
+            found = []
+            for env, p, config_json in rows:
+                if not monitored(config_json, production=env.production):
+                    continue
+                web = web_of(config_json)
+                host = names.hostname(p.name, env.name, p.domain or self.settings.domain, production=env.production)
+                found.append(Target(env.id, p.name, env.name, (host, *custom.get(env.id, ())),
+                                    (web.healthcheck_path if web is not None else None) or "/"))
+        return found
+
+    def probe(self, target: Target) -> Check:
+        """One check: every host through the router; the first failure is the check's error."""
+        started = time.time()
+        worst: int | None = None
+        error = None
+        scheme = "http" if self.settings.tls == "off" else "https"
+        for host in target.hosts:
+            try:
+                # to the router on loopback, named by Host (and SNI): the public URL's route without DNS; the
+                # certificate is not what this checks (`domain list` shows certificates)
+                with httpx.Client(timeout=self.timeout, verify=False, trust_env=False, follow_redirects=False) as client:
+                    r = client.get(f"{scheme}://127.0.0.1:{self.settings.public_port}{target.path}",
+                                   headers={"Host": host}, extensions={"sni_hostname": host})
+                worst = r.status_code if worst is None else max(worst, r.status_code)
+                if r.status_code >= 500 and error is None:
+                    error = f"HTTP {r.status_code} from {host}{target.path}"
+            except httpx.TimeoutException:
+                error = error or f"{host}{target.path}: no answer within {self.timeout:g}s"
+            except httpx.HTTPError as err:
+                error = error or f"{host}{target.path}: {type(err).__name__}: {err}"[:300]
+        return Check(at=started, ok=error is None, status=worst, error=error,
+                     duration_ms=round((time.time() - started) * 1000, 3))
+
+    def run_once(self) -> None:
+        targets = self.targets()
+        checks = list(self._pool.map(self.probe, targets))
+        with self.store.session() as s:
+            for target, check in zip(targets, checks, strict=True):
+                s.add(m.UptimeCheck(environment_id=target.env_id, at=check.at, ok=check.ok, status=check.status,
+                                    error=check.error, duration_ms=check.duration_ms))
+                self._last[(target.project, target.environment)] = (check.at, 1.0 if check.ok else 0.0)
+        now = time.time()
+        if now - self._pruned > PRUNE_EVERY:
+            self._pruned = now
+            with self.store.session() as s:
+                s.execute(delete(m.UptimeCheck).where(m.UptimeCheck.at < now - RETENTION))
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.run_once()
+            except Exception:  # a store hiccup must not end uptime monitoring
+                log.exception("uptime pass failed")
+            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def summary(self, s: Session, env: m.Environment, config_json: str | None) -> dict[str, Any] | None:
+        """`status`'s `uptime`: None for an environment never probed and not monitored."""
+        now = time.time()
+        rows = s.execute(
+            select(m.UptimeCheck.at, m.UptimeCheck.ok, m.UptimeCheck.status, m.UptimeCheck.error,
+                   m.UptimeCheck.duration_ms)
+            .where(m.UptimeCheck.environment_id == env.id, m.UptimeCheck.at >= now - RETENTION)
+            .order_by(m.UptimeCheck.at)
+        ).all()
+        if not rows and not monitored(config_json, production=env.production):
+            return None
+        return summary([Check(r.at, bool(r.ok), r.status, r.error, r.duration_ms) for r in rows], now)

@@ -192,7 +192,8 @@ class Alerts:
         sends: list[Delivery] = []  # handed to the notifier once the transitions are committed
         with self.store.session() as s:
             envs = s.execute(
-                select(m.Environment, m.Project, m.Deployment.config_json).join(m.Project)
+                select(m.Environment, m.Project, m.Deployment.config_json).select_from(m.Environment)
+                .join(m.Project, m.Project.id == m.Environment.project_id)
                 .join(m.Deployment, m.Deployment.id == m.Environment.current_deployment_id)
                 .where(m.Environment.state == m.ENV_ACTIVE)
             ).all()

@@ -75,7 +75,9 @@ class Uptime:
         if last is None:  # after a restart: the last stored check
             with self.store.session() as s:
                 row = s.execute(
-                    select(m.UptimeCheck.at, m.UptimeCheck.ok).join(m.Environment).join(m.Project)
+                    select(m.UptimeCheck.at, m.UptimeCheck.ok)
+                    .join(m.Environment, m.Environment.id == m.UptimeCheck.environment_id)
+                    .join(m.Project, m.Project.id == m.Environment.project_id)
                     .where(m.Project.name == project, m.Environment.name == environment)
                     .order_by(m.UptimeCheck.at.desc()).limit(1)
                 ).first()
@@ -90,7 +92,8 @@ class Uptime:
     def targets(self) -> list[Target]:
         with self.store.session() as s:
             rows = s.execute(
-                select(m.Environment, m.Project, m.Deployment.config_json).join(m.Project)
+                select(m.Environment, m.Project, m.Deployment.config_json).select_from(m.Environment)
+                .join(m.Project, m.Project.id == m.Environment.project_id)
                 .join(m.Deployment, m.Deployment.id == m.Environment.current_deployment_id)
                 .where(m.Environment.state == m.ENV_ACTIVE)
             ).all()

@@ -1,8 +1,8 @@
 """Uptime arithmetic (issue 16): availability over a window and the incidents, from the probes' checks. Pure.
 
 A check is one probe of an environment's public URL through the router (controller/uptime.py): up when every host
-answered below 500. Availability over a window is the share of its checks that were up (the probe runs at a fixed
-interval, so each check stands for the same time), in percent; None when the window holds no check. An incident is
+answered below 500. Availability over a window is the share of its time that was up (each
+check stands for the time until the next one), in percent; None when no check covers the window. An incident is
 a run of failed checks: from the first failed check to the first check up again (`ended_at` None while it lasts),
 with the first check's error.
 """
@@ -27,10 +27,21 @@ class Check:
 
 
 def availability(checks: Sequence[Check], now: float, window_s: float) -> float | None:
-    inside = [c for c in checks if now - window_s <= c.at <= now]
-    if not inside:
-        return None
-    return round(100.0 * sum(c.ok for c in inside) / len(inside), 3)
+    """Percent of the window's time the URL was up: each check stands for the time until the next one (the last
+    until now), clipped to the window — so a failing probe that waits out its timeout, checking less often than one
+    that is answered at once, weighs as much as the time it covers. None when no check covers the window."""
+    start = now - window_s
+    up = total = 0.0
+    for i, check in enumerate(checks):
+        end = checks[i + 1].at if i + 1 < len(checks) else now
+        lo, hi = max(check.at, start), min(end, now)
+        if hi > lo:
+            total += hi - lo
+            up += (hi - lo) if check.ok else 0.0
+    if total == 0:
+        inside = [c for c in checks if start <= c.at <= now]
+        return None if not inside else (100.0 if inside[-1].ok else 0.0)
+    return round(100.0 * up / total, 3)
 
 
 def incidents(checks: Sequence[Check], limit: int = 5) -> list[dict[str, Any]]:

@@ -8,6 +8,8 @@ The lead re-targets the alert at the 5xx rate once the metrics store is merged (
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -179,3 +181,15 @@ def _scenario(plane, tmp_path, receiver: Receiver, dead_port: int) -> None:
     assert env["webhooks"] == ["${{ALERT_HOOK}}", f"http://127.0.0.1:{dead_port}/***"]
     shown = plane.run("alerts", cwd=repo).stdout + json.dumps(events()) + json.dumps(listed)
     assert "s3cr3t" not in shown and "never-answers" not in shown
+
+    # the app stopped (SIGSTOP: it holds its port and answers nothing), then started again: a new incident with the
+    # probe's timeout as its error, ended once the app answers again; availability falls further
+    pgid = os.getpgid(after["replicas"][0]["pid"])
+    os.killpg(pgid, signal.SIGSTOP)
+    try:
+        hung = wait_for(lambda: (lambda s: s if len(s["uptime"]["incidents"]) == 2 else None)(status()), timeout=60)
+        assert "no answer within" in hung["uptime"]["incidents"][0]["error"], hung["uptime"]
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+    back = wait_for(lambda: (lambda s: s if s["uptime"]["incidents"][0]["ended_at"] else None)(status()), timeout=60)
+    assert back["uptime"]["24h"] < after["uptime"]["24h"] and back["uptime"]["last_check"]["ok"]

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import pytest
+
 from branchyard.availability import Check, availability, incidents, summary
 
 DAY = 86400.0
 NOW = 100 * DAY
 
 
-def test_availability_per_window() -> None:
-    checks = [Check(NOW - 20 * DAY, False, error="old"), *[Check(NOW - 3 * DAY + i, i % 4 != 0) for i in range(4)],
-              *[Check(NOW - 100 + i, i != 0) for i in range(10)]]
-    assert availability(checks, NOW, DAY) == 90.0
-    assert availability(checks, NOW, 7 * DAY) == round(100 * 12 / 14, 3)
-    assert availability(checks, NOW, 30 * DAY) == 80.0
-    assert availability([], NOW, DAY) is None
-    assert availability([Check(NOW - 2 * DAY, True)], NOW, DAY) is None
+@pytest.mark.parametrize(
+    ("checks", "window", "expected"),
+    [
+        # each check stands for the time until the next one, the last until now (NOW = 100 here)
+        ([Check(0, True), Check(10, False), Check(40, True)], 100, 70.0),
+        ([Check(0, True), Check(10, False), Check(40, True)], 70, 85.714),  # [30, 40) down, [40, 100) up
+        ([Check(0, True), Check(10, False), Check(40, True)], 1000, 70.0),  # no check before 0: 100 s covered
+        ([Check(0, False)], 50, 0.0),  # a check before the window covers it
+        ([Check(100, True)], 50, 100.0),  # a check at this instant covers no time yet: its own word
+        ([], 50, None),
+        # a failing probe waits out its timeout (fewer checks) and weighs as much as the time it covers
+        ([Check(0, True), Check(1, True), Check(2, True), Check(3, True), Check(4, False), Check(9, False),
+          Check(14, True)], 100, 90.0),
+    ],
+)
+def test_availability_is_time_weighted(checks: list[Check], window: float, expected: float | None) -> None:
+    assert availability(checks, 100, window) == expected
+
+
+def test_windows() -> None:
+    checks = [Check(NOW - 20 * DAY, False), Check(NOW - 3 * DAY, True)]
+    assert availability(checks, NOW, DAY) == 100.0
+    assert availability(checks, NOW, 7 * DAY) == 42.857  # the failed check covers 4 of the 7 days
+    assert availability(checks, NOW, 30 * DAY) == 15.0  # 17 of the 20 days covered
 
 
 def test_incidents_are_runs_of_failed_checks_newest_first() -> None:

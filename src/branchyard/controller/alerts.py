@@ -27,22 +27,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from .. import monitoring
 from ..alerting import FIRING, PENDING, RESOLVED, RuleState, Transition, evaluate
 from ..github.worker import Worker
-from ..monitoring import MetricSource
+from ..monitoring import MetricSource, UpSource
 from ..settings import Settings
 from ..spec.alerts import DOWN, AlertRule, AlertsSpec, Webhook, default_alerts, is_slack, mask, tier_of
 from ..store import models as m
 from ..store.db import Store
-from .uptime import Uptime
 
 log = logging.getLogger("branchyard.alerts")
 RETRY_DELAYS = (0.0, 5.0, 15.0, 40.0)  # seconds before each attempt: four attempts over about a minute
 DELIVERY_TIMEOUT = 5.0
 RECENT = 20  # resolved alerts listed per environment
+KEEP_RESOLVED = 30 * 86400.0  # seconds a resolved alert stays listed
 
 
 def rules_of(config_json: str | None, *, production: bool, ephemeral: bool) -> AlertsSpec:
@@ -154,7 +154,7 @@ class Notifier:
 
 
 class Alerts:
-    def __init__(self, settings: Settings, store: Store, *, uptime: Uptime, notifier: Notifier,
+    def __init__(self, settings: Settings, store: Store, *, uptime: UpSource, notifier: Notifier,
                  metrics: MetricSource | None = None, url_of: Callable[[m.Project, m.Environment], str]) -> None:
         self.store = store
         self.interval = settings.alerts_interval
@@ -215,6 +215,7 @@ class Alerts:
                                "url": self.url_of(p, env), "message": text}
                     sends += [Delivery(p.name, env.name, env.id, i, hook, payload)
                               for i, hook in enumerate(spec.webhooks, start=1)]
+            s.execute(delete(m.Alert).where(m.Alert.state == RESOLVED, m.Alert.resolved_at < now - KEEP_RESOLVED))
         for delivery in sends:
             self.notifier.send(delivery)
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from .. import names
-from ..availability import RETENTION, Check, summary
+from ..availability import RETENTION, WINDOWS, Check, incidents
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
@@ -162,14 +162,59 @@ class Uptime:
     # --- reading -------------------------------------------------------------------------------
 
     def summary(self, s: Session, env: m.Environment, config_json: str | None) -> dict[str, Any] | None:
-        """`status`'s `uptime`: None for an environment never probed and not monitored."""
+        """`status`'s `uptime`: None for an environment never probed and not monitored. The same values as
+        `availability.summary` over all checks (tests/integration/test_uptime_summary.py holds them equal), computed
+        in SQLite: 30 days of checks every 30 s are 86,400 rows, and `status` must stay quick."""
         now = time.time()
-        rows = s.execute(
-            select(m.UptimeCheck.at, m.UptimeCheck.ok, m.UptimeCheck.status, m.UptimeCheck.error,
-                   m.UptimeCheck.duration_ms)
-            .where(m.UptimeCheck.environment_id == env.id, m.UptimeCheck.at >= now - RETENTION)
-            .order_by(m.UptimeCheck.at)
-        ).all()
-        if not rows and not monitored(config_json, production=env.production):
-            return None
-        return summary([Check(r.at, bool(r.ok), r.status, r.error, r.duration_ms) for r in rows], now)
+        return summary_sql(s, env.id, now, monitored=monitored(config_json, production=env.production))
+
+
+_SEGMENTS = """
+WITH seg AS (
+  SELECT ok, at, COALESCE(LEAD(at) OVER (ORDER BY at), :now) AS nxt
+  FROM uptime_checks WHERE environment_id = :env AND at >= :since
+)
+SELECT {columns} FROM seg
+"""
+_TRANSITIONS = """
+SELECT at, ok, status, error, duration_ms FROM (
+  SELECT at, ok, status, error, duration_ms, LAG(ok) OVER (ORDER BY at) AS prev
+  FROM uptime_checks WHERE environment_id = :env AND at >= :since
+) WHERE prev IS NULL OR prev != ok ORDER BY at
+"""
+
+
+def summary_sql(s: Session, env_id: int, now: float, *, monitored: bool) -> dict[str, Any] | None:
+    """availability.summary, with the per-check work done by SQLite's window functions: the time each window's
+    checks cover (up and in all), and only the checks where up/down changed (which is all incidents need)."""
+    since = now - RETENTION
+    columns = []
+    params: dict[str, Any] = {"env": env_id, "since": since, "now": now}
+    for name, seconds in WINDOWS.items():
+        key = f"s{name}"
+        params[key] = now - seconds
+        cover = f"MAX(0, MIN(nxt, :now) - MAX(at, :{key}))"
+        columns += [f"SUM(CASE WHEN ok THEN {cover} ELSE 0 END)", f"SUM({cover})"]
+    totals = s.execute(text(_SEGMENTS.format(columns=", ".join(columns))), params).one()
+    changes = [Check(r.at, bool(r.ok), r.status, r.error, r.duration_ms)
+               for r in s.execute(text(_TRANSITIONS), {"env": env_id, "since": since})]
+    last_row = s.execute(select(m.UptimeCheck).where(m.UptimeCheck.environment_id == env_id, m.UptimeCheck.at >= since)
+                         .order_by(m.UptimeCheck.at.desc()).limit(1)).scalar_one_or_none()
+    if last_row is None and not monitored:
+        return None
+    last = None if last_row is None else Check(last_row.at, bool(last_row.ok), last_row.status, last_row.error,
+                                                last_row.duration_ms)
+    out: dict[str, Any] = {}
+    for i, name in enumerate(WINDOWS):
+        up, total = totals[2 * i], totals[2 * i + 1]
+        if not total:  # no time covered: the last check in the window has its own word, else no data
+            inside = last is not None and last.at >= now - WINDOWS[name]
+            out[name] = None if not inside else (100.0 if last.ok else 0.0)
+        else:
+            out[name] = round(100.0 * up / total, 3)
+    if last is not None and (not changes or changes[-1].at != last.at):
+        changes.append(last)  # an incident still going on lasts until the last check
+    out["incidents"] = incidents(changes)
+    out["last_check"] = None if last is None else {
+        "at": last.at, "ok": last.ok, "status": last.status, "error": last.error, "duration_ms": last.duration_ms}
+    return out

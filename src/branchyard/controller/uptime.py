@@ -63,6 +63,7 @@ class Uptime:
         self.timeout = timeout
         self._last: dict[tuple[str, str], tuple[float, float]] = {}  # (project, env) → (at, 1.0 up / 0.0 down)
         self._pruned = 0.0
+        self._summaries: dict[int, tuple[float, bool, dict[str, Any] | None]] = {}  # env id → (when, monitored, summary)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="uptime")
 
     # --- the `up` series -----------------------------------------------------------------------
@@ -166,7 +167,13 @@ class Uptime:
         `availability.summary` over all checks (tests/integration/test_uptime_summary.py holds them equal), computed
         in SQLite: 30 days of checks every 30 s are 86,400 rows, and `status` must stay quick."""
         now = time.time()
-        return summary_sql(s, env.id, now, monitored=monitored(config_json, production=env.production))
+        is_monitored = monitored(config_json, production=env.production)
+        cached = self._summaries.get(env.id)
+        if cached is not None and now - cached[0] < min(self.interval, 30.0) and cached[1] == is_monitored:
+            return cached[2]  # no new check since (one per interval): the same answer, without the scan
+        result = summary_sql(s, env.id, now, monitored=is_monitored)
+        self._summaries[env.id] = (now, is_monitored, result)
+        return result
 
 
 _SEGMENTS = """

@@ -33,6 +33,7 @@ from .snapshot import web_of
 log = logging.getLogger("branchyard.uptime")
 TIMEOUT = 5.0  # seconds per host: a probe slower than this is a failed check
 PRUNE_EVERY = 3600.0
+USER_AGENT = "branchyard-uptime/1"  # how access logs and metrics can tell the probe from users' requests
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,8 @@ class Uptime:
                 # certificate is not what this checks (`domain list` shows certificates)
                 with httpx.Client(timeout=self.timeout, verify=False, trust_env=False, follow_redirects=False) as client:
                     r = client.get(f"{scheme}://127.0.0.1:{self.settings.public_port}{target.path}",
-                                   headers={"Host": host}, extensions={"sni_hostname": host})
+                                   headers={"Host": host, "User-Agent": USER_AGENT},
+                                   extensions={"sni_hostname": host})
                 worst = r.status_code if worst is None else max(worst, r.status_code)
                 if r.status_code >= 500 and error is None:
                     error = f"HTTP {r.status_code} from {host}{target.path}"

@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from branchyard.backends.ports import ProcessHandle
+from branchyard.backends.ports import ProcessHandle, ResourceUsage
 from branchyard.errors import BackendError, DeployFailed
 
 __all__ = ["ProcessHandle", "adopt", "exit_code", "free_port", "group_alive", "is_alive", "kill_group", "spawn",
-           "start_time_of", "stop", "tail"]
+           "start_time_of", "stop", "tail", "usage"]
 
 _KILL_WAIT = 10.0  # seconds to wait for the group to vanish after SIGKILL before giving up
 _POLL = 0.02
@@ -151,6 +151,44 @@ def is_alive(h: ProcessHandle) -> bool:
 def group_alive(h: ProcessHandle) -> bool:
     """True if a process of the handle's group still runs (its leader may be gone)."""
     return bool(_group_members(h))
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def usage(h: ProcessHandle) -> ResourceUsage | None:
+    """CPU seconds and RSS summed over the replica's live processes: its group and its session (it leads both; a
+    worker that made a group of its own still counts), none older than the leader. None when the replica is gone.
+
+    One pass over /proc (field 14+15 utime+stime in clock ticks, field 24 rss in pages). RSS counts pages shared by
+    forked workers once per worker, as `ps` does."""
+    if not is_alive(h):
+        return None
+    cpu_ticks, rss_pages, count = 0, 0, 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError as exc:  # pragma: no cover
+        raise BackendError(f"cannot list /proc: {exc.strerror}") from None
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read().decode("ascii", errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        rest = raw[raw.rfind(")") + 2:].split()
+        try:
+            state, pgrp, session = rest[0], int(rest[2]), int(rest[3])
+            if (pgrp != h.pid and session != h.pid) or state in ("Z", "X", "x") or int(rest[19]) < h.start_time:
+                continue
+            cpu_ticks += int(rest[11]) + int(rest[12])
+            rss_pages += int(rest[21])
+            count += 1
+        except (IndexError, ValueError):
+            continue
+    return ResourceUsage(cpu_seconds=cpu_ticks / _CLK_TCK, rss_bytes=rss_pages * _PAGE, processes=count)
 
 
 def kill_group(pid: int) -> None:

@@ -52,7 +52,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         raise ValueError("percentile of no values")
     if not 0 < q <= 100:
         raise ValueError(f"percentile {q} is not in (0, 100]")
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    rank = max(1, math.ceil(round(q * len(sorted_values) / 100, 9)))  # rounded: 99.9 % of 1000 is rank 999, not 1000
     return float(sorted_values[rank - 1])
 
 

@@ -45,6 +45,7 @@ LATE = 2.0  # seconds after a window ends before it is summarised: the shipper r
 FRESH = 60.0  # seconds: a series with no sample newer than this is absent from `current` and the export
 WORKERS = 4  # environments sampled at once
 PROBE_TIMEOUT = 3.0  # seconds: one data service's statistics
+MAX_PENDING = 360  # closed HTTP windows kept per environment until the sampler summarises them (an hour)
 _TABLE = m.MetricSample.__table__
 
 
@@ -109,6 +110,8 @@ class HttpRecorder:
                 if w is None or start > w.start:
                     if w is not None:
                         env.closed.append(w)
+                        if len(env.closed) > MAX_PENDING:  # nobody drains (the sampler is stopped): keep the newest
+                            del env.closed[0]
                     w = env.window = _Window(start)
                 # a late entry (older than the open window) counts in the open one: windows are never reopened
                 w.durations.append(entry.duration_s)

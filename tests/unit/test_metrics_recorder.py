@@ -116,6 +116,15 @@ def test_http_windows_totals_and_current(store):
     metrics.tick(clock.now, wait=True)
     current = metrics.current("yoto", "production")
     assert current[mon.HTTP_REQUESTS_PER_SECOND] == 0.0 and current[mon.HTTP_LATENCY_P99_MS] == 2.0  # p99: still fresh
+    metrics.observe_http("yoto", "gone", entry(T0 + 21))  # an environment the store does not have (deleted)
+    clock.now = T0 + 45
+    metrics.tick(clock.now, wait=True)
+    assert metrics.current("yoto", "gone")[mon.HTTP_REQUESTS_PER_SECOND] == 0.1  # its last traffic is summarised…
+    clock.now = T0 + 55
+    metrics.tick(clock.now, wait=True)
+    assert [p for p in metrics.series("yoto", "production", 600)["series"] if p["name"] == mon.HTTP_REQUESTS_PER_SECOND][0][
+        "points"][-1] == [T0 + 40, 0.0]  # …production, still there, gets its quiet window's zeros…
+    assert metrics.http.drain(T0 + 100, set()) == []  # …and nothing running: no zeros for anyone
     clock.now = T0 + 20 + mx.WINDOW + 61
     assert mon.HTTP_LATENCY_P99_MS not in metrics.current("yoto", "production")
     clock.now = T0 + 200

@@ -129,9 +129,10 @@ class HttpRecorder:
         except Exception:  # the shipper must never die of a metrics bug
             log.exception("observe_http failed")
 
-    def drain(self, now: float) -> list[Point]:
+    def drain(self, now: float, running: set[tuple[str, str]] | None = None) -> list[Point]:
         """The points of every window that closed (ended LATE seconds before `now`); an environment that had traffic
-        once and none in the last closed window gets that window's zeros (0 requests/s, no latency)."""
+        once and none in the last closed window gets that window's zeros (0 requests/s, no latency) while it runs
+        (in `running`, when given: a deleted or sleeping environment's series end)."""
         last_closed = mx.window_start(now - LATE - mx.WINDOW)
         out: list[Point] = []
         with self._lock:
@@ -141,7 +142,7 @@ class HttpRecorder:
                     env.closed.append(env.window)
                     env.window = None
                 windows, env.closed = env.closed, []
-                if not windows and env.emitted < last_closed:
+                if not windows and env.emitted < last_closed and (running is None or (project, environment) in running):
                     windows = [_Window(last_closed)]
                 if windows:
                     env.emitted = max(env.emitted, max(w.start for w in windows))
@@ -245,9 +246,10 @@ class Metrics:
     def tick(self, now: float, *, wait: bool = False) -> None:
         """One sampling pass: closed HTTP windows now; each environment's sample in the pool (returns at once unless
         `wait`: tests and the benchmark)."""
-        self.record(self.http.drain(now))
+        targets = self._targets()
+        self.record(self.http.drain(now, {(t.project, t.environment) for t in targets}))
         futures = []
-        for target in self._targets():
+        for target in targets:
             with self._lock:
                 if target.env_id in self._in_flight:
                     continue  # the previous sample of this environment still runs (a slow probe)

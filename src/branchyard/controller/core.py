@@ -120,9 +120,9 @@ class Controller:
 
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up
+        self.metrics.housekeeping()  # metric rollups (10 s → 1 min → 1 h) and retention: cheap, never raises
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
-        self.metrics.maintain()  # metric rollups (10 s → 1 min → 1 h) and retention
         self.deployer.prune_layers()
         self.deployer.prune_virtualenvs()
 

@@ -326,15 +326,16 @@ class Metrics:
             usage = self.runtime.usage(h)
             if usage is None:
                 continue
+            read_at = self.clock()  # CPU % over the time between two readings, not between two ticks
             name = f"{t.environment}.web.{r.slot}"
             add(mon.REPLICA_MEMORY_BYTES, usage.rss_bytes, "web", name)
             add(mon.REPLICA_RESTARTS, r.restarts, "web", name)
             key = (r.id, r.pid, r.start_time)
             with self._lock:
                 before = self._cpu.get(key)
-                self._cpu[key] = (usage.cpu_seconds, now)
+                self._cpu[key] = (usage.cpu_seconds, read_at)
             if before is not None:
-                add(mon.REPLICA_CPU_PERCENT, mx.cpu_percent(before[0], before[1], usage.cpu_seconds, now), "web", name)
+                add(mon.REPLICA_CPU_PERCENT, mx.cpu_percent(before[0], before[1], usage.cpu_seconds, read_at), "web", name)
             rss_max = usage.rss_bytes if rss_max is None else max(rss_max, usage.rss_bytes)
         add(mon.REPLICAS_HEALTHY, serving)
         add(mon.REPLICAS_DESIRED, t.desired)
@@ -381,6 +382,13 @@ class Metrics:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- downsampling and retention (housekeeping) -------------------------------------------------
+
+    def housekeeping(self) -> None:
+        """`maintain` now, a failure logged (the next housekeeping tries again): never holds up what runs after it."""
+        try:
+            self.maintain()
+        except Exception:
+            log.exception("metrics rollups and retention failed")
 
     def maintain(self, now: float | None = None) -> dict[str, int]:
         """Roll complete buckets up each tier, then prune every tier past its retention: {"rolled": n, "pruned": n}."""

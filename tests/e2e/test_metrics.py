@@ -67,3 +67,13 @@ def test_replica_and_data_service_series_in_the_cli_and_on_the_prometheus_endpoi
     assert all(s.labels["environment"] == "production" and s.labels["service"] == "web" and s.value > 0 for s in mine)
     for name in (mon.REPLICA_CPU_PERCENT, mon.POSTGRES_CONNECTIONS, mon.REDIS_MEMORY_BYTES, mon.REPLICAS_HEALTHY):
         assert any(s.labels["project"] == "mtr" for s in families[f"branchyard_{name}"].samples), name
+
+    # housekeeping (about once a minute) rolls complete minutes up: `--since 1d` reads the 1 min tier
+    def rolled_up():
+        day = plane.json("metrics", "-e", "production", "--since", "1d", cwd=repo)
+        points = [p for s in day["series"] if s["name"] == mon.REPLICA_MEMORY_BYTES for p in s["points"]]
+        return day if points else None
+
+    day = wait_for(rolled_up, timeout=240, interval=5)
+    assert day["resolution_seconds"] == 60
+    assert all(ts % 60 == 0 for s in day["series"] for ts, _ in s["points"])

@@ -8,6 +8,8 @@ from .. import metrics as mx
 from . import ui
 from .context import State, env_option, json_option, pass_state, resolve_environment, resolve_project
 
+SPARK_WIDTH = 20  # characters: the table fits 80 columns
+
 
 @click.command()
 @env_option
@@ -25,9 +27,9 @@ def metrics(state: State, environment: str | None, project: str | None, since: s
     rows = []
     for s in data["series"]:
         values = [v for _ts, v in s["points"]]
-        labels = "/".join(x for x in (s["service"], s["replica"]) if x)
+        labels = s["replica"] or s["service"] or ""  # a replica's name says its service: production.web.0
         last = mx.human(s["name"], values[-1]) if values else ""
-        rows.append((s["name"], labels, last, mx.sparkline(values, 30)))
+        rows.append((s["name"], labels, last, mx.sparkline(values, SPARK_WIDTH)))
     if not rows:
         ui.info(f"no samples in the last {since} (metrics are sampled every {mx.WINDOW} s)")
         return

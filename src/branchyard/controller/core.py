@@ -30,6 +30,7 @@ from .git_follow import GitFollow
 from .guards import Guards
 from .liveness import Liveness
 from .locks import EnvLocks
+from .metrics import Metrics
 from .oneoff import OneOffs
 from .previews import Previews
 from .projects import Projects
@@ -83,6 +84,8 @@ class Controller:
         self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)
         self.git_follow = GitFollow(store)
+        # issue 16: replica, data-service and HTTP series (the log shipper is handed `metrics.observe_http`)
+        self.metrics = Metrics(store, machine.runtime, service_variables=self.data.service_variables)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -104,6 +107,7 @@ class Controller:
         threading.Thread(target=self.previews.run_forever, args=(self._stop,), name="previews", daemon=True).start()
         # WAITING promotions start when their waitTimer ends: a loop of its own, as a start runs smoke tests
         threading.Thread(target=self.promotions.run_forever, args=(self._stop,), name="promotions", daemon=True).start()
+        threading.Thread(target=self.metrics.run_forever, args=(self._stop,), name="metrics", daemon=True).start()
         self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
 
     def shutdown(self, *, wait: float = 5.0) -> None:
@@ -112,9 +116,11 @@ class Controller:
         if self._loop:
             self._loop.join(timeout=wait)
         self.liveness.shutdown()
+        self.metrics.shutdown()
 
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up
+        self.metrics.housekeeping()  # metric rollups (10 s → 1 min → 1 h) and retention: cheap, never raises
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()

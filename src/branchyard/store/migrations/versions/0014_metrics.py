@@ -1,13 +1,13 @@
 """Metric samples (issue 16): one row per (series, labels, resolution, bucket), downsampled 10 s → 1 min → 1 h.
 
-Revision ID: 0014_metrics
+Revision ID: 0014
 Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_metrics"
+revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None

@@ -34,7 +34,7 @@ TABLE_SINCE = {
     "projects": "0001", "environments": "0001", "deployments": "0001", "replicas": "0001", "events": "0001",
     "services": "0004", "variables": "0004", "backups": "0005", "webhook_deliveries": "0006", "previews": "0006",
     "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011", "users": "0012",
-    "api_tokens": "0012", "alerts": "0014_alerts", "uptime_checks": "0014_alerts",
+    "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015",
 }
 COLUMN_SINCE = {
     ("projects", "domain"): "0002",
@@ -72,6 +72,12 @@ COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments",
 
 # Representative rows, every column given (values a control plane writes: None where it may, flags both ways).
 ROWS: dict[str, list[dict]] = {
+    "metric_samples": [
+        dict(id=1, project="yoto", environment="production", name="replica_memory_bytes", service="web",
+             replica="production.web.0", resolution=10, ts=1714557600, value=52428800.0),
+        dict(id=2, project="yoto", environment="production", name="http_requests_per_second", service="", replica="",
+             resolution=3600, ts=1714554000, value=0.25),
+    ],
     "projects": [
         dict(id=1, name="yoto", repo_path="/srv/branchyard/repos/yoto.git", upstream="https://***@github.com/o/yoto.git",
              created_at=T0, domain="example.test", github_repository="owner/yoto", webhook_secret="gAAAAB-encrypted",
@@ -272,7 +278,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [*(f"{i:04d}" for i in range(1, 14)), "0014_alerts"] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 16)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

@@ -74,6 +74,8 @@ ROUTES: dict[tuple[str, str], Permission] = {
     ("POST", "/api/promotions/{promotion_id}/cancel"): P.PROMOTE,
     ("GET", "/api/projects/{project}/policy"): P.READ,
     ("GET", "/api/events"): P.READ,
+    ("GET", "/api/projects/{project}/environments/{env}/metrics"): P.READ,
+    ("GET", "/metrics"): P.READ,  # Prometheus text exposition (Bearer token)
     ("GET", "/api/projects/{project}/environments/{env}/domains"): P.READ,
     ("GET", "/api/projects/{project}/alerts"): P.READ,
     ("GET", "/api/projects/{project}/environments/{env}/alerts"): P.READ,

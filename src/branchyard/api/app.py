@@ -32,6 +32,7 @@ from .routes import (
     events,
     git,
     health,
+    metrics,
     previews,
     projects,
     promotions,
@@ -44,7 +45,7 @@ from .routes import (
 # Order matters only between routes whose paths can match one URL (the first answers a method neither has:
 # 405 and its Allow header); such routes share a module, which keeps their order.
 RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains, users,
-             alerts)
+             metrics, alerts)
 
 
 def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,

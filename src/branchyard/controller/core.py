@@ -31,6 +31,7 @@ from .git_follow import GitFollow
 from .guards import Guards
 from .liveness import Liveness
 from .locks import EnvLocks
+from .metrics import Metrics
 from .oneoff import OneOffs
 from .previews import Previews
 from .projects import Projects
@@ -75,9 +76,7 @@ class Controller:
         self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      liveness=self.liveness, housekeeping=self._housekeeping)
-        self.uptime = Uptime(settings, store)
-        self.notifier = Notifier(store, lookup=self._webhook_variable)
-        self.alerts = Alerts(settings, store, uptime=self.uptime, notifier=self.notifier, url_of=self.routes.url)
+        self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
@@ -88,6 +87,12 @@ class Controller:
         self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)
         self.git_follow = GitFollow(store)
+        # issue 16: replica, data-service and HTTP series (the log shipper is handed `metrics.observe_http`)
+        self.metrics = Metrics(store, machine.runtime, service_variables=self.data.service_variables)
+        # issue 16: alert rules over the metrics and the uptime probe's `up` (notifications on worker threads)
+        self.notifier = Notifier(store, lookup=self._webhook_variable)
+        self.alerts = Alerts(settings, store, uptime=self.uptime, notifier=self.notifier, metrics=self.metrics,
+                             url_of=self.routes.url)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -109,6 +114,7 @@ class Controller:
         threading.Thread(target=self.previews.run_forever, args=(self._stop,), name="previews", daemon=True).start()
         # WAITING promotions start when their waitTimer ends: a loop of its own, as a start runs smoke tests
         threading.Thread(target=self.promotions.run_forever, args=(self._stop,), name="promotions", daemon=True).start()
+        threading.Thread(target=self.metrics.run_forever, args=(self._stop,), name="metrics", daemon=True).start()
         self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
         # issue 16: public URLs probed through the router, alert rules evaluated (notifications on their own threads)
         threading.Thread(target=self.uptime.run_forever, args=(self._stop,), name="uptime", daemon=True).start()
@@ -120,6 +126,7 @@ class Controller:
         if self._loop:
             self._loop.join(timeout=wait)
         self.liveness.shutdown()
+        self.metrics.shutdown()
         self.notifier.shutdown()
         self.uptime.shutdown()
 
@@ -130,6 +137,7 @@ class Controller:
 
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up
+        self.metrics.housekeeping()  # metric rollups (10 s → 1 min → 1 h) and retention: cheap, never raises
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()

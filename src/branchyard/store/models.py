@@ -347,6 +347,25 @@ class DatabaseTemplate(Base):
     last_used_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class MetricSample(Base):
+    """One point of a metric series (issue 16): names from monitoring.py; `service`/`replica` are its labels ("" when
+    the series is the environment's own); `resolution` is its tier (10, 60, 3600 s), `ts` its bucket's start (epoch
+    seconds). Written with Core batched inserts, rolled up and pruned by controller/metrics.py."""
+
+    __tablename__ = "metric_samples"
+    __table_args__ = (Index("ix_metric_samples_env", "project", "environment", "resolution", "ts"),
+                      Index("ix_metric_samples_age", "resolution", "ts"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    replica: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    resolution: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+
+
 class Alert(Base):
     """One alert of an environment's rule (issue 16): open (pending or firing) — at most one per rule — or resolved.
     Times are unix seconds; what alerting.evaluate needs to go on after a restart without firing again."""

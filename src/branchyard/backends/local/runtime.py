@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import BackendError
-from ..ports import HealthResult, ProcessHandle
+from ..ports import HealthResult, ProcessHandle, ResourceUsage
 from . import health, hooks, processes
 from .tasks import TaskRecords
 
@@ -38,6 +38,9 @@ class LocalRuntime:
 
     def tail(self, log_path: Path, lines: int) -> list[str]:
         return processes.tail(log_path, lines)
+
+    def usage(self, h: ProcessHandle) -> ResourceUsage | None:
+        return processes.usage(h)
 
     def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
         return health.probe(port, path, timeout=timeout)

@@ -1,14 +1,14 @@
 """Alerts and uptime (issue 16): each environment's open and recent alerts, and its uptime checks.
 
-Revision ID: 0014_alerts
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_alerts"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

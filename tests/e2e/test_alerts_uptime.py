@@ -155,6 +155,15 @@ def _scenario(plane, tmp_path, receiver: Receiver, dead_port: int) -> None:
     # the other webhook accepts and never answers: its attempts fail and are retried for about a minute
     wait_for(lambda: any(e["kind"] == "alert.delivery_failed" for e in events()), timeout=60)
 
+    # the control plane SIGKILLed and started again while the alert fires: it neither fires again (the receiver
+    # gets exactly one `firing`, asserted below) nor forgets (still firing, then resolved once)
+    os.kill(plane.json("server", "status")["pid"], signal.SIGKILL)
+    wait_for(lambda: plane.run("server", "status", check=False).returncode != 0)
+    plane.run("server", "stop", check=False)
+    plane.run("server", "--detach", timeout=120)
+    listed = plane.json("alerts", "-e", "production", cwd=repo)["environments"][0]["alerts"]
+    assert [(a["rule"], a["state"]) for a in listed] == [("down", "firing")]
+
     flag.unlink()  # recovered
     wait_for(lambda: any(b["state"] == "resolved" for b in receiver.bodies), timeout=60)
     assert [(b["rule"], b["state"]) for b in receiver.bodies] == [("down", "firing"), ("down", "resolved")]

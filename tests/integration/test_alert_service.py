@@ -165,3 +165,25 @@ def test_failed_deliveries_are_events_naming_no_url(tmp_path: Path, receivers) -
     finally:
         notifier.shutdown()
         store.close()
+
+
+def test_an_environment_put_to_sleep_resolves_what_fired(tmp_path: Path, receivers) -> None:
+    plain = receivers()
+    spec = AlertsSpec(rules=(AlertRule("down", for_s=0.0),), webhooks=(Webhook(plain.url),), tier="production")
+    store = Store(tmp_path / "state.db")
+    environment(store, spec)
+    with store.session() as s:
+        s.query(m.Replica).delete()  # no running replica: down
+    alerts, notifier = service(store, tmp_path, Source(), {})
+    try:
+        alerts.evaluate_all(100.0)
+        with store.session() as s:
+            s.query(m.Environment).update({m.Environment.state: m.ENV_SLEEPING})  # `branchyard down`
+        alerts.evaluate_all(101.0)
+        alerts.evaluate_all(102.0)
+        assert notifier.wait_idle(10)
+        assert [k for k, _ in kinds(store)] == ["alert.firing", "alert.resolved"]
+        assert [b["state"] for b in plain.bodies] == ["firing", "resolved"]
+    finally:
+        notifier.shutdown()
+        store.close()

@@ -195,17 +195,19 @@ class Alerts:
                 select(m.Environment, m.Project, m.Deployment.config_json).select_from(m.Environment)
                 .join(m.Project, m.Project.id == m.Environment.project_id)
                 .join(m.Deployment, m.Deployment.id == m.Environment.current_deployment_id)
-                .where(m.Environment.state == m.ENV_ACTIVE)
+                .where(m.Environment.state.in_((m.ENV_ACTIVE, m.ENV_SLEEPING)))
             ).all()
             for env, p, config_json in envs:
                 spec = rules_of(config_json, production=env.production, ephemeral=env.ephemeral)
                 open_rows = {a.rule: a for a in s.scalars(select(m.Alert).where(
                     m.Alert.environment_id == env.id, m.Alert.state.in_((PENDING, FIRING))))}
-                if not spec.rules and not open_rows:
+                sleeping = env.state == m.ENV_SLEEPING  # `down` on purpose: what fired resolves, nothing is checked
+                if (sleeping or not spec.rules) and not open_rows:
                     continue
                 state = {rule: RuleState(a.state, since=a.since, value=a.value, fired_at=a.fired_at,
                                          clear_since=a.clear_since) for rule, a in open_rows.items()}
-                new, moves = evaluate(spec.rules, self.values(s, p, env), state, now)
+                rules = () if sleeping else spec.rules
+                new, moves = evaluate(rules, {} if sleeping else self.values(s, p, env), state, now)
                 self._store(s, env, spec.rules, open_rows, new, moves, now)
                 for t in moves:
                     text = message(p.name, env.name, t)

@@ -209,3 +209,5 @@ def _scenario(plane, tmp_path, receiver: Receiver, dead_port: int) -> None:
     assert incident["duration_s"] == pytest.approx(incident["ended_at"] - incident["started_at"], abs=0.01)
     assert incident["duration_s"] >= 5  # at least one probe waited out its 5 s timeout
     assert back["uptime"]["last_check"]["ok"] and back["uptime"]["24h"] < 100.0
+    shown = plane.run("status", "-e", "production", cwd=repo).stdout
+    assert "uptime: 24h " in shown and "incident " in shown and "no answer within" in shown, shown

@@ -11,6 +11,7 @@ import click
 
 from .. import errors
 from . import ui
+from .alerts_cmd import alerts
 from .config_cmd import config
 from .context import State
 from .data_cmd import add, backup, connect, db, restore, run
@@ -51,6 +52,7 @@ for command in (
     up, down, redeploy, rollback, scale, status, deployments,  # deploy_cmd
     logs, events,  # logs_cmd
     metrics,  # metrics_cmd
+    alerts,  # alerts_cmd
     variables,  # variables_cmd
     add, run, connect, backup, restore, db,  # data_cmd
     previews,  # previews_cmd

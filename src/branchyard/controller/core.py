@@ -19,6 +19,7 @@ from ..backends.ports import Machine
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
+from .alerts import Alerts, Notifier
 from .backups import Backups
 from .databases import Databases
 from .dataplane import DataPlane
@@ -41,6 +42,7 @@ from .reconciler import Reconciler
 from .replicas import Replicas
 from .routes import Routes
 from .teardown import Teardown
+from .uptime import Uptime
 from .users import Users
 from .webhooks import Webhooks
 
@@ -74,10 +76,11 @@ class Controller:
         self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      liveness=self.liveness, housekeeping=self._housekeeping)
+        self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
-                                         preview_info=self.previews.info)
+                                         preview_info=self.previews.info, uptime=self.uptime.summary)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
         self.oneoffs = OneOffs(store, variables=self.variables)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
@@ -86,6 +89,10 @@ class Controller:
         self.git_follow = GitFollow(store)
         # issue 16: replica, data-service and HTTP series (the log shipper is handed `metrics.observe_http`)
         self.metrics = Metrics(store, machine.runtime, service_variables=self.data.service_variables)
+        # issue 16: alert rules over the metrics and the uptime probe's `up` (notifications on worker threads)
+        self.notifier = Notifier(store, lookup=self._webhook_variable)
+        self.alerts = Alerts(settings, store, uptime=self.uptime, notifier=self.notifier, metrics=self.metrics,
+                             url_of=self.routes.url)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -109,6 +116,9 @@ class Controller:
         threading.Thread(target=self.promotions.run_forever, args=(self._stop,), name="promotions", daemon=True).start()
         threading.Thread(target=self.metrics.run_forever, args=(self._stop,), name="metrics", daemon=True).start()
         self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
+        # issue 16: public URLs probed through the router, alert rules evaluated (notifications on their own threads)
+        threading.Thread(target=self.uptime.run_forever, args=(self._stop,), name="uptime", daemon=True).start()
+        threading.Thread(target=self.alerts.run_forever, args=(self._stop,), name="alerts", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
@@ -117,6 +127,13 @@ class Controller:
             self._loop.join(timeout=wait)
         self.liveness.shutdown()
         self.metrics.shutdown()
+        self.notifier.shutdown()
+        self.uptime.shutdown()
+
+    def _webhook_variable(self, env_id: int, name: str) -> str | None:
+        """An alert webhook's `${{NAME}}`: the environment's secret or variable of that name (never printed)."""
+        plain, secrets = self.data.stored_variables(env_id)
+        return secrets.get(name) or plain.get(name)
 
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up

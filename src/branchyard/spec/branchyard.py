@@ -13,7 +13,16 @@ from ..errors import BadInput, NameRefused
 from ..names import custom_domain, domain_name, environment_name, is_safe_git_ref, project_name
 from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
-from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, PromotionSpec, ProtectionDecl, Rule, SanitizeSpec
+from .model import (
+    PR_TEMPLATE,
+    EnvironmentDecl,
+    PreviewDecl,
+    PromotionSpec,
+    ProtectionDecl,
+    Rule,
+    SanitizeSpec,
+    TestsSpec,
+)
 from .railway import BUILD_KEYS, DEPLOY_KEYS
 
 Parser = Callable[[Any], Any]
@@ -37,8 +46,10 @@ PROTECTION_KEYS: dict[str, Parser] = {
 PREVIEW_KEYS = ("trigger", "forks", "bots", "drafts", "maxPreviews", "expireAfterDays", "evict")
 ENV_KEYS = (
     "branch", "branches", "base", "ephemeral", "production", "protected", "unset_variables", "services", "variables",
-    "promotion", "domains", *PREVIEW_KEYS,
+    "promotion", "domains", "tests", *PREVIEW_KEYS,
 )  # fmt: skip
+TESTS_KEYS = ("commands", "timeout")
+MAX_TESTS_TIMEOUT = 3600  # seconds: one post-deploy test command at most an hour
 PROMOTION_KEYS = ("from", "approvals", "smokeCommand", "smokeTimeout", "requireStaging", "preventSelfReview", "reviewers",
                   "waitTimer")
 MAX_WAIT_TIMER = 43200  # minutes (30 days): GitHub Environments' limit for a wait timer
@@ -321,7 +332,43 @@ def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> Environm
         protected=ctx.parse((*path, "protected"), v.boolean, table.get("protected", production)),
         promotion=None if "promotion" not in table else _promotion(ctx, name, table["promotion"], production=production),
         domains=_domains(ctx, name, table),
+        tests=None if "tests" not in table else _tests(ctx, name, table["tests"]),
     )
+
+
+def _tests(ctx: FileContext, name: str, raw: Any) -> TestsSpec:
+    """[environments.<name>.tests]: commands (a string or a list, run in order against the environment's URL after
+    every successful deploy) and timeout (seconds per command, 1 to 3600, default 300)."""
+    path = ("environments", name, "tests")
+    table = ctx.table(path, raw)
+    for key, value in table.items():
+        if key not in TESTS_KEYS:
+            ctx.unknown(path, key, value, TESTS_KEYS)
+    if "commands" not in table:
+        raise ctx.fail((*path, "commands"), 'is required, e.g. commands = ["pytest tests/smoke"]')
+    commands = ctx.parse((*path, "commands"), _test_commands, table["commands"])
+    return TestsSpec(commands=commands, timeout=ctx.parse((*path, "timeout"), _tests_timeout, table.get("timeout", 300)))
+
+
+def _test_commands(value: Any) -> tuple[str, ...]:
+    """One command or a non-empty list of non-empty commands."""
+    if isinstance(value, list) and any(not isinstance(item, str) or not item.strip() for item in value):
+        raise v.expected('a command or a list of commands, e.g. ["pytest tests/smoke"]', value)
+    try:
+        commands = v.commands(value)
+    except v.InvalidValue:
+        raise v.expected('a command or a list of commands, e.g. ["pytest tests/smoke"]', value) from None
+    if not commands:
+        raise v.expected('at least one command, e.g. ["pytest tests/smoke"]', value)
+    return commands
+
+
+def _tests_timeout(value: Any) -> int:
+    """1 to 3600 seconds for each command."""
+    seconds = v.positive_seconds(value)
+    if seconds > MAX_TESTS_TIMEOUT:
+        raise v.expected(f"integer seconds from 1 to {MAX_TESTS_TIMEOUT}", value)
+    return seconds
 
 
 def _domains(ctx: FileContext, name: str, table: dict[str, Any]) -> tuple[str, ...]:

@@ -515,7 +515,7 @@ class Promotions:
 
 
 def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environment: str, release_dir: Path,
-                      cfg_root: str, timeout: int) -> pm.SmokeResult:
+                      cfg_root: str, timeout: int, extra_env: dict[str, str] | None = None) -> pm.SmokeResult:
     """Run the smokeCommand against `url` (BRANCHYARD_TARGET_URL, `--environment NAME`), killed after `timeout`."""
     meta = release.read_release_meta(release_dir) or {}
     venv = Path(str(meta["venv"])) if meta.get("venv") else None
@@ -523,7 +523,7 @@ def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environme
     base = base_env(venv)
     if venv is None:  # a release without a virtualenv has nothing of its own to run with: the server's PATH
         base["PATH"] = os.environ.get("PATH", base["PATH"])
-    argv, env = pm.smoke_argv_env(command, url=url, environment=environment, base_env=base)
+    argv, env = pm.smoke_argv_env(command, url=url, environment=environment, base_env=base | (extra_env or {}))
     started = time.monotonic()
     try:
         code, output = runtime.run_check(argv, cwd=cwd, env=env, timeout=timeout)

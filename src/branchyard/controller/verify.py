@@ -33,6 +33,7 @@ from ..store import models as m
 from ..store.db import RecordedEvent, Store
 from .dataplane import DataPlane
 from .promotions import VERIFIER, run_smoke_command
+from .replicas import prefixed, release_facts
 from .routes import Routes
 
 log = logging.getLogger("branchyard.verify")
@@ -121,6 +122,7 @@ class PostDeployTests:
             p = s.get(m.Project, dep.project_id)
             replaced = dep.status != m.SUCCESS or env.current_deployment_id != dep.id
             project, env_name, env_id, sha = p.name, env.name, env.id, dep.commit_sha
+            railway, own = prefixed(release_facts(p.name, env.name, dep.id, dep.commit_sha, dep.branch))
             release_dir, url = Path(dep.release_dir or ""), self.routes.url(p, env)
         if replaced:
             self._skip(dep_id, "replaced before its tests ran")
@@ -143,7 +145,7 @@ class PostDeployTests:
         results: list[vf.CommandResult] = []
         for command in tests.commands:
             smoke = run_smoke_command(self.runtime, command, url=url, environment=env_name, release_dir=release_dir,
-                                      cfg_root=root, timeout=tests.timeout)
+                                      cfg_root=root, timeout=tests.timeout, extra_env=railway | own)
             results.append(vf.CommandResult(command, smoke.passed, mask(smoke.detail)))
             if not smoke.passed:
                 break

@@ -51,7 +51,7 @@ def deployment(plane, repo, env: str, sha: str, *, trigger: str | None = None) -
                  if d["commit"] == sha and (trigger is None or d["trigger"] == trigger)), None)
 
 
-def tests_of(plane, repo, env: str, sha: str, done=("passed", "failed")) -> dict | None:
+def result_of(plane, repo, env: str, sha: str, done=("passed", "failed")) -> dict | None:
     d = deployment(plane, repo, env, sha)
     return d if d and d["tests"] and d["tests"]["status"] in done else None
 
@@ -68,7 +68,7 @@ def test_production_rolls_back_a_push_whose_checks_fail_with_no_failed_request(p
     (repo / "check.sh").write_text(PASSING)
     v1 = plane.commit(repo, "post-deploy checks pass")
     plane.git(repo, "push", "branchyard", "main")
-    good = wait_for(lambda: tests_of(plane, repo, "production", v1), timeout=120)
+    good = wait_for(lambda: result_of(plane, repo, "production", v1), timeout=120)
     assert good["tests"]["status"] == "passed", good
     assert f"checks ok for {v1}" in good["tests"]["detail"]  # the deployment's facts reach the checks
     wait_for(lambda: context_states(fake, "owner/vfy", v1, "branchyard/production/tests") == ["pending", "success"],
@@ -95,7 +95,7 @@ def test_production_rolls_back_a_push_whose_checks_fail_with_no_failed_request(p
         (repo / "check.sh").write_text(FAILING)
         v2 = plane.commit(repo, "a change the post-deploy checks catch")
         plane.git(repo, "push", "branchyard", "main")  # the deploy itself succeeds: it goes live, then is checked
-        bad = wait_for(lambda: tests_of(plane, repo, "production", v2), timeout=120)
+        bad = wait_for(lambda: result_of(plane, repo, "production", v2), timeout=120)
         rollback = wait_for(lambda: (d := deployment(plane, repo, "production", v1, trigger="rollback"))
                             and d["status"] == "SUCCESS" and d["current"] and d, timeout=180, interval=0.3)
         wait_for(lambda: plane.get(host).json()["commit"] == v1, timeout=30)
@@ -140,7 +140,7 @@ def test_staging_failing_checks_mark_it_unhealthy_and_it_keeps_serving(plane, fa
     plane.git(repo, "checkout", "--quiet", "-b", "develop")
     v1 = plane.commit(repo, "staging checks pass")
     plane.git(repo, "push", "branchyard", "develop")
-    good = wait_for(lambda: tests_of(plane, repo, "staging", v1), timeout=120)
+    good = wait_for(lambda: result_of(plane, repo, "staging", v1), timeout=120)
     assert good["tests"]["status"] == "passed"
     wait_for(lambda: context_states(fake, "owner/vfy", v1, "branchyard/staging/tests") == ["pending", "success"],
              timeout=30)
@@ -149,7 +149,7 @@ def test_staging_failing_checks_mark_it_unhealthy_and_it_keeps_serving(plane, fa
     (repo / "check.sh").write_text(FAILING)
     v2 = plane.commit(repo, "staging checks fail")
     plane.git(repo, "push", "branchyard", "develop")
-    bad = wait_for(lambda: tests_of(plane, repo, "staging", v2), timeout=120)
+    bad = wait_for(lambda: result_of(plane, repo, "staging", v2), timeout=120)
     assert bad["tests"]["status"] == "failed" and bad["status"] == "SUCCESS" and bad["current"]  # not rolled back
     status = plane.json("status", "-e", "staging", cwd=repo)
     assert status["status"] == "UNHEALTHY"
@@ -182,7 +182,7 @@ def test_a_preview_whose_smoke_command_fails_gets_a_failing_tests_status(plane, 
                       and s[-1] != "pending" and s, timeout=300, interval=0.3)
     assert states == ["pending", "failure"]
     assert context_states(fake, "owner/vpr", head, "branchyard/preview") == ["pending", "success"]  # it deployed
-    bad = wait_for(lambda: tests_of(plane, repo, "pr-21", head), timeout=30)
+    bad = wait_for(lambda: result_of(plane, repo, "pr-21", head), timeout=30)
     assert bad["tests"]["status"] == "failed" and bad["current"]
     assert plane.json("status", "-e", "pr-21", cwd=repo)["status"] == "UNHEALTHY"
     (comment,) = wait_for(lambda: (c := fake.comments_on("owner/vpr", 21)) and "Tests" in c[-1]["body"]

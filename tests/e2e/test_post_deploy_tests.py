@@ -163,6 +163,14 @@ def test_staging_failing_checks_mark_it_unhealthy_and_it_keeps_serving(plane, fa
     wait_for(lambda: context_states(fake, "owner/vfy", v2, "branchyard/staging/tests") == ["pending", "failure"],
              timeout=30)
 
+    # The promotion gate "staging's smoke tests pass" reads that record (production's smokeCommand, `manage.py
+    # smoke`, would pass against staging): refused, nothing deployed.
+    refused = plane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo, check=False)
+    assert refused.returncode != 0
+    assert "FAIL  smoke-tests" in refused.stdout
+    assert f"post-deploy tests of deployment {bad['id'][:8]} failed" in refused.stdout + refused.stderr
+    assert plane.json("deployments", "-e", "production", cwd=repo) == []
+
 
 def test_a_preview_whose_smoke_command_fails_gets_a_failing_tests_status(plane, fake, tmp_path):
     repo = github_project(plane, tmp_path, "vpr", toml_edit=with_tests("pr", '"sh check.sh"'))
@@ -189,3 +197,23 @@ def test_a_preview_whose_smoke_command_fails_gets_a_failing_tests_status(plane, 
                           and "failed" in c[-1]["body"] and c, timeout=30)
     assert "| **Tests** | ❌ failed |" in comment["body"] and "checkout page" in comment["body"]
     assert fake.refused() == []
+
+
+def test_a_control_plane_killed_while_tests_run_runs_them_again_after_its_restart(plane, fake, tmp_path):
+    from test_restart_safety import restart_with, wait_dead
+
+    repo = plane.app_repo(tmp_path, "app", project="vcr")
+    toml = repo / "branchyard.toml"
+    toml.write_text(toml.read_text() + '\n[environments.staging.tests]\ncommands = "sh check.sh"\n')
+    (repo / "check.sh").write_text(PASSING)
+    plane.git(repo, "checkout", "--quiet", "-b", "develop")
+    sha = plane.commit(repo, "checks that a crash cuts off")
+    restart_with(plane, "tests.running")  # SIGKILLs itself once the result is recorded RUNNING
+    plane.git(repo, "push", "branchyard", "develop", check=False)
+    wait_dead(plane)
+    restart_with(plane, None)
+    done = wait_for(lambda: result_of(plane, repo, "staging", sha), timeout=120)
+    assert done["tests"]["status"] == "passed" and f"checks ok for {sha}" in done["tests"]["detail"]
+    kinds = [e["kind"] for e in plane.json("events", "-e", "staging", cwd=repo)]
+    assert kinds.count("deploy.tests_started") == 2 and kinds.count("deploy.tests_passed") == 1
+    assert plane.json("status", "-e", "staging", cwd=repo)["status"] == "SUCCESS"

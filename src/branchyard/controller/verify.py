@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from .. import failpoints
 from .. import verification as vf
 from ..backends.ports import RuntimePort
 from ..errors import BranchyardError, Conflict, NotFound
@@ -142,6 +143,7 @@ class PostDeployTests:
             dep.tests_status, dep.tests_detail, dep.tests_at = vf.RUNNING, None, m.utcnow()
             self.store.record(s, project, STARTED, mask(f"post-deploy tests of {sha[:12]} started: {what} against {url}"),
                               environment=env_name, deployment_id=dep_id, actor=VERIFIER)
+        failpoints.hit("tests.running")
         results: list[vf.CommandResult] = []
         for command in tests.commands:
             smoke = run_smoke_command(self.runtime, command, url=url, environment=env_name, release_dir=release_dir,

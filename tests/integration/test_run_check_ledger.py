@@ -17,7 +17,7 @@ def test_a_check_is_recorded_while_it_runs_and_forgotten_after(tmp_path):
     code, output = runtime.run_check(["/bin/sh", "-c", script], cwd=tmp_path,
                                      env={"PATH": os.environ["PATH"]}, timeout=30)
     assert code == 0
-    assert '"label": "check: cat' in output and output.splitlines()[-1] == "last line"
+    assert '"label": "check: until ls' in output and output.splitlines()[-1] == "last line"
     assert list(tasks.glob("*.json")) == []
 
 

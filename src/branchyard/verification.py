@@ -77,6 +77,14 @@ def on_restart(status: str | None, *, declared: bool, serving: bool) -> str | No
     return RUNNING
 
 
+def rollback_owed(status: str | None, *, production: bool, is_rollback: bool, still_current: bool,
+                  reported: bool) -> bool:
+    """A failed result whose rollback a crash cut off (recorded FAILED, no `deploy.tests_rollback` event yet): the
+    restarted control plane rolls back now, as `decide` said then."""
+    return status == FAILED and not reported and decide(
+        production=production, passed=False, is_rollback=is_rollback, still_current=still_current) == ROLLBACK
+
+
 def label(status: str | None) -> str:
     """The deployment's state as `status` shows it: UNHEALTHY when its post-deploy tests failed."""
     return UNHEALTHY if status == FAILED else ""

@@ -171,3 +171,17 @@ def test_a_deployment_that_declares_no_tests_is_skipped(store, tmp_path):
     dep = deploy(store, tmp_path, "preview-less", tests=None)
     assert verifier(store, runtime, rollbacks).run(dep) == vf.SKIPPED
     assert result(store, dep) == (vf.SKIPPED, "no tests declared") and runtime.calls == []
+
+
+def test_a_rollback_a_crash_cut_off_is_made_at_the_next_start_once(store, tmp_path):
+    runtime, rollbacks = Runtime({}), []
+    dep = deploy(store, tmp_path, "production", tests=vf.FAILED)  # recorded FAILED, then the control plane died
+    tests = verifier(store, runtime, rollbacks)
+    tests.converge_all()
+    wait_for(lambda: "deploy.tests_rollback" in kinds(store), timeout=30)
+    assert rollbacks == [("app", "production")] and runtime.calls == []
+    with store.session() as s:  # the rollback stub changed nothing: production still runs `dep`
+        assert s.scalar(select(m.Environment.current_deployment_id).where(m.Environment.name == "production")) == dep
+    tests.converge_all()  # reported once: not again
+    wait_for(lambda: not tests._active, timeout=30)
+    assert rollbacks == [("app", "production")]

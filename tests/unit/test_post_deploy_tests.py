@@ -183,3 +183,20 @@ def test_the_preview_comment_shows_the_tests():
     assert "http://p-pr-7.localhost" in comment.body
     (passed,) = [a for a in plan("deploy.tests_passed", "ok", PREVIEW) if isinstance(a, PullRequestComment)]
     assert "| **Tests** | ✅ passed |" in passed.body and "✅ live" in passed.body
+
+
+@pytest.mark.parametrize(
+    ("status", "production", "is_rollback", "still_current", "reported", "owed"),
+    [
+        (vf.FAILED, True, False, True, False, True),  # the crash came between the record and the rollback
+        (vf.FAILED, True, False, True, True, False),  # rolled back (or said why it could not): once only
+        (vf.FAILED, True, True, True, False, False),
+        (vf.FAILED, True, False, False, False, False),
+        (vf.FAILED, False, False, True, False, False),
+        (vf.PASSED, True, False, True, False, False),
+        (vf.RUNNING, True, False, True, False, False),
+    ],
+)
+def test_a_rollback_a_crash_cut_off_is_owed(status, production, is_rollback, still_current, reported, owed):
+    assert vf.rollback_owed(status, production=production, is_rollback=is_rollback, still_current=still_current,
+                            reported=reported) is owed

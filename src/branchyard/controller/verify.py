@@ -77,6 +77,7 @@ class PostDeployTests:
                     .where((m.Deployment.tests_status.is_(None)) | (m.Deployment.tests_status == vf.RUNNING),
                            m.Deployment.status.in_(RAN))
                 ).all()
+            self._rollbacks_owed()
         except Exception:  # at start it runs on a thread of its own: a store closing under it is logged, not raised
             log.exception("post-deploy tests: cannot list the deployments")
             return
@@ -93,16 +94,35 @@ class PostDeployTests:
                 self._skip(dep_id, "no tests declared" if serving else
                            "replaced before its tests finished" if status == vf.RUNNING else "replaced before its tests ran")
 
-    def _spawn(self, dep_id: str) -> None:
+    def _rollbacks_owed(self) -> None:
+        """Production deployments that failed their tests and serve still, with no rollback recorded: a crash cut
+        off the rollback `decide` asked for; it is made now."""
+        with self.store.session() as s:
+            rows = s.execute(
+                select(m.Deployment.id, m.Deployment.trigger, m.Environment.target_deployment_id, m.Project.name,
+                       m.Environment.name, m.Deployment.tests_detail)
+                .join(m.Environment, m.Environment.current_deployment_id == m.Deployment.id)
+                .join(m.Project, m.Project.id == m.Deployment.project_id)
+                .where(m.Deployment.tests_status == vf.FAILED, m.Environment.production.is_(True))
+            ).all()
+            reported = set(s.scalars(select(m.Event.deployment_id).where(
+                m.Event.kind == ROLLBACK, m.Event.deployment_id.in_([r[0] for r in rows])))) if rows else set()
+        for dep_id, trigger, target_id, project, env_name, detail in rows:
+            if vf.rollback_owed(vf.FAILED, production=True, is_rollback=trigger == "rollback",
+                                still_current=target_id == dep_id, reported=dep_id in reported):
+                self._spawn(dep_id, work=lambda d=dep_id, p=project, e=env_name, why=detail or "": self._roll_back(
+                    p, e, d, why))
+
+    def _spawn(self, dep_id: str, work: Callable[[], object] | None = None) -> None:
         with self._lock:
             if dep_id in self._active:
                 return
             self._active.add(dep_id)
-        threading.Thread(target=self._run_quietly, args=(dep_id,), name=f"tests-{dep_id[:8]}", daemon=True).start()
+        threading.Thread(target=self._run_quietly, args=(dep_id, work), name=f"tests-{dep_id[:8]}", daemon=True).start()
 
-    def _run_quietly(self, dep_id: str) -> None:
+    def _run_quietly(self, dep_id: str, work: Callable[[], object] | None) -> None:
         try:
-            self.run(dep_id)
+            work() if work is not None else self.run(dep_id)
         except Exception:  # a bug here must not lose the thread silently; the result stays RUNNING: retried later
             log.exception("post-deploy tests of %s crashed", dep_id)
         finally:

@@ -11,6 +11,7 @@ import time
 
 import cache
 import db
+import errortracking
 from config import config
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
@@ -22,6 +23,7 @@ from sqlalchemy.orm import selectinload
 logging.basicConfig(level=config.LOG_LEVEL.upper())
 log = logging.getLogger("yoto")
 
+errortracking.init()  # Sentry when SENTRY_DSN is set: before the app is made, so its integration sees it
 app = FastAPI(title="yoto-smart-stream", debug=config.DEBUG)
 STARTED = time.time()
 
@@ -35,6 +37,14 @@ log.info(
     "configured" if config.DATABASE_URL else "not configured",
     "configured" if config.REDIS_URL else "not configured",
 )
+
+
+if errortracking.debug_route_enabled():
+
+    @app.get("/debug/error")
+    def debug_error() -> dict:
+        """Raises on purpose (only with YOTO_DEBUG_ERROR_ROUTE=1): how to check that errors reach Sentry."""
+        raise RuntimeError("debug error: raised on purpose by GET /debug/error")
 
 
 # --- health -------------------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ COLUMN_SINCE = {
     ("replicas", "health_failures"): "0013",
     ("replicas", "health_checked_at"): "0013",
     ("replicas", "health_detail"): "0013",
+    ("deployments", "tests_status"): "0016",
+    ("deployments", "tests_detail"): "0016",
+    ("deployments", "tests_at"): "0016",
 }
 # Columns whose upgrade fills in a value computed from the row (not NULL): the fixture holds that value.
 # 0009: an environment wants what it runs (no deployment of the fixture is unfinished); a deployment's work
@@ -67,8 +70,10 @@ COLUMN_SINCE = {
 # 0010: no branch was set by the user before (an older `environment add --branch` was overwritten by the next deploy).
 # 0012: production environments are protected (the spec's default), the others not.
 # 0013: no replica has failed a liveness check yet.
+# 0016: a deployment that finished before post-deploy tests existed was never tested: `skipped`.
 COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments", "work"), ("deployments", "attempts"),
-                       ("environments", "branch_pinned"), ("environments", "protected"), ("replicas", "health_failures")}
+                       ("environments", "branch_pinned"), ("environments", "protected"), ("replicas", "health_failures"),
+                       ("deployments", "tests_status")}
 
 # Representative rows, every column given (values a control plane writes: None where it may, flags both ways).
 ROWS: dict[str, list[dict]] = {
@@ -103,10 +108,12 @@ ROWS: dict[str, list[dict]] = {
         dict(id=DEP_OK, project_id=1, environment_id=1, status="SUCCESS", commit_sha="a" * 40, branch="main",
              trigger="push", release_dir="/srv/branchyard/releases/yoto/" + DEP_OK, log_path="/srv/logs/deploy.log",
              error=None, config_json='{"web": {"replicas": 2}}', variables_json="gAAAAB-snapshot", created_at=T0,
-             finished_at=T1, work="build", attempts=0, retry_at=None, actor="alice"),
+             finished_at=T1, work="build", attempts=0, retry_at=None, actor="alice", tests_status="skipped",
+             tests_detail=None, tests_at=None),
         dict(id=DEP_FAILED, project_id=1, environment_id=2, status="FAILED", commit_sha="b" * 40, branch=None,
              trigger="up", release_dir=None, log_path=None, error="preDeployCommand exited 3", config_json=None,
-             variables_json=None, created_at=T1, finished_at=None, work="build", attempts=0, retry_at=None, actor=None),
+             variables_json=None, created_at=T1, finished_at=None, work="build", attempts=0, retry_at=None, actor=None,
+             tests_status="skipped", tests_detail=None, tests_at=None),
     ],
     "replicas": [
         dict(id=1, deployment_id=DEP_OK, environment_id=1, slot=0, pid=4242, start_time=987654, port=40001,
@@ -278,7 +285,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 16)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 17)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

@@ -245,5 +245,5 @@ def test_railway_toml() -> None:
 def test_requirements() -> None:
     names = {line.split(">")[0].split("=")[0].split("[")[0].strip().lower()
              for line in (APP / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")}
-    assert names == {"fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "redis"}
+    assert names == {"fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "redis", "sentry-sdk"}
     assert "psycopg[binary]" in (APP / "requirements.txt").read_text()

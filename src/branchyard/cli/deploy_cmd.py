@@ -110,6 +110,9 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
         ui.info(f"domains: {', '.join(info['domains'])}")
     if current:
         ui.info(f"deployment {current['id']}  commit {current['commit'][:12]}  {current['trigger']}  {current['created_at']}")
+        tests = current.get("tests")
+        if tests and tests["status"] != "skipped":
+            ui.out.print(Text.assemble("post-deploy tests: ", ui.status_word(tests["status"]), f"  {tests['detail'] or ''}"))
     elif not info["latest_deployment"]:
         push = f"`git push branchyard {info['branch']}`" if info["branch"] else f"`branchyard up -e {info['name']}`"
         ui.info(f"no deployment yet: deploy with {push}")
@@ -159,8 +162,9 @@ def deployments(state: State, environment: str | None, project: str | None, as_j
         ui.print_json(rows)
         return
     ui.table(
-        ["ID", "STATUS", "COMMIT", "TRIGGER", "CREATED", "ROLLBACK", ""],
-        [(d["id"], ui.status_word(d["status"]), d["commit"][:12], d["trigger"], d["created_at"][:19],
-          "yes" if d["can_rollback"] else "no", "current" if d["current"] else "")
+        ["ID", "STATUS", "TESTS", "COMMIT", "TRIGGER", "CREATED", "ROLLBACK", ""],
+        [(d["id"], ui.status_word(d["status"]), ui.status_word((d.get("tests") or {}).get("status") or "-"),
+          d["commit"][:12], d["trigger"], d["created_at"][:19], "yes" if d["can_rollback"] else "no",
+          "current" if d["current"] else "")
          for d in rows],
     )

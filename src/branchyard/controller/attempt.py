@@ -36,7 +36,7 @@ from .dataplane import DataPlane
 from .domains import reconcile_declared
 from .guards import Guards
 from .projects import remember_spec
-from .replicas import PORT_PLACEHOLDER, Replicas
+from .replicas import PORT_PLACEHOLDER, Replicas, release_facts
 from .routes import Routes
 from .snapshot import DeploymentConfig
 from .variables import resolve
@@ -222,12 +222,13 @@ class Attempts:
             dep = s.get(m.Deployment, dep_id)
             dep.config_json = DeploymentConfig.from_environment(cfg).to_json()
             dep.variables_json = self.data.box.encrypt(json.dumps(values))  # values include secrets: encrypted at rest
+            branch = dep.branch
             s.get(m.Project, dep.project_id).domain = ready.spec.domain  # the deployed commit says which domain to use
         if not ready.spec.is_preview_instance(env_name):  # a preview's own files never change who gets a preview
             remember_spec(self.store, project, ready.spec)
         failpoints.hit("deploy.after_build")
         self.check_wanted(dep_id)
-        hook_env = self.replicas.hook_env(venv, values)
+        hook_env = self.replicas.hook_env(venv, values, release_facts(project, env_name, dep_id, sha, branch))
         if cfg.production and cfg.web.pre_deploy_command and cfg.postgres is not None and not provisioned.new_database:
             backup = self.backups.create(project, env_name, kind="pre-deploy")
             out(f"-----> backup {backup['id']} taken before migrations ({backup['size']} bytes, sha256 {backup['sha256'][:12]})")

@@ -6,6 +6,7 @@ Who does what (docs/architecture.md has the picture):
 - `environments`, `variables`, `databases`, `projects`, `oneoffs`, `domains` — what users read and operate;
 - `pushes`, `webhooks`, `previews`, `promotions` — the triggers;
 - `git_follow` — production's branch follows promotions (a store listener, and housekeeping);
+- `tests` — post-deploy tests after each deployment goes live (a store listener, and housekeeping);
 - `routes`, `guards`, `backups`, `data`, `replicas` — what the others share.
 """
 
@@ -15,6 +16,7 @@ import threading
 
 from sqlalchemy import select
 
+from ..access import Actor
 from ..backends.ports import Machine
 from ..settings import Settings
 from ..store import models as m
@@ -35,7 +37,7 @@ from .metrics import Metrics
 from .oneoff import OneOffs
 from .previews import Previews
 from .projects import Projects
-from .promotions import Promotions
+from .promotions import VERIFIER, Promotions
 from .push_rules import PushRules
 from .pushes import Pushes
 from .reconciler import Reconciler
@@ -44,6 +46,7 @@ from .routes import Routes
 from .teardown import Teardown
 from .uptime import Uptime
 from .users import Users
+from .verify import PostDeployTests
 from .webhooks import Webhooks
 
 
@@ -93,6 +96,9 @@ class Controller:
         self.notifier = Notifier(store, lookup=self._webhook_variable)
         self.alerts = Alerts(settings, store, uptime=self.uptime, notifier=self.notifier, metrics=self.metrics,
                              url_of=self.routes.url)
+        self.tests = PostDeployTests(store, runtime=machine.runtime, routes=self.routes, data=self.data,
+                                     rollback=lambda p, e: self.deployer.rollback(p, e, actor=Actor(VERIFIER)),
+                                     stop=self._stop)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -106,6 +112,9 @@ class Controller:
         self.data.ensure_running()
         self.reconciler.run_once()
         self.store.listeners.append(self.git_follow.notify)  # production's branch follows each promotion that succeeds
+        self.store.listeners.append(self.tests.notify)  # post-deploy tests after each deployment that goes live
+        # …and those a crash cut off (RUNNING), or a switch just before it, run again now
+        threading.Thread(target=self.tests.converge_all, name="post-deploy-tests", daemon=True).start()
         self.promotions.recover()  # after the first pass: the deployments it waits for are being resumed
         # …and one that succeeded just before a crash is followed now, not at the first housekeeping a minute later
         threading.Thread(target=self.git_follow.converge_all, name="git-follow", daemon=True).start()
@@ -138,6 +147,7 @@ class Controller:
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up
         self.metrics.housekeeping()  # metric rollups (10 s → 1 min → 1 h) and retention: cheap, never raises
+        self.tests.converge_all()  # post-deploy tests left undecided (level-triggered; each run on a thread of its own)
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from .. import failpoints, names
+from .. import failpoints, names, verification
 from ..access import SYSTEM, Actor
 from ..backends.ports import RuntimePort
 from ..errors import BadInput, Conflict, NotFound
@@ -132,6 +132,8 @@ class Environments:
             status = m.SLEEPING
         elif current is not None and status == m.SUCCESS and web is not None:
             status = serving_status(replicas, env.replicas_override or web.replicas)
+            if status == m.SUCCESS and current.tests_status == verification.FAILED:
+                status = verification.UNHEALTHY  # serving, but its post-deploy tests failed (staging, previews)
         return {
             "project": p.name,
             "name": env.name,
@@ -333,4 +335,7 @@ def deployment_dict(d: m.Deployment) -> dict[str, Any]:
         "error": d.error,
         "created_at": d.created_at.isoformat() + "Z",
         "finished_at": d.finished_at.isoformat() + "Z" if d.finished_at else None,
+        # the post-deploy tests ([environments.<env>.tests]): passed | failed | running | skipped; None: not decided yet
+        "tests": {"status": d.tests_status, "detail": d.tests_detail,
+                  "at": d.tests_at.isoformat() + "Z" if d.tests_at else None} if d.tests_status else None,
     }

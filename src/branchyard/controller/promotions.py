@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import branch_follow, names
+from .. import branch_follow, names, verification
 from .. import promotion as pm
 from ..access import Actor
 from ..backends.ports import RuntimePort
@@ -186,6 +186,7 @@ class Promotions:
             src_dep = s.get(m.Deployment, src_env.current_deployment_id)
             dst_dep = self.store.current_deployment(s, dst_env)
             source_facts = _facts(src_dep)
+            recorded = _recorded_tests(src_dep)
             target_facts = _facts(dst_dep) if dst_dep is not None else None
             before = json.loads(self.data.box.decrypt(dst_dep.variables_json)) if dst_dep and dst_dep.variables_json else {}
             release_dir, repo = Path(src_dep.release_dir), p.repo_path
@@ -198,7 +199,9 @@ class Promotions:
                    if svc is not None and svc.name not in namespaces}
         after = resolve(raw, namespaces=namespaces, pending_namespaces=pending, port=PORT_PLACEHOLDER).values
         smoke = previous_smoke
-        if run_smoke and spec is not None and spec.smoke_command:
+        if run_smoke and spec is not None and spec.smoke_command and recorded is not None:
+            smoke = recorded  # the source's post-deploy tests already ran on this very release: their record counts
+        elif run_smoke and spec is not None and spec.smoke_command:
             smoke = run_smoke_command(self.runtime, spec.smoke_command, url=source_url, environment=source,
                                       release_dir=release_dir, cfg_root=cfg.web.root_dir, timeout=spec.smoke_timeout)
         observed = pm.Observed(
@@ -512,7 +515,7 @@ class Promotions:
 
 
 def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environment: str, release_dir: Path,
-                      cfg_root: str, timeout: int) -> pm.SmokeResult:
+                      cfg_root: str, timeout: int, extra_env: dict[str, str] | None = None) -> pm.SmokeResult:
     """Run the smokeCommand against `url` (BRANCHYARD_TARGET_URL, `--environment NAME`), killed after `timeout`."""
     meta = release.read_release_meta(release_dir) or {}
     venv = Path(str(meta["venv"])) if meta.get("venv") else None
@@ -520,7 +523,7 @@ def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environme
     base = base_env(venv)
     if venv is None:  # a release without a virtualenv has nothing of its own to run with: the server's PATH
         base["PATH"] = os.environ.get("PATH", base["PATH"])
-    argv, env = pm.smoke_argv_env(command, url=url, environment=environment, base_env=base)
+    argv, env = pm.smoke_argv_env(command, url=url, environment=environment, base_env=base | (extra_env or {}))
     started = time.monotonic()
     try:
         code, output = runtime.run_check(argv, cwd=cwd, env=env, timeout=timeout)
@@ -592,6 +595,14 @@ def _branch_already_there(s: Session, store: Store, p: m.Promotion) -> dict[str,
     if relation != branch_follow.CONTAINS:
         return None
     return {"kind": "git.branch_current", "message": f"{env.branch} already contains {p.commit_sha[:12]}"}
+
+
+def _recorded_tests(dep: m.Deployment) -> pm.SmokeResult | None:
+    """The source deployment's post-deploy test result ([environments.<source>.tests]), when one finished."""
+    if dep.tests_status not in (verification.PASSED, verification.FAILED):
+        return None
+    return pm.SmokeResult(dep.tests_status == verification.PASSED,
+                          f"post-deploy tests of deployment {dep.id[:8]} {dep.tests_status}: {dep.tests_detail or ''}".strip())
 
 
 def _smoke_from(plan: dict) -> pm.SmokeResult | None:

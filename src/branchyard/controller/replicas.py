@@ -240,15 +240,17 @@ class Replicas:
             for rid in replica_ids:
                 self._standby.pop(rid, None)
 
-    def hook_env(self, venv: Path, variables: dict[str, str]) -> dict[str, str]:
-        """For preDeployCommand / seedCommand / `run`: the variables, without a PORT (no replica)."""
-        return base_env(venv) | {k: v for k, v in variables.items() if PORT_PLACEHOLDER not in v}
+    def hook_env(self, venv: Path, variables: dict[str, str], facts: dict[str, str] | None = None) -> dict[str, str]:
+        """For preDeployCommand / seedCommand / `run`: the variables, without a PORT (no replica); with `facts`
+        (release_facts) also the deployment's RAILWAY_*/BRANCHYARD_* names (a hook may create a Sentry release)."""
+        railway, own = prefixed(facts) if facts else ({}, {})
+        return layered(base_env(venv), railway, {k: v for k, v in variables.items() if PORT_PLACEHOLDER not in v}, own)
 
     def process_env(self, ctx: ReleaseCtx, slot: int, port: int) -> dict[str, str]:
         """A replica's environment: a clean base, the deployment's variables, then built-ins."""
         variables = {k: v.replace(PORT_PLACEHOLDER, str(port)) for k, v in ctx.variables.items()}
         railway, builtins = builtin_variables(ctx, slot, port=port, router_port=self.settings.public_port)
-        return base_env(ctx.venv) | railway | variables | builtins
+        return layered(base_env(ctx.venv), railway, variables, builtins)
 
 
 def public_domain(host: str, router_port: int) -> str:
@@ -256,28 +258,48 @@ def public_domain(host: str, router_port: int) -> str:
     return host if router_port in (80, 443) else f"{host}:{router_port}"
 
 
+def release_facts(project: str, env_name: str, dep_id: str, sha: str, branch: str | None) -> dict[str, str]:
+    """What identifies a deployment, without the RAILWAY_/BRANCHYARD_ prefix: what error trackers (Sentry's
+    release and environment) and hooks read. Replicas get these and their own (domain, replica id)."""
+    return {
+        "PROJECT_NAME": project,
+        "PROJECT_ID": project,  # names are unique and stable here: they serve as ids
+        "ENVIRONMENT_NAME": env_name,
+        "ENVIRONMENT_ID": f"{project}/{env_name}",
+        "SERVICE_NAME": "web",
+        "SERVICE_ID": f"{project}/{env_name}/web",
+        "GIT_COMMIT_SHA": sha,
+        "GIT_BRANCH": branch or "",
+        "DEPLOYMENT_ID": dep_id,
+    }
+
+
+def prefixed(facts: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(RAILWAY_*, BRANCHYARD_*) of the same facts, with Railway's older names beside its current ones."""
+    railway = {f"RAILWAY_{k}": v for k, v in facts.items()} | {"RAILWAY_ENVIRONMENT": facts["ENVIRONMENT_NAME"]}
+    if "PUBLIC_DOMAIN" in facts:
+        railway["RAILWAY_STATIC_URL"] = facts["PUBLIC_DOMAIN"]  # the older name of RAILWAY_PUBLIC_DOMAIN
+    return railway, {f"BRANCHYARD_{k}": v for k, v in facts.items()}
+
+
+def layered(base: dict[str, str], railway: dict[str, str], variables: dict[str, str],
+            own: dict[str, str]) -> dict[str, str]:
+    """The one layering of what a release runs with: the clean base, Railway's names (the app's own variables may
+    set them: a user's RAILWAY_GIT_COMMIT_SHA wins, as on Railway where the user's variable shadows the provided
+    one), the app's variables, then branchyard's own names and PORT, which nothing overrides."""
+    return base | railway | variables | own
+
+
 def builtin_variables(ctx: ReleaseCtx, slot: int, *, port: int, router_port: int) -> tuple[dict[str, str], dict[str, str]]:
     """(RAILWAY_* , BRANCHYARD_* + PORT) of one replica: the same facts under both names, as Railway documents them
     (docs.railway.com/reference/variables) where branchyard has the fact. The app's own variables override the
     RAILWAY_* ones (it may set them itself); nothing overrides BRANCHYARD_* and PORT."""
-    facts = {
-        "PROJECT_NAME": ctx.project,
-        "PROJECT_ID": ctx.project,  # names are unique and stable here: they serve as ids
-        "ENVIRONMENT_NAME": ctx.env_name,
-        "ENVIRONMENT_ID": f"{ctx.project}/{ctx.env_name}",
-        "SERVICE_NAME": "web",
-        "SERVICE_ID": f"{ctx.project}/{ctx.env_name}/web",
+    facts = release_facts(ctx.project, ctx.env_name, ctx.dep_id, ctx.sha, ctx.branch) | {
         "PUBLIC_DOMAIN": public_domain(ctx.host, router_port),
-        "GIT_COMMIT_SHA": ctx.sha,
-        "GIT_BRANCH": ctx.branch or "",
-        "DEPLOYMENT_ID": ctx.dep_id,
         "REPLICA_ID": f"{ctx.env_name}.web.{slot}",
     }
-    railway = {f"RAILWAY_{k}": v for k, v in facts.items()} | {
-        "RAILWAY_ENVIRONMENT": ctx.env_name,  # the older name, still read by many apps
-        "RAILWAY_STATIC_URL": facts["PUBLIC_DOMAIN"],  # the older name of RAILWAY_PUBLIC_DOMAIN
-    }
-    return railway, {f"BRANCHYARD_{k}": v for k, v in facts.items()} | {"PORT": str(port)}
+    railway, own = prefixed(facts)
+    return railway, own | {"PORT": str(port)}
 
 
 def base_env(venv: Path | None) -> dict[str, str]:

@@ -39,7 +39,9 @@ log = logging.getLogger("branchyard.github")
 HANDLED = frozenset({
     "deploy.queued", "deploy.succeeded", "deploy.failed", "deploy.crashed", "deploy.skipped",
     "preview.destroyed", "preview.refused", "preview.pending_approval", "preview.waiting",
+    "deploy.tests_started", "deploy.tests_passed", "deploy.tests_failed",
 })  # fmt: skip
+TESTS_SUFFIX = "/tests"  # the post-deploy tests' own commit status: branchyard/<env>/tests, branchyard/preview/tests
 FAILED_KIND = "github.failed"
 REPLAY_MAX = 1000
 REPLAY_WINDOW = dt.timedelta(days=1)
@@ -114,7 +116,9 @@ STATE_WORDS = {
     "refused": "⛔ not deployed",
     "pending_approval": "⏸️ waiting for approval",
     "waiting": "⏳ waiting for a free preview slot",
+    "unhealthy": "⚠️ live, but its post-deploy tests failed",
 }
+TESTS_WORDS = {"running": "⏳ running", "passed": "✅ passed", "failed": "❌ failed"}
 
 
 def marker(project: str) -> str:
@@ -122,9 +126,10 @@ def marker(project: str) -> str:
     return f"<!-- branchyard:preview:{project} -->"
 
 
-def comment_body(facts: Facts, state: str, detail: str | None = None) -> str:
-    """The PR comment: preview environment, state, URL, commit (and why, when it failed or was refused)."""
-    url = facts.url if state in ("building", "live", "failed") and facts.url else None
+def comment_body(facts: Facts, state: str, detail: str | None = None, tests: str | None = None) -> str:
+    """The PR comment: preview environment, state, URL, commit, post-deploy tests (and why, when it failed or was
+    refused)."""
+    url = facts.url if state in ("building", "live", "failed", "unhealthy") and facts.url else None
     lines = [
         marker(facts.project),
         f"### branchyard preview `{facts.environment}`",
@@ -136,6 +141,8 @@ def comment_body(facts: Facts, state: str, detail: str | None = None) -> str:
     ]
     if facts.sha:
         lines.append(f"| **Commit** | `{facts.sha[:12]}` |")
+    if tests:
+        lines.append(f"| **Tests** | {TESTS_WORDS[tests]} |")
     if detail:
         lines += ["", short(detail, 500)]
     return "\n".join(lines) + "\n"
@@ -146,8 +153,18 @@ def plan(kind: str, message: str, facts: Facts) -> list[Action]:
     env, repo = facts.environment, facts.repository
     context = status_context(env, preview=facts.preview)
     actions: list[Action] = []
-    comment: tuple[str, str | None] | None = None
-    if kind == "deploy.queued":
+    comment: tuple[str, ...] | None = None
+    if kind.startswith("deploy.tests_"):  # post-deploy tests: a status of their own, so branch protection can require it
+        state, description, comment = {
+            "deploy.tests_started": ("pending", f"Post-deploy tests running in {env}", ("live", None, "running")),
+            "deploy.tests_passed": ("success", f"Post-deploy tests passed in {env}", ("live", None, "passed")),
+            "deploy.tests_failed": ("failure", f"Post-deploy tests failed in {env}: {message}",
+                                    ("unhealthy", f"Post-deploy tests failed: {message}", "failed")),
+        }[kind]
+        if facts.sha:
+            actions.append(CommitStatus(repo, facts.sha, state, context + TESTS_SUFFIX, short(description),
+                                        target_url=facts.url))
+    elif kind == "deploy.queued":
         if facts.sha:
             actions.append(CommitStatus(repo, facts.sha, "pending", context, short(f"Deploying {facts.sha[:7]} to {env}")))
             if facts.deployment_id:

@@ -14,7 +14,16 @@ from ..names import custom_domain, domain_name, environment_name, is_safe_git_re
 from . import alerts as al
 from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
-from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, PromotionSpec, ProtectionDecl, Rule, SanitizeSpec
+from .model import (
+    PR_TEMPLATE,
+    EnvironmentDecl,
+    PreviewDecl,
+    PromotionSpec,
+    ProtectionDecl,
+    Rule,
+    SanitizeSpec,
+    TestsSpec,
+)
 from .railway import BUILD_KEYS, DEPLOY_KEYS
 
 Parser = Callable[[Any], Any]
@@ -38,8 +47,10 @@ PROTECTION_KEYS: dict[str, Parser] = {
 PREVIEW_KEYS = ("trigger", "forks", "bots", "drafts", "maxPreviews", "expireAfterDays", "evict")
 ENV_KEYS = (
     "branch", "branches", "base", "ephemeral", "production", "protected", "unset_variables", "services", "variables",
-    "promotion", "domains", "alerts", "uptime", *PREVIEW_KEYS,
+    "promotion", "domains", "alerts", "uptime", "tests", *PREVIEW_KEYS,
 )  # fmt: skip
+TESTS_KEYS = ("commands", "timeout")
+MAX_TESTS_TIMEOUT = 3600  # seconds: one post-deploy test command at most an hour
 PROMOTION_KEYS = ("from", "approvals", "smokeCommand", "smokeTimeout", "requireStaging", "preventSelfReview", "reviewers",
                   "waitTimer")
 MAX_WAIT_TIMER = 43200  # minutes (30 days): GitHub Environments' limit for a wait timer
@@ -325,6 +336,7 @@ def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> Environm
         domains=_domains(ctx, name, table),
         alerts=_alerts(ctx, name, table, al.tier_of(production=production, ephemeral=ephemeral)),
         uptime=None if "uptime" not in table else ctx.parse((*path, "uptime"), v.boolean, table["uptime"]),
+        tests=None if "tests" not in table else _tests(ctx, name, table["tests"]),
     )
 
 
@@ -353,6 +365,41 @@ def _alerts(ctx: FileContext, name: str, table: dict[str, Any], tier: str) -> al
     if not ctx.parse((*path, "enabled"), v.boolean, raw.get("enabled", True)):
         rules = {}
     return al.AlertsSpec(rules=tuple(r for r in rules.values() if r is not None), webhooks=hooks, tier=tier)
+
+
+def _tests(ctx: FileContext, name: str, raw: Any) -> TestsSpec:
+    """[environments.<name>.tests]: commands (a string or a list, run in order against the environment's URL after
+    every successful deploy) and timeout (seconds per command, 1 to 3600, default 300)."""
+    path = ("environments", name, "tests")
+    table = ctx.table(path, raw)
+    for key, value in table.items():
+        if key not in TESTS_KEYS:
+            ctx.unknown(path, key, value, TESTS_KEYS)
+    if "commands" not in table:
+        raise ctx.fail((*path, "commands"), 'is required, e.g. commands = ["pytest tests/smoke"]')
+    commands = ctx.parse((*path, "commands"), _test_commands, table["commands"])
+    return TestsSpec(commands=commands, timeout=ctx.parse((*path, "timeout"), _tests_timeout, table.get("timeout", 300)))
+
+
+def _test_commands(value: Any) -> tuple[str, ...]:
+    """One command or a non-empty list of non-empty commands."""
+    if isinstance(value, list) and any(not isinstance(item, str) or not item.strip() for item in value):
+        raise v.expected('a command or a list of commands, e.g. ["pytest tests/smoke"]', value)
+    try:
+        commands = v.commands(value)
+    except v.InvalidValue:
+        raise v.expected('a command or a list of commands, e.g. ["pytest tests/smoke"]', value) from None
+    if not commands:
+        raise v.expected('at least one command, e.g. ["pytest tests/smoke"]', value)
+    return commands
+
+
+def _tests_timeout(value: Any) -> int:
+    """1 to 3600 seconds for each command."""
+    seconds = v.positive_seconds(value)
+    if seconds > MAX_TESTS_TIMEOUT:
+        raise v.expected(f"integer seconds from 1 to {MAX_TESTS_TIMEOUT}", value)
+    return seconds
 
 
 def _domains(ctx: FileContext, name: str, table: dict[str, Any]) -> tuple[str, ...]:

@@ -125,6 +125,18 @@ class PromotionSpec:
 
 
 @dataclass(frozen=True)
+class TestsSpec:
+    """[environments.<env>.tests]: the commands run against the environment's URL after every successful deploy
+    (`BRANCHYARD_TARGET_URL`, `--environment NAME`, as a promotion's smokeCommand), in order, each killed after
+    `timeout` seconds. The pr template's apply to every preview."""
+
+    __test__ = False  # not a pytest class
+
+    commands: tuple[str, ...] = ()
+    timeout: int = 300
+
+
+@dataclass(frozen=True)
 class EnvironmentDecl:
     """An environment as declared in branchyard.toml (the "pr" entry is the preview template)."""
 
@@ -139,6 +151,7 @@ class EnvironmentDecl:
     domains: tuple[str, ...] = ()  # custom domains (lowercase, checked by names.custom_domain); never inherited via base
     alerts: AlertsSpec | None = None  # [environments.<env>.alerts] over the tier's defaults (None: the defaults)
     uptime: bool | None = None  # `uptime`: the public URL probed through the router (None: production only)
+    tests: TestsSpec | None = None  # [environments.<env>.tests]: post-deploy tests (None: none declared)
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,14 @@ class ProjectSpec:
             return self.preview.trigger == "branch" and environment_name(name) == name
         except NameRefused:
             return False
+
+    def tests_for(self, name: str) -> TestsSpec | None:
+        """The post-deploy tests of an environment: its own [environments.<name>.tests], a preview's from the pr
+        template; None when none are declared."""
+        decl = self.environments.get(name)
+        if decl is None and self.is_preview_instance(name):
+            decl = self.environments.get(PR_TEMPLATE)
+        return decl.tests if decl is not None and decl.tests is not None and decl.tests.commands else None
 
     def environment_for_branch(self, branch: str) -> str | None:
         """The persistent environment a branch deploys to (exact match, e.g. main → production)."""

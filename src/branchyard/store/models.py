@@ -122,6 +122,11 @@ class Deployment(Base):
     variables_json: Mapped[str | None] = mapped_column(Text, nullable=True)  # resolved variables snapshot
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # post-deploy tests ([environments.<env>.tests], verification.py): passed | failed | running | skipped; None: not
+    # decided yet. The detail is one redacted line (exit code or timeout, the last output line).
+    tests_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    tests_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tests_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
 
 class Replica(Base):

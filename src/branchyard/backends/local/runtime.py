@@ -56,13 +56,21 @@ class LocalRuntime:
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as err:
             raise BackendError(err.strerror or type(err).__name__) from None
+        # recorded while it runs: a check the control plane's death cut off is killed at the next start (the
+        # post-deploy tests then run again, controller/verify.py)
         try:
-            output, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            processes.kill_group(proc.pid)
-            output, _ = proc.communicate()
-            return None, output.decode(errors="replace")
-        return proc.returncode, output.decode(errors="replace")
+            with self.tasks.running(proc.pid, f"check: {argv[-1]}"):
+                try:
+                    output, _ = proc.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    processes.kill_group(proc.pid)
+                    output, _ = proc.communicate()
+                    return None, output.decode(errors="replace")
+                return proc.returncode, output.decode(errors="replace")
+        finally:
+            if proc.poll() is None:  # it could not be recorded: never left running unrecorded
+                processes.kill_group(proc.pid)
+                proc.communicate()
 
     def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float) -> None:
         hooks.run_hook(command, cwd=cwd, env=env, out=out, timeout=timeout, tasks=self.tasks)

@@ -1,0 +1,515 @@
+"""The log shipper: raw log files → an environment's structured records, bounded on disk; and the records' query.
+
+Layout under `$BRANCHYARD_HOME/logs/<project>/<env>/`:
+
+    <deployment>/web.<N>.log          a replica's stdout  (the app holds it open, O_APPEND; see RuntimePort.spawn)
+    <deployment>/web.<N>.stderr.log   a replica's stderr
+    <deployment>/deploy.log           the deployment's build/deploy log (the control plane writes it)
+    access.log, access-<time>.log     the router's access log for the environment (Caddy writes and rolls it)
+    _records/<base>.jsonl             record segments: JSON lines (logrecords.py), `<base>` the segment's first
+                                      position (a byte count over all the environment's segments, ever)
+    _records/offsets.json             how far each raw file was shipped (inode, offset)
+
+A thread (`run_forever`) reads every ~0.5 s each raw file from its saved offset to its last complete line, turns
+the lines into records (secrets masked by the environment's redactor), appends them to the newest segment (a new
+one past `segment_bytes`), then saves the offsets. A crash between the append and the offset save ships that
+last batch again on restart (at most one batch per file duplicated; nothing is lost). The router's access lines
+also go to the `HttpSink` (metrics) as `monitoring.HttpEntry`s — at most once: a duplicated batch is not re-sent
+to the sink unless the crash hit between them.
+
+Disk stays bounded: segments are rotated by size and pruned (oldest first) past the environment's cap and past
+its tier's retention (`prune`, from housekeeping); a replica's raw files are kept sparse: once shipped, their
+consumed bytes are freed with `fallocate(PUNCH_HOLE | KEEP_SIZE)` — the app's O_APPEND writer is undisturbed
+and no line is lost (never copytruncate). While the control plane is down nothing ships and raw files grow;
+the shipper catches up when it returns (Caddy rolls the access log itself, keeping `roll_keep` old files: lines
+in a rolled file Caddy deleted before the shipper came back are lost).
+
+The cursor of `query` is a position over the environment's segments, so `logs -f` follows across replica
+restarts and deployments (all write into the same segments).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import logrecords as lr
+from ..monitoring import HttpEntry, HttpSink
+
+log = logging.getLogger(__name__)
+
+RECORDS_DIR = "_records"
+OFFSETS_FILE = "offsets.json"
+SEGMENT_BYTES = 8 * 1024 * 1024
+CAP_BYTES = 256 * 1024 * 1024
+INTERVAL = 0.5
+MAX_LINE = 64 * 1024  # a longer line without a newline is cut into records of this size
+READ_CHUNK = 4 * 1024 * 1024  # per file per pass: a backlog is caught up over a few passes
+PUNCH_MIN = 1024 * 1024  # free a raw file's consumed bytes once this much more was shipped
+REDACTOR_TTL = 10.0  # seconds an environment's redactor is reused (secrets may change)
+_BLOCK = 4096
+
+Redact = Callable[[str], str]
+
+
+# --- fallocate(PUNCH_HOLE) -------------------------------------------------------------------------------------
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc: Any = None
+
+
+def punch_hole(path: Path, length: int) -> bool:
+    """Free the blocks of the file's first `length` bytes (rounded down to a block); its size and every byte after
+    stay as they were, and an O_APPEND writer keeps writing at the end. False where the filesystem cannot."""
+    global _libc
+    length -= length % _BLOCK
+    if length <= 0:
+        return False
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        return _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, length) == 0
+    finally:
+        os.close(fd)
+
+
+def disk_usage(directory: Path) -> int:
+    """Bytes really allocated under a directory (st_blocks, as `du` counts), not the files' apparent sizes."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+    return total
+
+
+# --- record segments -------------------------------------------------------------------------------------------
+
+
+class Segments:
+    """One environment's record segments (append, rotate, prune, read by position)."""
+
+    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.dir = Path(directory)
+        self.segment_bytes = segment_bytes
+
+    def list(self) -> list[tuple[int, Path]]:
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            stem, dot, ext = name.partition(".")
+            if ext == "jsonl" and dot and stem.isdigit():
+                out.append((int(stem), self.dir / name))
+        return sorted(out)
+
+    def end(self) -> int:
+        segs = self.list()
+        if not segs:
+            return 0
+        base, path = segs[-1]
+        try:
+            return base + path.stat().st_size
+        except FileNotFoundError:
+            return base
+
+    def append(self, lines: list[bytes]) -> None:
+        """Append JSON lines (each ending in a newline) to the newest segment, opening a new one past the size."""
+        if not lines:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        segs = self.list()
+        base, path = segs[-1] if segs else (0, self.dir / f"{0:020d}.jsonl")
+        size = path.stat().st_size if path.exists() else 0
+        i = 0
+        while i < len(lines):
+            if size >= self.segment_bytes:
+                base, size = base + size, 0
+                path = self.dir / f"{base:020d}.jsonl"
+            chunk: list[bytes] = []
+            while i < len(lines) and (size < self.segment_bytes or not chunk):
+                chunk.append(lines[i])
+                size += len(lines[i])
+                i += 1
+                if size >= self.segment_bytes:
+                    break
+            with open(path, "ab") as f:
+                f.write(b"".join(chunk))
+
+    def prune(self, *, cap_bytes: int, older_than: float | None) -> int:
+        """Delete the oldest segments while the total is above `cap_bytes`, and every segment last written before
+        `older_than` (unix seconds); returns the bytes freed. The position carries on where it was."""
+        segs = self.list()
+        sizes = {}
+        for base, path in segs:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            sizes[base] = (path, st.st_size, st.st_mtime)
+        total = sum(s for _, s, _ in sizes.values())
+        end = self.end()
+        freed = 0
+        for base, (path, size, mtime) in sorted(sizes.items()):
+            if total <= cap_bytes and (older_than is None or mtime >= older_than):
+                break
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            total -= size
+            freed += size
+        if freed and not self.list():
+            (self.dir / f"{end:020d}.jsonl").touch()  # keep the position: a cursor stays meaningful
+        return freed
+
+    def forward(self, cursor: int, *, limit: int, keep: Callable[[dict[str, Any]], bool]) -> tuple[list[dict[str, Any]], int]:
+        """Records from position `cursor` on (the oldest kept one if it was pruned), those `keep` accepts, at most
+        `limit`; and the position after the last record looked at."""
+        segs = self.list()
+        if not segs:
+            return [], cursor if cursor == 0 else 0
+        end = self.end()
+        if cursor > end:
+            cursor = segs[0][0]  # the environment was destroyed and made again: from its beginning
+        out: list[dict[str, Any]] = []
+        pos = max(cursor, segs[0][0])
+        for i, (base, path) in enumerate(segs):
+            nxt = segs[i + 1][0] if i + 1 < len(segs) else None
+            if nxt is not None and nxt <= pos:
+                continue
+            for rec_end, rec in _read_lines(path, base, max(0, pos - base)):
+                pos = rec_end
+                if rec is not None and keep(rec):
+                    out.append(rec)
+                    if len(out) >= limit:
+                        return out, pos
+            if nxt is not None:
+                pos = max(pos, nxt)
+        return out, pos
+
+    def backward(self, *, limit: int, keep: Callable[[dict[str, Any]], bool],
+                 stop: Callable[[dict[str, Any]], bool] | None = None) -> tuple[list[dict[str, Any]], int]:
+        """The last `limit` records `keep` accepts (oldest first), reading newest segments first; `stop` (a record
+        too old for the query) ends the search early. With the position of the end (a cursor to follow from)."""
+        segs = self.list()
+        end = self.end()
+        found: list[dict[str, Any]] = []
+        for base, path in reversed(segs):
+            batch = [rec for _, rec in _read_lines(path, base, 0) if rec is not None]
+            hits = [r for r in batch if keep(r)]
+            found = hits[-(limit - len(found)):] + found if len(found) < limit else found
+            if len(found) >= limit or (stop is not None and batch and stop(batch[0])):
+                break
+        return found[-limit:], end
+
+
+def _read_lines(path: Path, base: int, offset: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(position after the line, record or None if unreadable) for each complete line from `offset`."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return
+    pos = 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return
+        line = data[pos:nl]
+        pos = nl + 1
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        yield base + offset + pos, rec if isinstance(rec, dict) else None
+
+
+# --- the shipper -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Raw:
+    """A raw file of an environment and what its records say."""
+
+    key: str  # its path relative to the environment's directory: the offsets' key
+    path: Path
+    source: lr.Source | None  # None: the router's access log
+
+
+class LogShipper:
+    """Ships every environment's raw logs into its record segments; answers `logs` queries; prunes."""
+
+    def __init__(self, logs_dir: Path, *, redactor: Callable[[str, str], Redact],
+                 http_sink: HttpSink | None = None, segment_bytes: int = SEGMENT_BYTES, cap_bytes: int = CAP_BYTES,
+                 punch_min: int = PUNCH_MIN, interval: float = INTERVAL, clock: Callable[[], float] = time.time) -> None:
+        self.logs_dir = Path(logs_dir)
+        self.redactor = redactor  # (project, environment) → that environment's secrets masker
+        self.http_sink = http_sink
+        self.segment_bytes = segment_bytes
+        self.cap_bytes = cap_bytes
+        self.punch_min = punch_min
+        self.interval = interval
+        self.clock = clock
+        self._redactors: dict[tuple[str, str], tuple[float, Redact]] = {}
+        self._punched: dict[tuple[str, str, str], int] = {}
+        self._env_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    # --- where ---------------------------------------------------------------------------------------------
+    def env_dir(self, project: str, env: str) -> Path:
+        return self.logs_dir / project / env
+
+    def segments(self, project: str, env: str) -> Segments:
+        return Segments(self.env_dir(project, env) / RECORDS_DIR, segment_bytes=self.segment_bytes)
+
+    def environments(self) -> list[tuple[str, str]]:
+        out = []
+        try:
+            projects = [p for p in self.logs_dir.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return []
+        for p in projects:
+            with contextlib.suppress(OSError):
+                out += [(p.name, e.name) for e in p.iterdir() if e.is_dir()]
+        return sorted(out)
+
+    def _raws(self, project: str, env: str) -> list[_Raw]:
+        root = self.env_dir(project, env)
+        out = [_Raw(lr.ACCESS_LOG, root / lr.ACCESS_LOG, None)]
+        try:
+            deps = [d for d in root.iterdir() if d.is_dir() and d.name != RECORDS_DIR]
+        except FileNotFoundError:
+            return []
+        for d in sorted(deps):
+            try:
+                names = sorted(os.listdir(d))
+            except OSError:
+                continue
+            for name in names:
+                src = lr.raw_source(name, environment=env, deployment=d.name)
+                if src is not None:
+                    out.append(_Raw(f"{d.name}/{name}", d / name, src))
+        return out
+
+    def _redact(self, project: str, env: str) -> Redact:
+        now = time.monotonic()
+        hit = self._redactors.get((project, env))
+        if hit is None or now - hit[0] > REDACTOR_TTL:
+            hit = (now, self.redactor(project, env))  # raises for an unknown environment: nothing ships for it
+            self._redactors[(project, env)] = hit
+        return hit[1]
+
+    def _env_lock(self, project: str, env: str) -> threading.Lock:
+        with self._lock:
+            return self._env_locks.setdefault((project, env), threading.Lock())
+
+    # --- shipping ------------------------------------------------------------------------------------------
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            try:
+                self.ship_once()
+            except Exception:  # never let one bad pass end the thread
+                log.exception("log shipper: pass failed")
+
+    def ship_once(self) -> int:
+        """One pass over every environment; the number of records appended."""
+        n = 0
+        for project, env in self.environments():
+            try:
+                n += self.ship_env(project, env)
+            except Exception:
+                log.exception("log shipper: %s/%s failed", project, env)
+        return n
+
+    def ship_env(self, project: str, env: str) -> int:
+        with self._env_lock(project, env):
+            root = self.env_dir(project, env)
+            raws = self._raws(project, env)
+            if not raws:
+                return 0
+            offsets_path = root / RECORDS_DIR / OFFSETS_FILE
+            offsets = _load_offsets(offsets_path)
+            lines_out: list[bytes] = []
+            entries: list[HttpEntry] = []
+            changed = False
+            redact: Redact | None = None
+            now = self.clock()
+            for raw in raws:
+                got = self._read_new(raw, offsets, root)
+                if got is None:
+                    continue
+                lines, new_state = got
+                offsets[raw.key] = new_state
+                changed = True
+                if redact is None and lines:
+                    redact = self._redact(project, env)
+                for line in lines:
+                    text = line.decode("utf-8", errors="replace")
+                    if raw.source is None:
+                        entry = lr.access_entry(text)
+                        if entry is None:
+                            continue
+                        entries.append(entry)
+                        rec = lr.access_record(entry, env)
+                    else:
+                        rec = lr.app_record(text, raw.source, now=now)
+                    rec = lr.redact_record(rec, redact) if redact is not None else rec
+                    lines_out.append(json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+            if lines_out:
+                segs = self.segments(project, env)
+                segs.append(lines_out)
+                segs.prune(cap_bytes=self.cap_bytes, older_than=None)  # a chatty app never waits for housekeeping
+            if changed:
+                offsets = {k: v for k, v in offsets.items() if k in {r.key for r in raws}}
+                _save_offsets(offsets_path, offsets)
+            if self.http_sink is not None:
+                for entry in entries:
+                    try:
+                        self.http_sink(project, env, entry)
+                    except Exception:  # the sink must never raise; if it does, the logs still ship
+                        log.exception("log shipper: http sink failed")
+            for raw in raws:  # only after the offsets are saved: a punched byte is a shipped byte
+                if raw.source is not None and raw.source.stream in ("stdout", "stderr"):
+                    self._punch(project, env, raw, offsets.get(raw.key))
+            return len(lines_out)
+
+    def _read_new(self, raw: _Raw, offsets: dict[str, Any], root: Path) -> tuple[list[bytes], dict[str, int]] | None:
+        """New complete lines of a raw file (following a roll of the access log): (lines, its new saved state)."""
+        try:
+            st = raw.path.stat()
+        except FileNotFoundError:
+            return None
+        saved = offsets.get(raw.key) or {}
+        ino, off = saved.get("ino"), int(saved.get("off", 0))
+        lines: list[bytes] = []
+        if ino is not None and ino != st.st_ino:
+            if raw.source is None:  # Caddy rolled access.log: finish the rolled file (same inode) first
+                rolled = _find_inode(root, ino)
+                if rolled is not None:
+                    lines += _complete_lines(rolled, off, final=True)[0]
+            off = 0  # a new file at this path
+        elif st.st_size < off:
+            off = 0  # truncated by someone: start again
+        if ino == st.st_ino and st.st_size == off and not lines:
+            return None
+        more, off = _complete_lines(raw.path, off)
+        lines += more
+        if not lines and ino == st.st_ino:
+            return None
+        return lines, {"ino": st.st_ino, "off": off}
+
+    def _punch(self, project: str, env: str, raw: _Raw, state: dict[str, int] | None) -> None:
+        if not state:
+            return
+        key = (project, env, raw.key)
+        off = int(state["off"])
+        if off - self._punched.get(key, 0) < self.punch_min:
+            return
+        if punch_hole(raw.path, off):
+            self._punched[key] = off - off % _BLOCK
+
+    # --- bounded disk --------------------------------------------------------------------------------------
+    def prune(self, retention: Callable[[str, str], float | None]) -> int:
+        """Each environment's segments under its cap and its tier's retention (seconds; None: keep until destroyed);
+        returns the bytes freed. Run from housekeeping."""
+        freed = 0
+        now = self.clock()
+        for project, env in self.environments():
+            try:
+                keep = retention(project, env)
+            except Exception:
+                log.exception("log shipper: retention of %s/%s unknown", project, env)
+                continue
+            with self._env_lock(project, env):
+                freed += self.segments(project, env).prune(
+                    cap_bytes=self.cap_bytes, older_than=None if keep is None else now - keep)
+        return freed
+
+    def enforce_cap(self, project: str, env: str) -> int:
+        with self._env_lock(project, env):
+            return self.segments(project, env).prune(cap_bytes=self.cap_bytes, older_than=None)
+
+    # --- query ---------------------------------------------------------------------------------------------
+    def query(self, project: str, env: str, q: lr.Query, *, limit: int = 100,
+              cursor: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Records of an environment matching `q`: with a cursor, those after it (oldest first, at most `limit`);
+        without, the last `limit`. With the cursor to ask again from (`logs -f`)."""
+        segs = self.segments(project, env)
+        keep = lambda r: lr.matches(r, q)  # noqa: E731
+        if cursor is not None:
+            return segs.forward(cursor, limit=limit, keep=keep)
+        since = q.since
+
+        def too_old(r: dict[str, Any]) -> bool:
+            ts = lr.parse_time(r.get("time"))
+            return since is not None and ts is not None and ts < since - 60  # times are not strictly ordered
+        return segs.backward(limit=limit, keep=keep, stop=too_old)
+
+
+def _complete_lines(path: Path, off: int, *, final: bool = False) -> tuple[list[bytes], int]:
+    """Lines from `off` up to the last newline (at most READ_CHUNK bytes; an overlong line is cut); with `final`
+    (a file nobody writes any more), a last line without a newline too."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(off)
+            data = f.read(READ_CHUNK)
+    except FileNotFoundError:
+        return [], off
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos, pos + MAX_LINE + 1)
+        if nl < 0:
+            if len(data) - pos > MAX_LINE:
+                out.append(data[pos:pos + MAX_LINE])
+                pos += MAX_LINE
+                continue
+            if final:
+                out.append(data[pos:])
+                pos = len(data)
+            break
+        out.append(data[pos:nl])
+        pos = nl + 1
+    # bytes a hole punch left (zeros) are never shipped: a line of NULs alone is dropped
+    return [ln.replace(b"\x00", b"") for ln in out if ln.strip(b"\x00")], off + pos
+
+
+def _find_inode(root: Path, ino: int) -> Path | None:
+    for p in root.glob("access-*.log"):
+        with contextlib.suppress(OSError):
+            if p.stat().st_ino == ino:
+                return p
+    return None
+
+
+def _load_offsets(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_offsets(path: Path, offsets: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(offsets, sort_keys=True))
+    os.replace(tmp, path)

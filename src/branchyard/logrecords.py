@@ -247,6 +247,7 @@ class Query:
     deployment: str | None = None  # a deployment id prefix
     http: str = "exclude"  # exclude | only | include the router's access records
     build: bool = False  # only the deploy/build log
+    replica: int | None = None  # only this replica's output
 
     def __post_init__(self) -> None:
         if self.level is not None and self.level not in _RANK:
@@ -282,6 +283,8 @@ def matches(record: dict[str, Any], q: Query) -> bool:
         return False
     if q.deployment is not None and not str(record.get("deployment") or "").startswith(q.deployment):
         return False
+    if q.replica is not None and record.get("replica") != q.replica:
+        return False
     if q.level is not None and level_rank(record.get("level")) < _RANK[q.level]:
         return False
     if q.since is not None or q.until is not None:
@@ -293,6 +296,18 @@ def matches(record: dict[str, Any], q: Query) -> bool:
         if q.grep.lower() not in hay.lower():
             return False
     return True
+
+
+PRODUCTION_RETENTION = 14 * 86400.0
+STAGING_RETENTION = 7 * 86400.0
+
+
+def retention(*, production: bool, ephemeral: bool) -> float | None:
+    """How long an environment's records are kept (seconds): production 14 d, any other persistent environment
+    (staging) 7 d, a preview until it is destroyed (None: its records go with it)."""
+    if ephemeral:
+        return None
+    return PRODUCTION_RETENTION if production else STAGING_RETENTION
 
 
 def human(record: dict[str, Any]) -> str:

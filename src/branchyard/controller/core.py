@@ -6,6 +6,7 @@ Who does what (docs/architecture.md has the picture):
 - `environments`, `variables`, `databases`, `projects`, `oneoffs`, `domains` — what users read and operate;
 - `pushes`, `webhooks`, `previews`, `promotions` — the triggers;
 - `git_follow` — production's branch follows promotions (a store listener, and housekeeping);
+- `logship` — raw logs → each environment's structured records (a thread), pruned in housekeeping;
 - `routes`, `guards`, `backups`, `data`, `replicas` — what the others share.
 """
 
@@ -16,6 +17,7 @@ import threading
 from sqlalchemy import select
 
 from ..backends.ports import Machine
+from ..monitoring import HttpSink
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
@@ -30,6 +32,7 @@ from .git_follow import GitFollow
 from .guards import Guards
 from .liveness import Liveness
 from .locks import EnvLocks
+from .logship import EnvFacts, LogShipper
 from .oneoff import OneOffs
 from .previews import Previews
 from .projects import Projects
@@ -45,7 +48,7 @@ from .webhooks import Webhooks
 
 
 class Controller:
-    def __init__(self, settings: Settings, store: Store, machine: Machine) -> None:
+    def __init__(self, settings: Settings, store: Store, machine: Machine, *, http_sink: HttpSink | None = None) -> None:
         self.settings = settings
         self.store = store
         self.router = machine.router
@@ -55,6 +58,10 @@ class Controller:
         self.data = DataPlane(settings, store, machine.data)
         self.backups = Backups(store, self.data, settings.home / "backups")
         self.replicas = Replicas(settings, store, self.data.box, machine.runtime)
+        self.log_facts = EnvFacts(store, self.data)
+        # http_sink: the router's access entries, for the metrics (monitoring.py)
+        self.logship = LogShipper(settings.logs_dir, redactor=self.log_facts.redactor, http_sink=http_sink,
+                                  cap_bytes=settings.log_cap_mb * 1024 * 1024)
         self.routes = Routes(settings, store, machine.router)
         self.domains = Domains(settings, store, routes=self.routes, certificates=machine.certificates)
         self.guards = Guards(store, self.data)
@@ -74,7 +81,7 @@ class Controller:
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      liveness=self.liveness, housekeeping=self._housekeeping)
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
-                                         data=self.data, routes=self.routes,
+                                         data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
                                          preview_info=self.previews.info)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
@@ -105,6 +112,7 @@ class Controller:
         # WAITING promotions start when their waitTimer ends: a loop of its own, as a start runs smoke tests
         threading.Thread(target=self.promotions.run_forever, args=(self._stop,), name="promotions", daemon=True).start()
         self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
+        threading.Thread(target=self.logship.run_forever, args=(self._stop,), name="logship", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
@@ -119,6 +127,7 @@ class Controller:
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()
         self.deployer.prune_virtualenvs()
+        self.logship.prune(self.log_facts.retention)  # records past their tier's retention (the cap holds always)
 
     def stop_everything(self) -> None:
         """Stop every app process this control plane knows about, the router, every Redis and PostgreSQL server.

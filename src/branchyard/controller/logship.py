@@ -45,6 +45,9 @@ from typing import Any
 
 from .. import logrecords as lr
 from ..monitoring import HttpEntry, HttpSink
+from ..store import models as m
+from ..store.db import Store
+from .dataplane import DataPlane
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +243,31 @@ def _read_lines(path: Path, base: int, offset: int) -> Iterator[tuple[int, dict[
         except ValueError:
             rec = None
         yield base + offset + pos, rec if isinstance(rec, dict) else None
+
+
+# --- what the shipper asks the store --------------------------------------------------------------------------
+
+
+class EnvFacts:
+    """An environment's secrets masker and records' retention, by project and environment name."""
+
+    def __init__(self, store: Store, data: DataPlane) -> None:
+        self.store = store
+        self.data = data
+
+    def _env(self, project: str, env: str) -> m.Environment:
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            e = self.store.environment(s, p, env)
+            s.expunge(e)
+            return e
+
+    def redactor(self, project: str, env: str) -> Redact:
+        return self.data.redactor(self._env(project, env).id)
+
+    def retention(self, project: str, env: str) -> float | None:
+        e = self._env(project, env)
+        return lr.retention(production=e.production, ephemeral=e.ephemeral)
 
 
 # --- the shipper -------------------------------------------------------------------------------------------------

@@ -176,3 +176,19 @@ def test_retention_prunes_old_segments(tmp_path):
         os.utime(p, (1000.0, 1000.0))
     assert seg.prune(cap_bytes=10**9, older_than=2000.0) > 0
     assert [p for _, p in seg.list()] == paths[-1:]
+
+
+def test_the_access_log_is_freed_too_and_a_teardown_is_not_undone(tmp_path):
+    logs = tmp_path / "logs"
+    root = logs / P / E
+    s, seen = shipper(logs, punch_min=64 * 1024)
+    append(root / "access.log", "".join(access_line(f"/p{i}", 200) for i in range(2000)))
+    s.ship_once()
+    assert len(seen) == 2000
+    st = (root / "access.log").stat()
+    assert st.st_blocks * 512 < 8192 < st.st_size  # shipped: its blocks freed, its size (Caddy's offset) kept
+    # the environment is destroyed (teardown removes its directory): the shipper does not make it again
+    import shutil
+
+    shutil.rmtree(root)
+    assert s.ship_once() == 0 and not root.exists()

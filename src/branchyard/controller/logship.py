@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import logrecords as lr
+from ..errors import NotFound
 from ..monitoring import HttpEntry, HttpSink
 from ..store import models as m
 from ..store.db import Store
@@ -59,7 +60,7 @@ INTERVAL = 0.5
 MAX_LINE = 64 * 1024  # a longer line without a newline is cut into records of this size
 READ_CHUNK = 4 * 1024 * 1024  # per file per pass: a backlog is caught up over a few passes
 PUNCH_MIN = 1024 * 1024  # free a raw file's consumed bytes once this much more was shipped
-REDACTOR_TTL = 10.0  # seconds an environment's redactor is reused (secrets may change)
+REDACTOR_TTL = 2.0  # seconds an environment's redactor is reused (a secret set since may ship unmasked that long)
 _BLOCK = 4096
 
 Redact = Callable[[str], str]
@@ -138,7 +139,7 @@ class Segments:
         """Append JSON lines (each ending in a newline) to the newest segment, opening a new one past the size."""
         if not lines:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(exist_ok=True)
         segs = self.list()
         base, path = segs[-1] if segs else (0, self.dir / f"{0:020d}.jsonl")
         size = path.stat().st_size if path.exists() else 0
@@ -297,7 +298,7 @@ class LogShipper:
         self.interval = interval
         self.clock = clock
         self._redactors: dict[tuple[str, str], tuple[float, Redact]] = {}
-        self._punched: dict[tuple[str, str, str], int] = {}
+        self._punched: dict[tuple[str, str, str, int], int] = {}
         self._env_locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -363,9 +364,16 @@ class LogShipper:
         for project, env in self.environments():
             try:
                 n += self.ship_env(project, env)
+            except (FileNotFoundError, NotFound):  # being destroyed right now (teardown removes its directory)
+                self._forget(project, env)
             except Exception:
                 log.exception("log shipper: %s/%s failed", project, env)
         return n
+
+    def _forget(self, project: str, env: str) -> None:
+        self._redactors.pop((project, env), None)
+        for key in [k for k in self._punched if k[:2] == (project, env)]:
+            del self._punched[key]
 
     def ship_env(self, project: str, env: str) -> int:
         with self._env_lock(project, env):
@@ -401,6 +409,7 @@ class LogShipper:
                         rec = lr.app_record(text, raw.source, now=now)
                     rec = lr.redact_record(rec, redact) if redact is not None else rec
                     lines_out.append(json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+            (root / RECORDS_DIR).mkdir(exist_ok=True)  # not parents: a removed environment stays removed
             if lines_out:
                 segs = self.segments(project, env)
                 segs.append(lines_out)
@@ -415,7 +424,8 @@ class LogShipper:
                     except Exception:  # the sink must never raise; if it does, the logs still ship
                         log.exception("log shipper: http sink failed")
             for raw in raws:  # only after the offsets are saved: a punched byte is a shipped byte
-                if raw.source is not None and raw.source.stream in ("stdout", "stderr"):
+                # not deploy logs: `deploy` follows them from the start, and they end with their deployment
+                if raw.source is None or raw.source.stream in ("stdout", "stderr"):
                     self._punch(project, env, raw, offsets.get(raw.key))
             return len(lines_out)
 
@@ -447,7 +457,7 @@ class LogShipper:
     def _punch(self, project: str, env: str, raw: _Raw, state: dict[str, int] | None) -> None:
         if not state:
             return
-        key = (project, env, raw.key)
+        key = (project, env, raw.key, int(state["ino"]))
         off = int(state["off"])
         if off - self._punched.get(key, 0) < self.punch_min:
             return
@@ -463,6 +473,8 @@ class LogShipper:
         for project, env in self.environments():
             try:
                 keep = retention(project, env)
+            except NotFound:  # destroyed: teardown removes its directory
+                continue
             except Exception:
                 log.exception("log shipper: retention of %s/%s unknown", project, env)
                 continue
@@ -537,7 +549,6 @@ def _load_offsets(path: Path) -> dict[str, Any]:
 
 
 def _save_offsets(path: Path, offsets: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(offsets, sort_keys=True))
     os.replace(tmp, path)

@@ -60,6 +60,8 @@ INTERVAL = 0.5
 MAX_LINE = 64 * 1024  # a longer line without a newline is cut into records of this size
 READ_CHUNK = 4 * 1024 * 1024  # per file per pass: a backlog is caught up over a few passes
 PUNCH_MIN = 1024 * 1024  # free a raw file's consumed bytes once this much more was shipped
+COLD_AFTER = 30.0  # seconds without a new line: a raw file is cold…
+COLD_EVERY = 4  # …and checked every 4th pass only (2 s): a quiet replica's next line may wait that long
 REDACTOR_TTL = 2.0  # seconds an environment's redactor is reused (a secret set since may ship unmasked that long)
 _BLOCK = 4096
 
@@ -299,6 +301,10 @@ class LogShipper:
         self.clock = clock
         self._redactors: dict[tuple[str, str], tuple[float, Redact]] = {}
         self._punched: dict[tuple[str, str, str, int], int] = {}
+        self._offsets: dict[tuple[str, str], dict[str, Any]] = {}  # what offsets.json holds, kept in memory
+        self._listings: dict[str, tuple[int, list[_Raw]]] = {}  # a deployment directory's raw files, by its mtime
+        self._quiet_since: dict[str, float] = {}  # raw file → when it was last seen unchanged after a change
+        self._passes = 0
         self._env_locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -329,13 +335,19 @@ class LogShipper:
             return []
         for d in sorted(deps):
             try:
-                names = sorted(os.listdir(d))
+                mtime = d.stat().st_mtime_ns  # changes when a file is added: the listing is cached until then
             except OSError:
                 continue
-            for name in names:
-                src = lr.raw_source(name, environment=env, deployment=d.name)
-                if src is not None:
-                    out.append(_Raw(f"{d.name}/{name}", d / name, src))
+            cached = self._listings.get(str(d))
+            if cached is None or cached[0] != mtime:
+                try:
+                    names = sorted(os.listdir(d))
+                except OSError:
+                    continue
+                raws = [_Raw(f"{d.name}/{n}", d / n, src) for n in names
+                        if (src := lr.raw_source(n, environment=env, deployment=d.name)) is not None]
+                cached = self._listings[str(d)] = (mtime, raws)
+            out += cached[1]
         return out
 
     def _redact(self, project: str, env: str) -> Redact:
@@ -361,7 +373,11 @@ class LogShipper:
     def ship_once(self) -> int:
         """One pass over every environment; the number of records appended."""
         n = 0
-        for project, env in self.environments():
+        envs = self.environments()
+        for gone in set(self._offsets) - set(envs):  # destroyed since: a new one of that name starts afresh
+            self._forget(*gone)
+        self._passes += 1
+        for project, env in envs:
             try:
                 n += self.ship_env(project, env)
             except (FileNotFoundError, NotFound):  # being destroyed right now (teardown removes its directory)
@@ -372,6 +388,11 @@ class LogShipper:
 
     def _forget(self, project: str, env: str) -> None:
         self._redactors.pop((project, env), None)
+        self._offsets.pop((project, env), None)
+        prefix = str(self.env_dir(project, env)) + os.sep
+        for cache in (self._listings, self._quiet_since):
+            for key in [k for k in cache if k.startswith(prefix)]:
+                del cache[key]
         for key in [k for k in self._punched if k[:2] == (project, env)]:
             del self._punched[key]
 
@@ -382,16 +403,25 @@ class LogShipper:
             if not raws:
                 return 0
             offsets_path = root / RECORDS_DIR / OFFSETS_FILE
-            offsets = _load_offsets(offsets_path)
+            cached = self._offsets.get((project, env))
+            # first pass since the start (or since the environment was made again): from the disk
+            offsets = dict(cached if cached is not None else _load_offsets(offsets_path))
             lines_out: list[bytes] = []
             entries: list[HttpEntry] = []
             changed = False
             redact: Redact | None = None
             now = self.clock()
+            mono = time.monotonic()
             for raw in raws:
+                # a file quiet for a while (an old deployment's) is looked at every COLD_EVERY passes only
+                quiet = self._quiet_since.get(str(raw.path))
+                if quiet is not None and mono - quiet > COLD_AFTER and self._passes % COLD_EVERY:
+                    continue
                 got = self._read_new(raw, offsets, root)
                 if got is None:
+                    self._quiet_since.setdefault(str(raw.path), mono)
                     continue
+                self._quiet_since.pop(str(raw.path), None)
                 lines, new_state = got
                 offsets[raw.key] = new_state
                 changed = True
@@ -409,7 +439,8 @@ class LogShipper:
                         rec = lr.app_record(text, raw.source, now=now)
                     rec = lr.redact_record(rec, redact) if redact is not None else rec
                     lines_out.append(json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
-            (root / RECORDS_DIR).mkdir(exist_ok=True)  # not parents: a removed environment stays removed
+            if changed:
+                (root / RECORDS_DIR).mkdir(exist_ok=True)  # not parents: a removed environment stays removed
             if lines_out:
                 segs = self.segments(project, env)
                 segs.append(lines_out)
@@ -417,6 +448,7 @@ class LogShipper:
             if changed:
                 offsets = {k: v for k, v in offsets.items() if k in {r.key for r in raws}}
                 _save_offsets(offsets_path, offsets)
+                self._offsets[(project, env)] = offsets
             if self.http_sink is not None:
                 for entry in entries:
                     try:

@@ -98,3 +98,10 @@ def test_follow_across_a_restart_and_a_deploy_and_filters(plane, tmp_path):
     assert {(r["stream"], r["host"], r["status"]) for r in http} == {("http", HOST, 200)}
     assert "s3cret" not in json.dumps(records("--http"))
     assert not [r for r in records() if r["stream"] == "http"]  # left out by default
+
+    # a bad filter: one line naming the flag and the value, exit 2
+    for args, message in ((("--since", "yesterday"), "logs: --since 'yesterday' is neither a duration (10m, 2h, 3d) nor an "
+                                                     "ISO time (2026-12-03T12:00:00Z)"),
+                          (("--level", "loud"), "logs: --level 'loud': expected one of debug, info, warning, error, critical")):
+        bad = plane.run("logs", "-e", "production", *args, cwd=repo, check=False)
+        assert (bad.returncode, bad.stderr) == (2, f"error: {message}\n")

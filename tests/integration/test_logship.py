@@ -89,6 +89,17 @@ def test_access_log_entries_reach_the_sink_exactly_and_a_caddy_roll_loses_nothin
         ("/a", 200, "info"), ("/b", 503, "error"), ("/c", 404, "warning"), ("/d", 200, "info")]
     assert [e.path for _, _, e in seen] == ["/a", "/b", "/c", "/d"]
     assert records(s, http="exclude") == []  # the default query leaves access records out
+    # two rolls while the control plane was down (the older rolled file's mtime is older)
+    append(root / "access.log", access_line("/e", 200))
+    os.rename(root / "access.log", root / "access-2026-12-03T10-53-22.000.log")
+    os.utime(root / "access-2026-12-03T10-53-21.000.log", (1796295201, 1796295201))
+    os.utime(root / "access-2026-12-03T10-53-22.000.log", (1796295202, 1796295202))
+    append(root / "access.log", access_line("/f", 200))
+    os.rename(root / "access.log", root / "access-2026-12-03T10-53-23.000.log")
+    append(root / "access.log", access_line("/g", 200))
+    s2, seen2 = shipper(logs)
+    s2.ship_once()
+    assert [e.path for _, _, e in seen2] == ["/e", "/f", "/g"]
 
 
 def test_query_cursor_follows_across_segments_deployments_and_pruning(tmp_path):

@@ -471,10 +471,14 @@ class LogShipper:
         ino, off = saved.get("ino"), int(saved.get("off", 0))
         lines: list[bytes] = []
         if ino is not None and ino != st.st_ino:
-            if raw.source is None:  # Caddy rolled access.log: finish the rolled file (same inode) first
-                rolled = _find_inode(root, ino)
-                if rolled is not None:
-                    lines += _complete_lines(rolled, off, final=True)[0]
+            if raw.source is None:  # Caddy rolled access.log: finish the rolled file, then any rolled after it
+                for path, start in _rolled_since(root, ino, off):
+                    while True:
+                        more, end = _complete_lines(path, start, final=True)
+                        lines += more
+                        if end == start:
+                            break
+                        start = end
             off = 0  # a new file at this path
         elif st.st_size < off:
             off = 0  # truncated by someone: start again
@@ -564,12 +568,19 @@ def _complete_lines(path: Path, off: int, *, final: bool = False) -> tuple[list[
     return [ln.replace(b"\x00", b"") for ln in out if ln.strip(b"\x00")], off + pos
 
 
-def _find_inode(root: Path, ino: int) -> Path | None:
+def _rolled_since(root: Path, ino: int, off: int) -> list[tuple[Path, int]]:
+    """Caddy's rolled access logs still to read, oldest first, with where to start: the one that was `access.log`
+    (inode `ino`) from `off`, every later one from 0. If that one is gone (Caddy keeps `roll_keep`), all are later."""
+    rolled = []
     for p in root.glob("access-*.log"):
         with contextlib.suppress(OSError):
-            if p.stat().st_ino == ino:
-                return p
-    return None
+            st = p.stat()
+            rolled.append((st.st_mtime_ns, p.name, p, st.st_ino))
+    rolled.sort()
+    mine = next((i for i, r in enumerate(rolled) if r[3] == ino), None)
+    if mine is None:
+        return [(p, 0) for _, _, p, _ in rolled]
+    return [(rolled[mine][2], off)] + [(p, 0) for _, _, p, _ in rolled[mine + 1:]]
 
 
 def _load_offsets(path: Path) -> dict[str, Any]:

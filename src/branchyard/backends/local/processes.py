@@ -109,12 +109,13 @@ def stderr_path(log_path: Path) -> Path:
     return log_path.with_name(f"{stem}.stderr.log")
 
 
-def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int) -> ProcessHandle:
+def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int,
+          split_stderr: bool = True) -> ProcessHandle:
     """Start `/bin/sh -c command` as a new session leader, stdout appended to log_path and stderr to
     `stderr_path(log_path)`: two files the process holds open itself (O_APPEND), so it keeps logging while the
-    control plane is down, and each line's stream is known."""
+    control plane is down, and each line's stream is known. `split_stderr=False`: both into log_path."""
     log_path = Path(log_path)
-    err_path = stderr_path(log_path)
+    err_path = stderr_path(log_path) if split_stderr else log_path
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - handed to the child, closed below

@@ -38,7 +38,7 @@ def router(ctl: Controller) -> APIRouter:
         if not 1 <= (limit or lines) <= 100_000:
             raise BadInput(f"logs: limit {limit or lines} is out of range (1 to 100000)")
         query = logrecords.make_query(now=time.time(), since=since, until=until, level=level, grep=grep, http=http,
-                                         deployment=deployment)
+                                         deployment=deployment, build=build)
         return ctl.environments.logs(project, env, lines=lines, build=build, deployment_id=deployment, query=query,
                                      cursor=cursor, limit=limit)
 

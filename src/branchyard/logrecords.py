@@ -310,6 +310,41 @@ def retention(*, production: bool, ephemeral: bool) -> float | None:
     return PRODUCTION_RETENTION if production else STAGING_RETENTION
 
 
+def _stream_of(line: bytes) -> bytes | None:
+    """The record's own stream: the first `"stream":"…"` of its line (before `message` and `fields`, and a string
+    value never holds a bare quote)."""
+    i = line.find(b'"stream":"')
+    if i < 0:
+        return None
+    i += len(b'"stream":"')
+    return line[i:line.find(b'"', i)]
+
+
+def prefilter(q: Query) -> Callable[[bytes], bool] | None:
+    """A cheap test on a record's JSON line (as the shipper writes it: compact, keys in record order,
+    `ensure_ascii=False`) that is False only for records `matches` would refuse, so most lines are never parsed;
+    None when it would test nothing."""
+    deployment = lowered = None
+    if q.deployment is not None and '"' not in q.deployment and "\\" not in q.deployment:
+        deployment = b'"deployment":"' + q.deployment.encode()
+    if q.grep is not None and q.grep.isascii() and q.grep.isprintable() and not set(q.grep) & {'"', "\\"}:
+        lowered = q.grep.lower().encode()
+    want = b"deploy" if q.build else b"http" if q.http == "only" else None
+    skip_http = q.http == "exclude"
+    if deployment is None and lowered is None and want is None and not skip_http:
+        return None
+
+    def test(line: bytes) -> bool:
+        if want is not None or skip_http:
+            stream = _stream_of(line)
+            if (want is not None and stream != want) or (skip_http and stream == b"http"):
+                return False
+        if deployment is not None and deployment not in line:
+            return False
+        return lowered is None or lowered in line.lower()
+    return test
+
+
 def human(record: dict[str, Any]) -> str:
     """`time service.replica stream level message`: one line per record for `logs` without --json."""
     who = record.get("service") or "-"

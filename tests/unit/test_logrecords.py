@@ -201,3 +201,34 @@ def test_make_query_refuses(kwargs, message):
 ])
 def test_human(record, line):
     assert lr.human(record) == line
+
+
+@pytest.mark.parametrize(("query", "record", "kept"), [
+    *[(q, r, k) for q, r, k in [
+        (lr.Query(), rec(), True),
+        (lr.Query(), rec(stream="http"), False),
+        (lr.Query(http="only"), rec(stream="http"), True),
+        (lr.Query(http="only"), rec(), False),
+        (lr.Query(grep="BOOM"), rec(message="a boom here"), True),
+        (lr.Query(grep="boom"), rec(message="quiet"), False),
+        (lr.Query(grep='say "hi"'), rec(message='they say "hi"'), True),  # escaped in JSON: not pre-tested
+        (lr.Query(grep="é"), rec(message="café"), True),
+        (lr.Query(deployment="abc"), rec(), True),
+        (lr.Query(deployment="abd"), rec(), False),
+        (lr.Query(build=True), rec(stream="deploy"), True),
+        (lr.Query(build=True), rec(), False),
+    ]],
+    # an app's own `stream` field (under fields) is not the record's stream
+    (lr.Query(), {**rec(), "fields": {"stream": "http"}}, True),
+    (lr.Query(http="only"), {**rec(), "fields": {"stream": "http"}}, False),
+])
+def test_prefilter_never_refuses_a_match_and_agrees_here(query, record, kept):
+    line = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    pre = lr.prefilter(query)
+    assert lr.matches(record, query) is kept
+    assert (pre is None or pre(line)) is kept or (kept is False and pre(line))  # a pass may still be refused later
+
+
+def test_prefilter_is_none_when_it_has_nothing_to_test():
+    assert lr.prefilter(lr.Query(http="include")) is None
+    assert lr.prefilter(lr.Query(http="include", level="error")) is None

@@ -217,17 +217,17 @@ class Environments:
     def logs(self, project: str, env_name: str, *, lines: int = 100, build: bool = False,
              deployment_id: str | None = None, query: lr.Query | None = None, cursor: int | None = None,
              limit: int | None = None) -> dict[str, Any]:
-        """An environment's logs: its structured records (`records`, filtered by `query`, the last `limit`, or those
+        """An environment's logs: its structured records (`records`, filtered by `query`: the last `limit`, or those
         after `cursor` — give back `cursor` to follow), and a deployment's (default: current, else latest) deploy
-        log (`build`, read from the file) and each replica's output (`runtime`, from the records). With a cursor
-        (a follow's next poll) only the records are read."""
+        log as lines read from its file (`build`). With a cursor (a follow's next poll) only the records are read.
+        (Replicas' output, `runtime` before, is in the records: stream stdout/stderr, service, replica.)"""
         q = query or lr.Query()
         limit = limit or lines
         if cursor is not None:
             with self.store.session() as s:
                 self.store.environment(s, self.store.project(s, project), env_name)  # NotFound for a wrong name
             records, cursor = self.records.query(project, env_name, q, limit=limit, cursor=cursor)
-            return {"records": records, "cursor": cursor, "build": [], "runtime": {}}
+            return {"records": records, "cursor": cursor, "build": []}
         with self.store.session() as s:
             p = self.store.project(s, project)
             env = self.store.environment(s, p, env_name)
@@ -239,23 +239,17 @@ class Environments:
                 )
             if dep is None:
                 raise NotFound(f"environment {env_name!r} has no deployments yet")
-            slots = list(s.scalars(select(m.Replica.slot).where(m.Replica.deployment_id == dep.id).order_by(m.Replica.slot)))
             deploy_log = Path(dep.log_path) if dep.log_path else None
             env_id, dep_id, status = env.id, dep.id, dep.status
-        if deployment_id:
-            q = lr.Query(**{**q.__dict__, "deployment": dep_id})
-        if build:
-            q = lr.Query(**{**q.__dict__, "build": True})
+        if deployment_id or build:
+            q = lr.Query(**{**q.__dict__, "deployment": dep_id if deployment_id or build else q.deployment,
+                            "build": build or q.build})
         records, cursor = self.records.query(project, env_name, q, limit=limit)
-        redact = self.data.redactor(env_id)  # apps may print their secrets; the logs never show them
-        result: dict[str, Any] = {"deployment_id": dep_id, "status": status, "build": [], "runtime": {},
-                                  "records": records, "cursor": cursor}
-        if deploy_log is not None:
-            result["build"] = [redact(line) for line in self.runtime.tail(deploy_log, lines if not build else 10_000)]
-        if not build:
-            for slot in dict.fromkeys(slots):
-                mine = lr.Query(deployment=dep_id, replica=slot)
-                result["runtime"][f"web.{slot}"] = [r["message"] for r in self.records.query(project, env_name, mine, limit=lines)[0]]
+        result: dict[str, Any] = {"deployment_id": dep_id, "status": status, "build": [], "records": records,
+                                  "cursor": cursor}
+        if deploy_log is not None and build:
+            redact = self.data.redactor(env_id)  # apps may print their secrets; the logs never show them
+            result["build"] = [redact(line) for line in self.runtime.tail(deploy_log, 10_000)]
         return result
 
     # --- operating ---------------------------------------------------------------------------------

@@ -185,7 +185,8 @@ class Segments:
             (self.dir / f"{end:020d}.jsonl").touch()  # keep the position: a cursor stays meaningful
         return freed
 
-    def forward(self, cursor: int, *, limit: int, keep: Callable[[dict[str, Any]], bool]) -> tuple[list[dict[str, Any]], int]:
+    def forward(self, cursor: int, *, limit: int, keep: Callable[[dict[str, Any]], bool],
+                pre: Callable[[bytes], bool] | None = None) -> tuple[list[dict[str, Any]], int]:
         """Records from position `cursor` on (the oldest kept one if it was pruned), those `keep` accepts, at most
         `limit`; and the position after the last record looked at."""
         segs = self.list()
@@ -200,7 +201,7 @@ class Segments:
             nxt = segs[i + 1][0] if i + 1 < len(segs) else None
             if nxt is not None and nxt <= pos:
                 continue
-            for rec_end, rec in _read_lines(path, base, max(0, pos - base)):
+            for rec_end, rec in _read_lines(path, base, max(0, pos - base), pre):
                 pos = rec_end
                 if rec is not None and keep(rec):
                     out.append(rec)
@@ -211,27 +212,33 @@ class Segments:
         return out, pos
 
     def backward(self, *, limit: int, keep: Callable[[dict[str, Any]], bool],
-                 stop: Callable[[dict[str, Any]], bool] | None = None) -> tuple[list[dict[str, Any]], int]:
+                 stop: Callable[[dict[str, Any]], bool] | None = None,
+                 pre: Callable[[bytes], bool] | None = None) -> tuple[list[dict[str, Any]], int]:
         """The last `limit` records `keep` accepts (oldest first), reading newest segments first; `stop` (a record
-        too old for the query) ends the search early. With the position of the end (a cursor to follow from)."""
+        too old for the query) ends the search early; `pre` skips lines that surely do not match before parsing
+        them. With the position of the end (a cursor to follow from)."""
         segs = self.list()
         end = self.end()
         found: list[dict[str, Any]] = []
         for base, path in reversed(segs):
-            batch = [rec for _, rec in _read_lines(path, base, 0) if rec is not None]
-            hits = [r for r in batch if keep(r)]
+            hits = [rec for _, rec in _read_lines(path, base, 0, pre) if rec is not None and keep(rec)]
             found = hits[-(limit - len(found)):] + found if len(found) < limit else found
-            if len(found) >= limit or (stop is not None and batch and stop(batch[0])):
+            if len(found) >= limit:
                 break
+            if stop is not None and (first := next((r for _, r in _read_lines(path, base, 0, None, first=True)), None)):
+                if stop(first):
+                    break
         return found[-limit:], end
 
 
-def _read_lines(path: Path, base: int, offset: int) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    """(position after the line, record or None if unreadable) for each complete line from `offset`."""
+def _read_lines(path: Path, base: int, offset: int, pre: Callable[[bytes], bool] | None = None, *,
+                first: bool = False) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(position after the line, record — None if unreadable or `pre` refused it) for each complete line from
+    `offset` (`first`: the first line only)."""
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            data = f.read()
+            data = f.readline() if first else f.read()
     except FileNotFoundError:
         return
     pos = 0
@@ -241,10 +248,12 @@ def _read_lines(path: Path, base: int, offset: int) -> Iterator[tuple[int, dict[
             return
         line = data[pos:nl]
         pos = nl + 1
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            rec = None
+        rec = None
+        if pre is None or pre(line):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
         yield base + offset + pos, rec if isinstance(rec, dict) else None
 
 
@@ -530,14 +539,15 @@ class LogShipper:
         without, the last `limit`. With the cursor to ask again from (`logs -f`)."""
         segs = self.segments(project, env)
         keep = lambda r: lr.matches(r, q)  # noqa: E731
+        pre = lr.prefilter(q)
         if cursor is not None:
-            return segs.forward(cursor, limit=limit, keep=keep)
+            return segs.forward(cursor, limit=limit, keep=keep, pre=pre)
         since = q.since
 
         def too_old(r: dict[str, Any]) -> bool:
             ts = lr.parse_time(r.get("time"))
             return since is not None and ts is not None and ts < since - 60  # times are not strictly ordered
-        return segs.backward(limit=limit, keep=keep, stop=too_old)
+        return segs.backward(limit=limit, keep=keep, stop=too_old, pre=pre)
 
 
 def _complete_lines(path: Path, off: int, *, final: bool = False) -> tuple[list[bytes], int]:

@@ -25,7 +25,7 @@ FOLLOW_EVERY = 1.0  # seconds between polls of `logs -f`
 @click.option("--http", is_flag=True, help="Only the router's access records (left out otherwise).")
 @click.option("--build", is_flag=True, help="Only the build/deploy log of a deployment (default: current, else latest).")
 @click.option("-n", "--lines", default=100, show_default=True, type=click.IntRange(1, 100_000),
-              help="How many of the last records (lines with --build).")
+              help="How many of the last records (--build: the whole deploy log).")
 @json_option
 @pass_state
 def logs(state: State, environment: str | None, project: str | None, follow: bool, since: str | None,

@@ -36,6 +36,7 @@ import ctypes.util
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -518,7 +519,11 @@ class LogShipper:
         for project, env in self.environments():
             try:
                 keep = retention(project, env)
-            except NotFound:  # destroyed: teardown removes its directory
+            except NotFound:
+                # destroyed: teardown removed its directory, and a pass of ours that raced with it made a file again
+                with self._env_lock(project, env):
+                    shutil.rmtree(self.env_dir(project, env), ignore_errors=True)
+                    self._forget(project, env)
                 continue
             except Exception:
                 log.exception("log shipper: retention of %s/%s unknown", project, env)

@@ -8,6 +8,7 @@ import time
 import click
 
 from .. import logrecords
+from ..errors import ServerUnavailable
 from . import ui
 from .context import State, env_option, json_option, pass_state, resolve_environment, resolve_project
 
@@ -49,9 +50,17 @@ def logs(state: State, environment: str | None, project: str | None, follow: boo
     try:
         _print(data["records"], as_json)
         cursor = data["cursor"]
+        waiting = False
         while follow:
             time.sleep(FOLLOW_EVERY)
-            data = client.get(path, **params, cursor=cursor, limit=10_000)
+            try:
+                data = client.get(path, **params, cursor=cursor, limit=10_000)
+            except ServerUnavailable as err:  # the control plane restarts: the cursor stays good, wait for it
+                if not waiting:
+                    ui.warn(f"{err}; still following")
+                waiting = True
+                continue
+            waiting = False
             _print(data["records"], as_json)
             cursor = data["cursor"]
     except KeyboardInterrupt:  # Ctrl-C ends -f: not an error

@@ -48,6 +48,14 @@ def test_follow_across_a_restart_and_a_deploy_and_filters(plane, tmp_path):
         again = wait_for(lambda: started(back["pid"]))
         assert (again["deployment"], again["replica"]) == (first, victim["slot"])
 
+        # the control plane stops; the app keeps logging (its own files); -f waits, and once the control plane is
+        # back (a new process: offsets from disk) it sees what was written meanwhile, each line once
+        plane.run("server", "stop")
+        assert plane.get(HOST, "/health?while-down").status_code == 200
+        plane.run("server", "--detach", timeout=120)
+        down = wait_for(lambda: [r for r in seen if "GET /health?while-down " in r["message"]])
+        assert len(down) == 1 and down[0]["deployment"] == first
+
         between = time.time()
         time.sleep(0.01)  # records after this instant are strictly later
         # the next deployment: its app logs an ERROR (a JSON line from the app's logging setup) as it starts
@@ -98,6 +106,8 @@ def test_follow_across_a_restart_and_a_deploy_and_filters(plane, tmp_path):
     assert {(r["stream"], r["host"], r["status"]) for r in http} == {("http", HOST, 200)}
     assert "s3cret" not in json.dumps(records("--http"))
     assert not [r for r in records() if r["stream"] == "http"]  # left out by default
+    # the request sent while the control plane was down is in the router's records too (shipped after its return)
+    assert [r["status"] for r in records("--http") if r["path"] == "/health" and r["time"] < since]
 
     # a bad filter: one line naming the flag and the value, exit 2
     for args, message in ((("--since", "yesterday"), "logs: --since 'yesterday' is neither a duration (10m, 2h, 3d) nor an "

@@ -14,15 +14,16 @@ A thread (`run_forever`) reads every ~0.5 s each raw file from its saved offset 
 the lines into records (secrets masked by the environment's redactor), appends them to the newest segment (a new
 one past `segment_bytes`), then saves the offsets. A crash between the append and the offset save ships that
 last batch again on restart (at most one batch per file duplicated; nothing is lost). The router's access lines
-also go to the `HttpSink` (metrics) as `monitoring.HttpEntry`s — at most once: a duplicated batch is not re-sent
-to the sink unless the crash hit between them.
+also go to the `HttpSink` (metrics) as `monitoring.HttpEntry`s, after the offsets are saved: each entry reaches it
+at most once (a crash right after the save loses that batch for the metrics, never doubles it).
 
 Disk stays bounded: segments are rotated by size and pruned (oldest first) past the environment's cap and past
-its tier's retention (`prune`, from housekeeping); a replica's raw files are kept sparse: once shipped, their
-consumed bytes are freed with `fallocate(PUNCH_HOLE | KEEP_SIZE)` — the app's O_APPEND writer is undisturbed
-and no line is lost (never copytruncate). While the control plane is down nothing ships and raw files grow;
-the shipper catches up when it returns (Caddy rolls the access log itself, keeping `roll_keep` old files: lines
-in a rolled file Caddy deleted before the shipper came back are lost).
+its tier's retention (`prune`, from housekeeping); a replica's raw files and the access log are kept sparse: once
+shipped, their consumed bytes are freed with `fallocate(PUNCH_HOLE | KEEP_SIZE)` — the writer (the app's O_APPEND
+stdout/stderr, Caddy) is undisturbed and no line is lost (never copytruncate). Deploy logs are not punched: they end
+with their deployment, and `deploy`/`logs --build` read them from the start. While the control plane is down
+nothing ships and raw files grow; the shipper catches up when it returns (Caddy rolls the access log itself,
+keeping `roll_keep` old files: lines in a rolled file Caddy deleted before the shipper came back are lost).
 
 The cursor of `query` is a position over the environment's segments, so `logs -f` follows across replica
 restarts and deployments (all write into the same segments).

@@ -216,3 +216,25 @@ def test_the_access_log_is_freed_too_and_a_teardown_is_not_undone(tmp_path):
 
     s.prune(retention)
     assert not root.exists() and other.exists()
+
+
+def test_housekeeping_removes_only_ended_shipped_old_deployment_directories(tmp_path):
+    logs = tmp_path / "logs"
+    s, _ = shipper(logs)
+    root = logs / P / E
+    deps = {name: root / name for name in ("ended-old", "ended-unshipped", "running-old", "ended-recent")}
+    for d in deps.values():
+        append(d / "deploy.log", "-----> built\n")
+        append(d / "web.0.log", "hello\n")
+    s.ship_once()
+    append(deps["ended-unshipped"] / "web.0.stderr.log", "late line\n")  # not shipped yet
+    for name in ("ended-old", "ended-unshipped", "running-old"):
+        for f in deps[name].iterdir():
+            os.utime(f, (1000.0, 1000.0))
+    freed = s.prune(lambda p, e: 7 * 86400.0, lambda p, e: {"ended-old", "ended-unshipped", "ended-recent"})
+    assert freed > 0
+    assert sorted(p.name for p in root.iterdir()) == ["_records", "ended-recent", "ended-unshipped", "running-old"]
+    # a preview (kept until destroyed) keeps everything
+    s.prune(lambda p, e: None, lambda p, e: {"ended-unshipped", "ended-recent", "running-old"})
+    assert sorted(p.name for p in root.iterdir()) == ["_records", "ended-recent", "ended-unshipped", "running-old"]
+    assert s.ship_once() == 1  # the late line still ships

@@ -127,7 +127,8 @@ class Controller:
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()
         self.deployer.prune_virtualenvs()
-        self.logship.prune(self.log_facts.retention)  # records past their tier's retention (the cap holds always)
+        # records past their tier's retention (the cap holds always), ended deployments' raw files
+        self.logship.prune(self.log_facts.retention, self.log_facts.finished)
 
     def stop_everything(self) -> None:
         """Stop every app process this control plane knows about, the router, every Redis and PostgreSQL server.

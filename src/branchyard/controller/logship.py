@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from .. import logrecords as lr
 from ..errors import NotFound
 from ..monitoring import HttpEntry, HttpSink
@@ -283,6 +285,19 @@ class EnvFacts:
         e = self._env(project, env)
         return lr.retention(production=e.production, ephemeral=e.ephemeral)
 
+    def finished(self, project: str, env: str) -> set[str]:
+        """Deployments of the environment that will never write a log line again: ended (failed, crashed, removed,
+        skipped), neither current nor target, and no replica of theirs left running or on standby."""
+        e = self._env(project, env)
+        ended = {m.FAILED, m.CRASHED, m.REMOVED, m.SKIPPED}
+        live = {m.REPLICA_STARTING, m.REPLICA_RUNNING, m.REPLICA_DRAINING, m.REPLICA_STANDBY}
+        with self.store.session() as s:
+            deps = set(s.scalars(select(m.Deployment.id).where(m.Deployment.environment_id == e.id,
+                                                               m.Deployment.status.in_(ended))))
+            busy = set(s.scalars(select(m.Replica.deployment_id).where(m.Replica.environment_id == e.id,
+                                                                      m.Replica.state.in_(live))))
+        return deps - busy - {e.current_deployment_id, e.target_deployment_id}
+
 
 # --- the shipper -------------------------------------------------------------------------------------------------
 
@@ -512,14 +527,17 @@ class LogShipper:
             self._punched[key] = off - off % _BLOCK
 
     # --- bounded disk --------------------------------------------------------------------------------------
-    def prune(self, retention: Callable[[str, str], float | None]) -> int:
+    def prune(self, retention: Callable[[str, str], float | None],
+              finished: Callable[[str, str], set[str]] | None = None) -> int:
         """Each environment's segments under its cap and its tier's retention (seconds; None: keep until destroyed);
-        returns the bytes freed. Run from housekeeping."""
+        with `finished` (the deployments that will never log again), their raw directories too once shipped and past
+        the retention. Returns the bytes freed. Run from housekeeping."""
         freed = 0
         now = self.clock()
         for project, env in self.environments():
             try:
                 keep = retention(project, env)
+                done = finished(project, env) if finished is not None and keep is not None else set()
             except NotFound:
                 # destroyed: teardown removed its directory, and a pass of ours that raced with it made a file again
                 with self._env_lock(project, env):
@@ -532,6 +550,33 @@ class LogShipper:
             with self._env_lock(project, env):
                 freed += self.segments(project, env).prune(
                     cap_bytes=self.cap_bytes, older_than=None if keep is None else now - keep)
+                if keep is not None:
+                    freed += self._prune_raw(project, env, done, now - keep)
+        return freed
+
+    def _prune_raw(self, project: str, env: str, finished: set[str], older_than: float) -> int:
+        """Remove the raw directories of finished deployments whose every file was shipped to its end and last
+        written before `older_than` (their deploy log goes with them: `logs --build -d` then finds nothing)."""
+        root = self.env_dir(project, env)
+        offsets = self._offsets.get((project, env))
+        if offsets is None:
+            offsets = _load_offsets(root / RECORDS_DIR / OFFSETS_FILE)
+        freed = 0
+        for dep in sorted(finished):
+            d = root / dep
+            try:
+                files = [(f, f.stat()) for f in d.iterdir()]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            shipped = all(
+                st.st_mtime < older_than
+                and (lr.raw_source(f.name, environment=env, deployment=dep) is None
+                     or (offsets.get(f"{dep}/{f.name}") or {}).get("off") == st.st_size)
+                for f, st in files)
+            if shipped:
+                freed += sum(st.st_blocks * 512 for _, st in files)
+                shutil.rmtree(d, ignore_errors=True)
+                self._listings.pop(str(d), None)
         return freed
 
     def enforce_cap(self, project: str, env: str) -> int:

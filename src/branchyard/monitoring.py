@@ -66,3 +66,11 @@ class MetricSource(Protocol):
     def current(self, project: str, environment: str) -> dict[str, float]:
         """Series name → latest value; per-replica and per-service series reduced to their highest value.
         A series with no sample in the last minute is absent (no data is not zero)."""
+
+
+class UpSource(Protocol):
+    """The `up` series of an environment (controller/uptime.py `Uptime.current`): 1.0 when the last probe of its
+    public URL through the router answered below 500, 0.0 when it did not, None when it is not probed or the last
+    check is stale. Alerts read it for `down`; the metrics store may record it as UP."""
+
+    def current(self, project: str, environment: str) -> float | None: ...

@@ -48,6 +48,8 @@ class Settings:
     acme: Acme = field(default_factory=Acme)
     hsts: str = "production"  # BRANCHYARD_HSTS: which hosts answer with Strict-Transport-Security (TLS on only)
     control_url: str | None = None  # BRANCHYARD_PUBLIC_URL: the control plane's public URL (API, webhook, git)
+    uptime_interval: float = 30.0  # BRANCHYARD_UPTIME_INTERVAL: seconds between probes of a public URL (issue 16)
+    alerts_interval: float = 10.0  # BRANCHYARD_ALERTS_INTERVAL: seconds between evaluations of the alert rules
     access_log: bool = True  # BRANCHYARD_ACCESS_LOG: the router logs each environment's requests (off: no http records)
     log_cap_mb: int = 256  # BRANCHYARD_LOG_CAP_MB: an environment's log records on disk, at most (oldest dropped first)
 
@@ -148,9 +150,25 @@ def load(env: dict[str, str] | None = None) -> Settings:
         acme=_acme(env),
         hsts=_choice(env, "BRANCHYARD_HSTS", HSTS_MODES),
         control_url=_control_url(env.get("BRANCHYARD_PUBLIC_URL")),
+        uptime_interval=_interval(env, "BRANCHYARD_UPTIME_INTERVAL", 30.0),
+        alerts_interval=_interval(env, "BRANCHYARD_ALERTS_INTERVAL", 10.0),
         access_log=_flag(env, "BRANCHYARD_ACCESS_LOG", default=True),
         log_cap_mb=_positive(env, "BRANCHYARD_LOG_CAP_MB", 256),
     )
+
+
+def _interval(env: dict[str, str], name: str, default: float) -> float:
+    """Seconds, from 0.1 to a day (fractions allowed: tests run with short intervals)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 86400:
+        raise BadInput(f"{name}: expected seconds from 0.1 to 86400, got {raw!r}")
+    return value
 
 
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:

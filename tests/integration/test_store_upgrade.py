@@ -34,7 +34,7 @@ TABLE_SINCE = {
     "projects": "0001", "environments": "0001", "deployments": "0001", "replicas": "0001", "events": "0001",
     "services": "0004", "variables": "0004", "backups": "0005", "webhook_deliveries": "0006", "previews": "0006",
     "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011", "users": "0012",
-    "api_tokens": "0012",
+    "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015",
 }
 COLUMN_SINCE = {
     ("projects", "domain"): "0002",
@@ -72,6 +72,12 @@ COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments",
 
 # Representative rows, every column given (values a control plane writes: None where it may, flags both ways).
 ROWS: dict[str, list[dict]] = {
+    "metric_samples": [
+        dict(id=1, project="yoto", environment="production", name="replica_memory_bytes", service="web",
+             replica="production.web.0", resolution=10, ts=1714557600, value=52428800.0),
+        dict(id=2, project="yoto", environment="production", name="http_requests_per_second", service="", replica="",
+             resolution=3600, ts=1714554000, value=0.25),
+    ],
     "projects": [
         dict(id=1, name="yoto", repo_path="/srv/branchyard/repos/yoto.git", upstream="https://***@github.com/o/yoto.git",
              created_at=T0, domain="example.test", github_repository="owner/yoto", webhook_secret="gAAAAB-encrypted",
@@ -176,6 +182,16 @@ ROWS: dict[str, list[dict]] = {
         dict(id="4e5f6a7b", user_id=2, name="laptop", token_hash="8" * 64, created_at=T1, expires_at=T1,
              revoked_at=T1, last_used_at=None),
     ],
+    "alerts": [
+        dict(id=1, environment_id=1, rule="down", state="firing", since=1714557600.5, fired_at=1714557660.5,
+             clear_since=None, resolved_at=None, value=1.0, threshold=None),
+        dict(id=2, environment_id=1, rule="http_5xx_rate", state="resolved", since=1714557600.0, fired_at=1714557900.0,
+             clear_since=1714558000.0, resolved_at=1714558000.0, value=0.01, threshold=0.05),
+    ],
+    "uptime_checks": [
+        dict(id=1, environment_id=1, at=1714557600.5, ok=True, status=200, error=None, duration_ms=3.25),
+        dict(id=2, environment_id=1, at=1714557630.5, ok=False, status=None, error="timed out after 5s", duration_ms=5000.0),
+    ],
 }
 
 
@@ -262,7 +278,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 14)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 16)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

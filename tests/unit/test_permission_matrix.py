@@ -74,7 +74,11 @@ ROUTES: dict[tuple[str, str], Permission] = {
     ("POST", "/api/promotions/{promotion_id}/cancel"): P.PROMOTE,
     ("GET", "/api/projects/{project}/policy"): P.READ,
     ("GET", "/api/events"): P.READ,
+    ("GET", "/api/projects/{project}/environments/{env}/metrics"): P.READ,
+    ("GET", "/metrics"): P.READ,  # Prometheus text exposition (Bearer token)
     ("GET", "/api/projects/{project}/environments/{env}/domains"): P.READ,
+    ("GET", "/api/projects/{project}/alerts"): P.READ,
+    ("GET", "/api/projects/{project}/environments/{env}/alerts"): P.READ,
     ("POST", "/api/projects/{project}/environments/{env}/domains"): P.CONFIGURE,
     ("DELETE", "/api/projects/{project}/environments/{env}/domains/{host}"): P.CONFIGURE,
     ("GET", "/api/tls/root"): P.READ,

@@ -134,6 +134,23 @@ def test_a_bad_public_url_names_the_variable(tmp_path, raw, message):
     assert str(err.value) == message
 
 
+@pytest.mark.parametrize(
+    ("env", "uptime", "alerts"),
+    [({}, 30.0, 10.0), ({"BRANCHYARD_UPTIME_INTERVAL": "0.5", "BRANCHYARD_ALERTS_INTERVAL": " 60 "}, 0.5, 60.0),
+     ({"BRANCHYARD_UPTIME_INTERVAL": ""}, 30.0, 10.0)],
+)
+def test_monitoring_intervals(tmp_path, env, uptime, alerts):
+    settings = load({"BRANCHYARD_HOME": str(tmp_path), **env})
+    assert (settings.uptime_interval, settings.alerts_interval) == (uptime, alerts)
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "soon", "86401"])
+def test_bad_monitoring_intervals_name_the_variable(tmp_path, raw):
+    with pytest.raises(BadInput) as err:
+        load({"BRANCHYARD_HOME": str(tmp_path), "BRANCHYARD_UPTIME_INTERVAL": raw})
+    assert str(err.value) == f"BRANCHYARD_UPTIME_INTERVAL: expected seconds from 0.1 to 86400, got {raw!r}"
+
+
 @pytest.mark.parametrize(("env", "access_log", "cap"), [
     ({}, True, 256), ({"BRANCHYARD_ACCESS_LOG": "off"}, False, 256), ({"BRANCHYARD_ACCESS_LOG": "on"}, True, 256),
     ({"BRANCHYARD_ACCESS_LOG": "0", "BRANCHYARD_LOG_CAP_MB": "64"}, False, 64),

@@ -24,6 +24,7 @@ from .git_http import GitHttp
 from .guard import BodyLimit, Gate, Throttle
 from .permissions import Gatekeeper, permission_of
 from .routes import (
+    alerts,
     data,
     deployments,
     domains,
@@ -31,6 +32,7 @@ from .routes import (
     events,
     git,
     health,
+    metrics,
     previews,
     projects,
     promotions,
@@ -42,7 +44,8 @@ from .routes import (
 
 # Order matters only between routes whose paths can match one URL (the first answers a method neither has:
 # 405 and its Allow header); such routes share a module, which keeps their order.
-RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains, users)
+RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains, users,
+             metrics, alerts)
 
 
 def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,

@@ -114,6 +114,15 @@ class ProcessHandle:
 
 
 @dataclass(frozen=True)
+class ResourceUsage:
+    """What one replica uses now, over its whole process group (an app may fork workers)."""
+
+    cpu_seconds: float  # cumulative CPU time (user + system) of its live processes
+    rss_bytes: int  # resident memory of its live processes, summed
+    processes: int  # how many live processes were counted
+
+
+@dataclass(frozen=True)
 class HealthResult:
     ok: bool
     detail: str  # "GET /health → 200 in 0.4s", "process exited with code 1", "timed out after 100s: connection refused"
@@ -144,6 +153,9 @@ class RuntimePort(Protocol):
 
     def tail(self, log_path: Path, lines: int) -> list[str]:
         """The last lines of a replica's (or a deployment's) log."""
+
+    def usage(self, h: ProcessHandle) -> ResourceUsage | None:
+        """CPU time and memory of the replica's whole process group (metrics), None when it is gone."""
 
     def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
         """One health check (`GET path` → 200; without a path `GET /` → below 500)."""
@@ -284,4 +296,4 @@ class Machine:
 
 __all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates",
            "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult",
-           "Machine", "ProcessHandle", "Route", "RouterPort", "RuntimePort", "TaskLedger", "route_id"]
+           "Machine", "ProcessHandle", "ResourceUsage", "Route", "RouterPort", "RuntimePort", "TaskLedger", "route_id"]

@@ -115,6 +115,7 @@ def config_show(environment: str, path: str | None, as_json: bool) -> None:
     """The effective, merged configuration of one environment, with where each value came from."""
     from ..build import detect
     from ..spec import explain, load_project
+    from ..spec.alerts import mask
 
     root = _root(path)
     spec = load_project(root)
@@ -124,8 +125,10 @@ def config_show(environment: str, path: str | None, as_json: bool) -> None:
     if report.start is not None:
         cfg = detect.with_inferred_start(cfg, report.start)
     if as_json:
-        ui.print_json(cfg.to_dict() | {"build": {key.removeprefix("build."): {"value": value, "from": source}
-                                                 for key, value, source in report.rows()}})
+        shown = cfg.to_dict()
+        shown["alerts"]["webhooks"] = [hook | {"target": mask(hook["target"])} for hook in shown["alerts"]["webhooks"]]
+        ui.print_json(shown | {"build": {key.removeprefix("build."): {"value": value, "from": source}
+                                         for key, value, source in report.rows()}})
         return
     rows = [(k, v, src) for k, v, src in explain(cfg)] + report.rows()
     ui.table(["KEY", "VALUE", "FROM"], rows, title=f"{spec.name} / {cfg.name}")

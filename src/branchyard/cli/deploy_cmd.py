@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 
 import click
@@ -125,6 +126,16 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
             [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", _health(r), r["restarts"],
               f"{r['uptime_seconds']:.0f}s") for r in info["replicas"]],
         )
+    uptime = info.get("uptime")
+    if uptime:  # issue 16: the public URL's availability (probed through the router)
+        shown = "  ".join(f"{w} {'-' if uptime[w] is None else f'{uptime[w]:g}%'}" for w in ("24h", "7d", "30d"))
+        last = uptime.get("last_check") or {}
+        ui.info(f"uptime: {shown}" + ("" if not last else f"  last check {'up' if last['ok'] else 'DOWN'}"
+                                      + (f" ({last['error']})" if last.get("error") else "")))
+        for incident in uptime.get("incidents", [])[:3]:
+            started = dt.datetime.fromtimestamp(incident["started_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            lasted = "ongoing" if incident["ended_at"] is None else f"{incident['duration_s']:.0f}s"
+            ui.info(f"  incident {started} UTC, {lasted}: {incident['error']}")
     for r in info.get("standby") or []:
         ui.info(f"standby: web.{r['slot']} pid {r['pid']} port {r['port']} of deployment {r['deployment_id'][:8]}"
                 f" (out of the route; stops in {r['seconds_left']:.0f}s unless a rollback re-adopts it)")

@@ -11,6 +11,7 @@ import click
 
 from .. import errors
 from . import ui
+from .alerts_cmd import alerts
 from .config_cmd import config
 from .context import State
 from .data_cmd import add, backup, connect, db, restore, run
@@ -20,6 +21,7 @@ from .environment_cmd import environment
 from .github_cmd import github
 from .login_cmd import context, git_credential, login, logout
 from .logs_cmd import events, logs
+from .metrics_cmd import metrics
 from .previews_cmd import previews
 from .project_cmd import init, link
 from .promote_cmd import approve, check, promote
@@ -49,6 +51,8 @@ for command in (
     tls,  # tls_cmd
     up, down, redeploy, rollback, scale, status, deployments,  # deploy_cmd
     logs, events,  # logs_cmd
+    metrics,  # metrics_cmd
+    alerts,  # alerts_cmd
     variables,  # variables_cmd
     add, run, connect, backup, restore, db,  # data_cmd
     previews,  # previews_cmd

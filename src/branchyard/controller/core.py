@@ -17,10 +17,10 @@ import threading
 from sqlalchemy import select
 
 from ..backends.ports import Machine
-from ..monitoring import HttpSink
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
+from .alerts import Alerts, Notifier
 from .backups import Backups
 from .databases import Databases
 from .dataplane import DataPlane
@@ -33,6 +33,7 @@ from .guards import Guards
 from .liveness import Liveness
 from .locks import EnvLocks
 from .logship import EnvFacts, LogShipper
+from .metrics import Metrics
 from .oneoff import OneOffs
 from .previews import Previews
 from .projects import Projects
@@ -43,12 +44,13 @@ from .reconciler import Reconciler
 from .replicas import Replicas
 from .routes import Routes
 from .teardown import Teardown
+from .uptime import Uptime
 from .users import Users
 from .webhooks import Webhooks
 
 
 class Controller:
-    def __init__(self, settings: Settings, store: Store, machine: Machine, *, http_sink: HttpSink | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, machine: Machine) -> None:
         self.settings = settings
         self.store = store
         self.router = machine.router
@@ -58,9 +60,11 @@ class Controller:
         self.data = DataPlane(settings, store, machine.data)
         self.backups = Backups(store, self.data, settings.home / "backups")
         self.replicas = Replicas(settings, store, self.data.box, machine.runtime)
+        # issue 16: replica, data-service and HTTP series (the log shipper is handed `metrics.observe_http`)
+        self.metrics = Metrics(store, machine.runtime, service_variables=self.data.service_variables)
+        # issue 16: raw logs → each environment's records; the router's access entries → the metrics
         self.log_facts = EnvFacts(store, self.data)
-        # http_sink: the router's access entries, for the metrics (monitoring.py)
-        self.logship = LogShipper(settings.logs_dir, redactor=self.log_facts.redactor, http_sink=http_sink,
+        self.logship = LogShipper(settings.logs_dir, redactor=self.log_facts.redactor, http_sink=self.metrics.observe_http,
                                   cap_bytes=settings.log_cap_mb * 1024 * 1024)
         self.routes = Routes(settings, store, machine.router)
         self.domains = Domains(settings, store, routes=self.routes, certificates=machine.certificates)
@@ -80,16 +84,21 @@ class Controller:
         self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      liveness=self.liveness, housekeeping=self._housekeeping)
+        self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
-                                         preview_info=self.previews.info)
+                                         preview_info=self.previews.info, uptime=self.uptime.summary)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
         self.oneoffs = OneOffs(store, variables=self.variables)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
         self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)
         self.git_follow = GitFollow(store)
+        # issue 16: alert rules over the metrics and the uptime probe's `up` (notifications on worker threads)
+        self.notifier = Notifier(store, lookup=self._webhook_variable)
+        self.alerts = Alerts(settings, store, uptime=self.uptime, notifier=self.notifier, metrics=self.metrics,
+                             url_of=self.routes.url)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -111,7 +120,11 @@ class Controller:
         threading.Thread(target=self.previews.run_forever, args=(self._stop,), name="previews", daemon=True).start()
         # WAITING promotions start when their waitTimer ends: a loop of its own, as a start runs smoke tests
         threading.Thread(target=self.promotions.run_forever, args=(self._stop,), name="promotions", daemon=True).start()
+        threading.Thread(target=self.metrics.run_forever, args=(self._stop,), name="metrics", daemon=True).start()
         self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
+        # issue 16: public URLs probed through the router, alert rules evaluated (notifications on their own threads)
+        threading.Thread(target=self.uptime.run_forever, args=(self._stop,), name="uptime", daemon=True).start()
+        threading.Thread(target=self.alerts.run_forever, args=(self._stop,), name="alerts", daemon=True).start()
         threading.Thread(target=self.logship.run_forever, args=(self._stop,), name="logship", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
@@ -120,9 +133,18 @@ class Controller:
         if self._loop:
             self._loop.join(timeout=wait)
         self.liveness.shutdown()
+        self.metrics.shutdown()
+        self.notifier.shutdown()
+        self.uptime.shutdown()
+
+    def _webhook_variable(self, env_id: int, name: str) -> str | None:
+        """An alert webhook's `${{NAME}}`: the environment's secret or variable of that name (never printed)."""
+        plain, secrets = self.data.stored_variables(env_id)
+        return secrets.get(name) or plain.get(name)
 
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up
+        self.metrics.housekeeping()  # metric rollups (10 s → 1 min → 1 h) and retention: cheap, never raises
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()

@@ -55,7 +55,8 @@ class Environments:
     def __init__(self, settings: Settings, store: Store, *, runtime: RuntimePort, deployer: Deployer, replicas: Replicas,
                  data: DataPlane,
                  routes: Routes, records: LogShipper, reconcile_env: Callable[[str, str], None],
-                 preview_info: Callable[[str, str], dict[str, Any] | None]) -> None:
+                 preview_info: Callable[[str, str], dict[str, Any] | None],
+                 uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -66,6 +67,7 @@ class Environments:
         self.routes = routes
         self.reconcile_env = reconcile_env  # converge one environment's replicas now, waiting until they serve
         self.preview_info = preview_info  # an ephemeral environment's pull request or branch, and its decision
+        self.uptime = uptime  # availability and incidents of the probed public URL (controller/uptime.py)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -153,6 +155,8 @@ class Environments:
             if target is not None and target.id != env.current_deployment_id else None,
             "replicas": replicas,
             "standby": standby,  # the previous deployment's replicas kept warm for overlapSeconds
+            # issue 16: availability over 24h/7d/30d, incidents, last check (None: its URL is not probed)
+            "uptime": self.uptime(s, env, current.config_json if current else None) if self.uptime else None,
         }
 
     def deployments(self, project: str, env_name: str, limit: int = 50) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 from ..access import check_user_name
 from ..errors import BadInput, NameRefused
 from ..names import custom_domain, domain_name, environment_name, is_safe_git_ref, project_name
+from . import alerts as al
 from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
 from .model import PR_TEMPLATE, EnvironmentDecl, PreviewDecl, PromotionSpec, ProtectionDecl, Rule, SanitizeSpec
@@ -37,7 +38,7 @@ PROTECTION_KEYS: dict[str, Parser] = {
 PREVIEW_KEYS = ("trigger", "forks", "bots", "drafts", "maxPreviews", "expireAfterDays", "evict")
 ENV_KEYS = (
     "branch", "branches", "base", "ephemeral", "production", "protected", "unset_variables", "services", "variables",
-    "promotion", "domains", *PREVIEW_KEYS,
+    "promotion", "domains", "alerts", "uptime", *PREVIEW_KEYS,
 )  # fmt: skip
 PROMOTION_KEYS = ("from", "approvals", "smokeCommand", "smokeTimeout", "requireStaging", "preventSelfReview", "reviewers",
                   "waitTimer")
@@ -311,17 +312,47 @@ def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> Environm
     production = ctx.parse((*path, "production"), v.boolean, table.get("production", name == "production"))
     if is_template and "protected" in table:
         raise ctx.fail((*path, "protected"), "previews are never protected (they are made and destroyed by pull requests)")
+    ephemeral = ctx.parse((*path, "ephemeral"), v.boolean, table.get("ephemeral", is_template))
     return EnvironmentDecl(
         name=name,
         branch=_branch(ctx, (*path, "branch"), table.get("branch")),
         branches=ctx.parse((*path, "branches"), v.patterns, table.get("branches")),
         base=None if base is None else ctx.parse((*path, "base"), v.text, base),
-        ephemeral=ctx.parse((*path, "ephemeral"), v.boolean, table.get("ephemeral", is_template)),
+        ephemeral=ephemeral,
         production=production,
         protected=ctx.parse((*path, "protected"), v.boolean, table.get("protected", production)),
         promotion=None if "promotion" not in table else _promotion(ctx, name, table["promotion"], production=production),
         domains=_domains(ctx, name, table),
+        alerts=_alerts(ctx, name, table, al.tier_of(production=production, ephemeral=ephemeral)),
+        uptime=None if "uptime" not in table else ctx.parse((*path, "uptime"), v.boolean, table["uptime"]),
     )
+
+
+def _alerts(ctx: FileContext, name: str, table: dict[str, Any], tier: str) -> al.AlertsSpec | None:
+    """[environments.<name>.alerts]: rules over the tier's defaults, and webhooks (spec/alerts.py); absent: the
+    tier's defaults (previews: none)."""
+    if "alerts" not in table:
+        return None
+    path = ("environments", name, "alerts")
+    raw = ctx.table(path, table["alerts"])
+    defaults = {r.name: r for r in al.DEFAULTS[tier]}
+    if not ctx.parse((*path, "defaults"), v.boolean, raw.get("defaults", True)):
+        defaults = {}
+    raw_hooks = raw.get("webhooks", [])
+    if not isinstance(raw_hooks, list):
+        raise ctx.fail((*path, "webhooks"), 'expected a list, e.g. ["${{SLACK_WEBHOOK_URL}}"]')
+    hooks = tuple(ctx.parse((*path, "webhooks"), al.webhook, hook) for hook in raw_hooks)
+    rules: dict[str, al.AlertRule | None] = dict(defaults)
+    for key, value in raw.items():
+        if key in al.TABLE_KEYS:
+            continue
+        try:
+            rules[key] = al.rule(key, value, defaults.get(key))
+        except al.RuleError as err:
+            raise ctx.fail((*path, key) if err.key is None else (*path, key, err.key), err.message) from None
+    if not ctx.parse((*path, "enabled"), v.boolean, raw.get("enabled", True)):
+        rules = {}
+    return al.AlertsSpec(rules=tuple(r for r in rules.values() if r is not None), webhooks=hooks, tier=tier)
 
 
 def _domains(ctx: FileContext, name: str, table: dict[str, Any]) -> tuple[str, ...]:

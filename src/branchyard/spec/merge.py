@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import NotFound
+from .alerts import default_alerts, tier_of
 from .context import UNSET, Entry, Layer
 from .model import (
     PR_TEMPLATE,
@@ -47,6 +48,8 @@ def resolve(spec: ProjectSpec, name: str) -> EnvironmentConfig:
         redis=redis,
         variables={k: e.value for k, e in variables.items()},
         sources=sources,
+        alerts=decl.alerts or default_alerts(tier_of(production=decl.production, ephemeral=decl.ephemeral)),
+        uptime=decl.production if decl.uptime is None else decl.uptime,
     )
 
 
@@ -56,7 +59,8 @@ def _declaration(spec: ProjectSpec, name: str) -> EnvironmentDecl:
         return spec.environments[name]
     if spec.is_preview_instance(name):
         template = spec.environments[PR_TEMPLATE]
-        return EnvironmentDecl(name=name, base=template.base, ephemeral=template.ephemeral)
+        return EnvironmentDecl(name=name, base=template.base, ephemeral=template.ephemeral, alerts=template.alerts,
+                               uptime=template.uptime)
     declared = ", ".join(spec.declared_names())
     raise NotFound(f"unknown environment {name!r} (declared: {declared})")
 

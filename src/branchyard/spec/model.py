@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import NameRefused
 from ..names import environment_name
+from .alerts import AlertsSpec
 from .context import Layer
 
 PR_TEMPLATE = "pr"
@@ -136,6 +137,8 @@ class EnvironmentDecl:
     promotion: PromotionSpec | None = None
     protected: bool = False  # `protected` (default: true for production): only admins change, deploy or shell into it
     domains: tuple[str, ...] = ()  # custom domains (lowercase, checked by names.custom_domain); never inherited via base
+    alerts: AlertsSpec | None = None  # [environments.<env>.alerts] over the tier's defaults (None: the defaults)
+    uptime: bool | None = None  # `uptime`: the public URL probed through the router (None: production only)
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ class EnvironmentConfig:
     redis: RedisConfig | None
     variables: dict[str, str]
     sources: dict[str, str]
+    alerts: AlertsSpec = field(default_factory=AlertsSpec)
+    uptime: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for `config show --json`."""
@@ -181,6 +186,8 @@ class EnvironmentConfig:
             "redis": _plain(self.redis) if self.redis else None,
             "variables": dict(self.variables),
             "sources": dict(self.sources),
+            "alerts": self.alerts.to_dict(),  # webhooks as written (references or URLs): printers mask them
+            "uptime": self.uptime,
         }
 
 

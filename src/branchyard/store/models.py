@@ -345,3 +345,53 @@ class DatabaseTemplate(Base):
     source_environment: Mapped[str] = mapped_column(String(64))  # whose hooks made it
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class MetricSample(Base):
+    """One point of a metric series (issue 16): names from monitoring.py; `service`/`replica` are its labels ("" when
+    the series is the environment's own); `resolution` is its tier (10, 60, 3600 s), `ts` its bucket's start (epoch
+    seconds). Written with Core batched inserts, rolled up and pruned by controller/metrics.py."""
+
+    __tablename__ = "metric_samples"
+    __table_args__ = (Index("ix_metric_samples_env", "project", "environment", "resolution", "ts"),
+                      Index("ix_metric_samples_age", "resolution", "ts"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    replica: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    resolution: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Alert(Base):
+    """One alert of an environment's rule (issue 16): open (pending or firing) — at most one per rule — or resolved.
+    Times are unix seconds; what alerting.evaluate needs to go on after a restart without firing again."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"), index=True)
+    rule: Mapped[str] = mapped_column(String(64))  # a series of monitoring.py, or "down"
+    state: Mapped[str] = mapped_column(String(16))  # pending | firing | resolved (alerting.py)
+    since: Mapped[float] = mapped_column(Float)  # when the condition started holding
+    fired_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    clear_since: Mapped[float | None] = mapped_column(Float, nullable=True)  # firing, condition gone: since when
+    resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # the last value seen
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class UptimeCheck(Base):
+    """One probe of an environment's public URL through the router (controller/uptime.py); pruned after 30 days."""
+
+    __tablename__ = "uptime_checks"
+    __table_args__ = (Index("ix_uptime_checks_environment_id_at", "environment_id", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    at: Mapped[float] = mapped_column(Float)  # unix seconds
+    ok: Mapped[bool] = mapped_column()
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[float] = mapped_column(Float, server_default=text("0"))

@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from branchyard.backends.ports import ProcessHandle
+from branchyard.backends.ports import ProcessHandle, ResourceUsage
 from branchyard.errors import BackendError, DeployFailed
 
 __all__ = ["ProcessHandle", "adopt", "exit_code", "free_port", "group_alive", "is_alive", "kill_group", "spawn",
-           "start_time_of", "stderr_path", "stop", "tail"]
+           "start_time_of", "stderr_path", "stop", "tail", "usage"]
 
 _KILL_WAIT = 10.0  # seconds to wait for the group to vanish after SIGKILL before giving up
 _POLL = 0.02
@@ -168,6 +168,68 @@ def is_alive(h: ProcessHandle) -> bool:
 def group_alive(h: ProcessHandle) -> bool:
     """True if a process of the handle's group still runs (its leader may be gone)."""
     return bool(_group_members(h))
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+_SCAN_TTL = 0.25  # seconds one pass over /proc serves: a sampler reading many replicas at once pays for one
+_scan_lock = threading.Lock()
+_scan: tuple[float, list[tuple[int, int, int, int, int, int]]] = (-1.0, [])
+
+
+def _processes(leader: ProcessHandle) -> list[tuple[int, int, int, int, int, int]]:
+    """(pid, pgrp, session, start time, cpu ticks, rss pages) of every live process, from one pass over /proc, shared
+    by the callers of the next _SCAN_TTL seconds (reading /proc costs a few µs per process, more under gVisor) unless
+    `leader` is not in it (started since)."""
+    global _scan
+    with _scan_lock:
+        at, found = _scan
+        if time.monotonic() - at < _SCAN_TTL and any(p[0] == leader.pid and p[3] == leader.start_time for p in found):
+            return found
+        found = []
+        try:
+            entries = os.listdir("/proc")
+        except OSError as exc:  # pragma: no cover
+            raise BackendError(f"cannot list /proc: {exc.strerror}") from None
+        for name in entries:
+            if not name.isdigit():
+                continue
+            try:
+                fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+                try:
+                    raw = os.read(fd, 4096)
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue  # gone meanwhile
+            rest = raw[raw.rfind(b")") + 2:].split()
+            try:
+                if rest[0] in (b"Z", b"X", b"x"):
+                    continue
+                found.append((int(name), int(rest[2]), int(rest[3]), int(rest[19]), int(rest[11]) + int(rest[12]), int(rest[21])))
+            except (IndexError, ValueError):
+                continue
+        _scan = (time.monotonic(), found)
+        return found
+
+
+def usage(h: ProcessHandle) -> ResourceUsage | None:
+    """CPU seconds and RSS summed over the replica's live processes: its group and its session (it leads both; a
+    worker that made a group of its own still counts), none older than the leader. None when the replica is gone.
+
+    Fields 14+15 of /proc/<pid>/stat (utime+stime, clock ticks) and 24 (rss, pages); at most _SCAN_TTL old. RSS counts
+    pages shared by forked workers once per worker, as `ps` does."""
+    if not is_alive(h):
+        return None
+    cpu_ticks, rss_pages, count = 0, 0, 0
+    for _pid, pgrp, session, start_time, ticks, pages in _processes(h):
+        if (pgrp == h.pid or session == h.pid) and start_time >= h.start_time:
+            cpu_ticks += ticks
+            rss_pages += pages
+            count += 1
+    return ResourceUsage(cpu_seconds=cpu_ticks / _CLK_TCK, rss_bytes=rss_pages * _PAGE, processes=count)
 
 
 def kill_group(pid: int) -> None:

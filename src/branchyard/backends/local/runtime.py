@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import BackendError
-from ..ports import HealthResult, ProcessHandle
+from ..ports import HealthResult, ProcessHandle, ResourceUsage
 from . import health, hooks, processes
 from .tasks import TaskRecords
 
@@ -42,6 +42,9 @@ class LocalRuntime:
         out = processes.tail(log_path, lines)
         err = processes.stderr_path(Path(log_path))
         return (out + processes.tail(err, lines))[-lines:] if lines > 0 and err.exists() else out
+
+    def usage(self, h: ProcessHandle) -> ResourceUsage | None:
+        return processes.usage(h)
 
     def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
         return health.probe(port, path, timeout=timeout)

@@ -5,9 +5,11 @@ the user list. Both are optional: without DATABASE_URL the app still serves /hea
 without REDIS_URL nothing is cached. Nothing connects at import time: start-up stays fast.
 """
 
+import json
 import logging
 import re
 import time
+from datetime import UTC, datetime
 
 import cache
 import db
@@ -20,7 +22,21 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
-logging.basicConfig(level=config.LOG_LEVEL.upper())
+
+class JSONLines(logging.Formatter):
+    """One JSON object per line (time, level, logger, message): what `branchyard logs --level` filters on."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+                "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+_handler = logging.StreamHandler()
+_handler.setFormatter(JSONLines())
+logging.basicConfig(level=config.LOG_LEVEL.upper(), handlers=[_handler])
 log = logging.getLogger("yoto")
 
 errortracking.init()  # Sentry when SENTRY_DSN is set: before the app is made, so its integration sees it

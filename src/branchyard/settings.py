@@ -50,6 +50,8 @@ class Settings:
     control_url: str | None = None  # BRANCHYARD_PUBLIC_URL: the control plane's public URL (API, webhook, git)
     uptime_interval: float = 30.0  # BRANCHYARD_UPTIME_INTERVAL: seconds between probes of a public URL (issue 16)
     alerts_interval: float = 10.0  # BRANCHYARD_ALERTS_INTERVAL: seconds between evaluations of the alert rules
+    access_log: bool = True  # BRANCHYARD_ACCESS_LOG: the router logs each environment's requests (off: no http records)
+    log_cap_mb: int = 256  # BRANCHYARD_LOG_CAP_MB: an environment's log records on disk, at most (oldest dropped first)
 
     @property
     def state_db(self) -> Path:
@@ -150,6 +152,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         control_url=_control_url(env.get("BRANCHYARD_PUBLIC_URL")),
         uptime_interval=_interval(env, "BRANCHYARD_UPTIME_INTERVAL", 30.0),
         alerts_interval=_interval(env, "BRANCHYARD_ALERTS_INTERVAL", 10.0),
+        access_log=_flag(env, "BRANCHYARD_ACCESS_LOG", default=True),
+        log_cap_mb=_positive(env, "BRANCHYARD_LOG_CAP_MB", 256),
     )
 
 
@@ -195,9 +199,20 @@ def _acme(env: dict[str, str]) -> Acme:
     return Acme(ca=ca, email=email, eab_key_id=kid, eab_mac_key=mac, ca_root=root)
 
 
-def _flag(env: dict[str, str], name: str) -> bool:
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise BadInput(f"{name}: expected a whole number of at least 1, got {env.get(name)!r}")
+    return int(raw)
+
+
+def _flag(env: dict[str, str], name: str, *, default: bool = False) -> bool:
     raw = (env.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True

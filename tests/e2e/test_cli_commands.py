@@ -220,32 +220,41 @@ def test_runtime_logs_with_deployment_lines_and_json(plane, tmp_path):
     for i in range(6):
         assert plane.get("lg-staging.localhost", f"/health?v2-{i}").status_code == 200
 
-    # default: the current deployment, its deploy log and each replica's runtime log
-    full = wait_for(lambda: (d := plane.json("logs", "-e", "staging", "-n", "1000", cwd=repo))
-                    and access_lines(d["runtime"].get("web.0", []))[-1:] == ["v2-5"] and d)
-    assert (full["deployment_id"], full["status"], list(full["runtime"])) == (second, "SUCCESS", ["web.0"])
-    assert access_lines(full["runtime"]["web.0"]) == [f"v2-{i}" for i in range(6)]  # this deployment's process only
-    assert full["build"][0].startswith(f"-----> push of {v2[:12]} (develop) to lg/staging (deployment {second})")
+    def records(*args: str) -> list[dict]:  # --json: one record per line
+        return [json.loads(line) for line in plane.run("logs", "-e", "staging", *args, "--json", cwd=repo).stdout.splitlines()]
 
-    # -n N: the last N lines of each log
-    last = plane.json("logs", "-e", "staging", "-n", "3", cwd=repo)
-    assert last["runtime"]["web.0"] == full["runtime"]["web.0"][-3:] and len(last["runtime"]["web.0"]) == 3
-    assert access_lines(last["runtime"]["web.0"]) == ["v2-3", "v2-4", "v2-5"]
-    assert last["build"] == full["build"][-3:] and len(last["build"]) == 3
+    def marks(recs: list[dict]) -> list[str]:
+        return access_lines([r["message"] for r in recs])
 
-    # -d ID (a unique prefix will do): that deployment's logs, although it no longer runs
-    old = plane.json("logs", "-e", "staging", "-d", first[:8], "-n", "1000", cwd=repo)
-    assert (old["deployment_id"], old["status"], list(old["runtime"])) == (first, "REMOVED", ["web.0"])
-    assert access_lines(old["runtime"]["web.0"]) == [f"v1-{i}" for i in range(4)]
-    assert old["build"][0].startswith(f"-----> push of {v1[:12]} (develop) to lg/staging (deployment {first})")
-    # --build: the deploy log only, whatever -n says
-    built = plane.json("logs", "-e", "staging", "-d", first, "--build", "-n", "1", cwd=repo)
-    assert built["runtime"] == {} and built["build"] == old["build"]
-    # the text form prints the same lines under a heading per log
+    # default: the environment's records, every deployment's, in order (http.server logs to stderr)
+    full = wait_for(lambda: (d := records("-n", "1000")) and marks(d)[-1:] == ["v2-5"] and d)
+    assert marks(full) == [f"v1-{i}" for i in range(4)] + [f"v2-{i}" for i in range(6)]
+    mine = [r for r in full if "GET /health?" in r["message"]]
+    assert {(r["service"], r["replica"], r["stream"], r["environment"]) for r in mine} == {("web", 0, "stderr", "staging")}
+    assert [r["deployment"] for r in mine] == [first] * 4 + [second] * 6
+    # -d ID (a unique prefix will do): that deployment's records only, although it no longer runs
+    assert marks(records("-d", second, "-n", "1000")) == [f"v2-{i}" for i in range(6)]
+    assert marks(records("-d", first[:8], "-n", "1000")) == [f"v1-{i}" for i in range(4)]
+    # -n N: the last N records
+    last = records("-n", "3")
+    assert last == full[-3:] and marks(last) == ["v2-3", "v2-4", "v2-5"]
+    # the text form: one line per record, `time service.replica stream level message`
     text = plane.run("logs", "-e", "staging", "-n", "2", cwd=repo).stdout.splitlines()
+    assert text == [f"{r['time']} web.0 stderr - {r['message']}" for r in full[-2:]]
+
+    # --build: a deployment's deploy log (default: the current one), whatever -n says, read from its file
+    built = plane.json("logs", "-e", "staging", "--build", "-n", "1", cwd=repo)
+    assert (built["deployment_id"], built["status"]) == (second, "SUCCESS")
+    assert built["build"][0].startswith(f"-----> push of {v2[:12]} (develop) to lg/staging (deployment {second})")
+    old = plane.json("logs", "-e", "staging", "-d", first[:8], "--build", cwd=repo)
+    assert (old["deployment_id"], old["status"]) == (first, "REMOVED")
+    assert old["build"][0].startswith(f"-----> push of {v1[:12]} (develop) to lg/staging (deployment {first})")
+    # its records say the same lines, stream `deploy` (shipped long ago: that deployment ended)
+    deploy = plane.json("logs", "-e", "staging", "-d", first, "--build", "-n", "10000", cwd=repo)
+    assert [(r["stream"], r["message"]) for r in deploy["records"]] == [("deploy", ln.rstrip("\n")) for ln in deploy["build"]]
+    text = plane.run("logs", "-e", "staging", "--build", cwd=repo).stdout.splitlines()
     assert text[0] == f"==> build/deploy log of {second} (SUCCESS)"
-    assert text[1:3] == [line.rstrip("\n") for line in full["build"][-2:]]
-    assert text[3:] == ["==> web.0", *[line.rstrip("\n") for line in full["runtime"]["web.0"][-2:]]]
+    assert text[1:] == [line.rstrip("\n") for line in built["build"]]
 
     unknown = plane.run("logs", "-e", "staging", "-d", "ffffffff", cwd=repo, check=False)
     assert unknown.returncode == 3 and "unknown deployment 'ffffffff' in environment 'staging'" in unknown.stderr

@@ -120,7 +120,7 @@ def test_a_dying_process_fails_fast_with_its_exit_code(server: Callable[..., Pro
     result = wait(h, "/health", timeout=60)
     assert result == HealthResult(False, "process exited with code 1")
     assert time.monotonic() - started < 3
-    assert processes.tail(Path(h.log_path)) == ["boom"]
+    assert processes.tail(processes.stderr_path(Path(h.log_path))) == ["boom"]
 
 
 def test_a_dead_process_of_unknown_exit_status() -> None:

@@ -166,11 +166,13 @@ def test_env_is_passed_exactly(spawned: Callable[..., ProcessHandle], tmp_path: 
     assert processes.tail(Path(h.log_path)) == ["4321|bar|unset"]
 
 
-def test_log_is_appended(spawned: Callable[..., ProcessHandle], tmp_path: Path) -> None:
+def test_log_is_appended_stdout_and_stderr_each_to_its_file(spawned: Callable[..., ProcessHandle], tmp_path: Path) -> None:
     for word in ("one", "two"):
         h = spawned(f"echo {word}; echo {word}-err >&2")
         wait_for(lambda h=h: not processes.is_alive(h))
-    assert processes.tail(tmp_path / "logs" / "app.log") == ["one", "one-err", "two", "two-err"]
+    assert processes.tail(tmp_path / "logs" / "app.log") == ["one", "two"]
+    assert processes.stderr_path(tmp_path / "logs" / "app.log") == tmp_path / "logs" / "app.stderr.log"
+    assert processes.tail(tmp_path / "logs" / "app.stderr.log") == ["one-err", "two-err"]
 
 
 def test_spawn_in_a_missing_directory_fails(tmp_path: Path) -> None:

@@ -149,3 +149,23 @@ def test_bad_monitoring_intervals_name_the_variable(tmp_path, raw):
     with pytest.raises(BadInput) as err:
         load({"BRANCHYARD_HOME": str(tmp_path), "BRANCHYARD_UPTIME_INTERVAL": raw})
     assert str(err.value) == f"BRANCHYARD_UPTIME_INTERVAL: expected seconds from 0.1 to 86400, got {raw!r}"
+
+
+@pytest.mark.parametrize(("env", "access_log", "cap"), [
+    ({}, True, 256), ({"BRANCHYARD_ACCESS_LOG": "off"}, False, 256), ({"BRANCHYARD_ACCESS_LOG": "on"}, True, 256),
+    ({"BRANCHYARD_ACCESS_LOG": "0", "BRANCHYARD_LOG_CAP_MB": "64"}, False, 64),
+])
+def test_access_log_and_log_cap(tmp_path, env, access_log, cap):
+    s = load({"BRANCHYARD_HOME": str(tmp_path), **env})
+    assert (s.access_log, s.log_cap_mb) == (access_log, cap)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"BRANCHYARD_ACCESS_LOG": "maybe"}, "BRANCHYARD_ACCESS_LOG: expected 1/true/yes or 0/false/no, got 'maybe'"),
+    ({"BRANCHYARD_LOG_CAP_MB": "0"}, "BRANCHYARD_LOG_CAP_MB: expected a whole number of at least 1, got '0'"),
+    ({"BRANCHYARD_LOG_CAP_MB": "1.5"}, "BRANCHYARD_LOG_CAP_MB: expected a whole number of at least 1, got '1.5'"),
+])
+def test_bad_log_settings_name_the_variable(tmp_path, env, message):
+    with pytest.raises(BadInput) as err:
+        load({"BRANCHYARD_HOME": str(tmp_path), **env})
+    assert str(err.value) == message

@@ -136,7 +136,9 @@ class RuntimePort(Protocol):
         """A port a new replica can listen on."""
 
     def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int) -> ProcessHandle:
-        """Start one replica of `command` (DeployFailed if it cannot start)."""
+        """Start one replica of `command` (DeployFailed if it cannot start). Its stdout is appended to `log_path`
+        and its stderr to `log_path`'s `NAME.stderr.log` sibling (local: files the process holds itself), which the
+        log shipper reads into records."""
 
     def adopt(self, pid: int, start_time: int, port: int, log_path: str) -> ProcessHandle | None:
         """The replica recorded earlier (maybe by a previous control plane), or None when it is gone."""

@@ -7,6 +7,7 @@ Who does what (docs/architecture.md has the picture):
 - `pushes`, `webhooks`, `previews`, `promotions` — the triggers;
 - `git_follow` — production's branch follows promotions (a store listener, and housekeeping);
 - `tests` — post-deploy tests after each deployment goes live (a store listener, and housekeeping);
+- `logship` — raw logs → each environment's structured records (a thread), pruned in housekeeping;
 - `routes`, `guards`, `backups`, `data`, `replicas` — what the others share.
 """
 
@@ -33,6 +34,7 @@ from .git_follow import GitFollow
 from .guards import Guards
 from .liveness import Liveness
 from .locks import EnvLocks
+from .logship import EnvFacts, LogShipper
 from .metrics import Metrics
 from .oneoff import OneOffs
 from .previews import Previews
@@ -61,6 +63,12 @@ class Controller:
         self.data = DataPlane(settings, store, machine.data)
         self.backups = Backups(store, self.data, settings.home / "backups")
         self.replicas = Replicas(settings, store, self.data.box, machine.runtime)
+        # issue 16: replica, data-service and HTTP series (the log shipper is handed `metrics.observe_http`)
+        self.metrics = Metrics(store, machine.runtime, service_variables=self.data.service_variables)
+        # issue 16: raw logs → each environment's records; the router's access entries → the metrics
+        self.log_facts = EnvFacts(store, self.data)
+        self.logship = LogShipper(settings.logs_dir, redactor=self.log_facts.redactor, http_sink=self.metrics.observe_http,
+                                  cap_bytes=settings.log_cap_mb * 1024 * 1024)
         self.routes = Routes(settings, store, machine.router)
         self.domains = Domains(settings, store, routes=self.routes, certificates=machine.certificates)
         self.guards = Guards(store, self.data)
@@ -81,7 +89,7 @@ class Controller:
                                      liveness=self.liveness, housekeeping=self._housekeeping)
         self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
-                                         data=self.data, routes=self.routes,
+                                         data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
                                          preview_info=self.previews.info, uptime=self.uptime.summary)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
@@ -90,8 +98,6 @@ class Controller:
         self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)
         self.git_follow = GitFollow(store)
-        # issue 16: replica, data-service and HTTP series (the log shipper is handed `metrics.observe_http`)
-        self.metrics = Metrics(store, machine.runtime, service_variables=self.data.service_variables)
         # issue 16: alert rules over the metrics and the uptime probe's `up` (notifications on worker threads)
         self.notifier = Notifier(store, lookup=self._webhook_variable)
         self.alerts = Alerts(settings, store, uptime=self.uptime, notifier=self.notifier, metrics=self.metrics,
@@ -128,6 +134,7 @@ class Controller:
         # issue 16: public URLs probed through the router, alert rules evaluated (notifications on their own threads)
         threading.Thread(target=self.uptime.run_forever, args=(self._stop,), name="uptime", daemon=True).start()
         threading.Thread(target=self.alerts.run_forever, args=(self._stop,), name="alerts", daemon=True).start()
+        threading.Thread(target=self.logship.run_forever, args=(self._stop,), name="logship", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
@@ -152,6 +159,8 @@ class Controller:
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()
         self.deployer.prune_virtualenvs()
+        # records past their tier's retention (the cap holds always), ended deployments' raw files
+        self.logship.prune(self.log_facts.retention, self.log_facts.finished)
 
     def stop_everything(self) -> None:
         """Stop every app process this control plane knows about, the router, every Redis and PostgreSQL server.

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from .. import failpoints, names, verification
+from .. import logrecords as lr
 from ..access import SYSTEM, Actor
 from ..backends.ports import RuntimePort
 from ..errors import BadInput, Conflict, NotFound
@@ -20,6 +21,7 @@ from .attempt import DEFAULT_DRAINING_SECONDS
 from .dataplane import DataPlane
 from .deployer import Deployer, retained
 from .domains import hosts_of
+from .logship import LogShipper
 from .replicas import Replicas
 from .routes import Routes
 from .snapshot import web_of
@@ -52,13 +54,14 @@ def serving_status(replicas: list[dict[str, Any]], desired: int) -> str:
 class Environments:
     def __init__(self, settings: Settings, store: Store, *, runtime: RuntimePort, deployer: Deployer, replicas: Replicas,
                  data: DataPlane,
-                 routes: Routes, reconcile_env: Callable[[str, str], None],
+                 routes: Routes, records: LogShipper, reconcile_env: Callable[[str, str], None],
                  preview_info: Callable[[str, str], dict[str, Any] | None],
                  uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
         self.deployer = deployer
+        self.records = records
         self.replicas = replicas
         self.data = data
         self.routes = routes
@@ -218,8 +221,19 @@ class Environments:
         return data.decode("utf-8", errors="replace"), offset + len(data), done and deployment_id not in self.deployer.running()
 
     def logs(self, project: str, env_name: str, *, lines: int = 100, build: bool = False,
-             deployment_id: str | None = None) -> dict[str, Any]:
-        """Build/deploy log and runtime logs of a deployment (default: current, else latest)."""
+             deployment_id: str | None = None, query: lr.Query | None = None, cursor: int | None = None,
+             limit: int | None = None) -> dict[str, Any]:
+        """An environment's logs: its structured records (`records`, filtered by `query`: the last `limit`, or those
+        after `cursor` — give back `cursor` to follow), and a deployment's (default: current, else latest) deploy
+        log as lines read from its file (`build`). With a cursor (a follow's next poll) only the records are read.
+        (Replicas' output, `runtime` before, is in the records: stream stdout/stderr, service, replica.)"""
+        q = query or lr.Query()
+        limit = limit or lines
+        if cursor is not None:
+            with self.store.session() as s:
+                self.store.environment(s, self.store.project(s, project), env_name)  # NotFound for a wrong name
+            records, cursor = self.records.query(project, env_name, q, limit=limit, cursor=cursor)
+            return {"records": records, "cursor": cursor, "build": []}
         with self.store.session() as s:
             p = self.store.project(s, project)
             env = self.store.environment(s, p, env_name)
@@ -231,16 +245,17 @@ class Environments:
                 )
             if dep is None:
                 raise NotFound(f"environment {env_name!r} has no deployments yet")
-            replicas = s.scalars(select(m.Replica).where(m.Replica.deployment_id == dep.id).order_by(m.Replica.slot)).all()
             deploy_log = Path(dep.log_path) if dep.log_path else None
-            runtime = {f"web.{r.slot}": Path(r.log_path) for r in replicas}
             env_id, dep_id, status = env.id, dep.id, dep.status
-        redact = self.data.redactor(env_id)  # apps may print their secrets; the logs never show them
-        result: dict[str, Any] = {"deployment_id": dep_id, "status": status, "build": [], "runtime": {}}
-        if deploy_log is not None:
-            result["build"] = [redact(line) for line in self.runtime.tail(deploy_log, lines if not build else 10_000)]
-        if not build:
-            result["runtime"] = {name: [redact(line) for line in self.runtime.tail(path, lines)] for name, path in runtime.items()}
+        if deployment_id or build:
+            q = lr.Query(**{**q.__dict__, "deployment": dep_id if deployment_id or build else q.deployment,
+                            "build": build or q.build})
+        records, cursor = self.records.query(project, env_name, q, limit=limit)
+        result: dict[str, Any] = {"deployment_id": dep_id, "status": status, "build": [], "records": records,
+                                  "cursor": cursor}
+        if deploy_log is not None and build:
+            redact = self.data.redactor(env_id)  # apps may print their secrets; the logs never show them
+            result["build"] = [redact(line) for line in self.runtime.tail(deploy_log, 10_000)]
         return result
 
     # --- operating ---------------------------------------------------------------------------------

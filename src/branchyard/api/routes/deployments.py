@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
@@ -10,9 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from ... import logrecords
 from ...access import Actor, Permission
 from ...controller.core import Controller
-from ...errors import NotFound
+from ...errors import BadInput, NotFound
 from ..permissions import allow
 
 
@@ -30,8 +32,15 @@ def router(ctl: Controller) -> APIRouter:
 
     @r.get("/api/projects/{project}/environments/{env}/logs")
     def logs(project: str, env: str, lines: int = 100, build: bool = False, deployment: str | None = None,
+             since: str | None = None, until: str | None = None, level: str | None = None, grep: str | None = None,
+             http: str = "exclude", limit: int | None = None, cursor: int | None = None,
              who: Actor = allow(Permission.READ)) -> dict:
-        return ctl.environments.logs(project, env, lines=lines, build=build, deployment_id=deployment)
+        if not 1 <= (limit or lines) <= 100_000:
+            raise BadInput(f"logs: limit {limit or lines} is out of range (1 to 100000)")
+        query = logrecords.make_query(now=time.time(), since=since, until=until, level=level, grep=grep, http=http,
+                                         deployment=deployment, build=build)
+        return ctl.environments.logs(project, env, lines=lines, build=build, deployment_id=deployment, query=query,
+                                     cursor=cursor, limit=limit)
 
     @r.post("/api/projects/{project}/environments/{env}/redeploy")
     def redeploy(project: str, env: str, body: RedeployIn, who: Actor = allow(Permission.DEPLOY)) -> dict:

@@ -107,6 +107,26 @@ RETRY_AFTER = {"sleeping": "30", "unavailable": "10"}
 # The only peers of the routes tier are the edge and local processes: trust their X-Forwarded-For.
 TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 
+# The access log of each environment (BRANCHYARD_ACCESS_LOG=on): <access_log_dir>/<project>/<env>/access.log,
+# written and rolled by the routes tier. The log shipper (controller/logship.py) reads it into records and metrics.
+ACCESS_LOG_NAME = "access.log"
+ACCESS_ROLL_MB = 16  # Caddy rolls it past this size…
+ACCESS_ROLL_KEEP = 2  # …keeping this many rolled files (the shipper has long read them)
+ACCESS_LOGGER = "http.log.access"
+# What an access record never carries: the query string (tokens ride in it), every request header (Authorization,
+# Cookie …) and every response header (Set-Cookie). Caddy's encoder filters drop them before the file.
+ACCESS_ENCODER = {
+    "format": "filter",
+    "wrap": {"format": "json"},
+    "fields": {
+        "request>uri": {"filter": "regexp", "regexp": "\\?.*$", "value": ""},
+        "request>headers": {"filter": "delete"},
+        "request>tls": {"filter": "delete"},
+        "resp_headers": {"filter": "delete"},
+        "user_id": {"filter": "delete"},
+    },
+}
+
 LISTEN_FD = 3  # where Caddy finds its listening socket (as in systemd socket activation)
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -196,6 +216,31 @@ def _error_route(route_id: str, body: str) -> dict[str, Any]:
     }
 
 
+def access_logger_name(project: str, environment: str) -> str:
+    """The Caddy logger of an environment's access log (slugs hold no `_`, so the name is unambiguous)."""
+    return f"by_{project}_{environment}"
+
+
+def access_log_path(access_log_dir: Path, project: str, environment: str) -> Path:
+    return Path(access_log_dir) / project / environment / ACCESS_LOG_NAME
+
+
+def _access_logs(routes: Sequence[Route], access_log_dir: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """(Caddy loggers, one per environment with a route; the server's host → logger names)."""
+    loggers: dict[str, Any] = {}
+    names: dict[str, list[str]] = {}
+    for r in routes:
+        name = access_logger_name(r.project, r.environment)
+        names[r.host] = [name]
+        loggers[name] = {
+            "writer": {"output": "file", "filename": str(access_log_path(access_log_dir, r.project, r.environment)),
+                       "roll_size_mb": ACCESS_ROLL_MB, "roll_keep": ACCESS_ROLL_KEEP},
+            "encoder": ACCESS_ENCODER,
+            "include": [f"{ACCESS_LOGGER}.{name}"],
+        }
+    return loggers, names
+
+
 def _base_config(*, admin_port: int, storage_dir: Path, log_file: Path | None, http: dict[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {
         "admin": {
@@ -226,11 +271,14 @@ def render_config(
     storage_dir: Path,
     log_file: Path | None = None,
     listen: str | None = None,
+    access_log_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The routes tier's whole Caddy JSON config serving `routes` (pure: same input, same dict; touches nothing).
 
     `listen` overrides the listener address (default `127.0.0.1:routes_port`; Router uses `fd/3`).
     With `log_file`, Caddy writes its own log there and rolls it.
+    With `access_log_dir`, each environment's requests are logged to `<dir>/<project>/<env>/access.log` (rolled by
+    Caddy; no query string, no headers); hosts with no route (the 404 page) are not logged.
     """
     seen_hosts: dict[str, Route] = {}
     seen_ids: set[str] = set()
@@ -269,8 +317,20 @@ def render_config(
         "routes": [_route_json(r) for r in ordered] + [not_found],
         "errors": {"routes": [_error_route(ERROR_ID, pages.upstream_error_page())]},
     }
+    loggers: dict[str, Any] = {}
+    if access_log_dir is not None:
+        loggers, logger_names = _access_logs(ordered, access_log_dir)
+        server["logs"] = {"logger_names": logger_names, "skip_unmapped_hosts": True}
     http = {"http_port": routes_port, "grace_period": GRACE_PERIOD, "servers": {SERVER_NAME: server}}
-    return _base_config(admin_port=admin_port, storage_dir=storage_dir, log_file=log_file, http=http)
+    config = _base_config(admin_port=admin_port, storage_dir=storage_dir, log_file=log_file, http=http)
+    if loggers:
+        logs = config.setdefault("logging", {}).setdefault("logs", {})
+        if "default" in logs:  # Caddy's own log: not the access lines, they have files of their own
+            logs["default"]["exclude"] = [*logs["default"]["exclude"], ACCESS_LOGGER]
+        else:
+            logs["default"] = {"exclude": [ACCESS_LOGGER]}
+        logs.update(loggers)
+    return config
 
 
 @dataclass(frozen=True)
@@ -890,8 +950,10 @@ class Router:
     """
 
     def __init__(self, *, home: Path, http_port: int, admin_port: int, caddy_bin: str | None = None,
-                 tls: EdgeTLS | None = None, control: ControlPlane | None = None) -> None:
+                 tls: EdgeTLS | None = None, control: ControlPlane | None = None,
+                 access_log_dir: Path | None = None) -> None:
         self.home = Path(home)
+        self.access_log_dir = access_log_dir  # None: no access logs (BRANCHYARD_ACCESS_LOG=off)
         self.http_port = http_port
         self.tls = tls  # None: plain HTTP only
         self.control = control  # the control plane's public host, served by the edge too
@@ -1147,6 +1209,7 @@ class Router:
             storage_dir=self._routes.storage_dir,
             log_file=self._routes.log_file,
             listen=f"fd/{LISTEN_FD}",
+            access_log_dir=self.access_log_dir,
         )
 
     def _render_edge(self) -> dict[str, Any]:

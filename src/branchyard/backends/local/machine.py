@@ -27,7 +27,7 @@ def local_machine(settings: Settings, *, api_port: int | None = None) -> Machine
         if host:
             control = ControlPlane(host=host.lower(), api_port=api_port)
     router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port,
-                    tls=tls, control=control)
+                    tls=tls, control=control, access_log_dir=settings.logs_dir if settings.access_log else None)
     # Caddy's storage roots (its own layout under the router's home): the tier that terminates TLS keeps the
     # certificates there; both are read, so it does not matter here which tier that is.
     caddy = settings.home / "caddy"

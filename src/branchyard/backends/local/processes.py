@@ -26,7 +26,7 @@ from branchyard.backends.ports import ProcessHandle, ResourceUsage
 from branchyard.errors import BackendError, DeployFailed
 
 __all__ = ["ProcessHandle", "adopt", "exit_code", "free_port", "group_alive", "is_alive", "kill_group", "spawn",
-           "start_time_of", "stop", "tail", "usage"]
+           "start_time_of", "stderr_path", "stop", "tail", "usage"]
 
 _KILL_WAIT = 10.0  # seconds to wait for the group to vanish after SIGKILL before giving up
 _POLL = 0.02
@@ -102,14 +102,30 @@ def exec_form(command: str) -> str:
     return command if _COMPOUND.search(command) else f"exec {command}"
 
 
-def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int) -> ProcessHandle:
-    """Start `/bin/sh -c command` as a new session leader, output appended to log_path."""
+def stderr_path(log_path: Path) -> Path:
+    """Where a process's stderr goes: beside its stdout's `NAME.log`, `NAME.stderr.log`."""
     log_path = Path(log_path)
+    stem = log_path.name[:-4] if log_path.name.endswith(".log") else log_path.name
+    return log_path.with_name(f"{stem}.stderr.log")
+
+
+def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int,
+          split_stderr: bool = True) -> ProcessHandle:
+    """Start `/bin/sh -c command` as a new session leader, stdout appended to log_path and stderr to
+    `stderr_path(log_path)`: two files the process holds open itself (O_APPEND), so it keeps logging while the
+    control plane is down, and each line's stream is known. `split_stderr=False`: both into log_path."""
+    log_path = Path(log_path)
+    err_path = stderr_path(log_path) if split_stderr else log_path
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - handed to the child, closed below
     except OSError as exc:
         raise BackendError(f"cannot open log file {log_path}: {exc.strerror}") from None
+    try:
+        err = open(err_path, "ab", buffering=0)  # noqa: SIM115 - handed to the child, closed below
+    except OSError as exc:
+        log.close()
+        raise BackendError(f"cannot open log file {err_path}: {exc.strerror}") from None
     try:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", exec_form(command)],
@@ -117,7 +133,7 @@ def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port:
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
-            stderr=subprocess.STDOUT,
+            stderr=err,
             close_fds=True,
             start_new_session=True,
         )
@@ -126,6 +142,7 @@ def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port:
         raise DeployFailed(f"cannot start `{command}`{where}: {exc.strerror}") from None
     finally:
         log.close()
+        err.close()
     # Unreaped, the child's /proc entry stays even if it already exited, so this read cannot miss.
     stat = _read_stat(proc.pid)
     if stat is None:  # pragma: no cover - only if someone else reaped our child
@@ -262,7 +279,8 @@ def tail(path: Path, lines: int = 20) -> list[str]:
         return []
     except OSError as exc:
         raise BackendError(f"cannot read {path}: {exc.strerror}") from None
-    text = data.decode("utf-8", errors="replace")
+    # the log shipper frees shipped bytes (a punched hole reads as NULs): those are not lines
+    text = data.replace(b"\x00", b"").decode("utf-8", errors="replace")
     out = text.splitlines()
     if pos > 0 and len(out) > lines:
         out = out[1:]  # the first line may be cut

@@ -432,7 +432,8 @@ class RedisServer:
         command = f"exec {shlex.quote(binary)} {shlex.quote(str(self.conf_file))}"
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
         try:
-            handle = processes.spawn(command, cwd=self.data_dir, env=env, log_path=self.log_file, port=port)
+            handle = processes.spawn(command, cwd=self.data_dir, env=env, log_path=self.log_file, port=port,
+                                     split_stderr=False)  # its start-up errors and its log, read together
         except DeployFailed as exc:
             raise BackendError(f"redis: {exc}") from None
         self._save_state(port, password, handle)

@@ -37,7 +37,11 @@ class LocalRuntime:
         processes.stop(h, grace=grace)
 
     def tail(self, log_path: Path, lines: int) -> list[str]:
-        return processes.tail(log_path, lines)
+        """The last lines of a log; for a replica's (stdout) log, its stderr's last lines after them (the
+        two files do not say how their lines interleave; a crash's last words are on stderr)."""
+        out = processes.tail(log_path, lines)
+        err = processes.stderr_path(Path(log_path))
+        return (out + processes.tail(err, lines))[-lines:] if lines > 0 and err.exists() else out
 
     def usage(self, h: ProcessHandle) -> ResourceUsage | None:
         return processes.usage(h)

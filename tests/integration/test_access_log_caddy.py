@@ -38,7 +38,7 @@ def test_render_config_logs_each_environment_to_its_file() -> None:
     assert logs["default"]["exclude"] == ["admin.api", "http.log.access"]
     assert logs["by_shop_production"] == {
         "writer": {"output": "file", "filename": "/h/logs/shop/production/access.log", "roll_size_mb": 16,
-                   "roll_keep": 2},
+                   "roll_keep": 2, "roll_gzip": False},
         "encoder": ACCESS_ENCODER, "include": ["http.log.access.by_shop_production"]}
     assert logs["by_shop_pr-7"]["writer"]["filename"] == "/h/logs/shop/pr-7/access.log"
     assert set(logs) == {"default", "by_shop_production", "by_shop_pr-7"}
@@ -125,5 +125,34 @@ def test_a_request_becomes_an_http_record_without_query_or_headers(router_home: 
         assert [(r["path"], r["status"], r["level"], r["bytes_in"], r["bytes_out"]) for r in records] == [
             ("/items/7", 201, "info", 10, 14), ("/fail", 500, "error", 3, 7)]
         assert all(TOKEN not in str(r) for r in records)
+    finally:
+        router.stop()
+
+
+def test_every_request_is_shipped_across_caddys_own_rolls(router_home: Path, app: str, monkeypatch) -> None:
+    """Caddy rolls the access log itself (here every 1 MB): the shipper, reading while the requests come, finishes
+    each rolled file and goes on with the new one — exactly one http record per request, none lost at a roll."""
+    import branchyard.backends.local.caddy as caddy
+
+    monkeypatch.setattr(caddy, "ACCESS_ROLL_MB", 1)  # Caddy's smallest roll size
+    logs = router_home / "logs"
+    router = Router(home=router_home / "caddy", http_port=_free_port(), admin_port=0, access_log_dir=logs)
+    seen: list[HttpEntry] = []
+    shipper = LogShipper(logs, redactor=lambda p, e: (lambda s: s), http_sink=lambda p, e, x: seen.append(x))
+    sent = 0
+    try:
+        router.ensure_running()
+        router.apply([Route("shop.localhost", "shop", "production", (app,))])
+        with httpx.Client(base_url=f"http://127.0.0.1:{router.http_port}", headers={"Host": "shop.localhost"}) as c:
+            root = logs / "shop" / "production"
+            while len(list(root.glob("access-*"))) < 2:  # two rolls (about 3,000 requests each): crossed by the shipper
+                assert sent < 20_000, f"Caddy rolled {[p.name for p in root.iterdir()]} after {sent} requests"
+                for _ in range(200):
+                    assert c.post(f"/items/{sent}", content=b"x" * 100).status_code == 201
+                    sent += 1
+                shipper.ship_once()
+        assert not list(root.glob("*.gz"))  # rolled files stay plain: the shipper reads them
+        wait_for(lambda: shipper.ship_once() == 0 and len(seen) >= sent, timeout=30)
+        assert sorted(int(x.path.rsplit("/", 1)[1]) for x in seen) == list(range(sent))
     finally:
         router.stop()

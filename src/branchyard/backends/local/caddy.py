@@ -111,7 +111,9 @@ TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 # written and rolled by the routes tier. The log shipper (controller/logship.py) reads it into records and metrics.
 ACCESS_LOG_NAME = "access.log"
 ACCESS_ROLL_MB = 16  # Caddy rolls it past this size…
-ACCESS_ROLL_KEEP = 2  # …keeping this many rolled files (the shipper has long read them)
+ACCESS_ROLL_KEEP = 2  # …keeping this many rolled files (the shipper has long read them)…
+# …uncompressed: Caddy gzips rolled files by default (`access-<time>.log.gz`, the plain one deleted), and the lines
+# the shipper had not read yet when the roll came would be lost with it
 ACCESS_LOGGER = "http.log.access"
 # What an access record never carries: the query string (tokens ride in it), every request header (Authorization,
 # Cookie …) and every response header (Set-Cookie). Caddy's encoder filters drop them before the file.
@@ -234,7 +236,7 @@ def _access_logs(routes: Sequence[Route], access_log_dir: Path) -> tuple[dict[st
         names[r.host] = [name]
         loggers[name] = {
             "writer": {"output": "file", "filename": str(access_log_path(access_log_dir, r.project, r.environment)),
-                       "roll_size_mb": ACCESS_ROLL_MB, "roll_keep": ACCESS_ROLL_KEEP},
+                       "roll_size_mb": ACCESS_ROLL_MB, "roll_keep": ACCESS_ROLL_KEEP, "roll_gzip": False},
             "encoder": ACCESS_ENCODER,
             "include": [f"{ACCESS_LOGGER}.{name}"],
         }

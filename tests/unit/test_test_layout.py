@@ -1,5 +1,5 @@
-"""pytest imports test files by basename (rootdir-relative `rootdir/tests` has no packages): two files of the same
-name under tests/unit, tests/integration and tests/e2e stop the whole run at collection."""
+"""pytest imports test files by their basename (the test directories are not packages): two files of one name under
+tests/unit, tests/integration and tests/e2e stop the whole run at collection."""
 
 from __future__ import annotations
 

@@ -8,6 +8,10 @@ is installed, else a Python client in two processes) is sent, in alternating rou
   free loopback ports, serving one route to the app;
 - **old router**: the `Router` of another checkout (`--old-src`, default /work/wt-old/src, else /work/main/src),
   run by that checkout's own interpreter when it has a .venv, so the two designs are compared in one run;
+- **router + access log** (issue 16): the same Router writing each environment's access log, and in its process the
+  log shipper (`controller/logship.py`) reading it into records and the metrics' HTTP windows every 0.5 s, as the
+  control plane does — the whole cost of HTTP monitoring (Caddy's encoder, the shipper's parse); the ratio to
+  **router** is the issue's "metrics and access logs on vs off" (`--no-access-log` skips it);
 - **router over HTTPS**: the same Router with TLS on (Caddy's local CA, on-demand certificate, TLS 1.3,
   keep-alive), host `localhost` so that wrk's SNI resolves (`--no-https` skips it);
 - **one static Caddy** (`--floor`, on by default): a single Caddy with a fixed reverse_proxy config and
@@ -18,6 +22,7 @@ CPU µs per request of each Caddy process, of the app and of the load generator 
 cores: on a 2-CPU machine it takes CPU from the router and the app it measures).
 
     .venv/bin/python benchmarks/bench_router.py [--seconds 3] [--rounds 8] [--old-src PATH] [--no-floor] [--no-https]
+        [--no-access-log]
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ async def app(scope, receive, send):
 # Runs in a child interpreter against one checkout's src: starts that checkout's Router, serves one route to the
 # app, prints {"pids": ...}, and stops the router when its stdin closes.
 ROUTER_HELPER = r'''
-import json, sys
+import json, os, sys
 from pathlib import Path
 src, home, http_port, upstream, host = sys.argv[1:6]
 sys.path.insert(0, src)
@@ -74,11 +79,20 @@ if len(sys.argv) > 6:  # HTTPS: <https port> <ask url> (Caddy's local CA; this c
     from branchyard.backends.local.caddy import EdgeTLS
     from branchyard.settings import Acme
     tls = EdgeTLS(mode="internal", https_port=int(sys.argv[6]), acme=Acme(), ask_url=sys.argv[7])
-router = Router(home=Path(home), http_port=int(http_port), admin_port=0, **({"tls": tls} if tls else {}))
+monitored = os.environ.get("BENCH_ACCESS_LOG") == "1"  # the access log, shipped into records and metrics
+extra = {"access_log_dir": Path(home) / "logs"} if monitored else {}
+router = Router(home=Path(home), http_port=int(http_port), admin_port=0, **({"tls": tls} if tls else {}), **extra)
 try:
     router.ensure_running()
     router.apply([Route(host, "bench", "production", (upstream,))])
     pids = router.pids() if hasattr(router, "pids") else {"caddy": router.pid()}
+    if monitored:  # as the control plane runs them: the shipper's thread, feeding the metrics' HTTP windows
+        import threading
+        from branchyard.controller.logship import LogShipper
+        from branchyard.controller.metrics import HttpRecorder
+        shipper = LogShipper(Path(home) / "logs", redactor=lambda p, e: (lambda s: s), http_sink=HttpRecorder().observe)
+        threading.Thread(target=shipper.run_forever, args=(threading.Event(),), daemon=True).start()
+        pids["shipper"] = os.getpid()
     print(json.dumps({"pids": pids}), flush=True)
     sys.stdin.read()
 finally:
@@ -232,11 +246,13 @@ class Side:
 
 
 def start_router(python: str, src: Path, home: Path, upstream: str, *, host: str = HOST,
-                 https: tuple[int, str] | None = None) -> tuple[subprocess.Popen, int, dict[str, int]]:
+                 https: tuple[int, str] | None = None, access_log: bool = False
+                 ) -> tuple[subprocess.Popen, int, dict[str, int]]:
     """The router of checkout `src` serving `host`; with `https` = (port, ask url), over HTTPS on that port
-    (the port returned)."""
+    (the port returned); with `access_log`, writing the access log that a log shipper in the helper process reads
+    into records and the metrics' HTTP windows (its CPU counted as the side's `shipper`)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHYARD_")} | {"BENCH_ACCESS_LOG": str(int(access_log))}
     extra = [str(https[0]), https[1]] if https else []
     proc = subprocess.Popen([python, "-c", ROUTER_HELPER, str(src), str(home), str(port), upstream, host, *extra],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
@@ -289,6 +305,8 @@ def main() -> None:
     default_old = next((p for p in (Path("/work/wt-old/src"), Path("/work/main/src")) if p.is_dir()), None)
     parser.add_argument("--old-src", type=Path, default=default_old, help="another checkout's src/ (the old design)")
     parser.add_argument("--no-floor", action="store_true", help="skip the single static Caddy")
+    parser.add_argument("--no-access-log", action="store_true",
+                        help="skip the router with its access log shipped into records and metrics (issue 16)")
     parser.add_argument("--no-https", action="store_true", help="skip the router over HTTPS (keep-alive, TLS 1.3)")
     parser.add_argument("--python-client", action="store_true", help="use the Python client even if wrk is installed")
     args = parser.parse_args()
@@ -314,6 +332,11 @@ def main() -> None:
         proc, port, pids = start_router(sys.executable, ROOT / "src", tmp / "router-home", upstream)
         procs.append(proc)
         sides.append(Side("router", port, pids))
+        if not args.no_access_log:
+            proc, port, pids = start_router(sys.executable, ROOT / "src", tmp / "monitored-home", upstream,
+                                            access_log=True)
+            procs.append(proc)
+            sides.append(Side("router + access log", port, pids))
         if not args.no_https:
             ask, ask_url = start_ask("localhost")  # `localhost`: wrk sends the URL's host as SNI, and it resolves
             proc, port, pids = start_router(sys.executable, ROOT / "src", tmp / "tls-home", upstream, host="localhost",
@@ -365,12 +388,18 @@ def main() -> None:
             ratio = "" if side is direct else (f"  ratio {rps / direct_rps:.2f} (median of rounds"
                                                f" {statistics.median(per_round):.2f}; per round:"
                                                f" {', '.join(f'{x:.2f}' for x in per_round)})")
-            print(f"{side.name:>17}: {rps:7.0f} req/s{ratio}")
+            print(f"{side.name:>19}: {rps:7.0f} req/s{ratio}")
             cpu = {k: 1e6 * t / hz / max(1, side.served) for k, t in side.ticks.items()}
             parts = [f"{k} {v:.0f} µs" for k, v in cpu.items()]
             parts.append(f"load generator {1e6 * side.load_cpu / max(1, side.served):.0f} µs")
-            print(f"{'':>19}CPU per request: {', '.join(parts)}")
+            print(f"{'':>21}CPU per request: {', '.join(parts)}")
         print("goals (issue 14): router ≥ 0.90 × direct over plain HTTP, ≥ 0.85 × over HTTPS (keep-alive)")
+        by_name = {side.name: side for side in sides}
+        if "router + access log" in by_name:
+            on, off = by_name["router + access log"], by_name["router"]
+            per_round = [a / b for a, b in zip(on.rates, off.rates)]
+            print(f"issue 16: router + access log / router {statistics.mean(on.rates) / statistics.mean(off.rates):.3f}"
+                  f" (median of rounds {statistics.median(per_round):.3f}); goal ≥ 0.97")
     finally:
         for proc in reversed(procs):
             if proc.stdin:

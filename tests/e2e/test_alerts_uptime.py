@@ -3,7 +3,7 @@ the uptime probe goes through the real router, a `down` alert fires once against
 starts answering 500 and resolves once when it recovers, the webhook's URL (a secret) is never shown, a webhook that
 accepts and never answers does not hold up a deploy, and availability and incidents in `status --json` change.
 
-The lead re-targets the alert at the 5xx rate once the metrics store is merged (here `down` reads the probe)."""
+A second scenario fires the 5xx-rate rule from real traffic (router → access log → shipper → metrics → rule)."""
 
 from __future__ import annotations
 
@@ -211,3 +211,70 @@ def _scenario(plane, tmp_path, receiver: Receiver, dead_port: int) -> None:
     assert back["uptime"]["last_check"]["ok"] and back["uptime"]["24h"] < 100.0
     shown = plane.run("status", "-e", "production", cwd=repo).stdout
     assert "uptime: 24h " in shown and "incident " in shown and "no answer within" in shown, shown
+
+
+RATE_TOML = """[project]
+name = "rate"
+
+[variables]
+FLAG_FILE = "{flag}"
+
+[environments.production]
+branch = "main"
+uptime = false
+
+[environments.production.alerts]
+defaults = false
+webhooks = ["http://127.0.0.1:{port}/hook"]
+http_5xx_rate = {{ above = 0.5, for = "1s" }}
+"""
+
+
+def test_a_5xx_rate_alert_fires_once_when_the_app_answers_500_and_resolves_once_it_recovers(plane, tmp_path):
+    """The whole chain with nothing stubbed: requests through the real router → Caddy's access log → the log shipper →
+    the metrics' 10 s windows → the rule → one notification to a real receiver; and one resolution."""
+    import httpx
+
+    receiver = Receiver()
+    flag = tmp_path / "broken"
+    repo = tmp_path / "rate"
+    repo.mkdir()
+    (repo / "app.py").write_text(APP)
+    (repo / "branchyard.toml").write_text(RATE_TOML.format(flag=flag, port=receiver.port))
+    (repo / "railway.toml").write_text(RAILWAY)
+    plane.git(repo, "init", "--quiet", "--initial-branch=main")
+    plane.commit(repo, "a tiny app that answers 500 while its flag file exists")
+    plane.run("init", cwd=repo)
+    plane.git(repo, "push", "branchyard", "main")
+    host = plane.json("status", "-e", "production", cwd=repo)["url"].split("//", 1)[1].split(":", 1)[0]
+    stop = threading.Event()
+    answers: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{plane.http_port}", headers={"Host": host}, trust_env=False) as c:
+            while not stop.is_set():
+                answers.append(c.get("/").status_code)
+                time.sleep(0.05)
+
+    def notified(state: str) -> bool:
+        return any(b["rule"] == "http_5xx_rate" and b["state"] == state for b in receiver.bodies)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        wait_for(lambda: answers.count(200) >= 5)
+        flag.write_text("on")
+        wait_for(lambda: notified("firing"), timeout=90)  # the window the 500s fell in closes, then `for` passes
+        assert 500 in answers
+        flag.unlink()
+        wait_for(lambda: notified("resolved"), timeout=90)
+    finally:
+        stop.set()
+        loader.join(timeout=10)
+        receiver.close()
+    got = [(b["rule"], b["state"]) for b in receiver.bodies]
+    assert got == [("http_5xx_rate", "firing"), ("http_5xx_rate", "resolved")], got
+    firing = receiver.bodies[0]
+    assert firing["threshold"] == 0.5 and firing["value"] > 0.5, firing
+    kinds = [e["kind"] for e in plane.json("events", "-e", "production", "-n", "200", cwd=repo)]
+    assert kinds.count("alert.firing") == 1 and kinds.count("alert.resolved") == 1

@@ -102,6 +102,9 @@ PR_42 = {
         "variables.WORKERS": "branchyard.toml [environments.pr.variables]",
     },
     # what the build will use (issue 13), each with its source
+    "alerts": {"tier": "preview", "rules": [], "webhooks": []},  # previews: no alert rules by default
+    "uptime": False,  # only production's URL is probed unless an environment says `uptime = true`
+    "tests": None,  # no [environments.pr.tests] in the example
     "build": {
         "python": {"value": "the server's default (BRANCHYARD_PYTHON)", "from": "default: the app names no version"},
         "installer": {"value": "pip install -r requirements.txt", "from": "buildCommand"},

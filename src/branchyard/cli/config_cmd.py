@@ -127,6 +127,8 @@ def config_show(environment: str, path: str | None, as_json: bool) -> None:
     if as_json:
         shown = cfg.to_dict()
         shown["alerts"]["webhooks"] = [hook | {"target": mask(hook["target"])} for hook in shown["alerts"]["webhooks"]]
+        tests = spec.tests_for(cfg.name)  # post-deploy tests: [environments.<env>.tests], a preview's from the pr template
+        shown["tests"] = None if tests is None else {"commands": list(tests.commands), "timeout": tests.timeout}
         ui.print_json(shown | {"build": {key.removeprefix("build."): {"value": value, "from": source}
                                          for key, value, source in report.rows()}})
         return

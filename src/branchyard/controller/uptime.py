@@ -66,6 +66,7 @@ class Uptime:
         self._pruned = 0.0
         self._summaries: dict[int, tuple[float, bool, dict[str, Any] | None]] = {}  # env id → (when, monitored, summary)
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="uptime")
+        self._been_up: set[int] = set()  # environments with a successful check stored (their record has begun)
 
     # --- the `up` series -----------------------------------------------------------------------
 
@@ -138,9 +139,12 @@ class Uptime:
 
     def run_once(self) -> None:
         targets = self.targets()
+        self._been_up &= {t.env_id for t in targets}  # an id whose environment went (or sleeps) is looked up again
         checks = list(self._pool.map(self.probe, targets))
         with self.store.session() as s:
             for target, check in zip(targets, checks, strict=True):
+                if not self._record_begun(s, target.env_id, check):
+                    continue
                 s.add(m.UptimeCheck(environment_id=target.env_id, at=check.at, ok=check.ok, status=check.status,
                                     error=check.error, duration_ms=check.duration_ms))
                 self._last[(target.project, target.environment)] = (check.at, 1.0 if check.ok else 0.0)
@@ -149,6 +153,17 @@ class Uptime:
             self._pruned = now
             with self.store.session() as s:
                 s.execute(delete(m.UptimeCheck).where(m.UptimeCheck.at < now - RETENTION))
+
+    def _record_begun(self, s: Session, env_id: int, check: Check) -> bool:
+        """An environment's uptime record begins with its first successful check: failures before it (a first deploy
+        between its switch and its route, an app that never answered) are not downtime of something that was up."""
+        if env_id in self._been_up:
+            return True
+        if check.ok or s.scalar(select(m.UptimeCheck.id).where(m.UptimeCheck.environment_id == env_id,
+                                                                  m.UptimeCheck.ok.is_(True)).limit(1)) is not None:
+            self._been_up.add(env_id)
+            return True
+        return False
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -210,13 +210,17 @@ def http_level(status: int) -> str:
     return "error" if status >= 500 else "warning" if status >= 400 else "info"
 
 
-def access_record(entry: HttpEntry, environment: str) -> dict[str, Any]:
-    """An access entry → its record (stream `http`)."""
+def access_record(entry: HttpEntry, environment: str, redact: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """An access entry → its record (stream `http`). Of its strings only the path comes from the client and can carry
+    a secret (a webhook's token in its path): `redact` masks it there, and so in the message; the rest is the
+    router's own (method, the route's host, numbers) — cheaper than `redact_record`'s walk, on the busiest source."""
     duration_ms = round(entry.duration_s * 1000, 3)
+    path = redact(entry.path) if redact is not None else entry.path
+    method = redact(entry.method) if redact is not None and not entry.method.isalpha() else entry.method
     return {"time": iso(entry.ts), "environment": environment, "service": "router", "replica": None,
             "deployment": None, "stream": "http", "level": http_level(entry.status),
-            "message": f"{entry.method} {entry.host}{entry.path} {entry.status} {duration_ms:g}ms {entry.bytes_out}B",
-            "method": entry.method, "host": entry.host, "path": entry.path, "status": entry.status,
+            "message": f"{method} {entry.host}{path} {entry.status} {duration_ms:g}ms {entry.bytes_out}B",
+            "method": method, "host": entry.host, "path": path, "status": entry.status,
             "duration_ms": duration_ms, "bytes_in": entry.bytes_in, "bytes_out": entry.bytes_out}
 
 

@@ -122,6 +122,14 @@ def test_access_line_to_entry_and_record():
         "path": "/api/items", "status": 503, "duration_ms": 12.3, "bytes_in": 12, "bytes_out": 345}
 
 
+def test_access_record_masks_a_secret_in_the_path_and_in_the_message():
+    entry = HttpEntry(ts=1796300000.25, method="POST", host="app.localhost", path="/hook/T0-s3cr3t", status=204,
+                      duration_s=0.001, bytes_in=2, bytes_out=0)
+    rec = lr.access_record(entry, "production", lambda s: s.replace("s3cr3t", "***"))
+    assert (rec["path"], rec["message"]) == ("/hook/T0-***", "POST app.localhost/hook/T0-*** 204 1ms 0B")
+    assert "s3cr3t" not in json.dumps(rec)
+
+
 @pytest.mark.parametrize("line", ["", "not json", "{}", '{"ts": 1, "request": {}}', '{"ts": "x", "status": 200, "request": {}}',
                                   '{"ts": 1, "status": 200, "request": "GET /"}'])
 def test_foreign_access_lines_are_skipped(line):

@@ -460,10 +460,10 @@ class LogShipper:
                         if entry is None:
                             continue
                         entries.append(entry)
-                        rec = lr.access_record(entry, env)
+                        rec = lr.access_record(entry, env, redact)
                     else:
                         rec = lr.app_record(text, raw.source, now=now)
-                    rec = lr.redact_record(rec, redact) if redact is not None else rec
+                        rec = lr.redact_record(rec, redact) if redact is not None else rec
                     lines_out.append(json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
             if changed:
                 (root / RECORDS_DIR).mkdir(exist_ok=True)  # not parents: a removed environment stays removed

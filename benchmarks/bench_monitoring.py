@@ -9,9 +9,9 @@ the notification, then switches back and waits for the resolution. Then one repl
 time to its `replica.unhealthy` event (sent once it is out of the route) is measured.
 
 What bounds each figure, so the defaults can be read from the measured ones:
-- alert: the access log shipped (≤ 0.5 s) → the 10 s metrics window closes → the rule holds for `for` → the next
-  evaluation (`BRANCHYARD_ALERTS_INTERVAL`) → the webhook POST. With the defaults (`for = "5m"`, evaluation every
-  10 s) add about 5 min + 10 s.
+- alert: the 10 s metrics window the first 500 fell in ends (0-10 s) → it is summarised 2 s later (the shipper reads
+  the access log every 0.5 s) → the rule holds for `for` → the next evaluation (`BRANCHYARD_ALERTS_INTERVAL`) → the
+  webhook POST. With the defaults (`for = "5m"`, evaluation every 10 s) add about 5 min + 10 s.
 - eviction: `healthcheckInterval` × `healthcheckFailures` (+ a probe's timeout) → the next reconciler pass (1 s).
   With the defaults (5 s × 3) about 15-20 s.
 
@@ -163,7 +163,7 @@ def main() -> None:
               f"  ({len(values)} rounds; bound: {bound})")
 
     print(f"load: {load.sent} requests through the router")
-    line("first 500 → webhook notification", alert_times, "window 10 s + for 1 s + evaluation 1 s")
+    line("first 500 → webhook notification", alert_times, "window end 0-10 s + 2 s + for 1 s + evaluation 1 s")
     line("replica frozen → out of the route (event)", evict_times, "2 probes × 1 s + probe timeout + pass")
 
 

@@ -241,7 +241,9 @@ class Metrics:
                 self.tick(self.clock())
             except Exception:
                 log.exception("metrics sampling failed")
-            stop.wait(mx.WINDOW - (time.time() % mx.WINDOW) + 0.05)  # just after each 10 s boundary
+            # LATE seconds after each 10 s boundary: the window that just ended is summarised at once (at the
+            # boundary itself it would count as not yet shipped and wait a whole tick: 10 s more to every alert)
+            stop.wait(mx.WINDOW - (time.time() % mx.WINDOW) + LATE + 0.05)
 
     def tick(self, now: float, *, wait: bool = False) -> None:
         """One sampling pass: closed HTTP windows now; each environment's sample in the pool (returns at once unless

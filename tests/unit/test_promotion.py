@@ -327,14 +327,16 @@ def test_a_hanging_smoke_command_is_killed_with_its_children(tmp_path) -> None:
     from branchyard.controller.promotions import run_smoke_command
 
     started = time.monotonic()
-    result = run_smoke_command(_runtime(tmp_path), "sh -c 'sleep 300 & sleep 300'", url="http://127.0.0.1:9", environment="staging",
+    # 317: a duration no other test uses, so a process another test left behind is not taken for one of these
+    result = run_smoke_command(_runtime(tmp_path), "sh -c 'sleep 317 & sleep 317'", url="http://127.0.0.1:9", environment="staging",
                                release_dir=tmp_path, cfg_root=".", timeout=1)
     assert not result.passed
-    assert result.detail == "`sh -c 'sleep 300 & sleep 300'` against http://127.0.0.1:9 timed out after 1s (killed)"
+    assert result.detail == "`sh -c 'sleep 317 & sleep 317'` against http://127.0.0.1:9 timed out after 1s (killed)"
     assert time.monotonic() - started < 10
-    from conftest import processes_mentioning
+    from conftest import processes_mentioning, wait_for
 
-    assert processes_mentioning("sleep 300", cwd=False) == []
+    # killed (SIGKILL to the group) before the call returned; the kernel may list a dying process a moment longer
+    wait_for(lambda: processes_mentioning("sleep 317", cwd=False) == [], timeout=10)
 
 
 def test_the_example_smoke_command_against_a_real_server(tmp_path) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from test_uptime_summary import stored as environment_with_checks
+
 from branchyard import settings as settings_mod
 from branchyard.availability import Check
 from branchyard.controller.uptime import Target, Uptime
@@ -25,15 +27,7 @@ def _uptime(tmp_path: Path, store: Store, env_id: int, results: list[bool], star
 
 
 def test_failures_before_the_first_success_are_not_recorded_and_every_check_after_is(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
-    with store.session() as s:
-        p = m.Project(name="x", repo_path="/r")
-        s.add(p)
-        s.flush()
-        env = m.Environment(project_id=p.id, name="production", production=True)
-        s.add(env)
-        s.flush()
-        env_id = env.id
+    store, env_id = environment_with_checks(tmp_path, [])  # a project with its production environment, no checks yet
     try:
         results = [False, False, True, False, True]
         uptime = _uptime(tmp_path, store, env_id, results, int(time.time()) - 600)  # recent: older is pruned

@@ -111,6 +111,32 @@ class ProcessHandle:
     start_time: int  # local: field 22 of /proc/<pid>/stat, the identity guard against PID reuse
     port: int
     log_path: str
+    host: str = "127.0.0.1"  # the address the router and the health probes reach it at (its namespace's, isolated)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one app process runs and what it may use (issue 17): the environment it belongs to (its network
+    namespace when the runtime isolates networks), its service and slot (its cgroup `<project>/<env>/<service>.<slot>`
+    when the runtime enforces limits), and the limits from the spec (`memory` in MB, `cpu` in vCPUs; None: none)."""
+
+    project: str
+    environment: str
+    service: str = "web"  # "web", a Procfile process type ("worker"), "cron", "hook", "check"
+    slot: int = 0
+    memory_mb: int | None = None
+    cpu: float | None = None
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What the runtime enforces on this machine, and why not where it does not (said once at start, and in
+    `status`/`check`): resource limits (cgroups) and network isolation (a namespace per environment)."""
+
+    limits: bool
+    network: bool
+    limits_why_not: str | None = None  # "not root: cgroups need root or a delegated subtree"
+    network_why_not: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,18 +161,26 @@ class RuntimePort(Protocol):
     def free_port(self) -> int:
         """A port a new replica can listen on."""
 
-    def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int) -> ProcessHandle:
+    def isolation(self) -> Isolation:
+        """What this runtime enforces here (limits, network), and why not."""
+
+    def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int,
+              placement: Placement | None = None) -> ProcessHandle:
         """Start one replica of `command` (DeployFailed if it cannot start). Its stdout is appended to `log_path`
         and its stderr to `log_path`'s `NAME.stderr.log` sibling (local: files the process holds itself), which the
-        log shipper reads into records."""
+        log shipper reads into records. `placement`: its environment and limits, enforced where `isolation()` says."""
 
-    def adopt(self, pid: int, start_time: int, port: int, log_path: str) -> ProcessHandle | None:
+    def adopt(self, pid: int, start_time: int, port: int, log_path: str, host: str = "127.0.0.1") -> ProcessHandle | None:
         """The replica recorded earlier (maybe by a previous control plane), or None when it is gone."""
 
     def is_alive(self, h: ProcessHandle) -> bool: ...
 
     def exit_code(self, h: ProcessHandle) -> int | None:
         """How it ended, when known (negative: killed by that signal)."""
+
+    def exit_reason(self, h: ProcessHandle) -> str | None:
+        """Why it ended when the runtime knows better than its exit code: "exceeded its 512 MB memory limit" (killed
+        by the OOM killer in its cgroup); None otherwise."""
 
     def stop(self, h: ProcessHandle, *, grace: float) -> None:
         """Ask it to stop, kill it after `grace` seconds; return once it is gone."""
@@ -157,7 +191,7 @@ class RuntimePort(Protocol):
     def usage(self, h: ProcessHandle) -> ResourceUsage | None:
         """CPU time and memory of the replica's whole process group (metrics), None when it is gone."""
 
-    def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
+    def probe(self, port: int, path: str | None, *, timeout: float, host: str = "127.0.0.1") -> HealthResult:
         """One health check (`GET path` → 200; without a path `GET /` → below 500)."""
 
     def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float,
@@ -165,10 +199,12 @@ class RuntimePort(Protocol):
         """Health-check until healthy, dead (failing fast with why) or `timeout` seconds; `progress` hears every ~10 s
         what the last probe got while it waits."""
 
-    def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float) -> None:
+    def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float,
+                 placement: Placement | None = None) -> None:
         """Run a lifecycle command to completion, output to `out`; DeployFailed naming it unless it exits 0."""
 
-    def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
+                  placement: Placement | None = None) -> tuple[int | None, str]:
         """Run a check (a smoke test) to completion: (exit code, output); (None, output so far) when it had to be
         killed after `timeout` seconds, with everything it started. BackendError (why) when it cannot start."""
 
@@ -295,5 +331,5 @@ class Machine:
 
 
 __all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates",
-           "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult",
-           "Machine", "ProcessHandle", "ResourceUsage", "Route", "RouterPort", "RuntimePort", "TaskLedger", "route_id"]
+           "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult", "Isolation",
+           "Machine", "Placement", "ProcessHandle", "ResourceUsage", "Route", "RouterPort", "RuntimePort", "TaskLedger", "route_id"]

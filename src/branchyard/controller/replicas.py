@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .. import failpoints, names
-from ..backends.ports import HealthResult, ProcessHandle, RuntimePort
+from ..backends.ports import HealthResult, Placement, ProcessHandle, RuntimePort
 from ..build import release
 from ..errors import BranchyardError, DeployFailed
 from ..secrets import SecretBox
@@ -59,6 +59,8 @@ class ReleaseCtx:
     draining_seconds: int
     overlap_seconds: int
     replicas: int
+    memory_mb: int | None = None  # the web service's limits (`memory`, `cpu`), enforced where the runtime can
+    cpu: float | None = None
 
 
 class Replicas:
@@ -104,6 +106,8 @@ class Replicas:
                 draining_seconds=web.draining_seconds,
                 overlap_seconds=web.overlap_seconds,
                 replicas=env.replicas_override or web.replicas,
+                memory_mb=web.memory_mb,
+                cpu=web.cpu,
             )
 
     def log_path(self, ctx: ReleaseCtx, slot: int) -> Path:
@@ -113,7 +117,10 @@ class Replicas:
         """Start one replica and record it at once (so a crash right after cannot orphan it)."""
         port = self.runtime.free_port()
         log_path = self.log_path(ctx, slot)
-        h = self.runtime.spawn(ctx.start_command, cwd=ctx.src, env=self.process_env(ctx, slot, port), log_path=log_path, port=port)
+        placement = Placement(project=ctx.project, environment=ctx.env_name, service="web", slot=slot,
+                              memory_mb=ctx.memory_mb, cpu=ctx.cpu)
+        h = self.runtime.spawn(ctx.start_command, cwd=ctx.src, env=self.process_env(ctx, slot, port), log_path=log_path,
+                               port=port, placement=placement)
         with self.store.session() as s:
             if replica_id is None:
                 r = m.Replica(deployment_id=ctx.dep_id, environment_id=ctx.env_id, slot=slot, pid=h.pid,

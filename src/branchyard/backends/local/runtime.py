@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import BackendError
-from ..ports import HealthResult, ProcessHandle, ResourceUsage
+from ..ports import HealthResult, Isolation, Placement, ProcessHandle, ResourceUsage
 from . import health, hooks, processes
 from .tasks import TaskRecords
 
@@ -21,10 +21,16 @@ class LocalRuntime:
     def free_port(self) -> int:
         return processes.free_port()
 
-    def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int) -> ProcessHandle:
+    def isolation(self) -> Isolation:
+        # issue 17 fills these in (cgroups: backends/local/cgroups.py; namespaces: backends/local/netns.py)
+        return Isolation(limits=False, network=False, limits_why_not="resource limits are not enforced yet",
+                         network_why_not="environments share the host network")
+
+    def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int,
+              placement: Placement | None = None) -> ProcessHandle:
         return processes.spawn(command, cwd=cwd, env=env, log_path=log_path, port=port)
 
-    def adopt(self, pid: int, start_time: int, port: int, log_path: str) -> ProcessHandle | None:
+    def adopt(self, pid: int, start_time: int, port: int, log_path: str, host: str = "127.0.0.1") -> ProcessHandle | None:
         return processes.adopt(pid, start_time, port, log_path)
 
     def is_alive(self, h: ProcessHandle) -> bool:
@@ -32,6 +38,9 @@ class LocalRuntime:
 
     def exit_code(self, h: ProcessHandle) -> int | None:
         return processes.exit_code(h)
+
+    def exit_reason(self, h: ProcessHandle) -> str | None:
+        return None
 
     def stop(self, h: ProcessHandle, *, grace: float) -> None:
         processes.stop(h, grace=grace)
@@ -46,7 +55,7 @@ class LocalRuntime:
     def usage(self, h: ProcessHandle) -> ResourceUsage | None:
         return processes.usage(h)
 
-    def probe(self, port: int, path: str | None, *, timeout: float) -> HealthResult:
+    def probe(self, port: int, path: str | None, *, timeout: float, host: str = "127.0.0.1") -> HealthResult:
         return health.probe(port, path, timeout=timeout)
 
     def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float,
@@ -54,7 +63,8 @@ class LocalRuntime:
         return health.wait_healthy(h.port, path, timeout=timeout, alive=lambda: processes.is_alive(h),
                                    exit_code=lambda: processes.exit_code(h), progress=progress)
 
-    def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
+                  placement: Placement | None = None) -> tuple[int | None, str]:
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -76,5 +86,6 @@ class LocalRuntime:
                 processes.kill_group(proc.pid)
                 proc.communicate()
 
-    def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float) -> None:
+    def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float,
+                 placement: Placement | None = None) -> None:
         hooks.run_hook(command, cwd=cwd, env=env, out=out, timeout=timeout, tasks=self.tasks)

@@ -8,6 +8,8 @@ advance while the environment runs.)"""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import wait_for, webhook_plane
 from test_previews import SECRET, github_project, pr_commit, send
@@ -69,6 +71,11 @@ def test_cost_json_prices_the_three_tiers_and_measures_running_time_only(plane, 
     previews = {p["environment"]: p for p in plane.json("previews", "list", "--json", cwd=repo)}
     assert previews["pr-7"]["monthly_cost"] == pytest.approx(HAND["pr-7"])
     assert "$20.15" in plane.run("previews", "list", cwd=repo).stdout
+
+    # `check`'s live rule reads the same figures: no environment here is projected above production's $86.50
+    report = json.loads(plane.run("check", "--json", cwd=repo, check=False).stdout)
+    assert "cost-over-production" in report["checked"]
+    assert [f for f in report["findings"] if f["rule"] == "cost-over-production"] == []
 
     def measured(env: str) -> dict:
         return plane.json("cost", "-e", env, "--json", cwd=repo)["environments"][0]["measured"]

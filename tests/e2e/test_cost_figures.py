@@ -63,6 +63,8 @@ def test_cost_json_prices_the_three_tiers_and_measures_running_time_only(plane, 
     assert envs["pr-7"]["preview"] is True
     assert envs["production"]["allocation"] == "web 2×1 GB/1 vCPU · postgres 2 GB/10 GB · redis 512 MB"
 
+    every = " ".join(plane.run("cost", cwd=repo).stdout.replace("│", " ").split())  # cells wrap at 80 columns
+    assert all(f in every for f in ("production", "staging", "pr-7", "$86.50", "$28.25", "$20.15", "RUNNING")), every
     one = plane.json("cost", "-e", "production", "--json", cwd=repo)
     assert [e["environment"] for e in one["environments"]] == ["production"]
     table = plane.run("cost", "-e", "production", cwd=repo).stdout

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,7 +62,6 @@ class Costs:
         self.store = store
         self.prices = prices
         self.clock = clock
-        self._lock = threading.Lock()  # one advance at a time (housekeeping's thread, the listeners' threads)
 
     # --- recording ---------------------------------------------------------------------------------------
 
@@ -83,29 +81,31 @@ class Costs:
                 log.exception("cost: advancing %s/%s after %s failed", event.project, event.environment, event.kind)
 
     def _advance(self, only: tuple[str, str] | None, *, transition: bool) -> None:
-        with self._lock:
+        # The store's session holds its write lock throughout: advances (housekeeping's thread, the listeners') are
+        # serialised by it, and `now` is read under it, so they never go back in time. No lock of our own: a
+        # listener may run while its thread still holds the store's (re-entrant) lock.
+        with self.store.session() as s:
             now = self.clock()
-            with self.store.session() as s:
-                envs = self._environments(s, only)
-                rows = {u.environment_id: u for u in s.scalars(
-                    select(m.EnvironmentUsage).where(m.EnvironmentUsage.environment_id.in_([e.id for e in envs])))}
-                for e in envs:
-                    row = rows.get(e.id)
-                    r = e.rates
-                    if row is None:
-                        s.add(m.EnvironmentUsage(environment_id=e.id, counted_until=now, running=e.running,
-                                                 memory_gb=r.memory_gb, vcpu=r.vcpu, storage_gb=r.storage_gb,
-                                                 running_seconds=0.0, memory_gb_seconds=0.0, vcpu_seconds=0.0,
-                                                 storage_gb_seconds=0.0))
-                        continue
-                    if now < row.counted_until:
-                        continue  # a later advance got there first
-                    used = cost.advance(_usage(row), was_running=row.running, running=e.running,
-                                        since=row.counted_until, now=now, r=_rates(row), transition=transition)
-                    row.running_seconds, row.memory_gb_seconds = used.running_seconds, used.memory_gb_seconds
-                    row.vcpu_seconds, row.storage_gb_seconds = used.vcpu_seconds, used.storage_gb_seconds
-                    row.counted_until, row.running = now, e.running
-                    row.memory_gb, row.vcpu, row.storage_gb = r.memory_gb, r.vcpu, r.storage_gb
+            envs = self._environments(s, only)
+            rows = {u.environment_id: u for u in s.scalars(
+                select(m.EnvironmentUsage).where(m.EnvironmentUsage.environment_id.in_([e.id for e in envs])))}
+            for e in envs:
+                row = rows.get(e.id)
+                r = e.rates
+                if row is None:
+                    s.add(m.EnvironmentUsage(environment_id=e.id, counted_until=now, running=e.running,
+                                             memory_gb=r.memory_gb, vcpu=r.vcpu, storage_gb=r.storage_gb,
+                                             running_seconds=0.0, memory_gb_seconds=0.0, vcpu_seconds=0.0,
+                                             storage_gb_seconds=0.0))
+                    continue
+                if now < row.counted_until:
+                    continue  # the clock went back (a wall-clock step): wait for it to pass counted_until
+                used = cost.advance(_usage(row), was_running=row.running, running=e.running,
+                                    since=row.counted_until, now=now, r=_rates(row), transition=transition)
+                row.running_seconds, row.memory_gb_seconds = used.running_seconds, used.memory_gb_seconds
+                row.vcpu_seconds, row.storage_gb_seconds = used.vcpu_seconds, used.storage_gb_seconds
+                row.counted_until, row.running = now, e.running
+                row.memory_gb, row.vcpu, row.storage_gb = r.memory_gb, r.vcpu, r.storage_gb
 
     def _environments(self, s: Any, only: tuple[str, str] | None, *, project_id: int | None = None) -> list[_Env]:
         q = (select(m.Environment.id, m.Environment.name, m.Environment.production, m.Environment.ephemeral,

@@ -377,6 +377,21 @@ def rule_production_branch(spec: ProjectSpec, live: Mapping[str, Any]) -> list[t
              f"then `git push branchyard {branch}`")]
 
 
+def rule_cost_over_production(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The seed's right-sizing rule in dollars: no non-production environment should cost more than production
+    (each environment's projected monthly cost, from what it runs; issue 17)."""
+    rows = live.get("costs") or []
+    prod = next((r for r in rows if r.get("production") and r.get("monthly") is not None), None)
+    if prod is None:
+        return []
+    return [(f"{r['environment']} is projected at ${r['monthly']:,.2f}/month, more than {prod['environment']}'s "
+             f"${prod['monthly']:,.2f}/month",
+             f"right-size it (memory, cpu, replicas, storage under [environments.{r['environment']}.services]), "
+             f"or sleep or delete it when unused; `branchyard cost -e {r['environment']}` has the breakdown")
+            for r in rows if not r.get("production") and r.get("monthly") is not None
+            and round(r["monthly"], 2) > round(prod["monthly"], 2)]
+
+
 RULES: tuple[Rule, ...] = (
     Rule("separate-environments", WARNING, "spec", "DO use separate environments for dev/staging/prod", rule_separate),
     Rule("auto-deploy-staging", WARNING, "spec", "DO auto-deploy staging", rule_auto_deploy_staging),
@@ -408,6 +423,8 @@ RULES: tuple[Rule, ...] = (
     # only a person can make, and an error would fail every `check` in CI, for unrelated changes, until then.
     Rule("production-branch-follows", WARNING, "live", "DO keep main what production runs (git follows promotion)",
          rule_production_branch),
+    Rule("cost-over-production", WARNING, "live", "DON'T over-provision resources for non-prod (cost)",
+         rule_cost_over_production),
 )
 
 

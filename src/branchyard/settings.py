@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cost import Prices, parse_prices
 from .errors import BadInput
 
 TLS_MODES = ("off", "internal", "acme")
@@ -52,6 +53,7 @@ class Settings:
     alerts_interval: float = 10.0  # BRANCHYARD_ALERTS_INTERVAL: seconds between evaluations of the alert rules
     access_log: bool = True  # BRANCHYARD_ACCESS_LOG: the router logs each environment's requests (off: no http records)
     log_cap_mb: int = 256  # BRANCHYARD_LOG_CAP_MB: an environment's log records on disk, at most (oldest dropped first)
+    prices: Prices = field(default_factory=Prices)  # BRANCHYARD_PRICES: `cost`'s price table (a TOML file or k=v,…)
 
     @property
     def state_db(self) -> Path:
@@ -154,6 +156,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         alerts_interval=_interval(env, "BRANCHYARD_ALERTS_INTERVAL", 10.0),
         access_log=_flag(env, "BRANCHYARD_ACCESS_LOG", default=True),
         log_cap_mb=_positive(env, "BRANCHYARD_LOG_CAP_MB", 256),
+        prices=parse_prices(env.get("BRANCHYARD_PRICES")),
     )
 
 

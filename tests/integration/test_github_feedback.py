@@ -299,3 +299,24 @@ def test_a_full_queue_drops_events_instead_of_blocking(world, fake, tmp_path):
     finally:
         fb.stop()
     assert [s["state"] for s in fake.statuses_for(REPO, SHA1)] == ["pending"]
+
+
+def test_the_pr_comment_shows_the_previews_projected_cost(world, fake, tmp_path):
+    """Issue 17: the preview's projected $/month from its deployment's snapshot (the example's pr template:
+    web 512 MB / 0.5 vCPU, postgres 512 MB / 1 GB: $5 + $10 + $5 + $0.15 at Railway's default rates)."""
+    settings, store = world
+    fb = feedback_for(settings, store, fake)
+    try:
+        dep = deployment(store, tmp_path, "pr-21", SHA1)
+        with store.session() as s:
+            s.get(m.Deployment, dep).config_json = json.dumps({
+                "web": {"replicas": 1, "memory_mb": 512, "cpu": 0.5},
+                "postgres": {"memory_mb": 512, "storage_mb": 1024}, "redis": None})
+        record(store, "deploy.queued", "webhook of 111111111111", "pr-21", dep)
+        record(store, "deploy.succeeded", "live", "pr-21", dep)
+        assert fb.wait_idle(10)
+    finally:
+        fb.stop()
+    (ours,) = [c for c in fake.comments_on(REPO, 21) if marker("yoto") in c["body"]]
+    assert "✅ live" in ours["body"]
+    assert "| **Cost** | $20.15 / month projected (web 1×512 MB/0.5 vCPU · postgres 512 MB/1 GB) |" in ours["body"]

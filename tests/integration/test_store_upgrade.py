@@ -35,6 +35,7 @@ TABLE_SINCE = {
     "services": "0004", "variables": "0004", "backups": "0005", "webhook_deliveries": "0006", "previews": "0006",
     "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011", "users": "0012",
     "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015",
+    "environment_usage": "0017",
 }
 COLUMN_SINCE = {
     ("projects", "domain"): "0002",
@@ -199,6 +200,11 @@ ROWS: dict[str, list[dict]] = {
         dict(id=1, environment_id=1, at=1714557600.5, ok=True, status=200, error=None, duration_ms=3.25),
         dict(id=2, environment_id=1, at=1714557630.5, ok=False, status=None, error="timed out after 5s", duration_ms=5000.0),
     ],
+    "environment_usage": [
+        dict(environment_id=1, counted_until=1714557600.5, running=True, memory_gb=2.5, vcpu=2.0,
+             storage_gb=10.0, running_seconds=3600.0,
+             memory_gb_seconds=7200.0, vcpu_seconds=3600.0, storage_gb_seconds=36000.0),
+    ],
 }
 
 
@@ -285,7 +291,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 17)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 18)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

@@ -119,3 +119,12 @@ def test_a_deploy_without_a_deployment_id_still_gets_its_commit_status():
                                               ("staging", None), ("feature-x", None), ("", None)])
 def test_pr_number(name, number):
     assert pr_number(name) == number
+
+
+def test_the_pr_comment_shows_the_projected_cost_while_the_preview_runs_or_builds():
+    facts = Facts("yoto", REPO, "pr-5", url="http://yoto-pr-5.localhost:8080", sha=SHA, preview=True, pr_number=5,
+                  monthly_cost=20.149999, allocation="web 1×512 MB/0.5 vCPU")
+    live = plan("deploy.succeeded", "live", facts)[-1].body
+    assert "| **Cost** | $20.15 / month projected (web 1×512 MB/0.5 vCPU) |" in live
+    assert "Cost" not in plan("preview.destroyed", "closed", facts)[-1].body  # gone: it costs nothing any more
+    assert "Cost" not in plan("deploy.succeeded", "live", PR)[-1].body  # unknown: no row rather than a guess

@@ -76,6 +76,7 @@ ROUTES: dict[tuple[str, str], Permission] = {
     ("GET", "/api/events"): P.READ,
     ("GET", "/api/projects/{project}/environments/{env}/metrics"): P.READ,
     ("GET", "/metrics"): P.READ,  # Prometheus text exposition (Bearer token)
+    ("GET", "/api/projects/{project}/cost"): P.READ,  # `branchyard cost` (issue 17)
     ("GET", "/api/projects/{project}/environments/{env}/domains"): P.READ,
     ("GET", "/api/projects/{project}/alerts"): P.READ,
     ("GET", "/api/projects/{project}/environments/{env}/alerts"): P.READ,

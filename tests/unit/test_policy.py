@@ -73,7 +73,7 @@ def messages(spec, live, rule_id):
 
 def test_every_rule_has_an_id_severity_and_summary() -> None:
     ids = [r.id for r in policy.RULES]
-    assert len(ids) == len(set(ids)) == 20  # the README's table
+    assert len(ids) == len(set(ids)) == 21  # the README's table
     assert all(r.severity in (policy.ERROR, policy.WARNING) and r.scope in ("spec", "live") and r.summary
                for r in policy.RULES)
 
@@ -175,6 +175,12 @@ LIVE_CASES = [
                             "relation": "diverged"}},
      [f"production runs {'a' * 12}, which its branch main ({'b' * 12}) does not contain: main has commits of its own, "
       f"and its next push would deploy without {'a' * 12}"]),
+    ("cost-over-production",  # issue 17: projected $/month from what each environment runs
+     {"costs": [{"environment": "production", "production": True, "monthly": 86.5},
+                {"environment": "staging", "production": False, "monthly": 86.5},  # as much is not more
+                {"environment": "pr-3", "production": False, "monthly": 90.0},
+                {"environment": "pr-4", "production": False, "monthly": None}]},  # not deployed: nothing to say
+     ["pr-3 is projected at $90.00/month, more than production's $86.50/month"]),
 ]
 
 
@@ -271,3 +277,9 @@ def test_check_without_a_server_runs_the_spec_rules_and_says_what_it_skipped(tmp
     assert code == 1 and report["ok"] is False
     assert {f["rule"] for f in report["findings"]} == {"health-checks"}
     assert "error: check: 3 policy errors (health-checks)" in err
+
+
+def test_no_cost_finding_while_production_runs_nothing(tmp_path) -> None:
+    costs = [{"environment": "production", "production": True, "monthly": None},
+             {"environment": "staging", "production": False, "monthly": 28.25}]
+    assert messages(spec_of(tmp_path, GOOD), LIVE_OK | {"costs": costs}, "cost-over-production") == []

@@ -14,6 +14,7 @@ from . import ui
 from .alerts_cmd import alerts
 from .config_cmd import config
 from .context import State
+from .cost_cmd import cost_command
 from .data_cmd import add, backup, connect, db, restore, run
 from .deploy_cmd import deployments, down, redeploy, rollback, scale, status, up
 from .domain_cmd import domain
@@ -53,6 +54,7 @@ for command in (
     logs, events,  # logs_cmd
     metrics,  # metrics_cmd
     alerts,  # alerts_cmd
+    cost_command,  # cost_cmd
     variables,  # variables_cmd
     add, run, connect, backup, restore, db,  # data_cmd
     previews,  # previews_cmd

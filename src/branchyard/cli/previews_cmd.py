@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..cost import money
 from . import ui
 from .context import State, json_option, pass_state, resolve_project
 
@@ -33,7 +34,8 @@ def previews_list(state: State, project: str | None, as_json: bool) -> None:
     if as_json:
         ui.print_json(rows)
         return
-    ui.table(["PREVIEW", "BRANCH", "OPEN", "DECISION", "REASON"],
+    ui.table(["PREVIEW", "BRANCH", "OPEN", "DECISION", "$/MONTH", "REASON"],
              [(r["environment"], r["branch"] or "", "yes" if r["open"] else "no", r["decision"] or "deciding",
+               money(r["monthly_cost"]) if r.get("monthly_cost") is not None else "—",
                (f"#{r['waiting_position']} in line; " if r.get("waiting_position") else "") + (r["reason"] or ""))
               for r in rows])

@@ -24,6 +24,7 @@ from ..store import models as m
 from ..store.db import Store
 from .alerts import Alerts, Notifier
 from .backups import Backups
+from .costs import Costs
 from .databases import Databases
 from .dataplane import DataPlane
 from .deployer import Deployer
@@ -102,6 +103,7 @@ class Controller:
         self.notifier = Notifier(store, lookup=self._webhook_variable)
         self.alerts = Alerts(settings, store, uptime=self.uptime, notifier=self.notifier, metrics=self.metrics,
                              url_of=self.routes.url)
+        self.costs = Costs(store, settings.prices)  # issue 17: projected and measured cost per environment
         self.tests = PostDeployTests(store, runtime=machine.runtime, routes=self.routes, data=self.data,
                                      rollback=lambda p, e: self.deployer.rollback(p, e, actor=Actor(VERIFIER)),
                                      stop=self._stop)
@@ -119,6 +121,7 @@ class Controller:
         self.reconciler.run_once()
         self.store.listeners.append(self.git_follow.notify)  # production's branch follows each promotion that succeeds
         self.store.listeners.append(self.tests.notify)  # post-deploy tests after each deployment that goes live
+        self.store.listeners.append(self.costs.notify)  # measured cost: advanced at once when what runs changes
         # …and those a crash cut off (RUNNING), or a switch just before it, run again now
         threading.Thread(target=self.tests.converge_all, name="post-deploy-tests", daemon=True).start()
         self.promotions.recover()  # after the first pass: the deployments it waits for are being resumed
@@ -154,6 +157,7 @@ class Controller:
     def _housekeeping(self) -> None:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up
         self.metrics.housekeeping()  # metric rollups (10 s → 1 min → 1 h) and retention: cheap, never raises
+        self.costs.tick()  # measured cost: every environment's running time, to now (one small transaction)
         self.tests.converge_all()  # post-deploy tests left undecided (level-triggered; each run on a thread of its own)
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())

@@ -16,11 +16,12 @@ from ..store import models as m
 from ..store.db import Store
 from ..triggers import gitrefs
 from ..triggers.gitremote import is_merged
+from .costs import Costs
 from .dataplane import DataPlane
 from .guards import Guards, successes
 
 
-def live_facts(store: Store, data: DataPlane, guards: Guards, project: str) -> dict[str, Any]:
+def live_facts(store: Store, data: DataPlane, guards: Guards, project: str, *, costs: Costs | None = None) -> dict[str, Any]:
     """What the live policy rules read. Secret values stay here: only findings and key names are returned."""
     facts = guards.production_facts(project)
     envs, services, isolation, secrets_by_env = [], [], [], {}
@@ -68,6 +69,10 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str) -> d
         "same_secrets": policy.same_secrets(secrets_by_env),
         "production_commit": None,
         "production_branch": _production_branch(Path(repo), envs),
+        # each environment's projected $/month from what it runs (issue 17), for the cost-over-production rule
+        "costs": [{"environment": e["environment"], "production": e["production"],
+                   "monthly": (e["monthly"] or {}).get("total")}
+                  for e in (costs.report(project)["environments"] if costs is not None else [])],
     }
     if production_row is not None:
         e, release_dir = production_row

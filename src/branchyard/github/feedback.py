@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from .. import names
+from .. import cost, names
 from ..errors import BackendError, BranchyardError
 from ..settings import Settings
 from ..spec import load_project
@@ -64,6 +65,8 @@ class Facts:
     production: bool = False
     preview: bool = False
     pr_number: int | None = None
+    monthly_cost: float | None = None  # the deployment's projected $/month (issue 17); None: unknown
+    allocation: str | None = None  # what it is priced on: "web 1×512 MB/0.5 vCPU · postgres 512 MB/1 GB"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ STATE_WORDS = {
     "waiting": "⏳ waiting for a free preview slot",
     "unhealthy": "⚠️ live, but its post-deploy tests failed",
 }
+COSTED = ("building", "live", "failed", "unhealthy")  # states whose comment shows the preview's projected cost
 TESTS_WORDS = {"running": "⏳ running", "passed": "✅ passed", "failed": "❌ failed"}
 
 
@@ -143,6 +147,9 @@ def comment_body(facts: Facts, state: str, detail: str | None = None, tests: str
         lines.append(f"| **Commit** | `{facts.sha[:12]}` |")
     if tests:
         lines.append(f"| **Tests** | {TESTS_WORDS[tests]} |")
+    if facts.monthly_cost is not None and state in COSTED:
+        on = f" ({facts.allocation})" if facts.allocation else ""
+        lines.append(f"| **Cost** | {cost.money(facts.monthly_cost)} / month projected{on} |")
     if detail:
         lines += ["", short(detail, 500)]
     return "\n".join(lines) + "\n"
@@ -255,6 +262,7 @@ class Resolver:
             production = bool(env.production) if env is not None else False
             ephemeral = bool(env.ephemeral) if env is not None else False
             sha = dep.commit_sha if dep is not None else None
+            priced = self._priced(s, dep, env)
             own_release = dep.release_dir if dep is not None else None
             in_progress = dep is not None and dep.status in m.IN_PROGRESS
         repository = self._repository(event.project, own_release, in_progress, [d for d in others if d])
@@ -268,8 +276,24 @@ class Resolver:
             project=event.project, repository=repository, environment=event.environment,
             url=self.settings.public_url(host), sha=sha, deployment_id=event.deployment_id if dep is not None else None,
             production=production, preview=ephemeral or number is not None, pr_number=number,
+            monthly_cost=priced[0] if priced else None, allocation=priced[1] if priced else None,
         )  # fmt: skip
         return facts, message
+
+    def _priced(self, s: Session, dep: m.Deployment | None, env: m.Environment | None) -> tuple[float, str] | None:
+        """The deployment's projected monthly cost and allocation (its configuration snapshot; the environment's
+        current one while the event's is still building), or None when there is no snapshot yet."""
+        snapshot = dep.config_json if dep is not None else None
+        if not snapshot and env is not None and env.current_deployment_id:
+            current = s.get(m.Deployment, env.current_deployment_id)
+            snapshot = current.config_json if current is not None else None
+        if not snapshot:
+            return None
+        try:
+            services = cost.allocation(json.loads(snapshot), env.replicas_override if env is not None else None)
+        except (ValueError, TypeError, AttributeError):
+            return None
+        return cost.monthly(services, self.settings.prices).total, cost.summary(services)
 
     def _repository(self, project: str, own: str | None, in_progress: bool, others: list[str]) -> str | None:
         if own:

@@ -400,3 +400,22 @@ class UptimeCheck(Base):
     status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_ms: Mapped[float] = mapped_column(Float, server_default=text("0"))
+
+
+class EnvironmentUsage(Base):
+    """What an environment used while running (issue 17, controller/costs.py): its allocation × time, advanced by
+    housekeeping up to `counted_until`; `running` is whether it ran at that instant (an interval counts only when it
+    ran at both ends). Dollars are computed when read, from the price table of the day."""
+
+    __tablename__ = "environment_usage"
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True)
+    counted_until: Mapped[float] = mapped_column(Float)  # unix seconds
+    running: Mapped[bool] = mapped_column(default=False)
+    # the allocation in force since counted_until (GB of RAM, vCPUs, GB of volume): the next interval's rates
+    memory_gb: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    vcpu: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    storage_gb: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    running_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    memory_gb_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    vcpu_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    storage_gb_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))

@@ -15,7 +15,9 @@ def router(ctl: Controller) -> APIRouter:
 
     @r.get("/api/projects/{project}/previews")
     def previews(project: str, who: Actor = allow(Permission.READ)) -> list[dict]:
-        return ctl.previews.list(project)
+        rows = ctl.previews.list(project)
+        monthly = ctl.costs.monthly_totals(project)  # issue 17: each preview's projected $/month (None: not deployed)
+        return [r | {"monthly_cost": monthly.get(r["environment"])} for r in rows]
 
     @r.post("/api/projects/{project}/previews/{number}/approve")
     def approve_preview(project: str, number: int, who: Actor = allow(Permission.APPROVE)) -> dict:

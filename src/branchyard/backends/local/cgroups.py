@@ -300,8 +300,9 @@ class Cgroups:
                         continue
                     if _rmdir(leaf):
                         removed.append(rel)
-                for d in sorted(base.glob("*/*"), reverse=True) + sorted(base.glob("*")):
-                    _rmdir(d)
+                for d in [*sorted(base.glob("*/*/"), reverse=True), *sorted(base.glob("*/")), base]:
+                    if d.is_dir():
+                        _rmdir(d)
         return sorted(set(removed))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from . import isolation as enforced
 from .spec.model import PR_TEMPLATE, EnvironmentConfig, ProjectSpec
 
 ERROR = "error"
@@ -377,6 +378,15 @@ def rule_production_branch(spec: ProjectSpec, live: Mapping[str, Any]) -> list[t
              f"then `git push branchyard {branch}`")]
 
 
+def rule_enforced_isolation(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What this machine does not enforce (resource limits, network isolation): said in `check`, never silent."""
+    return enforced.findings(live.get("enforcement"))
+
+
+def rule_database_storage(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return enforced.storage_findings(live.get("database_storage", []))
+
+
 RULES: tuple[Rule, ...] = (
     Rule("separate-environments", WARNING, "spec", "DO use separate environments for dev/staging/prod", rule_separate),
     Rule("auto-deploy-staging", WARNING, "spec", "DO auto-deploy staging", rule_auto_deploy_staging),
@@ -408,6 +418,9 @@ RULES: tuple[Rule, ...] = (
     # only a person can make, and an error would fail every `check` in CI, for unrelated changes, until then.
     Rule("production-branch-follows", WARNING, "live", "DO keep main what production runs (git follows promotion)",
          rule_production_branch),
+    Rule("isolation-enforced", WARNING, "live", "each environment has independent CPU and RAM (and network)",
+         rule_enforced_isolation),
+    Rule("database-storage", WARNING, "live", "DON'T let a database outgrow its storage", rule_database_storage),
 )
 
 

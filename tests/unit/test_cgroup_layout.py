@@ -185,3 +185,54 @@ def test_v2_delegates_memory_and_cpu_down_to_the_replica(tmp_path):
     assert not (leaf / "cgroup.subtree_control").exists()
     (leaf / "memory.events").write_text("oom 1\noom_kill 1\n")
     assert cg.oom_kills(group) == 1
+
+
+# --- isolation.py: what status, check and the start log say ---------------------------------------------------
+
+from branchyard import isolation  # noqa: E402
+from branchyard.backends.ports import Isolation  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("iso", "lines"),
+    [
+        (Isolation(limits=True, network=True),
+         ["limits: enforced (memory and cpu of each replica in its own cgroup)",
+          "network: enforced (each environment in its own network namespace)"]),
+        (Isolation(limits=False, network=False, limits_why_not="not root: cgroups under /sys/fs/cgroup need root",
+                   network_why_not="environments share the host network"),
+         ["limits: not enforced (not root: cgroups under /sys/fs/cgroup need root)",
+          "network: not enforced (environments share the host network)"]),
+    ],
+)
+def test_isolation_lines(iso, lines):
+    assert isolation.lines(isolation.to_json(iso)) == lines
+    assert isolation.start_line(iso) == "isolation on this machine: " + "; ".join(lines)
+
+
+def test_isolation_json_drops_a_why_not_of_what_is_enforced():
+    assert isolation.to_json(Isolation(limits=True, network=False, limits_why_not="stale", network_why_not="x")) == {
+        "limits": True, "network": False, "limits_why_not": None, "network_why_not": "x"}
+
+
+@pytest.mark.parametrize(
+    ("size", "storage_mb", "expected"),
+    [
+        (None, 1024, None),
+        (100 << 20, None, None),
+        (512 << 20, 1024, {"size_bytes": 512 << 20, "storage_mb": 1024, "percent": 50.0, "warning": None}),
+        (int(819.1 * (1 << 20)), 1024, {"size_bytes": int(819.1 * (1 << 20)), "storage_mb": 1024, "percent": 80.0,
+                                        "warning": "the database uses 80% of its 1 GB storage (819.1 MB); PostgreSQL "
+                                                   "has no hard per-database quota: it keeps growing past it"}),
+        (12 << 30, 10240, {"size_bytes": 12 << 30, "storage_mb": 10240, "percent": 120.0,
+                           "warning": "the database uses 120% of its 10 GB storage (12.0 GB); PostgreSQL has no hard "
+                                      "per-database quota: it keeps growing past it"}),
+    ],
+)
+def test_database_storage_against_its_quota(size, storage_mb, expected):
+    assert isolation.storage(size, storage_mb) == expected
+
+
+def test_storage_line():
+    row = isolation.storage(300 << 20, 512)
+    assert isolation.storage_line(row) == "database: 300.0 MB of 512 MB storage (58.6%)"

@@ -11,6 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 STORAGE_WARN_PERCENT = 80.0
+CONNECTIONS_DEFAULT = 50  # without `memory`: half of PostgreSQL's default max_connections (100) on a shared server
+MB_PER_CONNECTION = 8  # a backend's own memory (~3-4 MB) plus one work_mem (4 MB by default)
+CONNECTIONS_MIN, CONNECTIONS_MAX = 10, 200
+
+
+def connection_limit(memory_mb: int | None) -> int:
+    """The environment's role's CONNECTION LIMIT from its postgres `memory`: one connection per MB_PER_CONNECTION MB,
+    between CONNECTIONS_MIN and CONNECTIONS_MAX (the seed's tiers: 2 GB → 200, 1 GB → 128, 512 MB → 64); without
+    `memory`, CONNECTIONS_DEFAULT."""
+    if not memory_mb:
+        return CONNECTIONS_DEFAULT
+    return max(CONNECTIONS_MIN, min(CONNECTIONS_MAX, int(memory_mb) // MB_PER_CONNECTION))
 
 
 def to_json(iso: Any) -> dict[str, Any]:

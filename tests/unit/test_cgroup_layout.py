@@ -236,3 +236,9 @@ def test_database_storage_against_its_quota(size, storage_mb, expected):
 def test_storage_line():
     row = isolation.storage(300 << 20, 512)
     assert isolation.storage_line(row) == "database: 300.0 MB of 512 MB storage (58.6%)"
+
+
+@pytest.mark.parametrize(("memory_mb", "limit"), [(None, 50), (0, 50), (2048, 200), (4096, 200), (1024, 128),
+                                                  (512, 64), (256, 32), (64, 10), (32, 10)])
+def test_postgres_connection_limit_per_tier(memory_mb, limit):
+    assert isolation.connection_limit(memory_mb) == limit

@@ -138,3 +138,21 @@ def test_leftover_empty_groups_of_dead_replicas_are_swept_at_start(runtime, tmp_
     again = LocalRuntime(TaskRecords(tmp_path / "tasks2"), cgroups=cg)
     assert again.limits.cgroups.layout is not None
     assert not any((root / left.rel).exists() for root in cg.layout.roots.values())
+
+
+def test_a_replica_of_an_earlier_control_plane_is_found_in_its_group_and_its_oom_kill_known(runtime, tmp_path):
+    """A restarted control plane (a new runtime, same home) adopts a live replica: its group is found from
+    /proc/<pid>/cgroup, so an OOM kill after the restart is still named."""
+    (tmp_path / "eat.py").write_text("import time\nwhile True:\n    time.sleep(0.05)\n"
+                                     "    import os\n    if os.path.exists('go'):\n        b = bytearray(200 << 20)\n")
+    h = runtime.spawn(f"{PY} eat.py", cwd=tmp_path, env=ENV, log_path=tmp_path / "web.0.log", port=1,
+                      placement=Placement("yoto", "pr-1", "web", 0, memory_mb=64))
+    wait_for(lambda: str(h.pid) in (_dirs(runtime, h)[0] / "cgroup.procs").read_text().split())
+    later = LocalRuntime(TaskRecords(tmp_path / "tasks-later"), cgroups=runtime.limits.cgroups)
+    adopted = later.adopt(h.pid, h.start_time, h.port, h.log_path)
+    assert adopted is not None and later.limits._groups[(h.pid, h.start_time)].memory_mb == 64
+    (tmp_path / "go").touch()
+    wait_for(lambda: not later.is_alive(adopted), timeout=30, interval=0.05)
+    assert later.exit_reason(adopted) == "exceeded its 64 MB memory limit"
+    runtime.is_alive(h)  # the first runtime (its child) reaps it; its group is already gone
+    runtime.limits._groups.pop((h.pid, h.start_time), None)

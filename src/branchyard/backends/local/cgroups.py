@@ -340,6 +340,7 @@ class ReplicaLimits:
         self._groups: dict[tuple[int, int], Group] = {}  # (pid, start time) → its group
         self._pending: set[str] = set()  # made, its process not started yet: never swept
         self._reasons: dict[tuple[int, int], str] = {}
+        self._unplaced: set[tuple[int, int]] = set()  # live processes found in no group of ours
         self._swept = 0.0
         self.sweep()
 
@@ -381,25 +382,28 @@ class ReplicaLimits:
             self.cgroups.remove(group)
 
     def adopted(self, key: tuple[int, int]) -> None:
-        """A replica of an earlier control plane: find its group while it lives."""
-        if not self.enforced or key in self._groups:
+        """A live replica, maybe of an earlier control plane: find its group (once; cheap when known)."""
+        if not self.enforced or key in self._groups or key in self._unplaced:
             return
         assert self.cgroups is not None
         group = self.cgroups.group_of(key[0])
-        if group is not None:
-            with self._lock:
+        with self._lock:
+            if group is not None:
                 self._groups[key] = group
+            else:  # started before limits were enforced here, or elsewhere: not looked up again
+                if len(self._unplaced) >= self._MAX_REASONS:
+                    self._unplaced.clear()
+                self._unplaced.add(key)
 
     def finished(self, key: tuple[int, int]) -> None:
         """The process `key` is gone: remember an OOM kill in its group, then remove the group."""
-        with self._lock:
+        with self._lock:  # read under the lock: a concurrent `reason(key)` waits for it instead of missing it
             group = self._groups.pop(key, None)
+            if group is not None and self.cgroups is not None and self.cgroups.oom_kills(group):
+                if len(self._reasons) >= self._MAX_REASONS:
+                    self._reasons.pop(next(iter(self._reasons)))
+                self._reasons[key] = oom_reason(group.memory_mb)
         if group is not None and self.cgroups is not None:
-            if self.cgroups.oom_kills(group):
-                with self._lock:
-                    if len(self._reasons) >= self._MAX_REASONS:
-                        self._reasons.pop(next(iter(self._reasons)))
-                    self._reasons[key] = oom_reason(group.memory_mb)
             self.cgroups.remove(group)
         if time.monotonic() - self._swept > self.SWEEP_EVERY:
             self.sweep()

@@ -9,7 +9,7 @@ from pathlib import Path
 from ...errors import BackendError, DeployFailed
 from ..ports import HealthResult, Isolation, Placement, ProcessHandle, ResourceUsage
 from . import health, hooks, processes
-from .cgroups import Cgroups, ReplicaLimits
+from .cgroups import Cgroups, Group, ReplicaLimits
 from .tasks import TaskRecords
 
 
@@ -38,7 +38,7 @@ class LocalRuntime:
             self.limits.placed(None if h is None else (h.pid, h.start_time), group)
         return h
 
-    def _place(self, placement: Placement | None) -> tuple[str, object]:
+    def _place(self, placement: Placement | None) -> tuple[str, Group | None]:
         try:
             return self.limits.place(placement)
         except OSError as exc:
@@ -52,7 +52,9 @@ class LocalRuntime:
 
     def is_alive(self, h: ProcessHandle) -> bool:
         alive = processes.is_alive(h)
-        if not alive:
+        if alive:  # a replica of an earlier control plane: its group, so that an OOM kill is known when it ends
+            self.limits.adopted((h.pid, h.start_time))
+        else:
             self.limits.finished((h.pid, h.start_time))  # what its cgroup recorded (an OOM kill), then the group goes
         return alive
 

@@ -42,13 +42,17 @@ def first_answer(port: int, timeout: float = 30.0) -> bool:
     return False
 
 
-def start_once(runtime: LocalRuntime, tmp: Path, slot: int) -> float:
+SPAWN: dict[bool, list[float]] = {False: [], True: []}  # the spawn() call alone: placed or not
+
+
+def start_once(runtime: LocalRuntime, tmp: Path, slot: int, cpu: float | None = 1) -> float:
     """Seconds from spawn to the first successful probe; the replica is stopped afterwards (not timed)."""
     port = free_port()
-    placement = Placement("bench", "staging", "web", slot, memory_mb=256, cpu=1)
+    placement = Placement("bench", "staging", "web", slot, memory_mb=256, cpu=cpu)
     started = time.perf_counter()
     h = runtime.spawn(APP, cwd=tmp, env={"PORT": str(port), "PATH": "/usr/bin:/bin"}, log_path=tmp / f"web.{slot}.log",
                       port=port, placement=placement)
+    SPAWN[runtime.limits.enforced].append(time.perf_counter() - started)
     ok = first_answer(port)
     took = time.perf_counter() - started
     runtime.stop(h, grace=2)
@@ -66,11 +70,11 @@ def limits(rounds: int) -> None:
     bare = LocalRuntime(TaskRecords(tmp / "tasks-bare"))
     placed = LocalRuntime(TaskRecords(tmp / "tasks-placed"), cgroups=cgroups)
     start_once(bare, tmp, 0), start_once(placed, tmp, 0)  # warm: the interpreter and http.server in the page cache
-    without, with_ = [], []
+    without, with_, memory_only = [], [], []
     for i in range(rounds):
-        first, second = (bare, placed) if i % 2 == 0 else (placed, bare)
-        for runtime in (first, second):
-            (with_ if runtime is placed else without).append(start_once(runtime, tmp, i))
+        runs = [(bare, without, 1), (placed, with_, 1), (placed, memory_only, None)]
+        for runtime, into, cpu in runs[i % 3:] + runs[:i % 3]:  # rotated: none always goes first
+            into.append(start_once(runtime, tmp, i, cpu))
     p = Placement("bench", "staging", "web", 0, memory_mb=256, cpu=1)
     own = []
     for _ in range(200):
@@ -81,7 +85,11 @@ def limits(rounds: int) -> None:
     a, b = statistics.median(without), statistics.median(with_)
     print(f"limits (cgroup v{cgroups.layout.version}): replica start → healthy, median of {rounds}: "
           f"{a * 1e3:.1f} ms without a cgroup, {b * 1e3:.1f} ms with one → {b / a:.3f}× (goal ≤ 1.05×)")
+    c = statistics.median(memory_only)
+    print(f"  with a group but no cpu quota (memory 256 MB only): {c * 1e3:.1f} ms → {c / a:.3f}×")
     print(f"  p90: {sorted(without)[int(0.9 * rounds)] * 1e3:.1f} ms without, {sorted(with_)[int(0.9 * rounds)] * 1e3:.1f} ms with")
+    print(f"  the spawn() call alone (fork/exec of the shell; with: the group made and its limits written): "
+          f"{statistics.median(SPAWN[False]) * 1e3:.2f} ms without, {statistics.median(SPAWN[True]) * 1e3:.2f} ms with")
     print(f"  the cgroup itself (mkdir ×2, 4 limit files, rmdir ×2): {statistics.median(own) * 1e6:.0f} µs per replica")
     leftover = placed.limits.sweep()
     if leftover:

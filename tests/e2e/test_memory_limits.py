@@ -96,6 +96,11 @@ def test_a_replica_past_its_memory_limit_is_killed_restarted_and_the_event_names
     first = wait_for(lambda: (lambda s: s if s["status"] == "SUCCESS" and s["replicas"]
                               and s["replicas"][0]["health"] == "healthy" else None)(status()), timeout=120)
     assert first["isolation"]["limits"] is True and first["isolation"]["limits_why_not"] is None
+    shown = plane.run("status", "-e", "production", cwd=repo).stdout
+    assert "limits: enforced (memory and cpu of each replica in its own cgroup)" in shown, shown
+    report = json.loads(plane.run("check", "--json", cwd=repo, check=False).stdout)
+    assert "isolation-enforced" in report["checked"]
+    assert not [f for f in report["findings"] if "resource limits" in f["message"]], report
     replica = first["replicas"][0]
     cgroup = Path(f"/proc/{replica['pid']}/cgroup").read_text()
     assert "/branchyard/" in cgroup and "/hog/production/web.0." in cgroup, cgroup

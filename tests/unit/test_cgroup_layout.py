@@ -242,3 +242,18 @@ def test_storage_line():
                                                   (512, 64), (256, 32), (64, 10), (32, 10)])
 def test_postgres_connection_limit_per_tier(memory_mb, limit):
     assert isolation.connection_limit(memory_mb) == limit
+
+
+def test_a_runtime_that_is_not_root_says_why_in_status_lines(tmp_path):
+    from branchyard.backends.local.runtime import LocalRuntime
+    from branchyard.backends.local.tasks import TaskRecords
+
+    runtime = LocalRuntime(TaskRecords(tmp_path / "tasks"),
+                           cgroups=Cgroups(tmp_path / "home", root=_v1(tmp_path / "cg"), euid=1000))
+    iso = runtime.isolation()
+    assert iso.limits is False
+    assert isolation.lines(isolation.to_json(iso))[0] == (
+        f"limits: not enforced (not root: cgroups under {tmp_path / 'cg' / 'cpu'}, {tmp_path / 'cg' / 'memory'} need "
+        "root (or a delegated subtree))")
+    assert isolation.findings(isolation.to_json(iso))[0][0].startswith(
+        "resource limits (memory, cpu) are not enforced on this machine: not root: ")

@@ -20,7 +20,6 @@ accounting exists): the replica cannot swap past its limit. cpu.max "quota 10000
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import re
@@ -41,6 +40,7 @@ PERIOD_US = 100_000  # 100 ms, the kernel's default CFS period
 MIN_QUOTA_US = 1_000  # the kernel refuses a smaller cfs quota
 _SERVICE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KILL_WAIT = 5.0
+FRESH = 10.0  # seconds: a sweep leaves younger empty groups alone (their process may be about to join)
 
 
 # --------------------------------------------------------------------------------------------- pure parts
@@ -191,16 +191,20 @@ class Cgroups:
         made: the caller says so)."""
         if self.layout is None:
             return None
-        rel = group_name(self.tag, placement, secrets.token_hex(3))
-        with self._lock:
-            for d in self._dirs(rel):
-                if self.layout.version == 2:
-                    self._enable_v2(d.parent)
-                d.mkdir(parents=True)
-        for controller, name, value in limit_writes(self.layout.version, placement.memory_mb, placement.cpu,
-                                                    swap_accounting=self.layout.swap_accounting):
-            (self.layout.roots[controller] / rel / name).write_text(value)
-        return Group(rel=rel, memory_mb=placement.memory_mb)
+        group = Group(rel=group_name(self.tag, placement, secrets.token_hex(3)), memory_mb=placement.memory_mb)
+        try:
+            with self._lock:
+                for d in self._dirs(group.rel):
+                    if self.layout.version == 2:
+                        self._enable_v2(d.parent)
+                    d.mkdir(parents=True)
+            for controller, name, value in limit_writes(self.layout.version, placement.memory_mb, placement.cpu,
+                                                        swap_accounting=self.layout.swap_accounting):
+                (self.layout.roots[controller] / group.rel / name).write_text(value)
+        except OSError:
+            self.remove(group)  # half made: not left behind
+            raise
+        return group
 
     def _enable_v2(self, parent: Path) -> None:
         """Delegate memory and cpu down to `parent` (each level's subtree_control, from the root)."""
@@ -293,8 +297,8 @@ class Cgroups:
                     rel = str(leaf.relative_to(root))
                     if not leaf.is_dir() or rel in keep:
                         continue
-                    try:
-                        if (leaf / "cgroup.procs").read_text().strip():
+                    try:  # young: maybe made by another process of this home (`server stop`) for a replica starting now
+                        if (leaf / "cgroup.procs").read_text().strip() or time.time() - leaf.stat().st_ctime < FRESH:
                             continue
                     except OSError:
                         continue
@@ -307,14 +311,13 @@ class Cgroups:
 
 
 def _rmdir(d: Path) -> bool:
+    """Remove an empty group; False when it is busy (a process, a child group) or cannot be removed."""
     try:
         os.rmdir(d)
     except FileNotFoundError:
         return True
-    except OSError as exc:
-        if exc.errno in (errno.EBUSY, errno.ENOTEMPTY, errno.EEXIST):
-            return False
-        raise
+    except OSError:  # EBUSY, ENOTEMPTY; anything else leaves it for the next sweep rather than failing a stop
+        return False
     return True
 
 

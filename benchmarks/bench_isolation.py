@@ -10,6 +10,7 @@ Goal: start with placement ≤ 1.05× without. Usage: python benchmarks/bench_is
 
 from __future__ import annotations
 
+import shutil
 import socket
 import statistics
 import sys
@@ -94,6 +95,7 @@ def limits(rounds: int) -> None:
     leftover = placed.limits.sweep()
     if leftover:
         print(f"  WARNING: groups left behind: {leftover}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class ReplicaObs:
     state: str  # STARTING | RUNNING | DRAINING | STANDBY | STOPPED | EXITED | CRASHED
     restarts: int = 0
     exit_code: int | None = None  # known only for processes this control plane spawned
+    exit_reason: str | None = None  # the runtime's why, when it knows: "exceeded its 512 MB memory limit" (OOM kill)
     healthy: bool | None = None  # probed for STARTING replicas outside a deploy
     overdue: bool = False  # STARTING for longer than the health-check timeout
     restart_after: float | None = None  # a restart is scheduled for this time
@@ -152,16 +153,17 @@ def _unhealthy(obs: EnvObs, r: ReplicaObs) -> str:
 def _after_exit(obs: EnvObs, r: ReplicaObs, now: float) -> list[Action]:
     """A replica of the current deployment has exited: restart it (after a backoff) or give up, per policy."""
     code = "unknown" if r.exit_code is None else str(r.exit_code)
+    how = f"{r.exit_reason} (killed, exit {code})" if r.exit_reason else f"exited (code {code})"
     policy = obs.restart_policy.upper()
     if policy == "NEVER":
-        return [MarkReplica(r.id, "CRASHED", f"exited (code {code}); restart policy NEVER")]
+        return [MarkReplica(r.id, "CRASHED", f"{how}; restart policy NEVER")]
     if policy == "ON_FAILURE" and r.exit_code == 0:
         return [MarkReplica(r.id, "EXITED", "exited with code 0; ON_FAILURE does not restart it")]
     if r.restarts >= obs.max_retries:
-        return [MarkReplica(r.id, "CRASHED", f"exited (code {code}) after {r.restarts} restarts; no retries left")]
+        return [MarkReplica(r.id, "CRASHED", f"{how} after {r.restarts} restarts; no retries left")]
     if r.restart_after is None:
         wait = backoff(r.restarts)
-        return [ScheduleRestart(r.id, now + wait, f"exited (code {code}); restart {r.restarts + 1}/{obs.max_retries} in {wait:g}s")]
+        return [ScheduleRestart(r.id, now + wait, f"{how}; restart {r.restarts + 1}/{obs.max_retries} in {wait:g}s")]
     if now >= r.restart_after:
         return [RestartReplica(r.id, r.slot, f"restart {r.restarts + 1}/{obs.max_retries}")]
     return []

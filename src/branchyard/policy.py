@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from . import isolation as enforced
 from .spec.model import PR_TEMPLATE, EnvironmentConfig, ProjectSpec
 
 ERROR = "error"
@@ -390,6 +391,13 @@ def rule_cost_over_production(spec: ProjectSpec, live: Mapping[str, Any]) -> lis
              f"or sleep or delete it when unused; `branchyard cost -e {r['environment']}` has the breakdown")
             for r in rows if not r.get("production") and r.get("monthly") is not None
             and round(r["monthly"], 2) > round(prod["monthly"], 2)]
+def rule_enforced_isolation(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What this machine does not enforce (resource limits, network isolation): said in `check`, never silent."""
+    return enforced.findings(live.get("enforcement"))
+
+
+def rule_database_storage(spec: ProjectSpec, live: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return enforced.storage_findings(live.get("database_storage", []))
 
 
 RULES: tuple[Rule, ...] = (
@@ -425,6 +433,9 @@ RULES: tuple[Rule, ...] = (
          rule_production_branch),
     Rule("cost-over-production", WARNING, "live", "DON'T over-provision resources for non-prod (cost)",
          rule_cost_over_production),
+    Rule("isolation-enforced", WARNING, "live", "each environment has independent CPU and RAM (and network)",
+         rule_enforced_isolation),
+    Rule("database-storage", WARNING, "live", "DON'T let a database outgrow its storage", rule_database_storage),
 )
 
 

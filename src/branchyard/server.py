@@ -87,7 +87,7 @@ def run(settings: Settings) -> None:
     """Run in the foreground until SIGTERM/SIGINT. Apps and the router keep running after it exits."""
     import uvicorn
 
-    from . import __version__
+    from . import __version__, isolation
     from .api.app import create_app
     from .backends.local.machine import local_machine
     from .backends.local.processes import free_port
@@ -106,7 +106,8 @@ def run(settings: Settings) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Caddy admin call is noise
     store = Store(settings.state_db)
     port = _api_port(settings, free_port)  # before the router starts: its edge asks the API (TLS) and publishes it
-    controller = Controller(settings, store, local_machine(settings, api_port=port))
+    machine = local_machine(settings, api_port=port)
+    controller = Controller(settings, store, machine)
     from .github import feedback as github_feedback
     from .github import promotion_pr
 
@@ -133,6 +134,8 @@ def run(settings: Settings) -> None:
     )
     log.info("branchyard control plane on %s; router on :%d; this machine's token is %s's", url, settings.http_port,
              admin.name)
+    enforced = machine.runtime.isolation()  # issue 17: what is not enforced is said once here, and in status/check
+    log.log(logging.INFO if enforced.limits and enforced.network else logging.WARNING, isolation.start_line(enforced))
     # uvicorn handles SIGTERM while it serves, then raises it again with the handler it found: make that handler
     # end the process through the `finally` below (without it the default action kills it before any clean-up).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

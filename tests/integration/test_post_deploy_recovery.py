@@ -39,9 +39,11 @@ class Runtime:
     def __init__(self, answers: dict[str, tuple[int | None, str]]) -> None:
         self.answers = answers
         self.calls: list[tuple[list[str], dict[str, str]]] = []
+        self.placements: list = []
 
-    def run_check(self, argv, *, cwd, env, timeout):
+    def run_check(self, argv, *, cwd, env, timeout, placement=None):
         self.calls.append((argv, env))
+        self.placements.append(placement)
         command = argv[-1].split(" --environment ")[0]
         return self.answers.get(command, (0, "ok"))
 
@@ -122,6 +124,8 @@ def test_a_result_left_running_by_a_crash_runs_again_while_its_deployment_serves
     assert env["RAILWAY_GIT_COMMIT_SHA"] == env["BRANCHYARD_GIT_COMMIT_SHA"] == "c" * 40
     assert env["BRANCHYARD_DEPLOYMENT_ID"] == env["RAILWAY_DEPLOYMENT_ID"] == dep
     assert kinds(store) == ["deploy.tests_started", "deploy.tests_passed"] and rollbacks == []
+    (placement,) = runtime.placements  # issue 17: within the environment's limits, in a `check` group
+    assert (placement.project, placement.environment, placement.service) == ("app", "production", "check")
 
 
 def test_a_result_left_running_for_a_replaced_deployment_is_skipped_not_run(store, tmp_path):

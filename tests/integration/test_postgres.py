@@ -662,3 +662,22 @@ def test_an_unreachable_admin_url_is_a_backend_error_without_the_password():
     with pytest.raises(BackendError) as err:
         Admin(f"postgresql://postgres:s3cret@127.0.0.1:{port}/postgres").databases()
     assert "s3cret" not in str(err.value) and f"127.0.0.1:{port}" in str(err.value)
+
+
+def test_an_environments_role_gets_a_connection_limit(admin):
+    """issue 17: `ALTER ROLE … CONNECTION LIMIT n` — the n+1-th connection of the environment's role is refused, so one
+    environment cannot take every connection of a shared server; None lifts it."""
+    db = admin.create_database("by_connlimit_env", "by_connlimit_env")
+    try:
+        admin.limit_connections("by_connlimit_env", 2)
+        assert admin.connection_limit("by_connlimit_env") == 2
+        with psycopg.connect(db.url) as one, psycopg.connect(db.url) as two:
+            assert one.execute("SELECT 1").fetchone() == two.execute("SELECT 1").fetchone() == (1,)
+            with pytest.raises(psycopg.OperationalError, match='too many connections for role "by_connlimit_env"'):
+                psycopg.connect(db.url)
+        admin.limit_connections("by_connlimit_env", None)
+        assert admin.connection_limit("by_connlimit_env") is None
+        with pytest.raises(BadInput, match="positive integer"):
+            admin.limit_connections("by_connlimit_env", 0)
+    finally:
+        admin.drop_database("by_connlimit_env", "by_connlimit_env")

@@ -191,3 +191,22 @@ def test_a_lost_replica_slot_is_started_again():
 
 def test_no_count_changes_while_the_current_deployment_is_in_progress():
     assert plan_environment(env([], in_progress={"d2"}, desired=2), NOW) == []
+
+
+OOM = "exceeded its 512 MB memory limit"
+
+
+@pytest.mark.parametrize(
+    ("policy", "restarts", "expected"),
+    [
+        ("ON_FAILURE", 0, [ScheduleRestart(1, NOW + 1, f"{OOM} (killed, exit -9); restart 1/10 in 1s")]),
+        ("NEVER", 0, [MarkReplica(1, "CRASHED", f"{OOM} (killed, exit -9); restart policy NEVER"),
+                      MarkCrashed("d2", "every replica has crashed")]),
+        ("ON_FAILURE", 10, [MarkReplica(1, "CRASHED", f"{OOM} (killed, exit -9) after 10 restarts; no retries left"),
+                            MarkCrashed("d2", "every replica has crashed")]),
+    ],
+)
+def test_an_oom_killed_replica_says_which_limit_it_exceeded(policy, restarts, expected):
+    dead = ReplicaObs(id=1, deployment_id="d2", slot=0, alive=False, state="RUNNING", restarts=restarts, exit_code=-9,
+                      exit_reason=OOM)
+    assert plan_environment(env([dead], policy=policy, desired=1), NOW) == expected

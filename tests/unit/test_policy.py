@@ -73,7 +73,7 @@ def messages(spec, live, rule_id):
 
 def test_every_rule_has_an_id_severity_and_summary() -> None:
     ids = [r.id for r in policy.RULES]
-    assert len(ids) == len(set(ids)) == 21  # the README's table
+    assert len(ids) == len(set(ids)) == 23  # the README's table
     assert all(r.severity in (policy.ERROR, policy.WARNING) and r.scope in ("spec", "live") and r.summary
                for r in policy.RULES)
 
@@ -181,6 +181,22 @@ LIVE_CASES = [
                 {"environment": "pr-3", "production": False, "monthly": 90.0},
                 {"environment": "pr-4", "production": False, "monthly": None}]},  # not deployed: nothing to say
      ["pr-3 is projected at $90.00/month, more than production's $86.50/month"]),
+    ("isolation-enforced",
+     {"enforcement": {"limits": False, "network": True, "limits_why_not": "not root: cgroups need root",
+                      "network_why_not": None}},
+     ["resource limits (memory, cpu) are not enforced on this machine: not root: cgroups need root; one environment "
+      "can starve the others"]),
+    ("isolation-enforced",
+     {"enforcement": {"limits": True, "network": False, "limits_why_not": None, "network_why_not": "not root"}},
+     ["environments are not network-isolated on this machine: not root"]),
+    ("database-storage",
+     {"database_storage": [{"environment": "staging", "size_bytes": 900 << 20, "storage_mb": 1024, "percent": 87.9,
+                            "warning": "the database uses 87.9% of its 1 GB storage (900.0 MB); PostgreSQL has no "
+                                       "hard per-database quota: it keeps growing past it"},
+                           {"environment": "production", "size_bytes": 1 << 20, "storage_mb": 1024, "percent": 0.1,
+                            "warning": None}]},
+     ["staging: the database uses 87.9% of its 1 GB storage (900.0 MB); PostgreSQL has no hard per-database quota: "
+      "it keeps growing past it"]),
 ]
 
 

@@ -236,6 +236,9 @@ class DatabaseAdmin(Protocol):
 
     def drop_copy(self, name: str) -> None: ...
 
+    def limit_connections(self, owner: str, limit: int | None) -> None:
+        """At most `limit` connections for role `owner` at once (None: no limit): issue 17's per-environment limit."""
+
     def seal_template(self, name: str) -> None:
         """Nobody connects to it any more: it is only copied from."""
 

@@ -7,7 +7,7 @@ import subprocess
 
 import click
 
-from .. import errors
+from .. import errors, isolation
 from . import ui
 from .context import State, env_option, follow_deployment, json_option, pass_state, repo_root, resolve_environment, resolve_project
 
@@ -139,6 +139,13 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
             started = dt.datetime.fromtimestamp(incident["started_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             lasted = "ongoing" if incident["ended_at"] is None else f"{incident['duration_s']:.0f}s"
             ui.info(f"  incident {started} UTC, {lasted}: {incident['error']}")
+    for line in isolation.lines(info.get("isolation") or {}):  # issue 17: what this machine does not enforce, said
+        (ui.info if ": enforced" in line else ui.warn)(line)
+    storage = info.get("database_storage")
+    if storage:
+        ui.info(isolation.storage_line(storage))
+        if storage["warning"]:
+            ui.warn(storage["warning"])
     for r in info.get("standby") or []:
         ui.info(f"standby: web.{r['slot']} pid {r['pid']} port {r['port']} of deployment {r['deployment_id'][:8]}"
                 f" (out of the route; stops in {r['seconds_left']:.0f}s unless a rollback re-adopts it)")

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .. import failpoints, names
-from ..backends.ports import RuntimePort, TaskLedger
+from ..backends.ports import Placement, RuntimePort, TaskLedger
 from ..build import detect, interpreters, release, requirements
 from ..build.detect import with_inferred_start
 from ..data import templates
@@ -229,6 +229,8 @@ class Attempts:
         failpoints.hit("deploy.after_build")
         self.check_wanted(dep_id)
         hook_env = self.replicas.hook_env(venv, values, release_facts(project, env_name, dep_id, sha, branch))
+        # hooks run within the web service's limits (their own cgroup), like a replica would
+        hook_at = Placement(project=project, environment=env_name, service="hook", memory_mb=cfg.web.memory_mb, cpu=cfg.web.cpu)
         if cfg.production and cfg.web.pre_deploy_command and cfg.postgres is not None and not provisioned.new_database:
             backup = self.backups.create(project, env_name, kind="pre-deploy")
             out(f"-----> backup {backup['id']} taken before migrations ({backup['size']} bytes, sha256 {backup['sha256'][:12]})")
@@ -239,10 +241,11 @@ class Attempts:
         else:
             for command in cfg.web.pre_deploy_command:
                 out(f"-----> preDeployCommand: {command}")
-                self.runtime.run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+                self.runtime.run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT, placement=hook_at)
             if cfg.web.seed_command and self.data.needs_seed(env_id):
                 out(f"-----> seedCommand (new database): {cfg.web.seed_command}")
-                self.runtime.run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+                self.runtime.run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT,
+                                      placement=hook_at)
                 self.data.mark_seeded(project, env_name)
             if key and provisioned.new_database:
                 try:

@@ -92,7 +92,8 @@ class Controller:
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
-                                         preview_info=self.previews.info, uptime=self.uptime.summary)
+                                         preview_info=self.previews.info, uptime=self.uptime.summary,
+                                         measures=self.metrics.current)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
         self.oneoffs = OneOffs(store, variables=self.variables)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)

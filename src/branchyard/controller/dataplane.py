@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import names
+from .. import isolation, names
 from ..access import SYSTEM, Actor
 from ..backends.ports import DatabaseAdmin, DataServer, DataServers
 from ..data import templates
@@ -260,6 +260,7 @@ class DataPlane:
                     if db is None:  # no spare ready: copy the template now
                         db = admin.create_database(name, name, password=password, template=template[0])
                 self._refill_spare(project, template[0], location)
+                self._limit_connections(admin, project, env_name, settings)
                 return db.variables(), location, template[0]
             except _Exists:  # made by an earlier attempt that was not recorded: never taken for a copy
                 pass
@@ -269,7 +270,17 @@ class DataPlane:
                 self._forget_template(project, template[0])
                 admin.drop_database(name, name)
         db = admin.create_database(name, name, password=password)
+        self._limit_connections(admin, project, env_name, settings)
         return db.variables(), location, None
+
+    @staticmethod
+    def _limit_connections(admin: DatabaseAdmin, project: str, env_name: str, settings: dict[str, Any]) -> None:
+        """The role's CONNECTION LIMIT from the postgres `memory` (isolation.connection_limit); a server that refuses
+        it (an operator's, without the right) leaves the role as it was, said in the log."""
+        try:
+            admin.limit_connections(database_name(project, env_name), isolation.connection_limit(settings.get("memory_mb")))
+        except BranchyardError as err:
+            log.warning("%s/%s: no connection limit on the database's role: %s", project, env_name, err)
 
     def _ensure_redis(self, project: str, env_name: str, settings: dict[str, Any], known: dict[str, str] | None,
                       ) -> tuple[dict[str, str], str]:

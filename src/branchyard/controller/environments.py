@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from .. import failpoints, names, verification
+from .. import failpoints, isolation, names, verification
+from .. import monitoring as mon
 from .. import logrecords as lr
 from ..access import SYSTEM, Actor
 from ..backends.ports import RuntimePort
@@ -56,7 +58,8 @@ class Environments:
                  data: DataPlane,
                  routes: Routes, records: LogShipper, reconcile_env: Callable[[str, str], None],
                  preview_info: Callable[[str, str], dict[str, Any] | None],
-                 uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None) -> None:
+                 uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None,
+                 measures: Callable[[str, str], dict[str, float]] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -68,6 +71,7 @@ class Environments:
         self.reconcile_env = reconcile_env  # converge one environment's replicas now, waiting until they serve
         self.preview_info = preview_info  # an ephemeral environment's pull request or branch, and its decision
         self.uptime = uptime  # availability and incidents of the probed public URL (controller/uptime.py)
+        self.measures = measures  # an environment's latest metric values (controller/metrics.py: the database's size)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -159,7 +163,20 @@ class Environments:
             "standby": standby,  # the previous deployment's replicas kept warm for overlapSeconds
             # issue 16: availability over 24h/7d/30d, incidents, last check (None: its URL is not probed)
             "uptime": self.uptime(s, env, current.config_json if current else None) if self.uptime else None,
+            # issue 17: what this machine enforces (limits, network) and why not; the database's size against `storage`
+            "isolation": isolation.to_json(self.runtime.isolation()),
+            "database_storage": self._storage(p.name, env.name, current.config_json if current else None),
         }
+
+    def _storage(self, project: str, env_name: str, config_json: str | None) -> dict[str, Any] | None:
+        """The database's last measured size against its postgres `storage` (None: no storage set, or not measured)."""
+        try:
+            storage_mb = (json.loads(config_json or "{}").get("postgres") or {}).get("storage_mb")
+        except ValueError:
+            return None
+        if not storage_mb or self.measures is None:
+            return None
+        return isolation.storage(self.measures(project, env_name).get(mon.POSTGRES_DATABASE_BYTES), storage_mb)
 
     def deployments(self, project: str, env_name: str, limit: int = 50) -> list[dict[str, Any]]:
         with self.store.session() as s:

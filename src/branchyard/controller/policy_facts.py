@@ -4,12 +4,16 @@ key names leave."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from .. import isolation as enforced
+from .. import monitoring as mon
 from .. import policy
+from ..backends.ports import RuntimePort
 from ..errors import BranchyardError
 from ..spec import load_project
 from ..store import models as m
@@ -21,8 +25,12 @@ from .dataplane import DataPlane
 from .guards import Guards, successes
 
 
-def live_facts(store: Store, data: DataPlane, guards: Guards, project: str, *, costs: Costs | None = None) -> dict[str, Any]:
-    """What the live policy rules read. Secret values stay here: only findings and key names are returned."""
+def live_facts(store: Store, data: DataPlane, guards: Guards, project: str, *, costs: Costs | None = None,
+               runtime: RuntimePort | None = None,
+               measures: Callable[[str, str], dict[str, float]] | None = None) -> dict[str, Any]:
+    """What the live policy rules read. Secret values stay here: only findings and key names are returned.
+
+    `runtime`: what the machine enforces (issue 17); `measures`: an environment's latest metrics (database size)."""
     facts = guards.production_facts(project)
     envs, services, isolation, secrets_by_env = [], [], [], {}
     production_row = None
@@ -39,7 +47,8 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str, *, c
                          "latest_status": latest.status if latest else None, "latest_id": latest.id if latest else "",
                          "latest_error": latest.error if latest else None,
                          "snapshot": current.variables_json if current is not None else None,
-                         "commit": current.commit_sha if current is not None else None})
+                         "commit": current.commit_sha if current is not None else None,
+                         "storage_mb": _storage_mb(current.config_json if current is not None else None)})
         persistent_heads = [e["branch"] for e in envs if not e["ephemeral"] and e["branch"]]
         closed_previews = set(s.scalars(select(m.Preview.environment).where(  # pull requests known to be closed
             m.Preview.project_id == p.id, m.Preview.open.is_(False))))
@@ -73,6 +82,8 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str, *, c
         "costs": [{"environment": e["environment"], "production": e["production"],
                    "monthly": (e["monthly"] or {}).get("total")}
                   for e in (costs.report(project)["environments"] if costs is not None else [])],
+        "enforcement": enforced.to_json(runtime.isolation()) if runtime is not None else None,
+        "database_storage": _database_storage(project, envs, measures),
     }
     if production_row is not None:
         e, release_dir = production_row
@@ -82,6 +93,25 @@ def live_facts(store: Store, data: DataPlane, guards: Guards, project: str, *, c
                 ran = e["commit"] in successes(s, store.project(s, project), gates.source)
             out["production_commit"] = {"environment": e["name"], "commit": e["commit"], "source": gates.source,
                                         "ran_in_source": ran}
+    return out
+
+
+def _storage_mb(config_json: str | None) -> int | None:
+    try:
+        return (json.loads(config_json or "{}").get("postgres") or {}).get("storage_mb")
+    except ValueError:
+        return None
+
+
+def _database_storage(project: str, envs: list[dict[str, Any]],
+                      measures: Callable[[str, str], dict[str, float]] | None) -> list[dict[str, Any]]:
+    """Each environment's database size against its `storage`, from the last metrics sample."""
+    out = []
+    for e in envs:
+        if e["storage_mb"] and measures is not None:
+            row = enforced.storage(measures(project, e["name"]).get(mon.POSTGRES_DATABASE_BYTES), e["storage_mb"])
+            if row is not None:
+                out.append(row | {"environment": e["name"]})
     return out
 
 

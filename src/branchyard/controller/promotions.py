@@ -33,12 +33,12 @@ from sqlalchemy.orm import Session
 from .. import branch_follow, names, verification
 from .. import promotion as pm
 from ..access import Actor
-from ..backends.ports import RuntimePort
+from ..backends.ports import Placement, RuntimePort
 from ..build import release
 from ..errors import BadInput, BranchyardError, Conflict, NotFound
 from ..settings import Settings
 from ..spec import load_project
-from ..spec.model import PromotionSpec
+from ..spec.model import EnvironmentConfig, PromotionSpec
 from ..store import models as m
 from ..store.db import Store
 from ..triggers import gitrefs
@@ -203,7 +203,8 @@ class Promotions:
             smoke = recorded  # the source's post-deploy tests already ran on this very release: their record counts
         elif run_smoke and spec is not None and spec.smoke_command:
             smoke = run_smoke_command(self.runtime, spec.smoke_command, url=source_url, environment=source,
-                                      release_dir=release_dir, cfg_root=cfg.web.root_dir, timeout=spec.smoke_timeout)
+                                      release_dir=release_dir, cfg_root=cfg.web.root_dir, timeout=spec.smoke_timeout,
+                                      placement=_check_placement(project, source, cfg))
         observed = pm.Observed(
             source=source, target=target, source_deployment=source_facts,
             source_health=self._health(project, source), target_deployment=target_facts,
@@ -448,7 +449,8 @@ class Promotions:
             return
         cfg = load_project(release_dir).environment(target)
         smoke = run_smoke_command(self.runtime, gates.smoke_command, url=url, environment=target, release_dir=release_dir,
-                                  cfg_root=cfg.web.root_dir, timeout=gates.smoke_timeout)
+                                  cfg_root=cfg.web.root_dir, timeout=gates.smoke_timeout,
+                                  placement=_check_placement(project, target, cfg))
         if smoke.passed:
             with self.store.session() as s:
                 self._end(s, s.get(m.Promotion, pid), m.PROMOTION_SUCCESS, None, kind="promotion.succeeded",
@@ -514,9 +516,17 @@ class Promotions:
 # --- smoke tests ---------------------------------------------------------------------------------------
 
 
+def _check_placement(project: str, environment: str, cfg: EnvironmentConfig) -> Placement:
+    """A smoke test runs within the web service's limits (issue 17), as the `check` service of the environment."""
+    return Placement(project=project, environment=environment, service="check", memory_mb=cfg.web.memory_mb,
+                     cpu=cfg.web.cpu)
+
+
 def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environment: str, release_dir: Path,
-                      cfg_root: str, timeout: int, extra_env: dict[str, str] | None = None) -> pm.SmokeResult:
-    """Run the smokeCommand against `url` (BRANCHYARD_TARGET_URL, `--environment NAME`), killed after `timeout`."""
+                      cfg_root: str, timeout: int, extra_env: dict[str, str] | None = None,
+                      placement: Placement | None = None) -> pm.SmokeResult:
+    """Run the smokeCommand against `url` (BRANCHYARD_TARGET_URL, `--environment NAME`), killed after `timeout`;
+    `placement`: the environment's limits (a cgroup of its own where the runtime enforces them)."""
     meta = release.read_release_meta(release_dir) or {}
     venv = Path(str(meta["venv"])) if meta.get("venv") else None
     cwd = release_dir if cfg_root in ("", ".") else names.safe_join(release_dir, cfg_root)
@@ -526,7 +536,7 @@ def run_smoke_command(runtime: RuntimePort, command: str, *, url: str, environme
     argv, env = pm.smoke_argv_env(command, url=url, environment=environment, base_env=base | (extra_env or {}))
     started = time.monotonic()
     try:
-        code, output = runtime.run_check(argv, cwd=cwd, env=env, timeout=timeout)
+        code, output = runtime.run_check(argv, cwd=cwd, env=env, timeout=timeout, placement=placement)
     except BranchyardError as err:
         return pm.SmokeResult(False, f"`{command}` could not start: {err}")
     if code is None:

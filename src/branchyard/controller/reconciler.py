@@ -147,6 +147,7 @@ class Reconciler:
                 plan.ReplicaObs(
                     id=r.id, deployment_id=r.deployment_id, slot=r.slot, alive=alive, state=r.state, restarts=r.restarts,
                     exit_code=None if alive else self.runtime.exit_code(h), healthy=healthy, overdue=overdue,
+                    exit_reason=None if alive else self.runtime.exit_reason(h),
                     restart_after=r.restart_after,
                     standby_open=r.state == m.REPLICA_STANDBY and self.replicas.standby_left(r.id) > 0,
                     health_failures=r.health_failures if watched else 0, failure_threshold=web.healthcheck_failures,

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from .. import failpoints
 from .. import verification as vf
-from ..backends.ports import RuntimePort
+from ..backends.ports import Placement, RuntimePort
 from ..errors import BranchyardError, Conflict, NotFound
 from ..spec import load_project
 from ..spec.model import TestsSpec
@@ -152,8 +152,12 @@ class PostDeployTests:
         if tests is None:
             self._skip(dep_id, "no tests declared")
             return vf.SKIPPED
+        placement = Placement(project=project, environment=env_name, service="check")
         try:
-            root = load_project(release_dir).environment(env_name).web.root_dir
+            web = load_project(release_dir).environment(env_name).web
+            root = web.root_dir
+            placement = Placement(project=project, environment=env_name, service="check", memory_mb=web.memory_mb,
+                                  cpu=web.cpu)  # within the web service's limits (issue 17)
         except BranchyardError:
             root = "."
         mask = self.data.redactor(env_id)
@@ -167,7 +171,7 @@ class PostDeployTests:
         results: list[vf.CommandResult] = []
         for command in tests.commands:
             smoke = run_smoke_command(self.runtime, command, url=url, environment=env_name, release_dir=release_dir,
-                                      cfg_root=root, timeout=tests.timeout, extra_env=railway | own)
+                                      cfg_root=root, timeout=tests.timeout, extra_env=railway | own, placement=placement)
             results.append(vf.CommandResult(command, smoke.passed, mask(smoke.detail)))
             if not smoke.passed:
                 break

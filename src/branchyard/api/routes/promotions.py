@@ -62,6 +62,7 @@ def router(ctl: Controller) -> APIRouter:
 
     @r.get("/api/projects/{project}/policy")
     def policy_facts(project: str, who: Actor = allow(Permission.READ)) -> dict:
-        return live_facts(ctl.store, ctl.data, ctl.guards, project, costs=ctl.costs)
+        return live_facts(ctl.store, ctl.data, ctl.guards, project, costs=ctl.costs, runtime=ctl.replicas.runtime,
+                          measures=ctl.metrics.current)
 
     return r

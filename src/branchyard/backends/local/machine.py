@@ -9,6 +9,7 @@ from ...settings import Settings
 from ..ports import Machine
 from .caddy import ControlPlane, EdgeTLS, Router
 from .certificates import CaddyCertificates, CaddyLogErrors
+from .cgroups import Cgroups
 from .data import LocalDataServers
 from .runtime import LocalRuntime
 from .tasks import TaskRecords
@@ -33,5 +34,5 @@ def local_machine(settings: Settings, *, api_port: int | None = None) -> Machine
     caddy = settings.home / "caddy"
     storage = [caddy / "data" / "caddy-edge", caddy / "data" / "caddy"]
     errors = CaddyLogErrors([caddy / "edge.log", caddy / "caddy.log"])  # the CA's refusals, as Caddy logs them
-    return Machine(router=router, runtime=LocalRuntime(tasks), tasks=tasks, data=LocalDataServers(settings),
+    return Machine(router=router, runtime=LocalRuntime(tasks, cgroups=Cgroups(settings.home)), tasks=tasks, data=LocalDataServers(settings),
                    certificates=CaddyCertificates(storage, errors=errors))

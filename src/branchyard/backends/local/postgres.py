@@ -713,6 +713,23 @@ class Admin:
             force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)) + force)
 
+    def limit_connections(self, owner: str, limit: int | None) -> None:
+        """`ALTER ROLE owner CONNECTION LIMIT limit` (None: -1, no limit): one environment cannot take every connection
+        of a shared server. Superusers ignore it; our roles never are one."""
+        check_name(owner, "role")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise BadInput(f"a connection limit must be a positive integer, not {limit!r}")
+        with self._session() as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                sql.Identifier(owner), sql.Literal(-1 if limit is None else limit)))
+
+    def connection_limit(self, owner: str) -> int | None:
+        """The role's CONNECTION LIMIT (None: unlimited, or no such role)."""
+        check_name(owner, "role")
+        with self._session() as conn:
+            row = conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", (owner,)).fetchone()
+        return None if row is None or row[0] < 0 else int(row[0])
+
     def seal_template(self, name: str) -> None:
         """Make database `name` a template nobody works in: no connections to it, and its role (same name) cannot log in."""
         check_name(name, "database")

@@ -110,10 +110,11 @@ def stderr_path(log_path: Path) -> Path:
 
 
 def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int,
-          split_stderr: bool = True) -> ProcessHandle:
+          split_stderr: bool = True, prelude: str = "") -> ProcessHandle:
     """Start `/bin/sh -c command` as a new session leader, stdout appended to log_path and stderr to
     `stderr_path(log_path)`: two files the process holds open itself (O_APPEND), so it keeps logging while the
-    control plane is down, and each line's stream is known. `split_stderr=False`: both into log_path."""
+    control plane is down, and each line's stream is known. `split_stderr=False`: both into log_path.
+    `prelude`: shell lines run first by the same shell (joining a cgroup before the app execs, cgroups.py)."""
     log_path = Path(log_path)
     err_path = stderr_path(log_path) if split_stderr else log_path
     try:
@@ -128,7 +129,7 @@ def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port:
         raise BackendError(f"cannot open log file {err_path}: {exc.strerror}") from None
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", exec_form(command)],
+            ["/bin/sh", "-c", f"{prelude}\n{exec_form(command)}" if prelude else exec_form(command)],
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,

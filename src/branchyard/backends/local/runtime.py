@@ -6,44 +6,69 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from ...errors import BackendError
+from ...errors import BackendError, DeployFailed
 from ..ports import HealthResult, Isolation, Placement, ProcessHandle, ResourceUsage
 from . import health, hooks, processes
+from .cgroups import Cgroups, Group, ReplicaLimits
 from .tasks import TaskRecords
 
 
 class LocalRuntime:
     """RuntimePort on one machine (see processes.py for how a replica outlives the control plane)."""
 
-    def __init__(self, tasks: TaskRecords) -> None:
+    def __init__(self, tasks: TaskRecords, *, cgroups: Cgroups | None = None) -> None:
         self.tasks = tasks  # hooks are recorded while they run: the next start kills one a crash left behind
+        self.limits = ReplicaLimits(cgroups)  # a cgroup per replica, hook and check (cgroups.py); none without
 
     def free_port(self) -> int:
         return processes.free_port()
 
     def isolation(self) -> Isolation:
         # issue 17 fills these in (cgroups: backends/local/cgroups.py; namespaces: backends/local/netns.py)
-        return Isolation(limits=False, network=False, limits_why_not="resource limits are not enforced yet",
+        return Isolation(limits=self.limits.enforced, network=False, limits_why_not=self.limits.why_not,
                          network_why_not="environments share the host network")
 
     def spawn(self, command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int,
               placement: Placement | None = None) -> ProcessHandle:
-        return processes.spawn(command, cwd=cwd, env=env, log_path=log_path, port=port)
+        prelude, group = self._place(placement)
+        h = None
+        try:
+            h = processes.spawn(command, cwd=cwd, env=env, log_path=log_path, port=port, prelude=prelude)
+        finally:
+            self.limits.placed(None if h is None else (h.pid, h.start_time), group)
+        return h
+
+    def _place(self, placement: Placement | None) -> tuple[str, Group | None]:
+        try:
+            return self.limits.place(placement)
+        except OSError as exc:
+            raise BackendError(exc.strerror or str(exc)) from None
 
     def adopt(self, pid: int, start_time: int, port: int, log_path: str, host: str = "127.0.0.1") -> ProcessHandle | None:
-        return processes.adopt(pid, start_time, port, log_path)
+        h = processes.adopt(pid, start_time, port, log_path)
+        if h is not None:
+            self.limits.adopted((h.pid, h.start_time))
+        return h
 
     def is_alive(self, h: ProcessHandle) -> bool:
-        return processes.is_alive(h)
+        alive = processes.is_alive(h)
+        if alive:  # a replica of an earlier control plane: its group, so that an OOM kill is known when it ends
+            self.limits.adopted((h.pid, h.start_time))
+        else:
+            self.limits.finished((h.pid, h.start_time))  # what its cgroup recorded (an OOM kill), then the group goes
+        return alive
 
     def exit_code(self, h: ProcessHandle) -> int | None:
         return processes.exit_code(h)
 
     def exit_reason(self, h: ProcessHandle) -> str | None:
-        return None
+        if not processes.is_alive(h):
+            self.limits.finished((h.pid, h.start_time))
+        return self.limits.reason((h.pid, h.start_time))
 
     def stop(self, h: ProcessHandle, *, grace: float) -> None:
         processes.stop(h, grace=grace)
+        self.limits.finished((h.pid, h.start_time))
 
     def tail(self, log_path: Path, lines: int) -> list[str]:
         """The last lines of a log; for a replica's (stdout) log, its stderr's last lines after them (the
@@ -60,11 +85,26 @@ class LocalRuntime:
 
     def wait_healthy(self, h: ProcessHandle, path: str | None, *, timeout: float,
                      progress: Callable[[str], None] | None = None) -> HealthResult:
-        return health.wait_healthy(h.port, path, timeout=timeout, alive=lambda: processes.is_alive(h),
-                                   exit_code=lambda: processes.exit_code(h), progress=progress)
+        res = health.wait_healthy(h.port, path, timeout=timeout, alive=lambda: processes.is_alive(h),
+                                  exit_code=lambda: processes.exit_code(h), progress=progress)
+        reason = None if res.ok else self.exit_reason(h)
+        if reason:  # killed by the OOM killer in its cgroup: the deploy fails saying so
+            code = processes.exit_code(h)
+            return HealthResult(False, f"{reason} (killed, exit {'unknown' if code is None else code})")
+        return res
 
     def run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
                   placement: Placement | None = None) -> tuple[int | None, str]:
+        try:
+            with self.limits.task(placement) as task:
+                return self._run_check(argv, cwd=cwd, env=env, timeout=timeout, prelude=task.prelude)
+        except OSError as exc:
+            raise BackendError(exc.strerror or str(exc)) from None
+
+    def _run_check(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
+                   prelude: str) -> tuple[int | None, str]:
+        if prelude:  # the same shell joins the cgroup, then becomes the check
+            argv = ["/bin/sh", "-c", f'{prelude}\nexec "$@"', "sh", *argv]
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -88,4 +128,17 @@ class LocalRuntime:
 
     def run_hook(self, command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float,
                  placement: Placement | None = None) -> None:
-        hooks.run_hook(command, cwd=cwd, env=env, out=out, timeout=timeout, tasks=self.tasks)
+        failed: DeployFailed | None = None
+        try:
+            with self.limits.task(placement) as task:
+                try:
+                    hooks.run_hook(command, cwd=cwd, env=env, out=out, timeout=timeout, tasks=self.tasks,
+                                   prelude=task.prelude)
+                except DeployFailed as err:
+                    failed = err
+        except OSError as exc:
+            raise BackendError(exc.strerror or str(exc)) from None
+        if failed is not None and task.oom:  # the OOM killer's SIGKILL is not the timeout's
+            raise DeployFailed(f"`{command}` {task.oom} (killed); the previous deployment keeps serving") from None
+        if failed is not None:
+            raise failed

@@ -34,7 +34,7 @@ TABLE_SINCE = {
     "projects": "0001", "environments": "0001", "deployments": "0001", "replicas": "0001", "events": "0001",
     "services": "0004", "variables": "0004", "backups": "0005", "webhook_deliveries": "0006", "previews": "0006",
     "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011", "users": "0012",
-    "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015",
+    "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015", "cron_runs": "0017",
 }
 COLUMN_SINCE = {
     ("projects", "domain"): "0002",
@@ -199,6 +199,14 @@ ROWS: dict[str, list[dict]] = {
         dict(id=1, environment_id=1, at=1714557600.5, ok=True, status=200, error=None, duration_ms=3.25),
         dict(id=2, environment_id=1, at=1714557630.5, ok=False, status=None, error="timed out after 5s", duration_ms=5000.0),
     ],
+    "cron_runs": [
+        dict(id=1, environment_id=1, deployment_id=DEP_OK, scheduled_for=1714557600.0, started_at=1714557600.2,
+             finished_at=1714557601.0, exit_code=0, status="succeeded", detail=None, log_path="/logs/cron.1.log",
+             pid=4242, start_time=123456),
+        dict(id=2, environment_id=1, deployment_id=DEP_OK, scheduled_for=1714557660.0, started_at=None,
+             finished_at=None, exit_code=None, status="skipped", detail="the previous run is still running",
+             log_path=None, pid=None, start_time=None),
+    ],
 }
 
 
@@ -285,7 +293,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 17)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 18)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

@@ -25,6 +25,7 @@ from .guard import BodyLimit, Gate, Throttle
 from .permissions import Gatekeeper, permission_of
 from .routes import (
     alerts,
+    cron,
     data,
     deployments,
     domains,
@@ -45,7 +46,7 @@ from .routes import (
 # Order matters only between routes whose paths can match one URL (the first answers a method neither has:
 # 405 and its Allow header); such routes share a module, which keeps their order.
 RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains, users,
-             metrics, alerts)
+             metrics, alerts, cron)
 
 
 def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,

@@ -13,6 +13,7 @@ from .. import errors
 from . import ui
 from .alerts_cmd import alerts
 from .config_cmd import config
+from .cron_cmd import cron
 from .context import State
 from .data_cmd import add, backup, connect, db, restore, run
 from .deploy_cmd import deployments, down, redeploy, rollback, scale, status, up
@@ -53,6 +54,7 @@ for command in (
     logs, events,  # logs_cmd
     metrics,  # metrics_cmd
     alerts,  # alerts_cmd
+    cron,  # cron_cmd
     variables,  # variables_cmd
     add, run, connect, backup, restore, db,  # data_cmd
     previews,  # previews_cmd

@@ -8,6 +8,7 @@ Who does what (docs/architecture.md has the picture):
 - `git_follow` — production's branch follows promotions (a store listener, and housekeeping);
 - `tests` — post-deploy tests after each deployment goes live (a store listener, and housekeeping);
 - `logship` — raw logs → each environment's structured records (a thread), pruned in housekeeping;
+- `cron` — cron services' runs on their schedule (a thread);
 - `routes`, `guards`, `backups`, `data`, `replicas` — what the others share.
 """
 
@@ -24,6 +25,7 @@ from ..store import models as m
 from ..store.db import Store
 from .alerts import Alerts, Notifier
 from .backups import Backups
+from .cron import Cron
 from .databases import Databases
 from .dataplane import DataPlane
 from .deployer import Deployer
@@ -88,10 +90,14 @@ class Controller:
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      liveness=self.liveness, housekeeping=self._housekeeping)
         self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
+        # issue 17: cron services (cronSchedule) run their start command on schedule, one run at a time
+        self.cron = Cron(settings, store, runtime=machine.runtime, tasks=machine.tasks, replicas=self.replicas,
+                         host_of=self.routes.host_of, redactor=self.data.redactor)
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
-                                         preview_info=self.previews.info, uptime=self.uptime.summary)
+                                         preview_info=self.previews.info, uptime=self.uptime.summary,
+                                         cron=self.cron.status)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
         self.oneoffs = OneOffs(store, variables=self.variables)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
@@ -135,6 +141,8 @@ class Controller:
         threading.Thread(target=self.uptime.run_forever, args=(self._stop,), name="uptime", daemon=True).start()
         threading.Thread(target=self.alerts.run_forever, args=(self._stop,), name="alerts", daemon=True).start()
         threading.Thread(target=self.logship.run_forever, args=(self._stop,), name="logship", daemon=True).start()
+        # after deployer.recover() killed the runs a dead control plane left (task ledger): their rows fail first
+        threading.Thread(target=self.cron.run_forever, args=(self._stop,), name="cron", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
@@ -169,5 +177,6 @@ class Controller:
         with self.store.session() as s:
             ids = list(s.scalars(select(m.Replica.id).where(m.Replica.state != m.REPLICA_STOPPED)))
         self.replicas.stop(ids, grace=3)
+        self.cron.stop_all(grace=3)
         self.router.stop()
         self.data.stop_all()

@@ -56,7 +56,8 @@ class Environments:
                  data: DataPlane,
                  routes: Routes, records: LogShipper, reconcile_env: Callable[[str, str], None],
                  preview_info: Callable[[str, str], dict[str, Any] | None],
-                 uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None) -> None:
+                 uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None,
+                 cron: Callable[[str | None], dict[str, Any] | None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -68,6 +69,7 @@ class Environments:
         self.reconcile_env = reconcile_env  # converge one environment's replicas now, waiting until they serve
         self.preview_info = preview_info  # an ephemeral environment's pull request or branch, and its decision
         self.uptime = uptime  # availability and incidents of the probed public URL (controller/uptime.py)
+        self.cron = cron  # a cron service's schedule and next run (controller/cron.py)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -133,6 +135,8 @@ class Environments:
         status = current.status if current else (latest.status if latest else "NO DEPLOYMENTS")
         if env.state == m.ENV_SLEEPING:
             status = m.SLEEPING
+        elif current is not None and status == m.SUCCESS and web is not None and web.cron_schedule:
+            pass  # a cron service runs no replicas: SUCCESS once built and recorded (its runs: `cron runs`)
         elif current is not None and status == m.SUCCESS and web is not None:
             status = serving_status(replicas, env.replicas_override or web.replicas)
             if status == m.SUCCESS and current.tests_status == verification.FAILED:
@@ -159,6 +163,8 @@ class Environments:
             "standby": standby,  # the previous deployment's replicas kept warm for overlapSeconds
             # issue 16: availability over 24h/7d/30d, incidents, last check (None: its URL is not probed)
             "uptime": self.uptime(s, env, current.config_json if current else None) if self.uptime else None,
+            # issue 17: a cron service's schedule and next run (None: a web service)
+            "cron": self.cron(current.config_json if current else None) if self.cron else None,
         }
 
     def deployments(self, project: str, env_name: str, limit: int = 50) -> list[dict[str, Any]]:

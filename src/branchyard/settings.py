@@ -52,6 +52,9 @@ class Settings:
     alerts_interval: float = 10.0  # BRANCHYARD_ALERTS_INTERVAL: seconds between evaluations of the alert rules
     access_log: bool = True  # BRANCHYARD_ACCESS_LOG: the router logs each environment's requests (off: no http records)
     log_cap_mb: int = 256  # BRANCHYARD_LOG_CAP_MB: an environment's log records on disk, at most (oldest dropped first)
+    # BRANCHYARD_TEST_CRON_CLOCK_SPEED, for tests only: the cron scheduler's clock runs this many times faster than the
+    # wall clock from the control plane's start (60: a "* * * * *" schedule fires every second). Never in production.
+    cron_clock_speed: float = 1.0
 
     @property
     def state_db(self) -> Path:
@@ -154,6 +157,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         alerts_interval=_interval(env, "BRANCHYARD_ALERTS_INTERVAL", 10.0),
         access_log=_flag(env, "BRANCHYARD_ACCESS_LOG", default=True),
         log_cap_mb=_positive(env, "BRANCHYARD_LOG_CAP_MB", 256),
+        cron_clock_speed=_interval(env, "BRANCHYARD_TEST_CRON_CLOCK_SPEED", 1.0),
     )
 
 

@@ -1,13 +1,31 @@
 """Issue 17 through a real control plane and real `git push`es: watchPatterns (a push touching only docs/ does not
-deploy and says so; one touching app/ does) and a cron service's deploy (built and recorded, no replicas, no health
-check, the router's unavailable page, `status` showing its schedule; runs are listed by `cron runs`). The scheduler's
-runs themselves are tested with a fast clock in tests/integration/test_cron_scheduler.py (no real minute waited)."""
+deploy and says so; one touching app/ does) and a cron service (built and recorded, no replicas, no health check,
+the router's unavailable page, `status` showing its schedule; its runs — a real process per slot, overlapping slots
+skipped — listed by `cron runs` and their output in `logs`). The control plane runs with
+BRANCHYARD_TEST_CRON_CLOCK_SPEED=60 (tests only): a "* * * * *" slot comes every second, no real minute is waited."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from conftest import new_home, start_plane, stop_plane, wait_for
 
 pytestmark = pytest.mark.integration
+
+JOB = """import os, time
+print("tick", os.environ["RAILWAY_ENVIRONMENT_NAME"], "DATABASE_URL" in os.environ, flush=True)
+time.sleep(2.5)  # 2.5 s of wall clock = 2.5 schedule minutes: the next slots come while it runs
+"""
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory, venv_cache):
+    p = start_plane(new_home(), venv_cache, extra_env={"BRANCHYARD_TEST_CRON_CLOCK_SPEED": "60"})
+    try:
+        yield p
+    finally:
+        stop_plane(p)
 
 WATCH = '\n[build]\nwatchPatterns = ["/app/**", "/main.py"]\n'
 
@@ -54,20 +72,41 @@ def test_a_push_touching_no_watched_file_does_not_deploy(plane, tmp_path):
     assert plane.get("watch.localhost").json()["commit"] == app
 
 
-def test_a_cron_service_deploys_without_replicas_and_shows_its_schedule(plane, tmp_path):
+def test_a_cron_service_deploys_without_replicas_and_runs_on_its_schedule(plane, tmp_path):
     repo = plane.app_repo(tmp_path, "app", project="cronjob")
+    (repo / "cronjob.py").write_text(JOB)
     _with_railway(repo, "", replace=('startCommand = "uvicorn main:app --host 0.0.0.0 --port $PORT"',
-                                     'startCommand = "python -c \\"print(\'tick\')\\""\ncronSchedule = "*/5 * * * *"'))
+                                     'startCommand = "python cronjob.py"\ncronSchedule = "* * * * *"'))
     sha = plane.commit(repo, "a cron service")
     pushed = plane.git(repo, "push", "branchyard", "main")
-    assert 'cron service: `python -c "print(\'tick\')"` runs on "*/5 * * * *" (UTC), one run at a time' in pushed.stdout \
-        + pushed.stderr
+    assert 'cron service: `python cronjob.py` runs on "* * * * *" (UTC), one run at a time' in pushed.stderr
     status = plane.json("status", "-e", "production", cwd=repo)
     assert status["status"] == "SUCCESS" and status["current_deployment"]["commit"] == sha
-    assert status["replicas"] == [] and status["cron"]["schedule"] == "*/5 * * * *"
-    assert status["cron"]["next_run_at"].endswith(":00Z")
+    assert status["replicas"] == [] and status["cron"]["schedule"] == "* * * * *"
+    assert status["uptime"] is None  # nothing serves: its URL is not probed (no "down" alert)
     text = plane.run("status", "-e", "production", cwd=repo).stdout
-    assert f"cron: */5 * * * *, next run at {status['cron']['next_run_at']}" in text
+    assert "cron: * * * * *, next run at " in text
     assert plane.get("cronjob.localhost", "/").status_code == 503  # the router's unavailable page: nothing serves
-    runs = plane.json("cron", "runs", "-e", "production", cwd=repo)
-    assert isinstance(runs, list) and all(r["status"] in ("running", "succeeded") for r in runs)
+
+    def listed():
+        runs = plane.json("cron", "runs", "-e", "production", cwd=repo)
+        done = [r for r in runs if r["status"] == "succeeded"]
+        return runs if done and any(r["status"] == "skipped" for r in runs) else None
+
+    runs = wait_for(listed, timeout=90, interval=0.5)
+    ok = next(r for r in runs if r["status"] == "succeeded")
+    assert ok["exit_code"] == 0 and ok["log_lines"] == 1 and ok["log_tail"] == ["tick production True"]
+    assert ok["duration_s"] >= 60 * 2  # 2.5 s of wall clock at 60×
+    skipped = next(r for r in runs if r["status"] == "skipped")
+    assert skipped["detail"] == "the previous run is still running" and skipped["exit_code"] is None
+    assert [r["scheduled_for"] for r in runs] == sorted((r["scheduled_for"] for r in runs), reverse=True)
+    table = plane.run("cron", "runs", "-e", "production", cwd=repo).stdout
+    assert "SUCCEEDED" in table and "SKIPPED" in table
+
+    def logged():
+        out = plane.run("logs", "-e", "production", "--json", "-n", "200", cwd=repo).stdout
+        records = [json.loads(line) for line in out.splitlines() if line.strip()]
+        return [r for r in records if r["service"] == "cron"]
+
+    cron_records = wait_for(logged, timeout=60, interval=0.5)
+    assert cron_records[0]["message"] == "tick production True" and cron_records[0]["stream"] == "stdout"

@@ -25,7 +25,7 @@ from ..store import models as m
 from ..store.db import Store
 from .alerts import Alerts, Notifier
 from .backups import Backups
-from .cron import Cron
+from .cron import Cron, scaled_clock
 from .databases import Databases
 from .dataplane import DataPlane
 from .deployer import Deployer
@@ -92,7 +92,8 @@ class Controller:
         self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
         # issue 17: cron services (cronSchedule) run their start command on schedule, one run at a time
         self.cron = Cron(settings, store, runtime=machine.runtime, tasks=machine.tasks, replicas=self.replicas,
-                         host_of=self.routes.host_of, redactor=self.data.redactor)
+                         host_of=self.routes.host_of, redactor=self.data.redactor,
+                         clock=scaled_clock(settings.cron_clock_speed))
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),

@@ -184,6 +184,21 @@ def test_a_run_left_running_by_a_dead_control_plane_is_failed_at_start(world):
     assert runs(store)[0] == (0.0, "failed", None, RESTARTED)
 
 
+def test_housekeeping_removes_old_raw_logs_then_old_rows(world):
+    cron, clock, store, src, _ = world
+    cron.tick()
+    assert cron.wait_idle(30)
+    with store.session() as s:
+        path = Path(s.scalar(select(m.CronRun)).log_path)
+    assert path.exists() and cron.prune() == (0, 0)
+    clock.now += 86400 + 60
+    assert cron.prune() == (2, 0) and not path.exists()  # stdout and stderr files
+    (listed,) = cron.runs("app", "production")
+    assert (listed["log_lines"], listed["log_tail"]) == (1, ["run hello ******** production"])  # kept when it ended
+    clock.now += 30 * 86400
+    assert cron.prune() == (0, 1) and cron.runs("app", "production") == []
+
+
 def test_a_sleeping_environment_runs_nothing(world):
     cron, clock, store, src, _ = world
     with store.session() as s:

@@ -202,10 +202,10 @@ ROWS: dict[str, list[dict]] = {
     "cron_runs": [
         dict(id=1, environment_id=1, deployment_id=DEP_OK, scheduled_for=1714557600.0, started_at=1714557600.2,
              finished_at=1714557601.0, exit_code=0, status="succeeded", detail=None, log_path="/logs/cron.1.log",
-             pid=4242, start_time=123456),
+             log_lines=2, log_tail='["done", "bye"]', pid=4242, start_time=123456),
         dict(id=2, environment_id=1, deployment_id=DEP_OK, scheduled_for=1714557660.0, started_at=None,
              finished_at=None, exit_code=None, status="skipped", detail="the previous run is still running",
-             log_path=None, pid=None, start_time=None),
+             log_path=None, log_lines=None, log_tail=None, pid=None, start_time=None),
     ],
 }
 

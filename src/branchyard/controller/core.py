@@ -164,6 +164,7 @@ class Controller:
         self.git_follow.converge_all()  # first: cheap, and a failing backup below must not hold it up
         self.metrics.housekeeping()  # metric rollups (10 s → 1 min → 1 h) and retention: cheap, never raises
         self.tests.converge_all()  # post-deploy tests left undecided (level-triggered; each run on a thread of its own)
+        self.cron.prune()  # ended cron runs' raw log files after a day, their rows after 30 days
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()

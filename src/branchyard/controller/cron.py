@@ -16,6 +16,7 @@ failed ("the control plane restarted"). A run's stdout/stderr go to `<deployment
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from .. import cron_plan, names
 from ..backends.ports import Placement, RuntimePort, TaskLedger
@@ -40,6 +41,8 @@ RUNNING, SUCCEEDED, FAILED, SKIPPED = "running", "succeeded", "failed", "skipped
 INTERVAL = 1.0  # seconds between scheduler passes
 POLL = 0.2  # seconds between checks of a running run's process
 RESTARTED = "the control plane restarted while it ran"
+RAW_KEEP = 86400.0  # seconds an ended run's raw log files are kept (its records stay in `logs` for their retention)
+ROWS_KEEP = 30 * 86400.0  # seconds a run stays listed by `cron runs`
 
 
 class Cron:
@@ -191,6 +194,9 @@ class Cron:
             if run is None or run.status != RUNNING:
                 return
             run.finished_at, run.exit_code = self.clock(), code
+            lines, tail = _log_lines(run.log_path)  # kept: housekeeping removes the raw files a day later
+            redact = self.redactor(run.environment_id)
+            run.log_lines, run.log_tail = lines, json.dumps([redact(line) for line in tail])
             run.status = SUCCEEDED if code == 0 else FAILED
             if run.status == FAILED:
                 run.detail = why or (f"exited with code {code}" if code is not None else "exit code unknown")
@@ -216,6 +222,27 @@ class Cron:
         with self._lock:
             return not self._watching
 
+    def prune(self) -> tuple[int, int]:
+        """Housekeeping: the raw log files of runs ended more than RAW_KEEP seconds ago (the shipper read them within a
+        second; their records stay in `logs`), and rows older than ROWS_KEEP. Returns (files, rows) removed."""
+        now = self.clock()
+        files = 0
+        with self.store.session() as s:
+            for r in s.scalars(select(m.CronRun).where(m.CronRun.finished_at < now - RAW_KEEP,
+                                                       m.CronRun.log_path.is_not(None))):
+                for p in (Path(r.log_path), _stderr(Path(r.log_path))):
+                    try:
+                        p.unlink()
+                        files += 1
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        log.warning("cannot remove %s", p)
+                r.log_path = None
+            rows = s.execute(delete(m.CronRun).where(m.CronRun.scheduled_for < now - ROWS_KEEP,
+                                                     m.CronRun.status != RUNNING)).rowcount or 0
+        return files, rows
+
     def stop_all(self, grace: float = 5.0) -> None:
         """Stop every run still going (whole-machine stop); their rows are finished by their threads."""
         with self.store.session() as s:
@@ -239,7 +266,10 @@ class Cron:
             out = []
             for r in rows:
                 end = r.finished_at if r.finished_at is not None else (now if r.status == RUNNING else None)
-                lines, tail = _log_lines(r.log_path)
+                if r.log_lines is not None:  # ended: what it printed was counted then
+                    lines, tail = r.log_lines, json.loads(r.log_tail or "[]")
+                else:
+                    lines, tail = _log_lines(r.log_path)
                 out.append({
                     "id": r.id, "deployment_id": r.deployment_id, "scheduled_for": cron_plan.iso(r.scheduled_for),
                     "status": r.status, "exit_code": r.exit_code, "detail": r.detail,
@@ -273,12 +303,16 @@ def _epoch(naive_utc: Any) -> float:
     return naive_utc.replace(tzinfo=dt.timezone.utc).timestamp()
 
 
+def _stderr(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".log") + ".stderr.log")
+
+
 def _log_lines(path: str | None, tail: int = 3) -> tuple[int, list[str]]:
     """How many lines a run printed (stdout and stderr) and its last lines (stderr's after stdout's)."""
     if not path:
         return 0, []
     count, last = 0, []
-    for p in (Path(path), Path(path).with_name(Path(path).name.removesuffix(".log") + ".stderr.log")):
+    for p in (Path(path), _stderr(Path(path))):
         try:
             text = p.read_text(encoding="utf-8", errors="replace")
         except OSError:

@@ -418,6 +418,8 @@ class CronRun(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed | skipped
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # why skipped or failed
-    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # None once housekeeping removed its raw files
+    log_lines: Mapped[int | None] = mapped_column(Integer, nullable=True)  # when it ended: lines it printed
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)  # when it ended: its last lines, secrets masked
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     start_time: Mapped[int | None] = mapped_column(Integer, nullable=True)

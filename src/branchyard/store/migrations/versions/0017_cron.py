@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("detail", sa.Text, nullable=True),
         sa.Column("log_path", sa.Text, nullable=True),
+        sa.Column("log_lines", sa.Integer, nullable=True),
+        sa.Column("log_tail", sa.Text, nullable=True),
         sa.Column("pid", sa.Integer, nullable=True),
         sa.Column("start_time", sa.Integer, nullable=True),
     )

@@ -18,8 +18,8 @@ from branchyard.backends.local.runtime import LocalRuntime
 from branchyard.backends.local.tasks import TaskRecords
 from branchyard.build import release
 from branchyard.controller.cron import RESTARTED, Cron
-from branchyard.cron_plan import StartRun
 from branchyard.controller.replicas import Replicas
+from branchyard.cron_plan import StartRun
 from branchyard.secrets import SecretBox
 from branchyard.settings import load
 from branchyard.spec.model import EnvironmentConfig, WebConfig

@@ -13,8 +13,8 @@ from .. import errors
 from . import ui
 from .alerts_cmd import alerts
 from .config_cmd import config
-from .cron_cmd import cron
 from .context import State
+from .cron_cmd import cron
 from .data_cmd import add, backup, connect, db, restore, run
 from .deploy_cmd import deployments, down, redeploy, rollback, scale, status, up
 from .domain_cmd import domain

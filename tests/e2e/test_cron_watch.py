@@ -7,9 +7,11 @@ BRANCHYARD_TEST_CRON_CLOCK_SPEED=60 (tests only): a "* * * * *" slot comes every
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from conftest import new_home, start_plane, stop_plane, wait_for
+from webhooks import deliver, push
 
 pytestmark = pytest.mark.integration
 
@@ -19,10 +21,15 @@ time.sleep(2.5)  # 2.5 s of wall clock = 2.5 schedule minutes: the next slots co
 """
 
 
+SECRET = "cron-watch-webhook-secret"
+
+
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory, venv_cache):
-    p = start_plane(new_home(), venv_cache, extra_env={"BRANCHYARD_TEST_CRON_CLOCK_SPEED": "60"})
+    p = start_plane(new_home(), venv_cache, extra_env={"BRANCHYARD_TEST_CRON_CLOCK_SPEED": "60",
+                                                       "BRANCHYARD_GITHUB_WEBHOOK_SECRET": SECRET})
     try:
+        p.api_url = p.json("server", "status")["api_url"]
         yield p
     finally:
         stop_plane(p)
@@ -70,6 +77,40 @@ def test_a_push_touching_no_watched_file_does_not_deploy(plane, tmp_path):
     plane.git(repo, "push", "branchyard", "main")  # compared with the deployed commit: docs/ and app/ changed since
     assert _deployments(plane, repo)[0] == (app, "SUCCESS")
     assert plane.get("watch.localhost").json()["commit"] == app
+
+
+def test_a_github_push_touching_no_watched_file_does_not_deploy_either(plane, tmp_path):
+    repo = plane.app_repo(tmp_path, "app", project="ghwatch")
+    toml = repo / "branchyard.toml"
+    toml.write_text(toml.read_text().replace('repository = "owner/yoto-smart-stream"', 'repository = "owner/ghwatch"'))
+    _with_railway(repo, WATCH)
+    (repo / "app").mkdir()
+    (repo / "app" / "settings.txt").write_text("one\n")
+    first = plane.commit(repo, "watchPatterns")
+    upstream = tmp_path / "upstream.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(upstream)], check=True, env=plane.env)
+    plane.git(repo, "remote", "add", "upstream", str(upstream))
+    plane.run("init", "--repo", str(upstream), cwd=repo)
+
+    def delivered(before: str, after: str) -> None:
+        answer = deliver(plane.api_url, "push", push("refs/heads/main", before=before, after=after,
+                                                       repository="owner/ghwatch"), secret=SECRET)
+        assert answer.status_code == 202, answer.text
+
+    delivered("0" * 40, first)
+    wait_for(lambda: _deployments(plane, repo) == [(first, "SUCCESS")], timeout=240, interval=1)
+    (repo / "docs").mkdir()
+    (repo / "docs" / "notes.md").write_text("only docs\n")
+    docs = plane.commit(repo, "docs only")
+    plane.git(repo, "push", "--quiet", "upstream", "main")
+    delivered(first, docs)
+    events = wait_for(lambda: [e for e in plane.json("events", "-e", "production", cwd=repo)
+                               if e["kind"] == "deploy.skipped"], timeout=60, interval=0.5)
+    assert events[0]["message"] == (f'push of {docs[:12]}: no deploy: no changed file matches watchPatterns '
+                                    f'["/app/**", "/main.py"] (docs/notes.md changed since {first[:12]})')
+    assert events[0]["actor"] == "github"
+    assert _deployments(plane, repo) == [(first, "SUCCESS")]
+    assert not [e for e in plane.json("events", cwd=repo) if e["kind"] == "push.ignored"]  # one event says it
 
 
 def test_a_cron_service_deploys_without_replicas_and_runs_on_its_schedule(plane, tmp_path):

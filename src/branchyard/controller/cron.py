@@ -16,6 +16,7 @@ failed ("the control plane restarted"). A run's stdout/stderr go to `<deployment
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -175,7 +176,13 @@ class Cron:
                 self.store.record(s, project, "cron.started",
                                   f"run {run_id} of {cron_plan.iso(slot)}: {ctx.start_command} (pid {h.pid})",
                                   environment=env_name, deployment_id=dep_id)
-            with self.tasks.running(h.pid, f"cron: {project}/{env_name} run {run_id}"):
+            with contextlib.ExitStack() as recorded:
+                try:
+                    recorded.enter_context(self.tasks.running(h.pid, f"cron: {project}/{env_name} run {run_id}"))
+                except BranchyardError as err:  # never left running unrecorded
+                    self.runtime.stop(h, grace=0)
+                    self._finish(run_id, None, f"stopped: {err}", project=project, env_name=env_name, dep_id=dep_id)
+                    return
                 while self.runtime.is_alive(h):
                     time.sleep(POLL)
             self._finish(run_id, self.runtime.exit_code(h), self.runtime.exit_reason(h), project=project,
@@ -193,9 +200,14 @@ class Cron:
             run = s.get(m.CronRun, run_id)
             if run is None or run.status != RUNNING:
                 return
+            env_id, log_path = run.environment_id, run.log_path
+        lines, tail = _log_lines(log_path)  # kept: housekeeping removes the raw files a day later
+        redact = self.redactor(env_id)  # before the write below: it reads the environment's secrets
+        with self.store.session() as s:
+            run = s.get(m.CronRun, run_id)
+            if run is None or run.status != RUNNING:
+                return
             run.finished_at, run.exit_code = self.clock(), code
-            lines, tail = _log_lines(run.log_path)  # kept: housekeeping removes the raw files a day later
-            redact = self.redactor(run.environment_id)
             run.log_lines, run.log_tail = lines, json.dumps([redact(line) for line in tail])
             run.status = SUCCEEDED if code == 0 else FAILED
             if run.status == FAILED:
@@ -258,11 +270,12 @@ class Cron:
     def runs(self, project: str, env_name: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """The environment's runs, newest slot first: slot, status, exit code, duration, log lines and tail."""
         with self.store.session() as s:
-            env = self.store.environment(s, self.store.project(s, project), env_name)
-            rows = list(s.scalars(select(m.CronRun).where(m.CronRun.environment_id == env.id)
+            env_id = self.store.environment(s, self.store.project(s, project), env_name).id
+        redact = self.redactor(env_id)
+        with self.store.session() as s:
+            rows = list(s.scalars(select(m.CronRun).where(m.CronRun.environment_id == env_id)
                                   .order_by(m.CronRun.scheduled_for.desc(), m.CronRun.id.desc()).limit(limit)))
             now = self.clock()
-            redact = self.redactor(env.id)
             out = []
             for r in rows:
                 end = r.finished_at if r.finished_at is not None else (now if r.status == RUNNING else None)

@@ -199,6 +199,20 @@ def test_housekeeping_removes_old_raw_logs_then_old_rows(world):
     assert cron.prune() == (0, 1) and cron.runs("app", "production") == []
 
 
+def test_a_run_the_ledger_cannot_record_is_stopped_and_failed(world, tmp_path):
+    cron, clock, store, src, _ = world
+    (tmp_path / "not-a-dir").write_text("")
+    cron.tasks = TaskRecords(tmp_path / "not-a-dir" / "tasks")  # its records cannot be written
+    (src / "mode").write_text("slow")
+    cron.tick()
+    assert cron.wait_idle(30)
+    ((slot, status, code, detail),) = runs(store)
+    assert (slot, status, code) == (0.0, "failed", None) and detail.startswith("stopped: cannot record task ")
+    with store.session() as s:
+        pid = s.scalar(select(m.CronRun)).pid
+    assert processes_of(pid) == []
+
+
 def test_a_sleeping_environment_runs_nothing(world):
     cron, clock, store, src, _ = world
     with store.session() as s:

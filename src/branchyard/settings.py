@@ -54,6 +54,9 @@ class Settings:
     access_log: bool = True  # BRANCHYARD_ACCESS_LOG: the router logs each environment's requests (off: no http records)
     log_cap_mb: int = 256  # BRANCHYARD_LOG_CAP_MB: an environment's log records on disk, at most (oldest dropped first)
     prices: Prices = field(default_factory=Prices)  # BRANCHYARD_PRICES: `cost`'s price table (a TOML file or k=v,…)
+    # BRANCHYARD_TEST_CRON_CLOCK_SPEED, for tests only: the cron scheduler's clock runs this many times faster than the
+    # wall clock from the control plane's start (60: a "* * * * *" schedule fires every second). Never in production.
+    cron_clock_speed: float = 1.0
 
     @property
     def state_db(self) -> Path:
@@ -157,6 +160,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         access_log=_flag(env, "BRANCHYARD_ACCESS_LOG", default=True),
         log_cap_mb=_positive(env, "BRANCHYARD_LOG_CAP_MB", 256),
         prices=parse_prices(env.get("BRANCHYARD_PRICES")),
+        cron_clock_speed=_interval(env, "BRANCHYARD_TEST_CRON_CLOCK_SPEED", 1.0),
     )
 
 

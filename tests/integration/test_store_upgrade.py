@@ -36,6 +36,7 @@ TABLE_SINCE = {
     "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011", "users": "0012",
     "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015",
     "environment_usage": "0017",
+    "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015", "cron_runs": "0018",
 }
 COLUMN_SINCE = {
     ("projects", "domain"): "0002",
@@ -205,6 +206,14 @@ ROWS: dict[str, list[dict]] = {
              storage_gb=10.0, running_seconds=3600.0,
              memory_gb_seconds=7200.0, vcpu_seconds=3600.0, storage_gb_seconds=36000.0),
     ],
+    "cron_runs": [
+        dict(id=1, environment_id=1, deployment_id=DEP_OK, scheduled_for=1714557600.0, started_at=1714557600.2,
+             finished_at=1714557601.0, exit_code=0, status="succeeded", detail=None, log_path="/logs/cron.1.log",
+             log_lines=2, log_tail='["done", "bye"]', pid=4242, start_time=123456),
+        dict(id=2, environment_id=1, deployment_id=DEP_OK, scheduled_for=1714557660.0, started_at=None,
+             finished_at=None, exit_code=None, status="skipped", detail="the previous run is still running",
+             log_path=None, log_lines=None, log_tail=None, pid=None, start_time=None),
+    ],
 }
 
 
@@ -291,7 +300,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 18)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 19)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

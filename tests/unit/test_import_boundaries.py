@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "branchyard"
 # Pure: decisions from values, no I/O, no state. They may import each other, errors, and the standard library.
 PURE = ["plan.py", "deploy_plan.py", "policy.py", "promotion.py", "names.py", "domains.py", "access.py", "branch_follow.py",
         "git_rules.py", "metrics.py", "monitoring.py", "spec", "alerting.py", "availability.py", "verification.py", "logrecords.py",
-        "isolation.py"]
+        "isolation.py", "cron_plan.py", "watch_patterns.py"]
 IMPURE_PACKAGES = ("branchyard.controller", "branchyard.store", "branchyard.backends", "branchyard.api",
                    "branchyard.cli", "branchyard.server", "branchyard.build", "branchyard.github", "branchyard.triggers")
 

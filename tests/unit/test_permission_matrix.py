@@ -80,6 +80,7 @@ ROUTES: dict[tuple[str, str], Permission] = {
     ("GET", "/api/projects/{project}/environments/{env}/domains"): P.READ,
     ("GET", "/api/projects/{project}/alerts"): P.READ,
     ("GET", "/api/projects/{project}/environments/{env}/alerts"): P.READ,
+    ("GET", "/api/projects/{project}/environments/{env}/cron/runs"): P.READ,
     ("POST", "/api/projects/{project}/environments/{env}/domains"): P.CONFIGURE,
     ("DELETE", "/api/projects/{project}/environments/{env}/domains/{host}"): P.CONFIGURE,
     ("GET", "/api/tls/root"): P.READ,

@@ -456,6 +456,8 @@ def test_railway_json_with_comments_trailing_commas_and_schema(tmp_path: Path) -
     assert web.replicas == 3
     assert spec.ignored == (
         'railway.json: build.builder = "nixpacks" is ignored (branchyard builds with a virtualenv)',
+        "railway.json: deploy.multiRegionConfig: the regions are ignored (branchyard runs on your own machines); "
+        "their numReplicas add up to 3 replicas",
     )
 
 

@@ -26,6 +26,7 @@ from .permissions import Gatekeeper, permission_of
 from .routes import (
     alerts,
     cost,
+    cron,
     data,
     deployments,
     domains,
@@ -46,7 +47,7 @@ from .routes import (
 # Order matters only between routes whose paths can match one URL (the first answers a method neither has:
 # 405 and its Allow header); such routes share a module, which keeps their order.
 RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains, users,
-             metrics, alerts, cost)
+             metrics, alerts, cost, cron)
 
 
 def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,

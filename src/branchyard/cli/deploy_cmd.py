@@ -123,6 +123,9 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
     latest = info["latest_deployment"]
     if latest and (not current or latest["id"] != current["id"]) and (not target or latest["id"] != target["id"]):
         ui.out.print(Text.assemble(f"latest: {latest['id']} ", ui.status_word(latest["status"]), f" {latest['error'] or ''}"))
+    cron = info.get("cron")
+    if cron:  # issue 17: a cron service runs on its schedule, with no replicas (`branchyard cron runs`)
+        ui.info(f"cron: {cron['schedule']}, next run at {cron['next_run_at']}")
     if info["replicas"]:
         ui.table(
             ["REPLICA", "PID", "PORT", "STATE", "HEALTH", "RESTARTS", "UPTIME"],

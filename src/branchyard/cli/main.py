@@ -15,6 +15,7 @@ from .alerts_cmd import alerts
 from .config_cmd import config
 from .context import State
 from .cost_cmd import cost_command
+from .cron_cmd import cron
 from .data_cmd import add, backup, connect, db, restore, run
 from .deploy_cmd import deployments, down, redeploy, rollback, scale, status, up
 from .domain_cmd import domain
@@ -55,6 +56,7 @@ for command in (
     metrics,  # metrics_cmd
     alerts,  # alerts_cmd
     cost_command,  # cost_cmd
+    cron,  # cron_cmd
     variables,  # variables_cmd
     add, run, connect, backup, restore, db,  # data_cmd
     previews,  # previews_cmd

@@ -288,11 +288,18 @@ class Attempts:
             out(f"-----> stopping {len(leftovers)} replica(s) left by the interrupted attempt")
             self.replicas.stop(leftovers, grace=5)
         ctx = self.replicas.context(dep_id, host)
-        n = ctx.replicas
-        out(f"-----> starting {n} replica{'s' if n != 1 else ''}: {ctx.start_command}")
-        path = ctx.healthcheck_path
-        out(f"-----> health check: {'GET ' + path + ' → 200' if path else 'GET / → status < 500'} within {ctx.healthcheck_timeout}s")
-        handles = self.replicas.start(ctx, list(range(n)), out)
+        with self.store.session() as s:
+            cron = DeploymentConfig.from_json(s.get(m.Deployment, dep_id).config_json or "{}").web.cron_schedule
+        if cron:  # issue 17: a cron service (controller/cron.py runs it): no replicas, no health check, no route
+            out(f"-----> cron service: `{ctx.start_command}` runs on \"{cron}\" (UTC), one run at a time; "
+                "no replicas, no health check, no route")
+            handles = []
+        else:
+            n = ctx.replicas
+            out(f"-----> starting {n} replica{'s' if n != 1 else ''}: {ctx.start_command}")
+            path = ctx.healthcheck_path
+            out(f"-----> health check: {'GET ' + path + ' → 200' if path else 'GET / → status < 500'} within {ctx.healthcheck_timeout}s")
+            handles = self.replicas.start(ctx, list(range(n)), out)
         healthy = time.monotonic()
         failpoints.hit("deploy.after_health")
         self.check_wanted(dep_id)
@@ -307,9 +314,10 @@ class Attempts:
         failpoints.hit("deploy.after_switch")
         self.routes.sync()
         routed = time.monotonic()
-        out(f"-----> routed {self.settings.public_url(host)} → {', '.join(str(h.port) for _, h in handles)} "
-            f"({_ms(queued + routed - began)} after it was queued: roll-out began at +{_ms(queued)}, replicas healthy "
-            f"in {_ms(healthy - began)}, switch and route in {_ms(routed - healthy)})")
+        if not cron:
+            out(f"-----> routed {self.settings.public_url(host)} → {', '.join(str(h.port) for _, h in handles)} "
+                f"({_ms(queued + routed - began)} after it was queued: roll-out began at +{_ms(queued)}, replicas "
+                f"healthy in {_ms(healthy - began)}, switch and route in {_ms(routed - healthy)})")
         if old_id:
             self._drain(ctx.env_id, old_id, ctx.overlap_seconds, ctx.draining_seconds, out)
         self._prune_releases(ctx.env_id)

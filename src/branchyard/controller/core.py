@@ -8,6 +8,7 @@ Who does what (docs/architecture.md has the picture):
 - `git_follow` — production's branch follows promotions (a store listener, and housekeeping);
 - `tests` — post-deploy tests after each deployment goes live (a store listener, and housekeeping);
 - `logship` — raw logs → each environment's structured records (a thread), pruned in housekeeping;
+- `cron` — cron services' runs on their schedule (a thread);
 - `routes`, `guards`, `backups`, `data`, `replicas` — what the others share.
 """
 
@@ -25,6 +26,7 @@ from ..store.db import Store
 from .alerts import Alerts, Notifier
 from .backups import Backups
 from .costs import Costs
+from .cron import Cron, scaled_clock
 from .databases import Databases
 from .dataplane import DataPlane
 from .deployer import Deployer
@@ -89,11 +91,16 @@ class Controller:
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      liveness=self.liveness, housekeeping=self._housekeeping)
         self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
+        # issue 17: cron services (cronSchedule) run their start command on schedule, one run at a time
+        self.cron = Cron(settings, store, runtime=machine.runtime, tasks=machine.tasks, replicas=self.replicas,
+                         host_of=self.routes.host_of, redactor=self.data.redactor,
+                         clock=scaled_clock(settings.cron_clock_speed))
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
                                          preview_info=self.previews.info, uptime=self.uptime.summary,
-                                         measures=self.metrics.current)
+                                         measures=self.metrics.current,
+                                         cron=self.cron.status)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
         self.oneoffs = OneOffs(store, variables=self.variables)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
@@ -139,6 +146,8 @@ class Controller:
         threading.Thread(target=self.uptime.run_forever, args=(self._stop,), name="uptime", daemon=True).start()
         threading.Thread(target=self.alerts.run_forever, args=(self._stop,), name="alerts", daemon=True).start()
         threading.Thread(target=self.logship.run_forever, args=(self._stop,), name="logship", daemon=True).start()
+        # after deployer.recover() killed the runs a dead control plane left (task ledger): their rows fail first
+        threading.Thread(target=self.cron.run_forever, args=(self._stop,), name="cron", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
@@ -160,6 +169,7 @@ class Controller:
         self.metrics.housekeeping()  # metric rollups (10 s → 1 min → 1 h) and retention: cheap, never raises
         self.costs.tick()  # measured cost: every environment's running time, to now (one small transaction)
         self.tests.converge_all()  # post-deploy tests left undecided (level-triggered; each run on a thread of its own)
+        self.cron.prune()  # ended cron runs' raw log files after a day, their rows after 30 days
         self.backups.scheduled(m.utcnow())
         self.webhooks.prune(m.utcnow())
         self.deployer.prune_layers()
@@ -174,5 +184,6 @@ class Controller:
         with self.store.session() as s:
             ids = list(s.scalars(select(m.Replica.id).where(m.Replica.state != m.REPLICA_STOPPED)))
         self.replicas.stop(ids, grace=3)
+        self.cron.stop_all(grace=3)
         self.router.stop()
         self.data.stop_all()

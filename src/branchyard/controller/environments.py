@@ -59,7 +59,8 @@ class Environments:
                  routes: Routes, records: LogShipper, reconcile_env: Callable[[str, str], None],
                  preview_info: Callable[[str, str], dict[str, Any] | None],
                  uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None,
-                 measures: Callable[[str, str], dict[str, float]] | None = None) -> None:
+                 measures: Callable[[str, str], dict[str, float]] | None = None,
+                 cron: Callable[[str | None], dict[str, Any] | None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -72,6 +73,7 @@ class Environments:
         self.preview_info = preview_info  # an ephemeral environment's pull request or branch, and its decision
         self.uptime = uptime  # availability and incidents of the probed public URL (controller/uptime.py)
         self.measures = measures  # an environment's latest metric values (controller/metrics.py: the database's size)
+        self.cron = cron  # a cron service's schedule and next run (controller/cron.py)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -137,6 +139,8 @@ class Environments:
         status = current.status if current else (latest.status if latest else "NO DEPLOYMENTS")
         if env.state == m.ENV_SLEEPING:
             status = m.SLEEPING
+        elif current is not None and status == m.SUCCESS and web is not None and web.cron_schedule:
+            pass  # a cron service runs no replicas: SUCCESS once built and recorded (its runs: `cron runs`)
         elif current is not None and status == m.SUCCESS and web is not None:
             status = serving_status(replicas, env.replicas_override or web.replicas)
             if status == m.SUCCESS and current.tests_status == verification.FAILED:
@@ -166,6 +170,8 @@ class Environments:
             # issue 17: what this machine enforces (limits, network) and why not; the database's size against `storage`
             "isolation": isolation.to_json(self.runtime.isolation()),
             "database_storage": self._storage(p.name, env.name, current.config_json if current else None),
+            # issue 17: a cron service's schedule and next run (None: a web service)
+            "cron": self.cron(current.config_json if current else None) if self.cron else None,
         }
 
     def _storage(self, project: str, env_name: str, config_json: str | None) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ Layout under `$BRANCHYARD_HOME/logs/<project>/<env>/`:
     <deployment>/web.<N>.log          a replica's stdout  (the app holds it open, O_APPEND; see RuntimePort.spawn)
     <deployment>/web.<N>.stderr.log   a replica's stderr
     <deployment>/deploy.log           the deployment's build/deploy log (the control plane writes it)
+    <deployment>/cron.<run>.log       a cron run's stdout (and .stderr.log): service "cron", replica = the run's id
     access.log, access-<time>.log     the router's access log for the environment (Caddy writes and rolls it)
     _records/<base>.jsonl             record segments: JSON lines (logrecords.py), `<base>` the segment's first
                                       position (a byte count over all the environment's segments, ever)

@@ -126,6 +126,8 @@ class Reconciler:
             current = self.store.current_deployment(s, env)
             web = (web_of(current.config_json) if current is not None else None) or WebConfig()
             desired = (env.replicas_override or web.replicas) if current is not None else None
+            if current is not None and web.cron_schedule:
+                desired = 0  # a cron service: its runs are controller/cron.py's, no replica serves
             state, current_id, current_status = env.state, env.current_deployment_id, current.status if current else None
         in_progress = self.deployer.running()
         now = time.time()

@@ -50,7 +50,10 @@ def monitored(config_json: str | None, *, production: bool) -> bool:
     if not config_json:
         return False
     try:
-        value = json.loads(config_json).get("uptime")
+        snapshot = json.loads(config_json)
+        value = snapshot.get("uptime")
+        if (snapshot.get("web") or {}).get("cron_schedule"):
+            return False  # a cron service (issue 17) serves nothing: its host is never up, so it is not probed
     except (ValueError, AttributeError):
         return production
     return production if value is None else bool(value)

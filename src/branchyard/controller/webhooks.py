@@ -144,7 +144,7 @@ class Webhooks:
         log.info("delivery %s: %s", delivery, note)
 
     def _apply_push(self, project: str, event: gh.PushEvent) -> tuple[bool, str]:
-        """(whether it deployed or destroyed something, what was done)."""
+        """(whether it deployed, destroyed or skipped something — recorded its own event —, what was done)."""
         from .. import names
 
         branch = event.branch
@@ -164,6 +164,6 @@ class Webhooks:
         fetch_commit(repo, upstream, event.after, refs=(event.ref,))
         # the same path as a push to the `branchyard` remote: mapped branch → its environment, else a branch preview
         result = self.pushes.receive(project, event.ref, event.before, event.after, {}, actor=GITHUB)
-        if result.deployment_id is None:
-            return False, result.note or ""
+        if result.deployment_id is None:  # skipped by watchPatterns: its own deploy.skipped event, no push.ignored
+            return result.skipped, result.note or ""
         return True, f"deployment {result.deployment_id}" + (f" ({result.note})" if result.note else "")

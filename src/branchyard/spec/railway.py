@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import values as v
-from .context import Entry, FileContext, Layer
+from .context import Entry, FileContext, Layer, dotted
 from .model import WebConfig, defaults
 
 _VIRTUALENV = "branchyard builds with a virtualenv"
@@ -19,8 +19,7 @@ Parser = Callable[[Any], Any]
 
 BUILD_KEYS: dict[str, tuple[str, Parser]] = {
     "buildCommand": ("build_command", v.command),
-    "watchPatterns": ("watch_patterns", v.patterns),
-    "dockerfilePath": ("dockerfile_path", v.optional_text),
+    "watchPatterns": ("watch_patterns", v.watch_patterns),
 }
 DEPLOY_KEYS: dict[str, tuple[str, Parser]] = {
     "startCommand": ("start_command", v.command),
@@ -43,6 +42,7 @@ IGNORED_BUILD: dict[str, str] = {
     "nixpacksVersion": _VIRTUALENV,
     "railpackVersion": _VIRTUALENV,
     "buildEnvironment": _VIRTUALENV,
+    "dockerfilePath": _VIRTUALENV,  # no image is built: the Dockerfile is never read
 }
 IGNORED_DEPLOY: dict[str, str] = {
     "region": _ONE_HOST,
@@ -123,6 +123,10 @@ def _section(
             total = _multi_region_replicas(ctx, (*path, key), value)
             if total is not None and "numReplicas" not in table:
                 layer["web.replicas"] = Entry(total, source)
+            if total is not None:  # the replica count is honoured; where they run is not
+                used = ("numReplicas beside it is used instead" if "numReplicas" in table
+                        else f"their numReplicas add up to {total} replicas")
+                ctx.ignored.append(f"{ctx.label}: {dotted((*path, key))}: the regions are ignored ({_ONE_HOST}); {used}")
         else:
             ctx.unknown(path, key, value, _known(keys, ignored, path))
     return layer

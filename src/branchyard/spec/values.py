@@ -12,6 +12,9 @@ import re
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
+import pathspec
+from croniter import croniter
+
 from ..errors import SpecError
 
 RESTART_POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
@@ -143,6 +146,17 @@ def patterns(value: object) -> tuple[str, ...]:
     raise expected("a list of strings", value)
 
 
+def watch_patterns(value: object) -> tuple[str, ...]:
+    """Railway's watchPatterns: gitignore-style patterns of the repository's files ("/app/**", "**/*.py", "!docs/")."""
+    globs = patterns(value)
+    for glob in globs:
+        try:
+            pathspec.GitIgnoreSpec.from_lines([glob])
+        except (ValueError, TypeError):
+            raise expected("gitignore-style patterns like \"/app/**\" or \"**/*.py\"", glob) from None
+    return globs
+
+
 def repository_globs(value: object) -> tuple[str, ...]:
     """A non-empty list of glob patterns of files inside the repository ("migrations/**", "manage.py")."""
     globs = patterns(value)
@@ -195,7 +209,11 @@ def cron(value: object) -> str | None:
         return None
     if not isinstance(value, str) or len(value.split()) != 5:
         raise expected('a cron expression with 5 fields like "0 3 * * *"', value)
-    return " ".join(value.split())
+    schedule = " ".join(value.split())
+    if not croniter.is_valid(schedule):  # a field out of range ("61 * * * *") or not cron syntax
+        raise expected('a valid cron expression (minute hour day-of-month month day-of-week, UTC) like "0 3 * * *"',
+                       value)
+    return schedule
 
 
 def optional_text(value: object) -> str | None:

@@ -419,3 +419,24 @@ class EnvironmentUsage(Base):
     memory_gb_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
     vcpu_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
     storage_gb_seconds: Mapped[float] = mapped_column(Float, server_default=text("0"))
+class CronRun(Base):
+    """One slot of a cron service (`cronSchedule`, controller/cron.py): run (running → succeeded/failed) or skipped
+    (the previous run was still going, or the slot was missed while the control plane was down). Times are unix
+    seconds (UTC); `pid`/`start_time` identify a running run's process (the identity guard against PID reuse)."""
+
+    __tablename__ = "cron_runs"
+    __table_args__ = (Index("ix_cron_runs_environment_id_slot", "environment_id", "scheduled_for"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    deployment_id: Mapped[str] = mapped_column(String(36))  # the cron deployment whose release and variables it ran
+    scheduled_for: Mapped[float] = mapped_column(Float)  # the schedule's slot
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed | skipped
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # why skipped or failed
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # None once housekeeping removed its raw files
+    log_lines: Mapped[int | None] = mapped_column(Integer, nullable=True)  # when it ended: lines it printed
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)  # when it ended: its last lines, secrets masked
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    start_time: Mapped[int | None] = mapped_column(Integer, nullable=True)

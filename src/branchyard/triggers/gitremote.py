@@ -162,6 +162,21 @@ def fetch_commit(repo: Path, upstream: str | None, sha: str, *, refs: tuple[str,
                        f"{names.scrub_credentials(upstream)}{detail}")
 
 
+def changed_files(repo: Path, old: str, new: str, *, git_env: dict[str, str] | None = None) -> list[str] | None:
+    """The paths `git diff --name-only --no-renames old new` lists (a rename: both its old and its new path), in the
+    project's bare repository (`git_env`: a pre-receive hook's quarantine variables, so the pushed objects are seen);
+    None when git cannot tell (`old` is not in the repository any more)."""
+    env = {**os.environ, **(git_env or {})}
+    try:
+        done = subprocess.run(["git", f"--git-dir={repo}", "diff", "--name-only", "--no-renames", "-z", old, new, "--"],
+                              capture_output=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return [p for p in done.stdout.decode(errors="surrogateescape").split("\0") if p]
+
+
 def commit_log(repo: Path, old: str | None, new: str, limit: int = 50) -> tuple[tuple[str, str], ...]:
     """(sha, subject) of old..new in the project's repository, newest first (just `new` when old is unknown)."""
     spec = [f"{old}..{new}"] if old and old != new else ([] if old == new else [new, "-1"])

@@ -52,6 +52,7 @@ class Settings:
     alerts_interval: float = 10.0  # BRANCHYARD_ALERTS_INTERVAL: seconds between evaluations of the alert rules
     access_log: bool = True  # BRANCHYARD_ACCESS_LOG: the router logs each environment's requests (off: no http records)
     log_cap_mb: int = 256  # BRANCHYARD_LOG_CAP_MB: an environment's log records on disk, at most (oldest dropped first)
+    preview_sleep_after: int = 1800  # BRANCHYARD_PREVIEW_SLEEP_AFTER: previews idle this long sleep (0: never; spec/sleep.py)
 
     @property
     def state_db(self) -> Path:
@@ -154,7 +155,22 @@ def load(env: dict[str, str] | None = None) -> Settings:
         alerts_interval=_interval(env, "BRANCHYARD_ALERTS_INTERVAL", 10.0),
         access_log=_flag(env, "BRANCHYARD_ACCESS_LOG", default=True),
         log_cap_mb=_positive(env, "BRANCHYARD_LOG_CAP_MB", 256),
+        preview_sleep_after=preview_sleep_after(env),
     )
+
+
+def preview_sleep_after(env: dict[str, str]) -> int:
+    """BRANCHYARD_PREVIEW_SLEEP_AFTER: seconds or "30m" (0: previews never sleep by default)."""
+    from .spec.sleep import PREVIEW_SLEEP_AFTER, sleep_after
+    from .spec.values import InvalidValue
+
+    raw = env.get("BRANCHYARD_PREVIEW_SLEEP_AFTER")
+    if raw is None or raw.strip() == "":
+        return PREVIEW_SLEEP_AFTER
+    try:
+        return sleep_after(raw.strip())
+    except InvalidValue as err:
+        raise BadInput(f"BRANCHYARD_PREVIEW_SLEEP_AFTER: {err.message}") from None
 
 
 def _interval(env: dict[str, str], name: str, default: float) -> float:

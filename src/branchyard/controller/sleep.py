@@ -194,17 +194,20 @@ class Sleeper:
                     self.store.record(s, project, "environment.wake_failed", f"{env_name} did not wake: {err}",
                                       environment=env_name, deployment_id=dep_id, actor=actor)
                 raise
-            took = time.monotonic() - began
+            healthy = time.monotonic() - began
             with self.store.session() as s:
                 env = self.store.environment(s, self.store.project(s, project), env_name)
                 env.state, env.sleep_kind, env.slept_at = m.ENV_ACTIVE, None, None
                 s.get(m.Deployment, dep_id).status = m.SUCCESS
-                self.store.record(s, project, "environment.woke",
-                                  f"{env_name} woke on {'a request' if trigger == 'request' else '`up`'} in {took:.1f} s",
-                                  environment=env_name, deployment_id=dep_id, actor=actor)
             self.routes.sync()  # resolved only after this: the held requests go on to the woken replicas
+            took = time.monotonic() - began
+            with self.store.session() as s:
+                self.store.record(s, project, "environment.woke",
+                                  f"{env_name} woke on {'a request' if trigger == 'request' else '`up`'} in {took:.2f} s "
+                                  f"(replicas healthy at {healthy:.2f} s, then routed)",
+                                  environment=env_name, deployment_id=dep_id, actor=actor)
             self.touch(project, env_name)
-            return f"{env_name} woke in {took:.1f} s"
+            return f"{env_name} woke in {took:.2f} s"
         finally:
             lock.release()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import BRANCHYARD, alive, wait_for
+from conftest import BRANCHYARD, alive, processes_mentioning, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +72,14 @@ def events(plane, repo: Path, kind: str) -> list[dict]:
     return [e for e in plane.json("events", "-e", "staging", cwd=repo) if e["kind"] == kind]
 
 
-def wait_asleep(plane, repo: Path, seen: int) -> dict:
-    """The next `environment.slept` event after the `seen` ones (newest first), once status says SLEEPING."""
-    slept = wait_for(lambda: (lambda found: found if len(found) > seen else None)(events(plane, repo, "environment.slept")),
-                     timeout=60, interval=0.3)
+def wait_asleep(plane, repo: Path) -> dict:
+    """Asleep for want of requests (now: a wake switches to ACTIVE before its first answer), and the event that says
+    so (newest first)."""
+    wait_for(lambda: (lambda s: s["state"] == "SLEEPING" and s["sleeping"]["kind"] == "idle" and not s["replicas"])(
+        plane.json("status", "-e", "staging", cwd=repo)), timeout=60, interval=0.3)
     info = plane.json("status", "-e", "staging", cwd=repo)
-    assert info["state"] == "SLEEPING" and info["status"] == "SLEEPING", info
-    assert info["sleeping"]["kind"] == "idle" and info["sleeping"]["since"], info
-    return slept[0]
+    assert info["status"] == "SLEEPING" and info["sleeping"]["since"], info
+    return events(plane, repo, "environment.slept")[0]
 
 
 def group_gone(pgid: int) -> bool:
@@ -115,23 +115,28 @@ def test_the_spec_shows_the_effective_sleep(plane, app):
 
 
 def test_an_idle_environment_sleeps_by_itself_and_its_processes_are_gone(plane, app):
-    awake = wait_for(lambda: (lambda s: s if s["replicas"] and all(r["alive"] for r in s["replicas"]) else None)(
-        plane.json("status", "-e", "staging", cwd=app)), timeout=60)
-    pids = [r["pid"] for r in awake["replicas"]]
-    groups = [os.getpgid(pid) for pid in pids]
-    event = wait_asleep(plane, app, 0)
+    # Its replicas: the processes working in its releases (only staging of this project is deployed). Read at once
+    # after a request (which wakes it if it already slept): `sleepAfter = 2` leaves no time for a CLI call first.
+    releases = str(plane.home / "releases" / "sleepy")
+    assert call(plane, "GET", "/health").status_code == 200
+    pids = processes_mentioning(releases)
+    assert pids
+    groups = {os.getpgid(pid) for pid in pids}
+    slept = len(events(plane, app, "environment.slept"))
+    event = wait_for(lambda: (lambda found: found[0] if len(found) > slept else None)(
+        events(plane, app, "environment.slept")), timeout=60, interval=0.3)
     assert event["message"] == "staging slept after 2 s without a request (its next request wakes it)"
     wait_for(lambda: not any(alive(pid) for pid in pids), timeout=20)
     assert all(group_gone(g) for g in groups)  # the whole process group: the app and anything it forked
-    assert plane.json("status", "-e", "staging", cwd=app)["replicas"] == []
+    info = plane.json("status", "-e", "staging", cwd=app)
+    if info["state"] == "SLEEPING":  # (not woken since by anything: nobody asked it anything)
+        assert info["replicas"] == [] and info["sleeping"]["kind"] == "idle" and not processes_mentioning(releases)
     production = plane.json("status", "-e", "production", cwd=app)
     assert production["state"] == "ACTIVE"  # never deployed here, and never sleeps unless told
 
 
 def test_the_first_request_is_held_and_answered_after_waking(plane, app):
-    asleep = len(events(plane, app, "environment.slept"))
-    if plane.json("status", "-e", "staging", cwd=app)["state"] != "SLEEPING":
-        wait_asleep(plane, app, asleep - 1)
+    wait_asleep(plane, app)
     woke_before = len(events(plane, app, "environment.woke"))
     r = call(plane, "POST", "/submit?token=abc", content=b"x" * 5000)
     assert r.status_code == 200, r.text
@@ -144,7 +149,7 @@ def test_the_first_request_is_held_and_answered_after_waking(plane, app):
 
 
 def test_twenty_concurrent_first_requests_are_all_answered_by_one_wake(plane, app):
-    wait_asleep(plane, app, len(events(plane, app, "environment.slept")))
+    wait_asleep(plane, app)
     woke_before = len(events(plane, app, "environment.woke"))
     results: list[int | str] = []
     gate = threading.Barrier(20)
@@ -166,7 +171,7 @@ def test_twenty_concurrent_first_requests_are_all_answered_by_one_wake(plane, ap
 
 
 def test_up_wakes_an_idle_environment(plane, app):
-    wait_asleep(plane, app, len(events(plane, app, "environment.slept")))
+    wait_asleep(plane, app)
     out = plane.run("up", "-e", "staging", cwd=app).stdout
     assert "staging is awake" in out
     assert "woke on `up`" in events(plane, app, "environment.woke")[0]["message"]
@@ -174,7 +179,7 @@ def test_up_wakes_an_idle_environment(plane, app):
 
 
 def test_a_restart_while_asleep_keeps_it_asleep_and_wakeable(plane, app):
-    event = wait_asleep(plane, app, len(events(plane, app, "environment.slept")))
+    event = wait_asleep(plane, app)
     plane.run("server", "stop")
     plane.run("server", "--detach", timeout=120)
     info = plane.json("status", "-e", "staging", cwd=app)
@@ -184,7 +189,7 @@ def test_a_restart_while_asleep_keeps_it_asleep_and_wakeable(plane, app):
 
 
 def test_down_still_serves_the_sleeping_page_and_a_request_does_not_wake_it(plane, app):
-    wait_asleep(plane, app, len(events(plane, app, "environment.slept")))
+    wait_asleep(plane, app)
     plane.run("down", "-e", "staging", cwd=app)  # an idle sleep made explicit
     info = plane.json("status", "-e", "staging", cwd=app)
     assert info["sleeping"]["kind"] == "down"

@@ -48,6 +48,7 @@ class Echo(BaseHTTPRequestHandler):
     def answer(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         out = json.dumps({"method": self.command, "path": self.path, "body": body.decode(),
+                          "greeting": os.environ.get("GREETING"),
                           "headers": {k.lower(): v for k, v in self.headers.items()}, "pid": os.getpid()}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -118,11 +119,11 @@ def test_an_idle_environment_sleeps_by_itself_and_its_processes_are_gone(plane, 
     # Its replicas: the processes working in its releases (only staging of this project is deployed). Read at once
     # after a request (which wakes it if it already slept): `sleepAfter = 2` leaves no time for a CLI call first.
     releases = str(plane.home / "releases" / "sleepy")
+    slept = len(events(plane, app, "environment.slept"))  # before the request: the next sleep may come 2 s after it
     assert call(plane, "GET", "/health").status_code == 200
     pids = processes_mentioning(releases)
     assert pids
     groups = {os.getpgid(pid) for pid in pids}
-    slept = len(events(plane, app, "environment.slept"))
     event = wait_for(lambda: (lambda found: found[0] if len(found) > slept else None)(
         events(plane, app, "environment.slept")), timeout=60, interval=0.3)
     assert event["message"] == "staging slept after 2 s without a request (its next request wakes it)"
@@ -186,6 +187,12 @@ def test_a_restart_while_asleep_keeps_it_asleep_and_wakeable(plane, app):
     assert info["state"] == "SLEEPING" and info["sleeping"]["kind"] == "idle" and info["replicas"] == []
     assert events(plane, app, "environment.slept")[0]["at"] == event["at"]  # still the same sleep
     assert call(plane, "GET", "/health").status_code == 200
+
+
+def test_a_variable_set_while_asleep_is_what_it_wakes_with(plane, app):
+    wait_asleep(plane, app)
+    plane.run("variables", "set", "-e", "staging", "GREETING=hello-after-sleep", cwd=app)
+    assert call(plane, "GET", "/").json()["greeting"] == "hello-after-sleep"
 
 
 def test_down_still_serves_the_sleeping_page_and_a_request_does_not_wake_it(plane, app):

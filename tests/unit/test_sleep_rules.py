@@ -196,3 +196,23 @@ def test_the_wake_endpoint_refuses_without_the_secret_and_wakes_with_it(tmp_path
     r = client.get("/internal/wake/a/pr-1", headers={"X-Branchyard-Wake-Secret": secret})
     assert (r.status_code, r.text) == (200, "pr-1 woke in 0.1 s\n") and asked == [("a", "pr-1", "request")]
     assert internal_auth.wake_secret(tmp_path) == secret  # made once, kept
+
+
+def test_a_wake_that_fails_answers_503_with_one_line(tmp_path: Path) -> None:
+    from concurrent.futures import Future
+
+    from branchyard.errors import DeployFailed
+
+    class Sleeper:
+        def wake(self, project: str, env: str, *, trigger: str):
+            failed: Future[str] = Future()
+            failed.set_exception(DeployFailed("replica web.0 failed its health check: process exited with code 3\nmore"))
+            return failed
+
+        def health_timeout(self, project: str, env: str) -> float:
+            return 5.0
+
+    app = FastAPI()
+    app.include_router(wake_api.router(SimpleNamespace(settings=SimpleNamespace(home=tmp_path), sleeper=Sleeper())))  # type: ignore[arg-type]
+    r = TestClient(app).get("/internal/wake/a/pr-1", headers={"X-Branchyard-Wake-Secret": internal_auth.wake_secret(tmp_path)})
+    assert (r.status_code, r.text) == (503, "replica web.0 failed its health check: process exited with code 3\n")

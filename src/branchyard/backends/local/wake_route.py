@@ -23,6 +23,7 @@ from ...internal_auth import WAKE_HEADER
 
 WAKE_PATH = "/internal/wake"  # + /<project>/<environment> (api/routes/wake.py)
 WOKEN_HEADER = "X-Branchyard-Woken"
+ASK_TRY_DURATION = "15s"  # dialling the control plane is retried this long (a restart takes a few seconds)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ def handler(project: str, environment: str, *, target: WakeTarget, routes_port: 
     ask = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"127.0.0.1:{target.api_port}"}],
+        # a control plane restarting (its API not yet listening) is waited for, not answered with an error page
+        "load_balancing": {"try_duration": ASK_TRY_DURATION, "try_interval": "250ms"},
         # the trailing "?" drops the client's query string: it may carry tokens, and the endpoint needs none
         "rewrite": {"method": "GET", "uri": f"{WAKE_PATH}/{project}/{environment}?"},
         "headers": {"request": {"set": {WAKE_HEADER: [target.secret]},

@@ -57,6 +57,7 @@ class Settings:
     # BRANCHYARD_TEST_CRON_CLOCK_SPEED, for tests only: the cron scheduler's clock runs this many times faster than the
     # wall clock from the control plane's start (60: a "* * * * *" schedule fires every second). Never in production.
     cron_clock_speed: float = 1.0
+    preview_sleep_after: int = 1800  # BRANCHYARD_PREVIEW_SLEEP_AFTER: previews idle this long sleep (0: never; spec/sleep.py)
 
     @property
     def state_db(self) -> Path:
@@ -161,7 +162,22 @@ def load(env: dict[str, str] | None = None) -> Settings:
         log_cap_mb=_positive(env, "BRANCHYARD_LOG_CAP_MB", 256),
         prices=parse_prices(env.get("BRANCHYARD_PRICES")),
         cron_clock_speed=_interval(env, "BRANCHYARD_TEST_CRON_CLOCK_SPEED", 1.0),
+        preview_sleep_after=preview_sleep_after(env),
     )
+
+
+def preview_sleep_after(env: dict[str, str]) -> int:
+    """BRANCHYARD_PREVIEW_SLEEP_AFTER: seconds or "30m" (0: previews never sleep by default)."""
+    from .spec.sleep import PREVIEW_SLEEP_AFTER, sleep_after
+    from .spec.values import InvalidValue
+
+    raw = env.get("BRANCHYARD_PREVIEW_SLEEP_AFTER")
+    if raw is None or raw.strip() == "":
+        return PREVIEW_SLEEP_AFTER
+    try:
+        return sleep_after(raw.strip())
+    except InvalidValue as err:
+        raise BadInput(f"BRANCHYARD_PREVIEW_SLEEP_AFTER: {err.message}") from None
 
 
 def _interval(env: dict[str, str], name: str, default: float) -> float:

@@ -105,6 +105,9 @@ PR_42 = {
     "alerts": {"tier": "preview", "rules": [], "webhooks": []},  # previews: no alert rules by default
     "uptime": False,  # only production's URL is probed unless an environment says `uptime = true`
     "tests": None,  # no [environments.pr.tests] in the example
+    "sleep_after": None,  # no sleepAfter on the pr template…
+    # …so a preview sleeps after the operator's default (issue 17): 30 minutes without a request
+    "sleep": {"after": 1800, "from": "previews' default (BRANCHYARD_PREVIEW_SLEEP_AFTER)"},
     "build": {
         "python": {"value": "the server's default (BRANCHYARD_PYTHON)", "from": "default: the app names no version"},
         "installer": {"value": "pip install -r requirements.txt", "from": "buildCommand"},

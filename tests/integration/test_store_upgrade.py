@@ -65,6 +65,8 @@ COLUMN_SINCE = {
     ("deployments", "tests_status"): "0016",
     ("deployments", "tests_detail"): "0016",
     ("deployments", "tests_at"): "0016",
+    ("environments", "slept_at"): "0019",
+    ("environments", "sleep_kind"): "0019",
 }
 # Columns whose upgrade fills in a value computed from the row (not NULL): the fixture holds that value.
 # 0009: an environment wants what it runs (no deployment of the fixture is unfinished); a deployment's work
@@ -95,16 +97,16 @@ ROWS: dict[str, list[dict]] = {
     "environments": [
         dict(id=1, project_id=1, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
              current_deployment_id=DEP_OK, created_at=T0, replicas_override=3, target_deployment_id=DEP_OK,
-             branch_pinned=False, protected=True),
+             branch_pinned=False, protected=True, slept_at=None, sleep_kind=None),
         dict(id=2, project_id=1, name="staging", branch="develop", ephemeral=False, production=False, state="SLEEPING",
              current_deployment_id=None, created_at=T0, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False, protected=False),
+             branch_pinned=False, protected=False, slept_at=T1, sleep_kind="idle"),
         dict(id=3, project_id=1, name="pr-7", branch="feature/x", ephemeral=True, production=False, state="ACTIVE",
              current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False, protected=False),
+             branch_pinned=False, protected=False, slept_at=None, sleep_kind=None),
         dict(id=4, project_id=2, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
              current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False, protected=True),
+             branch_pinned=False, protected=True, slept_at=None, sleep_kind=None),
     ],
     "deployments": [
         dict(id=DEP_OK, project_id=1, environment_id=1, status="SUCCESS", commit_sha="a" * 40, branch="main",
@@ -300,7 +302,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 19)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 20)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

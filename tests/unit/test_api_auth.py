@@ -23,6 +23,7 @@ OPEN = {
     ("POST", "/webhooks/github"),  # GitHub cannot send the token: each delivery's HMAC signature is checked instead
     ("GET", "/api/health"),  # `branchyard server status` asks whether the control plane answers, without the token
     ("GET", "/internal/tls/ask"),  # Caddy's on-demand TLS permission check: yes/no for a host name, nothing else
+    ("GET", "/internal/wake/{project}/{env}"),  # the routes tier's wake call: the home's wake secret instead (403)
     ("GET", "/openapi.json"),  # FastAPI's schema of the routes (which the source says anyway); no data
 }
 WRONG = {

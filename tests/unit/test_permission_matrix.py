@@ -92,7 +92,8 @@ ROUTES: dict[tuple[str, str], Permission] = {
     ("POST", "/api/tokens"): P.SELF,
     ("DELETE", "/api/tokens/{token_id}"): P.SELF,
 }
-OPEN = {("GET", "/api/health"), ("POST", "/webhooks/github"), ("GET", "/internal/tls/ask"), ("GET", "/openapi.json")}
+OPEN = {("GET", "/api/health"), ("POST", "/webhooks/github"), ("GET", "/internal/tls/ask"),
+        ("GET", "/internal/wake/{project}/{env}"), ("GET", "/openapi.json")}
 GIT = ("GET", "/git/{project}.git/{rest:path}"), ("POST", "/git/{project}.git/{rest:path}")  # api/git_http.py, own tests
 
 ALL, WRITERS, ADMINS = {"viewer", "member", "admin"}, {"member", "admin"}, {"admin"}

@@ -41,6 +41,7 @@ from .routes import (
     tls,
     users,
     variables,
+    wake,
     webhooks,
 )
 
@@ -75,6 +76,8 @@ def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,
     app.include_router(webhooks.router(controller))
     # open: Caddy asks before ordering a certificate and cannot send the token; it answers yes/no and nothing else
     app.include_router(tls.router(controller))
+    # the routes tier's wake call (issue 17): no user's token but the home's wake secret, checked inside
+    app.include_router(wake.router(controller))
     for resource in RESOURCES:
         router = resource.router(controller)
         _check_declared(router)

@@ -37,6 +37,9 @@ class Route:
     upstreams: tuple[str, ...]  # ("127.0.0.1:41234", ...) when serving; () otherwise
     state: str = "serving"  # "serving" | "sleeping" | "unavailable"
     hsts: bool = False  # its responses carry Strict-Transport-Security (TLS on; production hosts by default)
+    # sleeping for want of requests (issue 17): a request is held while the control plane wakes the environment, then
+    # proxied to it; without `wake` a sleeping route answers the 503 "sleeping" page (`branchyard down`)
+    wake: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.upstreams, tuple):
@@ -53,6 +56,8 @@ class Route:
             raise BadInput(f"{where}: a serving route needs at least one upstream")
         if self.state != "serving" and self.upstreams:
             raise BadInput(f"{where}: a {self.state} route has no upstreams, got {list(self.upstreams)}")
+        if self.wake and self.state != "sleeping":
+            raise BadInput(f"{where}: only a sleeping route wakes on a request, not a {self.state} one")
         if len(set(self.upstreams)) != len(self.upstreams):
             raise BadInput(f"{where}: duplicate upstreams {list(self.upstreams)}")
         for dial in self.upstreams:

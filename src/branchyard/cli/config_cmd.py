@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -115,6 +116,8 @@ def config_show(environment: str, path: str | None, as_json: bool) -> None:
     """The effective, merged configuration of one environment, with where each value came from."""
     from ..build import detect
     from ..spec import explain, load_project
+    from ..settings import preview_sleep_after
+    from ..spec import sleep as sleep_rule
     from ..spec.alerts import mask
 
     root = _root(path)
@@ -124,13 +127,19 @@ def config_show(environment: str, path: str | None, as_json: bool) -> None:
                                  build_command=cfg.web.build_command)
     if report.start is not None:
         cfg = detect.with_inferred_start(cfg, report.start)
+    # issue 17: seconds without a request before it sleeps (None: never), and which rule says so
+    after, source = sleep_rule.effective(cfg.sleep_after, sleep_application=cfg.web.sleep_application,
+                                         production=cfg.production, ephemeral=cfg.ephemeral,
+                                         preview_default=preview_sleep_after(dict(os.environ)))
     if as_json:
         shown = cfg.to_dict()
         shown["alerts"]["webhooks"] = [hook | {"target": mask(hook["target"])} for hook in shown["alerts"]["webhooks"]]
         tests = spec.tests_for(cfg.name)  # post-deploy tests: [environments.<env>.tests], a preview's from the pr template
         shown["tests"] = None if tests is None else {"commands": list(tests.commands), "timeout": tests.timeout}
+        shown["sleep"] = {"after": after, "from": source}
         ui.print_json(shown | {"build": {key.removeprefix("build."): {"value": value, "from": source}
                                          for key, value, source in report.rows()}})
         return
     rows = [(k, v, src) for k, v, src in explain(cfg)] + report.rows()
+    rows.append(("sleep", f"after {after} s without a request" if after else "never", source))
     ui.table(["KEY", "VALUE", "FROM"], rows, title=f"{spec.name} / {cfg.name}")

@@ -25,7 +25,11 @@ def up(state: State, environment: str | None, project: str | None) -> None:
     except errors.NotFound:
         info = None
     if info and info["state"] == "SLEEPING":
-        follow_deployment(client, client.post(f"/api/projects/{project}/environments/{env}/wake", {})["deployment_id"])
+        woke = client.post(f"/api/projects/{project}/environments/{env}/wake", {})
+        if (info.get("sleeping") or {}).get("kind") == "idle":  # its replicas are back already (no new deployment)
+            ui.success(f"{env} is awake (deployment {woke['deployment_id']})")
+            return
+        follow_deployment(client, woke["deployment_id"])
         return
     repo_root()
     client.get(f"/api/projects/{project}")  # fail fast, with a clear message, if unknown
@@ -108,6 +112,11 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
     ui.out.print(Text.assemble((f"{info['project']} / {info['name']}", "bold"), "  ", ui.status_word(info["status"]), f"  {info['url']}"))
     if info.get("domains"):
         ui.info(f"domains: {', '.join(info['domains'])}")
+    sleeping = info.get("sleeping")
+    if sleeping:  # issue 17: since when, and whether a request wakes it
+        how = ("idle: its next request wakes it" if sleeping["kind"] == "idle"
+               else f"down: `branchyard up -e {info['name']}` brings it back")
+        ui.info(f"sleeping since {sleeping['since'] or 'before this version recorded it'} ({how})")
     if current:
         ui.info(f"deployment {current['id']}  commit {current['commit'][:12]}  {current['trigger']}  {current['created_at']}")
         tests = current.get("tests")

@@ -307,6 +307,7 @@ class Attempts:
             env = s.get(m.Environment, ctx.env_id)
             old_id = env.current_deployment_id if env.current_deployment_id != dep_id else None
             env.current_deployment_id, env.state = dep_id, m.ENV_ACTIVE
+            env.slept_at = env.sleep_kind = None  # awake (issue 17)
             if old_id:
                 old = s.get(m.Deployment, old_id)
                 if old.status in (m.SUCCESS, m.CRASHED, m.SLEEPING):

@@ -19,6 +19,7 @@ import threading
 from sqlalchemy import select
 
 from ..access import Actor
+from ..monitoring import HttpEntry
 from ..backends.ports import Machine
 from ..settings import Settings
 from ..store import models as m
@@ -48,6 +49,7 @@ from .pushes import Pushes
 from .reconciler import Reconciler
 from .replicas import Replicas
 from .routes import Routes
+from .sleep import Sleeper
 from .teardown import Teardown
 from .uptime import Uptime
 from .users import Users
@@ -70,7 +72,7 @@ class Controller:
         self.metrics = Metrics(store, machine.runtime, service_variables=self.data.service_variables)
         # issue 16: raw logs → each environment's records; the router's access entries → the metrics
         self.log_facts = EnvFacts(store, self.data)
-        self.logship = LogShipper(settings.logs_dir, redactor=self.log_facts.redactor, http_sink=self.metrics.observe_http,
+        self.logship = LogShipper(settings.logs_dir, redactor=self.log_facts.redactor, http_sink=self._observe_http,
                                   cap_bytes=settings.log_cap_mb * 1024 * 1024)
         self.routes = Routes(settings, store, machine.router)
         self.domains = Domains(settings, store, routes=self.routes, certificates=machine.certificates)
@@ -81,6 +83,9 @@ class Controller:
         self.deployer = Deployer(settings, store, data=self.data, replicas=self.replicas, backups=self.backups,
                                  routes=self.routes, guards=self.guards, locks=self.locks, runtime=machine.runtime,
                                  tasks=machine.tasks)
+        # issue 17: idle environments sleep, a request (or `up`) wakes them
+        self.sleeper = Sleeper(settings, store, replicas=self.replicas, routes=self.routes, locks=self.locks,
+                               running=self.deployer.running)
         self.teardown = Teardown(settings, store, deployer=self.deployer, replicas=self.replicas, data=self.data,
                                  backups=self.backups, routes=self.routes)
         self.previews = Previews(settings, store, deployer=self.deployer, teardown=self.teardown, stop=self._stop)
@@ -100,7 +105,8 @@ class Controller:
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
                                          preview_info=self.previews.info, uptime=self.uptime.summary,
                                          measures=self.metrics.current,
-                                         cron=self.cron.status)
+                                         cron=self.cron.status,
+                                         sleeper=self.sleeper)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
         self.oneoffs = OneOffs(store, variables=self.variables)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
@@ -148,6 +154,7 @@ class Controller:
         threading.Thread(target=self.logship.run_forever, args=(self._stop,), name="logship", daemon=True).start()
         # after deployer.recover() killed the runs a dead control plane left (task ledger): their rows fail first
         threading.Thread(target=self.cron.run_forever, args=(self._stop,), name="cron", daemon=True).start()
+        threading.Thread(target=self.sleeper.run_forever, args=(self._stop,), name="sleep", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
@@ -158,6 +165,12 @@ class Controller:
         self.metrics.shutdown()
         self.notifier.shutdown()
         self.uptime.shutdown()
+        self.sleeper.shutdown()
+
+    def _observe_http(self, project: str, environment: str, entry: HttpEntry) -> None:
+        """The log shipper's HttpSink: each request the router served, to the metrics and to the sleeper."""
+        self.metrics.observe_http(project, environment, entry)
+        self.sleeper.observe_http(project, environment, entry)
 
     def _webhook_variable(self, env_id: int, name: str) -> str | None:
         """An alert webhook's `${{NAME}}`: the environment's secret or variable of that name (never printed)."""

@@ -32,7 +32,8 @@ from ..store.db import RecordedEvent, Store
 log = logging.getLogger("branchyard.cost")
 
 # Events after which what an environment runs (or whether it runs) has changed: advance it at once.
-TRANSITIONS = frozenset({"environment.down", "deploy.succeeded", "environment.scaled", "deploy.crashed"})
+TRANSITIONS = frozenset({"environment.down", "deploy.succeeded", "environment.scaled", "deploy.crashed",
+                         "environment.slept", "environment.woke"})  # sleep and wake: controller/sleep.py
 
 
 @dataclass(frozen=True)

@@ -106,8 +106,10 @@ class EnvVariables:
         """A new deployment of the current release whose variables are resolved again (no rebuild)."""
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
-            if not env.current_deployment_id or env.state == m.ENV_SLEEPING:
-                return None  # nothing running: the next deploy picks the values up
+            if not env.current_deployment_id or (env.state == m.ENV_SLEEPING and env.sleep_kind != m.SLEEP_IDLE):
+                return None  # down: nothing running; the next deploy picks the values up
+            # asleep for want of requests: redeployed (and so awake) like a running one, or a wake would bring back
+            # the old values from the snapshot
             current_id = env.current_deployment_id
         return self.deployer.redeploy(project, env_name, current_id, trigger="variables", resolve_again=True,
                                       actor=actor)

@@ -26,6 +26,7 @@ from .domains import hosts_of
 from .logship import LogShipper
 from .replicas import Replicas
 from .routes import Routes
+from .sleep import Sleeper
 from .snapshot import web_of
 
 DEGRADED = "DEGRADED"  # some replicas of the current deployment serve, not all
@@ -60,7 +61,8 @@ class Environments:
                  preview_info: Callable[[str, str], dict[str, Any] | None],
                  uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None,
                  measures: Callable[[str, str], dict[str, float]] | None = None,
-                 cron: Callable[[str | None], dict[str, Any] | None] | None = None) -> None:
+                 cron: Callable[[str | None], dict[str, Any] | None] | None = None,
+                 sleeper: Sleeper | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -74,6 +76,7 @@ class Environments:
         self.uptime = uptime  # availability and incidents of the probed public URL (controller/uptime.py)
         self.measures = measures  # an environment's latest metric values (controller/metrics.py: the database's size)
         self.cron = cron  # a cron service's schedule and next run (controller/cron.py)
+        self.sleeper = sleeper  # issue 17: idle sleep and wake (controller/sleep.py)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -153,6 +156,9 @@ class Environments:
             "production": env.production,
             "ephemeral": env.ephemeral,
             "state": env.state,
+            # issue 17: SLEEPING since when, and how: idle (its next request wakes it) or down (`branchyard down`)
+            "sleeping": {"since": env.slept_at.isoformat() + "Z" if env.slept_at else None,
+                         "kind": env.sleep_kind or m.SLEEP_DOWN} if env.state == m.ENV_SLEEPING else None,
             "url": self.routes.url(p, env),
             "hostname": self.routes.hostname(p, env),
             "domains": hosts_of(s, env.id),  # custom domains, routed like the hostname (`domain list` has their certificates)
@@ -315,9 +321,11 @@ class Environments:
         with self.deployer.exclusive(project, env_name):
             with self.store.session() as s:
                 env = self.store.environment(s, self.store.project(s, project), env_name)
-                if env.state == m.ENV_SLEEPING:
+                if env.state == m.ENV_SLEEPING and env.sleep_kind in (None, m.SLEEP_DOWN):
                     raise Conflict(f"environment {env_name!r} is already down")
-                env.state = m.ENV_SLEEPING
+                if env.state != m.ENV_SLEEPING:
+                    env.slept_at = m.utcnow()
+                env.state, env.sleep_kind = m.ENV_SLEEPING, m.SLEEP_DOWN  # idle sleep included: no wake on request now
                 if env.current_deployment_id:
                     s.get(m.Deployment, env.current_deployment_id).status = m.SLEEPING
                 ids = list(s.scalars(select(m.Replica.id).where(m.Replica.environment_id == env.id,
@@ -330,14 +338,18 @@ class Environments:
         return self.info(project, env_name)
 
     def wake(self, project: str, env_name: str, *, actor: Actor = SYSTEM) -> str:
-        """`up` for a sleeping environment: bring back its last successful deployment."""
+        """`up` for a sleeping environment: bring back its last successful deployment (asleep for want of requests:
+        its replicas straight from the snapshot, as a request would, and the id of that same deployment)."""
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
             if env.state != m.ENV_SLEEPING:
                 raise Conflict(f"environment {env_name!r} is not down")
             if not env.current_deployment_id:
                 raise NotFound(f"environment {env_name!r} has no deployment to bring back")
-            current = env.current_deployment_id
+            current, idle = env.current_deployment_id, env.sleep_kind == m.SLEEP_IDLE
+        if idle and self.sleeper is not None:
+            self.sleeper.wake(project, env_name, trigger="up", actor=actor).result()
+            return current
         return self.deployer.redeploy(project, env_name, current, trigger="up", actor=actor)
 
     def scale(self, project: str, env_name: str, replicas: int, *, actor: Actor = SYSTEM) -> dict[str, Any]:

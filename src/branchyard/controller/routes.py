@@ -42,7 +42,8 @@ class Routes:
         with self.store.session() as s:  # three column queries: this runs on every reconcile pass
             envs = s.execute(
                 select(m.Project.name, m.Project.domain, m.Environment.name, m.Environment.production,
-                       m.Environment.state, m.Environment.current_deployment_id, m.Environment.id)
+                       m.Environment.state, m.Environment.current_deployment_id, m.Environment.id,
+                       m.Environment.sleep_kind)
                 .join(m.Environment).order_by(m.Project.name, m.Environment.id)
             ).all()
             ports: dict[str, list[int]] = {}
@@ -58,15 +59,16 @@ class Routes:
                 custom.setdefault(env_id, []).append(host)
         generated = {names.hostname(project, env_name, domain or self.settings.domain, production=production)
                      for project, domain, env_name, production, *_ in envs}
-        for project, domain, env_name, production, state, current, env_id in envs:
+        for project, domain, env_name, production, state, current, env_id, sleep_kind in envs:
             host = names.hostname(project, env_name, domain or self.settings.domain, production=production)
             # A generated host wins over a custom domain equal to it (`domain add` refuses that; a project's
             # `domain` changed later can still make one): the router must never see one host twice.
             hosts = [host, *(h for h in custom.get(env_id, ()) if h not in generated)]
             hsts = wants_hsts(self.settings.hsts, tls=self.settings.tls, production=production)
             if state == m.ENV_SLEEPING:
-                routes += [Route(host=h, project=project, environment=env_name, upstreams=(), state="sleeping", hsts=hsts)
-                           for h in hosts]
+                wake = sleep_kind == m.SLEEP_IDLE  # asleep for want of requests: the next one wakes it (controller/sleep.py)
+                routes += [Route(host=h, project=project, environment=env_name, upstreams=(), state="sleeping", hsts=hsts,
+                                 wake=wake) for h in hosts]
                 continue
             ups = tuple(f"127.0.0.1:{port}" for port in ports.get(current, ())) if current else ()
             routes += [Route(host=h, project=project, environment=env_name, upstreams=ups,

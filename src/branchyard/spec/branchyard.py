@@ -13,6 +13,7 @@ from ..errors import BadInput, NameRefused
 from ..names import custom_domain, domain_name, environment_name, is_safe_git_ref, project_name
 from . import alerts as al
 from . import values as v
+from . import sleep
 from .context import UNSET, Entry, FileContext, Layer
 from .model import (
     PR_TEMPLATE,
@@ -47,7 +48,7 @@ PROTECTION_KEYS: dict[str, Parser] = {
 PREVIEW_KEYS = ("trigger", "forks", "bots", "drafts", "maxPreviews", "expireAfterDays", "evict")
 ENV_KEYS = (
     "branch", "branches", "base", "ephemeral", "production", "protected", "unset_variables", "services", "variables",
-    "promotion", "domains", "alerts", "uptime", "tests", *PREVIEW_KEYS,
+    "promotion", "domains", "alerts", "uptime", "tests", "sleepAfter", *PREVIEW_KEYS,
 )  # fmt: skip
 TESTS_KEYS = ("commands", "timeout")
 MAX_TESTS_TIMEOUT = 3600  # seconds: one post-deploy test command at most an hour
@@ -337,6 +338,8 @@ def _declaration(ctx: FileContext, name: str, table: dict[str, Any]) -> Environm
         alerts=_alerts(ctx, name, table, al.tier_of(production=production, ephemeral=ephemeral)),
         uptime=None if "uptime" not in table else ctx.parse((*path, "uptime"), v.boolean, table["uptime"]),
         tests=None if "tests" not in table else _tests(ctx, name, table["tests"]),
+        sleep_after=None if "sleepAfter" not in table else ctx.parse((*path, "sleepAfter"), sleep.sleep_after,
+                                                                     table["sleepAfter"]),
     )
 
 

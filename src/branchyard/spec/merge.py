@@ -50,6 +50,7 @@ def resolve(spec: ProjectSpec, name: str) -> EnvironmentConfig:
         sources=sources,
         alerts=decl.alerts or default_alerts(tier_of(production=decl.production, ephemeral=decl.ephemeral)),
         uptime=decl.production if decl.uptime is None else decl.uptime,
+        sleep_after=decl.sleep_after,
     )
 
 
@@ -60,7 +61,7 @@ def _declaration(spec: ProjectSpec, name: str) -> EnvironmentDecl:
     if spec.is_preview_instance(name):
         template = spec.environments[PR_TEMPLATE]
         return EnvironmentDecl(name=name, base=template.base, ephemeral=template.ephemeral, alerts=template.alerts,
-                               uptime=template.uptime)
+                               uptime=template.uptime, sleep_after=template.sleep_after)
     declared = ", ".join(spec.declared_names())
     raise NotFound(f"unknown environment {name!r} (declared: {declared})")
 

@@ -152,6 +152,7 @@ class EnvironmentDecl:
     alerts: AlertsSpec | None = None  # [environments.<env>.alerts] over the tier's defaults (None: the defaults)
     uptime: bool | None = None  # `uptime`: the public URL probed through the router (None: production only)
     tests: TestsSpec | None = None  # [environments.<env>.tests]: post-deploy tests (None: none declared)
+    sleep_after: int | None = None  # `sleepAfter` in seconds (0: never; None: not set, spec/sleep.py decides)
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class EnvironmentConfig:
     sources: dict[str, str]
     alerts: AlertsSpec = field(default_factory=AlertsSpec)
     uptime: bool = False
+    sleep_after: int | None = None  # `sleepAfter` as declared (0: never; None: not set): spec/sleep.py's `effective`
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for `config show --json`."""
@@ -201,6 +203,7 @@ class EnvironmentConfig:
             "sources": dict(self.sources),
             "alerts": self.alerts.to_dict(),  # webhooks as written (references or URLs): printers mask them
             "uptime": self.uptime,
+            "sleep_after": self.sleep_after,
         }
 
 

@@ -33,6 +33,8 @@ TERMINAL = frozenset({SUCCESS, FAILED, CRASHED, REMOVED, SKIPPED, SLEEPING})
 # Environment states.
 ENV_ACTIVE = "ACTIVE"
 ENV_SLEEPING = "SLEEPING"
+SLEEP_IDLE = "idle"  # Environment.sleep_kind: asleep for want of requests, woken by the next one
+SLEEP_DOWN = "down"  # `branchyard down`: the 503 page until `up`
 
 # Replica states.
 REPLICA_STARTING = "STARTING"
@@ -85,6 +87,10 @@ class Environment(Base):
     target_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # desired: what should
     replicas_override: Mapped[int | None] = mapped_column(Integer, nullable=True)  # `branchyard scale web=N`
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # SLEEPING since (UTC), and how: SLEEP_IDLE (no request for sleepAfter; its next request wakes it) or SLEEP_DOWN
+    # (`branchyard down`; None on an environment downed before issue 17: the same)
+    slept_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    sleep_kind: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
 
 class Domain(Base):

@@ -81,7 +81,8 @@ import httpx
 from ...errors import BackendError, BadInput
 from ...settings import Acme
 from ..ports import ROUTE_ID_PREFIX, STATES, Route, route_id
-from . import edge_tls, pages
+from . import edge_tls, pages, wake_route
+from .wake_route import WakeTarget
 
 __all__ = ["ROUTE_ID_PREFIX", "STATES", "Route", "Router", "route_id", "render_config", "render_edge_config", "parse_routes"]
 
@@ -160,7 +161,7 @@ def _html_headers(extra: dict[str, list[str]] | None = None) -> dict[str, list[s
     return headers
 
 
-def _route_json(route: Route) -> dict[str, Any]:
+def _route_json(route: Route, wake: WakeTarget | None = None, routes_port: int = 0) -> dict[str, Any]:
     meta = {
         "handler": "vars",
         "branchyard_project": route.project,
@@ -171,6 +172,8 @@ def _route_json(route: Route) -> dict[str, Any]:
     if route.hsts:
         meta["branchyard_hsts"] = True
         env_header["Strict-Transport-Security"] = [edge_tls.HSTS]
+    if route.wake:
+        meta["branchyard_wake"] = True
     if route.state == "serving":
         handler: dict[str, Any] = {
             "handler": "reverse_proxy",
@@ -195,6 +198,11 @@ def _route_json(route: Route) -> dict[str, Any]:
             "headers": _html_headers({**env_header, "Retry-After": [RETRY_AFTER[route.state]]}),
             "body": page(route.project, route.environment),
         }
+        if route.wake and wake is not None:  # asleep for want of requests: hold the request, wake, then serve it
+            unavailable = handler | {"headers": _html_headers({**env_header, "Retry-After": [RETRY_AFTER["unavailable"]]}),
+                                     "body": pages.unavailable_page(route.project, route.environment)}
+            handler = wake_route.handler(route.project, route.environment, target=wake, routes_port=routes_port,
+                                         unavailable=unavailable)
     return {
         "@id": route.id,
         "match": [{"host": [route.host]}],
@@ -274,6 +282,7 @@ def render_config(
     log_file: Path | None = None,
     listen: str | None = None,
     access_log_dir: Path | None = None,
+    wake: WakeTarget | None = None,
 ) -> dict[str, Any]:
     """The routes tier's whole Caddy JSON config serving `routes` (pure: same input, same dict; touches nothing).
 
@@ -281,6 +290,8 @@ def render_config(
     With `log_file`, Caddy writes its own log there and rolls it.
     With `access_log_dir`, each environment's requests are logged to `<dir>/<project>/<env>/access.log` (rolled by
     Caddy; no query string, no headers); hosts with no route (the 404 page) are not logged.
+    With `wake`, a sleeping route with `wake` set holds its requests while the control plane wakes the environment
+    (wake_route.py); without it, such a route answers the sleeping page.
     """
     seen_hosts: dict[str, Route] = {}
     seen_ids: set[str] = set()
@@ -316,7 +327,7 @@ def render_config(
         # Requests come from the edge: take the client address from the X-Forwarded-For it sets.
         "trusted_proxies": {"source": "static", "ranges": list(TRUSTED_PROXIES)},
         "client_ip_headers": ["X-Forwarded-For"],
-        "routes": [_route_json(r) for r in ordered] + [not_found],
+        "routes": [_route_json(r, wake, routes_port) for r in ordered] + [not_found],
         "errors": {"routes": [_error_route(ERROR_ID, pages.upstream_error_page())]},
     }
     loggers: dict[str, Any] = {}
@@ -493,6 +504,7 @@ def parse_routes(config: Any) -> list[Route]:
                     upstreams=upstreams,
                     state=meta["branchyard_state"],
                     hsts=meta.get("branchyard_hsts") is True,
+                    wake=meta.get("branchyard_wake") is True,
                 )
             )
         except (KeyError, IndexError, TypeError, StopIteration, BadInput) as exc:
@@ -643,6 +655,7 @@ def _listening(port: int) -> bool:
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    tmp.chmod(0o600)  # the routes tier's config holds the wake secret (wake_route.py)
     os.replace(tmp, path)
 
 
@@ -953,8 +966,9 @@ class Router:
 
     def __init__(self, *, home: Path, http_port: int, admin_port: int, caddy_bin: str | None = None,
                  tls: EdgeTLS | None = None, control: ControlPlane | None = None,
-                 access_log_dir: Path | None = None) -> None:
+                 access_log_dir: Path | None = None, wake: WakeTarget | None = None) -> None:
         self.home = Path(home)
+        self.wake = wake  # the control plane's wake endpoint (None: sleeping routes answer the sleeping page)
         self.access_log_dir = access_log_dir  # None: no access logs (BRANCHYARD_ACCESS_LOG=off)
         self.http_port = http_port
         self.tls = tls  # None: plain HTTP only
@@ -1212,6 +1226,7 @@ class Router:
             log_file=self._routes.log_file,
             listen=f"fd/{LISTEN_FD}",
             access_log_dir=self.access_log_dir,
+            wake=self.wake,
         )
 
     def _render_edge(self) -> dict[str, Any]:

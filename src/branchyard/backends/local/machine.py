@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.parse
 
 from ...domains import ASK_PATH
+from ...internal_auth import wake_secret
 from ...settings import Settings
 from ..ports import Machine
 from .caddy import ControlPlane, EdgeTLS, Router
@@ -13,14 +14,16 @@ from .cgroups import Cgroups
 from .data import LocalDataServers
 from .runtime import LocalRuntime
 from .tasks import TaskRecords
+from .wake_route import WakeTarget
 
 
 def local_machine(settings: Settings, *, api_port: int | None = None) -> Machine:
     """api_port: the control plane's API on loopback, which the edge asks before ordering a certificate and
     publishes at BRANCHYARD_PUBLIC_URL (None: neither, e.g. to stop everything)."""
     tasks = TaskRecords(settings.home / "tasks")
-    tls = control = None
+    tls = control = wake = None
     if api_port is not None:
+        wake = WakeTarget(api_port=api_port, secret=wake_secret(settings.home))  # issue 17: requests wake sleepers
         if settings.tls != "off":
             tls = EdgeTLS(mode=settings.tls, https_port=settings.https_port, acme=settings.acme,
                           ask_url=f"http://127.0.0.1:{api_port}{ASK_PATH}")
@@ -28,7 +31,7 @@ def local_machine(settings: Settings, *, api_port: int | None = None) -> Machine
         if host:
             control = ControlPlane(host=host.lower(), api_port=api_port)
     router = Router(home=settings.home / "caddy", http_port=settings.http_port, admin_port=settings.admin_port,
-                    tls=tls, control=control, access_log_dir=settings.logs_dir if settings.access_log else None)
+                    tls=tls, control=control, wake=wake, access_log_dir=settings.logs_dir if settings.access_log else None)
     # Caddy's storage roots (its own layout under the router's home): the tier that terminates TLS keeps the
     # certificates there; both are read, so it does not matter here which tier that is.
     caddy = settings.home / "caddy"

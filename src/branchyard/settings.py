@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from .errors import BadInput
 
 TLS_MODES = ("off", "internal", "acme")
 HSTS_MODES = ("production", "all", "off")
+NETWORK_MODES = ("auto", "off")
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 _DOMAIN = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -52,6 +54,8 @@ class Settings:
     alerts_interval: float = 10.0  # BRANCHYARD_ALERTS_INTERVAL: seconds between evaluations of the alert rules
     access_log: bool = True  # BRANCHYARD_ACCESS_LOG: the router logs each environment's requests (off: no http records)
     log_cap_mb: int = 256  # BRANCHYARD_LOG_CAP_MB: an environment's log records on disk, at most (oldest dropped first)
+    network_isolation: str = "auto"  # BRANCHYARD_NETWORK_ISOLATION: auto (a namespace per environment as root) | off
+    network_pool: str = "10.231.0.0/16"  # BRANCHYARD_NETWORK_POOL: the environments' /30 networks come from here
 
     @property
     def state_db(self) -> Path:
@@ -154,7 +158,21 @@ def load(env: dict[str, str] | None = None) -> Settings:
         alerts_interval=_interval(env, "BRANCHYARD_ALERTS_INTERVAL", 10.0),
         access_log=_flag(env, "BRANCHYARD_ACCESS_LOG", default=True),
         log_cap_mb=_positive(env, "BRANCHYARD_LOG_CAP_MB", 256),
+        network_isolation=_choice(env, "BRANCHYARD_NETWORK_ISOLATION", NETWORK_MODES),
+        network_pool=(_network_pool(env.get("BRANCHYARD_NETWORK_POOL"))),
     )
+
+
+def _network_pool(raw: str | None) -> str:
+    """An IPv4 network holding at least one /30 (an environment's network when isolation is on)."""
+    value = (raw or "10.231.0.0/16").strip()
+    try:
+        pool = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise BadInput(f"BRANCHYARD_NETWORK_POOL: expected an IPv4 network such as 10.231.0.0/16, got {raw!r} ({exc})") from None
+    if pool.prefixlen > 30:
+        raise BadInput(f"BRANCHYARD_NETWORK_POOL: {raw!r} is smaller than one /30")
+    return str(pool)
 
 
 def _interval(env: dict[str, str], name: str, default: float) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .. import failpoints, names
-from ..backends.ports import RuntimePort, TaskLedger
+from ..backends.ports import Placement, RuntimePort, TaskLedger
 from ..build import detect, interpreters, release, requirements
 from ..build.detect import with_inferred_start
 from ..data import templates
@@ -239,10 +239,12 @@ class Attempts:
         else:
             for command in cfg.web.pre_deploy_command:
                 out(f"-----> preDeployCommand: {command}")
-                self.runtime.run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+                self.runtime.run_hook(command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT,
+                                      placement=Placement(project, env_name, service="hook"))
             if cfg.web.seed_command and self.data.needs_seed(env_id):
                 out(f"-----> seedCommand (new database): {cfg.web.seed_command}")
-                self.runtime.run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT)
+                self.runtime.run_hook(cfg.web.seed_command, cwd=src, env=hook_env, out=out, timeout=HOOK_TIMEOUT,
+                                      placement=Placement(project, env_name, service="hook"))
                 self.data.mark_seeded(project, env_name)
             if key and provisioned.new_database:
                 try:

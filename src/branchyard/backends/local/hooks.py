@@ -18,12 +18,13 @@ HOOK_TIMEOUT = 600  # seconds
 
 
 def run_hook(command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float,
-             tasks: TaskRecords | None = None) -> None:
+             tasks: TaskRecords | None = None, prefix: list[str] | None = None) -> None:
     """Run `command` with the environment's variables; DeployFailed (naming it and its exit code) unless it exits 0.
 
-    `tasks` records the hook's process group while it runs (the next start kills it if the control plane dies)."""
+    `tasks` records the hook's process group while it runs (the next start kills it if the control plane dies);
+    `prefix` runs it in the environment's network namespace (`ip netns exec NS`)."""
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([*(prefix or ()), "/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as err:
         raise DeployFailed(f"`{command}` could not start: {err.strerror}") from None

@@ -110,10 +110,12 @@ def stderr_path(log_path: Path) -> Path:
 
 
 def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int,
-          split_stderr: bool = True) -> ProcessHandle:
+          split_stderr: bool = True, prefix: list[str] | None = None, host: str = "127.0.0.1") -> ProcessHandle:
     """Start `/bin/sh -c command` as a new session leader, stdout appended to log_path and stderr to
     `stderr_path(log_path)`: two files the process holds open itself (O_APPEND), so it keeps logging while the
-    control plane is down, and each line's stream is known. `split_stderr=False`: both into log_path."""
+    control plane is down, and each line's stream is known. `split_stderr=False`: both into log_path.
+    `prefix`: what runs the shell (`ip netns exec NS`, which execs: the pid stays the shell's); `host`: where the
+    process is reached (its namespace's address)."""
     log_path = Path(log_path)
     err_path = stderr_path(log_path) if split_stderr else log_path
     try:
@@ -128,7 +130,7 @@ def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port:
         raise BackendError(f"cannot open log file {err_path}: {exc.strerror}") from None
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", exec_form(command)],
+            [*(prefix or ()), "/bin/sh", "-c", exec_form(command)],
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -149,7 +151,7 @@ def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port:
         raise BackendError(f"process {proc.pid} vanished right after start")
     with _lock:
         _children[proc.pid] = (stat.start_time, proc)
-    return ProcessHandle(pid=proc.pid, start_time=stat.start_time, port=port, log_path=str(log_path))
+    return ProcessHandle(pid=proc.pid, start_time=stat.start_time, port=port, log_path=str(log_path), host=host)
 
 
 def is_alive(h: ProcessHandle) -> bool:
@@ -293,9 +295,9 @@ def start_time_of(pid: int) -> int | None:
     return None if stat is None or stat.state in ("Z", "X", "x") else stat.start_time
 
 
-def adopt(pid: int, start_time: int, port: int, log_path: str) -> ProcessHandle | None:
+def adopt(pid: int, start_time: int, port: int, log_path: str, host: str = "127.0.0.1") -> ProcessHandle | None:
     """A handle for a process started earlier (maybe by a previous control plane); None if it is gone."""
-    h = ProcessHandle(pid=pid, start_time=start_time, port=port, log_path=log_path)
+    h = ProcessHandle(pid=pid, start_time=start_time, port=port, log_path=log_path, host=host)
     return h if is_alive(h) else None
 
 

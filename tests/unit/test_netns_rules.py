@@ -97,6 +97,18 @@ table inet branchyard_0123456789 {
 """
 
 
+def test_inner_ruleset_text():
+    net = netns.names_for("0123456789", N("10.231.4.8/30"))
+    assert netns.inner_ruleset(net) == """\
+table ip branchyard {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "byn0123456789" ip daddr 10.231.4.10 meta l4proto tcp dnat to 127.0.0.1
+  }
+}
+"""
+
+
 @pytest.mark.parametrize(("mode", "euid", "ip", "nft", "why"), [
     ("auto", 0, "/usr/sbin/ip", "/usr/sbin/nft", None),
     ("off", 0, "/usr/sbin/ip", "/usr/sbin/nft", "BRANCHYARD_NETWORK_ISOLATION=off: environments share the host network"),

@@ -2,7 +2,8 @@
 
 Per environment (of one control plane home) a namespace `by-<hash>` and a veth pair `byh<hash>` (host side) /
 `byn<hash>` (inside), a /30 from the pool (BRANCHYARD_NETWORK_POOL, default 10.231.0.0/16): `.1` on the host side,
-`.2` inside, the namespace's default route via `.1`. Replicas bind 0.0.0.0:$PORT inside and the router dials
+`.2` inside, the namespace's default route via `.1`. Replicas bind 0.0.0.0:$PORT inside (or 127.0.0.1:$PORT: a
+rule inside the namespace, `inner_ruleset`, sends connections to `.2` to its loopback) and the router dials
 `<.2>:<port>`; the environment's Redis and PostgreSQL listen on `.1` (and loopback, for the control plane), and
 the environment's DATABASE_URL/REDIS_URL name `.1`.
 
@@ -150,6 +151,21 @@ def ruleset(table: str, pool: ipaddress.IPv4Network) -> str:
         "  chain postrouting {",
         "    type nat hook postrouting priority srcnat; policy accept;",
         f"    ip saddr {pool} oifname != {veth} masquerade",
+        "  }",
+        "}",
+        "",
+    ])
+
+
+def inner_ruleset(net: EnvNet) -> str:
+    """The nft script run inside the environment's namespace: connections to its address go to its loopback, so an
+    app that binds 127.0.0.1:$PORT (as many start commands do) is reached like one that binds 0.0.0.0 (needs
+    route_localnet on its veth). Only the host's side of the veth can send there: what the host's rules allow."""
+    return "\n".join([
+        "table ip branchyard {",
+        "  chain prerouting {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        f'    iifname "{net.ns_if}" ip daddr {net.address} meta l4proto tcp dnat to 127.0.0.1',
         "  }",
         "}",
         "",
@@ -308,9 +324,13 @@ class NetNs:
             ["-n", net.namespace, "link", "set", net.ns_if, "up"],
             ["-n", net.namespace, "route", "add", "default", "via", net.host_address],
         ]
+        localnet = f"/proc/sys/net/ipv4/conf/{net.ns_if}/route_localnet"
         try:
             for step in steps:
                 self._ip(step)
+            self._ip(["netns", "exec", net.namespace, "/bin/sh", "-c", f"echo 1 > {localnet}"])
+            _run([*self.exec_prefix(net), self.nft, "-f", "-"], check=True, what=f"nft -f in {net.namespace}",
+                 stdin=inner_ruleset(net))
         except BackendError:
             self._delete(net)
             raise

@@ -42,7 +42,7 @@ class EnvAdmin(Admin):
         self._server, self._key, self._network, self._env_host = server, key, network, host
 
     def _wired(self, db: Database) -> Database:
-        self._server.allow(self._key, db.name, db.user, self._network)
+        self._server.allow(f"{self._key}/{db.name}", db.name, db.user, self._network)
         return dataclasses.replace(db, host=self._env_host)
 
     def create_database(self, name: str, owner: str, *, password: str | None = None,
@@ -127,7 +127,7 @@ class LocalDataServers:
         elif location.startswith(DEDICATED):
             LocalServer(data_dir=self._home / "postgres" / location[len(DEDICATED):]).destroy()
         elif location == SHARED:
-            LocalServer(data_dir=self._home / "postgres" / SHARED).disallow(f"{project}/{environment}")
+            LocalServer(data_dir=self._home / "postgres" / SHARED).disallow(f"{project}/{environment}/")
 
     def stop_all(self) -> None:
         for data_dir in sorted((self._home / "redis").glob("*/*")):

@@ -374,15 +374,15 @@ class LocalServer:
             if rules.get(key) != [database, role, network]:
                 self._write_hba({**rules, key: [database, role, network]})
 
-    def disallow(self, key: str) -> None:
-        """Forget what `allow(key, …)` let in."""
+    def disallow(self, prefix: str) -> None:
+        """Forget what `allow(key, …)` let in, for every key starting with `prefix` (an environment's databases)."""
         if not self.data_dir.is_dir():
             return
         with self._locked():
             rules = self._hba_rules()
-            if key in rules:
-                del rules[key]
-                self._write_hba(rules)
+            kept = {k: v for k, v in rules.items() if not k.startswith(prefix)}
+            if kept != rules:
+                self._write_hba(kept)
 
     def _hba_rules(self) -> dict[str, list[str]]:
         try:

@@ -91,7 +91,7 @@ table inet branchyard_0123456789 {
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr 10.231.0.0/16 oifname != "byh*" masquerade
+    iifname "byh*" oifname != "byh*" ip saddr 10.231.0.0/16 masquerade
   }
 }
 """

@@ -129,7 +129,9 @@ def ruleset(table: str, pool: ipaddress.IPv4Network) -> str:
 
     input: from a branchyard veth only to that veth's own address, or replies; forward: nothing into a branchyard
     veth but replies (no other environment, no outside host reaches a replica around the router); postrouting:
-    the pool masqueraded when it leaves for anywhere but another branchyard veth."""
+    what an environment sends elsewhere is masqueraded — only forwarded packets: the host's own connections to an
+    environment's host-side address (the control plane's, `run`) keep that address as their source, which pg_hba
+    lets in as the environment's network."""
     veth = f'"{HOST_IF_PREFIX}*"'
     return "\n".join([
         f"table inet {table}",  # created if missing, so the delete below never fails
@@ -150,7 +152,7 @@ def ruleset(table: str, pool: ipaddress.IPv4Network) -> str:
         "  }",
         "  chain postrouting {",
         "    type nat hook postrouting priority srcnat; policy accept;",
-        f"    ip saddr {pool} oifname != {veth} masquerade",
+        f"    iifname {veth} oifname != {veth} ip saddr {pool} masquerade",  # forwarded out (not the host's own)
         "  }",
         "}",
         "",

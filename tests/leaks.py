@@ -4,25 +4,39 @@ Caddy routes, directories. Returns what is left, as readable strings (empty: not
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
+from branchyard.backends.local import netns
 from branchyard.backends.local.caddy import Router
 from branchyard.backends.local.postgres import Admin, LocalServer
 from branchyard.controller.dataplane import database_name
 
 
+def _listening(text: str) -> set[int]:
+    ports = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":  # LISTEN
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def listening_ports() -> set[int]:
-    """TCP ports in LISTEN state on this machine (IPv4 and IPv6)."""
+    """TCP ports in LISTEN state on this machine (IPv4 and IPv6), in the host's network namespace and in every
+    environment's (network isolation, issue 17: /proc/net/tcp shows only the reader's namespace)."""
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = Path(table).read_text().splitlines()[1:]
+            ports |= _listening(Path(table).read_text())
         except OSError:
             continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A":  # LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    spaces = sorted(p.name for p in Path("/run/netns").glob(f"{netns.NS_PREFIX}*")) if Path("/run/netns").is_dir() else []
+    ip = netns.tool("ip")
+    for space in spaces if ip else []:
+        done = subprocess.run([ip, "netns", "exec", space, "cat", "/proc/net/tcp", "/proc/net/tcp6"],
+                              capture_output=True, text=True)
+        ports |= _listening(done.stdout)
     return ports
 
 
@@ -87,6 +101,11 @@ def leaks(home: Path, http_port: int, project: str, envs: list[str], *, ports: s
                 left.append(f"directory {path}")
         for pid in processes_of(home, project, env):
             left.append(f"process {pid} of {env}")
+        digest = netns.env_hash(home, project, env)
+        if Path(f"/run/netns/{netns.NS_PREFIX}{digest}").exists():
+            left.append(f"network namespace {netns.NS_PREFIX}{digest} of {env}")
+        if Path(f"/sys/class/net/{netns.HOST_IF_PREFIX}{digest}").exists():
+            left.append(f"veth {netns.HOST_IF_PREFIX}{digest} of {env}")
     releases = home / "releases" / project
     if releases.is_dir():
         left += [f"release {releases / d}" for d in sorted(deployments) if (releases / d).exists()]

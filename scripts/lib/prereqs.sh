@@ -5,6 +5,7 @@
 #   venv  `python3 -m venv` works: the interpreter has ensurepip and its pip wheel (Debian: python3.X-venv)
 #   git   git                                                                         (Debian: git)
 #   ps    ps, which tests call                                                        (Debian: procps)
+#   netns `ip` and `nft`, for network isolation (as root only: without root it is off) (Debian: iproute2, nftables)
 #
 # As root with apt-get, the missing packages are installed (apt-get update -qq && apt-get install -y -qq …).
 # Otherwise the script stops with one line naming them. $PYTHON (default python3) is the interpreter checked.
@@ -40,6 +41,11 @@ _prereq_missing() {
         ;;
       git) command -v git >/dev/null 2>&1 || echo git ;;
       ps) command -v ps >/dev/null 2>&1 || echo procps ;;
+      netns)
+        [ "$(id -u)" = 0 ] || continue  # isolation needs root; without it branchyard keeps the host network
+        command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || echo iproute2
+        command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || echo nftables
+        ;;
       *) echo "!prereqs: unknown need '$need'" ;;
     esac
   done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from .errors import BadInput
 
 TLS_MODES = ("off", "internal", "acme")
 HSTS_MODES = ("production", "all", "off")
+NETWORK_MODES = ("auto", "off")
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 _DOMAIN = re.compile(r"^(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -58,6 +60,8 @@ class Settings:
     # wall clock from the control plane's start (60: a "* * * * *" schedule fires every second). Never in production.
     cron_clock_speed: float = 1.0
     preview_sleep_after: int = 1800  # BRANCHYARD_PREVIEW_SLEEP_AFTER: previews idle this long sleep (0: never; spec/sleep.py)
+    network_isolation: str = "auto"  # BRANCHYARD_NETWORK_ISOLATION: auto (a namespace per environment as root) | off
+    network_pool: str = "10.231.0.0/16"  # BRANCHYARD_NETWORK_POOL: the environments' /30 networks come from here
 
     @property
     def state_db(self) -> Path:
@@ -163,6 +167,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         prices=parse_prices(env.get("BRANCHYARD_PRICES")),
         cron_clock_speed=_interval(env, "BRANCHYARD_TEST_CRON_CLOCK_SPEED", 1.0),
         preview_sleep_after=preview_sleep_after(env),
+        network_isolation=_choice(env, "BRANCHYARD_NETWORK_ISOLATION", NETWORK_MODES),
+        network_pool=(_network_pool(env.get("BRANCHYARD_NETWORK_POOL"))),
     )
 
 
@@ -178,6 +184,18 @@ def preview_sleep_after(env: dict[str, str]) -> int:
         return sleep_after(raw.strip())
     except InvalidValue as err:
         raise BadInput(f"BRANCHYARD_PREVIEW_SLEEP_AFTER: {err.message}") from None
+
+
+def _network_pool(raw: str | None) -> str:
+    """An IPv4 network holding at least one /30 (an environment's network when isolation is on)."""
+    value = (raw or "10.231.0.0/16").strip()
+    try:
+        pool = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise BadInput(f"BRANCHYARD_NETWORK_POOL: expected an IPv4 network such as 10.231.0.0/16, got {raw!r} ({exc})") from None
+    if pool.prefixlen > 30:
+        raise BadInput(f"BRANCHYARD_NETWORK_POOL: {raw!r} is smaller than one /30")
+    return str(pool)
 
 
 def _interval(env: dict[str, str], name: str, default: float) -> float:

@@ -67,6 +67,7 @@ COLUMN_SINCE = {
     ("deployments", "tests_at"): "0016",
     ("environments", "slept_at"): "0019",
     ("environments", "sleep_kind"): "0019",
+    ("replicas", "host"): "0020",
 }
 # Columns whose upgrade fills in a value computed from the row (not NULL): the fixture holds that value.
 # 0009: an environment wants what it runs (no deployment of the fixture is unfinished); a deployment's work
@@ -75,9 +76,10 @@ COLUMN_SINCE = {
 # 0012: production environments are protected (the spec's default), the others not.
 # 0013: no replica has failed a liveness check yet.
 # 0016: a deployment that finished before post-deploy tests existed was never tested: `skipped`.
+# 0017: a replica started before network isolation runs on loopback.
 COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments", "work"), ("deployments", "attempts"),
                        ("environments", "branch_pinned"), ("environments", "protected"), ("replicas", "health_failures"),
-                       ("deployments", "tests_status")}
+                       ("deployments", "tests_status"), ("replicas", "host")}
 
 # Representative rows, every column given (values a control plane writes: None where it may, flags both ways).
 ROWS: dict[str, list[dict]] = {
@@ -123,10 +125,10 @@ ROWS: dict[str, list[dict]] = {
         dict(id=1, deployment_id=DEP_OK, environment_id=1, slot=0, pid=4242, start_time=987654, port=40001,
              log_path="/srv/logs/web.0.log", state="RUNNING", restarts=2, started_at=T0, restart_after=1714557600.5,
              last_exit="exited (code -9); restart 2/10 in 2s", health_failures=0, health_checked_at=1714557601.25,
-             health_detail="GET /health: timed out after 2s"),
+             health_detail="GET /health: timed out after 2s", host="127.0.0.1"),
         dict(id=2, deployment_id=DEP_OK, environment_id=1, slot=1, pid=4243, start_time=987655, port=40002,
              log_path="/srv/logs/web.1.log", state="STARTING", restarts=0, started_at=T1, restart_after=None,
-             last_exit=None, health_failures=0, health_checked_at=None, health_detail=None),
+             last_exit=None, health_failures=0, health_checked_at=None, health_detail=None, host="127.0.0.1"),
     ],
     "events": [
         dict(id=1, at=T0, project="yoto", environment="production", deployment_id=DEP_OK, kind="deploy.succeeded",
@@ -302,7 +304,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 20)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 21)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

@@ -178,6 +178,10 @@ class RuntimePort(Protocol):
     def adopt(self, pid: int, start_time: int, port: int, log_path: str, host: str = "127.0.0.1") -> ProcessHandle | None:
         """The replica recorded earlier (maybe by a previous control plane), or None when it is gone."""
 
+    def forget(self, project: str, environment: str) -> None:
+        """The environment is deleted and its processes are stopped: free what the runtime held for it (local: its
+        network namespace and veth)."""
+
     def is_alive(self, h: ProcessHandle) -> bool: ...
 
     def exit_code(self, h: ProcessHandle) -> int | None:

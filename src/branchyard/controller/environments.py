@@ -110,18 +110,19 @@ class Environments:
                 .order_by(m.Replica.slot)
             )
             for r in rows:
-                h = self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path)
+                h = self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path, r.host)
                 alive = h is not None and self.runtime.is_alive(h)
                 health = replica_health(r.state, alive=alive, failures=r.health_failures, checked=r.health_checked_at is not None)
                 if health == "unknown" and probe_health and alive and r.state == m.REPLICA_RUNNING:
                     # not yet checked by the liveness probes (or no path: nothing records it): ask it now
-                    health = "healthy" if self.runtime.probe(r.port, health_path, timeout=1.0).ok else "unhealthy"
+                    health = "healthy" if self.runtime.probe(r.port, health_path, timeout=1.0, host=r.host).ok else "unhealthy"
                 replicas.append(
                     {
                         "slot": r.slot,
                         "name": f"{env.name}.web.{r.slot}",
                         "pid": r.pid,
                         "port": r.port,
+                        "host": r.host,  # where the router reaches it: its environment's namespace address (issue 17)
                         "state": r.state,
                         "alive": alive,
                         "health": health,  # healthy | unhealthy | starting | unknown

@@ -54,15 +54,17 @@ class Liveness:
                 return
             self._in_flight.add(r.id)
         try:
-            self._pool.submit(self._probe, r.id, r.pid, r.start_time, r.port, web.healthcheck_path, probe_timeout(web))
+            self._pool.submit(self._probe, r.id, r.pid, r.start_time, r.port, web.healthcheck_path, probe_timeout(web),
+                              r.host)
         except RuntimeError:  # the pool is shut down: the control plane is stopping
             with self._lock:
                 self._in_flight.discard(r.id)
 
-    def _probe(self, replica_id: int, pid: int, start_time: int, port: int, path: str, timeout: float) -> None:
+    def _probe(self, replica_id: int, pid: int, start_time: int, port: int, path: str, timeout: float,
+               host: str = "127.0.0.1") -> None:
         started = time.time()
         try:
-            result = self.runtime.probe(port, path, timeout=timeout)
+            result = self.runtime.probe(port, path, timeout=timeout, host=host)
             values = ({"health_failures": 0} if result.ok else
                       {"health_failures": m.Replica.health_failures + 1, "health_detail": result.detail[:DETAIL_MAX]})
             with self.store.session() as s:

@@ -133,11 +133,11 @@ class Reconciler:
         now = time.time()
         observed = []
         for r in rows.values():
-            h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
+            h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path, r.host)
             alive = self.runtime.is_alive(h)  # reaps our own children, so exit_code() below knows their status
             healthy, overdue = None, False
             if alive and r.state == m.REPLICA_STARTING and r.deployment_id not in in_progress:
-                healthy = self.runtime.probe(r.port, web.healthcheck_path, timeout=1.0).ok
+                healthy = self.runtime.probe(r.port, web.healthcheck_path, timeout=1.0, host=r.host).ok
                 timeout = web.healthcheck_timeout
                 overdue = (m.utcnow() - r.started_at).total_seconds() > timeout
             # Liveness: only what the current deployment serves, once no deploy owns it; without a path, being alive is it.
@@ -203,7 +203,7 @@ class Reconciler:
                 r.state = m.REPLICA_STARTING
                 r.health_failures = 0
                 r.last_exit = self._last_exit(action.reason, r.log_path)
-                h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path)
+                h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path, r.host)
                 slot, deployment_id = r.slot, r.deployment_id
             if routed:
                 self.routes.sync()  # out of the route before it is stopped: no new request reaches it

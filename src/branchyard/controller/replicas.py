@@ -124,13 +124,13 @@ class Replicas:
         with self.store.session() as s:
             if replica_id is None:
                 r = m.Replica(deployment_id=ctx.dep_id, environment_id=ctx.env_id, slot=slot, pid=h.pid,
-                              start_time=h.start_time, port=port, log_path=str(log_path))
+                              start_time=h.start_time, port=port, host=h.host, log_path=str(log_path))
                 s.add(r)
                 s.flush()
                 replica_id = r.id
             else:
                 r = s.get(m.Replica, replica_id)
-                r.pid, r.start_time, r.port, r.started_at = h.pid, h.start_time, port, m.utcnow()
+                r.pid, r.start_time, r.port, r.host, r.started_at = h.pid, h.start_time, port, h.host, m.utcnow()
                 r.state, r.restarts = m.REPLICA_STARTING, r.restarts + 1
         return replica_id, h
 
@@ -203,11 +203,11 @@ class Replicas:
         Only a replica of the same slot (its REPLICA_ID is part of its environment) and only while its
         window is open. They come back as STARTING: `start` health-checks them like new ones."""
         with self.store.session() as s:
-            rows = [(r.id, r.deployment_id, r.slot, r.pid, r.start_time, r.port, r.log_path) for r in s.scalars(
+            rows = [(r.id, r.deployment_id, r.slot, r.pid, r.start_time, r.port, r.log_path, r.host) for r in s.scalars(
                 select(m.Replica).where(m.Replica.environment_id == ctx.env_id, m.Replica.state == m.REPLICA_STANDBY))]
         same: dict[str, bool] = {}
         found: dict[int, tuple[int, ProcessHandle]] = {}
-        for rid, dep_id, slot, pid, start_time, port, log_path in rows:
+        for rid, dep_id, slot, pid, start_time, port, log_path, host in rows:
             if slot not in slots or slot in found or self.standby_left(rid) <= 0:
                 continue
             if dep_id not in same:
@@ -217,7 +217,7 @@ class Replicas:
                     same[dep_id] = False
                 else:
                     same[dep_id] = dataclasses.replace(other, dep_id=ctx.dep_id, replicas=ctx.replicas) == ctx
-            h = self.runtime.adopt(pid, start_time, port, log_path) if same[dep_id] else None
+            h = self.runtime.adopt(pid, start_time, port, log_path, host) if same[dep_id] else None
             if h is not None and self.runtime.is_alive(h):
                 found[slot] = (rid, h)
         with self._standby_guard:
@@ -233,7 +233,7 @@ class Replicas:
         """SIGTERM, wait up to `grace`, SIGKILL; all replicas in parallel; mark them STOPPED."""
         with self.store.session() as s:
             rows = [s.get(m.Replica, rid) for rid in replica_ids]
-            handles = [self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path) for r in rows if r is not None]
+            handles = [self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path, r.host) for r in rows if r is not None]
         live = [h for h in handles if h is not None]
         if live:
             with ThreadPoolExecutor(max_workers=len(live)) as pool:

@@ -46,14 +46,14 @@ class Routes:
                        m.Environment.sleep_kind)
                 .join(m.Environment).order_by(m.Project.name, m.Environment.id)
             ).all()
-            ports: dict[str, list[int]] = {}
-            for deployment_id, port in s.execute(
-                select(m.Replica.deployment_id, m.Replica.port)
+            ports: dict[str, list[str]] = {}
+            for deployment_id, host, port in s.execute(
+                select(m.Replica.deployment_id, m.Replica.host, m.Replica.port)
                 .join(m.Environment, m.Environment.current_deployment_id == m.Replica.deployment_id)
                 .where(m.Replica.state == m.REPLICA_RUNNING)
                 .order_by(m.Replica.slot)
             ):
-                ports.setdefault(deployment_id, []).append(port)
+                ports.setdefault(deployment_id, []).append(f"{host}:{port}")  # its namespace's address (issue 17)
             custom: dict[int, list[str]] = {}
             for env_id, host in s.execute(select(m.Domain.environment_id, m.Domain.host).order_by(m.Domain.host)):
                 custom.setdefault(env_id, []).append(host)
@@ -70,7 +70,7 @@ class Routes:
                 routes += [Route(host=h, project=project, environment=env_name, upstreams=(), state="sleeping", hsts=hsts,
                                  wake=wake) for h in hosts]
                 continue
-            ups = tuple(f"127.0.0.1:{port}" for port in ports.get(current, ())) if current else ()
+            ups = tuple(ports.get(current, ())) if current else ()
             routes += [Route(host=h, project=project, environment=env_name, upstreams=ups,
                              state="serving" if ups else "unavailable", hsts=hsts) for h in hosts]
         self._hosts = (time.monotonic(), frozenset(r.host for r in routes) | self._control_host())

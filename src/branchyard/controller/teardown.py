@@ -48,6 +48,7 @@ class Teardown:
             if production and has_database:
                 self.backups.create(project, name, kind="final")  # kept after the environment is gone
             freed = self.data.destroy(project, name)  # its database and role, its Redis, their data directories
+            self.replicas.runtime.forget(project, name)  # its network namespace (issue 17)
             with self.store.session() as s:
                 env = self.store.environment(s, self.store.project(s, project), name)
                 s.delete(env)  # variables, secrets and service records go with it (ON DELETE CASCADE)

@@ -144,6 +144,7 @@ class Replica(Base):
     pid: Mapped[int] = mapped_column(Integer)
     start_time: Mapped[int] = mapped_column(Integer)
     port: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(64), default="127.0.0.1", server_default="127.0.0.1")  # its namespace's address (issue 17)
     log_path: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default=REPLICA_STARTING)
     restarts: Mapped[int] = mapped_column(Integer, default=0)

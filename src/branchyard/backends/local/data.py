@@ -4,10 +4,17 @@ Databases live on one shared PostgreSQL server under `<home>/postgres/shared`, o
 (`dedicated = true`: `<home>/postgres/<project>-<env>`), or on the operator's server (BRANCHYARD_POSTGRES_URL,
 location "external", never started or revived by us). Every environment with Redis gets its own redis-server
 under `<home>/redis/<project>/<env>`; its location is that directory.
+
+With network isolation (netns.py) an environment's processes run in a namespace of their own: its Redis also
+binds the environment's host-side address, the local PostgreSQL servers listen on every IPv4 address with a
+pg_hba line per environment (its role, its database, its /30 only), and the variables handed to the environment
+(DATABASE_URL, PGHOST, REDIS_URL, REDISHOST …) name that address. The control plane's own admin connections stay
+on loopback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +23,8 @@ from typing import Any
 from ... import names
 from ...settings import Settings
 from ..ports import DataServer
-from .postgres import Admin, LocalServer
+from .netns import NetNs
+from .postgres import Admin, Database, LocalServer
 from .redis import RedisServer
 
 SHARED = "shared"
@@ -24,10 +32,34 @@ EXTERNAL = "external"
 DEDICATED = "dedicated:"
 
 
+class EnvAdmin(Admin):
+    """An environment's view of a local server under network isolation: each database it creates or adopts is
+    allowed in pg_hba from the environment's own network only, and named to the environment at its host-side
+    address."""
+
+    def __init__(self, admin_url: str, server: LocalServer, key: str, network: str, host: str) -> None:
+        super().__init__(admin_url)
+        self._server, self._key, self._network, self._env_host = server, key, network, host
+
+    def _wired(self, db: Database) -> Database:
+        self._server.allow(f"{self._key}/{db.name}", db.name, db.user, self._network)
+        return dataclasses.replace(db, host=self._env_host)
+
+    def create_database(self, name: str, owner: str, *, password: str | None = None,
+                        template: str | None = None) -> Database:
+        return self._wired(super().create_database(name, owner, password=password, template=template))
+
+    def adopt_database(self, spare: str, from_owner: str, name: str, owner: str, *,
+                       password: str | None = None) -> Database | None:
+        db = super().adopt_database(spare, from_owner, name, owner, password=password)
+        return self._wired(db) if db is not None else None
+
+
 class LocalDataServers:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, netns: NetNs | None = None) -> None:
         self._home = settings.home
         self._postgres_url = settings.postgres_url
+        self._netns = netns  # None: everything on loopback
 
     # --- PostgreSQL ---------------------------------------------------------------------------------
 
@@ -37,6 +69,10 @@ class LocalDataServers:
         if server is None:
             return Admin(str(self._postgres_url)), where
         server.ensure_running()
+        if self._netns is not None and environment:  # "" : the controller's own work on templates
+            net = self._netns.ensure(project, environment)
+            return EnvAdmin(server.admin_url(), server, f"{project}/{environment}", str(net.network),
+                            net.host_address), where
         return Admin(server.admin_url()), where
 
     def _postgres_server(self, project: str, environment: str, settings: Mapping[str, Any],
@@ -47,17 +83,19 @@ class LocalDataServers:
             return None, EXTERNAL
         if settings.get("dedicated") or (location or "").startswith(DEDICATED):
             own = location[len(DEDICATED):] if location and location.startswith(DEDICATED) else f"{project}-{environment}"
-            return (LocalServer(data_dir=self._home / "postgres" / own, memory_mb=settings.get("memory_mb")),
-                    f"{DEDICATED}{own}")
-        return LocalServer(data_dir=self._home / "postgres" / SHARED), SHARED
+            return (LocalServer(data_dir=self._home / "postgres" / own, memory_mb=settings.get("memory_mb"),
+                                listen_all=self._netns is not None), f"{DEDICATED}{own}")
+        return LocalServer(data_dir=self._home / "postgres" / SHARED, listen_all=self._netns is not None), SHARED
 
     # --- Redis --------------------------------------------------------------------------------------
 
     def cache(self, project: str, environment: str, settings: Mapping[str, Any],
               password: str | None) -> tuple[dict[str, str], str]:
         data_dir = names.safe_join(self._home / "redis", project, environment)
+        net = self._netns.ensure(project, environment) if self._netns is not None else None
         server = RedisServer(data_dir=data_dir, password=password, maxmemory_mb=settings.get("memory_mb"),
-                             persistence=bool(settings.get("persistence")))
+                             persistence=bool(settings.get("persistence")),
+                             also_bind=net.host_address if net is not None else None)
         return server.ensure_running().variables(), str(data_dir)
 
     # --- servers we run -----------------------------------------------------------------------------
@@ -76,7 +114,10 @@ class LocalDataServers:
 
     def revive(self, server: DataServer) -> int | None:
         if server.kind == "redis":
-            return RedisServer(data_dir=Path(server.key)).revive()
+            key = Path(server.key)
+            if self._netns is not None and key.is_dir() and RedisServer(data_dir=key).pid() is None:  # its address first (a reboot)
+                self._netns.ensure(key.parent.name, key.name)
+            return RedisServer(data_dir=key).revive()
         return LocalServer(data_dir=Path(server.key)).revive()
 
     def destroy(self, kind: str, project: str, environment: str, location: str) -> None:
@@ -85,6 +126,8 @@ class LocalDataServers:
             shutil.rmtree(location, ignore_errors=True)
         elif location.startswith(DEDICATED):
             LocalServer(data_dir=self._home / "postgres" / location[len(DEDICATED):]).destroy()
+        elif location == SHARED:
+            LocalServer(data_dir=self._home / "postgres" / SHARED).disallow(f"{project}/{environment}/")
 
     def stop_all(self) -> None:
         for data_dir in sorted((self._home / "redis").glob("*/*")):
@@ -93,3 +136,5 @@ class LocalDataServers:
         for data_dir in sorted((self._home / "postgres").glob("*")):
             if (data_dir / "server.json").exists():
                 LocalServer(data_dir=data_dir).stop()
+        if self._netns is not None:  # after every process in them is stopped: made again on demand
+            self._netns.teardown()

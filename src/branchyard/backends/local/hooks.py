@@ -11,20 +11,21 @@ from pathlib import Path
 
 from ... import failpoints
 from ...errors import DeployFailed
-from .processes import kill_group
+from .processes import kill_group, wrapped
 from .tasks import TaskRecords
 
 HOOK_TIMEOUT = 600  # seconds
 
 
 def run_hook(command: str, *, cwd: Path, env: dict[str, str], out: Callable[[str], None], timeout: float,
-             tasks: TaskRecords | None = None, prelude: str = "") -> None:
+             tasks: TaskRecords | None = None, prelude: str = "", prefix: list[str] | None = None) -> None:
     """Run `command` with the environment's variables; DeployFailed (naming it and its exit code) unless it exits 0.
 
     `tasks` records the hook's process group while it runs (the next start kills it if the control plane dies);
-    `prelude`: shell lines run first (joining a cgroup, cgroups.py)."""
+    `prelude`: shell lines run first (joining a cgroup, cgroups.py); `prefix` runs it in the environment's network
+    namespace (`ip netns exec NS`)."""
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", f"{prelude}\n{command}" if prelude else command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(wrapped(command, prelude=prelude, prefix=prefix), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as err:
         raise DeployFailed(f"`{command}` could not start: {err.strerror}") from None

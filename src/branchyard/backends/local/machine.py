@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 
 from ...domains import ASK_PATH
 from ...internal_auth import wake_secret
+from ...errors import BranchyardError
 from ...settings import Settings
 from ..ports import Machine
 from .caddy import ControlPlane, EdgeTLS, Router
 from .certificates import CaddyCertificates, CaddyLogErrors
 from .cgroups import Cgroups
+from . import netns
 from .data import LocalDataServers
 from .runtime import LocalRuntime
 from .tasks import TaskRecords
 from .wake_route import WakeTarget
+
+log = logging.getLogger("branchyard.machine")
 
 
 def local_machine(settings: Settings, *, api_port: int | None = None) -> Machine:
@@ -37,5 +42,18 @@ def local_machine(settings: Settings, *, api_port: int | None = None) -> Machine
     caddy = settings.home / "caddy"
     storage = [caddy / "data" / "caddy-edge", caddy / "data" / "caddy"]
     errors = CaddyLogErrors([caddy / "edge.log", caddy / "caddy.log"])  # the CA's refusals, as Caddy logs them
-    return Machine(router=router, runtime=LocalRuntime(tasks, cgroups=Cgroups(settings.home)), tasks=tasks, data=LocalDataServers(settings),
+    network, why_not = netns.from_settings(settings.home, settings.network_isolation, settings.network_pool)
+    if api_port is not None:  # the control plane starts: its table and ip_forward now, said once
+        if network is not None:
+            try:
+                network.setup()
+            except BranchyardError as err:
+                network, why_not = None, f"{err}; environments share the host network"
+        if network is not None:
+            log.info("network isolation: on (a namespace per environment, nftables table inet %s, pool %s, "
+                     "net.ipv4.ip_forward = 1)", network.table, network.pool)
+        else:
+            log.warning("network isolation: off — %s", why_not)
+    runtime = LocalRuntime(tasks, cgroups=Cgroups(settings.home), netns=network, network_why_not=why_not)
+    return Machine(router=router, runtime=runtime, tasks=tasks, data=LocalDataServers(settings, netns=network),
                    certificates=CaddyCertificates(storage, errors=errors))

@@ -121,7 +121,7 @@ class Database:
 class LocalServer:
     """A PostgreSQL cluster branchyard runs itself (one shared per machine, or one per `dedicated = true` environment)."""
 
-    def __init__(self, *, data_dir: Path, port: int = 0, memory_mb: int | None = None) -> None:
+    def __init__(self, *, data_dir: Path, port: int = 0, memory_mb: int | None = None, listen_all: bool = False) -> None:
         if not 0 <= port <= 65535:
             raise BadInput(f"invalid port {port} for PostgreSQL")
         if memory_mb is not None and memory_mb < 32:
@@ -133,6 +133,11 @@ class LocalServer:
         self.state_path = self.data_dir / "server.json"
         self._port = port
         self.memory_mb = memory_mb
+        # Network isolation (netns.py): environments reach the server at their own host-side address, so it listens
+        # on every IPv4 address (a restart would be needed to add one address per environment); the nftables input
+        # rule keeps each environment to its own address and pg_hba each environment's role to its own network.
+        self.listen = "0.0.0.0" if listen_all else "127.0.0.1"
+        self.hba_path = self.data_dir / "hba.json"
 
     def __repr__(self) -> str:
         return f"LocalServer(data_dir={str(self.data_dir)!r})"
@@ -224,10 +229,13 @@ class LocalServer:
                 raise BackendError(f"a PostgreSQL server runs on {self.pgdata} but {self.state_path} is missing")
             info = self._postmaster_file()
             running_port = int(info[3]) if len(info) > 3 and info[3].isdigit() else int(state["port"])
-            if (running_port, self.pid()) != (state["port"], state.get("pid")):
-                self._write_state({**state, "port": running_port, "pid": self.pid()})
-            self._wait_answering(time.monotonic() + START_TIMEOUT)
-            return
+            if len(info) > 5 and info[5].strip() not in ("", self.listen):
+                self._stop()  # started with other listen addresses (isolation turned on or off): once, restarted
+            else:
+                if (running_port, self.pid()) != (state["port"], state.get("pid")):
+                    self._write_state({**state, "port": running_port, "pid": self.pid()})
+                self._wait_answering(time.monotonic() + START_TIMEOUT)
+                return
 
         account = pgtools.service_account()
         self._prepare_dirs(account)
@@ -303,7 +311,7 @@ class LocalServer:
         socket_dirs = str(self.socket_dir) if len(str(socket_file)) <= _SOCKET_PATH_MAX else ""
         lines = [
             "# Written by branchyard before every start. ALTER SYSTEM overrides these.",
-            "listen_addresses = '127.0.0.1'",
+            f"listen_addresses = '{self.listen}'",
             f"port = {port}",
             f"unix_socket_directories = {_conf_string(socket_dirs)}",
             "unix_socket_permissions = 0700",
@@ -354,6 +362,51 @@ class LocalServer:
                 tail = " | ".join(_tail(_read_from(self.log_path, 0), 3))
                 raise BackendError(f"PostgreSQL in {self.data_dir} does not accept connections: {last} (log: {tail})")
             time.sleep(0.1)
+
+    # -- pg_hba: each environment's role from its own network only (network isolation) ------------------
+
+    def allow(self, key: str, database: str, role: str, network: str) -> None:
+        """Let `role` reach `database` from `network` (an environment's /30) with its password; reloaded at once."""
+        check_name(database, "database")
+        check_name(role, "role")
+        with self._locked():
+            rules = self._hba_rules()
+            if rules.get(key) != [database, role, network]:
+                self._write_hba({**rules, key: [database, role, network]})
+
+    def disallow(self, prefix: str) -> None:
+        """Forget what `allow(key, …)` let in, for every key starting with `prefix` (an environment's databases)."""
+        if not self.data_dir.is_dir():
+            return
+        with self._locked():
+            rules = self._hba_rules()
+            kept = {k: v for k, v in rules.items() if not k.startswith(prefix)}
+            if kept != rules:
+                self._write_hba(kept)
+
+    def _hba_rules(self) -> dict[str, list[str]]:
+        try:
+            return json.loads(self.hba_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot read {self.hba_path}: {exc}") from exc
+
+    def _write_hba(self, rules: dict[str, list[str]]) -> None:
+        path = self.pgdata / "pg_hba.conf"
+        try:
+            lines = path.read_text().splitlines()
+            if HBA_BEGIN in lines:
+                lines = lines[:lines.index(HBA_BEGIN)]
+            lines += [HBA_BEGIN, *render_hba(rules)]
+            path.write_text("\n".join(lines) + "\n")
+            pgtools.chown(path, _owner_account(self.pgdata))
+            self.hba_path.write_text(json.dumps(rules, indent=1, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise BackendError(f"cannot write {path}: {exc}") from exc
+        if self.pid() is not None:
+            with Admin(self.admin_url())._session() as conn:
+                conn.execute("SELECT pg_reload_conf()")
 
     def _harden(self) -> None:
         """Environment roles may connect to their own database only: not to postgres or template1."""
@@ -476,6 +529,14 @@ class LocalServer:
             tmp.replace(self.state_path)
         except OSError as exc:
             raise BackendError(f"cannot write {self.state_path}: {exc}") from exc
+
+
+HBA_BEGIN = "# branchyard: each environment's role, from its own network only (rewritten; edits above this line stay)"
+
+
+def render_hba(rules: dict[str, list[str]]) -> list[str]:
+    """pg_hba.conf lines for `rules` (key → [database, role, network]), in key order (pure)."""
+    return [f"host {database} {role} {network} scram-sha-256" for _, (database, role, network) in sorted(rules.items())]
 
 
 def _owner_account(pgdata: Path) -> ServiceAccount | None:

@@ -109,12 +109,26 @@ def stderr_path(log_path: Path) -> Path:
     return log_path.with_name(f"{stem}.stderr.log")
 
 
+def wrapped(command: str, *, prelude: str = "", prefix: list[str] | None = None) -> list[str]:
+    """The argv that runs `command` under /bin/sh, after `prelude` (shell lines: joining a cgroup) and inside `prefix`
+    (`ip netns exec NS`). The prelude runs first, in a shell of its own that then execs the prefix: `ip netns exec`
+    mounts a sysfs of the namespace's over /sys, where the cgroup hierarchies are not. Every step execs, so the pid
+    the caller gets is the command's."""
+    if not prefix:
+        return ["/bin/sh", "-c", f"{prelude}\n{command}" if prelude else command]
+    inner = [*prefix, "/bin/sh", "-c", command]
+    return ["/bin/sh", "-c", f'{prelude}\nexec "$@"', "sh", *inner] if prelude else inner
+
+
 def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port: int,
-          split_stderr: bool = True, prelude: str = "") -> ProcessHandle:
+          split_stderr: bool = True, prelude: str = "", prefix: list[str] | None = None,
+          host: str = "127.0.0.1") -> ProcessHandle:
     """Start `/bin/sh -c command` as a new session leader, stdout appended to log_path and stderr to
     `stderr_path(log_path)`: two files the process holds open itself (O_APPEND), so it keeps logging while the
     control plane is down, and each line's stream is known. `split_stderr=False`: both into log_path.
-    `prelude`: shell lines run first by the same shell (joining a cgroup before the app execs, cgroups.py)."""
+    `prelude`: shell lines run first (joining a cgroup before the app execs, cgroups.py); `prefix`: what runs the
+    app's shell (`ip netns exec NS`, which execs: the pid stays the same); `host`: where the process is reached (its
+    namespace's address)."""
     log_path = Path(log_path)
     err_path = stderr_path(log_path) if split_stderr else log_path
     try:
@@ -129,7 +143,7 @@ def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port:
         raise BackendError(f"cannot open log file {err_path}: {exc.strerror}") from None
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", f"{prelude}\n{exec_form(command)}" if prelude else exec_form(command)],
+            wrapped(exec_form(command), prelude=prelude, prefix=prefix),
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -150,7 +164,7 @@ def spawn(command: str, *, cwd: Path, env: dict[str, str], log_path: Path, port:
         raise BackendError(f"process {proc.pid} vanished right after start")
     with _lock:
         _children[proc.pid] = (stat.start_time, proc)
-    return ProcessHandle(pid=proc.pid, start_time=stat.start_time, port=port, log_path=str(log_path))
+    return ProcessHandle(pid=proc.pid, start_time=stat.start_time, port=port, log_path=str(log_path), host=host)
 
 
 def is_alive(h: ProcessHandle) -> bool:
@@ -294,9 +308,9 @@ def start_time_of(pid: int) -> int | None:
     return None if stat is None or stat.state in ("Z", "X", "x") else stat.start_time
 
 
-def adopt(pid: int, start_time: int, port: int, log_path: str) -> ProcessHandle | None:
+def adopt(pid: int, start_time: int, port: int, log_path: str, host: str = "127.0.0.1") -> ProcessHandle | None:
     """A handle for a process started earlier (maybe by a previous control plane); None if it is gone."""
-    h = ProcessHandle(pid=pid, start_time=start_time, port=port, log_path=log_path)
+    h = ProcessHandle(pid=pid, start_time=start_time, port=port, log_path=log_path, host=host)
     return h if is_alive(h) else None
 
 

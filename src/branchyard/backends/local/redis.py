@@ -106,12 +106,14 @@ class RedisInfo:
 
 
 def render_config(
-    *, port: int, password: str, data_dir: Path, pid_file: Path, maxmemory_mb: int | None, persistence: bool
+    *, port: int, password: str, data_dir: Path, pid_file: Path, maxmemory_mb: int | None, persistence: bool,
+    also_bind: str | None = None,
 ) -> str:
-    """The whole redis.conf for one environment (pure)."""
+    """The whole redis.conf for one environment (pure). `also_bind`: the environment's host-side address (network
+    isolation), beside loopback, which the control plane uses."""
     lines = [
         "# Written by branchyard; edits are overwritten. Holds the password: keep it 0600.",
-        f"bind {HOST}",
+        f"bind {HOST} {also_bind}" if also_bind else f"bind {HOST}",
         "protected-mode yes",
         f"port {port}",
         f"requirepass {_conf_quote(password)}",
@@ -256,6 +258,7 @@ class RedisServer:
         password: str | None = None,
         maxmemory_mb: int | None = None,
         persistence: bool = False,
+        also_bind: str | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise BadInput(f"redis: port must be between 1 and 65535 (or 0 for any), not {port}")
@@ -268,6 +271,8 @@ class RedisServer:
         self._password = password
         self.maxmemory_mb = maxmemory_mb
         self.persistence = persistence
+        self.also_bind = also_bind  # network isolation: the environment's host-side address (its apps connect there)
+        self.host = also_bind or HOST  # the address its variables name
 
     @property
     def conf_file(self) -> Path:
@@ -293,8 +298,8 @@ class RedisServer:
             port, password = self._desired(state)
             known = _unique([password, state.get("password")])
             handle = self._running(state)
-            if handle is not None and state.get("port") not in (None, port):
-                self._stop(handle, int(state["port"]), known)  # a port cannot change live
+            if handle is not None and (state.get("port") not in (None, port) or state.get("bind") != self.also_bind):
+                self._stop(handle, int(state["port"]), known)  # a port (or, in Redis 6, an address) cannot change live
                 handle = None
             if handle is not None:
                 probe = self._await(handle, port, known, time.monotonic() + START_TIMEOUT)
@@ -302,7 +307,7 @@ class RedisServer:
                     self._apply_live(port, probe.password or password, password)
                     self._save_state(port, password, handle)
                     self._write_conf(port, password)
-                    return RedisInfo(HOST, port, password)
+                    return RedisInfo(self.host, port, password)
                 if probe.status != "down":
                     raise BackendError(self._silent_message(handle, port, probe))
                 processes.stop(handle, grace=TERM_GRACE)  # our process, but not listening: wedged
@@ -313,9 +318,9 @@ class RedisServer:
                     self._apply_live(port, probe.password or password, password)
                     self._save_state(port, password, orphan)
                     self._write_conf(port, password)
-                    return RedisInfo(HOST, port, password)
+                    return RedisInfo(self.host, port, password)
             self._start(port, password)
-            return RedisInfo(HOST, port, password)
+            return RedisInfo(self.host, port, password)
 
     def stop(self) -> None:
         """SHUTDOWN (NOSAVE unless persistence), then SIGTERM/SIGKILL by pid; returns once nothing listens."""
@@ -352,6 +357,7 @@ class RedisServer:
                 dead = state.get("pid")
                 if not dead or "port" not in state or self._running(state) is not None:
                     return None
+                self.also_bind = state.get("bind")  # as it was: its redis.conf is not rewritten either
                 try:
                     self._start(int(state["port"]), str(state["password"]), conf=not self.conf_file.is_file())
                 except BackendError:
@@ -379,7 +385,7 @@ class RedisServer:
             port, password = self._desired(state)
             if "port" not in state:
                 self._save_state(port, password, None)
-            return RedisInfo(HOST, port, password)
+            return RedisInfo(self.host, port, password)
 
     # internals -----------------------------------------------------------------------------------
     def _desired(self, state: dict[str, Any]) -> tuple[int, str]:
@@ -513,6 +519,7 @@ class RedisServer:
             pid_file=self.pid_file,
             maxmemory_mb=self.maxmemory_mb,
             persistence=self.persistence,
+            also_bind=self.also_bind,
         )
         _write_private(self.conf_file, text)
 
@@ -533,6 +540,7 @@ class RedisServer:
             "password": password,
             "pid": handle.pid if handle else None,
             "start_time": handle.start_time if handle else None,
+            "bind": self.also_bind,
         }
         _write_private(self.state_file, json.dumps(state, indent=1) + "\n")
 

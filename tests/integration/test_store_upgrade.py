@@ -35,8 +35,7 @@ TABLE_SINCE = {
     "services": "0004", "variables": "0004", "backups": "0005", "webhook_deliveries": "0006", "previews": "0006",
     "promotions": "0007", "approvals": "0007", "database_templates": "0008", "domains": "0011", "users": "0012",
     "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015",
-    "environment_usage": "0017",
-    "api_tokens": "0012", "metric_samples": "0014", "alerts": "0015", "uptime_checks": "0015", "cron_runs": "0018",
+    "environment_usage": "0017", "cron_runs": "0018",
 }
 COLUMN_SINCE = {
     ("projects", "domain"): "0002",

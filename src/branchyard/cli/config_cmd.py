@@ -115,8 +115,8 @@ def _notices(root: Path) -> tuple[str, ...]:
 def config_show(environment: str, path: str | None, as_json: bool) -> None:
     """The effective, merged configuration of one environment, with where each value came from."""
     from ..build import detect
-    from ..spec import explain, load_project
     from ..settings import preview_sleep_after
+    from ..spec import explain, load_project
     from ..spec import sleep as sleep_rule
     from ..spec.alerts import mask
 

@@ -19,8 +19,8 @@ import threading
 from sqlalchemy import select
 
 from ..access import Actor
-from ..monitoring import HttpEntry
 from ..backends.ports import Machine
+from ..monitoring import HttpEntry
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store

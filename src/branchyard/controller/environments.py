@@ -11,8 +11,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from .. import failpoints, isolation, names, verification
-from .. import monitoring as mon
 from .. import logrecords as lr
+from .. import monitoring as mon
 from ..access import SYSTEM, Actor
 from ..backends.ports import RuntimePort
 from ..errors import BadInput, Conflict, NotFound

@@ -12,8 +12,8 @@ from ..access import check_user_name
 from ..errors import BadInput, NameRefused
 from ..names import custom_domain, domain_name, environment_name, is_safe_git_ref, project_name
 from . import alerts as al
-from . import values as v
 from . import sleep
+from . import values as v
 from .context import UNSET, Entry, FileContext, Layer
 from .model import (
     PR_TEMPLATE,

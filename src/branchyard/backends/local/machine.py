@@ -6,14 +6,14 @@ import logging
 import urllib.parse
 
 from ...domains import ASK_PATH
-from ...internal_auth import wake_secret
 from ...errors import BranchyardError
+from ...internal_auth import wake_secret
 from ...settings import Settings
 from ..ports import Machine
+from . import netns
 from .caddy import ControlPlane, EdgeTLS, Router
 from .certificates import CaddyCertificates, CaddyLogErrors
 from .cgroups import Cgroups
-from . import netns
 from .data import LocalDataServers
 from .runtime import LocalRuntime
 from .tasks import TaskRecords

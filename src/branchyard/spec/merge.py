@@ -18,6 +18,7 @@ from .model import (
     EnvironmentConfig,
     EnvironmentDecl,
     PostgresConfig,
+    ProcessConfig,
     ProjectSpec,
     RedisConfig,
     WebConfig,
@@ -50,6 +51,8 @@ def resolve(spec: ProjectSpec, name: str) -> EnvironmentConfig:
         sources=sources,
         alerts=decl.alerts or default_alerts(tier_of(production=decl.production, ephemeral=decl.ephemeral)),
         uptime=decl.production if decl.uptime is None else decl.uptime,
+        processes={name: ProcessConfig(command) for name, command in
+                   spec.layers.procfile_services.get(web.root_dir, {}).items()},
     )
 
 

@@ -104,6 +104,7 @@ PR_42 = {
     # what the build will use (issue 13), each with its source
     "alerts": {"tier": "preview", "rules": [], "webhooks": []},  # previews: no alert rules by default
     "uptime": False,  # only production's URL is probed unless an environment says `uptime = true`
+    "processes": {},  # the Procfile's process types besides web and release (issue 17): the example app has none
     "tests": None,  # no [environments.pr.tests] in the example
     "build": {
         "python": {"value": "the server's default (BRANCHYARD_PYTHON)", "from": "default: the app names no version"},

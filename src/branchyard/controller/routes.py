@@ -49,7 +49,7 @@ class Routes:
             for deployment_id, port in s.execute(
                 select(m.Replica.deployment_id, m.Replica.port)
                 .join(m.Environment, m.Environment.current_deployment_id == m.Replica.deployment_id)
-                .where(m.Replica.state == m.REPLICA_RUNNING)
+                .where(m.Replica.state == m.REPLICA_RUNNING, m.Replica.service == "web")  # workers have no route
                 .order_by(m.Replica.slot)
             ):
                 ports.setdefault(deployment_id, []).append(port)

@@ -23,7 +23,7 @@ PR_42 = {
     "branch": None,
     "base": "staging",
     "web": {
-        "start_command": "uvicorn main:app --host 0.0.0.0 --port $PORT",
+        "start_command": "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}",
         "build_command": "pip install -r requirements.txt",
         "pre_deploy_command": ["python manage.py migrate"],
         "seed_command": "python manage.py seed_data --test",

@@ -103,6 +103,8 @@ def test_release_runs_before_the_switch_and_the_worker_after_it(plane, repo):
     [worker] = services["worker"]["replicas"]
     assert (worker["name"], worker["service"], worker["health"]) == ("production.worker.0", "worker", "healthy")
     assert [r["name"] for r in info["replicas"]] == ["production.web.0"]  # `replicas` stays web's
+    text = plane.run("status", "-e", "production", cwd=repo).stdout
+    assert "services: web 1/1 running  worker 1/1 running" in text and "production.worker.0" in text
 
     build = plane.json("logs", "-e", "production", "--build", cwd=repo)["build"]
     at = {key: next(i for i, line in enumerate(build) if key in line)

@@ -58,6 +58,7 @@ def test_other_types_are_services_of_the_environment_and_in_its_snapshot(tmp_pat
     assert cfg.processes == {"worker": ProcessConfig("celery -A app worker"), "clock": ProcessConfig("python clock.py")}
     assert cfg.to_dict()["processes"] == {"worker": {"command": "celery -A app worker", "replicas": 1},
                                           "clock": {"command": "python clock.py", "replicas": 1}}
+    assert cfg.sources["processes.worker.command"] == "Procfile worker:"
     stored = DeploymentConfig.from_environment(cfg).to_json()
     assert DeploymentConfig.from_json(stored).processes == cfg.processes  # rollback brings back what was deployed
     assert DeploymentConfig.from_json('{"web": {}}').processes == {}  # a snapshot from before issue 17

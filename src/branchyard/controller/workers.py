@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy import select
 
-from ..errors import BadInput
+from ..errors import BadInput, BranchyardError
 from ..spec.model import ProcessConfig
 from ..store import models as m
 from ..store.db import Store
@@ -71,7 +71,11 @@ def roll(store: Store, replicas: Replicas, ctx: ReleaseCtx, grace: float, out: C
         if n:
             out(f"-----> starting {n} {service} replica{'s' if n != 1 else ''}: {dict(ctx.services)[service]}")
         for slot in range(n):
-            _, h = replicas.spawn(ctx, slot, service=service)
+            try:
+                _, h = replicas.spawn(ctx, slot, service=service)
+            except BranchyardError as err:  # web serves already: the planner starts it again on its next passes
+                out(f"       {service}.{slot} did not start: {err}")
+                continue
             out(f"       {service}.{slot} started: pid {h.pid}")
     if old:
         out(f"-----> stopping {len(old)} worker replica(s) of the previous deployment (SIGTERM, SIGKILL after {grace:g}s)")

@@ -230,7 +230,7 @@ class Layers:
     environments: dict[str, Layer] = field(default_factory=dict)  # branchyard.toml [environments.X...]
     procfiles: dict[str, tuple[str, str]] = field(default_factory=dict)  # root dir → (web command, label)
     procfile_releases: dict[str, tuple[str, str]] = field(default_factory=dict)  # root dir → (release command, label)
-    procfile_services: dict[str, dict[str, str]] = field(default_factory=dict)  # root dir → {worker: command, …}
+    procfile_services: dict[str, tuple[dict[str, str], str]] = field(default_factory=dict)  # root dir → ({worker: command}, label)
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,14 @@ PROCFILE = ("web: exec python3 -m http.server $PORT --bind 127.0.0.1\n"
 
 RELEASE = 'import os\nprint("release phase of", os.environ["BRANCHYARD_DEPLOYMENT_ID"], flush=True)\n'
 
-# A job runner: says who it is once, then works forever (SIGTERM ends it, as Python's default does).
+# A job runner with a prefork pool of one (as celery's): says who it is once, then works forever (SIGTERM ends both,
+# as Python's default does).
 WORKER = textwrap.dedent('''
     import os, time
-    print("worker", os.environ["RAILWAY_REPLICA_ID"], "pid", os.getpid(), "of", os.environ["BRANCHYARD_DEPLOYMENT_ID"],
-          flush=True)
+    child = os.fork()
+    if child:
+        print("worker", os.environ["RAILWAY_REPLICA_ID"], "pid", os.getpid(), "child", child, "of",
+              os.environ["BRANCHYARD_DEPLOYMENT_ID"], flush=True)
     while True:
         time.sleep(0.5)
 ''')
@@ -118,14 +121,29 @@ def test_release_runs_before_the_switch_and_the_worker_after_it(plane, repo):
 
     [record] = wait_for(worker_records)
     assert (record["replica"], record["deployment"]) == (0, dep)
-    assert record["message"] == f"worker production.worker.0 pid {worker['pid']} of {dep}"
+    assert record["message"].startswith(f"worker production.worker.0 pid {worker['pid']} child ")
+    assert record["message"].endswith(f" of {dep}")
+
+
+def child_of(plane, repo, pid: int) -> int:
+    """The pool process the worker `pid` forked, as its first log line says."""
+    def said():
+        out = plane.run("logs", "-e", "production", "-n", "500", "--json", cwd=repo).stdout.splitlines()
+        return [int(r["message"].split()[5]) for r in map(json.loads, out)
+                if r.get("service") == "worker" and f" pid {pid} child " in r["message"]]
+    [child] = wait_for(said)
+    return child
 
 
 def test_a_killed_worker_is_restarted_by_the_restart_policy(plane, repo):
     [before] = live_worker_pids(plane, repo)
-    os.kill(before, signal.SIGKILL)
+    orphan = child_of(plane, repo, before)
+    assert alive(orphan)
+    os.kill(before, signal.SIGKILL)  # the leader only, as the OOM killer would: its pool process is left orphaned
     after = wait_for(lambda: (p := live_worker_pids(plane, repo)) and p != [before] and p, timeout=60)
     assert len(after) == 1 and not alive(before)
+    assert not alive(orphan)  # the slot's old process group went before it was restarted
+    assert alive(child_of(plane, repo, after[0]))
     [restarted] = wait_for(lambda: events(plane, repo, "replica.restarted"))
     assert restarted["message"].startswith("worker.0 restart 1/10") and f"(pid {after[0]})" in restarted["message"]
     [exited] = events(plane, repo, "replica.exited")
@@ -192,6 +210,6 @@ def test_deleting_an_environment_leaves_no_worker(plane, repo):
     plane.git(repo, "push", "branchyard", "main:develop")
     assert len(live_worker_pids(plane, repo, "staging")) == 1
     pids = processes_of(plane.home, PROJECT, "staging")
-    assert len(pids) == 2  # its web replica and its worker
+    assert len(pids) == 3  # its web replica, its worker and the worker's pool process
     plane.run("environment", "delete", "staging", "--yes", cwd=repo)
     assert processes_of(plane.home, PROJECT, "staging") == [] and not any(alive(p) for p in pids)

@@ -220,6 +220,8 @@ class Reconciler:
                                   environment=env_name, deployment_id=deployment_id)
             self.runtime.stop(h, grace=5)
         elif isinstance(action, plan.MarkReplica):
+            if action.state in (m.REPLICA_CRASHED, m.REPLICA_EXITED, m.REPLICA_STOPPED):
+                self.replicas.reap_group(action.replica_id)  # its leader exited: orphaned forked workers go too
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.state = action.state
@@ -238,6 +240,7 @@ class Reconciler:
                 dep.error = action.reason + (f": {reasons[-1]}" if reasons else "")
                 self.store.record(s, project, "deploy.crashed", dep.error, environment=env_name, deployment_id=dep.id)
         elif isinstance(action, plan.ScheduleRestart):
+            self.replicas.reap_group(action.replica_id)  # its leader exited: orphaned forked workers go too
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.restart_after = action.at

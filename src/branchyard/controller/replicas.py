@@ -124,6 +124,8 @@ class Replicas:
         command = ctx.start_command if service == "web" else dict(ctx.services).get(service)
         if command is None:
             raise BranchyardError(f"deployment {ctx.dep_id} has no process type {service!r} in its Procfile")
+        if replica_id is not None:
+            self.reap_group(replica_id)
         port = self.runtime.free_port()  # a worker gets a PORT too (it may serve metrics); nothing routes to it
         log_path = self.log_path(ctx, slot, service)
         placement = Placement(project=ctx.project, environment=ctx.env_name, service=service, slot=slot,
@@ -143,6 +145,16 @@ class Replicas:
                 r.pid, r.start_time, r.port, r.started_at = h.pid, h.start_time, port, m.utcnow()
                 r.state, r.restarts = state, r.restarts + 1
         return replica_id, h
+
+    def reap_group(self, replica_id: int) -> None:
+        """What is left of a replica's process group once its leader exited (and again before its slot restarts): a
+        leader that died alone (SIGKILL, the OOM killer) leaves its forked workers (uvicorn --workers, gunicorn, a
+        celery pool) running, orphaned, maybe still accepting on its port."""
+        with self.store.session() as s:
+            r = s.get(m.Replica, replica_id)
+            old = ProcessHandle(r.pid, r.start_time, r.port, r.log_path) if r is not None else None
+        if old is not None:
+            self.runtime.stop(old, grace=2)
 
     def wait_healthy(self, ctx: ReleaseCtx, handles: list[tuple[int, ProcessHandle]], slots: list[int] | None = None,
                      out: Callable[[str], None] | None = None) -> list[HealthResult]:
@@ -244,8 +256,9 @@ class Replicas:
         """SIGTERM, wait up to `grace`, SIGKILL; all replicas in parallel; mark them STOPPED."""
         with self.store.session() as s:
             rows = [s.get(m.Replica, rid) for rid in replica_ids]
-            handles = [self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path) for r in rows if r is not None]
-        live = [h for h in handles if h is not None]
+            # Every recorded group, its leader alive or not: a dead leader's forked workers may still run (stop
+            # signals them one by one, and returns at once when nothing of the group is left).
+            live = [ProcessHandle(r.pid, r.start_time, r.port, r.log_path) for r in rows if r is not None]
         if live:
             with ThreadPoolExecutor(max_workers=len(live)) as pool:
                 list(pool.map(lambda h: self.runtime.stop(h, grace=grace), live))

@@ -21,6 +21,8 @@ class Config:
         WORKERS = 1
         TIMEOUT = 300
         LOG_LEVEL = "debug"
+    # The WORKERS variable is what the start command gives uvicorn (`--workers ${WORKERS:-1}`): report that count.
+    WORKERS = int(os.getenv("WORKERS") or WORKERS)
 
     DATABASE_URL = os.getenv("DATABASE_URL")
     REDIS_URL = os.getenv("REDIS_URL")

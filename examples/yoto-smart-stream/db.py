@@ -109,8 +109,10 @@ def get_engine(raw_url: str) -> Engine:
             engine = create_engine(
                 sqlalchemy_url(raw_url),
                 pool_pre_ping=True,  # a database restart must not leave dead connections in the pool
-                pool_size=5,
-                max_overflow=5,
+                # One pool per process, and each uvicorn worker is a process (WORKERS=4 in production): 4 × (2 + 3)
+                # = 20 connections at most per replica, 40 for production's two, within PostgreSQL's default 100.
+                pool_size=2,
+                max_overflow=3,
                 pool_timeout=5,
                 connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "yoto-smart-stream"},
             )

@@ -112,16 +112,19 @@ class Service:
     storage_mb: int | None = None
 
 
-def allocation(snapshot: Mapping[str, Any], replicas_override: int | None = None) -> list[Service]:
+def allocation(snapshot: Mapping[str, Any], replicas_override: int | None = None,
+               services_scale: Mapping[str, int] | None = None) -> list[Service]:
     """The services a deployment's configuration snapshot (EnvironmentConfig.to_dict(), as stored) allocates:
-    web (× `scale web=N` when given), Procfile process types under "workers" ({name: {replicas, memory_mb, cpu}})
-    when the snapshot has them, PostgreSQL and Redis when the environment has them."""
+    web (× `scale web=N` when given), the Procfile's other process types under "processes" ({name: {command,
+    replicas}}; × `scale NAME=N` when given), each replica sized as web's (`memory`, `cpu`: the limits they run with),
+    PostgreSQL and Redis when the environment has them."""
     web = snapshot.get("web") or {}
     out = [Service("web", "app", replicas=int(replicas_override or web.get("replicas") or 1),
                    memory_mb=web.get("memory_mb"), cpu=web.get("cpu"))]
-    for name, w in sorted((snapshot.get("workers") or {}).items()):
-        out.append(Service(name, "app", replicas=int((w or {}).get("replicas") or 0),
-                           memory_mb=(w or {}).get("memory_mb"), cpu=(w or {}).get("cpu")))
+    scaled = services_scale or {}
+    for name, p in sorted((snapshot.get("processes") or {}).items()):
+        out.append(Service(name, "app", replicas=int(scaled.get(name, (p or {}).get("replicas", 1))),
+                           memory_mb=web.get("memory_mb"), cpu=web.get("cpu")))
     pg = snapshot.get("postgres")
     if pg:
         out.append(Service("postgres", "postgres", memory_mb=pg.get("memory_mb"), storage_mb=pg.get("storage_mb")))

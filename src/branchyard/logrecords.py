@@ -43,7 +43,7 @@ STREAMS = ("stdout", "stderr", "deploy", "http")
 HTTP_FILTERS = ("exclude", "only", "include")  # access records: left out by default, `--http` shows only them
 ACCESS_LOG = "access.log"  # the router's access log of an environment, in its logs directory (Caddy rolls it)
 STDERR_SUFFIX = ".stderr.log"  # web.0.log is a replica's stdout, web.0.stderr.log its stderr
-_RAW = re.compile(r"^(?P<service>[a-z][a-z0-9-]*)\.(?P<slot>\d+)(?P<err>\.stderr)?\.log$")
+_RAW = re.compile(r"^(?P<service>[a-z][a-z0-9_-]*)\.(?P<slot>\d+)(?P<err>\.stderr)?\.log$")  # web, worker, mail_out
 
 _LEVEL_KEYS = ("level", "levelname", "severity", "log.level", "lvl")
 _MESSAGE_KEYS = ("message", "msg", "event")

@@ -14,6 +14,7 @@ LIVE_STATES = frozenset({"STARTING", "RUNNING"})
 HELD_STATES = LIVE_STATES | {"CRASHED", "EXITED"}
 BACKOFF_BASE = 1.0  # seconds before the first restart; doubles each time
 BACKOFF_MAX = 30.0
+WEB = "web"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ReplicaObs:
     health_failures: int = 0  # failed health checks in a row
     failure_threshold: int = 3  # healthcheckFailures: that many in a row and it is evicted
     health_detail: str | None = None  # what the last failed check got ("GET /health: timed out after 2s")
+    service: str = "web"  # or a Procfile process type (worker): no route, no HTTP health check
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class EnvObs:
     max_retries: int = 10
     desired_replicas: int | None = None  # None: leave the count alone (no current deployment)
     current_status: str | None = None  # the current deployment's status
+    # The current deployment's other services (Procfile worker, clock …) and how many of each: (("worker", 2),).
+    # A service of the deployment not listed here runs none.
+    desired_services: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class KillUnhealthy:
 class StartReplica:
     slot: int
     reason: str
+    service: str = "web"
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class RestartReplica:
     replica_id: int
     slot: int
     reason: str
+    service: str = "web"
 
 
 @dataclass(frozen=True)
@@ -128,14 +135,18 @@ def plan_environment(obs: EnvObs, now: float) -> list[Action]:
                 actions.append(MarkReplica(r.id, "STOPPED", "process gone"))
             continue
         if r.alive:
-            if r.state == "STARTING" and r.healthy:
+            if r.state == "STARTING" and r.service != WEB:
+                actions.append(MarkReplica(r.id, "RUNNING", "started (a worker has no HTTP health check)"))
+            elif r.state == "STARTING" and r.healthy:
                 actions.append(MarkReplica(r.id, "RUNNING", "health check passed"))
             elif r.state == "STARTING" and r.overdue:
                 actions.append(KillUnhealthy(r.id, "did not pass its health check in time"))
             elif r.state == "RUNNING" and r.health_failures >= r.failure_threshold:
                 actions.append(KillUnhealthy(r.id, _unhealthy(obs, r)))
             continue
-        if r.state in LIVE_STATES:
+        if r.state in LIVE_STATES and _surplus(obs, r):
+            actions.append(MarkReplica(r.id, "STOPPED", "exited; its slot is beyond the scaled count"))
+        elif r.state in LIVE_STATES:
             actions.extend(_after_exit(obs, r, now))
     if serving and obs.current_deployment_id not in obs.in_progress:
         actions.extend(_count(obs))
@@ -165,35 +176,48 @@ def _after_exit(obs: EnvObs, r: ReplicaObs, now: float) -> list[Action]:
         wait = backoff(r.restarts)
         return [ScheduleRestart(r.id, now + wait, f"{how}; restart {r.restarts + 1}/{obs.max_retries} in {wait:g}s")]
     if now >= r.restart_after:
-        return [RestartReplica(r.id, r.slot, f"restart {r.restarts + 1}/{obs.max_retries}")]
+        return [RestartReplica(r.id, r.slot, f"restart {r.restarts + 1}/{obs.max_retries}", r.service)]
     return []
 
 
-def _count(obs: EnvObs) -> list[Action]:
-    """Start missing slots and stop surplus ones, so the deployment runs `desired_replicas`."""
+def _wanted(obs: EnvObs) -> dict[str, int] | None:
+    """How many replicas each service of the current deployment should run; None: leave the counts alone."""
     if obs.desired_replicas is None:
+        return None
+    return {WEB: obs.desired_replicas, **dict(obs.desired_services)}
+
+
+def _surplus(obs: EnvObs, r: ReplicaObs) -> bool:
+    """A replica whose slot the scaled count no longer has (`scale worker=0` while it waited for its restart)."""
+    wanted = _wanted(obs)
+    return wanted is not None and r.slot >= wanted.get(r.service, 0)
+
+
+def _count(obs: EnvObs) -> list[Action]:
+    """Start missing slots and stop surplus ones, per service: web runs `desired_replicas`, each other service its
+    count in `desired_services` (none when it is not listed)."""
+    wanted = _wanted(obs)
+    if wanted is None:
         return []
     mine = [r for r in obs.replicas if r.deployment_id == obs.current_deployment_id]
-    # A crashed or cleanly exited replica still holds its slot: replacing it would defeat the restart policy.
-    held = {r.slot for r in mine if r.state in HELD_STATES}
-    actions: list[Action] = [
-        StartReplica(slot, f"scaled to {obs.desired_replicas}")
-        for slot in range(obs.desired_replicas)
-        if slot not in held
-    ]
-    actions += [
-        StopReplica(r.id, f"scaled to {obs.desired_replicas}")
-        for r in mine
-        if r.slot >= obs.desired_replicas and r.alive and r.state in LIVE_STATES
-    ]
+    actions: list[Action] = []
+    for service in [*wanted, *sorted({r.service for r in mine} - set(wanted))]:
+        desired = wanted.get(service, 0)
+        theirs = [r for r in mine if r.service == service]
+        # A crashed or cleanly exited replica still holds its slot: replacing it would defeat the restart policy.
+        held = {r.slot for r in theirs if r.state in HELD_STATES}
+        why = f"scaled to {desired}" if service == WEB else f"{service} scaled to {desired}"
+        actions += [StartReplica(slot, why, service) for slot in range(desired) if slot not in held]
+        actions += [StopReplica(r.id, why) for r in theirs if r.slot >= desired and r.alive and r.state in LIVE_STATES]
     return actions
 
 
 def _crashed(obs: EnvObs, planned: list[Action]) -> list[Action]:
-    """When every replica of the current deployment has crashed, the deployment is CRASHED."""
+    """When every web replica of the current deployment has crashed, the deployment is CRASHED (a crashed worker
+    is shown on its own replica, the site still serves)."""
     if obs.current_status == "CRASHED":
         return []
-    mine = [r for r in obs.replicas if r.deployment_id == obs.current_deployment_id]
+    mine = [r for r in obs.replicas if r.deployment_id == obs.current_deployment_id and r.service == WEB]
     crashed_now = {a.replica_id for a in planned if isinstance(a, MarkReplica) and a.state == "CRASHED"}
     if mine and all(r.state == "CRASHED" or r.id in crashed_now for r in mine):
         return [MarkCrashed(obs.current_deployment_id, "every replica has crashed")]

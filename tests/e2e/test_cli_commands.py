@@ -23,7 +23,7 @@ PR_42 = {
     "branch": None,
     "base": "staging",
     "web": {
-        "start_command": "uvicorn main:app --host 0.0.0.0 --port $PORT",
+        "start_command": "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}",
         "build_command": "pip install -r requirements.txt",
         "pre_deploy_command": ["python manage.py migrate"],
         "seed_command": "python manage.py seed_data --test",
@@ -104,6 +104,7 @@ PR_42 = {
     # what the build will use (issue 13), each with its source
     "alerts": {"tier": "preview", "rules": [], "webhooks": []},  # previews: no alert rules by default
     "uptime": False,  # only production's URL is probed unless an environment says `uptime = true`
+    "processes": {},  # the Procfile's process types besides web and release (issue 17): the example app has none
     "tests": None,  # no [environments.pr.tests] in the example
     "sleep_after": None,  # no sleepAfter on the pr template…
     # …so a preview sleeps after the operator's default (issue 17): 30 minutes without a request

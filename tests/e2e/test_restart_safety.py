@@ -25,17 +25,18 @@ def fresh(venv_cache):
 
 
 def app_processes(home: Path) -> set[int]:
-    """Processes running out of this home's release directories (the app replicas)."""
+    """The process groups running out of this home's release directories (the app replicas): a replica leads a group
+    of its own, which also holds the workers it forks (the example's WORKERS uvicorn workers)."""
     found = set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 cwd = os.readlink(proc / "cwd")
-                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if cwd.startswith(str(home / "releases")) and state != "Z":
-                found.add(int(proc.name))
+            if cwd.startswith(str(home / "releases")) and stat[0] != "Z":
+                found.add(int(stat[2]))  # its process group
     return found
 
 

@@ -11,6 +11,21 @@ from conftest import alive, wait_for
 pytestmark = pytest.mark.integration
 
 
+def uvicorn_workers(pid: int) -> int:
+    """How many uvicorn worker processes (multiprocessing spawns) run in the process group a replica leads."""
+    found = 0
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit():
+            continue
+        try:
+            pgid = int(open(f"/proc/{proc}/stat").read().rsplit(")", 1)[1].split()[2])
+            cmdline = open(f"/proc/{proc}/cmdline", "rb").read()
+        except OSError:
+            continue
+        found += pgid == pid and b"spawn_main" in cmdline
+    return found
+
+
 def test_push_main_and_develop_give_routed_healthy_environments(plane, tmp_path):
     repo = plane.app_repo(tmp_path, "app", project="yoto")
     sha = plane.git(repo, "rev-parse", "HEAD").stdout.strip()
@@ -35,6 +50,12 @@ def test_push_main_and_develop_give_routed_healthy_environments(plane, tmp_path)
     assert len(status["replicas"]) == 2  # the seed: production runs 2 web replicas
     assert {r["alive"] for r in status["replicas"]} == {True}
     assert len(plane.json("status", "-e", "staging", cwd=repo)["replicas"]) == 1
+    # the seed's "2 replicas × 4 workers" (WORKERS=4 → `uvicorn --workers ${WORKERS:-1}`): each replica's process
+    # group holds its 4 uvicorn workers (one memory limit covers them all); staging's WORKERS=2
+    assert [uvicorn_workers(r["pid"]) for r in status["replicas"]] == [4, 4]
+    assert plane.get("yoto.localhost", "/").json()["workers"] == 4
+    [staging_replica] = plane.json("status", "-e", "staging", cwd=repo)["replicas"]
+    assert uvicorn_workers(staging_replica["pid"]) == 2
 
     envs = {e["name"]: e for e in plane.json("environment", "list", cwd=repo)}
     assert set(envs) == {"production", "staging"}
@@ -64,6 +85,10 @@ def test_failing_health_check_keeps_the_previous_deployment_serving(plane, tmp_p
     railway = repo / "railway.toml"
     railway.write_text(railway.read_text().replace("healthcheckTimeout = 100", "healthcheckTimeout = 3")
                        .replace('healthcheckPath = "/health"', 'healthcheckPath = "/does-not-exist"'))
+    # one uvicorn worker: 4 (production's WORKERS) take several seconds to bind on a loaded machine, and this test is about
+    # what a 3 s check of a wrong path reports, not about the start-up of several workers
+    toml = repo / "branchyard.toml"
+    toml.write_text(toml.read_text().replace('WORKERS = "4"', 'WORKERS = "1"', 1))
     plane.commit(repo, "break the health check")
     push = plane.git(repo, "push", "branchyard", "main", check=False)
     assert push.returncode != 0
@@ -102,7 +127,7 @@ def test_start_command_that_exits_at_once_fails_with_its_exit_code(plane, tmp_pa
     repo = plane.app_repo(tmp_path, "app", project="crash")
     railway = repo / "railway.toml"
     railway.write_text(railway.read_text().replace(
-        'startCommand = "uvicorn main:app --host 0.0.0.0 --port $PORT"', 'startCommand = "python -c \'raise SystemExit(7)\'"'
+        'startCommand = "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}"', 'startCommand = "python -c \'raise SystemExit(7)\'"'
     ))
     plane.commit(repo, "crash at start")
     push = plane.git(repo, "push", "branchyard", "main", check=False)

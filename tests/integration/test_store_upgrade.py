@@ -67,6 +67,8 @@ COLUMN_SINCE = {
     ("environments", "slept_at"): "0019",
     ("environments", "sleep_kind"): "0019",
     ("replicas", "host"): "0020",
+    ("replicas", "service"): "0021",
+    ("environments", "services_scale"): "0021",
 }
 # Columns whose upgrade fills in a value computed from the row (not NULL): the fixture holds that value.
 # 0009: an environment wants what it runs (no deployment of the fixture is unfinished); a deployment's work
@@ -75,10 +77,12 @@ COLUMN_SINCE = {
 # 0012: production environments are protected (the spec's default), the others not.
 # 0013: no replica has failed a liveness check yet.
 # 0016: a deployment that finished before post-deploy tests existed was never tested: `skipped`.
-# 0017: a replica started before network isolation runs on loopback.
+# 0020: a replica started before network isolation runs on loopback; 0021: every replica before Procfile services was
+# a web replica.
 COMPUTED_ON_UPGRADE = {("environments", "target_deployment_id"), ("deployments", "work"), ("deployments", "attempts"),
                        ("environments", "branch_pinned"), ("environments", "protected"), ("replicas", "health_failures"),
-                       ("deployments", "tests_status"), ("replicas", "host")}
+                       ("deployments", "tests_status"), ("replicas", "host"),
+                       ("replicas", "service")}
 
 # Representative rows, every column given (values a control plane writes: None where it may, flags both ways).
 ROWS: dict[str, list[dict]] = {
@@ -98,16 +102,17 @@ ROWS: dict[str, list[dict]] = {
     "environments": [
         dict(id=1, project_id=1, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
              current_deployment_id=DEP_OK, created_at=T0, replicas_override=3, target_deployment_id=DEP_OK,
-             branch_pinned=False, protected=True, slept_at=None, sleep_kind=None),
+             branch_pinned=False, protected=True, slept_at=None, sleep_kind=None,
+             services_scale='{"worker": 2}'),
         dict(id=2, project_id=1, name="staging", branch="develop", ephemeral=False, production=False, state="SLEEPING",
              current_deployment_id=None, created_at=T0, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False, protected=False, slept_at=T1, sleep_kind="idle"),
+             branch_pinned=False, protected=False, slept_at=T1, sleep_kind="idle", services_scale=None),
         dict(id=3, project_id=1, name="pr-7", branch="feature/x", ephemeral=True, production=False, state="ACTIVE",
              current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False, protected=False, slept_at=None, sleep_kind=None),
+             branch_pinned=False, protected=False, slept_at=None, sleep_kind=None, services_scale=None),
         dict(id=4, project_id=2, name="production", branch="main", ephemeral=False, production=True, state="ACTIVE",
              current_deployment_id=None, created_at=T1, replicas_override=None, target_deployment_id=None,
-             branch_pinned=False, protected=True, slept_at=None, sleep_kind=None),
+             branch_pinned=False, protected=True, slept_at=None, sleep_kind=None, services_scale=None),
     ],
     "deployments": [
         dict(id=DEP_OK, project_id=1, environment_id=1, status="SUCCESS", commit_sha="a" * 40, branch="main",
@@ -124,10 +129,10 @@ ROWS: dict[str, list[dict]] = {
         dict(id=1, deployment_id=DEP_OK, environment_id=1, slot=0, pid=4242, start_time=987654, port=40001,
              log_path="/srv/logs/web.0.log", state="RUNNING", restarts=2, started_at=T0, restart_after=1714557600.5,
              last_exit="exited (code -9); restart 2/10 in 2s", health_failures=0, health_checked_at=1714557601.25,
-             health_detail="GET /health: timed out after 2s", host="127.0.0.1"),
+             health_detail="GET /health: timed out after 2s", host="127.0.0.1", service="web"),
         dict(id=2, deployment_id=DEP_OK, environment_id=1, slot=1, pid=4243, start_time=987655, port=40002,
              log_path="/srv/logs/web.1.log", state="STARTING", restarts=0, started_at=T1, restart_after=None,
-             last_exit=None, health_failures=0, health_checked_at=None, health_detail=None, host="127.0.0.1"),
+             last_exit=None, health_failures=0, health_checked_at=None, health_detail=None, host="127.0.0.1", service="web"),
     ],
     "events": [
         dict(id=1, at=T0, project="yoto", environment="production", deployment_id=DEP_OK, kind="deploy.succeeded",
@@ -303,7 +308,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 21)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 22)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

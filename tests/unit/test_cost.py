@@ -78,11 +78,17 @@ def test_scale_overrides_the_replicas_and_undeclared_sizes_count_zero_with_a_not
     assert cost.summary(services) == "web 3×512 MB/? vCPU · postgres ?/? · redis ?"
 
 
-def test_procfile_workers_are_priced_like_web_when_the_snapshot_has_them() -> None:
+def test_procfile_workers_are_priced_like_web() -> None:
+    # the snapshot's Procfile process types (EnvironmentConfig.to_dict()'s "processes"), each replica sized as web's
     snapshot = {"web": {"replicas": 1, "memory_mb": 1024, "cpu": 1},
-                "workers": {"worker": {"replicas": 2, "memory_mb": 256, "cpu": 0.25}}}
+                "processes": {"worker": {"command": "python worker.py", "replicas": 1}}}
     m = cost.monthly(cost.allocation(snapshot), cost.Prices())
-    assert m.total == pytest.approx(10 + 20 + 2 * 0.25 * 10 + 2 * 0.25 * 20)  # web $30; worker 2 × ($2.50 + $5)
+    assert m.total == pytest.approx(10 + 20 + 1 * (10 + 20))  # web $30; one worker replica of 1 GB / 1 vCPU $30
+    # `scale worker=3` (the environment's services_scale) and `scale web=2`
+    m = cost.monthly(cost.allocation(snapshot, 2, {"worker": 3}), cost.Prices())
+    assert m.total == pytest.approx(2 * 30 + 3 * 30)
+    # `scale worker=0`: it runs none and costs nothing
+    assert cost.monthly(cost.allocation(snapshot, None, {"worker": 0}), cost.Prices()).total == pytest.approx(30)
 
 
 @pytest.mark.parametrize(

@@ -165,6 +165,14 @@ def test_config_per_environment(app, environment, workers, timeout, log_level) -
     assert c.DEBUG is False and c.DATABASE_URL is None and c.REDIS_URL is None
 
 
+def test_config_workers_is_the_workers_variable_the_start_command_uses(app) -> None:
+    app.setenv("ENVIRONMENT", "production")
+    app.setenv("WORKERS", "3")  # what `uvicorn --workers ${WORKERS:-1}` was given
+    import config
+
+    assert importlib.reload(config).config.WORKERS == 3
+
+
 def test_config_debug_and_urls(app) -> None:
     app.setenv("DEBUG", "True")
     app.setenv("DATABASE_URL", "postgresql://u:p@h:5432/d")
@@ -234,7 +242,7 @@ def test_railway_toml() -> None:
     spec = tomllib.loads((APP / "railway.toml").read_text())
     assert spec["build"] == {"builder": "NIXPACKS", "buildCommand": "pip install -r requirements.txt"}
     assert spec["deploy"] == {
-        "startCommand": "uvicorn main:app --host 0.0.0.0 --port $PORT",
+        "startCommand": "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}",
         "preDeployCommand": "python manage.py migrate",
         "healthcheckPath": "/health",
         "healthcheckTimeout": 100,

@@ -97,6 +97,7 @@ def test_a_line_that_only_looks_like_json_is_plain():
     ("web.0.log", lr.Source("e", "stdout", service="web", replica=0, deployment="d")),
     ("web.12.stderr.log", lr.Source("e", "stderr", service="web", replica=12, deployment="d")),
     ("worker.1.log", lr.Source("e", "stdout", service="worker", replica=1, deployment="d")),
+    ("mail_out.0.stderr.log", lr.Source("e", "stderr", service="mail_out", replica=0, deployment="d")),  # Procfile type
     ("deploy.log", lr.Source("e", "deploy", service="deploy", deployment="d")),
     ("web.log", None), ("notes.txt", None), ("web.0.log.tmp", None),
 ])

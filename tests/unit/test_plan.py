@@ -20,7 +20,7 @@ NOW = 1000.0
 
 
 def env(replicas, *, state="ACTIVE", current="d2", in_progress=(), policy="ON_FAILURE", retries=10, desired=None,
-        status="SUCCESS"):
+        status="SUCCESS", services=()):
     return EnvObs(
         name="staging",
         state=state,
@@ -31,14 +31,20 @@ def env(replicas, *, state="ACTIVE", current="d2", in_progress=(), policy="ON_FA
         max_retries=retries,
         desired_replicas=desired,
         current_status=status,
+        desired_services=tuple(services),
     )
 
 
 def r(id, dep="d2", *, alive=True, state="RUNNING", restarts=0, code=None, slot=0, healthy=None, after=None,
-      overdue=False, standby_open=False, failures=0, threshold=3, detail=None):
+      overdue=False, standby_open=False, failures=0, threshold=3, detail=None, service="web"):
     return ReplicaObs(id=id, deployment_id=dep, slot=slot, alive=alive, state=state, restarts=restarts, exit_code=code,
                       healthy=healthy, restart_after=after, overdue=overdue, standby_open=standby_open,
-                      health_failures=failures, failure_threshold=threshold, health_detail=detail)
+                      health_failures=failures, failure_threshold=threshold, health_detail=detail, service=service)
+
+
+def w(id, dep="d2", **kw):
+    """A replica of the Procfile's `worker` service."""
+    return r(id, dep, service="worker", **kw)
 
 
 def test_healthy_environment_needs_nothing():
@@ -210,3 +216,60 @@ def test_an_oom_killed_replica_says_which_limit_it_exceeded(policy, restarts, ex
     dead = ReplicaObs(id=1, deployment_id="d2", slot=0, alive=False, state="RUNNING", restarts=restarts, exit_code=-9,
                       exit_reason=OOM)
     assert plan_environment(env([dead], policy=policy, desired=1), NOW) == expected
+
+
+# --- Procfile services (issue 17): the same planner, per service ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("replicas", "services", "expected"),
+    [
+        # a new deployment's workers start beside its web replica
+        ([r(1)], [("worker", 2)], [StartReplica(0, "worker scaled to 2", "worker"), StartReplica(1, "worker scaled to 2", "worker")]),
+        # each service counts its own slots: web.0 does not hold worker.0
+        ([r(1), w(2)], [("worker", 1), ("clock", 1)], [StartReplica(0, "clock scaled to 1", "clock")]),
+        ([r(1), w(2), w(3, slot=1)], [("worker", 1)], [StopReplica(3, "worker scaled to 1")]),
+        # `scale worker=0`
+        ([r(1), w(2)], [("worker", 0)], [StopReplica(2, "worker scaled to 0")]),
+        # a service the deployment no longer declares runs none
+        ([r(1), w(2)], [], [StopReplica(2, "worker scaled to 0")]),
+        # a dead worker waiting for its restart when scaled to 0 is not restarted
+        ([r(1), w(2, alive=False, after=NOW - 1, restarts=1)], [("worker", 0)],
+         [MarkReplica(2, "STOPPED", "exited; its slot is beyond the scaled count")]),
+        # an old deployment's workers stop like its web replicas
+        ([r(1), w(2, "d1"), w(3)], [("worker", 1)], [StopReplica(2, "not part of the current deployment")]),
+    ],
+)
+def test_services_are_counted_per_service(replicas, services, expected):
+    assert plan_environment(env(replicas, desired=1, services=services), NOW) == expected
+
+
+def test_a_started_worker_is_running_without_a_health_check():
+    assert plan_environment(env([r(1), w(2, state="STARTING")], desired=1, services=[("worker", 1)]), NOW) == [
+        MarkReplica(2, "RUNNING", "started (a worker has no HTTP health check)")]
+
+
+@pytest.mark.parametrize(
+    ("policy", "replica", "expected"),
+    [
+        ("ON_FAILURE", w(2, alive=False, code=1), [ScheduleRestart(2, NOW + 1, "exited (code 1); restart 1/10 in 1s")]),
+        ("ON_FAILURE", w(2, alive=False, code=-9, restarts=1, after=NOW),
+         [RestartReplica(2, 0, "restart 2/10", "worker")]),
+        ("ON_FAILURE", w(2, alive=False, code=0), [MarkReplica(2, "EXITED", "exited with code 0; ON_FAILURE does not restart it")]),
+        ("ALWAYS", w(2, alive=False, code=0), [ScheduleRestart(2, NOW + 1, "exited (code 0); restart 1/10 in 1s")]),
+        ("NEVER", w(2, alive=False, code=1), [MarkReplica(2, "CRASHED", "exited (code 1); restart policy NEVER")]),
+    ],
+)
+def test_the_restart_policy_applies_to_workers(policy, replica, expected):
+    assert plan_environment(env([r(1), replica], desired=1, services=[("worker", 1)], policy=policy), NOW) == expected
+
+
+def test_a_crashed_worker_does_not_crash_the_deployment():
+    # its web replica still serves: only the worker's own row says CRASHED
+    obs = env([r(1), w(2, alive=False, code=1)], desired=1, services=[("worker", 1)], policy="NEVER")
+    assert plan_environment(obs, NOW) == [MarkReplica(2, "CRASHED", "exited (code 1); restart policy NEVER")]
+
+
+def test_workers_stop_when_the_environment_sleeps():
+    assert plan_environment(env([r(1), w(2)], state="SLEEPING", desired=1, services=[("worker", 1)]), NOW) == [
+        StopReplica(1, "environment is sleeping"), StopReplica(2, "environment is sleeping")]

@@ -182,7 +182,7 @@ def test_example_environments(
     config = load_project(EXAMPLE).environment(env)
     data = config.to_dict()
     assert {k: data["web"][k] for k in web} == web
-    assert data["web"]["start_command"] == "uvicorn main:app --host 0.0.0.0 --port $PORT"
+    assert data["web"]["start_command"] == "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}"
     assert data["web"]["build_command"] == "pip install -r requirements.txt"
     assert data["web"]["healthcheck_path"] == "/health"
     assert data["web"]["healthcheck_timeout"] == 100
@@ -1212,7 +1212,7 @@ def test_check_returns_a_load_error_as_its_only_problem(tmp_path: Path) -> None:
 def test_explain_lists_every_value_with_its_source() -> None:
     rows = explain(load_project(EXAMPLE).environment("pr-1"))
     as_dict = {key: (value, source) for key, value, source in rows}
-    assert as_dict["web.start_command"] == ("uvicorn main:app --host 0.0.0.0 --port $PORT", "railway.toml [deploy]")
+    assert as_dict["web.start_command"] == ("uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}", "railway.toml [deploy]")
     assert as_dict["web.healthcheck_timeout"] == (100, "railway.toml [deploy]")
     assert as_dict["web.restart_policy_max_retries"] == (10, "default")
     assert as_dict["postgres.storage_mb"] == (1024, "branchyard.toml [environments.pr.services.postgres]")

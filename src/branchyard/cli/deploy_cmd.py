@@ -71,29 +71,40 @@ def rollback(state: State, environment: str | None, project: str | None) -> None
     follow_deployment(client, dep["deployment_id"])
 
 
-@click.command()
-@click.argument("assignment", metavar="web=N")
-@env_option
-@json_option
-@pass_state
-def scale(state: State, assignment: str, environment: str | None, project: str | None, as_json: bool) -> None:
-    """Change the number of web replicas without a rebuild; returns when they serve."""
+def parse_scale(assignment: str) -> tuple[str, int]:
+    """`SERVICE=N` → (service, N): web needs one replica at least (`down` stops it), a Procfile service such as
+    worker may be 0 (stopped); whether the environment has that service is the control plane's to say."""
     service, sep, count = assignment.partition("=")
     try:
         replicas = int(count)
     except ValueError:
         replicas = None
-    if not sep or replicas is None:
-        raise errors.BadInput(f"scale: expected SERVICE=N (e.g. web=3), got {assignment!r}")
-    if replicas < 1:
+    if not sep or replicas is None or not service:
+        raise errors.BadInput(f"scale: expected SERVICE=N (e.g. web=3, worker=2), got {assignment!r}")
+    if service == "web" and replicas < 1:
         raise errors.BadInput(f"scale: {assignment}: expected at least 1 replica (use `branchyard down` to stop)")
+    if replicas < 0:
+        raise errors.BadInput(f"scale: {assignment}: expected 0 or more replicas")
+    return service, replicas
+
+
+@click.command()
+@click.argument("assignment", metavar="SERVICE=N")
+@env_option
+@json_option
+@pass_state
+def scale(state: State, assignment: str, environment: str | None, project: str | None, as_json: bool) -> None:
+    """Change the number of replicas of web (or of a Procfile process type: worker=2, worker=0) without a rebuild;
+    returns when they serve."""
+    service, replicas = parse_scale(assignment)
     env = resolve_environment(environment)
     info = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/scale",
                                {"service": service, "replicas": replicas})
     if as_json:
         ui.print_json(info)
     else:
-        ui.success(f"{env}: web runs {len(info['replicas'])} replica(s)")
+        running = (info.get("services") or {}).get(service, {}).get("total", len(info["replicas"]))
+        ui.success(f"{env}: {service} runs {running} replica(s)")
 
 
 @click.command()
@@ -135,11 +146,17 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
     cron = info.get("cron")
     if cron:  # issue 17: a cron service runs on its schedule, with no replicas (`branchyard cron runs`)
         ui.info(f"cron: {cron['schedule']}, next run at {cron['next_run_at']}")
-    if info["replicas"]:
+    services = info.get("services") or {}
+    every = [r for svc in services.values() for r in svc["replicas"]] or info["replicas"]  # web's, then workers'
+    if len(services) > 1:  # issue 17: the Procfile's other process types run beside web
+        ui.info("services: " + "  ".join(f"{name} {svc['running']}/{svc['desired']} running"
+                                         + (f" ({svc['restarts']} restarts)" if svc["restarts"] else "")
+                                         for name, svc in services.items()))
+    if every:
         ui.table(
             ["REPLICA", "PID", "PORT", "STATE", "HEALTH", "RESTARTS", "UPTIME"],
             [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", _health(r), r["restarts"],
-              f"{r['uptime_seconds']:.0f}s") for r in info["replicas"]],
+              f"{r['uptime_seconds']:.0f}s") for r in every],
         )
     uptime = info.get("uptime")
     if uptime:  # issue 16: the public URL's availability (probed through the router)

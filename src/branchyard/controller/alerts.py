@@ -184,7 +184,8 @@ class Alerts:
         if up is not None:
             values[monitoring.UP] = up
         running = s.scalar(select(m.Replica.id).where(
-            m.Replica.deployment_id == env.current_deployment_id, m.Replica.state == m.REPLICA_RUNNING).limit(1))
+            m.Replica.deployment_id == env.current_deployment_id, m.Replica.state == m.REPLICA_RUNNING,
+            m.Replica.service == "web").limit(1))  # a running worker does not serve the site
         values[DOWN] = 1.0 if up == 0.0 or running is None else 0.0
         return values
 

@@ -40,6 +40,7 @@ from .replicas import PORT_PLACEHOLDER, Replicas, release_facts
 from .routes import Routes
 from .snapshot import DeploymentConfig
 from .variables import resolve
+from .workers import roll
 
 DEFAULT_DRAINING_SECONDS = 10
 HOOK_TIMEOUT = 600  # seconds a preDeployCommand or seedCommand may take
@@ -319,6 +320,8 @@ class Attempts:
             out(f"-----> routed {self.settings.public_url(host)} → {', '.join(str(h.port) for _, h in handles)} "
                 f"({_ms(queued + routed - began)} after it was queued: roll-out began at +{_ms(queued)}, replicas "
                 f"healthy in {_ms(healthy - began)}, switch and route in {_ms(routed - healthy)})")
+            # Procfile services: the new release's workers start, then every older worker stops (workers.py)
+            roll(self.store, self.replicas, ctx, ctx.draining_seconds or DEFAULT_DRAINING_SECONDS, out)
         if old_id:
             self._drain(ctx.env_id, old_id, ctx.overlap_seconds, ctx.draining_seconds, out)
         self._prune_releases(ctx.env_id)

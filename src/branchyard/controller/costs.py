@@ -111,7 +111,7 @@ class Costs:
     def _environments(self, s: Any, only: tuple[str, str] | None, *, project_id: int | None = None) -> list[_Env]:
         q = (select(m.Environment.id, m.Environment.name, m.Environment.production, m.Environment.ephemeral,
                     m.Environment.state, m.Environment.created_at, m.Environment.replicas_override,
-                    m.Deployment.status, m.Deployment.config_json)
+                    m.Deployment.status, m.Deployment.config_json, m.Environment.services_scale)
              .join(m.Project, m.Project.id == m.Environment.project_id)
              .outerjoin(m.Deployment, m.Deployment.id == m.Environment.current_deployment_id)
              .order_by(m.Environment.id))
@@ -120,11 +120,11 @@ class Costs:
         if project_id is not None:
             q = q.where(m.Environment.project_id == project_id)
         out = []
-        for env_id, name, production, ephemeral, state, created, override, status, config_json in s.execute(q).all():
+        for env_id, name, production, ephemeral, state, created, override, status, config_json, scale in s.execute(q).all():
             services = None
             if config_json:
                 try:
-                    services = cost.allocation(json.loads(config_json), override)
+                    services = cost.allocation(json.loads(config_json), override, json.loads(scale) if scale else None)
                 except (ValueError, TypeError, AttributeError):
                     log.warning("cost: environment %s's configuration snapshot cannot be read", name)
             out.append(_Env(env_id, name, bool(production), bool(ephemeral), state, created, status, services))

@@ -27,7 +27,8 @@ from .logship import LogShipper
 from .replicas import Replicas
 from .routes import Routes
 from .sleep import Sleeper
-from .snapshot import web_of
+from .snapshot import DeploymentConfig
+from .workers import check_scale, scaled, services_status
 
 DEGRADED = "DEGRADED"  # some replicas of the current deployment serve, not all
 DOWN = "DOWN"  # none does: the route answers "unavailable"
@@ -100,7 +101,8 @@ class Environments:
         latest = s.scalar(
             select(m.Deployment).where(m.Deployment.environment_id == env.id).order_by(m.Deployment.created_at.desc())
         )
-        web = web_of(current.config_json) if current is not None else None
+        config = DeploymentConfig.from_json(current.config_json) if current is not None and current.config_json else None
+        web = config.web if config is not None else None
         health_path = web.healthcheck_path if web is not None else None
         replicas = []
         if current is not None:
@@ -113,13 +115,16 @@ class Environments:
                 h = self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path, r.host)
                 alive = h is not None and self.runtime.is_alive(h)
                 health = replica_health(r.state, alive=alive, failures=r.health_failures, checked=r.health_checked_at is not None)
-                if health == "unknown" and probe_health and alive and r.state == m.REPLICA_RUNNING:
+                if r.service != "web" and health == "unknown" and alive and r.state == m.REPLICA_RUNNING:
+                    health = "healthy"  # a Procfile worker has no HTTP check: being alive is its health
+                elif health == "unknown" and probe_health and alive and r.state == m.REPLICA_RUNNING:
                     # not yet checked by the liveness probes (or no path: nothing records it): ask it now
                     health = "healthy" if self.runtime.probe(r.port, health_path, timeout=1.0, host=r.host).ok else "unhealthy"
                 replicas.append(
                     {
+                        "service": r.service,
                         "slot": r.slot,
-                        "name": f"{env.name}.web.{r.slot}",
+                        "name": f"{env.name}.{r.service}.{r.slot}",
                         "pid": r.pid,
                         "port": r.port,
                         "host": r.host,  # where the router reaches it: its environment's namespace address (issue 17)
@@ -146,7 +151,7 @@ class Environments:
         elif current is not None and status == m.SUCCESS and web is not None and web.cron_schedule:
             pass  # a cron service runs no replicas: SUCCESS once built and recorded (its runs: `cron runs`)
         elif current is not None and status == m.SUCCESS and web is not None:
-            status = serving_status(replicas, env.replicas_override or web.replicas)
+            status = serving_status([r for r in replicas if r["service"] == "web"], env.replicas_override or web.replicas)
             if status == m.SUCCESS and current.tests_status == verification.FAILED:
                 status = verification.UNHEALTHY  # serving, but its post-deploy tests failed (staging, previews)
         return {
@@ -170,7 +175,10 @@ class Environments:
             # what the environment should run, when it does not yet: its progress, or why it failed to get there
             "target_deployment": deployment_dict(target) | {"attempts": target.attempts}
             if target is not None and target.id != env.current_deployment_id else None,
-            "replicas": replicas,
+            "replicas": [r for r in replicas if r["service"] == "web"],  # web's, as before issue 17
+            # issue 17: every service (web and the Procfile's worker …): desired, running/total, restarts, its replicas
+            "services": services_status(replicas, env.services_scale, config.processes if config else {},
+                                        env.replicas_override or (web.replicas if web else 1)),
             "standby": standby,  # the previous deployment's replicas kept warm for overlapSeconds
             # issue 16: availability over 24h/7d/30d, incidents, last check (None: its URL is not probed)
             "uptime": self.uptime(s, env, current.config_json if current else None) if self.uptime else None,
@@ -353,10 +361,12 @@ class Environments:
             return current
         return self.deployer.redeploy(project, env_name, current, trigger="up", actor=actor)
 
-    def scale(self, project: str, env_name: str, replicas: int, *, actor: Actor = SYSTEM) -> dict[str, Any]:
-        """Change the web replica count without a rebuild; returns when the new count is serving."""
-        if replicas < 1:
-            raise BadInput(f"scale: web={replicas}: expected at least 1 replica (use `branchyard down` to stop)")
+    def scale(self, project: str, env_name: str, replicas: int, *, service: str = "web",
+              actor: Actor = SYSTEM) -> dict[str, Any]:
+        """Change a service's replica count without a rebuild (web, or a Procfile process type such as worker; 0 stops
+        a worker); returns when the new count is serving."""
+        if service == "web":
+            check_scale(service, replicas, {})  # refused before the lock, as before issue 17
         with self.deployer.exclusive(project, env_name):
             with self.store.session() as s:
                 env = self.store.environment(s, self.store.project(s, project), env_name)
@@ -364,8 +374,14 @@ class Environments:
                     raise Conflict(f"environment {env_name!r} is down; run `branchyard up -e {env_name}` first")
                 if not env.current_deployment_id:
                     raise Conflict(f"environment {env_name!r} has no deployment to scale")
-                env.replicas_override = replicas
-                self.store.record(s, project, "environment.scaled", f"web scaled to {replicas}", environment=env_name,
+                if service == "web":
+                    env.replicas_override = replicas
+                else:
+                    current = self.store.current_deployment(s, env)
+                    config = DeploymentConfig.from_json(current.config_json) if current and current.config_json else None
+                    check_scale(service, replicas, config.processes if config else {})
+                    env.services_scale = scaled(env.services_scale, service, replicas)
+                self.store.record(s, project, "environment.scaled", f"{service} scaled to {replicas}", environment=env_name,
                                   actor=actor)
             self.reconcile_env(project, env_name)
         return self.info(project, env_name)

@@ -282,7 +282,8 @@ class Metrics:
                         select(m.Replica.deployment_id, m.Replica.id, m.Replica.slot, m.Replica.pid, m.Replica.start_time,
                                m.Replica.port, m.Replica.log_path, m.Replica.state, m.Replica.restarts,
                                m.Replica.health_failures, m.Replica.health_checked_at)
-                        .where(m.Replica.deployment_id.in_(deployments), m.Replica.state != m.REPLICA_STOPPED)
+                        .where(m.Replica.deployment_id.in_(deployments), m.Replica.state != m.REPLICA_STOPPED,
+                               m.Replica.service == "web")  # Procfile workers: not sampled yet (issue 17)
                         .order_by(m.Replica.slot)):
                     replicas.setdefault(r[0], []).append(_Replica(*r[1:10], checked=r[10] is not None))
         out = []

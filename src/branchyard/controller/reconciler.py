@@ -23,7 +23,8 @@ from .locks import EnvLocks
 from .previews import Previews
 from .replicas import Replicas
 from .routes import Routes
-from .snapshot import web_of
+from .snapshot import DeploymentConfig
+from .workers import counts
 
 log = logging.getLogger("branchyard.reconciler")
 
@@ -103,7 +104,9 @@ class Reconciler:
             log.info("%s/%s: %s", project, env_name, action)
         # Batched so that a scale changes the routes once, not once per replica.
         self._stop([a.replica_id for a in actions if isinstance(a, plan.StopReplica)])
-        self._start(project, env_name, [a.slot for a in actions if isinstance(a, plan.StartReplica)], wait_healthy)
+        starts = [a for a in actions if isinstance(a, plan.StartReplica)]
+        self._start(project, env_name, [a.slot for a in starts if a.service == plan.WEB], wait_healthy,
+                    [(a.service, a.slot) for a in starts if a.service != plan.WEB])
         for action in actions:
             if not isinstance(action, (plan.StopReplica, plan.StartReplica)):
                 self._apply(project, env_name, action, rows)
@@ -124,10 +127,12 @@ class Reconciler:
                 )
             }
             current = self.store.current_deployment(s, env)
-            web = (web_of(current.config_json) if current is not None else None) or WebConfig()
+            config = DeploymentConfig.from_json(current.config_json) if current is not None and current.config_json else None
+            web = config.web if config is not None else WebConfig()
             desired = (env.replicas_override or web.replicas) if current is not None else None
             if current is not None and web.cron_schedule:
                 desired = 0  # a cron service: its runs are controller/cron.py's, no replica serves
+            services = tuple(counts(config.processes, env.services_scale).items()) if config is not None else ()
             state, current_id, current_status = env.state, env.current_deployment_id, current.status if current else None
         in_progress = self.deployer.running()
         now = time.time()
@@ -136,13 +141,13 @@ class Reconciler:
             h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path, r.host)
             alive = self.runtime.is_alive(h)  # reaps our own children, so exit_code() below knows their status
             healthy, overdue = None, False
-            if alive and r.state == m.REPLICA_STARTING and r.deployment_id not in in_progress:
+            if alive and r.state == m.REPLICA_STARTING and r.deployment_id not in in_progress and r.service == plan.WEB:
                 healthy = self.runtime.probe(r.port, web.healthcheck_path, timeout=1.0, host=r.host).ok
                 timeout = web.healthcheck_timeout
                 overdue = (m.utcnow() - r.started_at).total_seconds() > timeout
             # Liveness: only what the current deployment serves, once no deploy owns it; without a path, being alive is it.
             watched = (alive and r.state == m.REPLICA_RUNNING and r.deployment_id == current_id and state == m.ENV_ACTIVE
-                       and r.deployment_id not in in_progress and bool(web.healthcheck_path))
+                       and r.deployment_id not in in_progress and bool(web.healthcheck_path) and r.service == plan.WEB)
             if watched:
                 self.liveness.check(r, web, now)
             observed.append(
@@ -153,7 +158,7 @@ class Reconciler:
                     restart_after=r.restart_after,
                     standby_open=r.state == m.REPLICA_STANDBY and self.replicas.standby_left(r.id) > 0,
                     health_failures=r.health_failures if watched else 0, failure_threshold=web.healthcheck_failures,
-                    health_detail=r.health_detail,
+                    health_detail=r.health_detail, service=r.service,
                 )
             )
         obs = plan.EnvObs(
@@ -161,7 +166,7 @@ class Reconciler:
             replicas=tuple(sorted(observed, key=lambda o: o.id)),
             restart_policy=web.restart_policy_type,
             max_retries=web.restart_policy_max_retries,
-            desired_replicas=desired, current_status=current_status,
+            desired_replicas=desired, current_status=current_status, desired_services=services,
         )
         return obs, rows
 
@@ -179,13 +184,19 @@ class Reconciler:
             self.routes.sync()
         self.replicas.stop(replica_ids, grace=10)
 
-    def _start(self, project: str, env_name: str, slots: list[int], wait_healthy: bool) -> None:
-        """Start missing slots of the current deployment; with `wait_healthy`, return once they serve."""
-        if not slots:
+    def _start(self, project: str, env_name: str, slots: list[int], wait_healthy: bool,
+               others: list[tuple[str, int]] = ()) -> None:
+        """Start missing slots of the current deployment (web's, then other services'); with `wait_healthy`, return
+        once the web ones serve."""
+        if not slots and not others:
             return
         with self.store.session() as s:
             dep_id = self.store.environment(s, self.store.project(s, project), env_name).current_deployment_id
         ctx = self.replicas.context(dep_id, self._host(project, env_name))
+        for service, slot in others:  # a Procfile service: RUNNING once started, nothing to wait for
+            self.replicas.spawn(ctx, slot, service=service)
+        if not slots:
+            return
         if wait_healthy:
             self.replicas.start(ctx, slots, lambda line: log.info("%s/%s %s", project, env_name, line.strip()))
             failpoints.hit("scale.after_health")
@@ -204,14 +215,16 @@ class Reconciler:
                 r.health_failures = 0
                 r.last_exit = self._last_exit(action.reason, r.log_path)
                 h = ProcessHandle(r.pid, r.start_time, r.port, r.log_path, r.host)
-                slot, deployment_id = r.slot, r.deployment_id
+                slot, deployment_id = f"{r.service}.{r.slot}", r.deployment_id
             if routed:
                 self.routes.sync()  # out of the route before it is stopped: no new request reaches it
             with self.store.session() as s:  # recorded once true: when the event is seen, the route no longer has it
-                self.store.record(s, project, "replica.unhealthy", f"web.{slot} {action.reason}",
+                self.store.record(s, project, "replica.unhealthy", f"{slot} {action.reason}",
                                   environment=env_name, deployment_id=deployment_id)
             self.runtime.stop(h, grace=5)
         elif isinstance(action, plan.MarkReplica):
+            if action.state in (m.REPLICA_CRASHED, m.REPLICA_EXITED, m.REPLICA_STOPPED):
+                self.replicas.reap_group(action.replica_id)  # its leader exited: orphaned forked workers go too
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.state = action.state
@@ -220,7 +233,7 @@ class Reconciler:
                     r.health_failures, r.health_checked_at = 0, time.time()
                 if action.state in (m.REPLICA_CRASHED, m.REPLICA_EXITED):
                     r.last_exit = self._last_exit(action.reason, r.log_path)
-                    self.store.record(s, project, f"replica.{action.state.lower()}", f"web.{r.slot} {action.reason}",
+                    self.store.record(s, project, f"replica.{action.state.lower()}", f"{r.service}.{r.slot} {action.reason}",
                                       environment=env_name, deployment_id=r.deployment_id)
         elif isinstance(action, plan.MarkCrashed):
             with self.store.session() as s:
@@ -230,19 +243,20 @@ class Reconciler:
                 dep.error = action.reason + (f": {reasons[-1]}" if reasons else "")
                 self.store.record(s, project, "deploy.crashed", dep.error, environment=env_name, deployment_id=dep.id)
         elif isinstance(action, plan.ScheduleRestart):
+            self.replicas.reap_group(action.replica_id)  # its leader exited: orphaned forked workers go too
             with self.store.session() as s:
                 r = s.get(m.Replica, action.replica_id)
                 r.restart_after = action.at
                 r.last_exit = self._last_exit(action.reason, r.log_path)
-                self.store.record(s, project, "replica.exited", f"web.{r.slot} {action.reason}",
+                self.store.record(s, project, "replica.exited", f"{r.service}.{r.slot} {action.reason}",
                                   environment=env_name, deployment_id=r.deployment_id)
         elif isinstance(action, plan.RestartReplica):
             r = rows[action.replica_id]
             ctx = self.replicas.context(r.deployment_id, self._host(project, env_name))
-            rid, _ = self.replicas.spawn(ctx, action.slot, replica_id=action.replica_id)
+            rid, h = self.replicas.spawn(ctx, action.slot, replica_id=action.replica_id, service=action.service)
             with self.store.session() as s:
                 s.get(m.Replica, rid).restart_after = None
-                self.store.record(s, project, "replica.restarted", f"web.{action.slot} {action.reason}",
+                self.store.record(s, project, "replica.restarted", f"{action.service}.{action.slot} {action.reason} (pid {h.pid})",
                                   environment=env_name, deployment_id=r.deployment_id)
 
     def _last_exit(self, reason: str, log_path: str) -> str:

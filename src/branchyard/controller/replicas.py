@@ -1,4 +1,5 @@
-"""Starting, health-checking and stopping one deployment's replicas (process slots `<env>.web.<n>`).
+"""Starting, health-checking and stopping one deployment's replicas (process slots `<env>.web.<n>`, and
+`<env>.<type>.<n>` for the Procfile's other process types: see workers.py).
 
 Everything a replica needs is read from the deployment's snapshot (release directory, virtualenv,
 config and variables), never from the spec again, so a rollback, a restart or a scale brings back
@@ -61,6 +62,7 @@ class ReleaseCtx:
     replicas: int
     memory_mb: int | None = None  # the web service's limits (`memory`, `cpu`), enforced where the runtime can
     cpu: float | None = None
+    services: tuple[tuple[str, str], ...] = ()  # the Procfile's other process types: (name, command), same limits
 
 
 class Replicas:
@@ -81,7 +83,8 @@ class Replicas:
             meta = release.read_release_meta(Path(dep.release_dir)) if dep.release_dir else None
             if meta is None or not dep.config_json or dep.variables_json is None:
                 raise BranchyardError(f"deployment {dep.id} has no retained release to run")
-            web = DeploymentConfig.from_json(dep.config_json).web
+            config = DeploymentConfig.from_json(dep.config_json)
+            web = config.web
             variables = json.loads(self.box.decrypt(dep.variables_json))
             root = web.root_dir or "."
             release_dir = Path(dep.release_dir)
@@ -108,31 +111,51 @@ class Replicas:
                 replicas=env.replicas_override or web.replicas,
                 memory_mb=web.memory_mb,
                 cpu=web.cpu,
+                services=tuple((name, p.command) for name, p in config.processes.items()),
             )
 
-    def log_path(self, ctx: ReleaseCtx, slot: int) -> Path:
-        return names.safe_join(self.settings.logs_dir, ctx.project, ctx.env_name, ctx.dep_id, f"web.{slot}.log")
+    def log_path(self, ctx: ReleaseCtx, slot: int, service: str = "web") -> Path:
+        return names.safe_join(self.settings.logs_dir, ctx.project, ctx.env_name, ctx.dep_id, f"{service}.{slot}.log")
 
-    def spawn(self, ctx: ReleaseCtx, slot: int, *, replica_id: int | None = None) -> tuple[int, ProcessHandle]:
-        """Start one replica and record it at once (so a crash right after cannot orphan it)."""
-        port = self.runtime.free_port()
-        log_path = self.log_path(ctx, slot)
-        placement = Placement(project=ctx.project, environment=ctx.env_name, service="web", slot=slot,
+    def spawn(self, ctx: ReleaseCtx, slot: int, *, replica_id: int | None = None,
+              service: str = "web") -> tuple[int, ProcessHandle]:
+        """Start one replica and record it at once (so a crash right after cannot orphan it). A replica of another
+        service (a Procfile worker) runs its command with web's limits and is RUNNING once started: no HTTP check."""
+        command = ctx.start_command if service == "web" else dict(ctx.services).get(service)
+        if command is None:
+            raise BranchyardError(f"deployment {ctx.dep_id} has no process type {service!r} in its Procfile")
+        if replica_id is not None:
+            self.reap_group(replica_id)
+        port = self.runtime.free_port()  # a worker gets a PORT too (it may serve metrics); nothing routes to it
+        log_path = self.log_path(ctx, slot, service)
+        placement = Placement(project=ctx.project, environment=ctx.env_name, service=service, slot=slot,
                               memory_mb=ctx.memory_mb, cpu=ctx.cpu)
-        h = self.runtime.spawn(ctx.start_command, cwd=ctx.src, env=self.process_env(ctx, slot, port), log_path=log_path,
+        h = self.runtime.spawn(command, cwd=ctx.src, env=self.process_env(ctx, slot, port, service), log_path=log_path,
                                port=port, placement=placement)
+        state = m.REPLICA_STARTING if service == "web" else m.REPLICA_RUNNING
         with self.store.session() as s:
             if replica_id is None:
                 r = m.Replica(deployment_id=ctx.dep_id, environment_id=ctx.env_id, slot=slot, pid=h.pid,
-                              start_time=h.start_time, port=port, host=h.host, log_path=str(log_path))
+                              start_time=h.start_time, port=port, host=h.host, log_path=str(log_path), service=service,
+                              state=state)
                 s.add(r)
                 s.flush()
                 replica_id = r.id
             else:
                 r = s.get(m.Replica, replica_id)
                 r.pid, r.start_time, r.port, r.host, r.started_at = h.pid, h.start_time, port, h.host, m.utcnow()
-                r.state, r.restarts = m.REPLICA_STARTING, r.restarts + 1
+                r.state, r.restarts = state, r.restarts + 1
         return replica_id, h
+
+    def reap_group(self, replica_id: int) -> None:
+        """What is left of a replica's process group once its leader exited (and again before its slot restarts): a
+        leader that died alone (SIGKILL, the OOM killer) leaves its forked workers (uvicorn --workers, gunicorn, a
+        celery pool) running, orphaned, maybe still accepting on its port."""
+        with self.store.session() as s:
+            r = s.get(m.Replica, replica_id)
+            old = ProcessHandle(r.pid, r.start_time, r.port, r.log_path) if r is not None else None
+        if old is not None:
+            self.runtime.stop(old, grace=2)
 
     def wait_healthy(self, ctx: ReleaseCtx, handles: list[tuple[int, ProcessHandle]], slots: list[int] | None = None,
                      out: Callable[[str], None] | None = None) -> list[HealthResult]:
@@ -204,7 +227,8 @@ class Replicas:
         window is open. They come back as STARTING: `start` health-checks them like new ones."""
         with self.store.session() as s:
             rows = [(r.id, r.deployment_id, r.slot, r.pid, r.start_time, r.port, r.log_path, r.host) for r in s.scalars(
-                select(m.Replica).where(m.Replica.environment_id == ctx.env_id, m.Replica.state == m.REPLICA_STANDBY))]
+                select(m.Replica).where(m.Replica.environment_id == ctx.env_id, m.Replica.state == m.REPLICA_STANDBY,
+                                    m.Replica.service == "web"))]
         same: dict[str, bool] = {}
         found: dict[int, tuple[int, ProcessHandle]] = {}
         for rid, dep_id, slot, pid, start_time, port, log_path, host in rows:
@@ -233,8 +257,9 @@ class Replicas:
         """SIGTERM, wait up to `grace`, SIGKILL; all replicas in parallel; mark them STOPPED."""
         with self.store.session() as s:
             rows = [s.get(m.Replica, rid) for rid in replica_ids]
-            handles = [self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path, r.host) for r in rows if r is not None]
-        live = [h for h in handles if h is not None]
+            # Every recorded group, its leader alive or not: a dead leader's forked workers may still run (stop
+            # signals them one by one, and returns at once when nothing of the group is left).
+            live = [ProcessHandle(r.pid, r.start_time, r.port, r.log_path, r.host) for r in rows if r is not None]
         if live:
             with ThreadPoolExecutor(max_workers=len(live)) as pool:
                 list(pool.map(lambda h: self.runtime.stop(h, grace=grace), live))
@@ -253,10 +278,10 @@ class Replicas:
         railway, own = prefixed(facts) if facts else ({}, {})
         return layered(base_env(venv), railway, {k: v for k, v in variables.items() if PORT_PLACEHOLDER not in v}, own)
 
-    def process_env(self, ctx: ReleaseCtx, slot: int, port: int) -> dict[str, str]:
+    def process_env(self, ctx: ReleaseCtx, slot: int, port: int, service: str = "web") -> dict[str, str]:
         """A replica's environment: a clean base, the deployment's variables, then built-ins."""
         variables = {k: v.replace(PORT_PLACEHOLDER, str(port)) for k, v in ctx.variables.items()}
-        railway, builtins = builtin_variables(ctx, slot, port=port, router_port=self.settings.public_port)
+        railway, builtins = builtin_variables(ctx, slot, port=port, router_port=self.settings.public_port, service=service)
         return layered(base_env(ctx.venv), railway, variables, builtins)
 
 
@@ -297,14 +322,17 @@ def layered(base: dict[str, str], railway: dict[str, str], variables: dict[str, 
     return base | railway | variables | own
 
 
-def builtin_variables(ctx: ReleaseCtx, slot: int, *, port: int, router_port: int) -> tuple[dict[str, str], dict[str, str]]:
+def builtin_variables(ctx: ReleaseCtx, slot: int, *, port: int, router_port: int,
+                      service: str = "web") -> tuple[dict[str, str], dict[str, str]]:
     """(RAILWAY_* , BRANCHYARD_* + PORT) of one replica: the same facts under both names, as Railway documents them
     (docs.railway.com/reference/variables) where branchyard has the fact. The app's own variables override the
     RAILWAY_* ones (it may set them itself); nothing overrides BRANCHYARD_* and PORT."""
     facts = release_facts(ctx.project, ctx.env_name, ctx.dep_id, ctx.sha, ctx.branch) | {
         "PUBLIC_DOMAIN": public_domain(ctx.host, router_port),
-        "REPLICA_ID": f"{ctx.env_name}.web.{slot}",
+        "REPLICA_ID": f"{ctx.env_name}.{service}.{slot}",
     }
+    if service != "web":  # a Procfile service is a service of its own, as on Railway
+        facts |= {"SERVICE_NAME": service, "SERVICE_ID": f"{ctx.project}/{ctx.env_name}/{service}"}
     railway, own = prefixed(facts)
     return railway, own | {"PORT": str(port)}
 

@@ -50,7 +50,7 @@ class Routes:
             for deployment_id, host, port in s.execute(
                 select(m.Replica.deployment_id, m.Replica.host, m.Replica.port)
                 .join(m.Environment, m.Environment.current_deployment_id == m.Replica.deployment_id)
-                .where(m.Replica.state == m.REPLICA_RUNNING)
+                .where(m.Replica.state == m.REPLICA_RUNNING, m.Replica.service == "web")  # workers have no route
                 .order_by(m.Replica.slot)
             ):
                 ports.setdefault(deployment_id, []).append(f"{host}:{port}")  # its namespace's address (issue 17)

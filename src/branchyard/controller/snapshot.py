@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BranchyardError
-from ..spec.model import EnvironmentConfig, WebConfig
+from ..spec.model import EnvironmentConfig, ProcessConfig, WebConfig
 
 _WEB_FIELDS = {f.name: f for f in dataclasses.fields(WebConfig)}
 
@@ -22,10 +22,11 @@ _WEB_FIELDS = {f.name: f for f in dataclasses.fields(WebConfig)}
 class DeploymentConfig:
     web: WebConfig
     raw: dict[str, Any]  # the whole snapshot as stored (promotion plans compare it)
+    processes: dict[str, ProcessConfig] = dataclasses.field(default_factory=dict)  # Procfile services (worker …)
 
     @classmethod
     def from_environment(cls, cfg: EnvironmentConfig) -> DeploymentConfig:
-        return cls(web=cfg.web, raw=cfg.to_dict())
+        return cls(web=cfg.web, raw=cfg.to_dict(), processes=dict(cfg.processes))
 
     @classmethod
     def from_json(cls, text: str) -> DeploymentConfig:
@@ -34,8 +35,10 @@ class DeploymentConfig:
             raw = json.loads(text)
             web = raw.get("web") or {}
             values = {k: tuple(v) if isinstance(v, list) else v for k, v in web.items() if k in _WEB_FIELDS}
-            return cls(web=WebConfig(**values), raw=raw)
-        except (ValueError, TypeError, AttributeError) as err:
+            processes = {name: ProcessConfig(command=str(p["command"]), replicas=int(p.get("replicas", 1)))
+                         for name, p in (raw.get("processes") or {}).items()}  # none before issue 17
+            return cls(web=WebConfig(**values), raw=raw, processes=processes)
+        except (ValueError, TypeError, AttributeError, KeyError) as err:
             raise BranchyardError(f"a deployment's configuration snapshot cannot be read: {err}") from None
 
     def to_json(self) -> str:

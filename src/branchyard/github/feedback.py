@@ -290,7 +290,8 @@ class Resolver:
         if not snapshot:
             return None
         try:
-            services = cost.allocation(json.loads(snapshot), env.replicas_override if env is not None else None)
+            services = cost.allocation(json.loads(snapshot), env.replicas_override if env is not None else None,
+                                       json.loads(env.services_scale) if env is not None and env.services_scale else None)
         except (ValueError, TypeError, AttributeError):
             return None
         return cost.monthly(services, self.settings.prices).total, cost.summary(services)

@@ -14,7 +14,7 @@ from ..names import NAME_MAX, project_name, safe_join, slug
 from .branchyard import BranchyardConfig, default_config, parse_branchyard
 from .context import FileContext, Layer, suggestion
 from .model import PR_TEMPLATE, EnvironmentConfig, Layers, ProjectSpec
-from .procfile import not_run, parse_procfile
+from .procfile import not_run, parse_procfile, services
 from .railway import RailwayConfig, parse_railway
 from .textfile import decode, parse_json, parse_toml
 
@@ -80,6 +80,9 @@ def explain(config: EnvironmentConfig) -> list[tuple[str, Any, str]]:
         for field in dataclasses.fields(part):
             key = f"{section}.{field.name}"
             rows.append((key, getattr(part, field.name), config.sources[key]))
+    for name, process in config.processes.items():  # the Procfile's services (issue 17)
+        key = f"processes.{name}.command"
+        rows.append((key, process.command, config.sources.get(key, "Procfile")))
     for name, value in config.variables.items():
         rows.append((f"variables.{name}", value, config.sources[f"variables.{name}"]))
     return rows
@@ -101,6 +104,7 @@ def _load(root: Path, strict: bool | None) -> ProjectSpec:
         environments=project.layers,
         procfiles={d: (p["web"], label) for d, (p, label) in procfiles.items() if "web" in p},
         procfile_releases={d: (p["release"], label) for d, (p, label) in procfiles.items() if "release" in p},
+        procfile_services={d: (services(p), label) for d, (p, label) in procfiles.items() if services(p)},
     )
     warnings = [w for ctx in contexts for w in ctx.warnings]
     if railway:

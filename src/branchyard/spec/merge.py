@@ -18,6 +18,7 @@ from .model import (
     EnvironmentConfig,
     EnvironmentDecl,
     PostgresConfig,
+    ProcessConfig,
     ProjectSpec,
     RedisConfig,
     WebConfig,
@@ -36,6 +37,8 @@ def resolve(spec: ProjectSpec, name: str) -> EnvironmentConfig:
     redis, redis_sources = _service(merged, "redis", RedisConfig, {})
     variables = {k.removeprefix("variables."): e for k, e in merged.items() if k.startswith("variables.")}
     sources = {**web_sources, **pg_sources, **redis_sources}
+    procfile, label = spec.layers.procfile_services.get(web.root_dir, ({}, "Procfile"))
+    sources.update({f"processes.{name}.command": f"{label} {name}:" for name in procfile})
     sources.update({f"variables.{k}": e.source for k, e in variables.items()})
     return EnvironmentConfig(
         name=name,
@@ -51,6 +54,7 @@ def resolve(spec: ProjectSpec, name: str) -> EnvironmentConfig:
         alerts=decl.alerts or default_alerts(tier_of(production=decl.production, ephemeral=decl.ephemeral)),
         uptime=decl.production if decl.uptime is None else decl.uptime,
         sleep_after=decl.sleep_after,
+        processes={name: ProcessConfig(command) for name, command in procfile.items()},
     )
 
 

@@ -46,6 +46,15 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class ProcessConfig:
+    """A Procfile process type other than `web` and `release` (worker, clock …): a service of the environment that
+    runs `replicas` copies of `command` with web's limits and restart policy, without a route or HTTP health check."""
+
+    command: str
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
 class PostgresConfig:
     """A PostgreSQL database of one environment; `name` is its namespace in ${{Postgres.X}} references."""
 
@@ -187,6 +196,7 @@ class EnvironmentConfig:
     alerts: AlertsSpec = field(default_factory=AlertsSpec)
     uptime: bool = False
     sleep_after: int | None = None  # `sleepAfter` as declared (0: never; None: not set): spec/sleep.py's `effective`
+    processes: dict[str, ProcessConfig] = field(default_factory=dict)  # Procfile types besides web/release
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, for `config show --json`."""
@@ -204,6 +214,7 @@ class EnvironmentConfig:
             "alerts": self.alerts.to_dict(),  # webhooks as written (references or URLs): printers mask them
             "uptime": self.uptime,
             "sleep_after": self.sleep_after,
+            "processes": {name: _plain(p) for name, p in self.processes.items()},
         }
 
 
@@ -222,6 +233,7 @@ class Layers:
     environments: dict[str, Layer] = field(default_factory=dict)  # branchyard.toml [environments.X...]
     procfiles: dict[str, tuple[str, str]] = field(default_factory=dict)  # root dir → (web command, label)
     procfile_releases: dict[str, tuple[str, str]] = field(default_factory=dict)  # root dir → (release command, label)
+    procfile_services: dict[str, tuple[dict[str, str], str]] = field(default_factory=dict)  # root dir → ({worker: command}, label)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 
 _LINE = re.compile(r"([A-Za-z0-9_-]+)\s*:\s*(.*)")
-RUN = ("web", "release")  # `web` runs as the replicas, `release` as the pre-deploy command; the others not yet
+RUN = ("web", "release")  # `web` runs as the replicas, `release` as the pre-deploy command
+# Any other type with such a name runs as a service of the environment (issue 17: `worker`, `clock` …): its slots are
+# `<env>.<type>.<n>` and its logs `<type>.<n>.log`, so the name must be a slug a path and a log record can carry.
+SERVICE = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 def parse_procfile(text: str) -> dict[str, str]:
@@ -18,10 +21,15 @@ def parse_procfile(text: str) -> dict[str, str]:
     return found
 
 
+def services(processes: dict[str, str]) -> dict[str, str]:
+    """The process types that run as services besides `web` (worker, clock …), in file order."""
+    return {name: command for name, command in processes.items() if name not in RUN and SERVICE.fullmatch(name)}
+
+
 def not_run(label: str, processes: dict[str, str]) -> str | None:
-    """The notice for process types branchyard does not run yet (worker, clock …), or None."""
-    others = [name for name in processes if name not in RUN]
+    """The notice for process types branchyard cannot run (a name that is not a lowercase slug), or None."""
+    others = [name for name in processes if name not in RUN and name not in services(processes)]
     if not others:
         return None
-    return (f"{label}: {', '.join(others)}: not run yet (branchyard runs `web`, and `release` as the pre-deploy "
-            "command when none is set)")
+    return (f"{label}: {', '.join(others)}: not run (a process type runs as a service when its name matches "
+            "[a-z][a-z0-9_-]*; branchyard runs `web`, `release` as the pre-deploy command, and the other types)")

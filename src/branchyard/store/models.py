@@ -86,6 +86,8 @@ class Environment(Base):
     current_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # observed: what serves
     target_deployment_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # desired: what should
     replicas_override: Mapped[int | None] = mapped_column(Integer, nullable=True)  # `branchyard scale web=N`
+    # `branchyard scale worker=N`: JSON {process type: count} for the Procfile's other services (web's is above)
+    services_scale: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # SLEEPING since (UTC), and how: SLEEP_IDLE (no request for sleepAfter; its next request wakes it) or SLEEP_DOWN
     # (`branchyard down`; None on an environment downed before issue 17: the same)
@@ -140,7 +142,8 @@ class Replica(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
     environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
-    slot: Mapped[int] = mapped_column(Integer)  # process slot <env>.web.<slot>
+    slot: Mapped[int] = mapped_column(Integer)  # process slot <env>.<service>.<slot>
+    service: Mapped[str] = mapped_column(String(64), default="web", server_default="web")  # web | a Procfile type
     pid: Mapped[int] = mapped_column(Integer)
     start_time: Mapped[int] = mapped_column(Integer)
     port: Mapped[int] = mapped_column(Integer)

@@ -7,7 +7,6 @@ from pydantic import BaseModel
 
 from ...access import Actor, Permission
 from ...controller.core import Controller
-from ...errors import BadInput
 from ..permissions import allow
 
 
@@ -52,8 +51,6 @@ def router(ctl: Controller) -> APIRouter:
 
     @r.post("/api/projects/{project}/environments/{env}/scale")
     def scale(project: str, env: str, body: ScaleIn, who: Actor = allow(Permission.CONFIGURE)) -> dict:
-        if body.service != "web":
-            raise BadInput(f"scale: unknown service {body.service!r} (only web runs replicas)")
-        return ctl.environments.scale(project, env, body.replicas, actor=who)
+        return ctl.environments.scale(project, env, body.replicas, service=body.service, actor=who)
 
     return r

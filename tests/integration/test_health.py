@@ -165,6 +165,11 @@ def test_proxies_from_the_environment_are_ignored(
 def test_a_long_failing_health_check_reports_what_the_last_probe_got(server):
     """The deploy log hears, every `report_every` seconds, why a replica is not healthy yet (here: a 503)."""
     h = server(health=503)
+    # the server listens first (under load its interpreter takes a while to start): every probe below gets its 503
+    deadline = time.monotonic() + 30
+    while "503" not in probe(h.port, "/health", timeout=1.0).detail:
+        assert time.monotonic() < deadline, "the test server never answered"
+        time.sleep(0.02)
     heard: list[str] = []
     result = wait_healthy(h.port, "/health", timeout=1.5, alive=lambda: processes.is_alive(h), progress=heard.append,
                           report_every=0.3)

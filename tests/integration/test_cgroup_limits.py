@@ -151,7 +151,8 @@ def test_a_replica_of_an_earlier_control_plane_is_found_in_its_group_and_its_oom
                                      "    import os\n    if os.path.exists('go'):\n        b = bytearray(200 << 20)\n")
     h = runtime.spawn(f"{PY} eat.py", cwd=tmp_path, env=ENV, log_path=tmp_path / "web.0.log", port=1,
                       placement=Placement("yoto", "pr-1", "web", 0, memory_mb=64))
-    wait_for(lambda: str(h.pid) in (_dirs(runtime, h)[0] / "cgroup.procs").read_text().split())
+    # joined every hierarchy (memory, then cpu: the shell writes one after the other before it execs the app)
+    wait_for(lambda: all(str(h.pid) in (d / "cgroup.procs").read_text().split() for d in _dirs(runtime, h)))
     later = LocalRuntime(TaskRecords(tmp_path / "tasks-later"), cgroups=runtime.limits.cgroups)
     adopted = later.adopt(h.pid, h.start_time, h.port, h.log_path)
     assert adopted is not None and later.limits._groups[(h.pid, h.start_time)].memory_mb == 64

@@ -116,8 +116,9 @@ class LocalRuntime:
                   placement: Placement | None = None) -> tuple[int | None, str]:
         try:
             with self.limits.task(placement) as task:
-                return self._run_check(argv, cwd=cwd, env=env, timeout=timeout, prelude=task.prelude,
-                                       prefix=self._netns(placement)[0])
+                # in its cgroup, but on the host's network: a check (smoke test, post-deploy test) reaches the
+                # environment through the router, by its public URL, as its users do
+                return self._run_check(argv, cwd=cwd, env=env, timeout=timeout, prelude=task.prelude, prefix=None)
         except OSError as exc:
             raise BackendError(exc.strerror or str(exc)) from None
 

@@ -40,6 +40,7 @@ WATCH = '\n[build]\nwatchPatterns = ["/app/**", "/main.py"]\n'
 def _with_railway(repo, extra: str, *, replace: tuple[str, str] | None = None) -> None:
     text = (repo / "railway.toml").read_text()
     if replace:
+        assert replace[0] in text, f"railway.toml has no {replace[0]!r}"  # the example app's file changed under the test
         text = text.replace(*replace)
     (repo / "railway.toml").write_text(text.replace("[build]\n", "[build]\n" + extra.split("[build]\n", 1)[1], 1)
                                        if "[build]\n" in extra else text + extra)
@@ -116,7 +117,7 @@ def test_a_github_push_touching_no_watched_file_does_not_deploy_either(plane, tm
 def test_a_cron_service_deploys_without_replicas_and_runs_on_its_schedule(plane, tmp_path):
     repo = plane.app_repo(tmp_path, "app", project="cronjob")
     (repo / "cronjob.py").write_text(JOB)
-    _with_railway(repo, "", replace=('startCommand = "uvicorn main:app --host 0.0.0.0 --port $PORT"',
+    _with_railway(repo, "", replace=('startCommand = "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}"',
                                      'startCommand = "python cronjob.py"\ncronSchedule = "* * * * *"'))
     sha = plane.commit(repo, "a cron service")
     pushed = plane.git(repo, "push", "branchyard", "main")
@@ -128,6 +129,8 @@ def test_a_cron_service_deploys_without_replicas_and_runs_on_its_schedule(plane,
     text = plane.run("status", "-e", "production", cwd=repo).stdout
     assert "cron: * * * * *, next run at " in text
     assert plane.get("cronjob.localhost", "/").status_code == 503  # the router's unavailable page: nothing serves
+    refused = plane.run("scale", "web=2", "-e", "production", cwd=repo, check=False)
+    assert refused.returncode != 0 and "runs a cron service" in refused.stderr  # nothing to scale
 
     def listed():
         runs = plane.json("cron", "runs", "-e", "production", cwd=repo)

@@ -374,11 +374,14 @@ class Environments:
                     raise Conflict(f"environment {env_name!r} is down; run `branchyard up -e {env_name}` first")
                 if not env.current_deployment_id:
                     raise Conflict(f"environment {env_name!r} has no deployment to scale")
+                current = self.store.current_deployment(s, env)
+                config = DeploymentConfig.from_json(current.config_json) if current and current.config_json else None
                 if service == "web":
+                    if config is not None and config.web.cron_schedule:
+                        raise Conflict(f"scale: web={replicas}: environment {env_name!r} runs a cron service "
+                                       f"(cronSchedule {config.web.cron_schedule!r}): no web replica serves")
                     env.replicas_override = replicas
                 else:
-                    current = self.store.current_deployment(s, env)
-                    config = DeploymentConfig.from_json(current.config_json) if current and current.config_json else None
                     check_scale(service, replicas, config.processes if config else {})
                     env.services_scale = scaled(env.services_scale, service, replicas)
                 self.store.record(s, project, "environment.scaled", f"{service} scaled to {replicas}", environment=env_name,

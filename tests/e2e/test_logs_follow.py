@@ -20,6 +20,12 @@ HOST = "flog.localhost"
 V2_ERROR = "v2 is up: an error line on purpose"
 
 
+def _started(record: dict, pid: int) -> bool:
+    """uvicorn's own plain line naming the replica's leader: "Started server process [PID]" with one worker, "Started
+    parent process [PID]" with several (production runs WORKERS=4)."""
+    return any(record["message"].startswith(f"INFO:     Started {what} process [{pid}]") for what in ("server", "parent"))
+
+
 def test_follow_across_a_restart_and_a_deploy_and_filters(plane, tmp_path):
     repo = plane.app_repo(tmp_path, "app", project="flog")
     plane.git(repo, "push", "branchyard", "main")
@@ -34,7 +40,7 @@ def test_follow_across_a_restart_and_a_deploy_and_filters(plane, tmp_path):
     reader.start()
     try:
         def started(pid: int) -> dict | None:  # uvicorn's own plain line, on stderr
-            return next((r for r in seen if r["message"].startswith(f"INFO:     Started server process [{pid}]")), None)
+            return next((r for r in seen if _started(r, pid)), None)
 
         line = wait_for(lambda: started(victim["pid"]))
         assert (line["deployment"], line["service"], line["replica"], line["stream"], line["level"]) == (
@@ -79,8 +85,9 @@ def test_follow_across_a_restart_and_a_deploy_and_filters(plane, tmp_path):
             follow.wait()
     reader.join(timeout=10)
     # each line once: the follow's polls neither repeat nor skip
-    assert sorted(r["replica"] for r in seen if r["message"] == V2_ERROR) == [0, 1]  # once per replica
-    assert [r["message"].startswith(f"INFO:     Started server process [{victim['pid']}]") for r in seen].count(True) == 1
+    # once per worker process of each replica (production runs WORKERS=4: the app's module is imported by each)
+    assert sorted(r["replica"] for r in seen if r["message"] == V2_ERROR) == [0] * 4 + [1] * 4
+    assert [_started(r, victim["pid"]) for r in seen].count(True) == 1
 
     def records(*args: str) -> list[dict]:
         out = plane.run("logs", "-e", "production", "-n", "10000", *args, "--json", cwd=repo).stdout
@@ -96,7 +103,7 @@ def test_follow_across_a_restart_and_a_deploy_and_filters(plane, tmp_path):
     later = records("--since", since)
     assert V2_ERROR in [r["message"] for r in later]
     assert all(r["time"] >= since for r in later)
-    assert not [r for r in later if r["message"].startswith(f"INFO:     Started server process [{victim['pid']}]")]
+    assert not [r for r in later if _started(r, victim["pid"])]
     assert records("--since", "1h")[0]["deployment"] == first  # everything is within the hour
     assert records("--until", since)[-1]["time"] < since
 

@@ -7,6 +7,7 @@ previews keep serving and show UNHEALTHY; each result is a `branchyard/<env>/tes
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import pytest
@@ -76,16 +77,20 @@ def test_production_rolls_back_a_push_whose_checks_fail_with_no_failed_request(p
 
     host = "vfy.localhost"
     outcomes: list[bool] = []
+    failures: list[str] = []  # what each failed request got, with when (to line up with the deployment's events)
     stop_load = threading.Event()
 
     def load() -> None:
         with httpx.Client(timeout=15, trust_env=False) as client:
             while not stop_load.is_set():
                 try:
-                    ok = client.get(f"http://127.0.0.1:{plane.http_port}/health", headers={"Host": host}).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    r = client.get(f"http://127.0.0.1:{plane.http_port}/health", headers={"Host": host})
+                    ok, why = r.status_code == 200, f"{r.status_code} {r.text[:200]!r}"
+                except httpx.HTTPError as e:
+                    ok, why = False, f"{type(e).__name__}: {e}"
                 outcomes.append(ok)
+                if not ok:
+                    failures.append(f"{time.strftime('%H:%M:%S')} {why}")
 
     workers = [threading.Thread(target=load, daemon=True) for _ in range(3)]
     for w in workers:
@@ -107,7 +112,7 @@ def test_production_rolls_back_a_push_whose_checks_fail_with_no_failed_request(p
             w.join(timeout=20)
     failed = outcomes.count(False)
     print(f"\npost-deploy rollback under load: {len(outcomes)} requests, {failed} failed")
-    assert failed == 0
+    assert failures == [], plane.run("events", "-e", "production", cwd=repo).stdout
     assert bad["tests"]["status"] == "failed"
     assert bad["tests"]["detail"].startswith("`sh check.sh` against http://vfy.localhost:")
     assert "exited with code 1: checkout page: expected 200, got 500" in bad["tests"]["detail"]

@@ -181,6 +181,35 @@ def test_branch_trigger_mode_without_github(plane, tmp_path):
     assert envs(plane, repo) == set()
 
 
+def test_a_branch_preview_honours_watch_patterns(plane, tmp_path):
+    repo, _ = tiny_project(plane, tmp_path, "brw", extra='trigger = "branch"', branches='["*"]')
+    (repo / "railway.toml").write_text('[build]\nwatchPatterns = ["/app/**"]\n\n' + RAILWAY)
+    plane.git(repo, "checkout", "--quiet", "-b", "feature/w")
+    (repo / "app").mkdir()
+    (repo / "app" / "page.txt").write_text("one\n")
+    first = plane.commit(repo, "a watched preview")
+    assert "preview feature-w" in plane.git(repo, "push", "branchyard", "feature/w").stderr  # its first deploy deploys
+    succeeded(plane, repo, "feature-w", first)
+
+    (repo / "docs").mkdir()
+    (repo / "docs" / "notes.md").write_text("only docs\n")
+    docs = plane.commit(repo, "docs only")
+    pushed = plane.git(repo, "push", "branchyard", "feature/w")
+    assert ('no deploy: no changed file matches watchPatterns ["/app/**"] '
+            f"(docs/notes.md changed since {first[:12]})") in pushed.stderr
+    skipped = [e for e in plane.json("events", "-e", "feature-w", cwd=repo) if e["kind"] == "deploy.skipped"]
+    assert [e["message"][:len(f"push of {docs[:12]}")] for e in skipped] == [f"push of {docs[:12]}"]
+
+    (repo / "app" / "page.txt").write_text("two\n")
+    app = plane.commit(repo, "an app change")
+    plane.git(repo, "push", "branchyard", "feature/w")
+    succeeded(plane, repo, "feature-w", app)
+    # the preview loop did not deploy the skipped head behind the push's back either
+    assert [d["commit"] for d in plane.json("deployments", "-e", "feature-w", cwd=repo)] == [app, first]
+    plane.git(repo, "push", "branchyard", ":feature/w")
+    wait_for(lambda: "feature-w" not in envs(plane, repo), timeout=60)
+
+
 def test_janitor_cap_eviction_expiry_and_repair(plane, tmp_path):
     # maxPreviews with evict = "refuse": the newest is refused
     repo, base = tiny_project(plane, tmp_path, "capr", extra="maxPreviews = 1")

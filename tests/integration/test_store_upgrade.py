@@ -69,6 +69,7 @@ COLUMN_SINCE = {
     ("replicas", "host"): "0020",
     ("replicas", "service"): "0021",
     ("environments", "services_scale"): "0021",
+    ("previews", "unwatched_sha"): "0022",
 }
 # Columns whose upgrade fills in a value computed from the row (not NULL): the fixture holds that value.
 # 0009: an environment wants what it runs (no deployment of the fixture is unfinished); a deployment's work
@@ -164,10 +165,11 @@ ROWS: dict[str, list[dict]] = {
         dict(id=1, project_id=1, environment="pr-7", kind="pr", number=7, branch="feature/x", head_sha="d" * 40,
              base_sha="a" * 40, head_repo="stranger/yoto", fork=True, bot=False, draft=False, author="octocat",
              open=True, approved_sha="d" * 40, decision="waiting", reason="waiting for a free slot",
-             last_activity_at=T1, created_at=T0),
+             last_activity_at=T1, created_at=T0, unwatched_sha=None),
         dict(id=2, project_id=1, environment="feature-y", kind="branch", number=None, branch="feature/y",
              head_sha="e" * 40, base_sha=None, head_repo=None, fork=False, bot=True, draft=True, author=None,
-             open=False, approved_sha=None, decision=None, reason=None, last_activity_at=T0, created_at=T0),
+             open=False, approved_sha=None, decision=None, reason=None, last_activity_at=T0, created_at=T0,
+             unwatched_sha="e" * 40),
     ],
     "promotions": [
         dict(id=PROMOTION, project="yoto", source="staging", target="production", source_deployment_id=DEP_FAILED,
@@ -308,7 +310,7 @@ def test_a_new_database_has_only_the_known_drift(tmp_path: Path) -> None:
 
 def test_the_fixture_covers_every_table_and_column_of_the_head_schema() -> None:
     """A new migration must come with rows here: the revisions and the models agree with TABLE_SINCE/ROWS."""
-    assert REVISIONS == [f"{i:04d}" for i in range(1, 22)] and HEAD == REVISIONS[-1]
+    assert REVISIONS == [f"{i:04d}" for i in range(1, 23)] and HEAD == REVISIONS[-1]
     assert set(TABLE_SINCE) == set(ROWS) == set(m.Base.metadata.tables)
     for name, table in m.Base.metadata.tables.items():
         assert {tuple(sorted(row)) for row in ROWS[name]} == {tuple(sorted(c.name for c in table.columns))}, name

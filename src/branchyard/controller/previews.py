@@ -45,6 +45,7 @@ from ..triggers.gitremote import fetch_commit
 from .deployer import Deployer
 from .projects import remember_spec
 from .teardown import Teardown
+from .watching import unwatched
 
 log = logging.getLogger("branchyard.previews")
 
@@ -86,6 +87,15 @@ class Destroy:
 
 
 PreviewAction = Evaluate | Deploy | Destroy
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What deploy_commit did: the deployment it queued, or none (refused, recorded; or `skipped`: the reason
+    watchPatterns gave for not deploying a preview that runs already)."""
+
+    deployment_id: str | None
+    skipped: str | None = None
 
 
 def plan_previews(previews: list[PreviewObs], *, expire_after_days: float | None, now: float,
@@ -350,6 +360,8 @@ class Previews:
                                    .order_by(m.Deployment.created_at.desc()))
                     # an unfinished build is the deployer's to resume (deploy_plan); a failed one is not tried again
                     latest = None if dep is None else dep.commit_sha
+                if r.unwatched_sha is not None and r.unwatched_sha == r.head_sha:
+                    latest = r.head_sha  # watchPatterns skipped this head: nothing to deploy until the next one
                 out.append(PreviewObs(environment=r.environment, open=r.open, decision=r.decision, head_sha=r.head_sha,
                                       last_activity=_epoch(r.last_activity_at), env_exists=env is not None,
                                       latest_sha=latest, waiting_since=since.get(r.environment)))
@@ -497,14 +509,15 @@ class Previews:
         except BranchyardError as err:
             self._decide(project, env_name, m.PREVIEW_REFUSED, str(err), "preview.refused")
             return
-        dep_id = self.deploy_commit(project, env_name, sha, branch, fork=fork, policy=policy, repo=repo)
-        if dep_id:
-            self._wait(dep_id)
+        queued = self.deploy_commit(project, env_name, sha, branch, fork=fork, policy=policy, repo=repo)
+        if queued.deployment_id:
+            self._wait(queued.deployment_id)
 
     def deploy_commit(self, project: str, env_name: str, sha: str, branch: str | None, *, fork: bool,
-                      policy: PreviewDecl | None, repo: Path, git_env: dict[str, str] | None = None) -> str | None:
+                      policy: PreviewDecl | None, repo: Path, git_env: dict[str, str] | None = None) -> Queued:
         """Export `sha`, check its spec has a preview template, create the environment (secrets copied when
-        allowed) and queue the build. The deployment id, or None when refused (recorded)."""
+        allowed) and queue the build — unless the preview runs already and nothing `sha` changed is watched
+        (watchPatterns: skipped, the preview stays on its commit). Refused: no deployment, the decision recorded."""
         incoming = names.safe_join(self.settings.releases_dir, project, f".incoming-{sha[:40]}-{time.monotonic_ns()}")
         try:
             release.export_commit(repo, sha, incoming, git_env=git_env)
@@ -512,13 +525,18 @@ class Previews:
             if not spec.is_preview_instance(env_name):
                 self._decide(project, env_name, m.PREVIEW_REFUSED, f"commit {sha[:12]}'s branchyard.toml has no "
                              "[environments.pr] template to build a preview from", "preview.refused")
-                return None
+                return Queued(None)
+            skipped = unwatched(self.store, project, env_name, repo, sha, spec, git_env=git_env, actor=SYSTEM)
+            if skipped is not None:
+                with self.store.session() as s:
+                    self._row(s, project, env_name).unwatched_sha = sha
+                return Queued(None, skipped)
             self._create_environment(project, env_name, branch, fork=fork, policy=policy or spec.preview)
-            return self.deployer.queue_build(project, env_name, sha, branch, "webhook" if branch is None or
-                                             env_name.startswith("pr-") else "push", incoming, spec)
+            return Queued(self.deployer.queue_build(project, env_name, sha, branch, "webhook" if branch is None or
+                                                    env_name.startswith("pr-") else "push", incoming, spec))
         except BranchyardError as err:
             self._decide(project, env_name, m.PREVIEW_REFUSED, str(err), "preview.refused")
-            return None
+            return Queued(None)
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
 

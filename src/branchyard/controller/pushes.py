@@ -9,10 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from .. import names, watch_patterns
+from .. import names
 from ..access import SYSTEM, Actor
 from ..build import release
-from ..errors import BranchyardError
 from ..settings import Settings
 from ..spec import load_project
 from ..spec.branches import branch_target, unmapped_note
@@ -23,6 +22,7 @@ from ..triggers import gitremote
 from .deployer import Deployer
 from .previews import Previews
 from .push_rules import UP_REF_PREFIX, ZERO_SHA, PushRules
+from .watching import unwatched
 
 
 @dataclass(frozen=True)
@@ -77,37 +77,13 @@ class Pushes:
                 if env_name is None:
                     return PushResult(None, unmapped_note(branch, spec, pinned))
             self.rules.check_mapped(project, ref, new, env_name, actor=actor)  # what the pushed files map it to
-            if branch is not None and (skipped := self._unwatched(project, env_name, repo, new, spec, git_env, actor)):
+            if branch is not None and (skipped := unwatched(self.store, project, env_name, repo, new, spec, git_env=git_env, actor=actor)):
                 return PushResult(None, skipped, skipped=True)  # watchPatterns (`up` always deploys, as `railway up`)
             dep_id = self.deployer.queue_build(project, env_name, new, branch, "up" if branch is None else "push",
                                                incoming, spec, actor=actor)
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         return PushResult(dep_id, None)
-
-    def _unwatched(self, project: str, env_name: str, repo: Path, new: str, spec: ProjectSpec,
-                   git_env: dict[str, str], actor: Actor) -> str | None:
-        """Why this push does not deploy (Railway's watchPatterns, the pushed commit's: as the deploy would read
-        them), recorded as `deploy.skipped`; None when it deploys. Changed files: since the environment's deployed
-        commit (watch_patterns.decide, pure)."""
-        try:
-            patterns = spec.environment(env_name).web.watch_patterns
-        except BranchyardError:
-            return None  # the deploy reports it
-        if not patterns:
-            return None
-        with self.store.session() as s:
-            env = self.store.find_environment(s, self.store.project(s, project), env_name)
-            current = self.store.current_deployment(s, env) if env is not None else None
-            base = current.commit_sha if current is not None else None
-        changed = gitremote.changed_files(repo, base, new, git_env=git_env) if base else None
-        decision = watch_patterns.decide(patterns, changed, base=base)
-        if decision.deploy:
-            return None
-        with self.store.session() as s:
-            self.store.record(s, project, "deploy.skipped", f"push of {new[:12]}: {decision.reason}",
-                              environment=env_name, actor=actor)
-        return decision.reason
 
     def pinned_branches(self, project: str) -> dict[str, str]:
         """Environment → branch, for the project's environments whose branch the user set."""
@@ -123,9 +99,11 @@ class Pushes:
         if env_name is None:
             return PushResult(None, note)
         with self.previews.busy(project, env_name):  # the preview loop leaves it alone while the push queues it
-            dep_id = self.previews.deploy_commit(project, env_name, sha, branch, fork=False, policy=spec.preview,
+            queued = self.previews.deploy_commit(project, env_name, sha, branch, fork=False, policy=spec.preview,
                                                  repo=repo, git_env=git_env)
-        if dep_id is None:
+        if queued.skipped is not None:
+            return PushResult(None, queued.skipped, skipped=True)
+        if queued.deployment_id is None:
             info = self.previews.info(project, env_name) or {}
             return PushResult(None, f"no preview for branch {branch!r}: {info.get('reason')}")
-        return PushResult(dep_id, f"preview {env_name} for branch {branch}")
+        return PushResult(queued.deployment_id, f"preview {env_name} for branch {branch}")

@@ -260,6 +260,8 @@ class Preview(Base):
     author: Mapped[str | None] = mapped_column(Text, nullable=True)
     open: Mapped[bool] = mapped_column(default=True)
     approved_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)  # `previews approve`: this commit
+    # a head commit watchPatterns skipped (nothing it changed is watched): the preview stays on its deployed commit
+    unwatched_sha: Mapped[str | None] = mapped_column(String(64), nullable=True)
     decision: Mapped[str | None] = mapped_column(String(24), nullable=True)  # None: not decided yet
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_activity_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,9 +1,10 @@
 """What the machine enforces (issue 17), said the same way at start, in `status` and in `check` (pure).
 
-`Isolation` comes from the runtime (backends/ports.py; duck-typed here, a pure module): resource limits (cgroups) and network isolation (a namespace
-per environment), each with why not. Where it is not enforced, branchyard says so — never silently. Also here: an
-environment's database size against its postgres `storage`, warned at 80 % (PostgreSQL has no hard per-database
-quota: nothing stops a database at 100 %; the default alert fires at 90 %, spec/alerts.py).
+`Isolation` comes from the runtime (backends/ports.py; duck-typed here, a pure module): resource limits (cgroups)
+and network isolation (a namespace per environment), each with why not. Where it is not enforced, branchyard says
+so — never silently. Also here: an environment's database size against its postgres `storage`, warned at 80 %
+(PostgreSQL has no hard per-database quota: nothing stops a database at 100 %; the default alert fires at 90 %,
+spec/alerts.py).
 """
 
 from __future__ import annotations

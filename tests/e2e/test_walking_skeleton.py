@@ -127,8 +127,8 @@ def test_start_command_that_exits_at_once_fails_with_its_exit_code(plane, tmp_pa
     repo = plane.app_repo(tmp_path, "app", project="crash")
     railway = repo / "railway.toml"
     railway.write_text(railway.read_text().replace(
-        'startCommand = "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}"', 'startCommand = "python -c \'raise SystemExit(7)\'"'
-    ))
+        'startCommand = "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}"',
+        'startCommand = "python -c \'raise SystemExit(7)\'"'))
     plane.commit(repo, "crash at start")
     push = plane.git(repo, "push", "branchyard", "main", check=False)
     assert push.returncode != 0

@@ -121,7 +121,8 @@ def test_a_replica_without_limits_is_still_placed(runtime, tmp_path):
 def test_a_hook_past_its_memory_limit_fails_the_deploy_saying_so(runtime, tmp_path):
     lines: list[str] = []
     with pytest.raises(DeployFailed) as err:
-        runtime.run_hook(f"{PY} {_script(tmp_path, 'alloc.py', 'b = bytearray(200 << 20)')}", cwd=tmp_path, env=ENV, out=lines.append, timeout=60,
+        runtime.run_hook(f"{PY} {_script(tmp_path, 'alloc.py', 'b = bytearray(200 << 20)')}", cwd=tmp_path, env=ENV,
+                         out=lines.append, timeout=60,
                          placement=Placement("yoto", "pr-1", "hook", memory_mb=64))
     assert "exceeded its 64 MB memory limit (killed); the previous deployment keeps serving" in str(err.value)
 

@@ -119,6 +119,8 @@ def test_a_cron_service_deploys_without_replicas_and_runs_on_its_schedule(plane,
     (repo / "cronjob.py").write_text(JOB)
     _with_railway(repo, "", replace=('startCommand = "uvicorn main:app --host 0.0.0.0 --port $PORT --workers ${WORKERS:-1}"',
                                      'startCommand = "python cronjob.py"\ncronSchedule = "* * * * *"'))
+    toml = repo / "branchyard.toml"  # post-deploy tests declared: nothing serves a cron service's URL to test
+    toml.write_text(toml.read_text() + '\n[environments.production.tests]\ncommands = ["curl -fsS $BRANCHYARD_TARGET_URL"]\n')
     sha = plane.commit(repo, "a cron service")
     pushed = plane.git(repo, "push", "branchyard", "main")
     assert 'cron service: `python cronjob.py` runs on "* * * * *" (UTC), one run at a time' in pushed.stderr
@@ -126,6 +128,9 @@ def test_a_cron_service_deploys_without_replicas_and_runs_on_its_schedule(plane,
     assert status["status"] == "SUCCESS" and status["current_deployment"]["commit"] == sha
     assert status["replicas"] == [] and status["cron"]["schedule"] == "* * * * *"
     assert status["uptime"] is None  # nothing serves: its URL is not probed (no "down" alert)
+    tests = wait_for(lambda: (d := plane.json("deployments", "-e", "production", cwd=repo)[0])["tests"]
+                     and d["tests"]["status"] != "running" and d["tests"], timeout=60)
+    assert tests["status"] == "skipped" and tests["detail"].startswith('a cron service ("* * * * *"): nothing serves')
     text = plane.run("status", "-e", "production", cwd=repo).stdout
     assert "cron: * * * * *, next run at " in text
     assert plane.get("cronjob.localhost", "/").status_code == 503  # the router's unavailable page: nothing serves

@@ -159,7 +159,10 @@ class PostDeployTests:
             placement = Placement(project=project, environment=env_name, service="check", memory_mb=web.memory_mb,
                                   cpu=web.cpu)  # within the web service's limits (issue 17)
         except BranchyardError:
-            root = "."
+            web, root = None, "."
+        if web is not None and web.cron_schedule:
+            self._skip(dep_id, f"a cron service (\"{web.cron_schedule}\"): nothing serves {url} to test")
+            return vf.SKIPPED
         mask = self.data.redactor(env_id)
         what = " && ".join(tests.commands)
         with self.store.session() as s:

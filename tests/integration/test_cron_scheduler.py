@@ -219,3 +219,46 @@ def test_a_sleeping_environment_runs_nothing(world):
         s.scalar(select(m.Environment)).state = m.ENV_SLEEPING
     assert cron.tick() == [] and runs(store) == []
 
+
+
+def _slow_run(cron, src) -> int:
+    (src / "mode").write_text("slow")
+    cron.tick()
+    wait_for(lambda: (src / "started").exists(), timeout=30)
+    return int((src / "started").read_text())
+
+
+def test_a_run_of_an_environment_put_down_is_stopped_by_the_next_pass(world):
+    cron, clock, store, src, _ = world
+    pid = _slow_run(cron, src)
+    with store.session() as s:
+        s.scalar(select(m.Environment)).state = m.ENV_SLEEPING  # `down`
+    assert cron.tick() == []
+    assert cron.wait_idle(30) and processes_of(pid) == []
+    ((slot, status, code, detail),) = runs(store)
+    assert (status, detail) == ("failed", "stopped: the environment is down") and code is not None and code < 0
+
+
+def test_a_run_of_an_environment_deployed_without_a_schedule_is_stopped(world):
+    cron, clock, store, src, _ = world
+    pid = _slow_run(cron, src)
+    with store.session() as s:
+        dep = s.scalar(select(m.Deployment))
+        config = json.loads(dep.config_json)
+        config["web"]["cron_schedule"] = None  # its next deployment serves a web process
+        dep.config_json = json.dumps(config)
+    cron.tick()
+    assert cron.wait_idle(30) and processes_of(pid) == []
+    ((slot, status, code, detail),) = runs(store)
+    assert (status, detail) == ("failed", "stopped: the environment's current deployment is not a cron service")
+
+
+def test_stop_runs_stops_an_environments_run_for_its_teardown(world):
+    cron, clock, store, src, _ = world
+    pid = _slow_run(cron, src)
+    with store.session() as s:
+        env_id = s.scalar(select(m.Environment)).id
+    (run_id,) = cron.stop_runs(env_id, "the environment was deleted", grace=1)
+    assert processes_of(pid) == [] and cron.wait_idle(30)
+    assert runs(store)[0][1] == "failed" and runs(store)[0][3] == "stopped: the environment was deleted"
+    assert cron.stop_runs(env_id, "again") == []  # nothing left running

@@ -86,8 +86,12 @@ class Controller:
         # issue 17: idle environments sleep, a request (or `up`) wakes them
         self.sleeper = Sleeper(settings, store, replicas=self.replicas, routes=self.routes, locks=self.locks,
                                running=self.deployer.running)
+        # issue 17: cron services (cronSchedule) run their start command on schedule, one run at a time
+        self.cron = Cron(settings, store, runtime=machine.runtime, tasks=machine.tasks, replicas=self.replicas,
+                         host_of=self.routes.host_of, redactor=self.data.redactor,
+                         clock=scaled_clock(settings.cron_clock_speed))
         self.teardown = Teardown(settings, store, deployer=self.deployer, replicas=self.replicas, data=self.data,
-                                 backups=self.backups, routes=self.routes)
+                                 backups=self.backups, routes=self.routes, cron=self.cron)
         self.previews = Previews(settings, store, deployer=self.deployer, teardown=self.teardown, stop=self._stop)
         self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews, rules=PushRules(store))
         self.webhooks = Webhooks(settings, store, box=self.data.box, pushes=self.pushes, previews=self.previews)
@@ -96,10 +100,6 @@ class Controller:
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
                                      liveness=self.liveness, housekeeping=self._housekeeping)
         self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
-        # issue 17: cron services (cronSchedule) run their start command on schedule, one run at a time
-        self.cron = Cron(settings, store, runtime=machine.runtime, tasks=machine.tasks, replicas=self.replicas,
-                         host_of=self.routes.host_of, redactor=self.data.redactor,
-                         clock=scaled_clock(settings.cron_clock_speed))
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),

@@ -92,10 +92,14 @@ class Cron:
         return [run_id for run_id, *_ in rows]
 
     def tick(self) -> list[tuple[str, str, cron_plan.CronAction]]:
-        """One pass over every cron environment: start or skip what is due. Returns what was done (for tests)."""
+        """One pass over every cron environment: start or skip what is due, and stop the runs of environments that
+        no longer run a cron service (down, asleep, deployed without a schedule). Returns what was started or
+        skipped (for tests)."""
         now = self.clock()
         done = []
-        for project, env_name, env_id, dep_id, schedule, since in self._cron_environments():
+        wanted = self._cron_environments()
+        self._stop_unwanted({env_id for _, _, env_id, *_ in wanted})
+        for project, env_name, env_id, dep_id, schedule, since in wanted:
             with self.store.session() as s:
                 last = s.scalar(select(func.max(m.CronRun.scheduled_for)).where(m.CronRun.environment_id == env_id))
                 running = s.scalar(select(func.count()).select_from(m.CronRun).where(
@@ -129,6 +133,30 @@ class Cron:
             live = finished_at or created_at
             out.append((project, env_name, env_id, dep_id, web.cron_schedule, _epoch(live)))
         return out
+
+    def _stop_unwanted(self, cron_env_ids: set[int]) -> None:
+        with self.store.session() as s:
+            envs = {env_id: state for env_id, state in s.execute(
+                select(m.Environment.id, m.Environment.state).join(m.CronRun, m.CronRun.environment_id == m.Environment.id)
+                .where(m.CronRun.status == RUNNING)).all() if env_id not in cron_env_ids}
+        for env_id, state in envs.items():
+            self.stop_runs(env_id, "the environment is down" if state != m.ENV_ACTIVE
+                           else "the environment's current deployment is not a cron service")
+
+    def stop_runs(self, env_id: int, why: str, *, grace: float = 5.0) -> list[int]:
+        """Stop the runs of environment `env_id` still going (it is being deleted, is down, or runs no cron service
+        any more); each is recorded failed, "stopped: <why>". Returns their ids."""
+        with self.store.session() as s:
+            rows = [(r.id, r.pid, r.start_time, r.log_path) for r in s.scalars(
+                select(m.CronRun).where(m.CronRun.environment_id == env_id, m.CronRun.status == RUNNING))]
+        for run_id, pid, start_time, log_path in rows:
+            code = None
+            h = self.runtime.adopt(pid, start_time, 0, log_path or "") if pid and start_time else None
+            if h is not None and self.runtime.is_alive(h):
+                self.runtime.stop(h, grace=grace)
+                code = self.runtime.exit_code(h)
+            self._finish(run_id, code, f"stopped: {why}")  # a run about to start sees it and stops itself (_run)
+        return [run_id for run_id, *_ in rows]
 
     # --- runs ----------------------------------------------------------------------------------------------
 
@@ -172,10 +200,15 @@ class Cron:
                 return
             with self.store.session() as s:
                 run = s.get(m.CronRun, run_id)
-                run.pid, run.start_time = h.pid, h.start_time
-                self.store.record(s, project, "cron.started",
-                                  f"run {run_id} of {cron_plan.iso(slot)}: {ctx.start_command} (pid {h.pid})",
-                                  environment=env_name, deployment_id=dep_id)
+                stopped = run is None or run.status != RUNNING  # stop_runs finished it while it was starting
+                if not stopped:
+                    run.pid, run.start_time = h.pid, h.start_time
+                    self.store.record(s, project, "cron.started",
+                                      f"run {run_id} of {cron_plan.iso(slot)}: {ctx.start_command} (pid {h.pid})",
+                                      environment=env_name, deployment_id=dep_id)
+            if stopped:
+                self.runtime.stop(h, grace=0)
+                return
             with contextlib.ExitStack() as recorded:
                 try:
                     recorded.enter_context(self.tasks.running(h.pid, f"cron: {project}/{env_name} run {run_id}"))

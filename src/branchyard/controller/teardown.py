@@ -12,6 +12,7 @@ from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
 from .backups import Backups
+from .cron import Cron
 from .dataplane import DataPlane
 from .deployer import Deployer
 from .replicas import Replicas
@@ -20,7 +21,7 @@ from .routes import Routes
 
 class Teardown:
     def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, replicas: Replicas, data: DataPlane,
-                 backups: Backups, routes: Routes) -> None:
+                 backups: Backups, routes: Routes, cron: Cron) -> None:
         self.settings = settings
         self.store = store
         self.deployer = deployer
@@ -28,6 +29,7 @@ class Teardown:
         self.data = data
         self.backups = backups
         self.routes = routes
+        self.cron = cron  # a cron service's run still going is stopped with the environment
 
     def delete_environment(self, project: str, name: str, *, actor: Actor = SYSTEM) -> None:
         """Stop the environment's processes, drop its route, database and Redis, and forget it (releases and logs too).
@@ -37,6 +39,7 @@ class Teardown:
             with self.store.session() as s:
                 p = self.store.project(s, project)
                 env = self.store.environment(s, p, name)
+                env_id = env.id
                 replica_ids = list(s.scalars(select(m.Replica.id).where(m.Replica.environment_id == env.id)))
                 releases = list(s.scalars(select(m.Deployment.release_dir).where(m.Deployment.environment_id == env.id)))
                 production = env.production
@@ -45,6 +48,7 @@ class Teardown:
                 env.state, env.target_deployment_id = m.ENV_SLEEPING, None
             self.routes.sync()
             self.replicas.stop(replica_ids, grace=5)
+            self.cron.stop_runs(env_id, "the environment was deleted")
             if production and has_database:
                 self.backups.create(project, name, kind="final")  # kept after the environment is gone
             freed = self.data.destroy(project, name)  # its database and role, its Redis, their data directories

@@ -11,7 +11,8 @@ The operator overrides any of them with BRANCHYARD_PRICES: the path of a TOML fi
 inline `memory_gb_month=10,vcpu_month=20,storage_gb_month=0.15,egress_gb=0.05`.
 
 What is priced, per environment (`allocation` reads a deployment's snapshot): each app service (web, and Procfile
-process types when the snapshot has them) as memory × replicas and cpu × replicas; PostgreSQL's `memory` as RAM
+process types when the snapshot has them) as memory × replicas and cpu × replicas (a cron service's web: 0 replicas,
+nothing runs between its runs, and the runs' own minutes are not priced); PostgreSQL's `memory` as RAM
 and its `storage` as a volume; Redis's `memory` as RAM. A size that is not declared counts 0 with a note
 ("not sized"): that is what the backend reserves for it — no cgroup limit for an app, the shared server's settings
 for PostgreSQL, `maxmemory 0` (unbounded) for Redis — so there is no allocation to price. Egress is in the table
@@ -110,6 +111,7 @@ class Service:
     memory_mb: int | None = None
     cpu: float | None = None
     storage_mb: int | None = None
+    cron: str | None = None  # a cron service's schedule: no replica runs between its runs
 
 
 def allocation(snapshot: Mapping[str, Any], replicas_override: int | None = None,
@@ -119,8 +121,12 @@ def allocation(snapshot: Mapping[str, Any], replicas_override: int | None = None
     replicas}}; × `scale NAME=N` when given), each replica sized as web's (`memory`, `cpu`: the limits they run with),
     PostgreSQL and Redis when the environment has them."""
     web = snapshot.get("web") or {}
-    out = [Service("web", "app", replicas=int(replicas_override or web.get("replicas") or 1),
-                   memory_mb=web.get("memory_mb"), cpu=web.get("cpu"))]
+    if web.get("cron_schedule"):  # a cron service: its start command runs on schedule, no replica in between
+        out = [Service("web", "app", replicas=0, memory_mb=web.get("memory_mb"), cpu=web.get("cpu"),
+                       cron=web["cron_schedule"])]
+    else:
+        out = [Service("web", "app", replicas=int(replicas_override or web.get("replicas") or 1),
+                       memory_mb=web.get("memory_mb"), cpu=web.get("cpu"))]
     scaled = services_scale or {}
     for name, p in sorted((snapshot.get("processes") or {}).items()):
         out.append(Service(name, "app", replicas=int(scaled.get(name, (p or {}).get("replicas", 1))),
@@ -191,6 +197,11 @@ def monthly(services: Iterable[Service], prices: Prices) -> Monthly:
     """The projected monthly cost of an allocation, per service and resource (730 hours a month)."""
     items: list[Item] = []
     for s in services:
+        if s.kind == "app" and s.cron:
+            why = f'cron service ("{s.cron}"): no replica runs between its runs; run time is not priced'
+            items.append(Item(s.name, "memory", 0.0, prices.memory_gb_month, 0.0, why))
+            items.append(Item(s.name, "vcpu", 0.0, prices.vcpu_month, 0.0, why))
+            continue
         if s.kind == "app":
             n = s.replicas
             if s.memory_mb:
@@ -225,7 +236,9 @@ def summary(services: Iterable[Service]) -> str:
     """One line for a table: "web 2×1 GB/1 vCPU · postgres 2 GB/10 GB · redis 512 MB"."""
     parts = []
     for s in services:
-        if s.kind == "app":
+        if s.kind == "app" and s.cron:
+            parts.append(f"{s.name} cron {s.cron}")
+        elif s.kind == "app":
             mem = _size(s.memory_mb) if s.memory_mb else "?"
             cpu = f"{s.cpu:g} vCPU" if s.cpu else "? vCPU"
             parts.append(f"{s.name} {s.replicas}×{mem}/{cpu}")

@@ -91,6 +91,20 @@ def test_procfile_workers_are_priced_like_web() -> None:
     assert cost.monthly(cost.allocation(snapshot, None, {"worker": 0}), cost.Prices()).total == pytest.approx(30)
 
 
+def test_a_cron_service_runs_no_replica_between_runs_and_its_data_services_are_priced() -> None:
+    snapshot = {"web": {"replicas": 2, "memory_mb": 1024, "cpu": 1, "cron_schedule": "*/5 * * * *"},
+                "postgres": {"memory_mb": 1024, "storage_mb": 1024}}
+    services = cost.allocation(snapshot, replicas_override=3)  # `scale web=N` is refused on a cron service anyway
+    assert services[0] == cost.Service("web", "app", replicas=0, memory_mb=1024, cpu=1, cron="*/5 * * * *")
+    m = cost.monthly(services, cost.Prices())
+    assert m.total == pytest.approx(10 + 0.15)  # PostgreSQL's 1 GB RAM and 1 GB volume only
+    web = [i for i in m.items if i.service == "web"]
+    assert [(i.resource, i.monthly) for i in web] == [("memory", 0.0), ("vcpu", 0.0)]
+    assert web[0].note == 'cron service ("*/5 * * * *"): no replica runs between its runs; run time is not priced'
+    assert cost.rates(services) == cost.Rates(memory_gb=1.0, vcpu=0.0, storage_gb=1.0)  # what measured cost counts
+    assert cost.summary(services) == "web cron */5 * * * * · postgres 1 GB/1 GB"
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

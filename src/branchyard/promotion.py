@@ -319,6 +319,7 @@ def variable_changes(before: Mapping[str, str], after: Mapping[str, str],
 
 _SERVICE_KEYS = (
     ("web", "replicas"), ("web", "memory_mb"), ("web", "cpu"), ("web", "start_command"), ("web", "healthcheck_path"),
+    ("web", "cron_schedule"),
     ("postgres", "memory_mb"), ("postgres", "storage_mb"), ("postgres", "backups"), ("redis", "memory_mb"),
     ("redis", "persistence"),
 )  # fmt: skip
@@ -340,7 +341,22 @@ def service_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any],
             old = new = replicas_override  # `branchyard scale` wins over the spec in the target
         if (old != new) and (before or new is not None):
             rows.append({"key": f"{section}.{key}", "before": old, "after": new})
+    rows.extend(_process_changes(before.get("processes") or {} if before else {}, after.get("processes") or {}))
     return tuple(rows)
+
+
+def _process_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Procfile process types (worker: …) added, removed, or run with another command or replica count."""
+    rows: list[dict[str, Any]] = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name) or {}, after.get(name) or {}
+        if bool(old) != bool(new):
+            rows.append({"key": f"processes.{name}", "before": old.get("command"), "after": new.get("command")})
+            continue
+        for key in ("command", "replicas"):
+            if old.get(key) != new.get(key):
+                rows.append({"key": f"processes.{name}.{key}", "before": old.get(key), "after": new.get(key)})
+    return rows
 
 
 def migrations(after: Mapping[str, Any], *, target_production: bool) -> dict[str, Any]:

@@ -85,6 +85,22 @@ def test_replicas_override_in_the_target_is_kept() -> None:
     assert "web.replicas" not in [s["key"] for s in plan.to_dict()["services"]]
 
 
+def test_procfile_process_types_and_a_cron_schedule_added_removed_or_changed_are_listed() -> None:
+    before = {"web": {"replicas": 1}, "processes": {"worker": {"command": "python worker.py", "replicas": 1},
+                                                      "beat": {"command": "celery beat", "replicas": 1}}}
+    after = {"web": {"replicas": 1, "cron_schedule": "0 * * * *"},
+             "processes": {"worker": {"command": "python worker.py --fast", "replicas": 2},
+                           "mailer": {"command": "python mailer.py", "replicas": 1}}}
+    assert pm.service_changes(before, after) == (
+        {"key": "web.cron_schedule", "before": None, "after": "0 * * * *"},
+        {"key": "processes.beat", "before": "celery beat", "after": None},
+        {"key": "processes.mailer", "before": None, "after": "python mailer.py"},
+        {"key": "processes.worker.command", "before": "python worker.py", "after": "python worker.py --fast"},
+        {"key": "processes.worker.replicas", "before": 1, "after": 2},
+    )
+    assert pm.service_changes(after, after) == ()
+
+
 def test_first_promotion_has_no_previous_commit_and_no_backup_without_production() -> None:
     plan = pm.plan(observed(target_deployment=None), SPEC, target_production=False, mask=MASK)
     assert plan.commit_from is None

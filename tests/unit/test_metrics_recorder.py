@@ -60,7 +60,7 @@ def entry(ts: float, status: int = 200, duration: float = 0.01, bytes_in: int = 
 
 
 def add_environment(store: Store, name: str, *, replicas: list[tuple[int, int]], memory_mb: int | None = None,
-                    storage_mb: int | None = None, desired: int = 1) -> int:
+                    storage_mb: int | None = None, desired: int = 1, workers: list[tuple[int, int]] = ()) -> int:
     """A project `yoto` (made once) with environment `name` running a deployment with replicas (slot, pid)."""
     config = {"web": {"replicas": desired, "memory_mb": memory_mb},
               "postgres": {"name": "Postgres", "storage_mb": storage_mb} if storage_mb else None}
@@ -81,6 +81,9 @@ def add_environment(store: Store, name: str, *, replicas: list[tuple[int, int]],
         for slot, pid in replicas:
             s.add(m.Replica(deployment_id=d.id, environment_id=env.id, slot=slot, pid=pid, start_time=1, port=9000 + slot,
                             log_path="/dev/null", state=m.REPLICA_RUNNING, restarts=slot, health_checked_at=1.0))
+        for slot, pid in workers:  # Procfile `worker:` replicas: no port, no health check
+            s.add(m.Replica(deployment_id=d.id, environment_id=env.id, slot=slot, pid=pid, start_time=1, port=0,
+                            log_path="/dev/null", state=m.REPLICA_RUNNING, restarts=4, service="worker"))
         return env.id
 
 
@@ -188,6 +191,21 @@ def test_sampler_replicas_derived_series_and_prometheus(store):
     assert {(s.name, s.labels["status_class"], s.value) for s in requests.samples} == {
         ("branchyard_http_requests_total", "5xx", 1.0), ("branchyard_http_requests_total", "2xx", 1.0)}
     assert families["branchyard_replicas_desired"].samples[0].value == 3
+
+
+def test_procfile_workers_are_sampled_under_their_service_and_count_against_the_memory_limit(store):
+    clock = Clock(T0)
+    runtime = Runtime()
+    add_environment(store, "production", replicas=[(0, 101)], workers=[(0, 201)], memory_mb=100)
+    runtime.use = {101: ResourceUsage(1.0, 20 * 1024 * 1024, 1), 201: ResourceUsage(2.0, 90 * 1024 * 1024, 1)}
+    metrics = Metrics(store, runtime, service_variables=lambda env_id: {}, clock=clock)
+    metrics.tick(clock.now, wait=True)
+    current = metrics.current("yoto", "production")
+    assert current[mon.REPLICAS_HEALTHY] == 1  # web replicas serve; a worker is not one of them
+    assert current[mon.MEMORY_PERCENT_OF_LIMIT] == 90.0 and current[mon.REPLICA_RESTARTS] == 4  # the worker's
+    families = {f.name: f for f in text_string_to_metric_families(metrics.prometheus().decode())}
+    memory = {(s.labels["service"], s.labels["replica"], s.value) for s in families["branchyard_replica_memory_bytes"].samples}
+    assert memory == {("web", "production.web.0", 20 * 1024 * 1024), ("worker", "production.worker.0", 90 * 1024 * 1024)}
 
 
 def test_a_slow_environment_holds_up_no_other(store):

@@ -174,6 +174,7 @@ class _Replica:
     restarts: int
     health_failures: int
     checked: bool
+    service: str = "web"  # or a Procfile process type (worker …)
 
 
 @dataclass(frozen=True)
@@ -281,11 +282,10 @@ class Metrics:
                 for r in connection.execute(
                         select(m.Replica.deployment_id, m.Replica.id, m.Replica.slot, m.Replica.pid, m.Replica.start_time,
                                m.Replica.port, m.Replica.log_path, m.Replica.state, m.Replica.restarts,
-                               m.Replica.health_failures, m.Replica.health_checked_at)
-                        .where(m.Replica.deployment_id.in_(deployments), m.Replica.state != m.REPLICA_STOPPED,
-                               m.Replica.service == "web")  # Procfile workers: not sampled yet (issue 17)
-                        .order_by(m.Replica.slot)):
-                    replicas.setdefault(r[0], []).append(_Replica(*r[1:10], checked=r[10] is not None))
+                               m.Replica.health_failures, m.Replica.health_checked_at, m.Replica.service)
+                        .where(m.Replica.deployment_id.in_(deployments), m.Replica.state != m.REPLICA_STOPPED)
+                        .order_by(m.Replica.service != "web", m.Replica.service, m.Replica.slot)):
+                    replicas.setdefault(r[0], []).append(_Replica(*r[1:10], checked=r[10] is not None, service=r[11]))
         out = []
         for project, env_name, env_id, override, deployment_id, config_json in rows:
             try:
@@ -322,7 +322,7 @@ class Metrics:
             h = self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path)
             alive = h is not None and self.runtime.is_alive(h)
             health = replica_health(r.state, alive=alive, failures=r.health_failures, checked=r.checked)
-            if alive and r.state == m.REPLICA_RUNNING and health != "unhealthy":
+            if r.service == "web" and alive and r.state == m.REPLICA_RUNNING and health != "unhealthy":
                 serving += 1  # as serving_status counts them
             if h is None or not alive or r.state != m.REPLICA_RUNNING:
                 continue
@@ -330,15 +330,17 @@ class Metrics:
             if usage is None:
                 continue
             read_at = self.clock()  # CPU % over the time between two readings, not between two ticks
-            name = f"{t.environment}.web.{r.slot}"
-            add(mon.REPLICA_MEMORY_BYTES, usage.rss_bytes, "web", name)
-            add(mon.REPLICA_RESTARTS, r.restarts, "web", name)
+            name = f"{t.environment}.{r.service}.{r.slot}"  # Procfile workers too, under their own service
+            add(mon.REPLICA_MEMORY_BYTES, usage.rss_bytes, r.service, name)
+            add(mon.REPLICA_RESTARTS, r.restarts, r.service, name)
             key = (r.id, r.pid, r.start_time)
             with self._lock:
                 before = self._cpu.get(key)
                 self._cpu[key] = (usage.cpu_seconds, read_at)
             if before is not None:
-                add(mon.REPLICA_CPU_PERCENT, mx.cpu_percent(before[0], before[1], usage.cpu_seconds, read_at), "web", name)
+                add(mon.REPLICA_CPU_PERCENT, mx.cpu_percent(before[0], before[1], usage.cpu_seconds, read_at),
+                    r.service, name)
+            # every replica runs under web's memory limit (a worker too): the fullest one is what an alert watches
             rss_max = usage.rss_bytes if rss_max is None else max(rss_max, usage.rss_bytes)
         add(mon.REPLICAS_HEALTHY, serving)
         add(mon.REPLICAS_DESIRED, t.desired)

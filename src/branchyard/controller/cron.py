@@ -83,13 +83,19 @@ class Cron:
             rows = [(r.id, r.pid, r.start_time, r.log_path) for r in s.scalars(
                 select(m.CronRun).where(m.CronRun.status == RUNNING)) if r.id not in mine]
         for run_id, pid, start_time, log_path in rows:
-            code = None
-            h = self.runtime.adopt(pid, start_time, 0, log_path or "") if pid and start_time else None
-            if h is not None and self.runtime.is_alive(h):
-                self.runtime.stop(h, grace=5)
-                code = self.runtime.exit_code(h)
-            self._finish(run_id, code, RESTARTED)
+            self._stop_and_finish(run_id, pid, start_time, log_path, RESTARTED, grace=5)
         return [run_id for run_id, *_ in rows]
+
+    def _stop_and_finish(self, run_id: int, pid: int | None, start_time: int | None, log_path: str | None, why: str, *,
+                         grace: float) -> None:
+        """Stop a run's process if it still runs (by its recorded identity), then record the run failed with `why` and
+        the exit code when known."""
+        code = None
+        h = self.runtime.adopt(pid, start_time, 0, log_path or "") if pid and start_time else None
+        if h is not None and self.runtime.is_alive(h):
+            self.runtime.stop(h, grace=grace)
+            code = self.runtime.exit_code(h)
+        self._finish(run_id, code, why)
 
     def tick(self) -> list[tuple[str, str, cron_plan.CronAction]]:
         """One pass over every cron environment: start or skip what is due, and stop the runs of environments that
@@ -149,13 +155,8 @@ class Cron:
         with self.store.session() as s:
             rows = [(r.id, r.pid, r.start_time, r.log_path) for r in s.scalars(
                 select(m.CronRun).where(m.CronRun.environment_id == env_id, m.CronRun.status == RUNNING))]
-        for run_id, pid, start_time, log_path in rows:
-            code = None
-            h = self.runtime.adopt(pid, start_time, 0, log_path or "") if pid and start_time else None
-            if h is not None and self.runtime.is_alive(h):
-                self.runtime.stop(h, grace=grace)
-                code = self.runtime.exit_code(h)
-            self._finish(run_id, code, f"stopped: {why}")  # a run about to start sees it and stops itself (_run)
+        for run_id, pid, start_time, log_path in rows:  # a run about to start sees it finished and stops itself (_run)
+            self._stop_and_finish(run_id, pid, start_time, log_path, f"stopped: {why}", grace=grace)
         return [run_id for run_id, *_ in rows]
 
     # --- runs ----------------------------------------------------------------------------------------------

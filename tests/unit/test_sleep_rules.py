@@ -54,6 +54,16 @@ def test_which_rule_decides(declared, sleep_application, production, ephemeral, 
                      preview_default=preview_default) == expected
 
 
+@pytest.mark.parametrize(("declared", "sleep_application", "ephemeral"), [
+    (None, False, True),  # a cron preview: not the previews' default
+    (None, True, False),  # nor sleepApplication
+    (120, False, False),  # nor its own sleepAfter
+])
+def test_a_cron_service_never_sleeps_for_want_of_requests(declared, sleep_application, ephemeral) -> None:
+    assert effective(declared, sleep_application=sleep_application, production=False, ephemeral=ephemeral,
+                     preview_default=1800, cron=True) == (None, "a cron service: its schedule runs it, no request does")
+
+
 @pytest.mark.parametrize(("last", "now", "after", "sleeps"), [
     (1000.0, 1599.9, 600, False),
     (1000.0, 1600.0, 600, True),

@@ -130,7 +130,8 @@ def config_show(environment: str, path: str | None, as_json: bool) -> None:
     # issue 17: seconds without a request before it sleeps (None: never), and which rule says so
     after, source = sleep_rule.effective(cfg.sleep_after, sleep_application=cfg.web.sleep_application,
                                          production=cfg.production, ephemeral=cfg.ephemeral,
-                                         preview_default=preview_sleep_after(dict(os.environ)))
+                                         preview_default=preview_sleep_after(dict(os.environ)),
+                                         cron=bool(cfg.web.cron_schedule))
     if as_json:
         shown = cfg.to_dict()
         shown["alerts"]["webhooks"] = [hook | {"target": mask(hook["target"])} for hook in shown["alerts"]["webhooks"]]

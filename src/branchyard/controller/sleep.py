@@ -131,7 +131,7 @@ class Sleeper:
         declared = json.loads(config_json or "{}").get("sleep_after")
         after, _ = rule.effective(declared if isinstance(declared, int) else None, sleep_application=web.sleep_application,
                                   production=production, ephemeral=ephemeral,
-                                  preview_default=self.settings.preview_sleep_after)
+                                  preview_default=self.settings.preview_sleep_after, cron=bool(web.cron_schedule))
         return after
 
     def sleep(self, project: str, env_name: str, after: int) -> bool:

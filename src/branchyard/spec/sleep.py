@@ -41,11 +41,14 @@ def sleep_after(value: object) -> int:
 
 
 def effective(declared: int | None, *, sleep_application: bool, production: bool, ephemeral: bool,
-              preview_default: int) -> tuple[int | None, str]:
+              preview_default: int, cron: bool = False) -> tuple[int | None, str]:
     """(seconds of idleness before the environment sleeps, None: never; where that comes from).
 
-    The environment's own `sleepAfter` wins (0: never); then `sleepApplication = true`; then previews sleep after the
+    A cron service never sleeps for want of requests (nothing requests it: its schedule is what it does). Otherwise
+    the environment's own `sleepAfter` wins (0: never); then `sleepApplication = true`; then previews sleep after the
     operator's default (0: never); anything else (production included) never sleeps."""
+    if cron:
+        return None, "a cron service: its schedule runs it, no request does"
     if declared is not None:
         return (declared or None), "sleepAfter"
     if sleep_application:

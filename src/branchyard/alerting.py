@@ -46,6 +46,18 @@ class Transition:
     at: float
 
 
+def down_value(up: float | None, *, serving: bool, probed: bool) -> float | None:
+    """The `down` rule's value: 1 when no web replica serves or the last probe of the public URL failed, 0 when it
+    answered (or, where nothing probes the URL, while a replica serves); None — no data — when the URL is probed
+    but no recent check is known (after a restart that outlasted the last check's freshness): a firing alert stays
+    firing then, and a pending one waits, instead of resolving for want of a probe."""
+    if not serving:
+        return 1.0
+    if up is not None:
+        return 1.0 if up == 0.0 else 0.0
+    return None if probed else 0.0
+
+
 def holds(rule: AlertRule, value: float | None) -> bool | None:
     """Whether the rule's condition holds for this value; None without a value."""
     if value is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from branchyard.alerting import FIRING, PENDING, RESOLVED, RuleState, Transition, evaluate, holds
+from branchyard.alerting import FIRING, PENDING, RESOLVED, RuleState, Transition, down_value, evaluate, holds
 from branchyard.spec.alerts import AlertRule
 
 RATE = AlertRule("http_5xx_rate", above=0.05, for_s=10.0)
@@ -94,3 +94,22 @@ def test_several_rules_in_their_order() -> None:
 )
 def test_holds(rule: AlertRule, value: float | None, expected: bool | None) -> None:
     assert holds(rule, value) is expected
+
+
+@pytest.mark.parametrize(("up", "serving", "probed", "expected"), [
+    (None, False, True, 1.0),  # no web replica serves: down, whatever the probe said
+    (1.0, False, True, 1.0),
+    (0.0, True, True, 1.0),  # the last probe of the public URL failed
+    (1.0, True, True, 0.0),
+    (None, True, True, None),  # probed, but no fresh check known (a restart outlasted it): no data, not "up"
+    (None, True, False, 0.0),  # nothing probes its URL: a serving replica is all there is to know
+])
+def test_the_down_value(up, serving, probed, expected) -> None:
+    assert down_value(up, serving=serving, probed=probed) == expected
+
+
+def test_a_firing_down_alert_survives_a_restart_that_outlasts_the_last_probe() -> None:
+    firing = {"down": RuleState(FIRING, since=0.0, value=1.0, fired_at=0.0)}
+    values = {} if (v := down_value(None, serving=True, probed=True)) is None else {"down": v}
+    state, moves = evaluate([AlertRule("down", for_s=0.0, resolve_for_s=1.0)], values, firing, 60.0)
+    assert moves == [] and state["down"].state == FIRING and state["down"].clear_since is None

@@ -30,13 +30,14 @@ import httpx
 from sqlalchemy import delete, select
 
 from .. import monitoring
-from ..alerting import FIRING, PENDING, RESOLVED, RuleState, Transition, evaluate
+from ..alerting import FIRING, PENDING, RESOLVED, RuleState, Transition, down_value, evaluate
 from ..github.worker import Worker
 from ..monitoring import MetricSource, UpSource
 from ..settings import Settings
 from ..spec.alerts import DOWN, AlertRule, AlertsSpec, Webhook, default_alerts, is_slack, mask, tier_of
 from ..store import models as m
 from ..store.db import Store
+from .uptime import monitored
 
 log = logging.getLogger("branchyard.alerts")
 RETRY_DELAYS = (0.0, 5.0, 15.0, 40.0)  # seconds before each attempt: four attempts over about a minute
@@ -172,7 +173,7 @@ class Alerts:
                 log.exception("alert evaluation failed")
             stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
-    def values(self, s: Any, p: m.Project, env: m.Environment) -> dict[str, float]:
+    def values(self, s: Any, p: m.Project, env: m.Environment, config_json: str | None) -> dict[str, float]:
         """The latest value of every series the rules may name, `up` and `down` included."""
         values: dict[str, float] = {}
         if self.metrics is not None:
@@ -186,7 +187,9 @@ class Alerts:
         running = s.scalar(select(m.Replica.id).where(
             m.Replica.deployment_id == env.current_deployment_id, m.Replica.state == m.REPLICA_RUNNING,
             m.Replica.service == "web").limit(1))  # a running worker does not serve the site
-        values[DOWN] = 1.0 if up == 0.0 or running is None else 0.0
+        down = down_value(up, serving=running is not None, probed=monitored(config_json, production=env.production))
+        if down is not None:
+            values[DOWN] = down
         return values
 
     def evaluate_all(self, now: float) -> None:
@@ -208,7 +211,7 @@ class Alerts:
                 state = {rule: RuleState(a.state, since=a.since, value=a.value, fired_at=a.fired_at,
                                          clear_since=a.clear_since) for rule, a in open_rows.items()}
                 rules = () if sleeping else spec.rules
-                new, moves = evaluate(rules, {} if sleeping else self.values(s, p, env), state, now)
+                new, moves = evaluate(rules, {} if sleeping else self.values(s, p, env, config_json), state, now)
                 self._store(s, env, spec.rules, open_rows, new, moves, now)
                 for t in moves:
                     text = message(p.name, env.name, t)

@@ -143,8 +143,14 @@ class Plane:
 
 @pytest.fixture(scope="session")
 def venv_cache(tmp_path_factory) -> Path:
-    """One virtualenv cache for the whole run: the example's dependencies are installed once."""
-    return tmp_path_factory.mktemp("venv-cache")
+    """One virtualenv cache for the whole run: the example's dependencies are installed once. Under pytest-xdist the
+    workers share it (their base directories are siblings): builds hold a flock per virtualenv (build/release.py)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = base / "venv-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def new_home() -> Path:

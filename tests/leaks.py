@@ -47,15 +47,25 @@ def _environ(pid: str) -> bytes:  # readable for our own processes (and all of t
         return b""
 
 
+def _in_home(pid: str, home: Path) -> bool:
+    """Whether the process works in `home` (a release, a hook's directory): another plane's environment of the same
+    name (tests run in parallel) is not this one's leak."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(home.resolve())
+    except OSError:
+        return False
+
+
 def processes_of(home: Path, project: str, env: str) -> list[int]:
-    """Live processes started for one environment (their environment names the project and the environment)."""
+    """Live processes started for one environment of the plane at `home` (their environment names the project and
+    the environment, and they work in the plane's home)."""
     marker = f"BRANCHYARD_ENVIRONMENT_NAME={env}\0".encode()
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         data = _environ(proc.name)
-        if marker in data and f"BRANCHYARD_PROJECT_NAME={project}\0".encode() in data:
+        if marker in data and f"BRANCHYARD_PROJECT_NAME={project}\0".encode() in data and _in_home(proc.name, home):
             try:
                 state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:

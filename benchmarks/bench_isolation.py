@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,10 +116,38 @@ def limits(rounds: int) -> None:
     print(f"  the spawn() call alone (fork/exec of the shell; with: the group made and its limits written): "
           f"{statistics.median(SPAWN[False]) * 1e3:.2f} ms without, {statistics.median(SPAWN[True]) * 1e3:.2f} ms with")
     print(f"  the cgroup itself (mkdir ×2, 4 limit files, rmdir ×2): {statistics.median(own) * 1e6:.0f} µs per replica")
+    kernel_baseline(cgroups, tmp, rounds)
     leftover = placed.limits.sweep()
     if leftover:
         print(f"  WARNING: groups left behind: {leftover}")
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kernel_baseline(cgroups: Cgroups, tmp: Path, rounds: int) -> None:
+    """The same start by hand, without branchyard's runtime: `sh -c '<join>; exec <app>'` into a group made once
+    (its limits written) vs `sh -c 'exec <app>'` — what running in a cgroup costs the process itself here."""
+    group = cgroups.create(Placement("bench", "staging", "web", 99, memory_mb=256, cpu=1))
+    join = cgroups.prelude(group)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for i in range(rounds):
+            for joined in ((False, True) if i % 2 else (True, False)):
+                port = free_port()
+                app = TINY_APP.replace("$PORT", str(port))
+                started = time.perf_counter()
+                proc = subprocess.Popen(["sh", "-c", f"{join}; exec {app}" if joined else f"exec {app}"], cwd=tmp,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                ok = first_answer(port)
+                times[joined].append(time.perf_counter() - started)
+                proc.kill()
+                proc.wait()
+                if not ok:
+                    raise SystemExit("the tiny app did not start by hand")
+    finally:
+        cgroups.remove(group)
+    a, b = statistics.median(times[False]), statistics.median(times[True])
+    print(f"  by hand, no branchyard code (sh joins a group made once, then execs the app): {a * 1e3:.1f} ms without, "
+          f"{b * 1e3:.1f} ms with → {b / a:.3f}× (the kernel's cost of starting a process in a cgroup here)")
 
 
 HOSTS = {"loopback": "loopback.localhost", "namespace": "netns.localhost"}

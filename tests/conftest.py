@@ -143,14 +143,10 @@ class Plane:
 
 @pytest.fixture(scope="session")
 def venv_cache(tmp_path_factory) -> Path:
-    """One virtualenv cache for the whole run: the example's dependencies are installed once. Under pytest-xdist the
-    workers share it (their base directories are siblings): builds hold a flock per virtualenv (build/release.py)."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    path = base / "venv-cache"
-    path.mkdir(exist_ok=True)
-    return path
+    """One virtualenv cache per test process: the example's dependencies are installed once in each. Not one for
+    all xdist workers: a control plane's housekeeping removes the cached virtualenvs its own releases do not use, and
+    a plane of the other worker would lose the one it is deploying (BRANCHYARD_CACHE_DIR belongs to one home)."""
+    return tmp_path_factory.mktemp("venv-cache")
 
 
 def new_home() -> Path:

@@ -116,7 +116,11 @@ def run(settings: Settings) -> None:
     promotion_prs = promotion_pr.start(settings, store)
     token = _token(settings)
     admin = controller.users.bootstrap(token)  # the machine's own token is an admin's (controller/users.py)
-    controller.start()
+    try:
+        controller.start()
+    except BaseException:  # e.g. the router's port is taken: nothing of this start is left that nothing uses
+        machine.runtime.release_network_if_unused()
+        raise
     url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
         uvicorn.Config(create_app(controller), host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 
 import pytest
 from conftest import alive, new_home, processes_mentioning, start_plane
+
+from branchyard.backends.local import netns
 
 pytestmark = pytest.mark.integration
 
@@ -86,4 +89,6 @@ def test_router_port_already_taken_fails_the_server_start_cleanly(tmp_path, venv
         assert f"port {port} is already in use" in message
         assert "Traceback" not in message
     assert processes_mentioning(str(home)) == []  # neither a control plane nor a Caddy was left behind
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout if shutil.which("nft") else ""
+    assert netns.table_name(home) not in tables  # nor the home's nftables table (no environment used it)
     shutil.rmtree(home.parent, ignore_errors=True)

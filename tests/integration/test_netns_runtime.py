@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def test_with_isolation_a_replica_and_its_hooks_run_in_the_environments_namespac
         h = start(runtime, tmp_path, placement)
         try:
             net = network.find("p", "staging")
+            assert network.release_if_unused() is False  # a namespace of the home exists: its table stays
+            assert network.table in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
             assert h.host == net.address and ipaddress.ip_address(h.host) in ipaddress.ip_network(netns.DEFAULT_POOL)
             assert runtime.wait_healthy(h, "/", timeout=30).ok  # bound to 127.0.0.1 inside, reached at .2
             assert runtime.probe(h.port, "/", timeout=5, host=h.host).ok

@@ -246,6 +246,14 @@ class NetNs:
             self._nft_apply(f"table inet {self.table}\ndelete table inet {self.table}\n")
             self._ready = False
 
+    def release_if_unused(self) -> bool:
+        """A start that failed: the home's nft table goes if no namespace of the home exists (none of its apps relies
+        on it; a restart's running apps keep theirs). Whether it went."""
+        if self.records.is_dir() and any(self.records.iterdir()):
+            return False
+        self.teardown()
+        return True
+
     # -- environments ------------------------------------------------------------------------------
 
     def name_of(self, project: str, environment: str) -> str:

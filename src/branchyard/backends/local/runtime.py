@@ -37,6 +37,11 @@ class LocalRuntime:
         if self.netns is not None:
             self.netns.delete(project, environment)
 
+    def release_network_if_unused(self) -> None:
+        """The control plane failed to start: leave no nft table behind that no environment of the home uses."""
+        if self.netns is not None:
+            self.netns.release_if_unused()
+
     def free_port(self) -> int:
         return processes.free_port()
 

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from .backends.local.processes import pid_exists
@@ -23,6 +22,7 @@ from .settings import Settings
 
 log = logging.getLogger("branchyard.server")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+API_BACKLOG = 2048  # uvicorn's own default backlog: the socket is ours now, bound before uvicorn runs
 
 
 class ScrubbingFormatter(logging.Formatter):
@@ -90,7 +90,6 @@ def run(settings: Settings) -> None:
     from . import __version__, isolation
     from .api.app import create_app
     from .backends.local.machine import local_machine
-    from .backends.local.processes import free_port
     from .controller.core import Controller
     from .store.db import Store
 
@@ -105,7 +104,8 @@ def run(settings: Settings) -> None:
         handler.setFormatter(ScrubbingFormatter(LOG_FORMAT))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Caddy admin call is noise
     store = Store(settings.state_db)
-    port = _api_port(settings, free_port)  # before the router starts: its edge asks the API (TLS) and publishes it
+    api_socket = _api_socket(settings)  # bound before the router starts: its edge asks the API (TLS) and publishes it
+    port = api_socket.getsockname()[1]
     machine = local_machine(settings, api_port=port)
     controller = Controller(settings, store, machine)
     from .github import feedback as github_feedback
@@ -144,7 +144,7 @@ def run(settings: Settings) -> None:
     # end the process through the `finally` below (without it the default action kills it before any clean-up).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        server.run()
+        server.run(sockets=[api_socket])
     finally:
         controller.shutdown()
         if feedback is not None:
@@ -158,22 +158,28 @@ def run(settings: Settings) -> None:
         log.info("control plane stopped cleanly")
 
 
-def _api_port(settings: Settings, free_port: Callable[[], int]) -> int:
-    """BRANCHYARD_API_PORT, else the port the last start used when it is still free, else a free one (remembered):
-    the router's edge names it (the TLS `ask` endpoint, BRANCHYARD_PUBLIC_URL), and a port that changes at every
-    start would make the edge reload its config at every start."""
+def _api_socket(settings: Settings) -> socket.socket:
+    """The API's listening socket on 127.0.0.1, bound now and handed to uvicorn: never a port found free and bound
+    later, which another process may take in between. BRANCHYARD_API_PORT; else the port the last start used when it
+    is still free, else one the kernel picks (remembered): the router's edge names it (the TLS `ask` endpoint,
+    BRANCHYARD_PUBLIC_URL), and a port that changed at every start would make the edge reload its config."""
     if settings.api_port:
-        return settings.api_port
+        try:
+            return _listen(settings.api_port)
+        except OSError:
+            raise Conflict(f"BRANCHYARD_API_PORT: port {settings.api_port} on 127.0.0.1 is already in use") from None
     remembered = settings.home / "api_port"
     try:
-        port = int(remembered.read_text().strip())
-        with socket.create_server(("127.0.0.1", port)):
-            pass
+        return _listen(int(remembered.read_text().strip()))
     except (OSError, ValueError):
-        port = free_port()
+        sock = _listen(0)
         with contextlib.suppress(OSError):
-            remembered.write_text(f"{port}\n")
-    return port
+            remembered.write_text(f"{sock.getsockname()[1]}\n")
+        return sock
+
+
+def _listen(port: int) -> socket.socket:
+    return socket.create_server(("127.0.0.1", port), backlog=API_BACKLOG)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

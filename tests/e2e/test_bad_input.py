@@ -92,3 +92,21 @@ def test_router_port_already_taken_fails_the_server_start_cleanly(tmp_path, venv
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout if shutil.which("nft") else ""
     assert netns.table_name(home) not in tables  # nor the home's nftables table (no environment used it)
     shutil.rmtree(home.parent, ignore_errors=True)
+
+
+def test_an_api_port_already_taken_fails_the_server_start_in_one_line(venv_cache):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        home = new_home()
+        try:
+            start_plane(home, venv_cache, extra_env={"BRANCHYARD_API_PORT": str(port)})
+        except AssertionError as err:
+            message = str(err)
+        else:  # pragma: no cover - the assertion below reports it
+            message = ""
+        assert f"BRANCHYARD_API_PORT: port {port} on 127.0.0.1 is already in use" in message
+        assert "Traceback" not in message
+    assert processes_mentioning(str(home)) == []
+    shutil.rmtree(home.parent, ignore_errors=True)

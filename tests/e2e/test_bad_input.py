@@ -74,20 +74,25 @@ def test_environment_delete_stops_processes_and_removes_the_route(plane, tmp_pat
     assert not list((plane.home / "releases" / "gone").glob("*"))
 
 
-def test_router_port_already_taken_fails_the_server_start_cleanly(tmp_path, venv_cache):
+def failed_start(address: str, start) -> tuple[int, str]:
+    """Call `start(port)` while a socket holds `port` on `address`: (that port, what the failed start said; "" if it
+    started, which the caller's assertions report)."""
     with socket.socket() as blocker:
-        blocker.bind(("0.0.0.0", 0))
+        blocker.bind((address, 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        home = new_home()
         try:
-            start_plane(home, venv_cache, http_port=port)
+            start(port)
         except AssertionError as err:
-            message = str(err)
-        else:  # pragma: no cover - the assertion below reports it
-            message = ""
-        assert f"port {port} is already in use" in message
-        assert "Traceback" not in message
+            return port, str(err)
+        return port, ""
+
+
+def test_router_port_already_taken_fails_the_server_start_cleanly(venv_cache):
+    home = new_home()
+    port, message = failed_start("0.0.0.0", lambda port: start_plane(home, venv_cache, http_port=port))
+    assert f"port {port} is already in use" in message
+    assert "Traceback" not in message
     assert processes_mentioning(str(home)) == []  # neither a control plane nor a Caddy was left behind
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout if shutil.which("nft") else ""
     assert netns.table_name(home) not in tables  # nor the home's nftables table (no environment used it)
@@ -95,18 +100,10 @@ def test_router_port_already_taken_fails_the_server_start_cleanly(tmp_path, venv
 
 
 def test_an_api_port_already_taken_fails_the_server_start_in_one_line(venv_cache):
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 0))
-        blocker.listen()
-        port = blocker.getsockname()[1]
-        home = new_home()
-        try:
-            start_plane(home, venv_cache, extra_env={"BRANCHYARD_API_PORT": str(port)})
-        except AssertionError as err:
-            message = str(err)
-        else:  # pragma: no cover - the assertion below reports it
-            message = ""
-        assert f"BRANCHYARD_API_PORT: port {port} on 127.0.0.1 is already in use" in message
-        assert "Traceback" not in message
+    home = new_home()
+    port, message = failed_start("127.0.0.1", lambda port: start_plane(
+        home, venv_cache, extra_env={"BRANCHYARD_API_PORT": str(port)}))
+    assert f"BRANCHYARD_API_PORT: port {port} on 127.0.0.1 is already in use" in message
+    assert "Traceback" not in message
     assert processes_mentioning(str(home)) == []
     shutil.rmtree(home.parent, ignore_errors=True)

@@ -6,6 +6,7 @@
 #   git   git                                                                         (Debian: git)
 #   ps    ps, which tests call                                                        (Debian: procps)
 #   netns `ip` and `nft`, for network isolation (as root only: without root it is off) (Debian: iproute2, nftables)
+#   chromium  the browser the dashboard's tests drive through Playwright                (Debian: chromium)
 #
 # As root with apt-get, the missing packages are installed (apt-get update -qq && apt-get install -y -qq …).
 # Otherwise the script stops with one line naming them. $PYTHON (default python3) is the interpreter checked.
@@ -46,6 +47,7 @@ _prereq_missing() {
         command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || echo iproute2
         command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || echo nftables
         ;;
+      chromium) command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || echo chromium ;;
       *) echo "!prereqs: unknown need '$need'" ;;
     esac
   done

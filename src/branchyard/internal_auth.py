@@ -1,4 +1,5 @@
-"""The per-home secret with which the router calls the control plane's internal wake endpoint (issue 17).
+"""The per-home secrets: the one with which the router calls the control plane's internal wake endpoint (issue 17),
+and the dashboard's CSRF key (issue 18, `dashboard/session.py`).
 
 Generated once (mode 0600 in BRANCHYARD_HOME), read by the router adapter (it puts it in the wake routes' request
 headers) and by the API (which compares it in constant time). Never printed or logged."""
@@ -16,7 +17,13 @@ WAKE_HEADER = "X-Branchyard-Wake-Secret"
 
 def wake_secret(home: Path) -> str:
     """This home's wake secret, created on first use."""
-    path = Path(home) / WAKE_SECRET_FILE
+    return home_secret(home, WAKE_SECRET_FILE)
+
+
+def home_secret(home: Path, name: str) -> str:
+    """A secret of this home kept in the file `name` (mode 0600), created on first use; two processes of one home
+    starting together agree on one value."""
+    path = Path(home) / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:

@@ -16,6 +16,11 @@ from fastapi.testclient import TestClient
 
 from branchyard.api.app import create_app
 from branchyard.api.guard import Throttle
+from branchyard.dashboard.app import route_table
+
+# The dashboard's pages are not API routes: they answer a session cookie (never a token) and reach data only through
+# these routes, with the session's token (tests/unit/test_dashboard_pages.py asks each of them without a session).
+DASHBOARD = route_table()
 
 TOKEN = "the-right-token"
 UNAUTHORIZED = {"detail": "missing or wrong API token", "error": "Unauthorized"}
@@ -55,7 +60,8 @@ def routes(app: FastAPI) -> list[tuple[str, str]]:
     # newer FastAPI keeps an included router as one entry of app.routes; this walks into them (older: a flat list)
     contexts = getattr(fastapi.routing, "iter_route_contexts", None)
     found = contexts(app.routes) if contexts else app.routes
-    return sorted({(method, route.path) for route in found for method in (route.methods or ())} - {("HEAD", "/openapi.json")})
+    return sorted({(method, route.path) for route in found for method in (route.methods or ())} - {("HEAD", "/openapi.json")}
+                  - DASHBOARD)
 
 
 def url(path: str) -> str:

@@ -77,7 +77,9 @@ def test_the_edge_config_with_tls_and_the_control_plane():
     control, proxy = main["routes"]
     assert control["match"] == [{"host": ["deploy.shop.test"]}]
     api, refuse = control["handle"][0]["routes"]
-    assert api["match"] == [{"path": ["/api/*", "/git/*", "/webhooks/*"]}]  # never /internal (the ask endpoint)
+    # never /internal (the ask and wake endpoints) nor /metrics; the dashboard's pages (issue 18) too
+    assert api["match"] == [{"path": ["/api/*", "/git/*", "/webhooks/*", "/", "/login", "/logout", "/static/*",
+                                      "/projects/*", "/promotions/*"]}]
     assert api["handle"][0]["upstreams"] == [{"dial": "127.0.0.1:5000"}]
     assert refuse["handle"][0]["status_code"] == 404
     assert proxy["@id"] == "branchyard-edge-proxy"

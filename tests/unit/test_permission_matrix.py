@@ -27,6 +27,7 @@ from branchyard.api.app import create_app
 from branchyard.api.guard import Gate, Throttle
 from branchyard.api.permissions import Gatekeeper, permission_of
 from branchyard.controller.users import Users
+from branchyard.dashboard.app import route_table
 from branchyard.store import models as m
 from branchyard.store.db import Store
 
@@ -177,6 +178,8 @@ def app_for(world: World, calls: list[str]):
     return create_app(Recorder(calls), gatekeeper=keeper)
 
 
+DASHBOARD = route_table()  # not API routes: a session's pages, clients of these (test_dashboard_pages.py)
+
 def declared(app) -> dict[tuple[str, str], Permission | None]:
     contexts = getattr(fastapi.routing, "iter_route_contexts", None)
     found = contexts(app.routes) if contexts else app.routes
@@ -184,7 +187,7 @@ def declared(app) -> dict[tuple[str, str], Permission | None]:
     for route in found:
         dependant = getattr(route, "dependant", None) or getattr(getattr(route, "route", None), "dependant", None)
         for method in route.methods or ():
-            if (method, route.path) != ("HEAD", "/openapi.json"):
+            if (method, route.path) != ("HEAD", "/openapi.json") and (method, route.path) not in DASHBOARD:
                 out[(method, route.path)] = permission_of(dependant.dependencies) if dependant else None
     return out
 

@@ -10,6 +10,7 @@ every route.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import fastapi.routing
@@ -17,8 +18,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from .. import __version__, names
+from .. import __version__, internal_auth, names
 from ..controller.core import Controller
+from ..dashboard.app import Dashboard
+from ..dashboard.session import KEY_FILE
 from ..errors import BranchyardError, TooManyRequests
 from .git_http import GitHttp
 from .guard import BodyLimit, Gate, Throttle
@@ -52,10 +55,13 @@ RESOURCES = (projects, previews, environments, deployments, variables, data, git
 
 
 def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,
-               throttle: Throttle | None = None) -> FastAPI:
+               throttle: Throttle | None = None, dashboard: bool = True,
+               dashboard_key: Callable[[], str] | None = None) -> FastAPI:
     """The API app: every route behind a user's token and a permission, except the health check, GitHub's webhook
     and the TLS ask; git over HTTP at /git/{project}.git (the token as the Basic password); bodies over the limit
-    get 413, wrong-token bursts 429. `gatekeeper` defaults to the controller's users and environments."""
+    get 413, wrong-token bursts 429. `gatekeeper` defaults to the controller's users and environments. With
+    `dashboard`, the web dashboard's pages at `/` (dashboard/app.py: a client of these same routes, in-process); its
+    CSRF key is the home's `dashboard.key` unless `dashboard_key` gives one."""
     app = FastAPI(title="branchyard", version=__version__, docs_url=None, redoc_url=None)
     if gatekeeper is None:
         gatekeeper = Gatekeeper(Gate(controller.users.authenticate, throttle), controller.environments.protected)
@@ -87,6 +93,11 @@ def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,
                 include_in_schema=False)
     git.methods.discard("HEAD")  # git never sends one
     app.router.routes.append(git)
+    if dashboard:
+        # after every API route: the pages call them, in-process, with the signed-in user's token
+        pages = Dashboard(app, list(app.routes), csrf_key=dashboard_key or (
+            lambda: internal_auth.home_secret(controller.settings.home, KEY_FILE)))
+        app.router.routes.extend(pages.routes())
     app.add_middleware(BodyLimit)
     return app
 

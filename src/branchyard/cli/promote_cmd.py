@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import errors, names
+from .. import errors, names, promotion_text
 from . import ui
 from .context import State, git_config, json_option, pass_state, resolve_project
 
@@ -31,45 +31,14 @@ def _no_as(command: str, value: str | None) -> None:
 
 
 def _show_plan(promo: dict) -> None:
-    plan = promo["plan"]
-    ui.info(f"promotion {promo['id']}: {promo['source']} → {promo['target']} ({promo['state']})")
-    rng = plan["commit_range"]
-    commits = rng["commits"]
-    start = (rng["from"] or "nothing deployed")[:12]
-    ui.info(f"  commits     {start} → {rng['to'][:12]} ({len(commits)} commit{'s' if len(commits) != 1 else ''})")
-    for c in commits[:20]:
-        ui.info(f"                {c['sha'][:12]} {c['subject']}")
-    ui.info(f"  release     deployment {plan['source_deployment_id'][:8]} of {promo['source']}, as built (no rebuild)")
-    ui.info(f"  variables   {promo['target']} before → after (secrets masked):" if plan["variables"] else
-            f"  variables   no change in {promo['target']}")
-    for v in plan["variables"]:
-        ui.info(f"                {v['change']:<8} {v['key']}: {v['before'] if v['before'] is not None else '-'} → "
-                f"{v['after'] if v['after'] is not None else '-'}")
-    ui.info("  services    " + ("; ".join(f"{x['key']} {x['before']} → {x['after']}" for x in plan["services"])
-                              or "no change"))
-    mig = plan["migrations"]
-    ui.info("  migrations  " + (", ".join(mig["commands"]) + (" (backup first)" if mig["backup_first"] else "")
-                              if mig["will_run"] else "none (no preDeployCommand)"))
-    ui.info("  gates")
-    for g in plan["gates"]:
-        ui.info(f"    {'PASS' if g['passed'] else 'FAIL'}  {g['id']}: {g['detail']}")
-    ui.info(f"  planned by    {promo.get('requested_by') or '-'}")
-
-
-def _clock(iso: str | None) -> str:
-    """`2026-12-03T09:00:50.123Z` → `09:00:50 UTC`."""
-    return f"{iso[11:19]} UTC" if iso else "-"
+    for line in promotion_text.plan_lines(promo):
+        ui.info(line)
 
 
 def _show_people(promo: dict) -> None:
     """After the confirmation: who confirmed and approved it, and when a wait timer lets it start."""
-    if promo.get("confirmed_by"):
-        ui.info(f"  confirmed by  {promo['confirmed_by']} at {_clock(promo.get('confirmed_at'))}")
-    approvers = promo.get("approvers") or []
-    if approvers or promo["plan"].get("approvals_required"):
-        ui.info(f"  approved by   {', '.join(approvers) if approvers else 'nobody yet'}")
-    if promo.get("start_after"):
-        ui.info(f"  starts after  {_clock(promo['start_after'])} (waitTimer {promo['plan'].get('wait_timer', 0):g} min)")
+    for line in promotion_text.people_lines(promo):
+        ui.info(line)
 
 
 def _follow_promotion(client: Client, promo: dict, *, quiet: bool) -> dict:
@@ -128,13 +97,8 @@ def _promotion_outcome(promo: dict, *, as_json: bool) -> None:
     raise errors.DeployFailed(f"promotion {pid[:8]} {state}: {promo['error'] or 'see the log above'}")
 
 
-def _wait_detail(promo: dict) -> str:
-    return f"approved, starts after {_clock(promo.get('start_after'))} (waitTimer {promo['plan'].get('wait_timer', 0):g} min)"
-
-
-def _approvals_detail(promo: dict) -> str:
-    gate = next((g for g in promo["plan"]["gates"] if g["id"] == "approvals"), None)
-    return gate["detail"] if gate else f"{len(promo['approvers'])} approvals"
+_wait_detail = promotion_text.wait_detail
+_approvals_detail = promotion_text.approvals_detail
 
 
 @click.command()

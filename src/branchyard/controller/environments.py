@@ -161,6 +161,7 @@ class Environments:
             "branch_pinned": env.branch_pinned,  # set by the user (`environment add --branch`): a deploy keeps it
             "production": env.production,
             "ephemeral": env.ephemeral,
+            "protected": env.protected,  # admins only deploy, configure or open a shell (issue 10)
             "state": env.state,
             # issue 17: SLEEPING since when, and how: idle (its next request wakes it) or down (`branchyard down`)
             "sleeping": {"since": env.slept_at.isoformat() + "Z" if env.slept_at else None,
@@ -187,6 +188,8 @@ class Environments:
             "database_storage": self._storage(p.name, env.name, current.config_json if current else None),
             # issue 17: a cron service's schedule and next run (None: a web service)
             "cron": self.cron(current.config_json if current else None) if self.cron else None,
+            # the data services its current deployment has (the dashboard's board card): postgres, redis
+            "data_services": [kind for kind in ("postgres", "redis") if config is not None and config.raw.get(kind)],
         }
 
     def _storage(self, project: str, env_name: str, config_json: str | None) -> dict[str, Any] | None:

@@ -440,8 +440,15 @@ def render_edge_config(
     return config
 
 
+# What the edge passes to the control plane on its host: the API, git over HTTP, GitHub's webhook, and the
+# dashboard (issue 18: its board at `/`, sign-in, pages under /projects and /promotions, its stylesheet and script).
+CONTROL_PATHS = ["/api/*", "/git/*", "/webhooks/*", "/", "/login", "/logout", "/static/*", "/projects/*",
+                 "/promotions/*"]
+
+
 def _control_route(control: ControlPlane) -> dict[str, Any]:
-    """The control plane's host: its API, git and webhook paths to the API on loopback; anything else 404."""
+    """The control plane's host: its API, git and webhook paths and the dashboard's pages to the API on loopback;
+    anything else 404 (the internal endpoints, which answer the router itself, and `/metrics`)."""
     api = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"127.0.0.1:{control.api_port}"}],
@@ -451,7 +458,7 @@ def _control_route(control: ControlPlane) -> dict[str, Any]:
         "@id": EDGE_CONTROL_ID,
         "match": [{"host": [control.host]}],
         "handle": [{"handler": "subroute", "routes": [
-            {"match": [{"path": ["/api/*", "/git/*", "/webhooks/*"]}], "handle": [api], "terminal": True},
+            {"match": [{"path": CONTROL_PATHS}], "handle": [api], "terminal": True},
             {"handle": [{"handler": "static_response", "status_code": 404, "body": "not found\n"}], "terminal": True},
         ]}],
         "terminal": True,

@@ -18,7 +18,7 @@ def plan_lines(promo: dict[str, Any]) -> list[str]:
     lines = [f"promotion {promo['id']}: {promo['source']} → {promo['target']} ({promo['state']})"]
     rng = plan["commit_range"]
     commits = rng["commits"]
-    start = (rng["from"] or "nothing deployed")[:12]
+    start = rng["from"][:12] if rng["from"] else "nothing deployed"
     lines.append(f"  commits     {start} → {rng['to'][:12]} ({len(commits)} commit{'s' if len(commits) != 1 else ''})")
     lines += [f"                {c['sha'][:12]} {c['subject']}" for c in commits[:20]]
     lines.append(f"  release     deployment {plan['source_deployment_id'][:8]} of {promo['source']}, as built (no rebuild)")
@@ -26,8 +26,8 @@ def plan_lines(promo: dict[str, Any]) -> list[str]:
                  f"  variables   no change in {promo['target']}")
     lines += [f"                {v['change']:<8} {v['key']}: {v['before'] if v['before'] is not None else '-'} → "
               f"{v['after'] if v['after'] is not None else '-'}" for v in plan["variables"]]
-    lines.append("  services    " + ("; ".join(f"{x['key']} {x['before']} → {x['after']}" for x in plan["services"])
-                                     or "no change"))
+    lines.append("  services    " + ("; ".join(f"{x['key']} {_or_dash(x['before'])} → {_or_dash(x['after'])}"
+                                               for x in plan["services"]) or "no change"))
     mig = plan["migrations"]
     lines.append("  migrations  " + (", ".join(mig["commands"]) + (" (backup first)" if mig["backup_first"] else "")
                                      if mig["will_run"] else "none (no preDeployCommand)"))
@@ -35,6 +35,11 @@ def plan_lines(promo: dict[str, Any]) -> list[str]:
     lines += [f"    {'PASS' if g['passed'] else 'FAIL'}  {g['id']}: {g['detail']}" for g in plan["gates"]]
     lines.append(f"  planned by    {promo.get('requested_by') or '-'}")
     return lines
+
+
+def _or_dash(value: Any) -> str:
+    """A service added or removed: `-` on the side where it is absent (as the variables lines say it)."""
+    return "-" if value is None else str(value)
 
 
 def people_lines(promo: dict[str, Any]) -> list[str]:

@@ -88,6 +88,15 @@ class Promotions:
                 out["git"] = _branch_already_there(s, self.store, row)
             return out
 
+    def approval_refusal(self, promotion_id: str, who: Actor) -> str | None:
+        """Why `who`'s approval of this promotion would not count (preventSelfReview, reviewers), None when it would:
+        the same rule `approve` applies (`promotion.refusal`), asked without approving (the dashboard's button)."""
+        with self.store.session() as s:
+            row = self._find(s, promotion_id)
+            project, target, source_dep_id = row.project, row.target, row.source_deployment_id
+            _, promoters, _ = _who(s, row)
+        return pm.refusal(self._gate_spec(project, target, source_dep_id), who.name, who.user_id, promoters)
+
     def list(self, project: str, limit: int = 50) -> list[dict]:
         with self.store.session() as s:
             self.store.project(s, project)

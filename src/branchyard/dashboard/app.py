@@ -392,7 +392,8 @@ class Dashboard:
             "promo": promo, "plan_lines": promotion_text.plan_lines(promo), "people_lines": promotion_text.people_lines(promo),
             "logs": logs, "running": promo["state"] not in _ENDED and not open_, "open": open_,
             "may_approve": open_ and self.rules.may(role, "POST", f"/api/promotions/{pid}/approvals")
-            and me.get("name") not in (promo.get("approvers") or []),
+            and (promo.get("your_approval") or {}).get("counts", True) and me.get("name") not in (promo.get("approvers") or []),
+            "approval_note": (promo.get("your_approval") or {}).get("why") if open_ else None,
             "may_confirm": promo["state"] in ("PLANNED", "PENDING_APPROVAL") and not promo.get("confirmed_by")
             and self.rules.may(role, "POST", f"/api/promotions/{pid}/confirm"),
             "may_cancel": open_ and self.rules.may(role, "POST", f"/api/promotions/{pid}/cancel"),

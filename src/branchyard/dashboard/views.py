@@ -94,7 +94,7 @@ class PreviewLine:
     """A preview's pull request (or branch) on its card and in the previews list."""
 
     number: int | None
-    kind: str  # pull_request | branch
+    kind: str  # pr | branch (previews.kind)
     author: str | None
     branch: str | None
     active_ago: str
@@ -126,13 +126,13 @@ def auto_deploy(env: dict[str, Any]) -> str:
     """How the environment gets new code: on a push of its branch, on its pull request's pushes, or by hand."""
     preview = env.get("preview")
     if preview is not None:
-        return "on pull request pushes" if preview.get("kind") == "pull_request" else f"on push to {preview.get('branch')}"
+        return "on pull request pushes" if preview.get("kind") == "pr" else f"on push to {preview.get('branch')}"
     branch = env.get("branch")
     return f"on push to {branch}" if branch else "manual (no branch)"
 
 
 def preview_line(preview: dict[str, Any], now: dt.datetime) -> PreviewLine:
-    return PreviewLine(number=preview.get("number"), kind=preview.get("kind") or "pull_request",
+    return PreviewLine(number=preview.get("number"), kind=preview.get("kind") or "pr",
                        author=preview.get("author"), branch=preview.get("branch"),
                        active_ago=age(preview.get("last_activity_at"), now), decision=preview.get("decision"),
                        admission=admission(preview.get("decision")), reason=preview.get("reason"),
@@ -222,30 +222,31 @@ class MetricLine:
     points: str  # an SVG polyline's points ("" when there is nothing to draw)
 
 
-_METRICS = (  # what an environment's page draws, in this order: (series, label, unit)
-    ("http_requests_per_second", "requests/s", ""),
-    ("http_5xx_rate", "5xx rate", ""),
-    ("http_latency_p95_ms", "latency p95", " ms"),
-    ("replica_memory_bytes", "web memory", " MB"),
-    ("replica_cpu_percent", "web CPU", " %"),
-    ("postgres_database_bytes", "database size", " MB"),
+_MB = 1024 * 1024  # as the project's sizes mean it ("512 MB" is a limit of 512 × 1024² bytes)
+_METRICS = (  # what an environment's page draws, in this order: (series, label, unit, scale, only this service)
+    ("http_requests_per_second", "requests/s", "", 1.0, None),
+    ("http_5xx_rate", "5xx rate", " %", 100.0, None),  # a fraction of requests, shown in percent as `metrics` does
+    ("http_latency_p95_ms", "latency p95", " ms", 1.0, None),
+    ("replica_memory_bytes", "web memory", " MB", 1 / _MB, "web"),  # web's replicas (workers have their own series)
+    ("replica_cpu_percent", "web CPU", " %", 1.0, "web"),
+    ("postgres_database_bytes", "database size", " MB", 1 / _MB, None),
 )
 
 
 def metric_lines(series: list[dict[str, Any]]) -> list[MetricLine]:
     """`GET …/metrics`'s series → sparklines: per metric the sum over its replicas at each time (memory, CPU of
-    every web replica together); bytes shown in MB."""
+    every web replica together)."""
     out = []
-    for name, label, unit in _METRICS:
+    for name, label, unit, scale, service in _METRICS:
         by_time: dict[float, float] = {}
         for s in series:
-            if s.get("name") != name:
+            if s.get("name") != name or (service is not None and s.get("service") != service):
                 continue
             for at, value in s.get("points") or []:
                 if value is not None:
                     by_time[at] = by_time.get(at, 0.0) + float(value)
         if not by_time:
             continue
-        values = [by_time[t] / (1e6 if unit == " MB" else 1) for t in sorted(by_time)]
+        values = [by_time[t] * scale for t in sorted(by_time)]
         out.append(MetricLine(label, f"{values[-1]:,.1f}{unit}", sparkline(list(values))))
     return out

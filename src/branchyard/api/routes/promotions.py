@@ -43,7 +43,9 @@ def router(ctl: Controller) -> APIRouter:
 
     @r.get("/api/promotions/{promotion_id}")
     def promotion(promotion_id: str, who: Actor = allow(Permission.READ)) -> dict:
-        return ctl.promotions.get(promotion_id)
+        # `your_approval`: whether the asking user's approval would count, and why not (the dashboard's Approve button)
+        why = ctl.promotions.approval_refusal(promotion_id, who) if who.is_user else None
+        return ctl.promotions.get(promotion_id) | {"your_approval": {"counts": why is None, "why": why}}
 
     @r.post("/api/promotions/{promotion_id}/confirm")
     def confirm_promotion(promotion_id: str, body: ConfirmIn, who: Actor = allow(Permission.PROMOTE)) -> dict:

@@ -13,7 +13,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "branchyard"
 # Pure: decisions from values, no I/O, no state. They may import each other, errors, and the standard library.
 PURE = ["plan.py", "deploy_plan.py", "policy.py", "promotion.py", "names.py", "domains.py", "access.py", "branch_follow.py",
         "git_rules.py", "metrics.py", "monitoring.py", "spec", "alerting.py", "availability.py", "verification.py", "logrecords.py",
-        "isolation.py", "cron_plan.py", "watch_patterns.py"]
+        "isolation.py", "cron_plan.py", "watch_patterns.py", "promotion_text.py", "dashboard/views.py",
+        "dashboard/session.py"]
 IMPURE_PACKAGES = ("branchyard.controller", "branchyard.store", "branchyard.backends", "branchyard.api",
                    "branchyard.cli", "branchyard.server", "branchyard.build", "branchyard.github", "branchyard.triggers")
 
@@ -47,6 +48,14 @@ def _imports(path: Path) -> set[str]:
 def test_pure_modules_import_no_controller_store_backend_api_or_cli(path):
     bad = sorted(i for i in _imports(path) if i.startswith(IMPURE_PACKAGES))
     assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+def test_the_dashboard_reaches_the_controller_only_through_the_api():
+    # issue 18: every page is a client of the API (in-process, the user's token); nothing only the browser can do
+    direct = {(path.name, name) for path in sorted((SRC / "dashboard").glob("*.py")) for name in _imports(path)
+              if name.startswith(("branchyard.controller", "branchyard.store", "branchyard.backends", "branchyard.cli",
+                                  "branchyard.api.routes"))}
+    assert direct == set(), "the dashboard calls the API's routes over ASGI (dashboard/api_client.py), nothing else"
 
 
 def test_the_controller_reaches_backends_only_through_the_ports():

@@ -127,6 +127,17 @@ def test_rollback_and_a_promotion_in_the_browser(site, browser) -> None:
     assert "2/2" in prod_card.inner_text() and "postgres, redis" in prod_card.inner_text()
     assert "SUCCESS" in prod_card.inner_text()  # the word, not only a colour
     admin.screenshot(path=str(ARTIFACTS / "dashboard-board.png"), full_page=True)
+    phone = admin.context.new_page()  # the same session on a phone's screen: nothing wider than the screen
+    phone.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/", f"/projects/{PROJECT}/environments/production"):
+        phone.goto(public + path)
+        wider = phone.evaluate("""() => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                    && !(e.parentElement && e.parentElement.getBoundingClientRect().right > window.innerWidth + 1))
+            .map(e => e.tagName + '.' + e.className + ': ' + (e.textContent || '').slice(0, 60))""")
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (path, wider[:5])
+    phone.screenshot(path=str(ARTIFACTS / "dashboard-environment-phone.png"), full_page=True)
+    phone.close()
 
     # production's page: roll back; the router serves the previous commit
     admin.click("li.card[data-env='production'] h3 a")

@@ -103,7 +103,7 @@ class Controller:
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes, records=self.logship,
                                          reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
-                                         preview_info=self.previews.info, uptime=self.uptime.summary,
+                                         preview_infos=self.previews.infos, uptime=self.uptime.summary,
                                          measures=self.metrics.current,
                                          cron=self.cron.status,
                                          sleeper=self.sleeper)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .. import failpoints, isolation, names, verification
@@ -22,7 +23,6 @@ from ..store.db import Store
 from .attempt import DEFAULT_DRAINING_SECONDS
 from .dataplane import DataPlane
 from .deployer import Deployer, retained
-from .domains import hosts_of
 from .logship import LogShipper
 from .replicas import Replicas
 from .routes import Routes
@@ -55,11 +55,44 @@ def serving_status(replicas: list[dict[str, Any]], desired: int) -> str:
     return DEGRADED if len(serving) < max(desired, len(replicas)) else m.SUCCESS
 
 
+@dataclasses.dataclass
+class _Facts:
+    """What `_env_dict` reads about a set of environments, in four queries whatever their number (the board of a
+    project with 50 previews made ~370 one environment at a time): their current and target deployments, the newest
+    deployment of each, their replicas not stopped (the current deployment's, and standby ones), their domains."""
+
+    deployments: dict[str, m.Deployment]
+    latest: dict[int, m.Deployment]
+    replicas: dict[int, list[m.Replica]]  # by environment, by slot
+    domains: dict[int, list[str]]  # by environment, sorted
+
+    @classmethod
+    def load(cls, s: Session, envs: list[m.Environment]) -> _Facts:
+        ids = [e.id for e in envs]
+        wanted = {d for e in envs for d in (e.current_deployment_id, e.target_deployment_id) if d}
+        deployments = {d.id: d for d in s.scalars(select(m.Deployment).where(m.Deployment.id.in_(wanted)))} if wanted else {}
+        newest = (select(m.Deployment.environment_id, func.max(m.Deployment.created_at).label("at"))
+                  .where(m.Deployment.environment_id.in_(ids)).group_by(m.Deployment.environment_id).subquery())
+        latest: dict[int, m.Deployment] = {}
+        for d in s.scalars(select(m.Deployment).join(newest, and_(m.Deployment.environment_id == newest.c.environment_id,
+                                                                  m.Deployment.created_at == newest.c.at))):
+            latest.setdefault(d.environment_id, d)
+        replicas: dict[int, list[m.Replica]] = {}
+        for r in s.scalars(select(m.Replica).where(m.Replica.environment_id.in_(ids), m.Replica.state != m.REPLICA_STOPPED)
+                           .order_by(m.Replica.slot, m.Replica.id)):
+            replicas.setdefault(r.environment_id, []).append(r)
+        domains: dict[int, list[str]] = {}
+        for env_id, host in s.execute(select(m.Domain.environment_id, m.Domain.host)
+                                      .where(m.Domain.environment_id.in_(ids)).order_by(m.Domain.host)):
+            domains.setdefault(env_id, []).append(host)
+        return cls(deployments, latest, replicas, domains)
+
+
 class Environments:
     def __init__(self, settings: Settings, store: Store, *, runtime: RuntimePort, deployer: Deployer, replicas: Replicas,
                  data: DataPlane,
                  routes: Routes, records: LogShipper, reconcile_env: Callable[[str, str], None],
-                 preview_info: Callable[[str, str], dict[str, Any] | None],
+                 preview_infos: Callable[[str], dict[str, dict[str, Any]]],
                  uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None,
                  measures: Callable[[str, str], dict[str, float]] | None = None,
                  cron: Callable[[str | None], dict[str, Any] | None] | None = None,
@@ -73,7 +106,7 @@ class Environments:
         self.data = data
         self.routes = routes
         self.reconcile_env = reconcile_env  # converge one environment's replicas now, waiting until they serve
-        self.preview_info = preview_info  # an ephemeral environment's pull request or branch, and its decision
+        self.preview_infos = preview_infos  # a project's previews by environment: pull request or branch, decision
         self.uptime = uptime  # availability and incidents of the probed public URL (controller/uptime.py)
         self.measures = measures  # an environment's latest metric values (controller/metrics.py: the database's size)
         self.cron = cron  # a cron service's schedule and next run (controller/cron.py)
@@ -82,35 +115,35 @@ class Environments:
     # --- reading -----------------------------------------------------------------------------------
 
     def list(self, project: str) -> list[dict[str, Any]]:
+        """Every environment of the project as `status` shows it (without asking unchecked replicas: `info` does).
+        The board lists 50 previews and more: what each needs is read for all of them at once (`_Facts`)."""
         with self.store.session() as s:
             p = self.store.project(s, project)
-            envs = s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id))
-            rows = [self._env_dict(s, p, e, probe_health=False) for e in envs]
+            envs = list(s.scalars(select(m.Environment).where(m.Environment.project_id == p.id).order_by(m.Environment.id)))
+            facts = _Facts.load(s, envs)
+            rows = [self._env_dict(s, p, e, facts, probe_health=False) for e in envs]
+        previews = self.preview_infos(project) if any(row["ephemeral"] for row in rows) else {}
         for row in rows:
             if row["ephemeral"]:
-                row["preview"] = self.preview_info(project, row["name"])
+                row["preview"] = previews.get(row["name"])
         return rows
 
     def info(self, project: str, name: str) -> dict[str, Any]:
         with self.store.session() as s:
             p = self.store.project(s, project)
-            return self._env_dict(s, p, self.store.environment(s, p, name), probe_health=True)
+            env = self.store.environment(s, p, name)
+            return self._env_dict(s, p, env, _Facts.load(s, [env]), probe_health=True)
 
-    def _env_dict(self, s: Session, p: m.Project, env: m.Environment, *, probe_health: bool) -> dict[str, Any]:
-        current = self.store.current_deployment(s, env)
-        latest = s.scalar(
-            select(m.Deployment).where(m.Deployment.environment_id == env.id).order_by(m.Deployment.created_at.desc())
-        )
+    def _env_dict(self, s: Session, p: m.Project, env: m.Environment, facts: _Facts, *,
+                  probe_health: bool) -> dict[str, Any]:
+        current = facts.deployments.get(env.current_deployment_id) if env.current_deployment_id else None
+        latest = facts.latest.get(env.id)
         config = DeploymentConfig.from_json(current.config_json) if current is not None and current.config_json else None
         web = config.web if config is not None else None
         health_path = web.healthcheck_path if web is not None else None
         replicas = []
         if current is not None:
-            rows = s.scalars(
-                select(m.Replica)
-                .where(m.Replica.deployment_id == current.id, m.Replica.state != m.REPLICA_STOPPED)
-                .order_by(m.Replica.slot)
-            )
+            rows = [r for r in facts.replicas.get(env.id, ()) if r.deployment_id == current.id]
             for r in rows:
                 h = self.runtime.adopt(r.pid, r.start_time, r.port, r.log_path, r.host)
                 alive = h is not None and self.runtime.is_alive(h)
@@ -141,10 +174,9 @@ class Environments:
         standby = [
             {"deployment_id": r.deployment_id, "slot": r.slot, "pid": r.pid, "port": r.port,
              "seconds_left": round(self.replicas.standby_left(r.id), 1)}
-            for r in s.scalars(select(m.Replica).where(m.Replica.environment_id == env.id, m.Replica.state == m.REPLICA_STANDBY)
-                               .order_by(m.Replica.slot))
+            for r in facts.replicas.get(env.id, ()) if r.state == m.REPLICA_STANDBY
         ]
-        target = s.get(m.Deployment, env.target_deployment_id) if env.target_deployment_id else None
+        target = facts.deployments.get(env.target_deployment_id) if env.target_deployment_id else None
         status = current.status if current else (latest.status if latest else "NO DEPLOYMENTS")
         if env.state == m.ENV_SLEEPING:
             status = m.SLEEPING
@@ -168,7 +200,7 @@ class Environments:
                          "kind": env.sleep_kind or m.SLEEP_DOWN} if env.state == m.ENV_SLEEPING else None,
             "url": self.routes.url(p, env),
             "hostname": self.routes.hostname(p, env),
-            "domains": hosts_of(s, env.id),  # custom domains, routed like the hostname (`domain list` has their certificates)
+            "domains": facts.domains.get(env.id, []),  # custom domains, routed like the hostname (`domain list` has their certificates)
             "status": status,
             "replicas_override": env.replicas_override,
             "current_deployment": deployment_dict(current) if current else None,

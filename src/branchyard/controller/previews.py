@@ -289,6 +289,12 @@ class Previews:
             return [_preview_dict(r) | ({"waiting_position": line.index(r.environment) + 1}
                                         if r.environment in line else {}) for r in rows]
 
+    def infos(self, project: str) -> dict[str, dict]:
+        """Every preview of the project by its environment's name (the environments list asks once for all)."""
+        with self.store.session() as s:
+            p = self.store.project(s, project)
+            return {r.environment: _preview_dict(r) for r in s.scalars(select(m.Preview).where(m.Preview.project_id == p.id))}
+
     def info(self, project: str, env_name: str) -> dict | None:
         with self.store.session() as s:
             p = self.store.project(s, project)

@@ -27,7 +27,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 import jinja2
 from starlette.requests import Request
@@ -37,6 +37,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__, promotion_text
 from ..api.guard import client_address
+from ..promotion import CONFIRM_WORD
 from . import views
 from .api_client import ApiClient, ApiError, UserApi
 from .rules import RouteRules
@@ -154,6 +155,7 @@ class Dashboard:
             if session is None:
                 return self._to_login(request)
             api = self._user_api(request, session)
+            me: dict | None = None
             try:
                 me = await api.get("/api/whoami")
                 template, context = await build(request, api, me)
@@ -161,7 +163,7 @@ class Dashboard:
                 if err.status == 401:
                     return self._to_login(request, why=f"signed out: {err.detail}")
                 return self._render(request, "error.html", {"status": err.status, "detail": err.detail},
-                                    status=err.status, session=session, me=me if "me" in locals() else None)
+                                    status=err.status, session=session, me=me)
             return self._render(request, template, context, session=session, me=me)
 
         return endpoint
@@ -397,7 +399,7 @@ class Dashboard:
             "may_confirm": promo["state"] in ("PLANNED", "PENDING_APPROVAL") and not promo.get("confirmed_by")
             and self.rules.may(role, "POST", f"/api/promotions/{pid}/confirm"),
             "may_cancel": open_ and self.rules.may(role, "POST", f"/api/promotions/{pid}/cancel"),
-            "confirm_word": _confirm_word(),
+            "confirm_word": CONFIRM_WORD,
         }
 
     async def _approve(self, request: Request, api: UserApi, form: dict[str, str], me: dict) -> tuple[str, str]:
@@ -442,12 +444,6 @@ _NO_STORE = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-P
                                         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"}
 
 
-def _confirm_word() -> str:
-    from ..promotion import CONFIRM_WORD
-
-    return CONFIRM_WORD
-
-
 def _path_quote(value: object) -> str:
     return quote(str(value), safe="")
 
@@ -469,8 +465,6 @@ def _set_flash(response: Response, request: Request, text: str) -> None:
 
 
 def _flash_text(value: str | None) -> str | None:
-    from urllib.parse import unquote
-
     return unquote(value)[:300] if value else None
 
 

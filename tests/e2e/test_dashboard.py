@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port, new_home, start_plane, stop_plane, wait_for
+from test_previews_rules import SECRET, branch_commit, decided, opened, preview, tiny_project  # a fork's pull request
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +38,10 @@ def site(tmp_path_factory, venv_cache):
     example app's production (two pushes of main: v1, v2) and staging (develop: v3), one approval for production."""
     port = free_port()
     public = f"http://deploy.localhost:{port}"
-    plane = start_plane(new_home(), venv_cache, http_port=port, extra_env={"BRANCHYARD_PUBLIC_URL": public})
+    plane = start_plane(new_home(), venv_cache, http_port=port, extra_env={
+        "BRANCHYARD_PUBLIC_URL": public, "BRANCHYARD_GITHUB_WEBHOOK_SECRET": SECRET})
     try:
+        plane.api_url = plane.json("server", "status")["api_url"]  # where GitHub's deliveries go (webhooks.deliver)
         tmp = tmp_path_factory.mktemp("dash")
         repo = plane.app_repo(tmp, "app", project=PROJECT)
         toml = repo / "branchyard.toml"
@@ -142,13 +145,21 @@ def test_rollback_and_a_promotion_in_the_browser(site, browser) -> None:
     # production's page: roll back; the router serves the previous commit
     admin.click("li.card[data-env='production'] h3 a")
     admin.wait_for_url(f"{public}/projects/{PROJECT}/environments/production")
-    admin.click("text=Rollback to the previous deployment")
+    admin.locator("#log-state", has_text="Live").wait_for(timeout=60_000)  # new log lines arrived (server-sent)
+    for _ in range(40):  # by keyboard alone: Tab to the button, Enter (the "are you sure?" is accepted)
+        admin.keyboard.press("Tab")
+        if admin.evaluate("document.activeElement.textContent.trim()") == "Rollback to the previous deployment":
+            break
+    else:
+        raise AssertionError("the Rollback button cannot be reached with Tab")
+    admin.keyboard.press("Enter")
     admin.wait_for_url(f"{public}/projects/{PROJECT}/environments/production")
     assert "rollback queued" in admin.locator(".flash").inner_text()
     wait_for(lambda: served_commit(plane, "production") == v1, timeout=240)
     admin.reload()
     current = admin.locator("tr.current")
     assert "rollback" in current.inner_text() and v1[:12] in current.inner_text()
+    assert "web memory" in admin.locator("ul.metrics").inner_text()  # the sampler's series, as sparklines
 
     # a promotion: planned by the admin, approved by bob in his own browser, confirmed by the admin
     admin.goto(f"{public}/projects/{PROJECT}/promotions")
@@ -285,3 +296,31 @@ def test_sign_out_revokes_the_session_and_the_cookie_flags(site) -> None:
                            headers={"Cookie": f"branchyard_login={nonce}"})
     assert done.status_code == 303
     assert "Secure" in done.headers["set-cookie"] and "HttpOnly" in done.headers["set-cookie"]
+
+
+def test_a_forks_preview_waits_on_the_previews_page_and_a_member_approves_it(site, tmp_path) -> None:
+    plane, public = site["plane"], site["public"]
+    repo, base = tiny_project(plane, tmp_path, "forks")
+    fork = branch_commit(plane, repo, "feature/2", "from-a-fork")
+    plane.git(repo, "push", "--quiet", "upstream", f"{fork}:refs/pull/2/head")  # where GitHub keeps fork heads
+    plane.git(repo, "push", "--quiet", "upstream", ":feature/2")
+    opened(plane, "forks", 2, fork, base, head_repository="stranger/forks")
+    decided(plane, repo, "pr-2", "pending_approval")
+
+    vera = signed_in(public, site["tokens"]["vera"])
+    page = vera.get("/projects/forks/previews")
+    assert page.status_code == 200 and "#2" in page.text and "pending approval" in page.text
+    assert "previews approve" in html.unescape(page.text)  # why it waits, in the API's words
+    assert "/previews/2/approve" not in page.text  # a viewer cannot approve
+    refused = vera.post("/projects/forks/previews/2/approve", data={"csrf": csrf_of(page)})
+    assert refused.status_code == 403 and preview(plane, repo, "pr-2")["approved_sha"] is None
+
+    bob = signed_in(public, site["tokens"]["bob"])
+    page = bob.get("/projects/forks/previews")
+    assert 'action="/projects/forks/previews/2/approve"' in page.text
+    done = bob.post("/projects/forks/previews/2/approve", data={"csrf": csrf_of(page)})
+    assert done.status_code == 303 and done.headers["location"] == "/projects/forks/previews"
+    assert preview(plane, repo, "pr-2")["approved_sha"] == fork
+    events = plane.json("events", "-e", "pr-2", cwd=repo)
+    assert any(e["kind"] == "preview.approved" and e["actor"] == "bob" for e in events)
+    decided(plane, repo, "pr-2", "deploy")  # admitted: the preview loop takes it from here

@@ -289,13 +289,23 @@ def test_sign_out_revokes_the_session_and_the_cookie_flags(site) -> None:
     api = plane.json("server", "status")["api_url"]
     behind_tls = httpx.Client(base_url=api, trust_env=False, headers={"X-Forwarded-Proto": "https"})
     form = behind_tls.get("/login")
-    assert "Secure" in form.headers["set-cookie"]  # the sign-in nonce's cookie too (sent back by hand: this is http)
-    nonce = form.cookies["branchyard_login"]
+    # the sign-in nonce's cookie: Secure, and `__Host-` (no sibling host may plant one); sent back by hand (this is http)
+    assert form.headers["set-cookie"].startswith("__Host-branchyard_login=") and "Secure" in form.headers["set-cookie"]
+    nonce = form.cookies["__Host-branchyard_login"]
     behind_tls.cookies.clear()
+    planted = behind_tls.post("/login", data={"token": site["tokens"]["bob"], "csrf": csrf_of(form)},
+                              headers={"Cookie": f"branchyard_login={nonce}"})  # the unprefixed name counts for nothing
+    assert planted.status_code == 403
     done = behind_tls.post("/login", data={"token": site["tokens"]["bob"], "csrf": csrf_of(form)},
-                           headers={"Cookie": f"branchyard_login={nonce}"})
+                           headers={"Cookie": f"__Host-branchyard_login={nonce}"})
     assert done.status_code == 303
-    assert "Secure" in done.headers["set-cookie"] and "HttpOnly" in done.headers["set-cookie"]
+    session = next(h for h in done.headers.get_list("set-cookie") if "branchyard_session" in h)
+    assert session.startswith("__Host-branchyard_session=") and "Secure" in session and "HttpOnly" in session
+    assert "Path=/" in session and "Domain" not in session
+    page = behind_tls.get("/", headers={"Cookie": session.split(";")[0]})
+    assert page.status_code == 200 and "bob" in page.text
+    unprefixed = behind_tls.get("/", headers={"Cookie": "branchyard_session=" + session.split(";")[0].split("=", 1)[1]})
+    assert unprefixed.status_code == 303  # over HTTPS only the __Host- cookie is a session
 
 
 def test_a_forks_preview_waits_on_the_previews_page_and_a_member_approves_it(site, tmp_path) -> None:

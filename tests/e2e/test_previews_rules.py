@@ -261,7 +261,11 @@ def test_storm_of_50_pull_requests_converges_with_nothing_leaked(plane, tmp_path
     wait_for(lambda: envs(plane, repo) == set(), timeout=300, interval=0.5)
     converged = time.monotonic() - started
     names = [f"pr-{i}" for i in range(1, n + 1)]
-    assert wait_for(lambda: not leaks(plane.home, plane.http_port, "storm", names), timeout=30)
+    try:
+        wait_for(lambda: not leaks(plane.home, plane.http_port, "storm", names), timeout=30)
+    except AssertionError:
+        raise AssertionError(f"left 30 s after the storm's environments were gone: "
+                             f"{leaks(plane.home, plane.http_port, 'storm', names)}") from None
     listed = plane.json("previews", "list", cwd=repo)
     assert sorted(p["number"] for p in listed) == list(range(1, n + 1)) and all(not p["open"] for p in listed)
     print(f"storm of {n}: converged in {converged:.1f}s")

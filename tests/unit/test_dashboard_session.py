@@ -200,3 +200,10 @@ def test_same_origin(origin: str | None, host: str | None, ok: bool) -> None:
 def test_cookie_options(secure: bool, max_age: int) -> None:
     assert cookie_options(secure=secure, max_age=max_age) == {
         "max_age": max_age, "path": "/", "httponly": True, "samesite": "lax", "secure": secure}
+
+
+@pytest.mark.parametrize(("secure", "name"), [(True, "__Host-branchyard_session"), (False, "branchyard_session")])
+def test_cookie_name_is_host_only_over_https(secure: bool, name: str) -> None:
+    from branchyard.dashboard.session import cookie_name
+
+    assert cookie_name("branchyard_session", secure=secure) == name

@@ -49,6 +49,7 @@ from .session import (
     SESSION_TOKEN_NAME,
     Csrf,
     Session,
+    cookie_name,
     cookie_options,
     new_nonce,
     safe_next,
@@ -126,13 +127,13 @@ class Dashboard:
 
     def _render(self, request: Request, template: str, context: dict[str, Any], *, status: int = 200,
                 session: Session | None = None, me: dict[str, Any] | None = None) -> HTMLResponse:
-        flash = request.cookies.get(FLASH_COOKIE)
+        flash = request.cookies.get(_name(request, FLASH_COOKIE))
         body = self.templates.get_template(template).render(
             **context, me=me, csrf=self.csrf.for_session(session) if session else "",
             flash=_flash_text(flash), path=request.url.path)
         response = HTMLResponse(body, status_code=status, headers=_NO_STORE)
         if flash:
-            response.delete_cookie(FLASH_COOKIE, path="/")
+            _forget(response, request, FLASH_COOKIE)
         return response
 
     def _to_login(self, request: Request, *, why: str | None = None) -> Response:
@@ -140,8 +141,8 @@ class Dashboard:
         response = RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
         if why:
             _set_flash(response, request, why)
-        if request.cookies.get(SESSION_COOKIE):
-            response.delete_cookie(SESSION_COOKIE, path="/")
+        if request.cookies.get(_name(request, SESSION_COOKIE)):
+            _forget(response, request, SESSION_COOKIE)
         return response
 
     def _user_api(self, request: Request, session: Session) -> UserApi:
@@ -151,7 +152,7 @@ class Dashboard:
         """A GET page: signed in (else to sign-in), the user (`whoami`), then the page's own API calls."""
 
         async def endpoint(request: Request) -> Response:
-            session = Session.from_cookie(request.cookies.get(SESSION_COOKIE))
+            session = Session.from_cookie(request.cookies.get(_name(request, SESSION_COOKIE)))
             if session is None:
                 return self._to_login(request)
             api = self._user_api(request, session)
@@ -173,7 +174,7 @@ class Dashboard:
         (303) to the page to see the outcome, with a one-line note. The API's refusal is shown with its status."""
 
         async def endpoint(request: Request) -> Response:
-            session = Session.from_cookie(request.cookies.get(SESSION_COOKIE))
+            session = Session.from_cookie(request.cookies.get(_name(request, SESSION_COOKIE)))
             if session is None:
                 return self._to_login(request)
             try:
@@ -215,11 +216,12 @@ class Dashboard:
     # --- sign-in and sign-out --------------------------------------------------------------------------------
 
     async def _login_form(self, request: Request, *, error: str | None = None, status: int = 200) -> Response:
-        nonce = request.cookies.get(LOGIN_COOKIE) or new_nonce()
+        nonce = request.cookies.get(_name(request, LOGIN_COOKIE)) or new_nonce()
         response = self._render(request, "login.html", {
             "login_csrf": self.csrf.for_login(nonce), "next": safe_next(request.query_params.get("next")),
             "error": error}, status=status)
-        response.set_cookie(LOGIN_COOKIE, nonce, **cookie_options(secure=_secure(request), max_age=LOGIN_NONCE_SECONDS))
+        response.set_cookie(_name(request, LOGIN_COOKIE), nonce,
+                            **cookie_options(secure=_secure(request), max_age=LOGIN_NONCE_SECONDS))
         return response
 
     async def _login(self, request: Request) -> Response:
@@ -228,7 +230,7 @@ class Dashboard:
         except Refused as err:
             return await self._login_form(request, error=err.detail, status=err.status)
         if not same_origin(request.headers.get("origin"), request.headers.get("host")) or \
-                not self.csrf.login_ok(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
+                not self.csrf.login_ok(request.cookies.get(_name(request, LOGIN_COOKIE)), form.get("csrf")):
             return await self._login_form(request, status=403, error="refused: the sign-in form's CSRF token is "
                                           "missing or wrong (this page was reloaded for you: sign in again)")
         token = (form.get("token") or "").strip()
@@ -242,13 +244,13 @@ class Dashboard:
             return await self._login_form(request, error=f"sign-in refused: {err.detail}", status=err.status)
         session = Session(made["id"], made["token"])
         response = RedirectResponse(safe_next(form.get("next")), status_code=303)
-        response.set_cookie(SESSION_COOKIE, session.cookie_value(),
+        response.set_cookie(_name(request, SESSION_COOKIE), session.cookie_value(),
                             **cookie_options(secure=_secure(request), max_age=int(self.session_hours * 3600)))
-        response.delete_cookie(LOGIN_COOKIE, path="/")
+        _forget(response, request, LOGIN_COOKIE)
         return response
 
     async def _logout(self, request: Request, api: UserApi, form: dict[str, str], me: dict) -> tuple[str, str]:
-        session = Session.from_cookie(request.cookies.get(SESSION_COOKIE))
+        session = Session.from_cookie(request.cookies.get(_name(request, SESSION_COOKIE)))
         assert session is not None  # _action checked it
         await api.delete(f"/api/tokens/{quote(session.token_id, safe='')}")
         return "/login", "signed out"
@@ -300,7 +302,7 @@ class Dashboard:
     async def _log_stream(self, request: Request) -> Response:
         """Server-sent events: new log lines from the logs API's cursor, for `LOG_STREAM_SECONDS`, then the stream
         ends and the browser reconnects with the last cursor (`Last-Event-ID`): no stream outlives a restart long."""
-        session = Session.from_cookie(request.cookies.get(SESSION_COOKIE))
+        session = Session.from_cookie(request.cookies.get(_name(request, SESSION_COOKIE)))
         if session is None:
             return Response("sign in first\n", status_code=401, media_type="text/plain")
         project, env = request.path_params["project"], request.path_params["env"]
@@ -461,7 +463,17 @@ def _secure(request: Request) -> bool:
 
 
 def _set_flash(response: Response, request: Request, text: str) -> None:
-    response.set_cookie(FLASH_COOKIE, quote(text[:300], safe=""), **cookie_options(secure=_secure(request), max_age=60))
+    response.set_cookie(_name(request, FLASH_COOKIE), quote(text[:300], safe=""),
+                        **cookie_options(secure=_secure(request), max_age=60))
+
+
+def _name(request: Request, base: str) -> str:
+    return cookie_name(base, secure=_secure(request))
+
+
+def _forget(response: Response, request: Request, base: str) -> None:
+    secure = _secure(request)
+    response.delete_cookie(cookie_name(base, secure=secure), path="/", secure=secure, httponly=True, samesite="lax")
 
 
 def _flash_text(value: str | None) -> str | None:

@@ -7,9 +7,9 @@ So a session is exactly as strong as the API's own check on every request: revok
 refused at once, and every page's API call is the user's own, checked by the API's permissions. It appears in
 `branchyard tokens list`, where the user can revoke it from a terminal too.
 
-The cookie is HttpOnly (no script reads it), SameSite=Lax (no other site's form posts it), `Secure` when the request
-came over HTTPS (the edge's `X-Forwarded-Proto`, trusted from loopback by uvicorn), `Path=/`, and as long-lived as
-the token.
+The cookie is HttpOnly (no script reads it), SameSite=Lax (no other site's form posts it), `Secure` and named
+`__Host-…` when the request came over HTTPS (the edge's `X-Forwarded-Proto`, trusted from loopback by uvicorn; see
+`cookie_name`), `Path=/`, and as long-lived as the token.
 
 **CSRF**: every state-changing form carries a token that is an HMAC, under a key of this home (`dashboard.key`,
 0600), of the session's token — a page of another site can neither read it nor compute it. Sign-in, before any
@@ -89,6 +89,14 @@ def _same(expected: str, given: str) -> bool:
 
 def new_nonce() -> str:
     return secrets.token_urlsafe(24)
+
+
+def cookie_name(base: str, *, secure: bool) -> str:
+    """Over HTTPS a dashboard cookie's name starts with `__Host-`: a browser then takes it only from this very host,
+    Secure, with Path=/ and no Domain — so an app on a sibling host (a preview runs any pull request's code, on
+    `<app>-pr-N.<domain>` beside the control plane's `deploy.<domain>`) cannot plant a session or a sign-in nonce of its
+    choosing. Plain HTTP (loopback, `*.localhost`) cannot use the prefix: the name is `base`."""
+    return f"__Host-{base}" if secure else base
 
 
 def cookie_options(*, secure: bool, max_age: int) -> dict[str, object]:

@@ -537,7 +537,8 @@ class Previews:
                 with self.store.session() as s:
                     self._row(s, project, env_name).unwatched_sha = sha
                 return Queued(None, skipped)
-            self._create_environment(project, env_name, branch, fork=fork, policy=policy or spec.preview)
+            if not self._create_environment(project, env_name, branch, fork=fork, policy=policy or spec.preview):
+                return Queued(None)  # closed while its commit was exported: the close wins, nothing is created
             return Queued(self.deployer.queue_build(project, env_name, sha, branch, "webhook" if branch is None or
                                                     env_name.startswith("pr-") else "push", incoming, spec))
         except BranchyardError as err:
@@ -547,13 +548,19 @@ class Previews:
             shutil.rmtree(incoming, ignore_errors=True)
 
     def _create_environment(self, project: str, env_name: str, branch: str | None, *, fork: bool,
-                            policy: PreviewDecl | None) -> None:
-        """The preview's environment, ephemeral; same-repository previews get the base's non-production variables."""
+                            policy: PreviewDecl | None) -> bool:
+        """The preview's environment, ephemeral; same-repository previews get the base's non-production variables.
+        False, and nothing made, when its pull request or branch was closed meanwhile: the check and the creation
+        are one transaction, so a close recorded while the commit was exported (seconds, under load) can no longer
+        be followed by an environment the preview loop had already found nothing to tear down for."""
         with self.store.session() as s:
             p = self.store.project(s, project)
+            row = s.scalar(select(m.Preview).where(m.Preview.project_id == p.id, m.Preview.environment == env_name))
+            if row is not None and not row.open:
+                return False
             env = self.store.find_environment(s, p, env_name)
             if env is not None:
-                return
+                return True
             env = m.Environment(project_id=p.id, name=env_name, branch=branch, ephemeral=True, production=False)
             s.add(env)
             s.flush()
@@ -573,6 +580,7 @@ class Previews:
                     copied.append(var.key)
                 note = f"variables copied from {base.name}: {', '.join(sorted(copied)) or 'none'}"
             self.store.record(s, project, "preview.created", f"preview {env_name} created ({note})", environment=env_name)
+            return True
 
     def _wait(self, dep_id: str, timeout: float = 3600) -> None:
         self.deployer.wait(dep_id, timeout=timeout, stop=self.stop)  # a stopping server does not wait

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .cost import Prices, parse_prices
 from .errors import BadInput
+from .kube_settings import BACKENDS, KubeSettings, load_kube
 
 TLS_MODES = ("off", "internal", "acme")
 HSTS_MODES = ("production", "all", "off")
@@ -62,6 +63,8 @@ class Settings:
     preview_sleep_after: int = 1800  # BRANCHYARD_PREVIEW_SLEEP_AFTER: previews idle this long sleep (0: never; spec/sleep.py)
     network_isolation: str = "auto"  # BRANCHYARD_NETWORK_ISOLATION: auto (a namespace per environment as root) | off
     network_pool: str = "10.231.0.0/16"  # BRANCHYARD_NETWORK_POOL: the environments' /30 networks come from here
+    backend: str = "local"  # BRANCHYARD_BACKEND: local (this machine) | kubernetes (issue 19; BRANCHYARD_KUBE_*)
+    kubernetes: KubeSettings = field(default_factory=KubeSettings)
 
     @property
     def state_db(self) -> Path:
@@ -169,6 +172,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         preview_sleep_after=preview_sleep_after(env),
         network_isolation=_choice(env, "BRANCHYARD_NETWORK_ISOLATION", NETWORK_MODES),
         network_pool=(_network_pool(env.get("BRANCHYARD_NETWORK_POOL"))),
+        backend=_choice(env, "BRANCHYARD_BACKEND", BACKENDS),
+        kubernetes=load_kube(env),
     )
 
 

@@ -13,7 +13,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "branchyard"
 # Pure: decisions from values, no I/O, no state. They may import each other, errors, and the standard library.
 PURE = ["plan.py", "deploy_plan.py", "policy.py", "promotion.py", "names.py", "domains.py", "access.py", "branch_follow.py",
         "git_rules.py", "metrics.py", "monitoring.py", "spec", "alerting.py", "availability.py", "verification.py", "logrecords.py",
-        "isolation.py", "cron_plan.py", "watch_patterns.py", "promotion_text.py", "dashboard/views.py",
+        "isolation.py", "variables.py",
+        "release_variables.py", "kube_settings.py", "cron_plan.py", "watch_patterns.py", "promotion_text.py", "dashboard/views.py",
         "dashboard/session.py"]
 IMPURE_PACKAGES = ("branchyard.controller", "branchyard.store", "branchyard.backends", "branchyard.api",
                    "branchyard.cli", "branchyard.server", "branchyard.build", "branchyard.github", "branchyard.triggers")
@@ -73,3 +74,20 @@ def test_the_import_reader_sees_relative_and_lazy_imports(tmp_path):
     names = _imports(module)
     assert {"branchyard.deploy_plan", "branchyard.backends.ports", "branchyard.controller.guards"} <= names
     assert "branchyard.backends.local.machine" in _imports(SRC / "cli" / "server_cmd.py")  # a lazy import
+
+
+# issue 19: spec → manifests is pure (table-tested, and `render` needs no cluster); only cluster.py talks to one
+KUBE_MAPPING = ["naming", "inputs", "quantities", "security", "workloads", "data_services", "network", "sizing",
+                "manifests", "offline", "documents"]
+
+
+@pytest.mark.parametrize("module", KUBE_MAPPING)
+def test_the_kubernetes_mapping_is_pure(module):
+    path = SRC / "backends" / "kubernetes" / f"{module}.py"
+    bad = sorted(i for i in _imports(path) if i.startswith(IMPURE_PACKAGES) and not any(
+        i == f"branchyard.backends.kubernetes.{m}" or i == "branchyard.backends.kubernetes" for m in KUBE_MAPPING))
+    assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+    tree = ast.parse(path.read_text())
+    third = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    third |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+    assert not third & {"lightkube", "httpx", "httpx2", "subprocess", "socket", "sqlalchemy"}, third

@@ -2,14 +2,14 @@
 
 import pytest
 
-from branchyard.controller.variables import (
+from branchyard.errors import BadInput
+from branchyard.variables import (
     after_set,
     attached_variables,
     environment_variables,
     resolve,
     variable_sources,
 )
-from branchyard.errors import BadInput
 
 PG = {"Postgres": {"DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db", "PGPORT": "5432"}}
 

@@ -27,6 +27,7 @@ from .metrics_cmd import metrics
 from .previews_cmd import previews
 from .project_cmd import init, link
 from .promote_cmd import approve, check, promote
+from .render_cmd import render
 from .server_cmd import server
 from .tls_cmd import tls
 from .users_cmd import tokens, users, whoami
@@ -63,6 +64,7 @@ for command in (
     github,  # github_cmd
     promote, approve, check,  # promote_cmd
     config,  # config_cmd (no server needed)
+    render,  # render_cmd (no server, no cluster needed)
     login, logout, context, git_credential,  # login_cmd (a control plane elsewhere)
     users, tokens, whoami,  # users_cmd
 ):

@@ -31,6 +31,7 @@ from ..spec.loader import NO_START_COMMAND
 from ..spec.model import EnvironmentConfig, ProjectSpec
 from ..store import models as m
 from ..store.db import Store
+from ..variables import resolve
 from .backups import Backups
 from .dataplane import DataPlane
 from .domains import reconcile_declared
@@ -39,7 +40,6 @@ from .projects import remember_spec
 from .replicas import PORT_PLACEHOLDER, Replicas, release_facts
 from .routes import Routes
 from .snapshot import DeploymentConfig
-from .variables import resolve
 from .workers import roll
 
 DEFAULT_DRAINING_SECONDS = 10

@@ -31,7 +31,7 @@ from ..settings import Settings
 from ..spec.model import EnvironmentConfig, PostgresConfig, RedisConfig
 from ..store import models as m
 from ..store.db import Store
-from .variables import environment_variables
+from ..variables import environment_variables
 
 DEFAULT_NAMES = {"postgres": "Postgres", "redis": "Redis"}
 PLUGINS = {"postgresql": "postgres", "postgres": "postgres", "redis": "redis"}

@@ -35,6 +35,7 @@ from ..spec import load_project
 from ..spec.model import EnvironmentDecl, ProjectSpec
 from ..store import models as m
 from ..store.db import Store
+from ..variables import resolve
 from .attempt import Attempts, DeployLog, Superseded
 from .backups import Backups
 from .dataplane import DataPlane
@@ -42,7 +43,6 @@ from .guards import Guards
 from .locks import EnvLocks, Held
 from .replicas import PORT_PLACEHOLDER, Replicas
 from .routes import Routes
-from .variables import resolve
 
 log = logging.getLogger("branchyard.deployer")
 

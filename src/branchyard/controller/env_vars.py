@@ -12,11 +12,11 @@ from ..spec import load_project
 from ..spec.model import EnvironmentConfig
 from ..store import models as m
 from ..store.db import Store
+from ..variables import after_set, environment_variables, resolve, variable_sources
 from .dataplane import DataPlane
 from .deployer import Deployer, retained
 from .guards import Guards
 from .replicas import PORT_PLACEHOLDER
-from .variables import after_set, environment_variables, resolve, variable_sources
 
 
 class EnvVariables:

@@ -43,6 +43,7 @@ from ..store import models as m
 from ..store.db import Store
 from ..triggers import gitrefs
 from ..triggers.gitremote import commit_log
+from ..variables import resolve
 from . import git_follow, guards
 from .dataplane import DataPlane
 from .deployer import Deployer
@@ -51,7 +52,6 @@ from .guards import Guards
 from .replicas import PORT_PLACEHOLDER, base_env
 from .routes import Routes
 from .snapshot import web_of
-from .variables import resolve
 
 log = logging.getLogger("branchyard.promotions")
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import BadInput
+from .errors import BadInput
 
 SHARED = "shared"  # ${{shared.NAME}}: the environment's own variable NAME (a secret included, masked as one)
 REFERENCE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_-]*)(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")

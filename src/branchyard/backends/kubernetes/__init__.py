@@ -1,0 +1,1 @@
+"""The Kubernetes backend (issue 19): an environment is a namespace of cluster objects (docs/kubernetes.md)."""

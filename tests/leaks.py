@@ -10,7 +10,7 @@ from pathlib import Path
 from branchyard.backends.local import netns
 from branchyard.backends.local.caddy import Router
 from branchyard.backends.local.postgres import Admin, LocalServer
-from branchyard.controller.dataplane import database_name
+from branchyard.names import database_name
 
 
 def _listening(text: str) -> set[int]:

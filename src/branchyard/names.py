@@ -102,6 +102,11 @@ def hostname(project: str, environment: str, domain: str, *, production: bool) -
     return f"{slug(label, what='hostname label')}.{domain_name(domain)}"
 
 
+def database_name(project: str, env_name: str) -> str:
+    """`by_<project>_<env>`: one database and one role per environment (identifier-safe), on every backend."""
+    return f"by_{project}_{env_name}".replace("-", "_")[:63]
+
+
 def custom_domain(value: object, *, generated_base: str | None = None) -> str:
     """Validate a custom domain (`domain add`, a spec's `domains`): an RFC 1123 host name, lowercased, without its
     trailing dot. Refused with a one-line reason: non-ASCII (IDN is given as punycode: the message shows it),

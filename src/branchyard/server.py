@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .backends.local.processes import pid_exists
-from .errors import Conflict, ServerUnavailable
+from .errors import BadInput, Conflict, ServerUnavailable
 from .names import scrub_credentials
 from .settings import Settings
 
@@ -83,6 +83,14 @@ def status(settings: Settings) -> dict:
     } | ({"public_url": info["public_url"]} if info.get("public_url") else {})
 
 
+def refuse_unready_backend(settings: Settings) -> None:
+    """BRANCHYARD_BACKEND=kubernetes is read and checked, and `render` prints what it will apply; the control plane
+    does not drive a cluster yet (issue 19): it says so rather than run environments on this machine instead."""
+    if settings.backend != "local":
+        raise BadInput(f"BRANCHYARD_BACKEND={settings.backend}: the control plane cannot run environments on Kubernetes "
+                       "yet; `branchyard render -e ENV` prints the manifests it will apply (docs/kubernetes.md)")
+
+
 def run(settings: Settings) -> None:
     """Run in the foreground until SIGTERM/SIGINT. Apps and the router keep running after it exits."""
     import uvicorn
@@ -93,6 +101,7 @@ def run(settings: Settings) -> None:
     from .controller.core import Controller
     from .store.db import Store
 
+    refuse_unready_backend(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
     lock = open(settings.home / "server.lock", "w")  # noqa: SIM115 - held for the life of the process
     try:
@@ -188,6 +197,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def detach(settings: Settings, *, timeout: float = 60.0) -> dict:
     """Start `branchyard server` in the background and wait until its API answers."""
+    refuse_unready_backend(settings)
     current = status(settings)
     if current["running"]:
         return current

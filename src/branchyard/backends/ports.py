@@ -331,6 +331,52 @@ class Certificates(Protocol):
         """Delete what the edge stores for `host` (its certificates and keys): a deleted domain keeps none."""
 
 
+# --------------------------------------------------------------------------------------------- environments on a cluster
+
+
+@dataclass(frozen=True)
+class ReleaseArtifact:
+    """What every pod of a deployment runs (issue 19, the slug model): a release archive (code + virtualenv, built
+    once for the runtime image) fetched with a per-release token, or a prebuilt image used as is."""
+
+    id: str  # the deployment's id
+    commit: str
+    branch: str | None
+    archive_url: str | None = None  # GET with "Authorization: Bearer <release token>"; None with `image`
+    archive_sha256: str | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class EnvironmentSecrets:
+    """What only the control plane holds for one environment: its data services' credentials and its tokens. A
+    cluster backend writes them into Secrets only."""
+
+    postgres_password: str
+    redis_password: str
+    release_token: str  # lets this release's pods fetch its archive, nothing else
+    backup_token: str  # lets the environment's backup job upload a dump of its own database, nothing else
+    postgres_user: str = "app"
+    postgres_database: str = "app"
+
+
+@dataclass(frozen=True)
+class DesiredEnvironment:
+    """One environment as a cluster should run it: its effective spec, its release, its resolved variables."""
+
+    project: str
+    config: Any  # spec.model.EnvironmentConfig
+    hosts: tuple[str, ...]  # its generated host first, then its custom domains
+    release: ReleaseArtifact
+    variables: Mapping[str, str]  # the app's variables, resolved; built-ins not included
+    secrets: EnvironmentSecrets
+    public_domain: str  # RAILWAY_PUBLIC_DOMAIN
+    pull_request: int | None = None
+    replicas: int | None = None  # web's replicas when not the spec's (`scale`); 0: down or asleep (workers too)
+    external_postgres: bool = False  # the database lives on the operator's server
+    new_database: bool = False  # the seedCommand runs (once)
+
+
 @dataclass(frozen=True)
 class Machine:
     """Everything the controller needs from where it runs, one implementation per backend."""
@@ -342,6 +388,7 @@ class Machine:
     certificates: Certificates | None = None
 
 
-__all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates",
-           "Credentials", "DataServer", "DataServers", "DatabaseAdmin", "HealthResult", "Isolation",
-           "Machine", "Placement", "ProcessHandle", "ResourceUsage", "Route", "RouterPort", "RuntimePort", "TaskLedger", "route_id"]
+__all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates", "Credentials", "DataServer", "DataServers",
+           "DatabaseAdmin", "DesiredEnvironment", "EnvironmentSecrets", "HealthResult", "Isolation", "Machine", "Placement",
+           "ProcessHandle", "ReleaseArtifact", "ResourceUsage", "Route", "RouterPort", "RuntimePort", "TaskLedger",
+           "route_id"]

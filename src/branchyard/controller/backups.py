@@ -13,9 +13,10 @@ from sqlalchemy import select
 from .. import names
 from ..access import SYSTEM, Actor
 from ..errors import BadInput, NotFound
+from ..names import database_name
 from ..store import models as m
 from ..store.db import Store
-from .dataplane import DataPlane, database_name
+from .dataplane import DataPlane
 
 DAILY_KEEP = dt.timedelta(days=6)
 DAILY_EVERY = dt.timedelta(days=1)

@@ -10,11 +10,12 @@ from sqlalchemy import select
 from ..access import SYSTEM, Actor
 from ..data.sanitize import refresh
 from ..errors import BadInput, NotFound
+from ..names import database_name
 from ..settings import Settings
 from ..spec import load_project
 from ..store import models as m
 from ..store.db import Store
-from .dataplane import DataPlane, database_name
+from .dataplane import DataPlane
 from .deployer import Deployer
 
 

@@ -74,11 +74,6 @@ def _settings(decl: PostgresConfig | RedisConfig) -> dict[str, Any]:
     return {k: getattr(decl, k) for k in keys if getattr(decl, k, None) is not None}
 
 
-def database_name(project: str, env_name: str) -> str:
-    """`by_<project>_<env>`: one database and one role per environment (identifier-safe)."""
-    return f"by_{project}_{env_name}".replace("-", "_")[:63]
-
-
 class DataPlane:
     def __init__(self, settings: Settings, store: Store, servers: DataServers) -> None:
         self.settings = settings
@@ -248,7 +243,7 @@ class DataPlane:
                          location: str | None, template: tuple[str, str] | None = None,
                          ) -> tuple[dict[str, str], str, str | None]:
         admin, location = self._pg_admin(project, env_name, settings, location)
-        name = database_name(project, env_name)
+        name = names.database_name(project, env_name)
         password = (known or {}).get("PGPASSWORD")
         if template is not None and template[1] == location:
             try:
@@ -278,7 +273,7 @@ class DataPlane:
         """The role's CONNECTION LIMIT from the postgres `memory` (isolation.connection_limit); a server that refuses
         it (an operator's, without the right) leaves the role as it was, said in the log."""
         try:
-            admin.limit_connections(database_name(project, env_name), isolation.connection_limit(settings.get("memory_mb")))
+            admin.limit_connections(names.database_name(project, env_name), isolation.connection_limit(settings.get("memory_mb")))
         except BranchyardError as err:
             log.warning("%s/%s: no connection limit on the database's role: %s", project, env_name, err)
 
@@ -320,7 +315,7 @@ class DataPlane:
                 return None
             if name in admin.databases():  # left by a control plane killed while keeping it: half made, start over
                 admin.drop_database(name, name)
-            admin.create_database(name, name, template=database_name(project, env_name))
+            admin.create_database(name, name, template=names.database_name(project, env_name))
             admin.seal_template(name)
             with self.store.session() as s:
                 p = self.store.project(s, project)
@@ -497,7 +492,7 @@ class DataPlane:
         for kind, location in rows:
             if kind == "postgres":
                 admin, _ = self._pg_admin(project, env_name, {}, location)
-                name = database_name(project, env_name)
+                name = names.database_name(project, env_name)
                 admin.drop_database(name, name)
                 self.servers.destroy(kind, project, env_name, location)
                 done.append(f"database {name} dropped")

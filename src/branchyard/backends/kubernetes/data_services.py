@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import naming, quantities, security
-from .inputs import POSTGRES_DB, POSTGRES_PORT, POSTGRES_USER, REDIS_PORT, EnvironmentInputs
+from .inputs import POSTGRES_PORT, REDIS_PORT, EnvironmentInputs
 
 DEFAULT_STORAGE_MB = 1024
 DEFAULT_CPU = 0.5
@@ -24,12 +24,11 @@ POSTGRES_UID = 70  # the postgres user of the alpine images
 REDIS_UID = 999  # the redis user of the alpine images
 
 
-def postgres_variables(host: str, password: str) -> dict[str, str]:
+def postgres_variables(host: str, user: str, password: str, database: str) -> dict[str, str]:
     """What `${{Postgres.X}}` resolves to for the environment's own server (Railway's names)."""
     return {
-        "DATABASE_URL": f"postgresql://{POSTGRES_USER}:{password}@{host}:{POSTGRES_PORT}/{POSTGRES_DB}",
-        "PGHOST": host, "PGPORT": str(POSTGRES_PORT), "PGUSER": POSTGRES_USER, "PGPASSWORD": password,
-        "PGDATABASE": POSTGRES_DB,
+        "DATABASE_URL": f"postgresql://{user}:{password}@{host}:{POSTGRES_PORT}/{database}",
+        "PGHOST": host, "PGPORT": str(POSTGRES_PORT), "PGUSER": user, "PGPASSWORD": password, "PGDATABASE": database,
     }
 
 
@@ -46,6 +45,7 @@ def postgres(inputs: EnvironmentInputs) -> list[dict[str, Any]]:
     pg = inputs.config.postgres
     if pg is None or inputs.external_postgres:
         return []
+    creds = inputs.credentials
     env_from_secret = [{"name": key, "valueFrom": {"secretKeyRef": {"name": "postgres", "key": key}}}
                        for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")]
     container = {
@@ -53,15 +53,15 @@ def postgres(inputs: EnvironmentInputs) -> list[dict[str, Any]]:
         "image": inputs.settings.postgres_image,
         "env": [*env_from_secret, {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}],
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
-        "readinessProbe": {"exec": {"command": ["pg_isready", "-U", POSTGRES_USER, "-d", POSTGRES_DB]},
+        "readinessProbe": {"exec": {"command": ["pg_isready", "-U", creds.postgres_user, "-d", creds.postgres_database]},
                            "periodSeconds": 5, "timeoutSeconds": 5},
         "resources": _resources(inputs, pg.memory_mb),
         "securityContext": security.container(),
         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
     }
     return [
-        _secret(inputs, "postgres", {"POSTGRES_USER": POSTGRES_USER, "POSTGRES_DB": POSTGRES_DB,
-                                     "POSTGRES_PASSWORD": inputs.credentials.postgres_password}),
+        _secret(inputs, "postgres", {"POSTGRES_USER": creds.postgres_user, "POSTGRES_DB": creds.postgres_database,
+                                     "POSTGRES_PASSWORD": creds.postgres_password}),
         _service(inputs, "postgres", POSTGRES_PORT),
         _stateful_set(inputs, "postgres", container, POSTGRES_UID, claim_mb=pg.storage_mb or DEFAULT_STORAGE_MB),
     ]
@@ -114,8 +114,8 @@ def backups(inputs: EnvironmentInputs) -> list[dict[str, Any]]:
         "env": [
             {"name": "PGHOST", "value": "postgres"},
             {"name": "PGPORT", "value": str(POSTGRES_PORT)},
-            {"name": "PGUSER", "value": POSTGRES_USER},
-            {"name": "PGDATABASE", "value": POSTGRES_DB},
+            {"name": "PGUSER", "value": inputs.credentials.postgres_user},
+            {"name": "PGDATABASE", "value": inputs.credentials.postgres_database},
             {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "postgres", "key": "POSTGRES_PASSWORD"}}},
             {"name": "BRANCHYARD_BACKUP_URL", "value": url},
             {"name": "BRANCHYARD_BACKUP_TOKEN", "valueFrom": {"secretKeyRef": {"name": "backup-upload", "key": "token"}}},

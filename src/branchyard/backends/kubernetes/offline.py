@@ -19,8 +19,8 @@ from ...errors import BadInput
 from ...settings import Settings
 from ...spec import load_project
 from ...variables import environment_variables, resolve
-from . import data_services
-from .inputs import APP_PORT, Credentials, EnvironmentInputs, Release
+from . import data_services, naming
+from .inputs import APP_PORT, Credentials, EnvironmentInputs, Release, service_host
 
 NEXT_RELEASE = "next"
 _MARK = re.compile("\x00([^\x00]*)\x00")
@@ -67,6 +67,8 @@ def inputs_from_files(root: Path, environment: str, settings: Settings) -> Envir
     pull_request = int(environment[3:]) if spec.is_preview_instance(environment) and environment.startswith("pr-") \
         and environment[3:].isdigit() else None
     external = settings.postgres_url is not None
+    namespace = naming.namespace(kube.namespace_prefix, spec.name, environment)
+    database = names.database_name(spec.name, environment)  # the role and the database, as the control plane names them
     services: dict[str, Mapping[str, str]] = {}
     attached: dict[str, str] = {}
     if config.postgres is not None:
@@ -74,10 +76,12 @@ def inputs_from_files(root: Path, environment: str, settings: Settings) -> Envir
         services[config.postgres.name] = (
             {k: _mark(f"{config.postgres.name}.{k} (a database on the operator's server)")
              for k in ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")}
-            if external else data_services.postgres_variables("postgres", _mark(f"{config.postgres.name}.PGPASSWORD")))
+            if external else data_services.postgres_variables(
+                service_host("postgres", namespace), database, _mark(f"{config.postgres.name}.PGPASSWORD"), database))
     if config.redis is not None:
         attached["redis"] = config.redis.name
-        services[config.redis.name] = data_services.redis_variables("redis", _mark(f"{config.redis.name}.REDISPASSWORD"))
+        services[config.redis.name] = data_services.redis_variables(service_host("redis", namespace),
+                                                                    _mark(f"{config.redis.name}.REDISPASSWORD"))
     raw, namespaces = environment_variables(config.variables, {}, {}, services, attached)
     namespaces = dict(namespaces) | {"secrets": _AnySecret()}
     try:
@@ -99,7 +103,8 @@ def inputs_from_files(root: Path, environment: str, settings: Settings) -> Envir
             postgres_password=placeholder(f"{config.postgres.name}.PGPASSWORD" if config.postgres else "PGPASSWORD"),
             redis_password=placeholder(f"{config.redis.name}.REDISPASSWORD" if config.redis else "REDISPASSWORD"),
             release_token=placeholder("the release's fetch token"),
-            backup_token=placeholder("the environment's backup token")),
+            backup_token=placeholder("the environment's backup token"),
+            postgres_user=database, postgres_database=database),
         public_domain=host,
         pull_request=pull_request,
         external_postgres=external,

@@ -226,6 +226,46 @@ class Cluster:
                 return JobResult(ok, detail + note, logs)
             sleep(poll)
 
+    def wait_stateful_set(self, namespace: str, name: str, *, timeout: float, poll: float = 1.0,
+                          clock: Callable[[], float] = time.monotonic,
+                          sleep: Callable[[float], None] = time.sleep) -> Rollout:
+        """Poll a StatefulSet (an environment's PostgreSQL or Redis) until every replica of its current revision is
+        ready, or one of its pods is stuck (as in `rollout`), or `timeout` seconds of `clock` passed."""
+        deadline = clock() + timeout
+        while True:
+            stateful_set = self._get(StatefulSet, namespace, name)
+            done, detail = stateful_set_status(stateful_set)
+            pods = self._pods_of(stateful_set)
+            if not done:
+                stuck = [f"pod {pod.metadata.name}: {container_line(label, s)}"
+                         for pod in pods for label, s in _statuses(pod) if _fatal(s)]
+                if stuck or clock() >= deadline:
+                    why = f"cannot start: {stuck[0]}" if stuck else f"not ready after {timeout:g}s: {detail}"
+                    lines = [f"pod {pod.metadata.name}: {line}" for pod in pods for label, s in _statuses(pod)
+                             if (line := container_line(label, s)) is not None]
+                    subjects = {("StatefulSet", name)} | {("Pod", p.metadata.name) for p in pods}
+                    return Rollout(False, f'statefulset "{name}" {why}',
+                                   tuple(lines + self._warnings(namespace, subjects)))
+            if done:
+                return Rollout(True, detail)
+            sleep(poll)
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete one object (Secret, Job: what a release leaves behind); gone already is fine. A Job's pods go with it."""
+        resource = {"Secret": Secret, "Job": Job}[kind]
+        with self._errors("delete", f"{kind} {namespace}/{name}"):
+            try:
+                self.client.delete(resource, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
+            except ApiError as err:
+                if err.status.code != 404:
+                    raise
+
+    def names(self, kind: str, namespace: str, selector: str) -> list[str]:
+        """The names of the Secrets or Jobs in `namespace` matching `selector`, sorted."""
+        resource = {"Secret": Secret, "Job": Job}[kind]
+        found = self._list(resource, f"{namespace} {selector}", namespace=namespace, labels=label_requirements(selector))
+        return sorted(obj.metadata.name for obj in found)
+
     # --- reads ----------------------------------------------------------------------------------------
 
     def leftovers(self, selector: str) -> list[str]:
@@ -385,6 +425,22 @@ def rollout_status(deployment: Deployment) -> tuple[bool | None, str]:
     if available < updated:
         return None, waiting + f"{available} of {updated} updated replicas are available..."
     return True, f'deployment "{name}" successfully rolled out'
+
+
+def stateful_set_status(stateful_set: StatefulSet) -> tuple[bool, str]:
+    """(ready, what it is waiting for), as `kubectl rollout status statefulset` judges a RollingUpdate one."""
+    spec, status = stateful_set.spec, stateful_set.status
+    want = spec.replicas if spec.replicas is not None else 1
+    name = stateful_set.metadata.name
+    if status is None or (status.observedGeneration or 0) < (stateful_set.metadata.generation or 0):
+        return False, f'waiting for statefulset "{name}" spec update to be observed...'
+    ready = status.readyReplicas or 0
+    if ready < want:
+        return False, f"Waiting for {want - ready} pods to be ready..."
+    if status.updateRevision and status.currentRevision != status.updateRevision:
+        return False, f"waiting for statefulset rolling update to complete {status.updatedReplicas or 0} pods at revision " \
+                      f"{status.updateRevision}..."
+    return True, f"statefulset rolling update complete {ready} pods at revision {status.currentRevision or status.updateRevision}..."
 
 
 def job_outcome(job: Job) -> tuple[bool | None, str]:

@@ -60,3 +60,21 @@ def _namespace(inputs: EnvironmentInputs, name: str) -> dict[str, Any]:
 def _bounds_first(bounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """LimitRange before ResourceQuota: a quota on limits refuses pods without them, which the LimitRange defaults."""
     return sorted(bounds, key=lambda o: o["kind"] != "LimitRange")
+
+
+def phases(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(prepare, hooks, roll out): how the backend applies an environment's objects, waiting between the phases.
+
+    prepare — the Namespace, its bounds and policies, Secrets, Services, the data services (awaited until ready) and
+    their backup CronJob; hooks — the Jobs (preDeployCommand, seedCommand), one at a time, each awaited; roll out — the
+    app's Deployments (awaited: rolled out and healthy), its cron CronJob, the Ingresses (only once it serves)."""
+    prepare, hooks, roll_out = [], [], []
+    for obj in objects:
+        kind, service = obj["kind"], obj["metadata"].get("labels", {}).get(naming.SERVICE)
+        if kind == "Job":
+            hooks.append(obj)
+        elif kind in ("Deployment", "Ingress") or (kind == "CronJob" and service != "backup"):
+            roll_out.append(obj)
+        else:
+            prepare.append(obj)
+    return prepare, hooks, roll_out

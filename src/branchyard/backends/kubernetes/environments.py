@@ -1,0 +1,132 @@
+"""Environments on a Kubernetes cluster: a DesiredEnvironment rendered (manifests.py) and applied in phases, each
+awaited (cluster.py), the deploy log hearing what happens — the Kubernetes side of issue 19's backend.
+
+    prepare    Namespace, quota, limits, policies, Secrets, Services, PostgreSQL/Redis → their pods ready
+    run_hooks  preDeployCommand, seedCommand as Jobs → each succeeded (its log into the deploy log), else DeployFailed
+    roll_out   Deployments, cron CronJob, Ingresses → rolled out (maxUnavailable 0, probes), else DeployFailed with the
+               pods' reasons and events; the releases no longer kept lose their Secrets and Jobs
+    destroy    the namespace deleted and awaited, then nothing labelled with the environment may remain anywhere
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from ...errors import BackendError, DeployFailed
+from ...kube_settings import KubeSettings
+from ..ports import DesiredEnvironment
+from . import naming
+from .cluster import Cluster, PodState, Rollout
+from .inputs import HOOK_TIMEOUT, for_cluster
+from .manifests import namespace_of, phases, render_environment
+
+DATA_TIMEOUT = 600.0  # seconds a data service may take to be ready (a volume to provision, an image to pull)
+PULL_MARGIN = 120.0  # seconds beyond the app's own timeouts for pulling images and fetching the release
+DESTROY_TIMEOUT = 600.0
+_HOOK_LABELS = {"predeploy": "preDeployCommand", "seed": "seedCommand"}
+
+Out = Callable[[str], None]
+
+
+class ClusterEnvironments:
+    def __init__(self, cluster: Cluster, settings: KubeSettings, control_url: str, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 poll: float = 2.0) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.control_url = control_url
+        self._wait: dict[str, Any] = {"clock": clock, "sleep": sleep, "poll": poll}
+
+    def namespace(self, project: str, environment: str) -> str:
+        return naming.namespace(self.settings.namespace_prefix, project, environment)
+
+    def render(self, desired: DesiredEnvironment) -> list[dict[str, Any]]:
+        return render_environment(for_cluster(desired, self.settings, self.control_url))
+
+    # --- a deployment, in phases ------------------------------------------------------------------------
+
+    def prepare(self, desired: DesiredEnvironment, out: Out) -> None:
+        objects, _, _ = phases(self.render(desired))
+        namespace = namespace_of(for_cluster(desired, self.settings, self.control_url))
+        applied = self.cluster.apply(objects)
+        out(f"-----> namespace {namespace}: {len(applied)} objects applied (quota, limits, network policies, "
+            "secrets, services, data services)")
+        for obj in objects:
+            if obj["kind"] == "StatefulSet":
+                name = obj["metadata"]["name"]
+                result = self.cluster.wait_stateful_set(namespace, name, timeout=DATA_TIMEOUT, **self._wait)
+                self._settle(result, out, what=name)
+                out(f"-----> {name}: ready")
+
+    def run_hooks(self, desired: DesiredEnvironment, out: Out) -> None:
+        _, jobs, _ = phases(self.render(desired))
+        for job in jobs:
+            namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+            label = _HOOK_LABELS.get(job["metadata"]["labels"].get(naming.SERVICE, ""), name)
+            out(f"-----> {label}: job {name}")
+            self.cluster.apply([job])
+            result = self.cluster.wait_job(namespace, name, timeout=HOOK_TIMEOUT + PULL_MARGIN, **self._wait)
+            for line in result.logs.splitlines():
+                out(f"       {line}")
+            if not result.ok:
+                raise DeployFailed(f"{label} failed: {result.detail}")
+
+    def roll_out(self, desired: DesiredEnvironment, out: Out, *, keep: Collection[str] = ()) -> None:
+        """Apply the app's workloads and wait until every Deployment is rolled out; then drop the Secrets and Jobs of
+        releases that are neither this one nor in `keep` (the release ids rollback may still want)."""
+        _, _, objects = phases(self.render(desired))
+        namespace = self.namespace(desired.project, desired.config.name)
+        self.cluster.apply([o for o in objects if o["kind"] != "Ingress"])
+        timeout = desired.config.web.healthcheck_timeout * max(1, desired.config.web.replicas) + PULL_MARGIN
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                name = obj["metadata"]["name"]
+                result = self.cluster.rollout(namespace, name, timeout=timeout,
+                                              progress=lambda detail: out(f"       {detail}"), **self._wait)
+                self._settle(result, out, what=name)
+                out(f"-----> {name}: {result.detail}")
+        self.cluster.apply([o for o in objects if o["kind"] == "Ingress"])  # routed once it serves
+        self.prune(desired.project, desired.config.name, keep={desired.release.id, *keep})
+
+    def prune(self, project: str, environment: str, *, keep: Collection[str]) -> list[str]:
+        """Delete the release Secrets and hook Jobs of releases not in `keep`; what was deleted."""
+        namespace = self.namespace(project, environment)
+        kept = {naming.release_label(r) for r in keep}
+        selector = naming.selector(project, environment)
+        gone = []
+        for kind in ("Secret", "Job"):
+            for name in self.cluster.names(kind, namespace, selector):
+                prefix, _, release = name.partition("-")
+                if prefix in ("variables", "release", "predeploy", "seed") and release and release not in kept:
+                    self.cluster.delete(kind, namespace, name)
+                    gone.append(f"{kind} {name}")
+        return gone
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def destroy(self, project: str, environment: str) -> None:
+        """Delete the environment's namespace, wait until it is gone, and check that nothing labelled with the
+        environment is left anywhere in the cluster (BackendError naming what is)."""
+        self.cluster.delete_namespace(self.namespace(project, environment), timeout=DESTROY_TIMEOUT, **self._wait)
+        left = self.cluster.leftovers(naming.selector(project, environment))
+        if left:
+            raise BackendError(f"{project}/{environment}: left in the cluster after its namespace was deleted: "
+                               f"{', '.join(left[:5])}" + (f" and {len(left) - 5} more" if len(left) > 5 else ""))
+
+    def pods(self, project: str, environment: str) -> list[PodState]:
+        return self.cluster.pods(self.namespace(project, environment), naming.selector(project, environment))
+
+    def logs(self, project: str, environment: str, *, tail_lines: int | None = None,
+             since_seconds: int | None = None) -> list[tuple[str, str]]:
+        return self.cluster.logs(self.namespace(project, environment), naming.selector(project, environment),
+                                 tail_lines=tail_lines, since_seconds=since_seconds)
+
+    @staticmethod
+    def _settle(result: Rollout, out: Out, *, what: str) -> None:
+        if result.ok:
+            return
+        for line in result.problems:
+            out(f"       {line}")
+        raise DeployFailed(f"{what}: {result.detail}")

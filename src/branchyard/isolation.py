@@ -27,13 +27,20 @@ def connection_limit(memory_mb: int | None) -> int:
 
 
 def to_json(iso: Any) -> dict[str, Any]:
-    """status's and check's `isolation` object: {limits, network, limits_why_not, network_why_not}."""
-    return {"limits": iso.limits, "network": iso.network, "limits_why_not": None if iso.limits else iso.limits_why_not,
-            "network_why_not": None if iso.network else iso.network_why_not}
+    """status's and check's `isolation` object: {limits, network, limits_why_not, network_why_not}, and `by` when a
+    cluster enforces them (issue 19: "kubernetes")."""
+    out = {"limits": iso.limits, "network": iso.network, "limits_why_not": None if iso.limits else iso.limits_why_not,
+           "network_why_not": None if iso.network else iso.network_why_not}
+    if getattr(iso, "by", None):
+        out["by"] = iso.by
+    return out
 
 
 _WHAT = {"limits": ("limits", "memory and cpu of each replica in its own cgroup"),
          "network": ("network", "each environment in its own network namespace")}
+_BY_KUBERNETES = {"limits": "each environment's ResourceQuota and LimitRange, requests = limits per container",
+                  "network": "each environment's namespace and NetworkPolicies, where the cluster's network plugin "
+                             "enforces them"}
 
 
 def lines(iso: dict[str, Any]) -> list[str]:
@@ -43,6 +50,8 @@ def lines(iso: dict[str, Any]) -> list[str]:
         if key not in iso:
             continue
         label, how = _WHAT[key]
+        if iso.get("by") == "kubernetes":
+            how = _BY_KUBERNETES[key]
         out.append(f"{label}: enforced ({how})" if iso[key]
                    else f"{label}: not enforced ({iso.get(f'{key}_why_not') or 'not supported here'})")
     return out
@@ -50,7 +59,8 @@ def lines(iso: dict[str, Any]) -> list[str]:
 
 def start_line(iso: Any) -> str:
     """The one line logged when the control plane starts."""
-    return "isolation on this machine: " + "; ".join(lines(to_json(iso)))
+    where = "of environments (Kubernetes)" if getattr(iso, "by", None) == "kubernetes" else "on this machine"
+    return f"isolation {where}: " + "; ".join(lines(to_json(iso)))
 
 
 def findings(iso: dict[str, Any] | None) -> list[tuple[str, str]]:

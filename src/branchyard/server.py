@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from .backends.local.processes import pid_exists
-from .errors import BadInput, Conflict, ServerUnavailable
+from .backends.ports import Machine
+from .errors import Conflict, ServerUnavailable
 from .names import scrub_credentials
 from .settings import Settings
 
@@ -83,12 +84,16 @@ def status(settings: Settings) -> dict:
     } | ({"public_url": info["public_url"]} if info.get("public_url") else {})
 
 
-def refuse_unready_backend(settings: Settings) -> None:
-    """BRANCHYARD_BACKEND=kubernetes is read and checked, and `render` prints what it will apply; the control plane
-    does not drive a cluster yet (issue 19): it says so rather than run environments on this machine instead."""
-    if settings.backend != "local":
-        raise BadInput(f"BRANCHYARD_BACKEND={settings.backend}: the control plane cannot run environments on Kubernetes "
-                       "yet; `branchyard render -e ENV` prints the manifests it will apply (docs/kubernetes.md)")
+def machine_for(settings: Settings, *, api_port: int | None = None) -> Machine:
+    """The backend BRANCHYARD_BACKEND names: this machine (Caddy, processes, embedded PostgreSQL and Redis), or a
+    Kubernetes cluster (BRANCHYARD_KUBE_*). `api_port`: the control plane's, which the local edge publishes."""
+    if settings.backend == "kubernetes":
+        from .backends.kubernetes.machine import kubernetes_machine
+
+        return kubernetes_machine(settings)
+    from .backends.local.machine import local_machine
+
+    return local_machine(settings, api_port=api_port)
 
 
 def run(settings: Settings) -> None:
@@ -97,11 +102,9 @@ def run(settings: Settings) -> None:
 
     from . import __version__, isolation
     from .api.app import create_app
-    from .backends.local.machine import local_machine
     from .controller.core import Controller
     from .store.db import Store
 
-    refuse_unready_backend(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
     lock = open(settings.home / "server.lock", "w")  # noqa: SIM115 - held for the life of the process
     try:
@@ -112,10 +115,11 @@ def run(settings: Settings) -> None:
     for handler in logging.getLogger().handlers:
         handler.setFormatter(ScrubbingFormatter(LOG_FORMAT))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Caddy admin call is noise
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # and per Kubernetes API call (lightkube)
     store = Store(settings.state_db)
     api_socket = _api_socket(settings)  # bound before the router starts: its edge asks the API (TLS) and publishes it
     port = api_socket.getsockname()[1]
-    machine = local_machine(settings, api_port=port)
+    machine = machine_for(settings, api_port=port)
     controller = Controller(settings, store, machine)
     from .github import feedback as github_feedback
     from .github import promotion_pr
@@ -132,7 +136,7 @@ def run(settings: Settings) -> None:
         raise
     url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
-        uvicorn.Config(create_app(controller), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(create_app(controller), host=settings.api_host, port=port, log_level="warning", access_log=False)
     )
     _write_json_atomic(
         settings.server_file,
@@ -145,8 +149,9 @@ def run(settings: Settings) -> None:
             "version": __version__,
         } | ({"public_url": settings.control_url} if settings.control_url else {}),
     )
-    log.info("branchyard control plane on %s; router on :%d; this machine's token is %s's", url, settings.http_port,
-             admin.name)
+    where = (f"environments on Kubernetes ({settings.kubernetes.namespace_prefix}* namespaces)"
+             if settings.backend == "kubernetes" else f"router on :{settings.http_port}")
+    log.info("branchyard control plane on %s; %s; this machine's token is %s's", url, where, admin.name)
     enforced = machine.runtime.isolation()  # issue 17: what is not enforced is said once here, and in status/check
     log.log(logging.INFO if enforced.limits and enforced.network else logging.WARNING, isolation.start_line(enforced))
     # uvicorn handles SIGTERM while it serves, then raises it again with the handler it found: make that handler
@@ -168,27 +173,27 @@ def run(settings: Settings) -> None:
 
 
 def _api_socket(settings: Settings) -> socket.socket:
-    """The API's listening socket on 127.0.0.1, bound now and handed to uvicorn: never a port found free and bound
+    """The API's listening socket on BRANCHYARD_API_HOST (127.0.0.1), bound now and handed to uvicorn: never a port found free and bound
     later, which another process may take in between. BRANCHYARD_API_PORT; else the port the last start used when it
     is still free, else one the kernel picks (remembered): the router's edge names it (the TLS `ask` endpoint,
     BRANCHYARD_PUBLIC_URL), and a port that changed at every start would make the edge reload its config."""
     if settings.api_port:
         try:
-            return _listen(settings.api_port)
+            return _listen(settings.api_port, settings.api_host)
         except OSError:
-            raise Conflict(f"BRANCHYARD_API_PORT: port {settings.api_port} on 127.0.0.1 is already in use") from None
+            raise Conflict(f"BRANCHYARD_API_PORT: port {settings.api_port} on {settings.api_host} is already in use") from None
     remembered = settings.home / "api_port"
     try:
-        return _listen(int(remembered.read_text().strip()))
+        return _listen(int(remembered.read_text().strip()), settings.api_host)
     except (OSError, ValueError):
-        sock = _listen(0)
+        sock = _listen(0, settings.api_host)
         with contextlib.suppress(OSError):
             remembered.write_text(f"{sock.getsockname()[1]}\n")
         return sock
 
 
-def _listen(port: int) -> socket.socket:
-    return socket.create_server(("127.0.0.1", port), backlog=API_BACKLOG)
+def _listen(port: int, host: str = "127.0.0.1") -> socket.socket:
+    return socket.create_server((host, port), backlog=API_BACKLOG)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -197,7 +202,6 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def detach(settings: Settings, *, timeout: float = 60.0) -> dict:
     """Start `branchyard server` in the background and wait until its API answers."""
-    refuse_unready_backend(settings)
     current = status(settings)
     if current["running"]:
         return current

@@ -63,6 +63,9 @@ class Settings:
     preview_sleep_after: int = 1800  # BRANCHYARD_PREVIEW_SLEEP_AFTER: previews idle this long sleep (0: never; spec/sleep.py)
     network_isolation: str = "auto"  # BRANCHYARD_NETWORK_ISOLATION: auto (a namespace per environment as root) | off
     network_pool: str = "10.231.0.0/16"  # BRANCHYARD_NETWORK_POOL: the environments' /30 networks come from here
+    # BRANCHYARD_API_HOST: the address the API listens on. Loopback unless the control plane runs in a cluster (its pods
+    # fetch releases and send backups through its Service): "0.0.0.0" there, /metrics then answers whoever reaches it.
+    api_host: str = "127.0.0.1"
     backend: str = "local"  # BRANCHYARD_BACKEND: local (this machine) | kubernetes (issue 19; BRANCHYARD_KUBE_*)
     kubernetes: KubeSettings = field(default_factory=KubeSettings)
 
@@ -92,10 +95,15 @@ class Settings:
 
     @property
     def public_port(self) -> int:
-        """The port apps' public URLs use: the HTTPS port with TLS on, else the HTTP port."""
+        """The port apps' public URLs use: the HTTPS port with TLS on, else the HTTP port (on Kubernetes the ingress
+        controller's: 443 with cert-manager, else 80)."""
+        if self.backend == "kubernetes":
+            return 443 if self.kubernetes.cluster_issuer else 80
         return self.http_port if self.tls == "off" else self.https_port
 
     def public_url(self, hostname: str) -> str:
+        if self.backend == "kubernetes":  # the cluster's ingress controller serves it, on its default ports
+            return f"{'https' if self.kubernetes.cluster_issuer else 'http'}://{hostname}"
         if self.tls == "off":
             return f"http://{hostname}" + ("" if self.http_port == 80 else f":{self.http_port}")
         return f"https://{hostname}" + ("" if self.https_port == 443 else f":{self.https_port}")
@@ -172,6 +180,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         preview_sleep_after=preview_sleep_after(env),
         network_isolation=_choice(env, "BRANCHYARD_NETWORK_ISOLATION", NETWORK_MODES),
         network_pool=(_network_pool(env.get("BRANCHYARD_NETWORK_POOL"))),
+        api_host=_api_host(env.get("BRANCHYARD_API_HOST")),
         backend=_choice(env, "BRANCHYARD_BACKEND", BACKENDS),
         kubernetes=load_kube(env),
     )
@@ -284,6 +293,15 @@ def _control_url(raw: str | None) -> str | None:
         raise BadInput(f"BRANCHYARD_PUBLIC_URL: expected the control plane's http(s):// URL without a path, like "
                        f"https://deploy.example.com, got {shown}")
     return url.rstrip("/").lower()
+
+
+def _api_host(raw: str | None) -> str:
+    host = (raw or "").strip() or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise BadInput(f"BRANCHYARD_API_HOST: expected an IP address to listen on (127.0.0.1, 0.0.0.0, ::), got {raw!r}") from None
+    return host
 
 
 def _postgres_url(raw: str | None) -> str | None:

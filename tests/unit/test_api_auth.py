@@ -29,6 +29,9 @@ OPEN = {
     ("GET", "/api/health"),  # `branchyard server status` asks whether the control plane answers, without the token
     ("GET", "/internal/tls/ask"),  # Caddy's on-demand TLS permission check: yes/no for a host name, nothing else
     ("GET", "/internal/wake/{project}/{env}"),  # the routes tier's wake call: the home's wake secret instead (403)
+    # a Kubernetes environment's pods: the release's fetch token, the environment's backup token instead (403)
+    ("GET", "/internal/releases/{deployment_id}.tar.gz"),
+    ("POST", "/internal/backups/{project}/{environment}"),
     ("GET", "/openapi.json"),  # FastAPI's schema of the routes (which the source says anyway); no data
 }
 WRONG = {

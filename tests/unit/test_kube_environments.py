@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakes.kube_api import FakeKube, condition, running, waiting
+from fakes.kube_api import FakeKube
+from fakes.kube_autopilot import Autopilot
 
 from branchyard import settings as settings_module
 from branchyard.backends.kubernetes import naming
@@ -39,60 +40,6 @@ def desired(environment: str = "staging", release: str = "d1", **changes) -> Des
         variables=dict(base.variables) | {"YOTO_CLIENT_SECRET": "yoto-Secret-c0ffee"}, secrets=SECRETS,
         public_domain=base.public_domain, new_database=True)
     return dataclasses.replace(d, **changes)
-
-
-class Autopilot:
-    """The cluster's controllers and kubelet, one step per injected sleep. `crash`: the web pods crash-loop;
-    `fail_job`: that Job fails; `stuck`: that StatefulSet's pod cannot pull its image."""
-
-    def __init__(self, fake: FakeKube, *, crash: bool = False, fail_job: str | None = None, stuck: str | None = None):
-        self.fake, self.crash, self.fail_job, self.stuck = fake, crash, fail_job, stuck
-        self.now = 0.0
-        self.sleeps = 0
-        self.done: set[tuple[str, str, str, int]] = set()  # what was played, at which generation
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps += 1
-        assert self.sleeps < 500, "still waiting after 500 sleeps"
-        self.now += seconds
-        for kind, plural in (("StatefulSet", "statefulsets"), ("Job", "jobs"), ("Deployment", "deployments")):
-            for (_, p, ns, name), obj in list(self.fake.objects.items()):
-                key = (kind, ns, name, obj["metadata"]["generation"])
-                if p == plural and key not in self.done:  # a new object, or a new generation of one (a new release)
-                    getattr(self, f"_{plural}")(ns, name, obj)
-                    self.done.add(key)
-
-    def _statefulsets(self, ns: str, name: str, obj: dict) -> None:
-        selector = obj["spec"]["selector"]["matchLabels"]
-        container = waiting(name, "ImagePullBackOff", message="no such image") if self.stuck == name else running(name)
-        self.fake.add_pod(ns, f"{name}-0", labels=selector, owner=("StatefulSet", name), containers=[container])
-        if self.stuck != name:
-            self.fake.set_status("statefulsets", ns, name, observedGeneration=obj["metadata"]["generation"],
-                                 replicas=1, readyReplicas=1, currentRevision=f"{name}-1", updateRevision=f"{name}-1")
-
-    def _jobs(self, ns: str, name: str, obj: dict) -> None:
-        labels = {"batch.kubernetes.io/job-name": name, "job-name": name}
-        self.fake.add_pod(ns, f"{name}-x1", labels=labels, owner=("Job", name), containers=[running(name)],
-                          phase="Succeeded")
-        self.fake.set_log(ns, f"{name}-x1", [f"{name}: step 1", f"{name}: done"])
-        if name == self.fail_job:
-            self.fake.set_job_status(ns, name, failed=1, conditions=[condition("Failed", reason="BackoffLimitExceeded",
-                                                                                message="Job has reached the specified backoff limit")])
-        else:
-            self.fake.set_job_status(ns, name, succeeded=1, conditions=[condition("Complete")])
-
-    def _deployments(self, ns: str, name: str, obj: dict) -> None:
-        replicas = obj["spec"]["replicas"]
-        rs = self.fake.add_replicaset(ns, name, pod_template_hash=f"5d9c{obj['metadata']['generation']}")
-        for i in range(max(replicas, 1)):
-            container = waiting(name, "CrashLoopBackOff", last=("Error", 1), restarts=3) if self.crash else running(name)
-            labels = self.fake.get("replicasets", ns, rs)["spec"]["selector"]["matchLabels"]
-            self.fake.add_pod(ns, f"{rs}-p{i}", labels=labels, owner=("ReplicaSet", rs), containers=[container])
-        if not self.crash:
-            self.fake.set_deployment_status(ns, name, replicas=replicas, updated=replicas, available=replicas)
 
 
 @pytest.fixture()

@@ -58,3 +58,14 @@ def test_the_validator_refuses_what_kubernetes_would():
     doc["metadata"]["lables"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(doc, VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_control_planes_own_manifests_are_valid(version):
+    """deploy/kubernetes/: the control plane inside the cluster (docs/kubernetes.md)."""
+    docs = [d for f in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml")) if f.name != "kustomization.yaml"
+            for d in yaml.safe_load_all(f.read_text())]
+    assert {d["kind"] for d in docs} >= {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                         "PersistentVolumeClaim", "Deployment", "Service", "Ingress"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)

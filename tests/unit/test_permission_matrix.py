@@ -94,7 +94,9 @@ ROUTES: dict[tuple[str, str], Permission] = {
     ("DELETE", "/api/tokens/{token_id}"): P.SELF,
 }
 OPEN = {("GET", "/api/health"), ("POST", "/webhooks/github"), ("GET", "/internal/tls/ask"),
-        ("GET", "/internal/wake/{project}/{env}"), ("GET", "/openapi.json")}
+        ("GET", "/internal/wake/{project}/{env}"), ("GET", "/openapi.json"),
+        # a Kubernetes environment's pods: a release's or the environment's own token (api/routes/releases.py)
+        ("GET", "/internal/releases/{deployment_id}.tar.gz"), ("POST", "/internal/backups/{project}/{environment}")}
 GIT = ("GET", "/git/{project}.git/{rest:path}"), ("POST", "/git/{project}.git/{rest:path}")  # api/git_http.py, own tests
 
 ALL, WRITERS, ADMINS = {"viewer", "member", "admin"}, {"member", "admin"}, {"admin"}

@@ -41,6 +41,7 @@ from .routes import (
     previews,
     projects,
     promotions,
+    releases,
     tls,
     users,
     variables,
@@ -84,6 +85,9 @@ def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,
     app.include_router(tls.router(controller))
     # the routes tier's wake call (issue 17): no user's token but the home's wake secret, checked inside
     app.include_router(wake.router(controller))
+    # a Kubernetes environment's pods (issue 19): no user's token but a release's fetch token or the environment's
+    # backup upload token, derived from the home's cluster key and checked inside
+    app.include_router(releases.router(controller))
     for resource in RESOURCES:
         router = resource.router(controller)
         _check_declared(router)

@@ -28,6 +28,7 @@ Send = Callable[[Message], Awaitable[None]]
 # Bodies: every API route takes a few kB of JSON, GitHub's deliveries we act on are a few kB (GitHub caps them at
 # 25 MB); until now the API read any body whole into memory. git pushes are streamed to `git http-backend`, never
 # held, so their limit only bounds the disk a push may fill.
+BACKUP_MAX_BODY = 50 * 1024**3  # bytes: far above a database an environment of this scale holds, below a full disk
 API_MAX_BODY = 5 * 1024 * 1024
 GIT_MAX_BODY = 2 * 1024 * 1024 * 1024
 # An over-limit body is read and thrown away before the 413 is sent, up to this much: a server that answers and
@@ -140,8 +141,11 @@ def error_response(status: int, detail: str, error: str, headers: dict[str, str]
 
 
 def limit_for(path: str) -> int:
-    """The body limit of a request path."""
-    return GIT_MAX_BODY if path.startswith("/git/") else API_MAX_BODY
+    """The body limit of a request path: a git push's pack, an environment's database dump (issue 19: a backup
+    CronJob's upload, api/routes/releases.py), or an API request's JSON."""
+    if path.startswith("/git/"):
+        return GIT_MAX_BODY
+    return BACKUP_MAX_BODY if path.startswith("/internal/backups/") else API_MAX_BODY
 
 
 class BodyLimit:

@@ -142,6 +142,7 @@ class Isolation:
     network: bool
     limits_why_not: str | None = None  # "not root: cgroups need root or a delegated subtree"
     network_why_not: str | None = None
+    by: str | None = None  # who enforces them when not this machine: "kubernetes"
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,42 @@ class DesiredEnvironment:
 
 
 @dataclass(frozen=True)
+class PodStatus:
+    """One pod of an environment on a cluster, as `status` shows it."""
+
+    name: str
+    phase: str  # Pending | Running | Succeeded | Failed | Unknown
+    ready: bool
+    restarts: int
+    service: str  # web, worker-<type>, postgres, redis, predeploy, seed, cron, backup
+    problems: tuple[str, ...] = ()  # one line per container not running: "container web waiting: CrashLoopBackOff"
+
+
+class EnvironmentsPort(Protocol):
+    """Environments as a cluster runs them (Kubernetes: a namespace each, docs/kubernetes.md). A backend with this port
+    deploys a whole environment declaratively, in phases the controller drives and logs; one without it (local) has
+    its replicas started one by one by the controller through the RuntimePort."""
+
+    app_port: int  # the port app containers listen on: what ${{PORT}} resolves to
+
+    def prepare(self, desired: DesiredEnvironment, out: Callable[[str], None]) -> None:
+        """The environment's namespace, bounds, Secrets, Services and data services, awaited until ready."""
+
+    def run_hooks(self, desired: DesiredEnvironment, out: Callable[[str], None]) -> None:
+        """preDeployCommand (and seedCommand for a new database) run to completion; DeployFailed naming it otherwise."""
+
+    def roll_out(self, desired: DesiredEnvironment, out: Callable[[str], None], *, keep: Sequence[str] = ()) -> None:
+        """The release rolled out with zero downtime and routed; DeployFailed with the pods' reasons otherwise. The
+        Secrets and Jobs of releases other than this one and `keep` are dropped."""
+
+    def destroy(self, project: str, environment: str) -> None:
+        """Everything of the environment deleted and gone (BackendError naming what is left)."""
+
+    def pods(self, project: str, environment: str) -> list[PodStatus]:
+        """The environment's pods now (BackendError when the cluster cannot be asked)."""
+
+
+@dataclass(frozen=True)
 class Machine:
     """Everything the controller needs from where it runs, one implementation per backend."""
 
@@ -386,9 +423,10 @@ class Machine:
     tasks: TaskLedger
     data: DataServers
     certificates: Certificates | None = None
+    environments: EnvironmentsPort | None = None  # a cluster backend (Kubernetes); None: replicas run locally
 
 
 __all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates", "Credentials", "DataServer", "DataServers",
-           "DatabaseAdmin", "DesiredEnvironment", "EnvironmentSecrets", "HealthResult", "Isolation", "Machine", "Placement",
-           "ProcessHandle", "ReleaseArtifact", "ResourceUsage", "Route", "RouterPort", "RuntimePort", "TaskLedger",
-           "route_id"]
+           "DatabaseAdmin", "DesiredEnvironment", "EnvironmentSecrets", "EnvironmentsPort", "HealthResult", "Isolation",
+           "Machine", "Placement", "PodStatus", "ProcessHandle", "ReleaseArtifact", "ResourceUsage", "Route", "RouterPort",
+           "RuntimePort", "TaskLedger", "route_id"]

@@ -88,7 +88,7 @@ def relocate(source: Path, marker: dict[str, str], dest: Path, dest_src: Path) -
     """Make `dest` a copy of the layer `source`, with the directories it names (its release's `marker["src"]`, its
     own `marker["layer"]`) replaced by `dest_src` and `dest`; the number of files rewritten. Caches (`__pycache__`)
     are left behind. CannotRelocate (and `dest` untouched) when the copy could not be exact."""
-    pairs = _replacements([(marker["layer"], str(dest)), (marker["src"], str(dest_src))])
+    pairs = replacements([(marker["layer"], str(dest)), (marker["src"], str(dest_src))])
     tmp = dest.with_name(f".{dest.name}.relocating")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -97,7 +97,7 @@ def relocate(source: Path, marker: dict[str, str], dest: Path, dest_src: Path) -
         for path in _walk(tmp):
             if path.is_symlink():
                 target = os.readlink(path)
-                new = _replace(target.encode(), pairs).decode()
+                new = replace_all(target.encode(), pairs).decode()
                 if new != target:
                     path.unlink()
                     path.symlink_to(new)
@@ -108,7 +108,7 @@ def relocate(source: Path, marker: dict[str, str], dest: Path, dest_src: Path) -
                 continue
             if b"\0" in data:
                 raise CannotRelocate(f"{path.relative_to(tmp)} is binary and names {marker['src']} or {marker['layer']}")
-            path.write_bytes(_replace(data, pairs))
+            path.write_bytes(replace_all(data, pairs))
             rewritten += 1
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
@@ -189,7 +189,7 @@ def _walk(root: Path) -> list[Path]:
     return paths
 
 
-def _replacements(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+def replacements(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """Each old → new directory, as given, resolved (symlinks) and as in a file:// URL."""
     out: dict[bytes, bytes] = {}
     for old, new in pairs:
@@ -199,7 +199,7 @@ def _replacements(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return list(out.items())
 
 
-def _replace(data: bytes, pairs: list[tuple[bytes, bytes]]) -> bytes:
+def replace_all(data: bytes, pairs: list[tuple[bytes, bytes]]) -> bytes:
     """Every old directory replaced in one pass (longest first, so that one containing another wins)."""
     table = dict(pairs)
     pattern = re.compile(b"|".join(re.escape(old) for old in sorted(table, key=len, reverse=True)))

@@ -158,6 +158,10 @@ def status(state: State, environment: str | None, project: str | None, as_json: 
             [(r["name"], r["pid"], r["port"], r["state"] if r["alive"] else "DOWN", _health(r), r["restarts"],
               f"{r['uptime_seconds']:.0f}s") for r in every],
         )
+    if info.get("pods"):  # issue 19: on Kubernetes, the environment's pods
+        ui.table(["POD", "SERVICE", "PHASE", "READY", "RESTARTS", "PROBLEMS"],
+                 [(pod["name"], pod["service"], pod["phase"], "yes" if pod["ready"] else "no", pod["restarts"],
+                   "; ".join(pod["problems"])) for pod in info["pods"]])
     uptime = info.get("uptime")
     if uptime:  # issue 16: the public URL's availability (probed through the router)
         shown = "  ".join(f"{w} {'-' if uptime[w] is None else f'{uptime[w]:g}%'}" for w in ("24h", "7d", "30d"))

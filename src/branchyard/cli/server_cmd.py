@@ -38,8 +38,8 @@ def server_stop(state: State, everything: bool) -> None:
     stopped = srv.stop(state.settings)
     ui.info("control plane stopped" if stopped else "control plane was not running")
     if everything:
-        from ..backends.local.machine import local_machine
         from ..controller.core import Controller
+        from ..server import machine_for
         from ..store.db import Store
 
         if not state.settings.state_db.exists():
@@ -47,7 +47,7 @@ def server_stop(state: State, everything: bool) -> None:
         s = state.settings
         store = Store(s.state_db)
         try:
-            Controller(s, store, local_machine(s)).stop_everything()
+            Controller(s, store, machine_for(s)).stop_everything()
         finally:
             store.close()
         ui.info("app processes and router stopped")

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from .. import failpoints, names
-from ..backends.ports import Placement, RuntimePort, TaskLedger
+from ..backends.ports import EnvironmentsPort, Placement, RuntimePort, TaskLedger
 from ..build import detect, interpreters, release, requirements
 from ..build.detect import with_inferred_start
 from ..data import templates
@@ -33,6 +33,7 @@ from ..store import models as m
 from ..store.db import Store
 from ..variables import resolve
 from .backups import Backups
+from .cluster_rollout import ClusterRollouts, runtime_python
 from .dataplane import DataPlane
 from .domains import reconcile_declared
 from .guards import Guards
@@ -88,7 +89,7 @@ class Attempts:
 
     def __init__(self, settings: Settings, store: Store, *, data: DataPlane, replicas: Replicas, backups: Backups,
                  routes: Routes, guards: Guards, runtime: RuntimePort, tasks: TaskLedger,
-                 on_finished: Callable[[], None]) -> None:
+                 on_finished: Callable[[], None], environments: EnvironmentsPort | None = None) -> None:
         self.settings = settings
         self.store = store
         self.data = data
@@ -99,6 +100,10 @@ class Attempts:
         self.runtime = runtime
         self.tasks = tasks
         self.on_finished = on_finished  # a deployment reached a final status (waiters are woken)
+        # a cluster backend (Kubernetes): hooks and replicas are the cluster's (cluster_rollout.py)
+        self.cluster = None if environments is None else ClusterRollouts(
+            settings, store, data=data, routes=routes, environments=environments, set_status=self.set_status,
+            finish=self.finish, check_wanted=self.check_wanted)
 
     def run(self, work: str, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         """One attempt at `dep_id` (the caller holds its environment's lock); Superseded if no longer wanted."""
@@ -137,6 +142,8 @@ class Attempts:
         build_vars = _build_variables(ready)
         log = lambda line: out(f"       {line}")  # noqa: E731
         python, request = self._choose_python(ready, build_vars, out)  # refused here, before anything is built
+        if self.cluster is not None:  # the runtime image must run the same Python (refused before building too)
+            runtime_python(self.settings.kubernetes.runtime_image, python.version_text)
         out(f"-----> building {ready.sha[:12]} (python virtualenv)")
         started = time.monotonic()
         built = release.build(ready.src, ready.cfg.web.build_command, cache_dir=self.settings.cache_dir,
@@ -210,7 +217,7 @@ class Attempts:
         """Provision, resolve, guard isolation, back up and migrate, then roll out (health-checked, zero downtime)."""
         cfg, env_id, sha, release_dir, src = ready.cfg, ready.env_id, ready.sha, ready.release_dir, ready.src
         # The template key follows the shared dependencies, not the release's own layer (new with every push).
-        key = self._template_key(ready, Path(str(build_meta.get("dependencies") or venv)), out)
+        key = None if self.cluster is not None else self._template_key(ready, Path(str(build_meta.get("dependencies") or venv)), out)
         provisioned = self.data.provision(project, env_name, cfg, template_key=key)
         for name in provisioned.namespaces:
             cloned = provisioned.cloned_from and cfg.postgres is not None and name == cfg.postgres.name
@@ -229,6 +236,10 @@ class Attempts:
             remember_spec(self.store, project, ready.spec)
         failpoints.hit("deploy.after_build")
         self.check_wanted(dep_id)
+        if self.cluster is not None:
+            self.cluster.deploy(project, env_name, dep_id, out, src=src, venv=venv, build_meta=build_meta,
+                                new_database=bool(cfg.web.seed_command and self.data.needs_seed(env_id)))
+            return
         hook_env = self.replicas.hook_env(venv, values, release_facts(project, env_name, dep_id, sha, branch))
         # hooks run within the web service's limits (their own cgroup), like a replica would
         hook_at = Placement(project=project, environment=env_name, service="hook", memory_mb=cfg.web.memory_mb, cpu=cfg.web.cpu)
@@ -276,6 +287,9 @@ class Attempts:
 
     def _roll_out(self, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         """Start the deployment's replicas, health-check them, switch the route in one call, drain the old ones."""
+        if self.cluster is not None:
+            self.cluster.roll_out(project, env_name, dep_id, out)
+            return
         began = time.monotonic()
         self.set_status(dep_id, m.DEPLOYING)
         with self.store.session() as s:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import select
 
@@ -20,13 +23,17 @@ from .dataplane import DataPlane
 
 DAILY_KEEP = dt.timedelta(days=6)
 DAILY_EVERY = dt.timedelta(days=1)
+DUMP_MAGIC = b"PGDMP"  # the first bytes of every pg_dump custom-format file (what `restore` hands pg_restore)
 
 
 class Backups:
-    def __init__(self, store: Store, data: DataPlane, root: Path) -> None:
+    def __init__(self, store: Store, data: DataPlane, root: Path, *, cluster_takes_daily: bool = False) -> None:
         self.store = store
         self.data = data
         self.root = root
+        # a cluster backend (Kubernetes): each environment's own CronJob dumps its database daily and uploads it
+        # (`receive`); the control plane only prunes them
+        self.cluster_takes_daily = cluster_takes_daily
 
     def create(self, project: str, env_name: str, *, kind: str = "manual", actor: Actor = SYSTEM) -> dict:
         """pg_dump the environment's database into BRANCHYARD_HOME/backups; record its sha256."""
@@ -49,6 +56,34 @@ class Backups:
             backup.path, backup.sha256, backup.size = str(path), digest, path.stat().st_size
             self.store.record(s, project, "backup.created", f"{kind} backup {backup_id} ({backup.size} bytes)", environment=env_name,
                               actor=actor)
+            return _backup_dict(backup)
+
+    def receive(self, project: str, env_name: str, body: Iterable[bytes] | BinaryIO, *, kind: str = "scheduled",
+                actor: Actor = SYSTEM) -> dict:
+        """Record a dump made elsewhere (a Kubernetes environment's backup job uploads it): written as `create`
+        writes its own, sha256 and size computed while writing, listed only once complete. BadInput for a body that
+        is not a pg_dump custom-format file (restore would fail on it, days later); NotFound for an unknown
+        environment. Whatever `body` raises (a size limit, a client gone) removes the row and the partial file."""
+        with self.store.session() as s:
+            self.store.environment(s, self.store.project(s, project), env_name)
+            backup = m.Backup(project=project, environment=env_name, kind=kind, path="", sha256="", size=0)
+            s.add(backup)
+            s.flush()
+            backup_id = backup.id
+        path = names.safe_join(self.root, project, env_name, f"{backup_id}.dump")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            digest, size = _write_dump(path, _chunks(body))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            with self.store.session() as s:
+                s.delete(s.get(m.Backup, backup_id))
+            raise
+        with self.store.session() as s:
+            backup = s.get(m.Backup, backup_id)
+            backup.path, backup.sha256, backup.size = str(path), digest, size
+            self.store.record(s, project, "backup.created", f"{kind} backup {backup_id} uploaded ({size} bytes)",
+                              environment=env_name, actor=actor)
             return _backup_dict(backup)
 
     def list(self, project: str, env_name: str) -> list[dict]:
@@ -94,8 +129,39 @@ class Backups:
                 for b in old:
                     Path(b.path).unlink(missing_ok=True)
                     s.delete(b)
-            if last is None or now - last >= DAILY_EVERY:
+            if (last is None or now - last >= DAILY_EVERY) and not self.cluster_takes_daily:
                 self.create(project, env_name, kind="scheduled")
+
+
+def _chunks(body: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:
+    """The body as chunks: a file-like object is read 1 MiB at a time."""
+    if hasattr(body, "read"):
+        return iter(lambda: body.read(1 << 20), b"")
+    return body
+
+
+def _write_dump(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """Write the chunks to a new file (0600) and sync it; (sha256, size). BadInput unless it starts with DUMP_MAGIC,
+    checked as soon as that many bytes have arrived, so a wrong upload stops early."""
+    digest, size, head = hashlib.sha256(), 0, b""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for chunk in chunks:
+            if len(head) < len(DUMP_MAGIC):
+                head += chunk[: len(DUMP_MAGIC) - len(head)]
+                _check_magic(head, final=False)
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+        _check_magic(head, final=True)
+        out.flush()
+        os.fsync(out.fileno())  # recorded as a backup only once it is on disk
+    return digest.hexdigest(), size
+
+
+def _check_magic(head: bytes, *, final: bool) -> None:
+    if not DUMP_MAGIC.startswith(head) or (final and head != DUMP_MAGIC):
+        raise BadInput("the upload is not a pg_dump custom-format file (it does not start with PGDMP)")
 
 
 def _sha256(path: Path) -> str:

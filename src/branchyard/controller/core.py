@@ -62,11 +62,13 @@ class Controller:
         self.settings = settings
         self.store = store
         self.router = machine.router
+        self.on_cluster = machine.environments is not None  # Kubernetes: environments are namespaces (issue 19)
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
         self.data = DataPlane(settings, store, machine.data)
-        self.backups = Backups(store, self.data, settings.home / "backups")
+        self.backups = Backups(store, self.data, settings.home / "backups",
+                               cluster_takes_daily=machine.environments is not None)
         self.replicas = Replicas(settings, store, self.data.box, machine.runtime)
         # issue 16: replica, data-service and HTTP series (the log shipper is handed `metrics.observe_http`)
         self.metrics = Metrics(store, machine.runtime, service_variables=self.data.service_variables)
@@ -82,7 +84,7 @@ class Controller:
         self.users = Users(store)
         self.deployer = Deployer(settings, store, data=self.data, replicas=self.replicas, backups=self.backups,
                                  routes=self.routes, guards=self.guards, locks=self.locks, runtime=machine.runtime,
-                                 tasks=machine.tasks)
+                                 tasks=machine.tasks, environments=machine.environments)
         # issue 17: idle environments sleep, a request (or `up`) wakes them
         self.sleeper = Sleeper(settings, store, replicas=self.replicas, routes=self.routes, locks=self.locks,
                                running=self.deployer.running)
@@ -91,18 +93,21 @@ class Controller:
                          host_of=self.routes.host_of, redactor=self.data.redactor,
                          clock=scaled_clock(settings.cron_clock_speed))
         self.teardown = Teardown(settings, store, deployer=self.deployer, replicas=self.replicas, data=self.data,
-                                 backups=self.backups, routes=self.routes, cron=self.cron)
+                                 backups=self.backups, routes=self.routes, cron=self.cron,
+                                 environments=machine.environments)
         self.previews = Previews(settings, store, deployer=self.deployer, teardown=self.teardown, stop=self._stop)
         self.pushes = Pushes(settings, store, deployer=self.deployer, previews=self.previews, rules=PushRules(store))
         self.webhooks = Webhooks(settings, store, box=self.data.box, pushes=self.pushes, previews=self.previews)
         self.liveness = Liveness(store, machine.runtime)
         self.reconciler = Reconciler(store, router=machine.router, runtime=machine.runtime, routes=self.routes, replicas=self.replicas,
                                      deployer=self.deployer, locks=self.locks, previews=self.previews, data=self.data,
-                                     liveness=self.liveness, housekeeping=self._housekeeping)
+                                     liveness=self.liveness, housekeeping=self._housekeeping,
+                                     replicas_are_pods=self.on_cluster)
         self.uptime = Uptime(settings, store)  # issue 16: the public URL probed through the router
         self.environments = Environments(settings, store, runtime=machine.runtime, deployer=self.deployer, replicas=self.replicas,
                                          data=self.data, routes=self.routes, records=self.logship,
-                                         reconcile_env=lambda p, e: self.reconciler.reconcile_env(p, e, wait_healthy=True),
+                                         reconcile_env=self._reconcile_now, on_cluster=self.on_cluster,
+                                         pods=machine.environments.pods if machine.environments else None,
                                          preview_infos=self.previews.infos, uptime=self.uptime.summary,
                                          measures=self.metrics.current,
                                          cron=self.cron.status,
@@ -146,15 +151,17 @@ class Controller:
         threading.Thread(target=self.previews.run_forever, args=(self._stop,), name="previews", daemon=True).start()
         # WAITING promotions start when their waitTimer ends: a loop of its own, as a start runs smoke tests
         threading.Thread(target=self.promotions.run_forever, args=(self._stop,), name="promotions", daemon=True).start()
-        threading.Thread(target=self.metrics.run_forever, args=(self._stop,), name="metrics", daemon=True).start()
+        if not self.on_cluster:  # the replicas' and data servers' own figures: on a cluster, its metrics (not yet)
+            threading.Thread(target=self.metrics.run_forever, args=(self._stop,), name="metrics", daemon=True).start()
         self.webhooks.resume()  # deliveries accepted before a crash and not yet acted on
         # issue 16: public URLs probed through the router, alert rules evaluated (notifications on their own threads)
         threading.Thread(target=self.uptime.run_forever, args=(self._stop,), name="uptime", daemon=True).start()
         threading.Thread(target=self.alerts.run_forever, args=(self._stop,), name="alerts", daemon=True).start()
         threading.Thread(target=self.logship.run_forever, args=(self._stop,), name="logship", daemon=True).start()
         # after deployer.recover() killed the runs a dead control plane left (task ledger): their rows fail first
-        threading.Thread(target=self.cron.run_forever, args=(self._stop,), name="cron", daemon=True).start()
-        threading.Thread(target=self.sleeper.run_forever, args=(self._stop,), name="sleep", daemon=True).start()
+        if not self.on_cluster:  # on a cluster: a CronJob runs a cron service; idle sleep is the local edge's (not yet)
+            threading.Thread(target=self.cron.run_forever, args=(self._stop,), name="cron", daemon=True).start()
+            threading.Thread(target=self.sleeper.run_forever, args=(self._stop,), name="sleep", daemon=True).start()
 
     def shutdown(self, *, wait: float = 5.0) -> None:
         self._stop.set()
@@ -166,6 +173,14 @@ class Controller:
         self.notifier.shutdown()
         self.uptime.shutdown()
         self.sleeper.shutdown()
+
+    def _reconcile_now(self, project: str, environment: str) -> None:
+        """`scale`, `down`: one environment's replicas converged now, waiting until they serve (on a cluster: its
+        workloads applied again with the new count, and awaited)."""
+        if self.deployer.attempts.cluster is not None:
+            self.deployer.attempts.cluster.rescale(project, environment)
+        else:
+            self.reconciler.reconcile_env(project, environment, wait_healthy=True)
 
     def _observe_http(self, project: str, environment: str, entry: HttpEntry) -> None:
         """The log shipper's HttpSink: each request the router served, to the metrics and to the sleeper."""

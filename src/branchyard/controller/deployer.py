@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from .. import deploy_plan as dp
 from .. import names
 from ..access import SYSTEM, Actor
-from ..backends.ports import RuntimePort, TaskLedger
+from ..backends.ports import EnvironmentsPort, RuntimePort, TaskLedger
 from ..build import release
 from ..errors import BranchyardError, Conflict, NotFound
 from ..settings import Settings
@@ -52,7 +52,8 @@ WAIT_SAFETY_NET = 1.0  # seconds between re-reads of a deployment's status while
 
 class Deployer:
     def __init__(self, settings: Settings, store: Store, *, data: DataPlane, replicas: Replicas, backups: Backups,
-                 routes: Routes, guards: Guards, locks: EnvLocks, runtime: RuntimePort, tasks: TaskLedger) -> None:
+                 routes: Routes, guards: Guards, locks: EnvLocks, runtime: RuntimePort, tasks: TaskLedger,
+                 environments: EnvironmentsPort | None = None) -> None:
         self.settings = settings
         self.store = store
         self.data = data
@@ -61,7 +62,8 @@ class Deployer:
         self.locks = locks
         self.tasks = tasks
         self.attempts = Attempts(settings, store, data=data, replicas=replicas, backups=backups, routes=routes,
-                                 guards=guards, runtime=runtime, tasks=tasks, on_finished=self._notify)
+                                 guards=guards, runtime=runtime, tasks=tasks, on_finished=self._notify,
+                                 environments=environments)
         # Lock order: the store's write lock may be taken while holding _plan_lock, never the other way round;
         # _running_lock and _finished are leaves (nothing else is acquired while holding them).
         self._running: set[str] = set()  # deployments a worker of this control plane has now

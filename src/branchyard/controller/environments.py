@@ -15,7 +15,7 @@ from .. import failpoints, isolation, names, verification
 from .. import logrecords as lr
 from .. import monitoring as mon
 from ..access import SYSTEM, Actor
-from ..backends.ports import RuntimePort
+from ..backends.ports import PodStatus, RuntimePort
 from ..errors import BadInput, Conflict, NotFound
 from ..settings import Settings
 from ..store import models as m
@@ -96,7 +96,8 @@ class Environments:
                  uptime: Callable[[Session, m.Environment, str | None], dict[str, Any] | None] | None = None,
                  measures: Callable[[str, str], dict[str, float]] | None = None,
                  cron: Callable[[str | None], dict[str, Any] | None] | None = None,
-                 sleeper: Sleeper | None = None) -> None:
+                 sleeper: Sleeper | None = None, on_cluster: bool = False,
+                 pods: Callable[[str, str], list[PodStatus]] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -106,6 +107,8 @@ class Environments:
         self.data = data
         self.routes = routes
         self.reconcile_env = reconcile_env  # converge one environment's replicas now, waiting until they serve
+        self.on_cluster = on_cluster  # Kubernetes: `down` re-applies the workloads at zero (reconcile_env)
+        self.pods = pods  # Kubernetes: an environment's pods, for `status` (its replicas are pods, not processes)
         self.preview_infos = preview_infos  # a project's previews by environment: pull request or branch, decision
         self.uptime = uptime  # availability and incidents of the probed public URL (controller/uptime.py)
         self.measures = measures  # an environment's latest metric values (controller/metrics.py: the database's size)
@@ -132,7 +135,14 @@ class Environments:
         with self.store.session() as s:
             p = self.store.project(s, project)
             env = self.store.environment(s, p, name)
-            return self._env_dict(s, p, env, _Facts.load(s, [env]), probe_health=True)
+            info = self._env_dict(s, p, env, _Facts.load(s, [env]), probe_health=True)
+        if self.pods is not None:  # a cluster: the pods, and whether the web ones serve
+            info["pods"] = [dataclasses.asdict(pod) for pod in self.pods(project, name)]
+            if info["status"] == m.SUCCESS:
+                web = [pod for pod in info["pods"] if pod["service"] == "web"]
+                ready = sum(1 for pod in web if pod["ready"])
+                info["status"] = DOWN if not ready else DEGRADED if ready < len(web) else m.SUCCESS
+        return info
 
     def _env_dict(self, s: Session, p: m.Project, env: m.Environment, facts: _Facts, *,
                   probe_health: bool) -> dict[str, Any]:
@@ -182,7 +192,7 @@ class Environments:
             status = m.SLEEPING
         elif current is not None and status == m.SUCCESS and web is not None and web.cron_schedule:
             pass  # a cron service runs no replicas: SUCCESS once built and recorded (its runs: `cron runs`)
-        elif current is not None and status == m.SUCCESS and web is not None:
+        elif current is not None and status == m.SUCCESS and web is not None and not self.on_cluster:
             status = serving_status([r for r in replicas if r["service"] == "web"], env.replicas_override or web.replicas)
             if status == m.SUCCESS and current.tests_status == verification.FAILED:
                 status = verification.UNHEALTHY  # serving, but its post-deploy tests failed (staging, previews)
@@ -379,6 +389,8 @@ class Environments:
             self.routes.sync()  # first the 503 page, then stop: no request reaches a dying process
             failpoints.hit("down.after_route")
             self.replicas.stop(ids, grace=DEFAULT_DRAINING_SECONDS)
+            if self.on_cluster:
+                self.reconcile_env(project, env_name)
         return self.info(project, env_name)
 
     def wake(self, project: str, env_name: str, *, actor: Actor = SYSTEM) -> str:

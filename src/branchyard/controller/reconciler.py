@@ -37,7 +37,8 @@ class Reconciler:
     restarted per policy), each unfinished deployment is being worked on (deploy_plan), routes match."""
 
     def __init__(self, store: Store, *, router: RouterPort, runtime: RuntimePort, routes: Routes, replicas: Replicas, deployer: Deployer,
-                 locks: EnvLocks, previews: Previews, data: DataPlane, liveness: Liveness, housekeeping: Callable[[], None]) -> None:
+                 locks: EnvLocks, previews: Previews, data: DataPlane, liveness: Liveness, housekeeping: Callable[[], None],
+                 replicas_are_pods: bool = False) -> None:
         self.store = store
         self.router = router
         self.runtime = runtime
@@ -49,6 +50,8 @@ class Reconciler:
         self.data = data  # its PostgreSQL and Redis servers: revived when found dead
         self.liveness = liveness  # probes RUNNING replicas in its own threads; this loop reads the results
         self.housekeeping = housekeeping  # scheduled backups, old deliveries: in a thread of its own
+        # a cluster backend (Kubernetes): its controllers keep each environment's pods, not this loop
+        self.replicas_are_pods = replicas_are_pods
 
     def run_forever(self, stop: threading.Event) -> None:
         passes = 0
@@ -96,6 +99,8 @@ class Reconciler:
         """Observe, plan, apply for one environment; the caller holds its lock.
 
         With `wait_healthy`, replicas started now are health-checked before returning (for `scale`)."""
+        if self.replicas_are_pods:
+            return
         obs, rows = self._observe(project, env_name)
         if obs is None:
             return

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from sqlalchemy import select
 
 from .. import names
 from ..access import SYSTEM, Actor
+from ..backends.ports import EnvironmentsPort
+from ..errors import BadInput
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
@@ -21,7 +24,7 @@ from .routes import Routes
 
 class Teardown:
     def __init__(self, settings: Settings, store: Store, *, deployer: Deployer, replicas: Replicas, data: DataPlane,
-                 backups: Backups, routes: Routes, cron: Cron) -> None:
+                 backups: Backups, routes: Routes, cron: Cron, environments: EnvironmentsPort | None = None) -> None:
         self.settings = settings
         self.store = store
         self.deployer = deployer
@@ -30,6 +33,7 @@ class Teardown:
         self.backups = backups
         self.routes = routes
         self.cron = cron  # a cron service's run still going is stopped with the environment
+        self.environments = environments  # a cluster backend: the environment's namespace goes, awaited and checked
 
     def delete_environment(self, project: str, name: str, *, actor: Actor = SYSTEM) -> None:
         """Stop the environment's processes, drop its route, database and Redis, and forget it (releases and logs too).
@@ -45,6 +49,9 @@ class Teardown:
                 production = env.production
                 has_database = s.scalar(select(m.Service.id).where(m.Service.environment_id == env.id,
                                                                    m.Service.kind == "postgres")) is not None
+                if production and has_database and self.environments is not None:
+                    raise BadInput(f"{name}: deleting production on Kubernetes takes a final backup, which the control "
+                                   "plane cannot take there yet; delete its namespace yourself once you have one")
                 env.state, env.target_deployment_id = m.ENV_SLEEPING, None
             self.routes.sync()
             self.replicas.stop(replica_ids, grace=5)
@@ -53,6 +60,8 @@ class Teardown:
                 self.backups.create(project, name, kind="final")  # kept after the environment is gone
             freed = self.data.destroy(project, name)  # its database and role, its Redis, their data directories
             self.replicas.runtime.forget(project, name)  # its network namespace (issue 17)
+            if self.environments is not None:  # its namespace, deleted and awaited; nothing labelled with it left
+                self.environments.destroy(project, name)
             with self.store.session() as s:
                 env = self.store.environment(s, self.store.project(s, project), name)
                 s.delete(env)  # variables, secrets and service records go with it (ON DELETE CASCADE)
@@ -63,4 +72,6 @@ class Teardown:
             for path in releases:
                 if path:
                     shutil.rmtree(path, ignore_errors=True)
+                    for archive_file in (f"{path}.tar.gz", f"{path}.tar.gz.sha256"):  # a cluster release's archive
+                        Path(archive_file).unlink(missing_ok=True)
             shutil.rmtree(names.safe_join(self.settings.logs_dir, project, name), ignore_errors=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,7 @@ class PodState:
     ready: bool
     restarts: int
     containers: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)  # which service of its environment, …
 
 
 class Cluster:
@@ -251,8 +252,9 @@ class Cluster:
             sleep(poll)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        """Delete one object (Secret, Job: what a release leaves behind); gone already is fine. A Job's pods go with it."""
-        resource = {"Secret": Secret, "Job": Job}[kind]
+        """Delete one object (a Secret or Job a release left behind, an Ingress no longer routed); gone already is
+        fine. A Job's pods go with it."""
+        resource = {"Secret": Secret, "Job": Job, "Ingress": Ingress}[kind]
         with self._errors("delete", f"{kind} {namespace}/{name}"):
             try:
                 self.client.delete(resource, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
@@ -279,6 +281,17 @@ class Cluster:
             scope = ALL_NS if issubclass(kind, NamespacedResource) else None
             found += [_name_of(kind.__name__, obj.metadata) for obj in self._list(kind, selector, namespace=scope, labels=labels)]
         return found
+
+    def namespaces(self, selector: str) -> list[str]:
+        """The names of the namespaces matching `selector`, sorted."""
+        found = self._list(Namespace, selector, labels=label_requirements(selector))
+        return sorted(ns.metadata.name for ns in found)
+
+    def ingresses(self, selector: str) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(namespace, name, hosts) of every Ingress matching `selector`, in any namespace."""
+        found = self._list(Ingress, f"(all namespaces) {selector}", namespace=ALL_NS, labels=label_requirements(selector))
+        return sorted((i.metadata.namespace, i.metadata.name, tuple(r.host for r in (i.spec.rules or []) if r.host))
+                      for i in found)
 
     def pods(self, namespace: str, selector: str) -> list[PodState]:
         """The pods matching `selector`, by name."""
@@ -461,7 +474,8 @@ def pod_state(pod: Pod) -> PodState:
     ready = any(c.type == "Ready" and c.status == "True" for c in (status.conditions or [])) if status else False
     restarts = sum(s.restartCount for s in (status.containerStatuses or [])) if status else 0
     lines = tuple(line for label, s in _statuses(pod) if (line := container_line(label, s)) is not None)
-    return PodState(pod.metadata.name, (status.phase if status else None) or "Unknown", ready, restarts, lines)
+    return PodState(pod.metadata.name, (status.phase if status else None) or "Unknown", ready, restarts, lines,
+                    dict(pod.metadata.labels or {}))
 
 
 def container_line(label: str, status: Any) -> str | None:

@@ -16,10 +16,10 @@ from typing import Any
 
 from ...errors import BackendError, DeployFailed
 from ...kube_settings import KubeSettings
-from ..ports import DesiredEnvironment
+from ..ports import DesiredEnvironment, PodStatus
 from . import naming
-from .cluster import Cluster, PodState, Rollout
-from .inputs import HOOK_TIMEOUT, for_cluster
+from .cluster import Cluster, Rollout
+from .inputs import APP_PORT, HOOK_TIMEOUT, for_cluster
 from .manifests import namespace_of, phases, render_environment
 
 DATA_TIMEOUT = 600.0  # seconds a data service may take to be ready (a volume to provision, an image to pull)
@@ -31,6 +31,8 @@ Out = Callable[[str], None]
 
 
 class ClusterEnvironments:
+    app_port = APP_PORT
+
     def __init__(self, cluster: Cluster, settings: KubeSettings, control_url: str, *,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  poll: float = 2.0) -> None:
@@ -115,8 +117,11 @@ class ClusterEnvironments:
             raise BackendError(f"{project}/{environment}: left in the cluster after its namespace was deleted: "
                                f"{', '.join(left[:5])}" + (f" and {len(left) - 5} more" if len(left) > 5 else ""))
 
-    def pods(self, project: str, environment: str) -> list[PodState]:
-        return self.cluster.pods(self.namespace(project, environment), naming.selector(project, environment))
+    def pods(self, project: str, environment: str) -> list[PodStatus]:
+        namespace, selector = self.namespace(project, environment), naming.selector(project, environment)
+        return [PodStatus(name=p.name, phase=p.phase, ready=p.ready, restarts=p.restarts,
+                          service=p.labels.get(naming.SERVICE, ""), problems=p.containers)
+                for p in self.cluster.pods(namespace, selector)]
 
     def logs(self, project: str, environment: str, *, tail_lines: int | None = None,
              since_seconds: int | None = None) -> list[tuple[str, str]]:

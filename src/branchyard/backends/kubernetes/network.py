@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...kube_settings import KubeSettings
 from . import naming
 from .inputs import APP_PORT, POSTGRES_PORT, REDIS_PORT, EnvironmentInputs
 
@@ -38,20 +39,23 @@ def web_service(inputs: EnvironmentInputs) -> list[dict[str, Any]]:
 def ingresses(inputs: EnvironmentInputs) -> list[dict[str, Any]]:
     if inputs.config.web.cron_schedule:
         return []
-    out = []
-    for host in inputs.hosts:
-        metadata: dict[str, Any] = {"name": naming.for_host("web", host),
-                                    "labels": naming.service_labels(inputs.project, inputs.config.name, "web")}
-        spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": [{
-            "path": "/", "pathType": "Prefix",
-            "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}}]}
-        if inputs.settings.ingress_class:
-            spec["ingressClassName"] = inputs.settings.ingress_class
-        if inputs.settings.cluster_issuer:
-            metadata["annotations"] = {"cert-manager.io/cluster-issuer": inputs.settings.cluster_issuer}
-            spec["tls"] = [{"hosts": [host], "secretName": naming.for_host("tls", host)}]
-        out.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec})
-    return out
+    return [ingress(inputs.settings, inputs.project, inputs.config.name, host) for host in inputs.hosts]
+
+
+def ingress(settings: KubeSettings, project: str, environment: str, host: str) -> dict[str, Any]:
+    """One public host of an environment → its web Service (the router applies the same object for a custom domain
+    added later: one definition for both)."""
+    metadata: dict[str, Any] = {"name": naming.for_host("web", host),
+                                "labels": naming.service_labels(project, environment, "web")}
+    spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": [{
+        "path": "/", "pathType": "Prefix",
+        "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}}]}
+    if settings.ingress_class:
+        spec["ingressClassName"] = settings.ingress_class
+    if settings.cluster_issuer:
+        metadata["annotations"] = {"cert-manager.io/cluster-issuer": settings.cluster_issuer}
+        spec["tls"] = [{"hosts": [host], "secretName": naming.for_host("tls", host)}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
 
 
 def policies(inputs: EnvironmentInputs) -> list[dict[str, Any]]:

@@ -31,12 +31,15 @@ APP_USER = 1000  # the uid app containers run as (never root); releases are buil
 MIN_DRAIN = 5  # seconds a leaving replica keeps serving while endpoints propagate (drainingSeconds when larger)
 
 # The init container's program (python3 is in every runtime image): fetch the archive with the release's token,
-# check its digest, unpack it with tarfile's "data" filter (no absolute paths, links out, devices or setuid bits).
+# check its digest, unpack it with tarfile's "data" filter (no absolute paths, links out, devices or setuid bits),
+# then link the virtualenvs' interpreters to the image's own (the one link the filter refuses to unpack:
+# build/archive.py leaves it out).
 FETCH_RELEASE = """\
 import hashlib, os, sys, tarfile, urllib.request
+app = os.environ.get("BRANCHYARD_APP_DIR", "/app")
 url, want = os.environ["BRANCHYARD_RELEASE_URL"], os.environ["BRANCHYARD_RELEASE_SHA256"]
 req = urllib.request.Request(url, headers={"Authorization": "Bearer " + os.environ["BRANCHYARD_RELEASE_TOKEN"]})
-digest, path = hashlib.sha256(), "/app/.release.tar.gz"
+digest, path = hashlib.sha256(), os.path.join(app, ".release.tar.gz")
 with urllib.request.urlopen(req, timeout=120) as answer, open(path, "wb") as out:
     while chunk := answer.read(1 << 20):
         digest.update(chunk)
@@ -44,9 +47,14 @@ with urllib.request.urlopen(req, timeout=120) as answer, open(path, "wb") as out
 if digest.hexdigest() != want:
     sys.exit(f"release archive {url}: SHA-256 {digest.hexdigest()}, expected {want}")
 with tarfile.open(path) as archive:
-    archive.extractall("/app", filter="data")
+    archive.extractall(app, filter="data")
 os.remove(path)
-print("release unpacked into /app")
+for bin_dir in (os.path.join(app, ".venv", "bin"), os.path.join(app, ".deps", "bin")):
+    for name in ("python", "python3", "python%d.%d" % sys.version_info[:2]):
+        link = os.path.join(bin_dir, name)
+        if os.path.isdir(bin_dir) and not os.path.lexists(link):
+            os.symlink(sys.executable, link)
+print("release unpacked into " + app)
 """
 
 

@@ -1,0 +1,206 @@
+"""BRANCHYARD_BACKEND=kubernetes, end to end through the real control plane and CLI, against the fake Kubernetes API
+(tests/fakes/kube_api.py) whose controllers an autopilot thread plays (tests/fakes/kube_autopilot.py): nothing runs
+the pods, so what is checked is what the control plane asks of the cluster and what it serves the pods — the
+namespace and its objects, the variables snapshot in the release's own Secret, the release archive behind its token,
+rollback and `variables set` reusing the archive, the preview-style teardown leaving nothing labelled behind.
+
+tests/e2e/test_kubernetes_cluster.py runs the same flows against a real cluster (BRANCHYARD_TEST_KUBECONFIG).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import free_port, new_home, start_plane, stop_plane
+from fakes.kube_api import FakeKube
+from fakes.kube_autopilot import Autopilot
+
+pytestmark = pytest.mark.integration
+NS = "branchyard-yoto-staging"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with FakeKube() as fake, Autopilot(fake).in_thread() as pilot:
+        config = tmp_path_factory.mktemp("kube") / "kubeconfig"
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
+        yield fake, pilot, config
+
+
+@pytest.fixture(scope="module")
+def kplane(cluster, venv_cache):
+    _, _, config = cluster
+    api_port = free_port()
+    p = start_plane(new_home(), venv_cache, extra_env={
+        "BRANCHYARD_BACKEND": "kubernetes", "BRANCHYARD_KUBECONFIG": str(config), "BRANCHYARD_API_PORT": str(api_port),
+        "BRANCHYARD_KUBE_CONTROL_URL": f"http://127.0.0.1:{api_port}",
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
+    p.control = f"http://127.0.0.1:{api_port}"
+    try:
+        yield p
+    finally:
+        stop_plane(p)
+
+
+@pytest.fixture(scope="module")
+def repo(kplane, tmp_path_factory):
+    """The example app, project yoto, its develop branch pushed once: staging deployed (the push's log kept)."""
+    r = kplane.app_repo(tmp_path_factory.mktemp("app"), "app", project="yoto")
+    kplane.git(r, "checkout", "--quiet", "-b", "develop")
+    push = kplane.git(r, "push", "branchyard", "develop")
+    kplane.push_log = push.stdout + push.stderr
+    return r
+
+
+def secret_data(fake: FakeKube, name: str) -> dict[str, str]:
+    obj = fake.get("secrets", NS, name)
+    assert obj is not None, f"no Secret {NS}/{name}"
+    return obj.get("stringData") or {}
+
+
+def web_pod_spec(fake: FakeKube) -> dict:
+    return fake.get("deployments", NS, "web")["spec"]["template"]["spec"]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_a_push_deploys_an_environment_as_a_namespace(cluster, kplane, repo):
+    fake, _, _ = cluster
+    log = kplane.push_log
+    assert "release archive" in log and "deployment SUCCESS" in log, log
+    [dep] = kplane.json("deployments", "-e", "staging", cwd=repo)
+    assert dep["status"] == "SUCCESS"
+
+    ns = fake.get("namespaces", None, NS)
+    assert ns["metadata"]["labels"]["branchyard.dev/environment"] == "staging"
+    # the variables the control plane resolved, in this deployment's own Secret: the secret set with the CLI, the
+    # database it provisioned (at postgres.<namespace>, with the password of the PostgreSQL Secret)
+    variables = secret_data(fake, f"variables-{dep['id']}")
+    assert variables["YOTO_CLIENT_SECRET"] == "staging-client-secret-value"
+    password = secret_data(fake, "postgres")["POSTGRES_PASSWORD"]
+    assert len(password) >= 24
+    assert variables["DATABASE_URL"] == f"postgresql://by_yoto_staging:{password}@postgres.{NS}:5432/by_yoto_staging"
+    assert variables["PORT"] == "8080" and variables["RAILWAY_GIT_COMMIT_SHA"] == dep["commit"]
+    # hooks ran as Jobs before the rollout: migrate, then the seed (a new database)
+    assert fake.get("jobs", NS, f"predeploy-{dep['id']}") and fake.get("jobs", NS, f"seed-{dep['id']}")
+    assert fake.get("ingresses", NS, "web-yoto-staging-localhost")["spec"]["rules"][0]["host"] == "yoto-staging.localhost"
+
+
+def test_pods_fetch_the_release_archive_with_their_token_only(cluster, kplane, repo):
+    fake, _, _ = cluster
+    fetch = env_of(web_pod_spec(fake)["initContainers"][0])
+    url, digest = fetch["BRANCHYARD_RELEASE_URL"]["value"], fetch["BRANCHYARD_RELEASE_SHA256"]["value"]
+    assert url.startswith(kplane.control + "/internal/releases/")
+    token = secret_data(fake, fetch["BRANCHYARD_RELEASE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"])["token"]
+    assert httpx.get(url, timeout=30).status_code == 403
+    assert httpx.get(url, headers={"Authorization": "Bearer not-it"}, timeout=30).status_code == 403
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    assert answer.status_code == 200
+    assert hashlib.sha256(answer.content).hexdigest() == digest
+    with tarfile.open(fileobj=io.BytesIO(answer.content)) as archive:
+        names = set(archive.getnames())
+        python = archive.getmember(".venv/bin/python3.11") if ".venv/bin/python3.11" in names else None
+        cfg = archive.extractfile(".venv/pyvenv.cfg").read().decode()
+    assert {"main.py", "manage.py", "requirements.txt"} <= names
+    assert any(n.startswith(".venv/lib/python3.11/site-packages/fastapi/") or n.startswith(".deps/lib/python3.11/"
+                                                                                         "site-packages/fastapi/")
+               for n in names)
+    assert "home = /usr/local/bin" in cfg
+    assert python is None or python.linkname in ("/usr/local/bin/python3.11", "python3")
+
+
+def test_the_init_containers_own_program_fetches_checks_and_unpacks_the_release(cluster, kplane, repo, tmp_path):
+    """The program and environment of the rendered init container, run here as the pod would run them."""
+    fake, _, _ = cluster
+    init = web_pod_spec(fake)["initContainers"][0]
+    env = {k: e["value"] for k, e in env_of(init).items() if "value" in e}
+    token_ref = env_of(init)["BRANCHYARD_RELEASE_TOKEN"]["valueFrom"]["secretKeyRef"]
+    env["BRANCHYARD_RELEASE_TOKEN"] = secret_data(fake, token_ref["name"])[token_ref["key"]]
+    app = tmp_path / "app"
+    app.mkdir()
+    done = subprocess.run([sys.executable, *init["command"][1:]], env=env | {"BRANCHYARD_APP_DIR": str(app)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (app / "main.py").is_file() and not (app / ".release.tar.gz").exists()
+    assert os.readlink(app / ".venv" / "bin" / "python3.11") == sys.executable  # the image's interpreter
+    tampered = env | {"BRANCHYARD_RELEASE_SHA256": "0" * 64, "BRANCHYARD_APP_DIR": str(tmp_path)}
+    refused = subprocess.run([sys.executable, *init["command"][1:]], env=tampered, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0 and "expected " + "0" * 64 in refused.stderr
+
+
+def test_variables_set_and_rollback_reuse_the_archive_with_their_own_snapshot(cluster, kplane, repo):
+    fake, _, _ = cluster
+    first = kplane.json("deployments", "-e", "staging", cwd=repo)[0]
+    digest = env_of(web_pod_spec(fake)["initContainers"][0])["BRANCHYARD_RELEASE_SHA256"]["value"]
+    kplane.run("variables", "set", "-e", "staging", "FEATURE_X=on", cwd=repo)
+    second = kplane.json("deployments", "-e", "staging", cwd=repo)[0]
+    assert second["id"] != first["id"] and second["status"] == "SUCCESS"
+    assert secret_data(fake, f"variables-{second['id']}")["FEATURE_X"] == "on"
+    assert fake.get("jobs", NS, f"predeploy-{second['id']}") is None  # a variables change migrates nothing
+    spec = web_pod_spec(fake)
+    assert spec["containers"][0]["envFrom"] == [{"secretRef": {"name": f"variables-{second['id']}"}}]
+    assert env_of(spec["initContainers"][0])["BRANCHYARD_RELEASE_SHA256"]["value"] == digest  # not rebuilt
+
+    # a new commit: a new release, its own archive, migrated again
+    (repo / "VERSION").write_text("2\n")
+    kplane.commit(repo, "v2")
+    kplane.git(repo, "push", "branchyard", "develop")
+    third = kplane.json("deployments", "-e", "staging", cwd=repo)[0]
+    v2_digest = env_of(web_pod_spec(fake)["initContainers"][0])["BRANCHYARD_RELEASE_SHA256"]["value"]
+    assert v2_digest != digest and fake.get("jobs", NS, f"predeploy-{third['id']}") is not None
+    assert fake.get("secrets", NS, f"variables-{first['id']}") is None  # neither current nor the one before: pruned
+
+    # rollback: the earlier release (the variables change's deployment of it), its archive as it was, no rebuild
+    kplane.run("rollback", "-e", "staging", cwd=repo)
+    fourth = kplane.json("deployments", "-e", "staging", cwd=repo)[0]
+    assert fourth["trigger"] == "rollback" and fourth["status"] == "SUCCESS"
+    assert secret_data(fake, f"variables-{fourth['id']}")["FEATURE_X"] == "on"  # that deployment's snapshot
+    assert env_of(web_pod_spec(fake)["initContainers"][0])["BRANCHYARD_RELEASE_SHA256"]["value"] == digest
+    assert fake.get("jobs", NS, f"predeploy-{fourth['id']}") is None  # a rollback migrates nothing
+
+
+def test_status_scale_down_and_up_drive_the_deployments_replicas(cluster, kplane, repo):
+    fake, _, _ = cluster
+    status = kplane.json("status", "-e", "staging", cwd=repo)
+    assert status["status"] == "SUCCESS" and status["replicas"] == []  # no local process: pods
+    web = [p for p in status["pods"] if p["service"] == "web"]
+    assert web and all(p["ready"] for p in web)
+    assert {p["service"] for p in status["pods"]} >= {"web", "postgres", "redis"}
+    assert status["isolation"]["by"] == "kubernetes"
+
+    kplane.run("scale", "web=3", "-e", "staging", cwd=repo)
+    assert fake.get("deployments", NS, "web")["spec"]["replicas"] == 3
+    kplane.run("down", "-e", "staging", cwd=repo)
+    assert fake.get("deployments", NS, "web")["spec"]["replicas"] == 0
+    assert kplane.json("status", "-e", "staging", cwd=repo)["status"] == "SLEEPING"
+    kplane.run("up", "-e", "staging", cwd=repo)
+    assert fake.get("deployments", NS, "web")["spec"]["replicas"] == 3  # the scale it had
+    assert kplane.json("status", "-e", "staging", cwd=repo)["status"] == "SUCCESS"
+
+
+def test_deleting_the_environment_deletes_its_namespace_and_leaves_nothing(cluster, kplane, repo):
+    fake, _, _ = cluster
+    kplane.run("environment", "delete", "staging", "--yes", cwd=repo)
+    assert fake.get("namespaces", None, NS) is None
+    left = [key for key, obj in fake.objects.items()
+            if (obj.get("metadata", {}).get("labels") or {}).get("branchyard.dev/environment") == "staging"]
+    assert left == []
+    assert not list(Path(kplane.home, "releases").glob("*.tar.gz"))  # its release archives went with it
+    assert "staging" not in [e["name"] for e in json.loads(kplane.run("environment", "list", "--json", cwd=repo).stdout)]

@@ -21,12 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import free_port, new_home, start_plane, stop_plane
+from conftest import free_port, new_home, start_plane, stop_plane, wait_for
 from fakes.kube_api import FakeKube
 from fakes.kube_autopilot import Autopilot
+from webhooks import deliver, pull_request
 
 pytestmark = pytest.mark.integration
 NS = "branchyard-yoto-staging"
+SECRET = "kube-webhook-secret-5678"
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +49,10 @@ def kplane(cluster, venv_cache):
     api_port = free_port()
     p = start_plane(new_home(), venv_cache, extra_env={
         "BRANCHYARD_BACKEND": "kubernetes", "BRANCHYARD_KUBECONFIG": str(config), "BRANCHYARD_API_PORT": str(api_port),
-        "BRANCHYARD_KUBE_CONTROL_URL": f"http://127.0.0.1:{api_port}",
+        "BRANCHYARD_KUBE_CONTROL_URL": f"http://127.0.0.1:{api_port}", "BRANCHYARD_GITHUB_WEBHOOK_SECRET": SECRET,
         "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
     p.control = f"http://127.0.0.1:{api_port}"
+    p.api_url = p.json("server", "status")["api_url"]
     try:
         yield p
     finally:
@@ -58,8 +61,13 @@ def kplane(cluster, venv_cache):
 
 @pytest.fixture(scope="module")
 def repo(kplane, tmp_path_factory):
-    """The example app, project yoto, its develop branch pushed once: staging deployed (the push's log kept)."""
+    """The example app, project yoto (matched to GitHub's owner/yoto; production promoted without approvals or smoke
+    tests: the gates are not what this module proves), its develop branch pushed once: staging deployed."""
     r = kplane.app_repo(tmp_path_factory.mktemp("app"), "app", project="yoto")
+    toml = r / "branchyard.toml"
+    text = toml.read_text().replace('repository = "owner/yoto-smart-stream"', 'repository = "owner/yoto"')
+    toml.write_text(text.replace("approvals = 2\n", "").replace('smokeCommand = "python manage.py smoke"', "#"))
+    kplane.commit(r, "no promotion gates")
     kplane.git(r, "checkout", "--quiet", "-b", "develop")
     push = kplane.git(r, "push", "branchyard", "develop")
     kplane.push_log = push.stdout + push.stderr
@@ -193,6 +201,51 @@ def test_status_scale_down_and_up_drive_the_deployments_replicas(cluster, kplane
     kplane.run("up", "-e", "staging", cwd=repo)
     assert fake.get("deployments", NS, "web")["spec"]["replicas"] == 3  # the scale it had
     assert kplane.json("status", "-e", "staging", cwd=repo)["status"] == "SUCCESS"
+
+
+def test_promotion_runs_stagings_archive_in_productions_namespace(cluster, kplane, repo):
+    fake, _, _ = cluster
+    staging = env_of(web_pod_spec(fake)["initContainers"][0])["BRANCHYARD_RELEASE_SHA256"]["value"]
+    kplane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo)
+    deployment = kplane.json("deployments", "-e", "production", cwd=repo)[0]
+    assert deployment["trigger"] == "promote" and deployment["status"] == "SUCCESS"
+    prod = fake.get("deployments", "branchyard-yoto-production", "web")["spec"]
+    assert prod["replicas"] == 2
+    assert env_of(prod["template"]["spec"]["initContainers"][0])["BRANCHYARD_RELEASE_SHA256"]["value"] == staging
+    variables = fake.get("secrets", "branchyard-yoto-production", f"variables-{deployment['id']}")["stringData"]
+    assert variables["YOTO_CLIENT_SECRET"] == "production-client-secret-value"  # production's own, never staging's
+    assert "branchyard-yoto-production:5432" in variables["DATABASE_URL"]
+    quota = fake.get("resourcequotas", "branchyard-yoto-production", "environment")["spec"]["hard"]
+    assert quota["limits.memory"] == "6912Mi"  # the seed's production sizes
+
+
+def test_a_pull_request_gets_a_namespace_and_closing_it_leaves_nothing(cluster, kplane, repo, tmp_path):
+    fake, _, _ = cluster
+    upstream = tmp_path / "upstream.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(upstream)], check=True, env=kplane.env)
+    kplane.git(repo, "remote", "add", "upstream", str(upstream))
+    kplane.run("init", "--repo", str(upstream), cwd=repo)
+    base = kplane.git(repo, "rev-parse", "main").stdout.strip()
+    kplane.git(repo, "checkout", "--quiet", "-b", "feature/mqtt")
+    (repo / "VERSION").write_text("pr\n")
+    head = kplane.commit(repo, "pr")
+    kplane.git(repo, "push", "--quiet", "upstream", "feature/mqtt")
+    kplane.git(repo, "checkout", "--quiet", "develop")
+    event = {"head_ref": "feature/mqtt", "base_sha": base, "repository": "owner/yoto"}
+    opened = deliver(kplane.api_url, "pull_request", pull_request("opened", 12, head_sha=head, **event), secret=SECRET)
+    assert opened.status_code == 202
+    pr_ns = "branchyard-yoto-pr-12"
+    wait_for(lambda: fake.get("ingresses", pr_ns, "web-yoto-pr-12-localhost"), timeout=300, interval=0.5)
+    labels = fake.get("namespaces", None, pr_ns)["metadata"]["labels"]
+    assert (labels["branchyard.dev/pull-request"], labels["branchyard.dev/ephemeral"]) == ("12", "true")
+    assert fake.get("statefulsets", pr_ns, "redis") is None  # the pr template has no Redis
+    closed = deliver(kplane.api_url, "pull_request", pull_request("closed", 12, head_sha=head, merged=True, **event),
+                     secret=SECRET)
+    assert closed.status_code == 202
+    wait_for(lambda: fake.get("namespaces", None, pr_ns) is None, timeout=120, interval=0.5)
+    left = [key for key, obj in fake.objects.items()
+            if (obj.get("metadata", {}).get("labels") or {}).get("branchyard.dev/environment") == "pr-12"]
+    assert left == []
 
 
 def test_deleting_the_environment_deletes_its_namespace_and_leaves_nothing(cluster, kplane, repo):

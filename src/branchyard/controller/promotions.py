@@ -228,9 +228,16 @@ class Promotions:
     def _health(self, project: str, env_name: str) -> tuple[bool, str]:
         """Whether every replica of the environment's current deployment passes its health check right now."""
         info = self.environments.info(project, env_name)
+        path = _health_path(self, project, env_name) or "/"
+        if "pods" in info:  # a cluster (issue 19): its web pods, ready as their readiness probe (GET path) judges
+            web = [pod for pod in info["pods"] if pod["service"] == "web"]
+            ready = [pod for pod in web if pod["ready"]]
+            if not web:
+                return False, "failing: no web pod running"
+            detail = f"{len(ready)}/{len(web)} web pods ready (readiness probe: GET {path})"
+            return len(ready) == len(web), ("passing: " if len(ready) == len(web) else "failing: ") + detail
         replicas = info["replicas"]
         healthy = [r for r in replicas if r["alive"] and r["health"] == "healthy"]
-        path = _health_path(self, project, env_name) or "/"
         if not replicas:
             return False, "failing: no replica running"
         detail = f"{len(healthy)}/{len(replicas)} replicas healthy (GET {path})"

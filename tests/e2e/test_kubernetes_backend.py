@@ -203,6 +203,19 @@ def test_status_scale_down_and_up_drive_the_deployments_replicas(cluster, kplane
     assert kplane.json("status", "-e", "staging", cwd=repo)["status"] == "SUCCESS"
 
 
+def test_what_the_pods_write_is_in_the_environments_logs(cluster, kplane, repo):
+    fake, _, _ = cluster
+    pods = [p for p in kplane.json("status", "-e", "staging", cwd=repo)["pods"] if p["service"] == "web"]
+
+    def shipped():
+        out = kplane.run("logs", "-e", "staging", "--json", cwd=repo).stdout
+        return [json.loads(line) for line in out.splitlines() if "Started server process" in line]
+
+    records = wait_for(shipped, timeout=60, interval=0.5)
+    assert {r["service"] for r in records} == {"web"} and any(pods[0]["name"] in r["message"] for r in records)
+    assert len(records) == len({r["message"] for r in records})  # each line once, however often the cluster is asked
+
+
 def test_promotion_runs_stagings_archive_in_productions_namespace(cluster, kplane, repo):
     fake, _, _ = cluster
     staging = env_of(web_pod_spec(fake)["initContainers"][0])["BRANCHYARD_RELEASE_SHA256"]["value"]

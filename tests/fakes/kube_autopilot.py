@@ -81,9 +81,13 @@ class Autopilot:
     def _deployments(self, ns: str, name: str, obj: dict) -> None:
         replicas = obj["spec"]["replicas"]
         rs = self.fake.add_replicaset(ns, name, pod_template_hash=f"5d9c{obj['metadata']['generation']}")
+        template = obj["spec"]["template"]["metadata"].get("labels", {})  # a pod carries its template's labels
         for i in range(max(replicas, 1)):
             container = waiting(name, "CrashLoopBackOff", last=("Error", 1), restarts=3) if self.crash else running(name)
-            labels = self.fake.get("replicasets", ns, rs)["spec"]["selector"]["matchLabels"]
-            self.fake.add_pod(ns, f"{rs}-p{i}", labels=labels, owner=("ReplicaSet", rs), containers=[container])
+            labels = template | self.fake.get("replicasets", ns, rs)["spec"]["selector"]["matchLabels"]
+            pod = f"{rs}-p{i}"
+            self.fake.add_pod(ns, pod, labels=labels, owner=("ReplicaSet", rs), containers=[container])
+            if not self.crash:
+                self.fake.set_log(ns, pod, [f"INFO:     Started server process [{pod}]", f"GET /health 200 ({pod})"])
         if not self.crash:
             self.fake.set_deployment_status(ns, name, replicas=replicas, updated=replicas, available=replicas)

@@ -390,6 +390,17 @@ class PodStatus:
     problems: tuple[str, ...] = ()  # one line per container not running: "container web waiting: CrashLoopBackOff"
 
 
+@dataclass(frozen=True)
+class PodLogLine:
+    """One line a pod of an environment wrote (stdout and stderr together, as the cluster keeps them)."""
+
+    pod: str
+    service: str  # web, worker-<type>, postgres …
+    release: str  # the deployment it runs ("" for the data services)
+    time: str  # the kubelet's RFC 3339 timestamp (fixed width: it sorts as text)
+    text: str
+
+
 class EnvironmentsPort(Protocol):
     """Environments as a cluster runs them (Kubernetes: a namespace each, docs/kubernetes.md). A backend with this port
     deploys a whole environment declaratively, in phases the controller drives and logs; one without it (local) has
@@ -413,6 +424,9 @@ class EnvironmentsPort(Protocol):
     def pods(self, project: str, environment: str) -> list[PodStatus]:
         """The environment's pods now (BackendError when the cluster cannot be asked)."""
 
+    def pod_logs(self, project: str, environment: str, *, since_seconds: int) -> list[PodLogLine]:
+        """What the environment's pods wrote in the last `since_seconds`, oldest first."""
+
 
 @dataclass(frozen=True)
 class Machine:
@@ -428,5 +442,5 @@ class Machine:
 
 __all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates", "Credentials", "DataServer", "DataServers",
            "DatabaseAdmin", "DesiredEnvironment", "EnvironmentSecrets", "EnvironmentsPort", "HealthResult", "Isolation",
-           "Machine", "Placement", "PodStatus", "ProcessHandle", "ReleaseArtifact", "ResourceUsage", "Route", "RouterPort",
+           "Machine", "Placement", "PodLogLine", "PodStatus", "ProcessHandle", "ReleaseArtifact", "ResourceUsage", "Route", "RouterPort",
            "RuntimePort", "TaskLedger", "route_id"]

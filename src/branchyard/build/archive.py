@@ -214,6 +214,13 @@ def archive_path(release_dir: str | Path) -> Path:
     return directory.parent / f"{directory.name}.tar.gz"
 
 
+def remove(release_dir: str | Path) -> None:
+    """Delete a release's archive and its digest (its release directory is being deleted)."""
+    packed = archive_path(release_dir)
+    for path in (packed, packed.with_name(packed.name + ".sha256")):
+        path.unlink(missing_ok=True)
+
+
 def record_sha256(archive: Path, sha256: str) -> None:
     """Mark the archive complete: its digest beside it (`<archive>.sha256`), written once the archive is in place."""
     archive.with_name(archive.name + ".sha256").write_text(sha256 + "\n")

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from .. import failpoints, names
 from ..backends.ports import EnvironmentsPort, Placement, RuntimePort, TaskLedger
-from ..build import detect, interpreters, release, requirements
+from ..build import archive, detect, interpreters, release, requirements
 from ..build.detect import with_inferred_start
 from ..data import templates
 from ..errors import BadInput, BranchyardError
@@ -103,7 +103,7 @@ class Attempts:
         # a cluster backend (Kubernetes): hooks and replicas are the cluster's (cluster_rollout.py)
         self.cluster = None if environments is None else ClusterRollouts(
             settings, store, data=data, routes=routes, environments=environments, set_status=self.set_status,
-            finish=self.finish, check_wanted=self.check_wanted)
+            finish=self.finish, check_wanted=self.check_wanted, prune_releases=self._prune_releases)
 
     def run(self, work: str, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
         """One attempt at `dep_id` (the caller holds its environment's lock); Superseded if no longer wanted."""
@@ -379,6 +379,7 @@ class Attempts:
         for path in drop:
             if path:
                 shutil.rmtree(path, ignore_errors=True)
+                archive.remove(path)  # a cluster release's archive and its digest (issue 19)
 
 
 def _ms(seconds: float) -> str:

@@ -55,7 +55,8 @@ def runtime_python(image: str, version: str) -> str:
 class ClusterRollouts:
     def __init__(self, settings: Settings, store: Store, *, data: DataPlane, routes: Routes,
                  environments: EnvironmentsPort, set_status: Callable[[str, str], None],
-                 finish: Callable[[str, str], None], check_wanted: Callable[[str], None]) -> None:
+                 finish: Callable[[str, str], None], check_wanted: Callable[[str], None],
+                 prune_releases: Callable[[int], None]) -> None:
         self.settings = settings
         self.store = store
         self.data = data
@@ -64,6 +65,7 @@ class ClusterRollouts:
         self.set_status = set_status
         self.finish = finish
         self.check_wanted = check_wanted
+        self.prune_releases = prune_releases  # beyond BRANCHYARD_RELEASES_RETAINED: directories and archives
 
     def deploy(self, project: str, env_name: str, dep_id: str, out: Callable[[str], None], *, src: Path, venv: Path,
                build_meta: Mapping[str, object], new_database: bool) -> None:
@@ -100,11 +102,13 @@ class ClusterRollouts:
             old_id = env.current_deployment_id if env.current_deployment_id != dep_id else None
             env.current_deployment_id, env.state = dep_id, m.ENV_ACTIVE
             env.slept_at = env.sleep_kind = None
+            env_id = env.id
             if old_id:
                 old = s.get(m.Deployment, old_id)
                 if old.status in (m.SUCCESS, m.CRASHED, m.SLEEPING):
                     old.status = m.REMOVED
         self.routes.sync()
+        self.prune_releases(env_id)
         url = self.settings.public_url(desired.hosts[0])
         out(f"-----> deployment SUCCESS: {url}")
         self.finish(dep_id, m.SUCCESS)

@@ -41,6 +41,7 @@ from .locks import EnvLocks
 from .logship import EnvFacts, LogShipper
 from .metrics import Metrics
 from .oneoff import OneOffs
+from .podlogs import PodLogs
 from .previews import Previews
 from .projects import Projects
 from .promotions import VERIFIER, Promotions
@@ -159,6 +160,9 @@ class Controller:
         threading.Thread(target=self.alerts.run_forever, args=(self._stop,), name="alerts", daemon=True).start()
         threading.Thread(target=self.logship.run_forever, args=(self._stop,), name="logship", daemon=True).start()
         # after deployer.recover() killed the runs a dead control plane left (task ledger): their rows fail first
+        if self.on_cluster:  # issue 19: what the pods write joins the environment's logs (`logs -e ENV -f`)
+            threading.Thread(target=PodLogs(self.store, self.settings.logs_dir, self.deployer.attempts.cluster.environments)
+                             .run_forever, args=(self._stop,), name="pod-logs", daemon=True).start()
         if not self.on_cluster:  # on a cluster: a CronJob runs a cron service; idle sleep is the local edge's (not yet)
             threading.Thread(target=self.cron.run_forever, args=(self._stop,), name="cron", daemon=True).start()
             threading.Thread(target=self.sleeper.run_forever, args=(self._stop,), name="sleep", daemon=True).start()

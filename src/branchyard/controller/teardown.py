@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from sqlalchemy import select
 
 from .. import names
 from ..access import SYSTEM, Actor
 from ..backends.ports import EnvironmentsPort
+from ..build import archive
 from ..errors import BadInput
 from ..settings import Settings
 from ..store import models as m
@@ -72,6 +72,5 @@ class Teardown:
             for path in releases:
                 if path:
                     shutil.rmtree(path, ignore_errors=True)
-                    for archive_file in (f"{path}.tar.gz", f"{path}.tar.gz.sha256"):  # a cluster release's archive
-                        Path(archive_file).unlink(missing_ok=True)
+                    archive.remove(path)  # a cluster release's archive and its digest (issue 19)
             shutil.rmtree(names.safe_join(self.settings.logs_dir, project, name), ignore_errors=True)

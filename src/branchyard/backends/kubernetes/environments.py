@@ -16,7 +16,7 @@ from typing import Any
 
 from ...errors import BackendError, DeployFailed
 from ...kube_settings import KubeSettings
-from ..ports import DesiredEnvironment, PodStatus
+from ..ports import DesiredEnvironment, PodLogLine, PodStatus
 from . import naming
 from .cluster import Cluster, Rollout
 from .inputs import APP_PORT, HOOK_TIMEOUT, for_cluster
@@ -123,10 +123,19 @@ class ClusterEnvironments:
                           service=p.labels.get(naming.SERVICE, ""), problems=p.containers)
                 for p in self.cluster.pods(namespace, selector)]
 
-    def logs(self, project: str, environment: str, *, tail_lines: int | None = None,
-             since_seconds: int | None = None) -> list[tuple[str, str]]:
-        return self.cluster.logs(self.namespace(project, environment), naming.selector(project, environment),
-                                 tail_lines=tail_lines, since_seconds=since_seconds)
+    def pod_logs(self, project: str, environment: str, *, since_seconds: int) -> list[PodLogLine]:
+        namespace, selector = self.namespace(project, environment), naming.selector(project, environment)
+        labels = {p.name: p.labels for p in self.cluster.pods(namespace, selector)}
+        out = []
+        for source, line in self.cluster.logs(namespace, selector, since_seconds=since_seconds):
+            pod = source.split("/", 1)[0]
+            stamp, _, text = line.partition(" ")
+            if text.startswith("(no log: ") or not stamp[:1].isdigit():
+                continue  # a container not started yet
+            of = labels.get(pod, {})
+            out.append(PodLogLine(pod=pod, service=of.get(naming.SERVICE, ""), release=of.get(naming.RELEASE, ""),
+                                  time=stamp, text=text))
+        return out
 
     @staticmethod
     def _settle(result: Rollout, out: Out, *, what: str) -> None:

@@ -67,7 +67,8 @@ def repo(kplane, tmp_path_factory):
     toml = r / "branchyard.toml"
     text = toml.read_text().replace('repository = "owner/yoto-smart-stream"', 'repository = "owner/yoto"')
     toml.write_text(text.replace("approvals = 2\n", "").replace('smokeCommand = "python manage.py smoke"', "#"))
-    kplane.commit(r, "no promotion gates")
+    (r / "Procfile").write_text("worker: python -c 'import time; time.sleep(10**9)'\n")  # a Procfile service too
+    kplane.commit(r, "no promotion gates; a worker")
     kplane.git(r, "checkout", "--quiet", "-b", "develop")
     push = kplane.git(r, "push", "branchyard", "develop")
     kplane.push_log = push.stdout + push.stderr
@@ -195,11 +196,16 @@ def test_status_scale_down_and_up_drive_the_deployments_replicas(cluster, kplane
 
     kplane.run("scale", "web=3", "-e", "staging", cwd=repo)
     assert fake.get("deployments", NS, "web")["spec"]["replicas"] == 3
+    assert fake.get("deployments", NS, "worker-worker")["spec"]["replicas"] == 1
+    kplane.run("scale", "worker=2", "-e", "staging", cwd=repo)
+    assert fake.get("deployments", NS, "worker-worker")["spec"]["replicas"] == 2
     kplane.run("down", "-e", "staging", cwd=repo)
     assert fake.get("deployments", NS, "web")["spec"]["replicas"] == 0
     assert kplane.json("status", "-e", "staging", cwd=repo)["status"] == "SLEEPING"
+    assert fake.get("deployments", NS, "worker-worker")["spec"]["replicas"] == 0  # down stops the workers too
     kplane.run("up", "-e", "staging", cwd=repo)
     assert fake.get("deployments", NS, "web")["spec"]["replicas"] == 3  # the scale it had
+    assert fake.get("deployments", NS, "worker-worker")["spec"]["replicas"] == 2
     assert kplane.json("status", "-e", "staging", cwd=repo)["status"] == "SUCCESS"
 
 
@@ -212,7 +218,8 @@ def test_what_the_pods_write_is_in_the_environments_logs(cluster, kplane, repo):
         return [json.loads(line) for line in out.splitlines() if "Started server process" in line]
 
     records = wait_for(shipped, timeout=60, interval=0.5)
-    assert {r["service"] for r in records} == {"web"} and any(pods[0]["name"] in r["message"] for r in records)
+    assert {r["service"] for r in records} == {"web", "worker"}  # the Procfile type's name, as on the local backend
+    assert any(pods[0]["name"] in r["message"] and r["service"] == "web" for r in records)
     assert len(records) == len({r["message"] for r in records})  # each line once, however often the cluster is asked
 
 
@@ -229,7 +236,7 @@ def test_promotion_runs_stagings_archive_in_productions_namespace(cluster, kplan
     assert variables["YOTO_CLIENT_SECRET"] == "production-client-secret-value"  # production's own, never staging's
     assert "branchyard-yoto-production:5432" in variables["DATABASE_URL"]
     quota = fake.get("resourcequotas", "branchyard-yoto-production", "environment")["spec"]["hard"]
-    assert quota["limits.memory"] == "6912Mi"  # the seed's production sizes
+    assert quota["limits.memory"] == "8960Mi"  # the seed's production sizes, plus the worker (1 + 1 rolling, 1 GB each)
 
 
 def test_a_pull_request_gets_a_namespace_and_closing_it_leaves_nothing(cluster, kplane, repo, tmp_path):

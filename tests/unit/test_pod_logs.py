@@ -21,3 +21,8 @@ def test_each_pod_gets_a_slot_and_each_line_is_written_once(tmp_path):
     assert (tmp_path / "web.1.log").read_text() == "b1\n"
     assert (tmp_path / "web.2.log").read_text() == "c1\n"
     assert (tmp_path / "postgres.0.log").read_text() == "ready\n"
+
+
+def test_a_procfile_services_lines_say_its_type(tmp_path):
+    _append(tmp_path, [line("worker-clock-x", "2026-12-04T10:00:01.000000000Z", "tick", service="worker-clock")])
+    assert (tmp_path / "clock.0.log").read_text() == "tick\n"

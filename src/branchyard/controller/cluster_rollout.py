@@ -15,6 +15,7 @@ deployment only (internal_auth.release_token).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -144,9 +145,14 @@ class ClusterRollouts:
             pr = s.scalar(select(m.Preview.number).where(m.Preview.project_id == p.id, m.Preview.environment == env.name,
                                                          m.Preview.kind == "pr"))
             replicas = 0 if asleep else env.replicas_override
+            workers_scale = json.loads(env.services_scale) if env.services_scale else {}
             host = self.routes.hostname(p, env)
             custom = list(s.scalars(select(m.Domain.host).where(m.Domain.environment_id == env.id).order_by(m.Domain.host)))
         config = load_project(release_dir).environment(env_name)
+        if workers_scale:  # `scale worker=N`: the Procfile services' counts now, over the spec's
+            config = dataclasses.replace(config, processes={
+                name: dataclasses.replace(p, replicas=workers_scale.get(name, p.replicas))
+                for name, p in config.processes.items()})
         services = self.data.service_variables(env_id)
         pg = services.get(config.postgres.name, {}) if config.postgres else {}
         redis = services.get(config.redis.name, {}) if config.redis else {}

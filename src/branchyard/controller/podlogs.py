@@ -88,7 +88,8 @@ def _append(directory: Path, lines: list[PodLogLine]) -> int:
     written = 0
     out: dict[str, list[str]] = {}
     for line in sorted(lines, key=lambda entry: entry.time):
-        service = line.service or "pod"
+        # a Procfile service's pods are labelled worker-<type>: its records say <type>, as on the local backend
+        service = line.service.removeprefix("worker-") or "pod"
         known = pods.get(line.pod)
         if known is None:
             slot = sum(1 for p in pods.values() if p["service"] == service)

@@ -95,7 +95,6 @@ def bench_pack(runs: int) -> None:
 def bench_deploy() -> None:
     import dataclasses
 
-    import yaml
     from fakes.kube_api import FakeKube
     from fakes.kube_autopilot import Autopilot
 
@@ -112,12 +111,7 @@ def bench_deploy() -> None:
         variables=dict(base.variables), public_domain=base.public_domain, new_database=True,
         secrets=EnvironmentSecrets(postgres_password="p" * 24, redis_password="r" * 24, release_token="t", backup_token="b"))
     with FakeKube() as fake, Autopilot(fake).in_thread(interval=0.01), tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "kubeconfig"
-        config.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "f",
-            "clusters": [{"name": "f", "cluster": {"server": fake.url}}], "users": [{"name": "u", "user": {"token": "t"}}],
-            "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}]}))
-        envs = ClusterEnvironments(Cluster.connect(config), settings.kubernetes, "http://cp", poll=0.05)
+        envs = ClusterEnvironments(Cluster.connect(fake.kubeconfig(Path(tmp) / "kubeconfig")), settings.kubernetes, "http://cp", poll=0.05)
         phases = {}
         for phase in ("prepare", "run_hooks", "roll_out"):
             before = len(fake.requests())

@@ -199,3 +199,15 @@ def plane(tmp_path_factory, venv_cache):
         yield p
     finally:
         stop_plane(p)
+
+
+@pytest.fixture()
+def kube_fake(monkeypatch):
+    """A fake Kubernetes API server (tests/fakes/kube_api.py) for one test; no proxy between it and its clients
+    (lightkube trusts the environment's proxies, as kubectl does)."""
+    from fakes.kube_api import FakeKube
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeKube() as fake:
+        yield fake

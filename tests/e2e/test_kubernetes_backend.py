@@ -20,11 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from conftest import free_port, new_home, start_plane, stop_plane, wait_for
 from fakes.kube_api import FakeKube
 from fakes.kube_autopilot import Autopilot
-from webhooks import deliver, pull_request
+from kube_flows import PullRequest, project_repo
 
 pytestmark = pytest.mark.integration
 NS = "branchyard-yoto-staging"
@@ -34,13 +33,7 @@ SECRET = "kube-webhook-secret-5678"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with FakeKube() as fake, Autopilot(fake).in_thread() as pilot:
-        config = tmp_path_factory.mktemp("kube") / "kubeconfig"
-        config.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
-            "users": [{"name": "u", "user": {"token": "t"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
-        yield fake, pilot, config
+        yield fake, pilot, fake.kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +54,7 @@ def kplane(cluster, venv_cache):
 
 @pytest.fixture(scope="module")
 def repo(kplane, tmp_path_factory):
-    """The example app, project yoto (matched to GitHub's owner/yoto; production promoted without approvals or smoke
-    tests: the gates are not what this module proves), its develop branch pushed once: staging deployed."""
-    r = kplane.app_repo(tmp_path_factory.mktemp("app"), "app", project="yoto")
-    toml = r / "branchyard.toml"
-    text = toml.read_text().replace('repository = "owner/yoto-smart-stream"', 'repository = "owner/yoto"')
-    toml.write_text(text.replace("approvals = 2\n", "").replace('smokeCommand = "python manage.py smoke"', "#"))
-    (r / "Procfile").write_text("worker: python -c 'import time; time.sleep(10**9)'\n")  # a Procfile service too
-    kplane.commit(r, "no promotion gates; a worker")
-    kplane.git(r, "checkout", "--quiet", "-b", "develop")
-    push = kplane.git(r, "push", "branchyard", "develop")
-    kplane.push_log = push.stdout + push.stderr
-    return r
+    return project_repo(kplane, tmp_path_factory.mktemp("app"), "yoto")
 
 
 def secret_data(fake: FakeKube, name: str) -> dict[str, str]:
@@ -241,27 +223,14 @@ def test_promotion_runs_stagings_archive_in_productions_namespace(cluster, kplan
 
 def test_a_pull_request_gets_a_namespace_and_closing_it_leaves_nothing(cluster, kplane, repo, tmp_path):
     fake, _, _ = cluster
-    upstream = tmp_path / "upstream.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(upstream)], check=True, env=kplane.env)
-    kplane.git(repo, "remote", "add", "upstream", str(upstream))
-    kplane.run("init", "--repo", str(upstream), cwd=repo)
-    base = kplane.git(repo, "rev-parse", "main").stdout.strip()
-    kplane.git(repo, "checkout", "--quiet", "-b", "feature/mqtt")
-    (repo / "VERSION").write_text("pr\n")
-    head = kplane.commit(repo, "pr")
-    kplane.git(repo, "push", "--quiet", "upstream", "feature/mqtt")
-    kplane.git(repo, "checkout", "--quiet", "develop")
-    event = {"head_ref": "feature/mqtt", "base_sha": base, "repository": "owner/yoto"}
-    opened = deliver(kplane.api_url, "pull_request", pull_request("opened", 12, head_sha=head, **event), secret=SECRET)
-    assert opened.status_code == 202
+    pr = PullRequest(kplane, repo, "yoto", SECRET, tmp_path)
+    assert pr.open() == 202
     pr_ns = "branchyard-yoto-pr-12"
     wait_for(lambda: fake.get("ingresses", pr_ns, "web-yoto-pr-12-localhost"), timeout=300, interval=0.5)
     labels = fake.get("namespaces", None, pr_ns)["metadata"]["labels"]
     assert (labels["branchyard.dev/pull-request"], labels["branchyard.dev/ephemeral"]) == ("12", "true")
     assert fake.get("statefulsets", pr_ns, "redis") is None  # the pr template has no Redis
-    closed = deliver(kplane.api_url, "pull_request", pull_request("closed", 12, head_sha=head, merged=True, **event),
-                     secret=SECRET)
-    assert closed.status_code == 202
+    assert pr.close() == 202
     wait_for(lambda: fake.get("namespaces", None, pr_ns) is None, timeout=120, interval=0.5)
     left = [key for key, obj in fake.objects.items()
             if (obj.get("metadata", {}).get("labels") or {}).get("branchyard.dev/environment") == "pr-12"]

@@ -17,14 +17,13 @@ Everything runs in namespaces of a prefix of its own (`bytest-<random>-`), delet
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import free_port, new_home, start_plane, stop_plane, wait_for
-from webhooks import deliver, pull_request
+from kube_flows import PullRequest, project_repo
 
 KUBECONFIG = os.environ.get("BRANCHYARD_TEST_KUBECONFIG", "")
 pytestmark = [
@@ -76,14 +75,7 @@ def kplane(kube, venv_cache):
 
 @pytest.fixture(scope="module")
 def repo(kplane, tmp_path_factory):
-    r = kplane.app_repo(tmp_path_factory.mktemp("app"), "app", project=PROJECT)
-    toml = r / "branchyard.toml"
-    text = toml.read_text().replace('repository = "owner/yoto-smart-stream"', f'repository = "owner/{PROJECT}"')
-    toml.write_text(text.replace("approvals = 2\n", "").replace('smokeCommand = "python manage.py smoke"', "#"))
-    kplane.commit(r, "no promotion gates")
-    kplane.git(r, "checkout", "--quiet", "-b", "develop")
-    kplane.git(r, "push", "branchyard", "develop")
-    return r
+    return project_repo(kplane, tmp_path_factory.mktemp("app"), PROJECT)
 
 
 def through_ingress(host: str, path: str = "/") -> httpx.Response | None:
@@ -128,22 +120,10 @@ def test_promotion_serves_stagings_release_in_production(kplane, repo):
 
 
 def test_a_preview_is_created_and_destroyed_leaving_nothing(kube, kplane, repo, tmp_path):
-    upstream = tmp_path / "upstream.git"
-    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(upstream)], check=True, env=kplane.env)
-    kplane.git(repo, "remote", "add", "upstream", str(upstream))
-    kplane.run("init", "--repo", str(upstream), cwd=repo)
-    base = kplane.git(repo, "rev-parse", "main").stdout.strip()
-    kplane.git(repo, "checkout", "--quiet", "-b", "feature/mqtt")
-    (repo / "VERSION").write_text("pr\n")
-    head = kplane.commit(repo, "pr")
-    kplane.git(repo, "push", "--quiet", "upstream", "feature/mqtt")
-    kplane.git(repo, "checkout", "--quiet", "develop")
-    event = {"head_ref": "feature/mqtt", "base_sha": base, "repository": f"owner/{PROJECT}"}
-    assert deliver(kplane.api_url, "pull_request", pull_request("opened", 12, head_sha=head, **event),
-                   secret=SECRET).status_code == 202
-    wait_for(answers(f"{PROJECT}-pr-12.localhost", head), timeout=600, interval=2)
-    assert deliver(kplane.api_url, "pull_request", pull_request("closed", 12, head_sha=head, merged=True, **event),
-                   secret=SECRET).status_code == 202
+    pr = PullRequest(kplane, repo, PROJECT, SECRET, tmp_path)
+    assert pr.open() == 202
+    wait_for(answers(f"{PROJECT}-pr-12.localhost", pr.head), timeout=600, interval=2)
+    assert pr.close() == 202
     wait_for(lambda: f"{PREFIX}{PROJECT}-pr-12" not in kube.namespaces("app.kubernetes.io/managed-by=branchyard"),
              timeout=600, interval=2)
     assert kube.leftovers(f"branchyard.dev/project={PROJECT},branchyard.dev/environment=pr-12") == []

@@ -51,6 +51,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import pathlib
 import re
 import socket
 import threading
@@ -442,6 +443,15 @@ class FakeKube:
     def url(self) -> str:
         assert self._server is not None, "not started"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def kubeconfig(self, path: pathlib.Path) -> pathlib.Path:
+        """A kubeconfig at `path` whose current context is this fake (a bearer token it does not check)."""
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": "t0ken"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}]}))
+        return path
 
     def stop(self) -> None:
         """Stop listening and cut the open keep-alive connections too: a stopped API server answers nothing."""

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from fakes.kube_api import FakeKube
 from fakes.kube_autopilot import Autopilot
 
@@ -43,23 +42,14 @@ def desired(environment: str = "staging", release: str = "d1", **changes) -> Des
 
 
 @pytest.fixture()
-def fake(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    with FakeKube() as f:
-        yield f
+def fake(kube_fake):
+    return kube_fake
 
 
 def environments(fake: FakeKube, tmp_path: Path, pilot: Autopilot) -> ClusterEnvironments:
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
     settings = settings_module.load({"BRANCHYARD_HOME": "/nonexistent"}).kubernetes
-    return ClusterEnvironments(Cluster.connect(config), settings, "http://cp", clock=pilot.clock, sleep=pilot.sleep,
-                               poll=1.0)
+    return ClusterEnvironments(Cluster.connect(fake.kubeconfig(tmp_path / "kubeconfig")), settings, "http://cp",
+                               clock=pilot.clock, sleep=pilot.sleep, poll=1.0)
 
 
 def applied(fake: FakeKube) -> list[str]:

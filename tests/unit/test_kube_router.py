@@ -5,7 +5,6 @@ an Ingress branchyard made for a host no longer routed goes; nothing else is tou
 from __future__ import annotations
 
 import pytest
-import yaml
 from fakes.kube_api import FakeKube
 
 from branchyard import settings as settings_module
@@ -16,21 +15,13 @@ from branchyard.backends.ports import Route
 
 
 @pytest.fixture()
-def fake(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    with FakeKube() as f:
-        yield f
+def fake(kube_fake):
+    return kube_fake
 
 
 @pytest.fixture()
 def router(fake, tmp_path):
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "f",
-        "clusters": [{"name": "f", "cluster": {"server": fake.url}}], "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}]}))
-    cluster = Cluster.connect(config)
+    cluster = Cluster.connect(fake.kubeconfig(tmp_path / "kubeconfig"))
     settings = settings_module.load({"BRANCHYARD_HOME": "/x", "BRANCHYARD_KUBE_INGRESS_CLASS": "nginx"}).kubernetes
     yield IngressRouter(cluster, settings), cluster
     cluster.close()

@@ -137,3 +137,12 @@ def test_bad_settings_name_the_variable(env, message):
 def test_where_pods_reach_the_control_plane(env, url):
     s = settings_module.load({"BRANCHYARD_HOME": "/x"} | env)
     assert s.kubernetes.pods_reach_control_plane_at(s.control_url) == url
+
+
+def test_render_infers_the_start_command_a_build_would(tmp_path):
+    """An app whose files name no start command (issue 8): the manifests run what the build would infer."""
+    (tmp_path / "main.py").write_text("from fastapi import FastAPI\napp = FastAPI()\n")
+    (tmp_path / "requirements.txt").write_text("fastapi\n")
+    docs = list(yaml.safe_load_all(run("-e", "production", "--path", str(tmp_path)).output))
+    web = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "web")
+    assert web["spec"]["template"]["spec"]["containers"][0]["command"][2].startswith("uvicorn main:app --host 0.0.0.0")

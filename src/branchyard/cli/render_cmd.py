@@ -42,7 +42,7 @@ def render(environment: str, backend: str, output: str | None, path: str | None)
     root = Path(path) if path else Path.cwd()
     if not root.is_dir():
         raise click.BadParameter(f"{root} is not a directory", param_hint="--path")
-    inputs = inputs_from_files(root, environment, settings_module.load())
+    inputs = inputs_from_files(root, environment, settings_module.load(), infer_start=lambda cfg: _inferred(root, cfg))
     objects = render_environment(inputs)
     header = [f"branchyard render -e {environment}: project {inputs.project}, namespace {namespace_of(inputs)}",
               "What the Kubernetes backend applies, in order (server-side apply, field manager \"branchyard\"); the",
@@ -53,6 +53,16 @@ def render(environment: str, backend: str, output: str | None, path: str | None)
         return
     _write_directory(Path(output), objects, header)
     ui.success(f"{len(objects)} manifests written to {output}")
+
+
+def _inferred(root: Path, config):
+    """The start command a build would infer when the files name none (as `config show` says it)."""
+    from .. import names
+    from ..build import detect
+
+    src = root if config.web.root_dir in ("", ".") else names.safe_join(root, config.web.root_dir)
+    found = detect.infer_start_command(src)
+    return detect.with_inferred_start(config, found) if found is not None else config
 
 
 def _write_directory(target: Path, objects: list, header: list[str]) -> None:

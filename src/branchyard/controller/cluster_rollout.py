@@ -35,6 +35,7 @@ from ..store.db import Store
 from .dataplane import DataPlane
 from .replicas import PORT_PLACEHOLDER
 from .routes import Routes
+from .snapshot import DeploymentConfig
 
 log = logging.getLogger("branchyard.cluster")
 RELEASES_PATH = "/internal/releases/{deployment}.tar.gz"
@@ -140,6 +141,7 @@ class ClusterRollouts:
             if not dep.release_dir or dep.variables_json is None:
                 raise BranchyardError(f"deployment {dep.id} has no retained release to run")
             release_dir, sha, branch = Path(dep.release_dir), dep.commit_sha, dep.branch
+            snapshot = DeploymentConfig.from_json(dep.config_json) if dep.config_json else None
             variables = json.loads(self.data.box.decrypt(dep.variables_json))
             env_id = env.id
             pr = s.scalar(select(m.Preview.number).where(m.Preview.project_id == p.id, m.Preview.environment == env.name,
@@ -149,6 +151,8 @@ class ClusterRollouts:
             host = self.routes.hostname(p, env)
             custom = list(s.scalars(select(m.Domain.host).where(m.Domain.environment_id == env.id).order_by(m.Domain.host)))
         config = load_project(release_dir).environment(env_name)
+        if snapshot is not None:  # what the deploy recorded: an inferred start command included (not in the files)
+            config = dataclasses.replace(config, web=snapshot.web, processes=snapshot.processes)
         if workers_scale:  # `scale worker=N`: the Procfile services' counts now, over the spec's
             config = dataclasses.replace(config, processes={
                 name: dataclasses.replace(p, replicas=workers_scale.get(name, p.replicas))

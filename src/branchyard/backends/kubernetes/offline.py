@@ -11,13 +11,14 @@ release is `next`: the deployment the next deploy creates, with its seed Job as 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ... import names
 from ...errors import BadInput
 from ...settings import Settings
 from ...spec import load_project
+from ...spec.model import EnvironmentConfig
 from ...variables import environment_variables, resolve
 from . import data_services, naming
 from .inputs import APP_PORT, Credentials, EnvironmentInputs, Release, service_host
@@ -55,11 +56,15 @@ class _AnySecret(Mapping[str, str]):
         return 0
 
 
-def inputs_from_files(root: Path, environment: str, settings: Settings) -> EnvironmentInputs:
+def inputs_from_files(root: Path, environment: str, settings: Settings, *,
+                      infer_start: Callable[[EnvironmentConfig], EnvironmentConfig] | None = None) -> EnvironmentInputs:
     """Everything `render_environment` needs for `environment` of the project in `root`; BadInput (a SpecError, a
-    NotFound for an environment the files do not declare) naming what is wrong."""
+    NotFound for an environment the files do not declare) naming what is wrong. `infer_start`: the build's start
+    command inference, for a spec that names none (the caller's: it reads the app's code)."""
     spec = load_project(root)
     config = spec.environment(environment)
+    if not config.web.start_command and infer_start is not None:
+        config = infer_start(config)
     kube = settings.kubernetes
     host = names.hostname(spec.name, environment, settings.domain, production=config.production)
     decl = spec.environments.get(environment)

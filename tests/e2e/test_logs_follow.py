@@ -74,6 +74,8 @@ def test_follow_across_a_restart_and_a_deploy_and_filters(plane, tmp_path):
         v2 = wait_for(lambda: next((r for r in seen if r["message"] == V2_ERROR), None))
         assert (v2["deployment"], v2["level"], v2["stream"], v2["fields"]["logger"]) == (second, "error", "stderr", "yoto")
         assert any(r["stream"] == "deploy" and r["deployment"] == second for r in seen)  # its deploy log too
+        # every worker of both replicas logs it: wait until -f has shown them all (each is counted once below)
+        wait_for(lambda: len([r for r in seen if r["message"] == V2_ERROR]) >= 8, timeout=60)
 
         # Ctrl-C ends -f cleanly
         follow.send_signal(signal.SIGINT)

@@ -192,8 +192,7 @@ class Cluster:
             replicaset = self._new_replicaset(deployment)
             pods = self._pods_of(replicaset) if replicaset is not None else []
             if done is None:
-                stuck = [f"pod {pod.metadata.name}: {container_line(label, s)}"
-                         for pod in pods for label, s in _statuses(pod) if _fatal(s)]
+                stuck = _stuck(pods)
                 if stuck:
                     done, detail = False, f'deployment "{name}" cannot roll out: {stuck[0]}'
                 elif clock() >= deadline:
@@ -216,8 +215,7 @@ class Cluster:
             pods = self._job_pods(job)
             ok, detail = job_outcome(job)
             if ok is None:
-                stuck = [f"pod {pod.metadata.name}: {container_line(label, s)}"
-                         for pod in pods for label, s in _statuses(pod) if _fatal(s)]
+                stuck = _stuck(pods)
                 if stuck:
                     ok, detail = False, f"job {name} cannot run: {stuck[0]}"
                 elif clock() >= deadline:
@@ -238,8 +236,7 @@ class Cluster:
             done, detail = stateful_set_status(stateful_set)
             pods = self._pods_of(stateful_set)
             if not done:
-                stuck = [f"pod {pod.metadata.name}: {container_line(label, s)}"
-                         for pod in pods for label, s in _statuses(pod) if _fatal(s)]
+                stuck = _stuck(pods)
                 if stuck or clock() >= deadline:
                     why = f"cannot start: {stuck[0]}" if stuck else f"not ready after {timeout:g}s: {detail}"
                     lines = [f"pod {pod.metadata.name}: {line}" for pod in pods for label, s in _statuses(pod)
@@ -589,6 +586,12 @@ def _statuses(pod: Pod) -> list[tuple[str, Any]]:
         return []
     return ([("init container", s) for s in status.initContainerStatuses or []]
             + [("container", s) for s in status.containerStatuses or []])
+
+
+def _stuck(pods: list[Pod]) -> list[str]:
+    """`pod NAME: container …` for each container in a state waiting will not cure (FATAL_WAITING, FATAL_TERMINATED)."""
+    return [f"pod {pod.metadata.name}: {container_line(label, s)}" for pod in pods for label, s in _statuses(pod)
+            if _fatal(s)]
 
 
 def _fatal(status: Any) -> bool:

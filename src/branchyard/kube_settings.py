@@ -38,7 +38,7 @@ class KubeSettings:
     control_url: str | None = None  # BRANCHYARD_KUBE_CONTROL_URL: how pods reach the control plane (release archives,
     #                                 backups); None: BRANCHYARD_PUBLIC_URL, else its in-cluster Service
     runtime_image: str = "python:3.11-slim"  # BRANCHYARD_KUBE_RUNTIME_IMAGE: what releases run on (the slug model)
-    postgres_image: str = "postgres:16-alpine"  # BRANCHYARD_KUBE_POSTGRES_IMAGE
+    postgres_image: str = "postgres:18-alpine"  # BRANCHYARD_KUBE_POSTGRES_IMAGE
     redis_image: str = "redis:7-alpine"  # BRANCHYARD_KUBE_REDIS_IMAGE
     storage_class: str | None = None  # BRANCHYARD_KUBE_STORAGE_CLASS (the cluster's default StorageClass)
 
@@ -60,7 +60,7 @@ def load_kube(env: dict[str, str]) -> KubeSettings:
         control_namespace=_required(env, "BRANCHYARD_KUBE_CONTROL_NAMESPACE", "branchyard", _LABEL, "a namespace name"),
         control_url=_control_url(env),
         runtime_image=_required(env, "BRANCHYARD_KUBE_RUNTIME_IMAGE", "python:3.11-slim", _IMAGE, "an image reference"),
-        postgres_image=_required(env, "BRANCHYARD_KUBE_POSTGRES_IMAGE", "postgres:16-alpine", _IMAGE, "an image reference"),
+        postgres_image=_required(env, "BRANCHYARD_KUBE_POSTGRES_IMAGE", "postgres:18-alpine", _IMAGE, "an image reference"),
         redis_image=_required(env, "BRANCHYARD_KUBE_REDIS_IMAGE", "redis:7-alpine", _IMAGE, "an image reference"),
         storage_class=_optional(env, "BRANCHYARD_KUBE_STORAGE_CLASS", re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"),
                                 "a StorageClass name"),

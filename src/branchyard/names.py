@@ -11,7 +11,7 @@ import re
 import unicodedata
 from pathlib import Path, PurePosixPath
 
-from .errors import NameRefused
+from .errors import BadInput, NameRefused
 
 LABEL_MAX = 63  # one DNS label
 NAME_MAX = 40  # environment and project names
@@ -241,3 +241,17 @@ def safe_join(base: Path, *parts: str) -> Path:
     if joined != root and root not in joined.parents:
         raise NameRefused(f"path {'/'.join(parts)!r} resolves outside {root}")
     return joined
+
+
+_PG_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_RESERVED_ROLES = {"public", "none", "current_user", "session_user", "current_role"}
+
+
+def check_name(name: str, kind: str = "database") -> str:
+    """Validate a PostgreSQL database or role name against ^[a-z_][a-z0-9_]{0,62}$ (callers sanitise; this is the
+    guard)."""
+    if not isinstance(name, str) or not _PG_NAME.match(name):
+        raise BadInput(f"invalid PostgreSQL {kind} name {name!r}: use 1-63 of a-z, 0-9, _ (not starting with a digit)")
+    if kind == "role" and (name in _RESERVED_ROLES or name.startswith("pg_")):
+        raise BadInput(f"PostgreSQL role name {name!r} is reserved")
+    return name

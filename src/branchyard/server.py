@@ -136,7 +136,8 @@ def run(settings: Settings) -> None:
         raise
     url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
-        uvicorn.Config(create_app(controller), host=settings.api_host, port=port, log_level="warning", access_log=False)
+        uvicorn.Config(create_app(controller), host=settings.api_host, port=port, log_level="warning", access_log=False,
+                       ws="wsproto")  # connect's tunnel (api/routes/tunnel.py): the WebSocket library we depend on
     )
     _write_json_atomic(
         settings.server_file,

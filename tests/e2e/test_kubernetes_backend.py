@@ -2,7 +2,8 @@
 (tests/fakes/kube_api.py) whose controllers an autopilot thread plays (tests/fakes/kube_autopilot.py): nothing runs
 the pods, so what is checked is what the control plane asks of the cluster and what it serves the pods — the
 namespace and its objects, the variables snapshot in the release's own Secret, the release archive behind its token,
-rollback and `variables set` reusing the archive, the preview-style teardown leaving nothing labelled behind.
+rollback and `variables set` reusing the archive, `run` as a Job whose output and exit code reach the CLI, the
+preview-style teardown leaving nothing labelled behind.
 
 tests/e2e/test_kubernetes_cluster.py runs the same flows against a real cluster (BRANCHYARD_TEST_KUBECONFIG).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, new_home, start_plane, stop_plane, wait_for
+from conftest import BRANCHYARD, free_port, new_home, start_plane, stop_plane, wait_for
 from fakes.kube_api import FakeKube
 from fakes.kube_autopilot import Autopilot
 from kube_flows import PullRequest, project_repo
@@ -69,6 +70,13 @@ def web_pod_spec(fake: FakeKube) -> dict:
 
 def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container["env"]}
+
+
+def applied(fake: FakeKube, namespace: str, plural: str, prefix: str) -> dict:
+    """The first object of that kind and name prefix the control plane applied in the namespace (it may be gone)."""
+    return next(json.loads(r.body) for r in fake.requests("PATCH")
+                if r.path.startswith(f"/apis/batch/v1/namespaces/{namespace}/{plural}/{prefix}")
+                or r.path.startswith(f"/api/v1/namespaces/{namespace}/{plural}/{prefix}"))
 
 
 def test_a_push_deploys_an_environment_as_a_namespace(cluster, kplane, repo):
@@ -218,7 +226,78 @@ def test_promotion_runs_stagings_archive_in_productions_namespace(cluster, kplan
     assert variables["YOTO_CLIENT_SECRET"] == "production-client-secret-value"  # production's own, never staging's
     assert "branchyard-yoto-production:5432" in variables["DATABASE_URL"]
     quota = fake.get("resourcequotas", "branchyard-yoto-production", "environment")["spec"]["hard"]
-    assert quota["limits.memory"] == "8960Mi"  # the seed's production sizes, plus the worker (1 + 1 rolling, 1 GB each)
+    # the seed's production sizes, plus the worker (1 + 1 rolling, 1 GB each) and one on-demand pod (a `run`: 1 GB)
+    assert quota["limits.memory"] == "9984Mi"
+
+
+def test_backup_and_restore_run_as_jobs_in_the_namespace_through_one_time_transfers(cluster, kplane, repo):
+    fake, pilot, _ = cluster
+    prod = "branchyard-yoto-production"
+    said = kplane.run("backup", "-e", "production", cwd=repo).stdout
+    uploaded = [body for ns, body in pilot.dumped if ns == prod][-1]
+    backup = kplane.json("backup", "list", "-e", "production", cwd=repo)[0]
+    assert backup["kind"] == "manual" and backup["size"] == len(uploaded) and backup["id"] in said
+    assert backup["sha256"] == hashlib.sha256(uploaded).hexdigest()
+    dump_job = applied(fake, prod, "jobs", "dump-")
+    container = dump_job["spec"]["template"]["spec"]["containers"][0]
+    assert "valueFrom" in env_of(container)["BRANCHYARD_TRANSFER_TOKEN"]  # the token is in a Secret, not the spec
+    kplane.run("restore", backup["id"], "-e", "production", "--yes", cwd=repo)
+    assert pilot.restored[-1] == (prod, uploaded)  # the very bytes backed up, checked against their sha256
+    left = [name for (_, plural, ns, name) in fake.objects if ns == prod and plural in ("jobs", "secrets")
+            and name.startswith(("dump-", "restore-", "transfer-"))]
+    assert left == []  # each job and its token's Secret deleted once done
+    # a transfer is closed once its job ended: its token opens nothing any more
+    token = applied(fake, prod, "secrets", "transfer-")["stringData"]["token"]
+    transfer = dump_job["metadata"]["name"].removeprefix("dump-")
+    answer = httpx.post(f"{kplane.control}/internal/transfers/{transfer}", content=b"PGDMP again",
+                        headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 403
+    # production's database is backed up before its migrations run again (a promotion with a preDeployCommand)
+    kplane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo)
+    kinds = [b["kind"] for b in kplane.json("backup", "list", "-e", "production", cwd=repo)]
+    assert kinds[0] == "pre-deploy" and len(pilot.dumped) >= 2
+
+
+def test_run_is_a_job_of_the_namespace_whose_output_and_exit_code_are_the_clis(cluster, kplane, repo):
+    """`branchyard run -e production -- python -c …` against a local control plane: a Job from production's current
+    release (the autopilot runs `python -c` for real, in the pod's environment, a line per step), its output printed,
+    its exit code the CLI's, and the Job gone once it ended."""
+    fake, _, _ = cluster
+    prod = "branchyard-yoto-production"
+    current = kplane.json("deployments", "-e", "production", cwd=repo)[0]["id"]
+    code = ("import os, sys; print('hello from', os.environ['RAILWAY_ENVIRONMENT_NAME'], flush=True); "
+            "print('$(POD_NAME) $$HOME', os.environ['VIRTUAL_ENV']); sys.exit(3)")
+    done = kplane.run("run", "-e", "production", "--", "python", "-c", code, cwd=repo, check=False)
+    assert (done.returncode, done.stdout) == (3, "hello from production\n$(POD_NAME) $$HOME /app/.venv\n"), done.stderr
+    job = applied(fake, prod, "jobs", "run-")
+    name, pod = job["metadata"]["name"], job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["python", "-c", code.replace("$", "$$")]  # argv, escaped from $(…)
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": f"variables-{current}"}}]
+    assert job["spec"]["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
+    assert fake.get("jobs", prod, name) is None  # deleted before the CLI heard the exit code
+    wait_for(lambda: not [p for (_, plural, ns, p) in fake.objects if plural == "pods" and ns == prod
+                          and p.startswith(name)], timeout=30, interval=0.2)
+
+    missing = kplane.run("run", "-e", "production", "--", "manage-it", "--now", cwd=repo, check=False)
+    assert missing.returncode == 128
+    assert 'exec: "manage-it": executable file not found in $PATH' in missing.stdout
+
+
+def test_the_cli_going_away_deletes_the_run_job(cluster, kplane, repo):
+    fake, _, _ = cluster
+    prod = "branchyard-yoto-production"
+    before = {r.path for r in fake.requests("PATCH") if "/jobs/run-" in r.path}
+    cli = subprocess.Popen([*BRANCHYARD, "run", "-e", "production", "--", "python", "-c", "for i in range(900): print(i)"],
+                           cwd=repo, env=kplane.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert cli.stdout.readline() == "0\n"  # it runs (a line per autopilot step: 45 s in all)
+    finally:
+        cli.kill()
+        cli.wait(10)
+    [path] = {r.path for r in fake.requests("PATCH") if "/jobs/run-" in r.path} - before
+    name = path.rsplit("/", 1)[1]
+    wait_for(lambda: fake.get("jobs", prod, name) is None, timeout=20, interval=0.1)
+    assert any(r.path.endswith(f"/jobs/{name}") for r in fake.requests("DELETE"))
 
 
 def test_a_pull_request_gets_a_namespace_and_closing_it_leaves_nothing(cluster, kplane, repo, tmp_path):
@@ -246,3 +325,13 @@ def test_deleting_the_environment_deletes_its_namespace_and_leaves_nothing(clust
     assert left == []
     assert not list(Path(kplane.home, "releases").glob("*.tar.gz"))  # its release archives went with it
     assert "staging" not in [e["name"] for e in json.loads(kplane.run("environment", "list", "--json", cwd=repo).stdout)]
+
+
+def test_deleting_production_takes_its_final_backup_first(cluster, kplane, repo):
+    fake, pilot, _ = cluster
+    before = len(pilot.dumped)
+    kplane.run("environment", "delete", "production", "--confirm", "production", cwd=repo)
+    assert fake.get("namespaces", None, "branchyard-yoto-production") is None
+    assert pilot.dumped[before][0] == "branchyard-yoto-production"  # dumped before the namespace went
+    finals = [p for p in Path(kplane.home, "backups", "yoto", "production").glob("*.dump")]
+    assert finals, "the final backup's file is kept after the environment is gone"

@@ -1,5 +1,6 @@
 """The Kubernetes backend against a real cluster (kind, k3d, a cloud cluster): a deploy the app answers through the
-ingress controller, a rollback, a promotion, and a pull request's preview created and destroyed with nothing left.
+ingress controller, a rollback, a promotion, `run` as a Job of the namespace, and a pull request's preview created
+and destroyed with nothing left.
 
 Needs BRANCHYARD_TEST_KUBECONFIG; skipped otherwise, saying why (the machines this suite usually runs on have no
 kube-apiserver and no container engine: tests/e2e/test_kubernetes_backend.py runs the same flows there against a fake
@@ -117,6 +118,40 @@ def test_promotion_serves_stagings_release_in_production(kplane, repo):
     commit = kplane.json("status", "-e", "staging", cwd=repo)["current_deployment"]["commit"]
     kplane.run("promote", "staging", "production", "--confirm", "PROMOTE", cwd=repo)
     wait_for(answers(f"{PROJECT}.localhost", commit), timeout=300, interval=1)
+
+
+def test_run_executes_in_the_namespace_from_the_current_release(kube, kplane, repo):
+    """`run` as a Job: the release's code and variables, the namespace's own PostgreSQL reachable (it is from nowhere
+    else), the argv exactly, its output and exit code the CLI's, and the Job gone afterwards."""
+    code = ("import os, socket, sys, urllib.parse; print('hello from', os.environ['RAILWAY_ENVIRONMENT_NAME']); "
+            "db = urllib.parse.urlsplit(os.environ['DATABASE_URL']); socket.create_connection((db.hostname, db.port), 10); "
+            "print('database reachable'); print('$(POD_NAME) $$HOME'); sys.exit(3)")
+    done = kplane.run("run", "-e", "production", "--", "python", "-c", code, cwd=repo, check=False, timeout=600)
+    assert (done.returncode, done.stdout) == (3, "hello from production\ndatabase reachable\n$(POD_NAME) $$HOME\n"), \
+        done.stderr
+    jobs = kube.names("Job", f"{PREFIX}{PROJECT}-production", f"branchyard.dev/project={PROJECT},branchyard.dev/service=run")
+    assert jobs == []
+
+
+def test_backup_and_restore_run_as_data_jobs(kube, kplane, repo):
+    """`backup` and `restore` as Jobs of production's namespace (pg_dump / pg_restore of its server's image), the dump
+    uploaded to and fetched from the control plane: a row added after the backup is gone after the restore."""
+    def sql(statement: str) -> str:
+        code = ("import os, psycopg; c = psycopg.connect(os.environ['DATABASE_URL'], autocommit=True); "
+                f"r = c.execute({statement!r}); print(r.fetchall() if r.description else 'ok')")
+        return kplane.run("run", "-e", "production", "--", "python", "-c", code, cwd=repo, timeout=600).stdout.strip()
+
+    sql("CREATE TABLE IF NOT EXISTS restore_probe (x int)")
+    sql("INSERT INTO restore_probe VALUES (1)")
+    kplane.run("backup", "-e", "production", cwd=repo, timeout=900)
+    backup = kplane.json("backup", "list", "-e", "production", cwd=repo)[0]
+    sql("INSERT INTO restore_probe VALUES (2)")
+    kplane.run("restore", backup["id"], "-e", "production", "--yes", cwd=repo, timeout=900)
+    assert sql("SELECT x FROM restore_probe ORDER BY x") == "[(1,)]"
+    left = [name for kind in ("Job", "Secret")
+            for name in kube.names(kind, f"{PREFIX}{PROJECT}-production", f"branchyard.dev/project={PROJECT}")
+            if name.startswith(("dump-", "restore-", "transfer-"))]
+    assert left == []
 
 
 def test_a_preview_is_created_and_destroyed_leaving_nothing(kube, kplane, repo, tmp_path):

@@ -1,11 +1,13 @@
 """The CLI and git from another machine: a control plane in a temporary home, and a "laptop" — its own HOME and
 XDG_CONFIG_HOME, a BRANCHYARD_HOME without the plane's server.json — that reaches it only through the API's HTTP
-address: login, init, git push over HTTP (deploys, streams), status, logs, variables, run, rollback, promote,
-and the bad input (missing or wrong token, an over-limit body, a burst of wrong tokens, logout, unknown contexts).
+address: login, init, git push over HTTP (deploys, streams), status, logs, variables, run, connect (through the
+control plane's tunnel), rollback, promote, and the bad input (missing or wrong token, an over-limit body, a burst of
+wrong tokens, logout, unknown contexts).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -21,6 +23,10 @@ import httpx
 import pytest
 from conftest import BRANCHYARD, EXAMPLE, GIT_ENV, Plane, new_home, processes_mentioning, start_plane, stop_plane
 
+from branchyard import errors
+from branchyard.cli import websocket
+from branchyard.cli.client import Client
+from branchyard.cli.contexts import Target
 from branchyard.cli.project_cmd import credential_helper
 
 pytestmark = pytest.mark.integration
@@ -79,6 +85,12 @@ def post(url: str, body: bytes, headers: dict[str, str], *, source: str | None =
         return resp.status, dict(resp.getheaders()), json.loads(resp.read() or b"{}")
     finally:
         conn.close()
+
+
+def tunnels_opened(laptop: Laptop, repo: Path) -> list[tuple[str, str]]:
+    """(actor, message) of production's `tunnel.opened` events, oldest first."""
+    events = laptop.json("events", "-e", "production", cwd=repo)
+    return [(e["actor"], e["message"]) for e in reversed(events) if e["kind"] == "tunnel.opened"]
 
 
 PUBLIC_URL = "https://deploy.example.test"
@@ -192,9 +204,25 @@ def test_the_cli_and_git_push_from_another_machine(plane: Plane, tmp_path: Path)
     ran = laptop.by("run", "-e", "production", "--", "python", "-c",
                     "import os, sys; print('greeting', os.environ['GREETING']); sys.exit(3)", cwd=repo, check=False)
     assert ran.returncode == 3 and "greeting hello-from-afar" in ran.stdout
-    refused = laptop.by("connect", "postgres", "-e", "production", cwd=repo, check=False)
-    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
-    assert "not exposed" in refused.stderr
+
+    # --- connect: psql and redis-cli here, through the control plane's tunnel (a WebSocket per connection), stdin
+    # theirs. The laptop is this machine, so the servers' own addresses would answer too: the events prove the way.
+    asked = laptop.by("connect", "postgres", "-e", "production", cwd=repo, input="select 40 + 2 as answer;\n")
+    assert asked.stdout.split() == ["answer", "--------", "42", "(1", "row)"], asked.stdout
+    assert laptop.by("connect", "redis", "-e", "production", cwd=repo, input="PING\n").stdout == "PONG\n"
+    assert tunnels_opened(laptop, repo) == [("admin", "admin opened a tunnel to production's postgres"),
+                                            ("admin", "admin opened a tunnel to production's redis")]
+    # a token without `shell` is refused in one line, by the connection route and by the tunnel's handshake alike
+    viewer = laptop.json("users", "add", "quinn", "--role", "viewer")["token"]
+    refused = laptop.by("connect", "postgres", "-e", "production", cwd=repo, check=False,
+                        env=laptop.env | {"BRANCHYARD_URL": api, "BRANCHYARD_TOKEN": viewer})
+    route = "/api/projects/yoto/environments/production/connection/postgres"
+    needs = "permission 'shell' in protected environment production needs role admin; quinn is viewer"
+    assert refused.returncode == 5 and refused.stderr.splitlines() == [f"error: POST {route}: {needs}"], refused.stderr
+    with pytest.raises(errors.Forbidden) as handshake:
+        asyncio.run(websocket.connect(Client(Target("quinn", api, viewer)).websocket_endpoint(f"{route}/tunnel")))
+    assert str(handshake.value) == f"WEBSOCKET {route}/tunnel: {needs}"
+    assert len(tunnels_opened(laptop, repo)) == 2
     local_only = laptop.by("server", "status", check=False)
     assert local_only.returncode == 2 and "runs on the control plane's own machine" in local_only.stderr
 

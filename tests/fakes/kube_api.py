@@ -11,9 +11,11 @@ RFC3339Nano timestamps, as the kubelet writes them. Every request is recorded, a
 
 It runs nothing: no controllers, no kubelet, no garbage collector, no admission beyond the namespace lifecycle. Tests
 play those parts with plain methods — `set_deployment_status`, `add_replicaset`, `add_pod` (container states from
-`running`, `waiting`, `terminated`), `add_event`, `set_job_status`, `set_log`, `set_status` — and a namespace, once
-deleted, stays `Terminating` for `terminating_gets` further GETs of it (None: for ever, a finalizer nobody removes),
-then goes with all its content.
+`running`, `waiting`, `terminated`), `set_container` (one container's new state, the pod's phase following it as the
+kubelet's for `restartPolicy: Never`), `add_event`, `set_job_status`, `set_log`, `append_log`, `set_status`,
+`remove` (what the garbage collector deletes), `cut_log_streams` (a proxy dropping followed logs) — and a
+namespace, once deleted, stays `Terminating` for `terminating_gets` further GETs of it (None: for ever, a finalizer
+nobody removes), then goes with all its content.
 
     GET    /api/v1/namespaces[/{name}]          PATCH (apply) and DELETE /api/v1/namespaces/{name}
     GET    /api/v1/{plural}   /apis/{group}/{version}/{plural}              a list across all namespaces
@@ -21,7 +23,11 @@ then goes with all its content.
     PATCH  {prefix}/namespaces/{ns}/{plural}/{name}    application/apply-patch+yaml (?fieldManager, force)
     DELETE {prefix}/namespaces/{ns}/{plural}/{name}    (?propagationPolicy, gracePeriodSeconds)
     GET    /apis/apps/v1/namespaces/{ns}/deployments/{name}/scale           PATCH (application/merge-patch+json)
-    GET    /api/v1/namespaces/{ns}/pods/{name}/log     (?container, tailLines, sinceSeconds, timestamps)
+    GET    /api/v1/namespaces/{ns}/pods/{name}/log     (?container, tailLines, sinceSeconds, timestamps, follow)
+
+A followed log (`follow=true`) is a chunked text/plain answer, as the API server's: what is there (after
+`sinceSeconds`/`tailLines`), then each line as it is added, until the container terminated or the pod is gone.
+A container that has not started (waiting: PodInitializing, ContainerCreating, …) answers 400, followed or not.
 
 for the kinds in KINDS: core v1, apps/v1, batch/v1, networking.k8s.io/v1, and cert-manager.io/v1 Certificates as if
 cert-manager's CRD were installed. Events are core v1's (events.k8s.io/v1 is not served).
@@ -42,7 +48,7 @@ Stricter than the real API, so a client bug cannot hide:
   application/merge-patch+json (415 otherwise); an apply without fieldManager is refused (422, as the API does).
 - An apply carrying `status` or server-set metadata (uid, resourceVersion, generation, creationTimestamp,
   managedFields) is refused: the API would ignore the status silently and use resourceVersion as a precondition.
-- A query parameter it does not serve is refused (watch, limit/continue, dryRun, follow=true, …), and so are label
+- A query parameter it does not serve is refused (watch, limit/continue, dryRun, previous=true, …), and so are label
   selectors other than equality and existence, and field selectors the API does not support for the kind.
 """
 
@@ -55,6 +61,7 @@ import pathlib
 import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -218,8 +225,11 @@ def waiting(name: str, reason: str, *, message: str | None = None, last: tuple[s
     return _container(name, False, restarts, state, previous)
 
 
-def terminated(name: str, reason: str, exit_code: int, *, restarts: int = 0) -> dict[str, Any]:
-    return _container(name, False, restarts, {"terminated": {"reason": reason, "exitCode": exit_code}})
+def terminated(name: str, reason: str, exit_code: int, *, restarts: int = 0, message: str | None = None) -> dict[str, Any]:
+    """A container that ended: `reason` is the kubelet's (Completed for exit 0, Error otherwise, or OOMKilled,
+    StartError …), `message` what the runtime said (a StartError's)."""
+    ended = {"reason": reason, "exitCode": exit_code} | ({"message": message} if message else {})
+    return _container(name, False, restarts, {"terminated": ended})
 
 
 def condition(type_: str, status: str = "True", reason: str = "", message: str = "") -> dict[str, Any]:
@@ -387,6 +397,29 @@ class _Route:
         return self.kind.group, self.kind.plural, self.namespace or "", self.name or ""
 
 
+@dataclass(frozen=True)
+class _LogStream:
+    """A followed log to serve: whose (namespace, pod, container), from which of its lines, how, and the cuts so far."""
+
+    key: tuple[str, str, str]
+    sent: int
+    timestamps: bool
+    cuts: int
+
+
+def _phase(status: dict[str, Any]) -> str:
+    """A `restartPolicy: Never` pod's phase from its containers' states, as the kubelet derives it."""
+    def ended(s: dict) -> dict | None:
+        return (s.get("state") or {}).get("terminated")
+
+    inits, mains = status.get("initContainerStatuses") or [], status.get("containerStatuses") or []
+    if any((e := ended(s)) and e["exitCode"] != 0 for s in inits):
+        return "Failed"
+    if mains and all(ended(s) for s in mains):
+        return "Succeeded" if all(ended(s)["exitCode"] == 0 for s in mains) else "Failed"
+    return "Running" if any("running" in (s.get("state") or {}) for s in mains) else "Pending"
+
+
 @dataclass
 class FakeKube:
     """The fake API. `start()` returns its base URL; objects are kept in `objects` for tests to inspect."""
@@ -403,6 +436,7 @@ class FakeKube:
         self._terminating: dict[str, int | None] = {}
         self._logs: dict[tuple[str, str, str], list[tuple[dt.datetime, str]]] = {}  # (namespace, pod, container)
         self._connections: set[socket.socket] = set()
+        self._cuts = 0  # cut_log_streams() calls: a followed log started before one is cut
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -578,6 +612,45 @@ class FakeKube:
             self._logs[(namespace, pod, name)] = [(first + dt.timedelta(seconds=seconds_apart * i), line)
                                                   for i, line in enumerate(lines)]
 
+    def append_log(self, namespace: str, pod: str, lines: Sequence[str], *, container: str | None = None) -> None:
+        """Lines a running container writes now (each a microsecond after the one before): a followed log gets them."""
+        with self.lock:
+            spec = self._stored("pods", namespace, pod)["spec"]
+            log = self._logs.setdefault((namespace, pod, container or spec["containers"][0]["name"]), [])
+            for line in lines:
+                stamp = max(self.now, log[-1][0] + dt.timedelta(microseconds=1)) if log else self.now
+                log.append((stamp, line))
+
+    def set_container(self, namespace: str, pod: str, status: dict[str, Any], *, init: bool = False) -> dict:
+        """One container's state as the kubelet reports it (`status` from running()/waiting()/terminated()), and the pod's
+        phase and readiness as they follow for `restartPolicy: Never`: Failed once an init container failed or every
+        container ended with one failed, Succeeded once every container exited 0, Running while one runs, else
+        Pending. A followed log of a container that terminated ends."""
+        with self.lock:
+            obj = self._stored("pods", namespace, pod)
+            key = "initContainerStatuses" if init else "containerStatuses"
+            statuses = obj.setdefault("status", {}).setdefault(key, [])
+            statuses[:] = [s for s in statuses if s["name"] != status["name"]] + [copy.deepcopy(status)]
+            obj["status"]["phase"] = _phase(obj["status"])
+            ready = obj["status"]["phase"] == "Running" and all(s["ready"] for s in obj["status"]["containerStatuses"])
+            obj["status"]["conditions"] = [condition("Ready", "True" if ready else "False")]
+            self._touch(obj)
+            return copy.deepcopy(obj)
+
+    def remove(self, plural: str, namespace: str | None, name: str) -> None:
+        """An object deleted by a controller (the garbage collector deleting the pods of a deleted Job); its followed
+        logs end."""
+        with self.lock:
+            key = (BY_PLURAL[plural].group, plural, namespace or "", name)
+            self.objects.pop(key, None)
+            self._managers.pop(key, None)
+
+    def cut_log_streams(self) -> None:
+        """Every followed log open now is cut mid-stream (a proxy's idle timeout, an API server restarting): its
+        connection closed without the chunked answer's end."""
+        with self.lock:
+            self._cuts += 1
+
     # --- request handling -----------------------------------------------------------------------------
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
@@ -597,6 +670,9 @@ class FakeKube:
         record.status = status
         with self.lock:
             self.received.append(record)
+        if isinstance(payload, _LogStream):
+            self._stream_log(h, payload)
+            return
         if isinstance(payload, str):
             data, content_type = payload.encode(), "text/plain"
         else:
@@ -891,10 +967,10 @@ class FakeKube:
 
     # --- pod logs -------------------------------------------------------------------------------------
 
-    def _log(self, route: _Route, query: dict[str, str]) -> str:
+    def _log(self, route: _Route, query: dict[str, str]) -> str | _LogStream:
         _only(query, ("container", "tailLines", "sinceSeconds", "timestamps", "follow", "previous"))
-        if _flag(query, "follow") or _flag(query, "previous"):
-            raise _status(400, "BadRequest", "follow and previous logs are not served by the fake")
+        if _flag(query, "previous"):
+            raise _status(400, "BadRequest", "previous logs are not served by the fake")
         pod = self._object(route)
         names = [c["name"] for c in pod["spec"]["containers"]]
         container = query.get("container")
@@ -902,20 +978,64 @@ class FakeKube:
             raise _status(400, "BadRequest", f"a container name must be specified for pod {route.name}, "
                                              f"choose one of: [{' '.join(names)}]")
         container = container or names[0]
-        if container not in names:
+        if container not in names + [c["name"] for c in pod["spec"].get("initContainers", [])]:
             raise _status(400, "BadRequest", f"container {container} is not valid for pod {route.name}")
         tail = _count(query, "tailLines", 0)
         since = _count(query, "sinceSeconds", 1)
         lines = self._logs.get((route.namespace or "", route.name or "", container))
         if lines is None:
-            status = next((s for s in pod["status"].get("containerStatuses", []) if s["name"] == container), {})
+            statuses = pod["status"].get("containerStatuses", []) + pod["status"].get("initContainerStatuses", [])
+            status = next((s for s in statuses if s["name"] == container), {})
             reason = (status.get("state") or {}).get("waiting", {}).get("reason")
             if reason:
                 raise _status(400, "BadRequest", f'container "{container}" in pod "{route.name}" is waiting to start: {reason}')
             lines = []
+        written = len(lines)
         if since is not None:
             lines = [(t, text) for t, text in lines if t >= self.now - dt.timedelta(seconds=since)]
         if tail is not None:
             lines = lines[max(len(lines) - tail, 0):] if tail else []
         stamp = _flag(query, "timestamps")
+        if _flag(query, "follow"):  # what is shown are the newest lines: the stream starts at the first of them
+            return _LogStream((route.namespace or "", route.name or "", container), written - len(lines), stamp, self._cuts)
         return "".join(f"{_rfc3339_nano(t)} {text}\n" if stamp else f"{text}\n" for t, text in lines)
+
+    def _stream_log(self, h: BaseHTTPRequestHandler, stream: _LogStream) -> None:
+        """A followed log, chunk by chunk: the lines from `stream.sent` on as they are added, until the container
+        terminated or the pod is gone (then the chunked answer's end), a cut (then none), or the fake stops."""
+        h.send_response(200)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        sent = stream.sent
+        try:
+            while self._server is not None:
+                with self.lock:
+                    lines = self._logs.get(stream.key, [])[sent:]
+                    sent += len(lines)
+                    ended, cut = self._log_ended(stream.key), self._cuts > stream.cuts
+                text = "".join(f"{_rfc3339_nano(t)} {line}\n" if stream.timestamps else f"{line}\n" for t, line in lines)
+                if text:
+                    data = text.encode()
+                    h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    h.wfile.flush()
+                if cut:
+                    h.close_connection = True
+                    return
+                if ended:
+                    h.wfile.write(b"0\r\n\r\n")
+                    h.wfile.flush()
+                    return
+                time.sleep(0.02)
+        except OSError:  # the client went away
+            h.close_connection = True
+
+    def _log_ended(self, key: tuple[str, str, str]) -> bool:
+        namespace, pod, container = key
+        obj = self.objects.get(("", "pods", namespace, pod))
+        if obj is None:
+            return True
+        status = obj.get("status") or {}
+        found = next((s for s in status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
+                      if s["name"] == container), {})
+        return "terminated" in (found.get("state") or {})

@@ -7,12 +7,15 @@ Only the routes in OPEN answer without the token, each for the reason given ther
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import fastapi.routing
 import pytest
 from api_users import Recorder, single_token
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.routing import WebSocketRoute
+from starlette.testclient import WebSocketDenialResponse
 
 from branchyard.api.app import create_app
 from branchyard.api.guard import Throttle
@@ -32,6 +35,9 @@ OPEN = {
     # a Kubernetes environment's pods: the release's fetch token, the environment's backup token instead (403)
     ("GET", "/internal/releases/{deployment_id}.tar.gz"),
     ("POST", "/internal/backups/{project}/{environment}"),
+    # a data job's one-time transfer: its transfer's random token instead (403)
+    ("GET", "/internal/transfers/{transfer_id}"),
+    ("POST", "/internal/transfers/{transfer_id}"),
     ("GET", "/openapi.json"),  # FastAPI's schema of the routes (which the source says anyway); no data
 }
 WRONG = {
@@ -63,8 +69,28 @@ def routes(app: FastAPI) -> list[tuple[str, str]]:
     # newer FastAPI keeps an included router as one entry of app.routes; this walks into them (older: a flat list)
     contexts = getattr(fastapi.routing, "iter_route_contexts", None)
     found = contexts(app.routes) if contexts else app.routes
-    return sorted({(method, route.path) for route in found for method in (route.methods or ())} - {("HEAD", "/openapi.json")}
+    return sorted({(method, route.path) for route in found for method in methods_of(route)} - {("HEAD", "/openapi.json")}
                   - DASHBOARD)
+
+
+def methods_of(route) -> tuple[str, ...]:
+    """A route's methods; WEBSOCKET for a WebSocket route (connect's tunnel), whose handshake is checked the same."""
+    if isinstance(getattr(route, "original_route", route), WebSocketRoute):
+        return ("WEBSOCKET",)
+    return tuple(route.methods or ())
+
+
+def call(client: TestClient, method: str, path: str, headers: dict[str, str]):
+    """One request; for WEBSOCKET, the handshake's refusal, or a stand-in with status 101 when it got past the check."""
+    if method != "WEBSOCKET":
+        return client.request(method, path, headers=headers)
+    try:
+        with client.websocket_connect(path, headers=headers):
+            return SimpleNamespace(status_code=101)
+    except WebSocketDenialResponse as refused:
+        return refused
+    except Exception:  # past the check: the stand-in controller's answers are not a server's address
+        return SimpleNamespace(status_code=101)
 
 
 def url(path: str) -> str:
@@ -91,7 +117,7 @@ def test_the_open_routes_exist() -> None:
 @pytest.mark.parametrize(("method", "path"), GUARDED, ids=[f"{m} {p}" for m, p in GUARDED])
 @pytest.mark.parametrize("case", list(WRONG))
 def test_every_route_refuses_a_request_without_the_right_token(method: str, path: str, case: str) -> None:
-    response = TestClient(APP).request(method, url(path), headers=WRONG[case])
+    response = call(TestClient(APP), method, url(path), WRONG[case])
     assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
 
 
@@ -100,7 +126,7 @@ def test_with_the_right_token_the_same_request_gets_past_the_check(method: str, 
     # the control for the test above: the 401 there comes from the token check, not from the request's shape
     calls: list[str] = []
     client = TestClient(create_app(Recorder(calls), gatekeeper=single_token(TOKEN)), raise_server_exceptions=False)
-    response = client.request(method, url(path), headers={"authorization": f"Bearer {TOKEN}"})
+    response = call(client, method, url(path), {"authorization": f"Bearer {TOKEN}"})
     assert response.status_code != 401
     assert calls or response.status_code in (400, 422)  # reached the controller, or refused the (missing) input
 

@@ -78,7 +78,7 @@ def test_the_import_reader_sees_relative_and_lazy_imports(tmp_path):
 
 # issue 19: spec → manifests is pure (table-tested, and `render` needs no cluster); only cluster.py talks to one
 KUBE_MAPPING = ["naming", "inputs", "quantities", "security", "workloads", "data_services", "network", "sizing",
-                "manifests", "offline", "documents"]
+                "manifests", "offline", "documents", "data_jobs"]
 
 
 @pytest.mark.parametrize("module", KUBE_MAPPING)

@@ -25,6 +25,7 @@ from branchyard.controller.backups import Backups
 from branchyard.errors import BadInput
 from branchyard.store import models as m
 from branchyard.store.db import Store
+from branchyard.transfers import Transfers
 
 ARCHIVE = b"\x1f\x8b\x08\x00 not really gzip, but these exact bytes" * 100
 DUMP = b"PGDMP\x01\x0e\x00" + bytes(range(256)) * 40
@@ -57,6 +58,7 @@ class World:
         archive.write_bytes(ARCHIVE)
         ctl = Recorder([])
         ctl.settings, ctl.store, ctl.backups = _Settings(home), self.store, self.backups
+        self.transfers = ctl.transfers = Transfers()
         self.client = TestClient(create_app(ctl, gatekeeper=single_token("user-token"), dashboard=False))
 
     def stored(self) -> tuple[int, list[Path]]:
@@ -330,3 +332,52 @@ def test_receive_leaves_nothing_when_the_body_fails_midway(world: World) -> None
     with pytest.raises(ConnectionResetError):
         world.backups.receive("yoto", "staging", body())
     assert world.stored() == (0, [])
+
+
+# --- a data job's one-time transfers (POST/GET /internal/transfers/{id}) --------------------------------------------
+
+
+def test_an_upload_with_its_transfers_token_is_written_whole_once(world: World, tmp_path: Path) -> None:
+    target = tmp_path / "in.dump"
+    t = world.transfers.expect_upload(target)
+    answer = world.client.post(f"/internal/transfers/{t.id}", content=DUMP, headers=bearer(t.token))
+    assert answer.status_code == 201
+    assert answer.json() == {"sha256": hashlib.sha256(DUMP).hexdigest(), "size": len(DUMP)}
+    assert target.read_bytes() == DUMP and oct(target.stat().st_mode & 0o777) == "0o600"
+    again = world.client.post(f"/internal/transfers/{t.id}", content=DUMP, headers=bearer(t.token))
+    assert again.status_code == 400 and target.read_bytes() == DUMP  # never overwritten
+
+
+@pytest.mark.parametrize("who", ["wrong", "user", "download", "closed", "unknown"])
+def test_an_upload_without_its_own_open_transfers_token_is_refused_and_writes_nothing(world: World, tmp_path: Path,
+                                                                                      who: str) -> None:
+    target = tmp_path / "in.dump"
+    t = world.transfers.expect_upload(target)
+    other = world.transfers.offer_download(tmp_path / "elsewhere.dump")
+    token = {"wrong": "x" * 43, "user": "user-token", "download": other.token}.get(who, t.token)
+    transfer_id = {"download": other.id, "unknown": "0123456789ab"}.get(who, t.id)
+    if who == "closed":
+        world.transfers.close(t)
+    answer = world.client.post(f"/internal/transfers/{transfer_id}", content=DUMP, headers=bearer(token))
+    assert answer.status_code == 403 and answer.content == b""
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_an_upload_that_is_no_dump_leaves_no_file(world: World, tmp_path: Path) -> None:
+    target = tmp_path / "in.dump"
+    t = world.transfers.expect_upload(target)
+    answer = world.client.post(f"/internal/transfers/{t.id}", content=b"SELECT 1;", headers=bearer(t.token))
+    assert answer.status_code == 400 and "PGDMP" in answer.text
+    assert not list(tmp_path.iterdir())  # nor a partial file
+
+
+def test_a_download_serves_the_transfers_file_to_its_token_only(world: World, tmp_path: Path) -> None:
+    source = tmp_path / "out.dump"
+    source.write_bytes(DUMP)
+    t = world.transfers.offer_download(source)
+    assert world.client.get(f"/internal/transfers/{t.id}", headers=bearer("nope")).status_code == 403
+    answer = world.client.get(f"/internal/transfers/{t.id}", headers=bearer(t.token))
+    assert answer.status_code == 200 and answer.content == DUMP
+    assert answer.headers["cache-control"] == "no-store"
+    world.transfers.close(t)
+    assert world.client.get(f"/internal/transfers/{t.id}", headers=bearer(t.token)).status_code == 403

@@ -100,12 +100,14 @@ def test_the_seeds_sizes_per_tier():
 
 @pytest.mark.parametrize(("environment", "hard"), [
     # production: web 2 + 1 surge (1 vCPU, 1 GB each), the migration Job (same), PostgreSQL (1 vCPU, 2 GB), Redis
-    # (1 vCPU, 512 MB), the backup CronJob's pod (1 vCPU, 256 MB); PostgreSQL 10 GB + Redis's append-only file 1 GB
-    ("production", {"pods": "7", "requests.cpu": "7", "limits.cpu": "7", "requests.memory": "6912Mi",
-                    "limits.memory": "6912Mi", "requests.storage": "11Gi", "persistentvolumeclaims": "2"}),
-    # a preview: web 1 + 1 surge, migration and seed Jobs (0.5 vCPU, 512 MB each), PostgreSQL (0.5 vCPU, 512 MB)
-    ("pr-3", {"pods": "5", "requests.cpu": "2500m", "limits.cpu": "2500m", "requests.memory": "2560Mi",
-              "limits.memory": "2560Mi", "requests.storage": "1Gi", "persistentvolumeclaims": "1"}),
+    # (1 vCPU, 512 MB), the backup CronJob's pod (1 vCPU, 256 MB), one on-demand pod (the larger of a `run` — web's
+    # size — and a dump job: 0.5 vCPU, 256 MB); PostgreSQL 10 GB + Redis's append-only file 1 GB
+    ("production", {"pods": "8", "requests.cpu": "8", "limits.cpu": "8", "requests.memory": "7936Mi",
+                    "limits.memory": "7936Mi", "requests.storage": "11Gi", "persistentvolumeclaims": "2"}),
+    # a preview: web 1 + 1 surge, migration and seed Jobs (0.5 vCPU, 512 MB each), PostgreSQL (0.5 vCPU, 512 MB),
+    # one on-demand pod (web's size)
+    ("pr-3", {"pods": "6", "requests.cpu": "3", "limits.cpu": "3", "requests.memory": "3Gi",
+              "limits.memory": "3Gi", "requests.storage": "1Gi", "persistentvolumeclaims": "1"}),
 ])
 def test_the_quota_is_the_peak_of_the_environments_own_workloads(environment, hard):
     quota = objects(inputs(environment, new_database=environment != "production"))[("ResourceQuota", "environment")]
@@ -118,7 +120,7 @@ def test_no_memory_quota_without_memory_sizes():
                                                                                                   memory_mb=None)))
     hard = objects(i)[("ResourceQuota", "environment")]["spec"]["hard"]
     assert "limits.memory" not in hard and "requests.memory" not in hard
-    assert hard["limits.cpu"] == "2500m"
+    assert hard["limits.cpu"] == "3"
 
 
 def test_the_limit_range_defaults_to_web_and_caps_at_the_largest_container():

@@ -16,11 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import fastapi.routing
 import pytest
 from api_users import Recorder
 from fastapi.testclient import TestClient
+from starlette.routing import WebSocketRoute
+from starlette.testclient import WebSocketDenialResponse
 
 from branchyard.access import Permission
 from branchyard.api.app import create_app
@@ -60,6 +63,8 @@ ROUTES: dict[tuple[str, str], Permission] = {
     ("DELETE", "/api/projects/{project}/environments/{env}/variables/{key}"): P.CONFIGURE,
     ("POST", "/api/projects/{project}/environments/{env}/plugins"): P.CONFIGURE,
     ("POST", "/api/projects/{project}/environments/{env}/connection/{kind}"): P.SHELL,
+    # connect's tunnel: a WebSocket, whose handshake passes the same check (method WEBSOCKET in this table)
+    ("WEBSOCKET", "/api/projects/{project}/environments/{env}/connection/{kind}/tunnel"): P.SHELL,
     ("GET", "/api/projects/{project}/templates"): P.READ,
     ("DELETE", "/api/projects/{project}/templates"): P.ADMIN,
     ("POST", "/api/projects/{project}/environments/{env}/backups"): P.BACKUP,
@@ -95,8 +100,10 @@ ROUTES: dict[tuple[str, str], Permission] = {
 }
 OPEN = {("GET", "/api/health"), ("POST", "/webhooks/github"), ("GET", "/internal/tls/ask"),
         ("GET", "/internal/wake/{project}/{env}"), ("GET", "/openapi.json"),
-        # a Kubernetes environment's pods: a release's or the environment's own token (api/routes/releases.py)
-        ("GET", "/internal/releases/{deployment_id}.tar.gz"), ("POST", "/internal/backups/{project}/{environment}")}
+        # a Kubernetes environment's pods: a release's or the environment's own token, or a data job's one-time
+        # transfer token (api/routes/releases.py)
+        ("GET", "/internal/releases/{deployment_id}.tar.gz"), ("POST", "/internal/backups/{project}/{environment}"),
+        ("GET", "/internal/transfers/{transfer_id}"), ("POST", "/internal/transfers/{transfer_id}")}
 GIT = ("GET", "/git/{project}.git/{rest:path}"), ("POST", "/git/{project}.git/{rest:path}")  # api/git_http.py, own tests
 
 ALL, WRITERS, ADMINS = {"viewer", "member", "admin"}, {"member", "admin"}, {"admin"}
@@ -167,7 +174,20 @@ class Caller:
     def __call__(self, method: str, path: str, token: str):
         self.calls.clear()
         headers = {"authorization": f"Bearer {token}"} if token else {}
+        if method == "WEBSOCKET":
+            return websocket(self.client, path, headers)
         return self.client.request(method, path, headers=headers, json={})
+
+
+def websocket(client: TestClient, path: str, headers: dict[str, str]):
+    """A WebSocket handshake's answer: the refusal (a response), or past the check (status 101)."""
+    try:
+        with client.websocket_connect(path, headers=headers):
+            return SimpleNamespace(status_code=101, text="")
+    except WebSocketDenialResponse as refused:
+        return refused
+    except Exception as err:  # past the check: the stand-in controller's answers are not a server's address
+        return SimpleNamespace(status_code=101, text=repr(err))
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +208,8 @@ def declared(app) -> dict[tuple[str, str], Permission | None]:
     out = {}
     for route in found:
         dependant = getattr(route, "dependant", None) or getattr(getattr(route, "route", None), "dependant", None)
-        for method in route.methods or ():
+        websocket_route = isinstance(getattr(route, "original_route", route), WebSocketRoute)
+        for method in route.methods or (("WEBSOCKET",) if websocket_route else ()):
             if (method, route.path) != ("HEAD", "/openapi.json") and (method, route.path) not in DASHBOARD:
                 out[(method, route.path)] = permission_of(dependant.dependencies) if dependant else None
     return out

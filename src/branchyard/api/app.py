@@ -43,6 +43,7 @@ from .routes import (
     promotions,
     releases,
     tls,
+    tunnel,
     users,
     variables,
     wake,
@@ -52,7 +53,7 @@ from .routes import (
 # Order matters only between routes whose paths can match one URL (the first answers a method neither has:
 # 405 and its Allow header); such routes share a module, which keeps their order.
 RESOURCES = (projects, previews, environments, deployments, variables, data, git, promotions, events, domains, users,
-             metrics, alerts, cost, cron)
+             metrics, alerts, cost, cron, tunnel)
 
 
 def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,
@@ -107,8 +108,12 @@ def create_app(controller: Controller, *, gatekeeper: Gatekeeper | None = None,
 
 
 def _check_declared(router: fastapi.APIRouter) -> None:
-    """Every route of a resource router declares its permission (a route that forgot would answer anyone)."""
+    """Every route of a resource router declares its permission (a route that forgot would answer anyone): its
+    WebSocket routes too (connect's tunnel), whose handshake passes the same check."""
     for route in router.routes:
+        if isinstance(route, fastapi.routing.APIWebSocketRoute) and permission_of(route.dependant.dependencies) is None:
+            raise RuntimeError(f"WebSocket {route.path} declares no permission: add `who: Actor = allow(Permission.X)` "
+                               "(api/permissions.py)")
         if isinstance(route, fastapi.routing.APIRoute) and permission_of(route.dependant.dependencies) is None:
             raise RuntimeError(f"{sorted(route.methods)} {route.path} declares no permission: add "
                                "`who: Actor = allow(Permission.X)` (api/permissions.py)")

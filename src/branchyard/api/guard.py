@@ -142,10 +142,10 @@ def error_response(status: int, detail: str, error: str, headers: dict[str, str]
 
 def limit_for(path: str) -> int:
     """The body limit of a request path: a git push's pack, an environment's database dump (issue 19: a backup
-    CronJob's upload, api/routes/releases.py), or an API request's JSON."""
+    CronJob's upload or a data job's transfer, api/routes/releases.py), or an API request's JSON."""
     if path.startswith("/git/"):
         return GIT_MAX_BODY
-    return BACKUP_MAX_BODY if path.startswith("/internal/backups/") else API_MAX_BODY
+    return BACKUP_MAX_BODY if path.startswith(("/internal/backups/", "/internal/transfers/")) else API_MAX_BODY
 
 
 class BodyLimit:

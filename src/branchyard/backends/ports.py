@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BadInput
+from ..transfers import Transfers
 
 ROUTE_ID_PREFIX = "branchyard-route-"
 STATES = ("serving", "sleeping", "unavailable")
@@ -303,6 +304,11 @@ class DataServers(Protocol):
     def stop_all(self) -> None:
         """Stop every server (their data stays): whole-machine teardown."""
 
+    def scratch(self) -> AbstractContextManager[DatabaseAdmin | None]:
+        """Where a sanitized refresh's scratch database lives, for the refresh's duration: None for the source's own
+        server (the control plane reaches it), or a server of the control plane's own (a cluster's, which it may
+        not reach), gone with its data when the block ends."""
+
 
 # --------------------------------------------------------------------------------------------- certificates
 
@@ -427,6 +433,14 @@ class EnvironmentsPort(Protocol):
     def pod_logs(self, project: str, environment: str, *, since_seconds: int) -> list[PodLogLine]:
         """What the environment's pods wrote in the last `since_seconds`, oldest first."""
 
+    def run_one_off(self, desired: DesiredEnvironment, argv: Sequence[str], *, run_id: str,
+                    out: Callable[[str], None]) -> int:
+        """`run`: `argv` run once in the cluster from the desired release (stdin closed); its output into `out` as it
+        comes; its exit code. Nothing of it is left once it returns."""
+
+    def stop_one_off(self, project: str, environment: str, run_id: str) -> None:
+        """The `run` command `run_id` stopped (its caller went away); nothing of it left."""
+
 
 @dataclass(frozen=True)
 class Machine:
@@ -438,6 +452,7 @@ class Machine:
     data: DataServers
     certificates: Certificates | None = None
     environments: EnvironmentsPort | None = None  # a cluster backend (Kubernetes); None: replicas run locally
+    transfers: Transfers | None = None  # a cluster backend's data jobs send and fetch dumps through these
 
 
 __all__ = ["ROUTE_ID_PREFIX", "STATES", "CertificateStatus", "Certificates", "Credentials", "DataServer", "DataServers",

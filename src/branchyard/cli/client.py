@@ -13,12 +13,16 @@ import http.client
 import json
 import ssl
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from .. import errors
 from ..server import read_server_file
 from ..settings import Settings
 from .contexts import Target
+
+if TYPE_CHECKING:
+    from .websocket import Endpoint  # imported when used: only `connect`'s tunnel pays for wsproto
 
 _BY_STATUS = {400: errors.BadInput, 401: errors.Unauthorized, 403: errors.Forbidden, 404: errors.NotFound, 409: errors.Conflict,
               413: errors.PayloadTooLarge, 422: errors.DeployFailed, 429: errors.TooManyRequests}
@@ -55,9 +59,9 @@ class Client:
         if json_body is not None:
             body = json.dumps(json_body).encode()
             headers["Content-Type"] = "application/json"
-        if self._https:  # the system's CAs (SSL_CERT_FILE, when set, names another bundle)
+        if self._https:
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=ssl.create_default_context())
+                self._host, self._port, timeout=timeout, context=tls_context())
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         try:
@@ -71,14 +75,14 @@ class Client:
     def _check(self, resp: http.client.HTTPResponse) -> None:
         if resp.status < 400:
             return
-        text = resp.read().decode(errors="replace")
-        try:
-            detail = json.loads(text).get("detail")
-        except (ValueError, AttributeError):
-            detail = None
-        if not isinstance(detail, str):
-            detail = f"HTTP {resp.status}: {text[:200]}"
-        raise _BY_STATUS.get(resp.status, errors.BranchyardError)(detail)
+        raise refusal(resp.status, resp.read().decode(errors="replace"))
+
+    def websocket_endpoint(self, path: str) -> Endpoint:
+        """Where the WebSocket at `path` is opened (connect's tunnel): this client's address, TLS settings and token."""
+        from .websocket import Endpoint
+
+        return Endpoint(self.url, self._host, self._port, tls_context() if self._https else None, self._prefix + path,
+                        tuple(self._headers.items()))
 
     def request(self, method: str, path: str, *, params: dict | None = None, json: object = None,  # noqa: A002
                 timeout: float | None = TIMEOUT) -> object:
@@ -133,6 +137,23 @@ class Client:
             raise errors.ServerUnavailable(f"lost the control plane at {self.url}: {err or type(err).__name__}") from None
         finally:
             resp.close()
+
+
+def tls_context() -> ssl.SSLContext:
+    """TLS to the control plane: the system's CAs (SSL_CERT_FILE, when set, names another bundle), names checked."""
+    return ssl.create_default_context()
+
+
+def refusal(status: int, text: str, *, otherwise: str | None = None) -> errors.BranchyardError:
+    """The error of an API answer with `status` ≥ 400 and body `text`: its JSON `detail`, else `otherwise`, else the
+    status and the text."""
+    try:
+        detail = json.loads(text).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if not isinstance(detail, str):
+        detail = otherwise or f"HTTP {status}: {text[:200]}"
+    return _BY_STATUS.get(status, errors.BranchyardError)(detail)
 
 
 _json_loads = json.loads  # `request` has a parameter named json

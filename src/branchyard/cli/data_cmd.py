@@ -6,12 +6,16 @@ from __future__ import annotations
 import os
 import re
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .. import errors, names
 from . import ui
 from .context import State, env_option, json_option, pass_state, resolve_environment, resolve_project, typed_confirmation
+
+if TYPE_CHECKING:
+    from .websocket import Endpoint
 
 
 @click.command()
@@ -35,12 +39,17 @@ def add(state: State, plugin: str, environment: str | None, project: str | None)
 @pass_state
 def run(state: State, environment: str | None, project: str | None, command: tuple[str, ...]) -> None:
     """Run a command in the environment's current release: its code as the working directory, its virtualenv first
-    on PATH, its variables (Railway: `railway run -e ENV -- CMD`)."""
+    on PATH, its variables (Railway: `railway run -e ENV -- CMD`). On Kubernetes it runs in the cluster, in the
+    environment's namespace (stdin closed)."""
     env = resolve_environment(environment)
+    exec_path = f"/api/projects/{resolve_project(project)}/environments/{env}/exec"
     if state.target is not None:
-        _run_remote(state, f"/api/projects/{resolve_project(project)}/environments/{env}/exec", list(command))
+        _run_remote(state, exec_path, list(command))
         return
     ctx = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/run", {})
+    if ctx.get("where") == "cluster":  # a cluster backend: the release is a Job's to run, not this machine's
+        _run_remote(state, exec_path, list(command))
+        return
     venv = ctx["venv"]
     path = f"{venv}/bin" + (f":{os.environ['PATH']}" if os.environ.get("PATH") else "")
     base = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}  # it would point python away from the venv
@@ -49,8 +58,8 @@ def run(state: State, environment: str | None, project: str | None, command: tup
 
 
 def _run_remote(state: State, path: str, command: list[str]) -> None:
-    """`run` against a control plane elsewhere: the command runs there (stdin closed), its output streams here, and
-    its exit code is ours."""
+    """`run` against a control plane elsewhere, or on a cluster: the command runs there (stdin closed), its output
+    streams here, and its exit code is ours."""
     code = 1
     for message in state.client().stream_json(path, {"command": command}):
         if "output" in message:
@@ -67,13 +76,15 @@ def _run_remote(state: State, path: str, command: list[str]) -> None:
 @env_option
 @pass_state
 def connect(state: State, service: str, environment: str | None, project: str | None) -> None:
-    """Open psql / redis-cli on the environment's own database (stdin works: `echo 'select 1' | … connect postgres`)."""
-    if state.target is not None:  # the servers listen on the control plane's loopback; no tunnel (yet)
-        raise errors.BadInput(f"connect: the databases listen on the control plane's own machine and are not exposed; "
-                              f"the active control plane is remote ({state.target.url}): run `branchyard connect` "
-                              f"there, or `branchyard run -e ENV -- python …` here")
+    """Open psql / redis-cli on the environment's own database (stdin works: `echo 'select 1' | … connect postgres`);
+    through the control plane when it is elsewhere or only it reaches the servers (a cluster)."""
     env = resolve_environment(environment)
-    conn = state.client().post(f"/api/projects/{resolve_project(project)}/environments/{env}/connection/{service}", {})
+    client = state.client()
+    path = f"/api/projects/{resolve_project(project)}/environments/{env}/connection/{service}"
+    conn = client.post(path, {})
+    if state.target is not None or conn.get("tunnel"):
+        _connect_through_tunnel(client.websocket_endpoint(f"{path}/tunnel"), service, conn)
+        return
     if service == "postgres":
         from ..backends.local.postgres import pg_bin
 
@@ -84,6 +95,28 @@ def connect(state: State, service: str, environment: str | None, project: str | 
 
         args = [find_redis("redis-cli"), "-h", conn["REDISHOST"], "-p", conn["REDISPORT"], "--no-auth-warning"]
         _exec(args, os.environ | {"REDISCLI_AUTH": conn["REDISPASSWORD"]})  # never on the command line
+
+
+def _connect_through_tunnel(endpoint: Endpoint, service: str, conn: dict) -> None:
+    """psql / redis-cli here, its connections relayed through the control plane (cli/tunnel.py); exits with its code.
+    The credentials go into its environment, never its command line."""
+    from .tunnel import LISTEN_HOST, run_through_tunnel
+
+    if service == "postgres":
+        from ..backends.local.postgres import pg_bin
+
+        psql = pg_bin("psql")
+        mine = {k: v for k, v in os.environ.items() if k != "PGHOSTADDR"}  # it would send psql past the listener
+        env = mine | {k: conn[k] for k in ("PGUSER", "PGPASSWORD", "PGDATABASE")}
+        code = run_through_tunnel(endpoint, lambda port: [psql, "--no-psqlrc", "-h", LISTEN_HOST, "-p", str(port)], env)
+    else:
+        from ..backends.local.redis import find_redis
+
+        cli = find_redis("redis-cli")
+        code = run_through_tunnel(endpoint, lambda port: [cli, "-h", LISTEN_HOST, "-p", str(port), "--no-auth-warning"],
+                                  os.environ | {"REDISCLI_AUTH": conn["REDISPASSWORD"]})
+    sys.stdout.flush()
+    sys.exit(code)
 
 
 def _exec(argv: list[str], env: dict[str, str]) -> None:

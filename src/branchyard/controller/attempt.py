@@ -102,7 +102,8 @@ class Attempts:
         self.on_finished = on_finished  # a deployment reached a final status (waiters are woken)
         # a cluster backend (Kubernetes): hooks and replicas are the cluster's (cluster_rollout.py)
         self.cluster = None if environments is None else ClusterRollouts(
-            settings, store, data=data, routes=routes, environments=environments, set_status=self.set_status,
+            settings, store, data=data, backups=backups, routes=routes, environments=environments,
+            set_status=self.set_status,
             finish=self.finish, check_wanted=self.check_wanted, prune_releases=self._prune_releases)
 
     def run(self, work: str, project: str, env_name: str, dep_id: str, out: DeployLog) -> None:
@@ -236,14 +237,17 @@ class Attempts:
             remember_spec(self.store, project, ready.spec)
         failpoints.hit("deploy.after_build")
         self.check_wanted(dep_id)
+        backup_first = bool(cfg.production and cfg.web.pre_deploy_command and cfg.postgres is not None
+                            and not provisioned.new_database)
         if self.cluster is not None:
             self.cluster.deploy(project, env_name, dep_id, out, src=src, venv=venv, build_meta=build_meta,
-                                new_database=bool(cfg.web.seed_command and self.data.needs_seed(env_id)))
+                                new_database=bool(cfg.web.seed_command and self.data.needs_seed(env_id)),
+                                backup_first=backup_first)
             return
         hook_env = self.replicas.hook_env(venv, values, release_facts(project, env_name, dep_id, sha, branch))
         # hooks run within the web service's limits (their own cgroup), like a replica would
         hook_at = Placement(project=project, environment=env_name, service="hook", memory_mb=cfg.web.memory_mb, cpu=cfg.web.cpu)
-        if cfg.production and cfg.web.pre_deploy_command and cfg.postgres is not None and not provisioned.new_database:
+        if backup_first:
             backup = self.backups.create(project, env_name, kind="pre-deploy")
             out(f"-----> backup {backup['id']} taken before migrations ({backup['size']} bytes, sha256 {backup['sha256'][:12]})")
         if provisioned.cloned_from:

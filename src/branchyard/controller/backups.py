@@ -5,8 +5,6 @@ recorded sha256 and never cross environments."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +13,7 @@ from sqlalchemy import select
 
 from .. import names
 from ..access import SYSTEM, Actor
+from ..data.dumps import sha256_of, write_dump
 from ..errors import BadInput, NotFound
 from ..names import database_name
 from ..store import models as m
@@ -23,7 +22,6 @@ from .dataplane import DataPlane
 
 DAILY_KEEP = dt.timedelta(days=6)
 DAILY_EVERY = dt.timedelta(days=1)
-DUMP_MAGIC = b"PGDMP"  # the first bytes of every pg_dump custom-format file (what `restore` hands pg_restore)
 
 
 class Backups:
@@ -73,7 +71,7 @@ class Backups:
         path = names.safe_join(self.root, project, env_name, f"{backup_id}.dump")
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            digest, size = _write_dump(path, _chunks(body))
+            digest, size = write_dump(path, _chunks(body))
         except BaseException:
             path.unlink(missing_ok=True)
             with self.store.session() as s:
@@ -106,7 +104,7 @@ class Backups:
                     + (" — use `branchyard db refresh` to copy it sanitized" if backup.environment == "production" else "")
                 )
             path, expected = Path(backup.path), backup.sha256
-        if not path.exists() or _sha256(path) != expected:
+        if not path.exists() or sha256_of(path) != expected:
             raise BadInput(f"backup {backup_id}: the file {path} is missing or does not match its recorded sha256")
         name = database_name(project, env_name)
         self.data.admin_for(project, env_name).restore(path, name, name)
@@ -138,38 +136,6 @@ def _chunks(body: Iterable[bytes] | BinaryIO) -> Iterable[bytes]:
     if hasattr(body, "read"):
         return iter(lambda: body.read(1 << 20), b"")
     return body
-
-
-def _write_dump(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
-    """Write the chunks to a new file (0600) and sync it; (sha256, size). BadInput unless it starts with DUMP_MAGIC,
-    checked as soon as that many bytes have arrived, so a wrong upload stops early."""
-    digest, size, head = hashlib.sha256(), 0, b""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        for chunk in chunks:
-            if len(head) < len(DUMP_MAGIC):
-                head += chunk[: len(DUMP_MAGIC) - len(head)]
-                _check_magic(head, final=False)
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-        _check_magic(head, final=True)
-        out.flush()
-        os.fsync(out.fileno())  # recorded as a backup only once it is on disk
-    return digest.hexdigest(), size
-
-
-def _check_magic(head: bytes, *, final: bool) -> None:
-    if not DUMP_MAGIC.startswith(head) or (final and head != DUMP_MAGIC):
-        raise BadInput("the upload is not a pg_dump custom-format file (it does not start with PGDMP)")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _backup_dict(b: m.Backup) -> dict:

@@ -5,6 +5,7 @@ recorded snapshot are the same as on the local backend (attempt.py); then:
     the release archive   the release's source and virtualenv packed once (build/archive.py) next to its release
                           directory; a promotion or a rollback reuses it, never rebuilds
     prepare               namespace, bounds, Secrets (this deployment's variables snapshot, its fetch token), data
+    backup                production's database, before its migrations (a dump job in the namespace: backups.py)
     hooks                 preDeployCommand, then seedCommand for a new database, as Jobs (not on a rollback/redeploy)
     roll out              the Deployments rolled (maxUnavailable 0, readiness probes) and routed; then the switch:
                           the same one transaction as on the local backend (current deployment, the old one REMOVED)
@@ -32,6 +33,7 @@ from ..settings import Settings
 from ..spec import load_project
 from ..store import models as m
 from ..store.db import Store
+from .backups import Backups
 from .dataplane import DataPlane
 from .replicas import PORT_PLACEHOLDER
 from .routes import Routes
@@ -55,13 +57,14 @@ def runtime_python(image: str, version: str) -> str:
 
 
 class ClusterRollouts:
-    def __init__(self, settings: Settings, store: Store, *, data: DataPlane, routes: Routes,
+    def __init__(self, settings: Settings, store: Store, *, data: DataPlane, backups: Backups, routes: Routes,
                  environments: EnvironmentsPort, set_status: Callable[[str, str], None],
                  finish: Callable[[str, str], None], check_wanted: Callable[[str], None],
                  prune_releases: Callable[[int], None]) -> None:
         self.settings = settings
         self.store = store
         self.data = data
+        self.backups = backups
         self.routes = routes
         self.environments = environments
         self.set_status = set_status
@@ -70,15 +73,17 @@ class ClusterRollouts:
         self.prune_releases = prune_releases  # beyond BRANCHYARD_RELEASES_RETAINED: directories and archives
 
     def deploy(self, project: str, env_name: str, dep_id: str, out: Callable[[str], None], *, src: Path, venv: Path,
-               build_meta: Mapping[str, object], new_database: bool) -> None:
-        """After provisioning and the isolation guard: pack (or reuse) the archive, prepare, run the hooks, roll out."""
+               build_meta: Mapping[str, object], new_database: bool, backup_first: bool) -> None:
+        """After provisioning and the isolation guard: pack (or reuse) the archive, prepare, back the database up when
+        `backup_first` (production's, before its migrations, as on the local backend), run the hooks, roll out."""
         self._pack(dep_id, src, venv, build_meta, out)
         desired = self.desired(project, env_name, dep_id, new_database=new_database)
         self.environments.prepare(desired, out)
         self.check_wanted(dep_id)
-        if desired.config.production and desired.config.web.pre_deploy_command and desired.config.postgres is not None:
-            out("       note: no backup before migrations on Kubernetes yet (the environment's daily backup is its "
-                "CronJob's)")
+        if backup_first:
+            backup = self.backups.create(project, env_name, kind="pre-deploy")
+            out(f"-----> backup {backup['id']} taken before migrations ({backup['size']} bytes, sha256 "
+                f"{backup['sha256'][:12]})")
         self.environments.run_hooks(desired, out)
         if new_database:
             self.data.mark_seeded(project, env_name)

@@ -64,6 +64,7 @@ class Controller:
         self.store = store
         self.router = machine.router
         self.on_cluster = machine.environments is not None  # Kubernetes: environments are namespaces (issue 19)
+        self.transfers = machine.transfers  # Kubernetes: dumps to and from data jobs (api/routes/releases.py)
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
@@ -114,8 +115,10 @@ class Controller:
                                          cron=self.cron.status,
                                          sleeper=self.sleeper)
         self.variables = EnvVariables(store, data=self.data, deployer=self.deployer, guards=self.guards)
-        self.oneoffs = OneOffs(store, variables=self.variables)
-        self.databases = Databases(settings, store, data=self.data, deployer=self.deployer)
+        # `run`: on a cluster, a Job from the current deployment as its rollouts render it
+        self.oneoffs = OneOffs(store, variables=self.variables, cluster=self.deployer.attempts.cluster)
+        self.databases = Databases(settings, store, data=self.data, deployer=self.deployer,
+                                   servers_in_cluster=self.on_cluster)
         self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)
         self.git_follow = GitFollow(store)

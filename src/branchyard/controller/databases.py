@@ -20,11 +20,15 @@ from .deployer import Deployer
 
 
 class Databases:
-    def __init__(self, settings: Settings, store: Store, *, data: DataPlane, deployer: Deployer) -> None:
+    def __init__(self, settings: Settings, store: Store, *, data: DataPlane, deployer: Deployer,
+                 servers_in_cluster: bool = False) -> None:
+        """`servers_in_cluster`: the environments' servers are reachable only from inside a cluster (Kubernetes'
+        `postgres.<namespace>` Services), so `connect` goes through the control plane's tunnel even on its machine."""
         self.settings = settings
         self.store = store
         self.data = data
         self.deployer = deployer
+        self.servers_in_cluster = servers_in_cluster
 
     def add_plugin(self, project: str, env_name: str, plugin: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """`branchyard add --plugin postgresql|redis -e ENV`: provision now; references can use it at the next deploy."""
@@ -34,8 +38,27 @@ class Databases:
             self.store.record(s, project, "plugin.added", f"{plugin} added to {env_name}", environment=env_name, actor=actor)
         return {"plugin": plugin, "variables": variables}
 
-    def connection(self, project: str, env_name: str, kind: str) -> dict[str, str]:
-        """The connection variables of one environment's service (for `connect`)."""
+    def connection(self, project: str, env_name: str, kind: str) -> dict[str, Any]:
+        """The connection variables of one environment's service (for `connect`), and `tunnel`: whether only the
+        control plane reaches the server (then `connect` goes through its tunnel). The local backend's servers listen
+        on the control plane's machine (loopback, or the environments' host-side addresses): False, and a CLI on that
+        machine connects directly — one elsewhere tunnels anyway."""
+        return self._variables(project, env_name, kind) | {"tunnel": self.servers_in_cluster}
+
+    def tunnel_target(self, project: str, env_name: str, kind: str) -> tuple[str, int]:
+        """Where `connect`'s tunnel goes: the host and port of the environment's own server, exactly as its
+        connection variables say (never an address from the client)."""
+        variables = self._variables(project, env_name, kind)
+        prefix = "PG" if kind == "postgres" else "REDIS"
+        return variables[f"{prefix}HOST"], int(variables[f"{prefix}PORT"])
+
+    def tunnel_opened(self, project: str, env_name: str, kind: str, *, actor: Actor) -> None:
+        """The audit event of a tunnel opened to an environment's server (who, where; no credentials)."""
+        with self.store.session() as s:
+            self.store.record(s, project, "tunnel.opened", f"{actor.name} opened a tunnel to {env_name}'s {kind}",
+                              environment=env_name, actor=actor)
+
+    def _variables(self, project: str, env_name: str, kind: str) -> dict[str, str]:
         with self.store.session() as s:
             env = self.store.environment(s, self.store.project(s, project), env_name)
             rows = s.scalars(select(m.Service).where(m.Service.environment_id == env.id, m.Service.kind == kind)).all()
@@ -66,12 +89,13 @@ class Databases:
         if rules is None:
             raise BadInput(f"db refresh: {source}'s branchyard.toml has no [sanitize] section; refusing to copy its data "
                            "unsanitized (declare rules, `keep` where a column holds no personal data)")
-        with self.deployer.exclusive(project, target):
+        with self.deployer.exclusive(project, target), self.data.scratch_server() as scratch:
             lines: list[str] = []
             result = refresh(self.data.admin_for(project, source), database_name(project, source),
                              self.data.admin_for(project, target), database_name(project, target),
                              database_name(project, target), rules,
-                             workdir=self.settings.home / "backups" / ".refresh", log=lines.append)
+                             workdir=self.settings.home / "backups" / ".refresh", log=lines.append,
+                             scratch_admin=scratch)
             with self.store.session() as s:
                 self.store.record(s, project, "database.refreshed", f"{target} refreshed from {source} (sanitized)",
                                   environment=target, actor=actor)

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -480,6 +481,10 @@ class DataPlane:
     def stop_all(self) -> None:
         """Stop every Redis and every local PostgreSQL server of this home (their data stays)."""
         self.servers.stop_all()
+
+    def scratch_server(self) -> AbstractContextManager[DatabaseAdmin | None]:
+        """Where a sanitized refresh sanitizes (DataServers.scratch): None for the source's own server."""
+        return self.servers.scratch()
 
     # --- teardown -------------------------------------------------------------------------------------
 

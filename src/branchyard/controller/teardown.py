@@ -10,7 +10,6 @@ from .. import names
 from ..access import SYSTEM, Actor
 from ..backends.ports import EnvironmentsPort
 from ..build import archive
-from ..errors import BadInput
 from ..settings import Settings
 from ..store import models as m
 from ..store.db import Store
@@ -49,9 +48,6 @@ class Teardown:
                 production = env.production
                 has_database = s.scalar(select(m.Service.id).where(m.Service.environment_id == env.id,
                                                                    m.Service.kind == "postgres")) is not None
-                if production and has_database and self.environments is not None:
-                    raise BadInput(f"{name}: deleting production on Kubernetes takes a final backup, which the control "
-                                   "plane cannot take there yet; delete its namespace yourself once you have one")
                 env.state, env.target_deployment_id = m.ENV_SLEEPING, None
             self.routes.sync()
             self.replicas.stop(replica_ids, grace=5)

@@ -121,8 +121,12 @@ def refresh(
     *,
     workdir: Path,
     log: Callable[[str], None],
+    scratch_admin: Admin | None = None,
 ) -> dict[str, Any]:
     """Replace TARGET's content with a sanitized copy of SOURCE; raw data never enters the target's server.
+
+    The raw copy is sanitized in a scratch database on `scratch_admin`'s server: the source's own by default; a
+    server of the control plane's own when it cannot reach the source's (a Kubernetes namespace's PostgreSQL).
 
     Returns {"tables_sanitized": n, "rows_updated": {table: rows}, "tables_truncated": n,
     "tables_without_rules": [tables copied as they are]}. `log` gets progress lines, never data values.
@@ -131,6 +135,7 @@ def refresh(
     check_name(source_db, "database")
     check_name(target_db, "database")
     check_name(target_owner, "role")
+    scratch_admin = scratch_admin or source_admin
     if source_db == target_db:
         raise BadInput(f"refusing to refresh database {target_db!r} from itself")
     workdir = Path(workdir)
@@ -143,21 +148,22 @@ def refresh(
     raw_dump = workdir / f"{scratch}.source.dump"
     clean_dump = workdir / f"{scratch}.sanitized.dump"
     created = False
+    where = "the source server" if scratch_admin is source_admin else "the control plane's scratch server"
     try:
         log(f"dumping {source_db}")
         source_admin.dump(source_db, raw_dump)
-        log(f"restoring {source_db} into scratch database {scratch} on the source server ({_size(raw_dump)})")
+        log(f"restoring {source_db} into scratch database {scratch} on {where} ({_size(raw_dump)})")
         created = True
-        scratch_db = source_admin.create_database(scratch, scratch)
-        source_admin.restore(raw_dump, scratch, scratch)
+        scratch_db = scratch_admin.create_database(scratch, scratch)
+        scratch_admin.restore(raw_dump, scratch, scratch)
         raw_dump.unlink()
         result = _sanitize_database(scratch_db, spec, salt, log)
         log(f"dumping the sanitized copy from {scratch}")
-        source_admin.dump(scratch, clean_dump)
+        scratch_admin.dump(scratch, clean_dump)
         log(f"restoring the sanitized copy into {target_db} ({_size(clean_dump)})")
         target_admin.restore(clean_dump, target_db, target_owner)
     finally:
-        problems = _clean_up(source_admin, scratch if created else None, (raw_dump, clean_dump))
+        problems = _clean_up(scratch_admin, scratch if created else None, (raw_dump, clean_dump))
         for problem in problems:
             log(f"cleanup failed: {problem}")
     if problems:

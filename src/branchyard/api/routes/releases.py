@@ -1,4 +1,4 @@
-"""The two routes a Kubernetes environment's pods call on the control plane (issue 19, the "slug" model), at
+"""The routes a Kubernetes environment's pods call on the control plane (issue 19, the "slug" model), at
 BRANCHYARD_KUBE_CONTROL_URL:
 
 - `GET /internal/releases/{deployment_id}.tar.gz`: an app pod's init container fetches the release archive the
@@ -8,12 +8,16 @@ BRANCHYARD_KUBE_CONTROL_URL:
   `pg_dump --format=custom` file (backends/kubernetes/data_services.py). It sends the environment's backup token,
   which lets it add a backup of that one environment and nothing else (not read, list or restore one). The dump is
   recorded as a `scheduled` backup, so `backup list/restore` find it as they find local ones.
+- `POST /internal/transfers/{id}` and `GET /internal/transfers/{id}`: a data job (backends/kubernetes/data_jobs.py)
+  uploads the dump it made, or downloads the dump it is to restore, for one open transfer (transfers.py). It sends
+  that transfer's one-time token, which opens that one file in that one direction while the transfer is open.
 
 Not behind a user's token: no user is there, and a pod must not hold one (a user's token opens every route its
 role allows). Each token is derived from the home's cluster key and what it is for (internal_auth.py), so the
 control plane keeps no token rows and a token of one release, environment or kind is never one of another. A wrong
 or missing token gets 403 with an empty body, before anything is looked up: an unknown id answers the same 403, so
-nobody can probe which deployments or environments exist.
+nobody can probe which deployments or environments exist. (A transfer's token is random, not derived: a transfer
+is short-lived and held in memory, transfers.py.)
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from ... import internal_auth
 from ...build import archive
 from ...controller.core import Controller
+from ...data.dumps import write_dump
 from ...errors import BadInput, NotFound, PayloadTooLarge
 from ...store import models as m
+from ...transfers import DOWNLOAD, UPLOAD
 from ..guard import BACKUP_MAX_BODY, bearer
 
 RELEASE_PATH = "/internal/releases/{deployment_id}.tar.gz"
 BACKUP_PATH = "/internal/backups/{project}/{environment}"
+TRANSFER_PATH = "/internal/transfers/{transfer_id}"
 # Uploads are written in threads of their own: every environment's job starts at the same hour, and a thread waits
 # on the network for as long as its upload lasts; in FastAPI's shared pool they would starve the API's other routes.
 UPLOADS_AT_ONCE = 8  # more wait their turn (their bodies unread meanwhile)
@@ -73,7 +80,49 @@ def router(ctl: Controller) -> APIRouter:
         done = await asyncio.get_running_loop().run_in_executor(uploads, receive)
         return JSONResponse(done, status_code=201, headers=NO_STORE)
 
+    @r.post(TRANSFER_PATH, include_in_schema=False)
+    async def upload(transfer_id: str, request: Request) -> Response:
+        transfers = ctl.transfers
+        found = transfers.find(transfer_id, UPLOAD, bearer(request.headers.get("authorization"))) if transfers else None
+        if found is None:
+            return Response(status_code=403, headers=NO_STORE)
+        limit = BACKUP_MAX_BODY
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(_too_large(limit))
+        body = _capped(_pulled(request.stream(), asyncio.get_running_loop()), limit)
+        receive = functools.partial(_receive_transfer, found.path, body)
+        sha256, size = await asyncio.get_running_loop().run_in_executor(uploads, receive)
+        return JSONResponse({"sha256": sha256, "size": size}, status_code=201, headers=NO_STORE)
+
+    @r.get(TRANSFER_PATH, include_in_schema=False)
+    def download(transfer_id: str, request: Request) -> Response:
+        transfers = ctl.transfers
+        found = transfers.find(transfer_id, DOWNLOAD, bearer(request.headers.get("authorization"))) if transfers else None
+        if found is None:
+            return Response(status_code=403, headers=NO_STORE)
+        try:
+            stat_result = found.path.stat()
+        except OSError:
+            raise NotFound(f"transfer {transfer_id}: its file is gone") from None
+        return FileResponse(found.path, stat_result=stat_result, media_type="application/octet-stream",
+                            headers=NO_STORE)
+
     return r
+
+
+def _receive_transfer(path: Path, body: Iterator[bytes]) -> tuple[str, int]:
+    """A data job's dump, written whole to a partial file then renamed into place: its owner (waiting for the job)
+    finds either the complete file or none. A second upload to the same transfer is refused (the file exists)."""
+    partial = path.with_name(f".{path.name}.partial")
+    if path.exists():
+        raise BadInput(f"transfer {path.name}: already received")
+    try:
+        done = write_dump(partial, body)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return done
 
 
 def _allowed(request: Request, expected: Callable[[], str]) -> bool:

@@ -39,13 +39,18 @@ def router(ctl: Controller) -> APIRouter:
 
     @r.post("/api/projects/{project}/environments/{env}/run")
     def run_context(project: str, env: str, who: Actor = allow(Permission.SHELL)) -> dict:
-        """For `branchyard run`: the current release's directory and virtualenv, and the variables (revealed)."""
+        """For `branchyard run`: the current release's directory and virtualenv, and the variables (revealed); on a
+        cluster backend `{"where": "cluster"}` only: the command runs there (`exec`)."""
         return ctl.oneoffs.context(project, env)
 
     @r.post("/api/projects/{project}/environments/{env}/exec")
     async def exec_command(project: str, env: str, body: ExecIn, who: Actor = allow(Permission.SHELL)) -> StreamingResponse:
-        """`branchyard run` against a control plane elsewhere: the command runs here, in the same place a local
-        `run` would, its output streamed as JSON lines ({"output": …} …, then {"exit": N})."""
+        """`branchyard run` where the caller cannot run it itself: against a control plane elsewhere (the command
+        runs here, in the same place a local `run` would), or on a cluster backend (a Job in the environment's
+        namespace). Its output streamed as JSON lines ({"output": …} …, then {"exit": N})."""
+        if ctl.oneoffs.in_cluster:
+            run = await run_in_threadpool(ctl.oneoffs.cluster_run, project, env, body.command)
+            return StreamingResponse(ctl.oneoffs.stream_in_cluster(run), media_type="application/x-ndjson")
         where = await run_in_threadpool(ctl.oneoffs.context, project, env)
         return StreamingResponse(oneoff.execute(where, body.command), media_type="application/x-ndjson")
 

@@ -1,9 +1,10 @@
-"""The Kubernetes backend's I/O: server-side apply of rendered manifests, and the reads that watch them land.
+"""The Kubernetes backend's I/O: server-side apply of rendered manifests, the reads that watch them land, and a
+container's log followed as it is written (a `run` command's output).
 
 The manifests come from the pure renderer (manifests.py); this module only talks to the API through lightkube and
 turns what it sees into branchyard's words: one-line `BackendError`s (`verb Kind namespace/name: why`) and plain
-values (`Rollout`, `JobResult`, `PodState`). Nothing above it sees an `ApiError` or an httpx2 exception. Waiting loops
-take `clock` and `sleep`, so tests drive time instead of spending it.
+values (`Rollout`, `JobResult`, `PodStart`, `Ending`, `PodState`). Nothing above it sees an `ApiError` or an httpx2
+exception. Waiting loops take `clock` and `sleep`, so tests drive time instead of spending it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")  # Kubernetes ≥
 FATAL_WAITING = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
                            "InvalidImageName"})
 FATAL_TERMINATED = frozenset({"OOMKilled"})
+PLAIN_ENDINGS = frozenset({"Completed", "Error"})  # a command that exited by itself: its exit code says it all
 LEFTOVER_KINDS = (Namespace, Deployment, StatefulSet, Service, Ingress, Secret, ConfigMap, Job, CronJob, NetworkPolicy,
                   ResourceQuota, LimitRange, PersistentVolumeClaim, Pod)
 MODELS = f"lightkube-models {version('lightkube-models')}"
@@ -59,8 +61,8 @@ MODELS = f"lightkube-models {version('lightkube-models')}"
 # registered by (group, version, kind, plural). A custom resource's plural is its URL segment, which a manifest does
 # not carry, so the custom kinds branchyard may render are registered here, once, at import.
 CUSTOM_KINDS = (("cert-manager.io", "v1", "Certificate", "certificates"),)
-for _group, _version, _kind, _plural in CUSTOM_KINDS:
-    create_namespaced_resource(_group, _version, _kind, _plural)
+_CUSTOM = {_kind: create_namespaced_resource(_group, _version, _kind, _plural)
+           for _group, _version, _kind, _plural in CUSTOM_KINDS}
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,25 @@ class JobResult:
 
 
 @dataclass(frozen=True)
+class PodStart:
+    """How waiting for a Job's pod to start its container ended: the pod (the container runs, or ran already), or
+    why no pod will run it (`detail`) and what tells more (`problems`: the init container's log, Warning events)."""
+
+    pod: str | None
+    detail: str = ""
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a container ended: its exit code and, when it did not simply exit, why (`note`: OOMKilled, or the
+    runtime's StartError when the command could not be started at all)."""
+
+    exit_code: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class PodState:
     """A pod as `status` shows it. `containers`: one line per container that is not running, e.g.
     `container web waiting: CrashLoopBackOff; last terminated: OOMKilled (exit 137)`."""
@@ -93,6 +114,18 @@ class PodState:
     restarts: int
     containers: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)  # which service of its environment, …
+
+
+@dataclass(frozen=True)
+class CertificateState:
+    """A cert-manager Certificate as `domain list` shows it: whether it is Ready, until when, and why not."""
+
+    namespace: str
+    name: str
+    ready: bool | None  # None: no Ready condition yet (just created)
+    not_after: str | None  # RFC 3339, as cert-manager writes it
+    issuer: str | None
+    message: str | None  # the Ready condition's message when it is not ready
 
 
 class Cluster:
@@ -225,6 +258,70 @@ class Cluster:
                 return JobResult(ok, detail + note, logs)
             sleep(poll)
 
+    def wait_started(self, namespace: str, name: str, container: str, *, timeout: float, poll: float = 1.0,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> PodStart:
+        """Poll a Job until `container` of its newest pod runs or ended (its log can be followed), or no pod will run
+        it: its init container failed, a container is stuck (as in `rollout`), the Job ended, or `timeout` seconds of
+        `clock` passed (a quota, the scheduler: the Warning events say which)."""
+        deadline = clock() + timeout
+        while True:
+            job = self._get(Job, namespace, name)
+            pods = self._job_pods(job)
+            if pods and _has_started(pods[-1], container):
+                return PodStart(pods[-1].metadata.name)
+            init = _failed_init(pods[-1]) if pods else None
+            stuck = _stuck(pods)
+            ended, detail = job_outcome(job)
+            if init is not None:
+                why = f"job {name} cannot run: pod {pods[-1].metadata.name}: {container_line('init container', init)}"
+                log = self._log(namespace, pods[-1].metadata.name, init.name, tail_lines=20)
+                return PodStart(None, why, tuple(log) + self._job_warnings(namespace, name, pods))
+            if stuck:
+                why = f"cannot run: {stuck[0]}"
+            elif ended is not None:
+                why = f"ended before its pod ran: {detail}"
+            elif clock() >= deadline:
+                why = f"has no pod running after {timeout:g}s: {detail}"
+            else:
+                sleep(poll)
+                continue
+            return PodStart(None, f"job {name} {why}", self._job_warnings(namespace, name, pods))
+
+    def follow_log(self, namespace: str, pod: str, container: str, *, poll: float = 1.0,
+                   sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:
+        """The container's log lines as they are written, each once, until it ended or its pod is gone. A stream that
+        stops while the container still runs (a proxy's idle timeout, an API server restarting) is followed again from
+        the start, the lines already given skipped by their kubelet timestamps."""
+        last, given = "", 0  # the newest timestamp given, and how many lines carrying it were given
+        while True:
+            again = 0
+            for stamp, text in self._follow(namespace, pod, container):
+                if stamp < last:
+                    continue
+                if stamp == last:
+                    again += 1
+                    if again <= given:
+                        continue
+                    given += 1
+                else:
+                    last, given, again = stamp, 1, 1
+                yield text
+            if self._container_ended(namespace, pod, container):
+                return
+            sleep(poll)
+
+    def ending(self, namespace: str, pod: str, container: str) -> Ending | None:
+        """How the container ended, as the kubelet reported it; None while it has not, or when its pod is gone."""
+        status = self._container_status(namespace, pod, container)
+        terminated = status.state.terminated if status is not None and status.state is not None else None
+        if terminated is None:
+            return None
+        if terminated.reason in PLAIN_ENDINGS or not terminated.reason:
+            return Ending(terminated.exitCode)
+        note = f"container {container} terminated: {_ending(terminated)}"
+        return Ending(terminated.exitCode, note + (f": {_one_line(terminated.message)}" if terminated.message else ""))
+
     def wait_stateful_set(self, namespace: str, name: str, *, timeout: float, poll: float = 1.0,
                           clock: Callable[[], float] = time.monotonic,
                           sleep: Callable[[float], None] = time.sleep) -> Rollout:
@@ -279,6 +376,12 @@ class Cluster:
             found += [_name_of(kind.__name__, obj.metadata) for obj in self._list(kind, selector, namespace=scope, labels=labels)]
         return found
 
+    def holding(self, kind: str, name: str) -> list[str]:
+        """The namespaces that hold a Secret called `name`, sorted."""
+        resource = {"Secret": Secret}[kind]
+        found = self._list(resource, f"(all namespaces) {name}", namespace=ALL_NS, fields={"metadata.name": name})
+        return sorted(obj.metadata.namespace for obj in found)
+
     def namespaces(self, selector: str) -> list[str]:
         """The names of the namespaces matching `selector`, sorted."""
         found = self._list(Namespace, selector, labels=label_requirements(selector))
@@ -289,6 +392,27 @@ class Cluster:
         found = self._list(Ingress, f"(all namespaces) {selector}", namespace=ALL_NS, labels=label_requirements(selector))
         return sorted((i.metadata.namespace, i.metadata.name, tuple(r.host for r in (i.spec.rules or []) if r.host))
                       for i in found)
+
+    def certificates(self, name: str) -> list[CertificateState]:
+        """cert-manager's Certificates called `name` in any namespace (its ingress-shim names an Ingress's Certificate
+        after the TLS Secret); [] when cert-manager is not installed (its API group unknown: 404)."""
+        with self._errors("list", f"Certificate (all namespaces) {name}"):
+            try:
+                found = list(self.client.list(_CUSTOM["Certificate"], namespace=ALL_NS, fields={"metadata.name": name}))
+            except ApiError as err:
+                if err.status.code != 404:
+                    raise
+                return []
+        out = []
+        for cert in found:
+            status, spec = cert.status or {}, cert.spec or {}
+            ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
+            out.append(CertificateState(
+                namespace=cert.metadata.namespace, name=cert.metadata.name,
+                ready=None if ready is None else ready.get("status") == "True", not_after=status.get("notAfter"),
+                issuer=(spec.get("issuerRef") or {}).get("name"),
+                message=ready.get("message") if ready is not None and ready.get("status") != "True" else None))
+        return sorted(out, key=lambda c: (c.namespace, c.name))
 
     def pods(self, namespace: str, selector: str) -> list[PodState]:
         """The pods matching `selector`, by name."""
@@ -384,6 +508,43 @@ class Cluster:
         if len(lines) == 1 and lines[0].startswith("(no log: "):
             return "", f" {lines[0]}"
         return "\n".join(lines), ""
+
+    def _job_warnings(self, namespace: str, name: str, pods: list[Pod]) -> tuple[str, ...]:
+        """Each container of the Job's pods that is not running, and the Warning events about the Job and its pods."""
+        lines = [f"pod {pod.metadata.name}: {line}" for pod in pods for label, s in _statuses(pod)
+                 if (line := container_line(label, s)) is not None]
+        subjects = {("Job", name)} | {("Pod", p.metadata.name) for p in pods}
+        return tuple(lines + self._warnings(namespace, subjects))
+
+    def _follow(self, namespace: str, pod: str, container: str) -> Iterator[tuple[str, str]]:
+        """(timestamp, text) of each line of one followed log stream, until the API ends it. A stream cut short ends
+        it too (the caller looks at the container, and follows again); so does the pod being gone."""
+        with self._errors("log", f"Pod {namespace}/{pod}"):
+            try:
+                for line in self.client.log(pod, namespace=namespace, container=container, follow=True,
+                                            timestamps=True, newlines=False):
+                    stamp, _, text = line.partition(" ")
+                    yield stamp, text
+            except ApiError as err:
+                if err.status.code != 404:
+                    raise
+            except httpx2.TransportError:
+                return
+
+    def _container_ended(self, namespace: str, pod: str, container: str) -> bool:
+        status = self._container_status(namespace, pod, container)
+        return status is None or (status.state is not None and status.state.terminated is not None)
+
+    def _container_status(self, namespace: str, pod: str, container: str) -> Any:
+        """The kubelet's status of one container of a pod; None when the pod is gone (or does not report it yet)."""
+        with self._errors("get", f"Pod {namespace}/{pod}"):
+            try:
+                found = self.client.get(Pod, pod, namespace=namespace)
+            except ApiError as err:
+                if err.status.code == 404:
+                    return None
+                raise
+        return next((s for label, s in _statuses(found) if label == "container" and s.name == container), None)
 
     def _problems(self, deployment: Deployment, replicaset: ReplicaSet | None, pods: list[Pod]) -> tuple[str, ...]:
         lines = [f"pod {pod.metadata.name}: {line}" for pod in pods for label, s in _statuses(pod)
@@ -592,6 +753,18 @@ def _stuck(pods: list[Pod]) -> list[str]:
     """`pod NAME: container …` for each container in a state waiting will not cure (FATAL_WAITING, FATAL_TERMINATED)."""
     return [f"pod {pod.metadata.name}: {container_line(label, s)}" for pod in pods for label, s in _statuses(pod)
             if _fatal(s)]
+
+
+def _has_started(pod: Pod, container: str) -> bool:
+    """The container runs or ran: its log can be read (before, the API answers 400: waiting to start)."""
+    return any(label == "container" and s.name == container and s.state is not None
+               and (s.state.running is not None or s.state.terminated is not None) for label, s in _statuses(pod))
+
+
+def _failed_init(pod: Pod) -> Any:
+    """The status of the pod's init container that failed (the release fetch), if one did: then nothing else starts."""
+    return next((s for label, s in _statuses(pod) if label == "init container" and s.state is not None
+                 and s.state.terminated is not None and s.state.terminated.exitCode != 0), None)
 
 
 def _fatal(status: Any) -> bool:

@@ -10,30 +10,40 @@ database, and nothing outside its namespace but the ingress controller and the c
 An operator's server (BRANCHYARD_POSTGRES_URL) is used as on the local backend: a database and a role of their own
 per environment, made by the control plane over the network.
 
+Dumps and restores (`backup create`, `restore`, both sides of `db refresh`) run as Jobs in the environment's namespace
+(data_jobs.py), which send or fetch the file through a one-time transfer of the control plane (transfers.py): the
+control plane never needs to reach the namespace's PostgreSQL itself. The daily backup is the environment's CronJob.
+
 Not yet here (said, not faked): database templates (postgres.templateFiles: every preview migrates and seeds its own
-database), dumps and restores by the control plane (`backup create`, `restore`, `db refresh`: the daily backup is
-the environment's CronJob, uploaded to the control plane).
+database).
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Mapping
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackendError
+from ...data.dumps import sha256_of
+from ...errors import BackendError, NotFound
+from ...names import check_name
 from ...settings import Settings
-from ..local.postgres import Admin
+from ...transfers import Transfers
+from ..local.postgres import Admin, LocalServer
 from ..ports import DatabaseAdmin, DataServer
-from . import naming
+from . import data_jobs, naming
+from .cluster import Cluster
 from .data_services import postgres_variables, redis_variables
 from .inputs import service_host
 
 CLUSTER = "cluster"  # a service's location: inside the environment's namespace
 EXTERNAL = "external"
-_NOT_YET = ("on Kubernetes the control plane does not dump or restore databases yet: the daily backup is the "
-            "environment's own CronJob, uploaded to the control plane")
+JOB_WAIT = data_jobs.DATA_JOB_TIMEOUT + 120.0  # the job's own deadline, and time to pull its image
 
 
 class _Credentials:
@@ -44,11 +54,28 @@ class _Credentials:
         return dict(self._variables)
 
 
-class ClusterDatabaseAdmin:
-    """The environment's own server, as the control plane knows it: credentials, no connection."""
+@dataclass(frozen=True)
+class DataJobs:
+    """What running a data job takes: the cluster, the open transfers the API serves, the control plane's URL as
+    pods reach it, the PostgreSQL image, and how to wait (tests: a fake clock)."""
 
-    def __init__(self, host: str) -> None:
+    cluster: Cluster
+    transfers: Transfers
+    control_url: str
+    image: str
+    wait: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ClusterDatabaseAdmin:
+    """The environment's own server, as the control plane knows it: credentials (no connection), and dumps and
+    restores by data jobs in its namespace. Its role and its database both have the environment's database name
+    (DataPlane creates it so)."""
+
+    def __init__(self, host: str, *, project: str = "", environment: str = "", namespace: str = "",
+                 jobs: DataJobs | None = None) -> None:
         self.host = host
+        self._where = (project, environment, namespace)
+        self._jobs = jobs
 
     def create_database(self, name: str, owner: str, *, password: str | None = None,
                         template: str | None = None) -> _Credentials:
@@ -79,16 +106,73 @@ class ClusterDatabaseAdmin:
         return []
 
     def dump(self, db: str, path: Path) -> str:
-        raise BackendError(f"backup of {db}: {_NOT_YET}")
+        """A dump job pg_dumps `db` in the namespace and uploads it into `path` (0600); the file's sha256."""
+        jobs, place = self._place(db, db)
+        path = Path(path)
+        transfer = jobs.transfers.expect_upload(path)
+        try:
+            objects = data_jobs.dump_job(place, transfer.id, self._url(transfer.id), transfer.token)
+            self._run(objects, f"pg_dump of {db}")
+        finally:
+            jobs.transfers.close(transfer)
+        if not path.is_file():  # the job ended well, yet nothing arrived: never a backup without its file
+            raise BackendError(f"pg_dump of {db} in {place.namespace}: the job succeeded but its upload never arrived")
+        return sha256_of(path)
 
     def restore(self, path: Path, db_name: str, owner: str) -> None:
-        raise BackendError(f"restore of {db_name}: {_NOT_YET}")
+        """A restore job fetches the dump at `path`, checks its sha256, and replaces `db_name`'s content with it in one
+        transaction (nothing changes when any step fails)."""
+        jobs, place = self._place(db_name, owner)
+        path = Path(path)
+        if not path.is_file():
+            raise NotFound(f"dump file {path} does not exist")
+        transfer = jobs.transfers.offer_download(path)
+        try:
+            objects = data_jobs.restore_job(place, transfer.id, self._url(transfer.id), transfer.token,
+                                            sha256_of(path))
+            self._run(objects, f"restore of {path.name} into {db_name}")
+        finally:
+            jobs.transfers.close(transfer)
+
+    def _place(self, database: str, user: str) -> tuple[DataJobs, data_jobs.DatabasePlace]:
+        project, environment, namespace = self._where
+        if self._jobs is None or not namespace:
+            raise BackendError(f"{database}: no cluster to run a data job in")
+        return self._jobs, data_jobs.DatabasePlace(project=project, environment=environment, namespace=namespace,
+                                                   image=self._jobs.image, user=check_name(user, "role"),
+                                                   database=check_name(database, "database"))
+
+    def _url(self, transfer_id: str) -> str:
+        assert self._jobs is not None
+        return f"{self._jobs.control_url}/internal/transfers/{transfer_id}"
+
+    def _run(self, objects: list[dict[str, Any]], what: str) -> None:
+        """Apply the transfer's Secret and Job, wait for the Job, delete both whatever happened; BackendError with
+        the job's last log lines when it failed."""
+        assert self._jobs is not None
+        cluster, namespace = self._jobs.cluster, self._where[2]
+        job = next(o for o in objects if o["kind"] == "Job")["metadata"]["name"]
+        secret = next(o for o in objects if o["kind"] == "Secret")["metadata"]["name"]
+        try:
+            cluster.apply(objects)
+            result = cluster.wait_job(namespace, job, timeout=JOB_WAIT, **self._jobs.wait)
+        finally:
+            for kind, name in (("Job", job), ("Secret", secret)):
+                with contextlib.suppress(BackendError):  # the Job's ttlSecondsAfterFinished cleans up if this fails
+                    cluster.delete(kind, namespace, name)
+        if not result.ok:
+            tail = [line for line in result.logs.splitlines() if line.strip()][-3:]
+            raise BackendError(f"{what} failed (job {namespace}/{job}): {result.detail}"
+                               + (f": {' / '.join(tail)}" if tail else ""))
 
 
 class ClusterDataServers:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, jobs: DataJobs | None = None) -> None:
         self._prefix = settings.kubernetes.namespace_prefix
         self._postgres_url = settings.postgres_url
+        self._jobs = jobs
+        self._scratch_dir = settings.home / "scratch-postgres"
+        self._scratch_lock = threading.Lock()
 
     def _host(self, service: str, project: str, environment: str) -> str:
         return service_host(service, naming.namespace(self._prefix, project, environment))
@@ -97,7 +181,9 @@ class ClusterDataServers:
                  location: str | None) -> tuple[DatabaseAdmin, str]:
         if self._postgres_url or location == EXTERNAL:
             return Admin(str(self._postgres_url)), EXTERNAL
-        return ClusterDatabaseAdmin(self._host("postgres", project, environment)), CLUSTER
+        namespace = naming.namespace(self._prefix, project, environment)
+        return ClusterDatabaseAdmin(service_host("postgres", namespace), project=project, environment=environment,
+                                    namespace=namespace, jobs=self._jobs), CLUSTER
 
     def cache(self, project: str, environment: str, settings: Mapping[str, Any],
               password: str | None) -> tuple[dict[str, str], str]:
@@ -115,3 +201,21 @@ class ClusterDataServers:
 
     def stop_all(self) -> None:
         """The cluster's servers keep running without the control plane."""
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Admin]:
+        """A PostgreSQL of the control plane's own (the embedded one, in BRANCHYARD_HOME/scratch-postgres) for one
+        refresh: the control plane may not reach the namespaces' servers, and raw data must never enter the target's.
+        Stopped and deleted, data and all, when the refresh ends. Its major version must be the data jobs' (the
+        sanitized dump it makes is restored by the target's pg_restore): BRANCHYARD_KUBE_POSTGRES_IMAGE's default
+        is the same major as the embedded server. One refresh at a time: a second waits for the first."""
+        with self._scratch_lock:
+            server = LocalServer(data_dir=self._scratch_dir)
+            try:
+                server.stop()  # what a control plane killed during a refresh left running
+                shutil.rmtree(self._scratch_dir, ignore_errors=True)
+                server.ensure_running()
+                yield Admin(server.admin_url())
+            finally:
+                server.stop()
+                shutil.rmtree(self._scratch_dir, ignore_errors=True)

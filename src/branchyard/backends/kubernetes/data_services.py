@@ -51,13 +51,15 @@ def postgres(inputs: EnvironmentInputs) -> list[dict[str, Any]]:
     container = {
         "name": "postgres",
         "image": inputs.settings.postgres_image,
-        "env": [*env_from_secret, {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}],
+        "env": env_from_secret,
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
         "readinessProbe": {"exec": {"command": ["pg_isready", "-U", creds.postgres_user, "-d", creds.postgres_database]},
                            "periodSeconds": 5, "timeoutSeconds": 5},
         "resources": _resources(inputs, pg.memory_mb),
         "securityContext": security.container(),
-        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+        # the images' own data directory is inside the claim whatever their version: /var/lib/postgresql/data up to
+        # 17, /var/lib/postgresql/<major>/docker from 18 (where the images want the volume at /var/lib/postgresql)
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql"}],
     }
     return [
         _secret(inputs, "postgres", {"POSTGRES_USER": creds.postgres_user, "POSTGRES_DB": creds.postgres_database,

@@ -6,12 +6,15 @@ awaited (cluster.py), the deploy log hearing what happens — the Kubernetes sid
     roll_out   Deployments, cron CronJob, Ingresses → rolled out (maxUnavailable 0, probes), else DeployFailed with the
                pods' reasons and events; the releases no longer kept lose their Secrets and Jobs
     destroy    the namespace deleted and awaited, then nothing labelled with the environment may remain anywhere
+
+and, outside a deployment, `run -e ENV -- CMD` (run_one_off): a Job from the current release → its log followed into
+the caller's output as it is written, then its exit code; the Job deleted whatever happens (stop_one_off: at once).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from ...errors import BackendError, DeployFailed
@@ -20,11 +23,15 @@ from ..ports import DesiredEnvironment, PodLogLine, PodStatus
 from . import naming
 from .cluster import Cluster, Rollout
 from .inputs import APP_PORT, HOOK_TIMEOUT, for_cluster
-from .manifests import namespace_of, phases, render_environment
+from .manifests import namespace_of, one_off_job, phases, render_environment
+from .workloads import RUN_KEEP, RUN_SERVICE, one_off_job_name
 
 DATA_TIMEOUT = 600.0  # seconds a data service may take to be ready (a volume to provision, an image to pull)
 PULL_MARGIN = 120.0  # seconds beyond the app's own timeouts for pulling images and fetching the release
 DESTROY_TIMEOUT = 600.0
+RUN_START_TIMEOUT = 300.0  # seconds a `run` pod may take to start: scheduled, its image pulled, the release fetched
+CANNOT_RUN = 125  # `run`'s exit code when no pod could run the command (`docker run`'s when it cannot start one)
+LOST = 1  # `run`'s exit code when the pod went away before its command ended (deleted, evicted, its node lost)
 _HOOK_LABELS = {"predeploy": "preDeployCommand", "seed": "seedCommand"}
 
 Out = Callable[[str], None]
@@ -105,6 +112,45 @@ class ClusterEnvironments:
                     self.cluster.delete(kind, namespace, name)
                     gone.append(f"{kind} {name}")
         return gone
+
+    # --- one-off commands (`run`) --------------------------------------------------------------------------
+
+    def run_one_off(self, desired: DesiredEnvironment, argv: Sequence[str], *, run_id: str, out: Out) -> int:
+        """`argv` run once as the Job `run-<run_id>` of the environment's namespace, in `desired`'s release; its output
+        (stdout and stderr, as the cluster keeps them) into `out` line by line as it is written; its exit code, or
+        CANNOT_RUN saying why no pod could run it. The Job and its pod are deleted whatever happens."""
+        job = one_off_job(for_cluster(desired, self.settings, self.control_url), list(argv), run_id)
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        try:
+            self.cluster.apply([job])
+            return self._follow_one_off(namespace, name, out)
+        finally:
+            try:
+                self.cluster.delete("Job", namespace, name)
+            except BackendError as err:
+                out(f"{err} (the cluster deletes the job itself {RUN_KEEP}s after it ended)\n")
+
+    def stop_one_off(self, project: str, environment: str, run_id: str) -> None:
+        """Stop a `run` command whose caller went away: its Job deleted, and with it its pod (the command gets
+        SIGTERM, then SIGKILL after the pod's grace period)."""
+        self.cluster.delete("Job", self.namespace(project, environment), one_off_job_name(run_id))
+
+    def _follow_one_off(self, namespace: str, name: str, out: Out) -> int:
+        started = self.cluster.wait_started(namespace, name, RUN_SERVICE, timeout=RUN_START_TIMEOUT, **self._wait)
+        if started.pod is None:
+            for line in (started.detail, *(f"       {p}" for p in started.problems)):
+                out(line + "\n")
+            return CANNOT_RUN
+        for line in self.cluster.follow_log(namespace, started.pod, RUN_SERVICE, poll=self._wait["poll"],
+                                            sleep=self._wait["sleep"]):
+            out(line + "\n")
+        ending = self.cluster.ending(namespace, started.pod, RUN_SERVICE)
+        if ending is None:
+            out(f"job {name}: pod {started.pod} went away before its command ended\n")
+            return LOST
+        if ending.note:
+            out(ending.note + "\n")
+        return ending.exit_code
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ APP_PORT = 8080  # every app container listens here ($PORT); the Service maps po
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 HOOK_TIMEOUT = 600  # seconds a preDeployCommand or seedCommand Job may run (as on the local backend)
+RUN_TIMEOUT = 3600  # seconds a `run` command's Job may take, its start included (the local backend sets none)
 
 Release = ReleaseArtifact
 Credentials = EnvironmentSecrets

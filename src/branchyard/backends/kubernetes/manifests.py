@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import data_services, naming, network, sizing, workloads
+from . import data_jobs, data_services, naming, network, sizing, workloads
 from .inputs import EnvironmentInputs
 
 
@@ -30,12 +30,29 @@ def render_environment(inputs: EnvironmentInputs) -> list[dict[str, Any]]:
         *app,
         *network.ingresses(inputs),
     ]
-    bounds = sizing.quota_and_limits(body, labels)
+    bounds = sizing.quota_and_limits(body, labels, one_off=_one_off_pods(inputs, ns, app))
     objects = [_namespace(inputs, ns), *_bounds_first(bounds), *body]
     for obj in objects[1:]:
         obj["metadata"] = {"name": obj["metadata"]["name"], "namespace": ns,
                            **{k: v for k, v in obj["metadata"].items() if k != "name"}}
     return objects
+
+
+def _one_off_pods(inputs: EnvironmentInputs, namespace: str, app: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods started on demand beside the environment's own: a `run` command (the web service's pod) and, with the
+    namespace's own PostgreSQL, a dump or restore job."""
+    pods = [o["spec"]["template"]["spec"] for o in app if o["kind"] == "Deployment" and o["metadata"]["name"] == "web"]
+    if inputs.config.postgres is not None and not inputs.external_postgres:
+        pods.append(data_jobs.pod_template(data_jobs.place_of(inputs, namespace)))
+    return pods
+
+
+def one_off_job(inputs: EnvironmentInputs, argv: list[str], run_id: str) -> dict[str, Any]:
+    """A `run` command's Job in the environment's namespace: started on demand, never one of the objects above."""
+    job = workloads.one_off_job(inputs, argv, run_id)
+    job["metadata"] = {"name": job["metadata"]["name"], "namespace": namespace_of(inputs),
+                       **{k: v for k, v in job["metadata"].items() if k != "name"}}
+    return job
 
 
 def namespace_of(inputs: EnvironmentInputs) -> str:

@@ -12,7 +12,7 @@ PROJECT = "branchyard.dev/project"
 ENVIRONMENT = "branchyard.dev/environment"
 EPHEMERAL = "branchyard.dev/ephemeral"
 PULL_REQUEST = "branchyard.dev/pull-request"
-SERVICE = "branchyard.dev/service"  # web, worker-<type>, cron, postgres, redis, predeploy, seed, backup
+SERVICE = "branchyard.dev/service"  # web, worker-<type>, cron, postgres, redis, predeploy, seed, backup, run
 RELEASE = "branchyard.dev/release"  # the deployment a pod template, Job or Secret belongs to
 MANAGED_BY = ("app.kubernetes.io/managed-by", "branchyard")
 

@@ -4,8 +4,10 @@ storage), so that the namespace can hold exactly what branchyard runs there and 
 The quota is the peak the environment's workloads can reach together: every Deployment at its replicas plus the one
 extra replica its rolling update adds (maxSurge 1), every StatefulSet's replicas, one pod for each Job and CronJob
 (hooks run one at a time; cron runs never overlap), each pod counted at max(sum of its containers, largest init
-container) as the scheduler counts it; the claims' storage summed. A dimension is in the quota only when every
-container states it (a spec without `memory` sets no memory quota — nothing to derive it from). No LoadBalancer and
+container) as the scheduler counts it; the claims' storage summed; and room for one pod more, the largest of the
+`one_off` pods (a `run` command or an on-demand dump or restore, started beside whatever else is running). A
+dimension is in the quota only when every container states it (a spec without `memory` sets no memory quota —
+nothing to derive it from). No LoadBalancer and
 no NodePort Service: an environment is reached through the ingress controller only.
 
 The LimitRange gives a container created by hand in the namespace (`kubectl run`) the web service's size, and caps
@@ -22,7 +24,8 @@ from . import quantities
 _DIMENSIONS = ("cpu", "memory")
 
 
-def quota_and_limits(objects: Iterable[Mapping[str, Any]], labels: Mapping[str, str]) -> list[dict[str, Any]]:
+def quota_and_limits(objects: Iterable[Mapping[str, Any]], labels: Mapping[str, str], *,
+                     one_off: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     pods: list[tuple[int, Mapping[str, Any]]] = []
     claims: list[float] = []
     containers: list[Mapping[str, Any]] = []
@@ -43,11 +46,14 @@ def quota_and_limits(objects: Iterable[Mapping[str, Any]], labels: Mapping[str, 
             continue
         template = pods[-1][1]
         containers += [*template.get("initContainers", ()), *template["containers"]]
-    hard: dict[str, str] = {"pods": str(sum(n for n, _ in pods)), "services.loadbalancers": "0",
+    spare = list(one_off)
+    for template in spare:
+        containers += [*template.get("initContainers", ()), *template["containers"]]
+    hard: dict[str, str] = {"pods": str(sum(n for n, _ in pods) + (1 if spare else 0)), "services.loadbalancers": "0",
                             "services.nodeports": "0"}
     for dim in _DIMENSIONS:
         if containers and all(dim in c.get("resources", {}).get("limits", {}) for c in containers):
-            total = sum(n * _pod_amount(p, dim) for n, p in pods)
+            total = sum(n * _pod_amount(p, dim) for n, p in pods) + max((_pod_amount(p, dim) for p in spare), default=0.0)
             shown = quantities.cpu_of(total) if dim == "cpu" else quantities.memory_of(total)
             hard |= {f"requests.{dim}": shown, f"limits.{dim}": shown}
     if claims:

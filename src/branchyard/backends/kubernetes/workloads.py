@@ -1,5 +1,6 @@
 """The app's workloads: web as a Deployment, Procfile workers as Deployments without a Service, a `cronSchedule`
-service as a CronJob, preDeployCommand and seedCommand as Jobs. Pure: inputs → dicts.
+service as a CronJob, preDeployCommand and seedCommand as Jobs, and a `run` command as a one-off Job. Pure: inputs →
+dicts.
 
 Every app pod runs the release: a release archive (code + virtualenv built once for the runtime image) that an init
 container fetches with the release's own token into an emptyDir, checked against its SHA-256 — or a prebuilt image.
@@ -20,15 +21,21 @@ Where Kubernetes differs from the local backend (docs/kubernetes.md says it to u
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from typing import Any
 
+from ...errors import BadInput
 from ...release_variables import prefixed, release_facts
 from . import naming, quantities, security
-from .inputs import APP_PORT, HOOK_TIMEOUT, EnvironmentInputs
+from .inputs import APP_PORT, HOOK_TIMEOUT, RUN_TIMEOUT, EnvironmentInputs
 
 APP_DIR = "/app"  # where a release archive is unpacked: the service's root, its virtualenv at /app/.venv
 APP_USER = 1000  # the uid app containers run as (never root); releases are built to run as it
 MIN_DRAIN = 5  # seconds a leaving replica keeps serving while endpoints propagate (drainingSeconds when larger)
+RUN_SERVICE = "run"  # a `run` command's Job: its service label and its container's name
+RUN_KEEP = 600  # seconds the cluster keeps a finished `run` Job the control plane could not delete (it died under it)
+_RUN_ID = re.compile(r"[a-z0-9]{1,16}")
 
 # The init container's program (python3 is in every runtime image): fetch the archive with the release's token,
 # check its digest, unpack it with tarfile's "data" filter (no absolute paths, links out, devices or setuid bits),
@@ -149,6 +156,41 @@ def _job(inputs: EnvironmentInputs, service: str, commands: tuple[str, ...]) -> 
     }
 
 
+def one_off_job_name(run_id: str) -> str:
+    """`run-<run_id>`: the Job of one `run` command. BadInput unless `run_id` is 1–16 lowercase letters and digits
+    (a DNS label with room for the pod's suffix)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise BadInput(f"run id {run_id!r}: 1 to 16 lowercase letters and digits")
+    return f"{RUN_SERVICE}-{run_id}"
+
+
+def one_off_job(inputs: EnvironmentInputs, argv: Sequence[str], run_id: str) -> dict[str, Any]:
+    """`run -e ENV -- CMD`: `argv` run once in the release's pod (its archive fetched, its variables Secret, web's
+    size), exactly as given: no shell, and `$` escaped from Kubernetes' own `$(VAR)` expansion. Stdin stays closed.
+    Deleted by the control plane once it has the exit code; by the cluster RUN_KEEP seconds after it ended else."""
+    if not argv or any("\x00" in arg for arg in argv):
+        raise BadInput("run: the command is empty or has an argument with a NUL character")
+    name = one_off_job_name(run_id)
+    container = _app_container(inputs, RUN_SERVICE, [_unexpanded(arg) for arg in argv], port=False)
+    pod = _pod_spec(inputs, container, restart="Never", grace=30)
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "labels": _workload_labels(inputs, RUN_SERVICE)},
+        "spec": {
+            "backoffLimit": 0,  # a command runs once, as locally: never again behind the user's back
+            "activeDeadlineSeconds": RUN_TIMEOUT,
+            "ttlSecondsAfterFinished": RUN_KEEP,
+            "template": {"metadata": {"labels": _workload_labels(inputs, RUN_SERVICE)}, "spec": pod},
+        },
+    }
+
+
+def _unexpanded(arg: str) -> str:
+    """An argument as Kubernetes must be given it to pass it on unchanged: it expands `$(VAR)` in a container's
+    command and reads `$$` as `$`, so every `$` is doubled."""
+    return arg.replace("$", "$$")
+
+
 def _cron_job(inputs: EnvironmentInputs, command: str) -> dict[str, Any]:
     """Railway's cronSchedule as Kubernetes runs it: UTC; a run still going when the next is due → that one is skipped
     (Forbid, as locally); slots missed while the controller was down → the newest only, when at most an hour late
@@ -225,7 +267,8 @@ def _fetch_container(inputs: EnvironmentInputs) -> dict[str, Any]:
     }
 
 
-def _app_container(inputs: EnvironmentInputs, service: str, command: str, *, port: bool) -> dict[str, Any]:
+def _app_container(inputs: EnvironmentInputs, service: str, command: str | list[str], *, port: bool) -> dict[str, Any]:
+    """`command`: a line for the shell (a start command, a hook), or an argv run as it is (`run`)."""
     rel = inputs.release
     facts = release_facts(inputs.project, inputs.config.name, rel.id, rel.commit, rel.branch)
     if service != "web":  # a Procfile service, a cron run or a hook is a service of its own, as on Railway
@@ -245,7 +288,7 @@ def _app_container(inputs: EnvironmentInputs, service: str, command: str, *, por
     container: dict[str, Any] = {
         "name": service,
         "image": rel.image or inputs.settings.runtime_image,
-        "command": ["/bin/sh", "-c", command],
+        "command": ["/bin/sh", "-c", command] if isinstance(command, str) else list(command),
         "envFrom": [{"secretRef": {"name": variables_secret_name(rel.id)}}],
         "env": env,
         "resources": _resources(inputs),

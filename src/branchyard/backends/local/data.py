@@ -14,6 +14,7 @@ on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 from collections.abc import Mapping
@@ -128,6 +129,10 @@ class LocalDataServers:
             LocalServer(data_dir=self._home / "postgres" / location[len(DEDICATED):]).destroy()
         elif location == SHARED:
             LocalServer(data_dir=self._home / "postgres" / SHARED).disallow(f"{project}/{environment}/")
+
+    def scratch(self) -> contextlib.AbstractContextManager[Admin | None]:
+        """The source's own server: the control plane reaches every local one."""
+        return contextlib.nullcontext(None)
 
     def stop_all(self) -> None:
         for data_dir in sorted((self._home / "redis").glob("*/*")):

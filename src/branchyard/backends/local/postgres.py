@@ -36,7 +36,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -58,6 +57,8 @@ from branchyard.backends.local import pgtools
 from branchyard.backends.local.pgtools import ServiceAccount, pg_bin
 from branchyard.backends.local.processes import pid_exists
 from branchyard.errors import BackendError, BadInput, BranchyardError, Conflict, NotFound
+from branchyard.names import check_name
+from branchyard.restore_sql import restore_epilogue, restore_prelude
 
 __all__ = ["Admin", "Database", "LocalServer", "pg_bin"]
 
@@ -65,9 +66,7 @@ SUPERUSER = "postgres"
 START_TIMEOUT = 60.0  # seconds for pg_ctl start -w, and again for the first successful connection
 STOP_TIMEOUT = 60.0
 ORPHAN_WAIT = 5.0  # seconds for a killed postmaster's children to notice and exit before SIGKILL
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RESERVED_DATABASES = {"postgres", "template0", "template1"}
-_RESERVED_ROLES = {"public", "none", "current_user", "session_user", "current_role"}
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 _LOG_ROTATE_BYTES = 10 * 1024 * 1024
@@ -76,15 +75,6 @@ _LOG_ROTATE_BYTES = 10 * 1024 * 1024
 def new_password(length: int = 32) -> str:
     """A random password of letters and digits (nothing that needs escaping anywhere)."""
     return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(length))
-
-
-def check_name(name: str, kind: str = "database") -> str:
-    """Validate a database or role name against ^[a-z_][a-z0-9_]{0,62}$ (callers sanitise; this is the guard)."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise BadInput(f"invalid PostgreSQL {kind} name {name!r}: use 1-63 of a-z, 0-9, _ (not starting with a digit)")
-    if kind == "role" and (name in _RESERVED_ROLES or name.startswith("pg_")):
-        raise BadInput(f"PostgreSQL role name {name!r} is reserved")
-    return name
 
 
 @dataclass(frozen=True)
@@ -915,30 +905,7 @@ class Admin:
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone() is None:
                 raise NotFound(f"role {owner!r} does not exist")
         conninfo, env = self._tool_conninfo(db_name)
-        role = f'"{owner}"'  # validated by check_name: quoting is all it needs
-        prelude = f"""\
-\\set ON_ERROR_STOP on
-SET client_min_messages = warning;
-BEGIN;
-DO $branchyard$
-DECLARE s text;
-BEGIN
-  FOR s IN SELECT nspname FROM pg_namespace
-           WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%'
-  LOOP
-    EXECUTE format('DROP SCHEMA %I CASCADE', s);
-  END LOOP;
-END $branchyard$;
-SELECT pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;
-CREATE SCHEMA public AUTHORIZATION {role};
-REVOKE ALL ON SCHEMA public FROM PUBLIC;
-"""
-        epilogue = f"""
-RESET ROLE;
-ALTER SCHEMA public OWNER TO {role};
-REVOKE ALL ON SCHEMA public FROM PUBLIC;
-COMMIT;
-"""
+        prelude, epilogue = restore_prelude(owner), restore_epilogue(owner)
         with tempfile.TemporaryFile() as restore_err, tempfile.TemporaryFile() as psql_err:
             try:
                 psql = subprocess.Popen(

@@ -309,6 +309,10 @@ def test_a_pull_request_gets_a_namespace_and_closing_it_leaves_nothing(cluster, 
     labels = fake.get("namespaces", None, pr_ns)["metadata"]["labels"]
     assert (labels["branchyard.dev/pull-request"], labels["branchyard.dev/ephemeral"]) == ("12", "true")
     assert fake.get("statefulsets", pr_ns, "redis") is None  # the pr template has no Redis
+    # `add --plugin redis`: its server in the namespace at once (as a local one starts), its password in a Secret
+    kplane.run("add", "--plugin", "redis", "-e", "pr-12", cwd=repo)
+    assert fake.get("statefulsets", pr_ns, "redis")["status"]["readyReplicas"] == 1
+    assert fake.get("secrets", pr_ns, "redis")["stringData"]["REDIS_PASSWORD"]
     assert pr.close() == 202
     wait_for(lambda: fake.get("namespaces", None, pr_ns) is None, timeout=120, interval=0.5)
     left = [key for key, obj in fake.objects.items()

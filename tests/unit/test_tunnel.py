@@ -172,8 +172,9 @@ VARIABLES = {
 
 @pytest.mark.parametrize("in_cluster", [False, True])
 def test_the_connection_says_whether_only_the_control_plane_reaches_the_servers(store: Store, in_cluster: bool) -> None:
+    cluster = object() if in_cluster else None  # a cluster backend's rollouts (only their presence counts here)
     databases = Databases(None, store, data=FakeDataPlane(VARIABLES), deployer=None,  # type: ignore[arg-type]
-                          servers_in_cluster=in_cluster)
+                          cluster=cluster)  # type: ignore[arg-type]
     assert databases.connection("yoto", "staging", "postgres") == VARIABLES["Postgres"] | {"tunnel": in_cluster}
     assert databases.connection("yoto", "staging", "redis") == VARIABLES["Redis"] | {"tunnel": in_cluster}
 

@@ -31,6 +31,7 @@ from ..build import archive, release
 from ..errors import BadInput, BranchyardError
 from ..settings import Settings
 from ..spec import load_project
+from ..spec.model import PostgresConfig, RedisConfig
 from ..store import models as m
 from ..store.db import Store
 from .backups import Backups
@@ -135,6 +136,18 @@ class ClusterRollouts:
         self.environments.roll_out(desired, lambda line: log.info("%s/%s %s", project, env_name, line.strip()),
                                    keep=[current])
 
+    def apply_data_services(self, project: str, env_name: str, out: Callable[[str], None]) -> bool:
+        """`add --plugin` on a cluster: apply the namespace's objects for the current deployment now, the new
+        service's StatefulSet among them, and wait until it is ready (as the local backend starts its server at once).
+        False when the environment has no deployment yet: its first one will."""
+        with self.store.session() as s:
+            env = self.store.environment(s, self.store.project(s, project), env_name)
+            dep_id = env.current_deployment_id
+        if dep_id is None:
+            return False
+        self.environments.prepare(self.desired(project, env_name, dep_id, new_database=False), out)
+        return True
+
     def desired(self, project: str, env_name: str, dep_id: str, *, new_database: bool,
                 asleep: bool = False) -> DesiredEnvironment:
         """The deployment as the cluster should run it, from its recorded snapshot and its release's files (`asleep`:
@@ -162,6 +175,11 @@ class ClusterRollouts:
             config = dataclasses.replace(config, processes={
                 name: dataclasses.replace(p, replicas=workers_scale.get(name, p.replicas))
                 for name, p in config.processes.items()})
+        added = self.data.service_names(env_id)  # what `add --plugin` provisioned besides the spec's services
+        if config.postgres is None and "postgres" in added:
+            config = dataclasses.replace(config, postgres=PostgresConfig(name=added["postgres"]))
+        if config.redis is None and "redis" in added:
+            config = dataclasses.replace(config, redis=RedisConfig(name=added["redis"]))
         services = self.data.service_variables(env_id)
         pg = services.get(config.postgres.name, {}) if config.postgres else {}
         redis = services.get(config.redis.name, {}) if config.redis else {}

@@ -118,7 +118,7 @@ class Controller:
         # `run`: on a cluster, a Job from the current deployment as its rollouts render it
         self.oneoffs = OneOffs(store, variables=self.variables, cluster=self.deployer.attempts.cluster)
         self.databases = Databases(settings, store, data=self.data, deployer=self.deployer,
-                                   servers_in_cluster=self.on_cluster)
+                                   cluster=self.deployer.attempts.cluster)
         self.promotions = Promotions(settings, store, runtime=machine.runtime, data=self.data, deployer=self.deployer,
                                      environments=self.environments, guards=self.guards, routes=self.routes)
         self.git_follow = GitFollow(store)

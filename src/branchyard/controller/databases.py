@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -18,22 +19,31 @@ from ..store.db import Store
 from .dataplane import DataPlane
 from .deployer import Deployer
 
+if TYPE_CHECKING:
+    from .cluster_rollout import ClusterRollouts
+
+log = logging.getLogger("branchyard.databases")
+
 
 class Databases:
     def __init__(self, settings: Settings, store: Store, *, data: DataPlane, deployer: Deployer,
-                 servers_in_cluster: bool = False) -> None:
-        """`servers_in_cluster`: the environments' servers are reachable only from inside a cluster (Kubernetes'
-        `postgres.<namespace>` Services), so `connect` goes through the control plane's tunnel even on its machine."""
+                 cluster: ClusterRollouts | None = None) -> None:
+        """`cluster`: a cluster backend (Kubernetes). Its servers are reachable only from inside the cluster
+        (`postgres.<namespace>` Services), so `connect` goes through the control plane's tunnel even on its machine;
+        and an added plugin's server is applied to the namespace at once."""
         self.settings = settings
         self.store = store
         self.data = data
         self.deployer = deployer
-        self.servers_in_cluster = servers_in_cluster
+        self.cluster = cluster
+        self.servers_in_cluster = cluster is not None
 
     def add_plugin(self, project: str, env_name: str, plugin: str, *, actor: Actor = SYSTEM) -> dict[str, Any]:
         """`branchyard add --plugin postgresql|redis -e ENV`: provision now; references can use it at the next deploy."""
         with self.deployer.exclusive(project, env_name):
             variables = self.data.add_plugin(project, env_name, plugin)
+            if self.cluster is not None:  # its StatefulSet in the namespace now (awaited), as a local server starts
+                self.cluster.apply_data_services(project, env_name, lambda line: log.info("%s", line.strip()))
         with self.store.session() as s:
             self.store.record(s, project, "plugin.added", f"{plugin} added to {env_name}", environment=env_name, actor=actor)
         return {"plugin": plugin, "variables": variables}

@@ -165,6 +165,11 @@ class DataPlane:
             values += [v for k, v in space.items() if "PASSWORD" in k]
         return Redactor(values)
 
+    def service_names(self, env_id: int) -> dict[str, str]:
+        """Kind (postgres, redis) → namespace of the environment's provisioned services (`add --plugin`'s too)."""
+        with self.store.session() as s:
+            return {r.kind: r.name for r in s.scalars(select(m.Service).where(m.Service.environment_id == env_id))}
+
     def service_variables(self, env_id: int) -> dict[str, dict[str, str]]:
         """Namespace → variables of the environment's provisioned services."""
         with self.store.session() as s:

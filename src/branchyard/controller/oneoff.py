@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("branchyard.run")
 IN_CLUSTER = "cluster"  # `context()["where"]` on a cluster backend: the CLI then asks for `exec`
+KEEPALIVE_SECONDS = 15.0  # an empty line after this long without output (the CLI skips empty lines)
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,9 @@ class OneOffs:
         Job, and with it the command's pod."""
         assert self.cluster is not None
         environments, project, env_name = self.cluster.environments, run.desired.project, run.desired.config.name
-        return _stream_from_thread(
+        return kept_alive(_stream_from_thread(
             lambda out: environments.run_one_off(run.desired, run.argv, run_id=run.run_id, out=out),
-            stop=lambda: environments.stop_one_off(project, env_name, run.run_id), name=f"run-{run.run_id}")
+            stop=lambda: environments.stop_one_off(project, env_name, run.run_id), name=f"run-{run.run_id}"))
 
     def _current_deployment(self, project: str, env_name: str) -> str:
         with self.store.session() as s:
@@ -141,7 +142,7 @@ def execute(where: dict[str, Any], command: Sequence[str]) -> AsyncIterator[byte
     program = command[0] if "/" in command[0] else shutil.which(command[0], path=env["PATH"])
     if program is None:
         raise BadInput(f"run: command not found on the control plane's machine: {command[0]}")
-    return _stream([program, *command[1:]], where["cwd"], env)
+    return kept_alive(_stream([program, *command[1:]], where["cwd"], env))
 
 
 async def _stream(argv: list[str], cwd: str, env: dict[str, str]) -> AsyncIterator[bytes]:
@@ -163,6 +164,31 @@ async def _stream(argv: list[str], cwd: str, env: dict[str, str]) -> AsyncIterat
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+async def kept_alive(lines: AsyncIterator[bytes], every: float = KEEPALIVE_SECONDS) -> AsyncIterator[bytes]:
+    """`lines`, with an empty line after each `every` seconds without one: a quiet command (a long migration) must not
+    be cut by an idle timeout between the control plane and the CLI (an Ingress's, a load balancer's). Closing this
+    closes `lines` (the command is stopped as when the client goes away)."""
+    pending = asyncio.ensure_future(anext(lines))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield b"\n"
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            yield item
+            pending = asyncio.ensure_future(anext(lines))
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        await lines.aclose()
 
 
 async def _stream_from_thread(work: Callable[[Callable[[str], None]], int], *, stop: Callable[[], None],

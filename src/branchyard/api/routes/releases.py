@@ -71,12 +71,7 @@ def router(ctl: Controller) -> APIRouter:
     async def backup(project: str, environment: str, request: Request) -> Response:
         if not _allowed(request, lambda: internal_auth.backup_token(ctl.settings.home, project, environment)):
             return Response(status_code=403, headers=NO_STORE)
-        limit = BACKUP_MAX_BODY
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(_too_large(limit))
-        body = _capped(_pulled(request.stream(), asyncio.get_running_loop()), limit)
-        receive = functools.partial(ctl.backups.receive, project, environment, body, kind="scheduled")
+        receive = functools.partial(ctl.backups.receive, project, environment, _dump_body(request), kind="scheduled")
         done = await asyncio.get_running_loop().run_in_executor(uploads, receive)
         return JSONResponse(done, status_code=201, headers=NO_STORE)
 
@@ -86,12 +81,7 @@ def router(ctl: Controller) -> APIRouter:
         found = transfers.find(transfer_id, UPLOAD, bearer(request.headers.get("authorization"))) if transfers else None
         if found is None:
             return Response(status_code=403, headers=NO_STORE)
-        limit = BACKUP_MAX_BODY
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(_too_large(limit))
-        body = _capped(_pulled(request.stream(), asyncio.get_running_loop()), limit)
-        receive = functools.partial(_receive_transfer, found.path, body)
+        receive = functools.partial(_receive_transfer, found.path, _dump_body(request))
         sha256, size = await asyncio.get_running_loop().run_in_executor(uploads, receive)
         return JSONResponse({"sha256": sha256, "size": size}, status_code=201, headers=NO_STORE)
 
@@ -109,6 +99,15 @@ def router(ctl: Controller) -> APIRouter:
                             headers=NO_STORE)
 
     return r
+
+
+def _dump_body(request: Request) -> Iterator[bytes]:
+    """An uploaded dump's body for a worker thread, PayloadTooLarge past BACKUP_MAX_BODY (at once when declared so)."""
+    limit = BACKUP_MAX_BODY
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(_too_large(limit))
+    return _capped(_pulled(request.stream(), asyncio.get_running_loop()), limit)
 
 
 def _receive_transfer(path: Path, body: Iterator[bytes]) -> tuple[str, int]:

@@ -18,12 +18,12 @@ from typing import Any
 
 from ...restore_sql import restore_epilogue, restore_prelude
 from . import naming, quantities, security
-from .data_services import POSTGRES_UID
 from .inputs import POSTGRES_PORT, EnvironmentInputs
 
 DATA_JOB_TIMEOUT = 3600  # seconds a dump or restore may take, pulling the image included
 DATA_JOB_MEMORY_MB = 256
 DATA_JOB_CPU = 0.5
+POSTGRES_UID = 70  # the postgres user of the alpine images
 TRANSFER_KEEP = 3600  # seconds the cluster keeps a finished job when the control plane could not delete it
 DUMP = "dump"
 RESTORE = "restore"
@@ -99,25 +99,15 @@ def restore_job(place: DatabasePlace, transfer_id: str, url: str, token: str, sh
 
 def pod_template(place: DatabasePlace) -> dict[str, Any]:
     """The pod a data job runs (without its transfer's variables): what the namespace's quota keeps room for."""
-    return _pod(place, "data", "true", [])
+    return tool_pod(place, "data", "true", [])
 
 
-def _job(place: DatabasePlace, verb: str, transfer_id: str, script: str, env: list[dict[str, Any]]) -> dict[str, Any]:
-    labels = naming.service_labels(place.project, place.environment, verb)
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": job_name(verb, transfer_id), "namespace": place.namespace, "labels": labels},
-        "spec": {
-            "backoffLimit": 0,  # a failed dump or restore is reported, not retried behind the user's back
-            "activeDeadlineSeconds": DATA_JOB_TIMEOUT,
-            "ttlSecondsAfterFinished": TRANSFER_KEEP,
-            "template": {"metadata": {"labels": labels}, "spec": _pod(place, verb, script, env)},
-        },
-    }
-
-
-def _pod(place: DatabasePlace, name: str, script: str, env: list[dict[str, Any]]) -> dict[str, Any]:
-    limits = {"cpu": quantities.cpu(DATA_JOB_CPU), "memory": quantities.memory(DATA_JOB_MEMORY_MB)}
+def tool_pod(place: DatabasePlace, name: str, script: str, env: list[dict[str, Any]], *,
+             limits: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod whose one container runs `script` with the PostgreSQL tools of the server's image, connected to the
+    namespace's server as its role (the password from the server's Secret), a scratch /tmp: a data job's, and the
+    daily backup CronJob's (data_services.backups). `limits`: a data job's size unless given."""
+    limits = limits or {"cpu": quantities.cpu(DATA_JOB_CPU), "memory": quantities.memory(DATA_JOB_MEMORY_MB)}
     container = {
         "name": name,
         "image": place.image,
@@ -141,6 +131,20 @@ def _pod(place: DatabasePlace, name: str, script: str, env: list[dict[str, Any]]
         "securityContext": security.pod(POSTGRES_UID),
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+
+
+def _job(place: DatabasePlace, verb: str, transfer_id: str, script: str, env: list[dict[str, Any]]) -> dict[str, Any]:
+    labels = naming.service_labels(place.project, place.environment, verb)
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job_name(verb, transfer_id), "namespace": place.namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,  # a failed dump or restore is reported, not retried behind the user's back
+            "activeDeadlineSeconds": DATA_JOB_TIMEOUT,
+            "ttlSecondsAfterFinished": TRANSFER_KEEP,
+            "template": {"metadata": {"labels": labels}, "spec": tool_pod(place, verb, script, env)},
+        },
     }
 
 

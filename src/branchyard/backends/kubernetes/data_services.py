@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import naming, quantities, security
+from . import data_jobs, naming, quantities, security
+from .data_jobs import POSTGRES_UID
 from .inputs import POSTGRES_PORT, REDIS_PORT, EnvironmentInputs
 
 DEFAULT_STORAGE_MB = 1024
 DEFAULT_CPU = 0.5
 BACKUP_SCHEDULE = "0 3 * * *"  # daily, 03:00 UTC
-POSTGRES_UID = 70  # the postgres user of the alpine images
 REDIS_UID = 999  # the redis user of the alpine images
 
 
@@ -109,32 +109,12 @@ def backups(inputs: EnvironmentInputs) -> list[dict[str, Any]]:
     script = ('pg_dump --format=custom --file=/tmp/backup.dump && '
               'wget -q -O /dev/null --header "Authorization: Bearer $BRANCHYARD_BACKUP_TOKEN" '
               '--header "Content-Type: application/octet-stream" --post-file=/tmp/backup.dump "$BRANCHYARD_BACKUP_URL"')
-    container = {
-        "name": "backup",
-        "image": inputs.settings.postgres_image,  # pg_dump of the server's own version; busybox wget uploads
-        "command": ["/bin/sh", "-c", script],
-        "env": [
-            {"name": "PGHOST", "value": "postgres"},
-            {"name": "PGPORT", "value": str(POSTGRES_PORT)},
-            {"name": "PGUSER", "value": inputs.credentials.postgres_user},
-            {"name": "PGDATABASE", "value": inputs.credentials.postgres_database},
-            {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "postgres", "key": "POSTGRES_PASSWORD"}}},
-            {"name": "BRANCHYARD_BACKUP_URL", "value": url},
-            {"name": "BRANCHYARD_BACKUP_TOKEN", "valueFrom": {"secretKeyRef": {"name": "backup-upload", "key": "token"}}},
-        ],
-        "resources": _resources(inputs, 256),
-        "securityContext": security.container(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
+    place = data_jobs.place_of(inputs, "")
+    env = [{"name": "BRANCHYARD_BACKUP_URL", "value": url},
+           {"name": "BRANCHYARD_BACKUP_TOKEN", "valueFrom": {"secretKeyRef": {"name": "backup-upload", "key": "token"}}}]
+    # pg_dump of the server's own version; busybox wget uploads
+    pod = data_jobs.tool_pod(place, "backup", script, env, limits=_resources(inputs, 256)["limits"])
     labels = naming.service_labels(inputs.project, inputs.config.name, "backup")
-    pod = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "restartPolicy": "Never",
-        "securityContext": security.pod(POSTGRES_UID),
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
-    }
     return [
         _secret(inputs, "backup-upload", {"token": inputs.credentials.backup_token}),
         {

@@ -101,18 +101,25 @@ def rows(db, sql_text: str) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
+def dump(db, control, tmp: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """A dump job's script run against `db`, uploading through a transfer opened (and closed) for it."""
+    url, transfers = control
+    dumped = tmp / "backup.dump"
+    upload = transfers.expect_upload(dumped)
+    done = run_job(data_jobs.dump_job(place(db), upload.id, f"{url}/internal/transfers/{upload.id}", upload.token),
+                   db, tmp)
+    transfers.close(upload)
+    return dumped, done
+
+
 def test_a_dump_job_uploads_and_a_restore_job_brings_it_back_whole(database, control, tmp_path):
     _, db = database
     url, transfers = control
     rows(db, "CREATE TABLE songs (id int PRIMARY KEY, title text); INSERT INTO songs VALUES (1, 'first'), (2, 'second')")
-    dumped = tmp_path / "backup.dump"
-    upload = transfers.expect_upload(dumped)
-    job = data_jobs.dump_job(place(db), upload.id, f"{url}/internal/transfers/{upload.id}", upload.token)
-    done = run_job(job, db, tmp_path)
+    dumped, done = dump(db, control, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "uploaded" in done.stdout
     assert dumped.read_bytes().startswith(DUMP_MAGIC) and oct(dumped.stat().st_mode & 0o777) == "0o600"
-    transfers.close(upload)
 
     rows(db, "DELETE FROM songs WHERE id = 2; CREATE TABLE added_later (x int)")
     download = transfers.offer_download(dumped)
@@ -130,11 +137,8 @@ def test_a_restore_with_a_wrong_digest_or_token_changes_nothing(database, contro
     _, db = database
     url, transfers = control
     rows(db, "DROP TABLE IF EXISTS songs; CREATE TABLE songs (id int PRIMARY KEY); INSERT INTO songs VALUES (7)")
-    dumped = tmp_path / "backup.dump"
-    upload = transfers.expect_upload(dumped)
-    assert run_job(data_jobs.dump_job(place(db), upload.id, f"{url}/internal/transfers/{upload.id}", upload.token),
-                   db, tmp_path).returncode == 0
-    transfers.close(upload)
+    dumped, done = dump(db, control, tmp_path)
+    assert done.returncode == 0, done.stderr
     rows(db, "INSERT INTO songs VALUES (8)")
 
     download = transfers.offer_download(dumped)
